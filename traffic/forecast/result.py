@@ -1,0 +1,103 @@
+"""What training hands to the registry and the publisher.
+
+The training code (``traffic.forecast.train``) fills a :class:`TrainResult`; the MLflow
+layer (``traffic.registry``) logs and registers it; the pipeline forecasts with the
+``module`` it carries (or the champion loaded back from MLflow).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: Metric names, all masked (missing cells/bins never count) and in original units.
+METRICS = ("mae", "rmse")
+
+
+@dataclass
+class HorizonMetrics:
+    """Masked metrics per forecast horizon (index 0 = one bin ahead)."""
+
+    mae: list[float]
+    rmse: list[float]
+    n: list[int]  # observed target values per horizon
+
+    @property
+    def mae_mean(self) -> float:
+        return float(np.mean(self.mae))
+
+    @property
+    def rmse_mean(self) -> float:
+        return float(np.mean(self.rmse))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mae": self.mae, "rmse": self.rmse, "n": self.n, "mae_mean": self.mae_mean, "rmse_mean": self.rmse_mean}
+
+
+@dataclass
+class Holdout:
+    """The evaluation window every model and baseline is scored on."""
+
+    start: str  # ISO UTC time of the first target bin
+    end: str  # ISO UTC time of the last target bin
+    n_samples: int
+    digest: str  # sha256 of the holdout values+mask bytes: same digest = same data
+
+
+@dataclass
+class TrainResult:
+    """Everything a training run produced.
+
+    Attributes
+    ----------
+    module : torch.nn.Module
+        The trained forecaster, on CPU, in eval mode. ``module(x)`` takes one float32
+        tensor ``(B, T_in, F, H, W)`` built by ``traffic.forecast.features.build_inputs``
+        and returns ``(B, H_out, C, H, W)`` in original units (normalisation inside).
+    metrics : dict
+        ``{"model": HorizonMetrics, "persistence": ..., "seasonal_average": ..., "ridge": ...}``
+        all on the same :attr:`holdout`.
+    holdout : Holdout
+    learning_curve : list of dict
+        ``{"epoch", "step", "train_loss", "val_loss", "elapsed_s"}`` rows.
+    params : dict
+        Model and training hyper-parameters (flat, loggable).
+    input_example : np.ndarray
+        A small ``(1, T_in, F, H, W)`` float32 input for the MLflow signature.
+    example_forecast, example_target, example_mask : np.ndarray
+        One holdout sample ``(H_out, C, H, W)`` for forecast-vs-actual maps.
+    channels : tuple of str
+    train_window : tuple of str
+        ISO UTC times of the first and last bin used for training.
+    train_seconds : float
+    device : str
+    stopped_reason : str
+        ``"budget"``, ``"early_stopping"`` or ``"max_epochs"``.
+    """
+
+    module: Any
+    metrics: dict[str, HorizonMetrics]
+    holdout: Holdout
+    learning_curve: list[dict[str, float]]
+    params: dict[str, Any]
+    input_example: np.ndarray
+    example_forecast: np.ndarray
+    example_target: np.ndarray
+    example_mask: np.ndarray
+    channels: tuple[str, ...]
+    train_window: tuple[str, str]
+    train_seconds: float
+    device: str
+    stopped_reason: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def baselines(self) -> dict[str, HorizonMetrics]:
+        return {k: v for k, v in self.metrics.items() if k != "model"}
+
+    def best_baseline(self) -> tuple[str, HorizonMetrics]:
+        """Baseline with the lowest mean RMSE over horizons."""
+        name = min(self.baselines, key=lambda k: self.baselines[k].rmse_mean)
+        return name, self.baselines[name]
