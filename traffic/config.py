@@ -209,7 +209,9 @@ def parse_city(data: dict[str, Any], source: str = "<dict>") -> CityConfig:
         channels = tuple(_require(f, "channels", where))
         bad = [c for c in channels if c not in CHANNELS[kind]]
         if bad or not channels:
-            raise ConfigError(f"{where}: channels {bad or channels} not allowed for kind {kind!r}; allowed: {CHANNELS[kind]}")
+            raise ConfigError(
+                f"{where}: channels {bad or channels} not allowed for kind {kind!r}; allowed: {CHANNELS[kind]}"
+            )
         feeds.append(
             FeedConfig(
                 name=fname,

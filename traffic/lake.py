@@ -88,7 +88,14 @@ def read_json(target: UPath) -> Any:
         return json.loads(fh.read())
 
 
-def write_partition(table: pa.Table, dataset: str, *, filename: str = "part.parquet", metadata: dict[str, str] | None = None, **keys: Any) -> UPath:
+def write_partition(
+    table: pa.Table,
+    dataset: str,
+    *,
+    filename: str = "part.parquet",
+    metadata: dict[str, str] | None = None,
+    **keys: Any,
+) -> UPath:
     """Replace one partition of ``dataset`` with ``table`` (one file per partition)."""
     folder = partition(dataset, **keys)
     target = folder / filename

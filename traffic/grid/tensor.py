@@ -38,7 +38,9 @@ class GridTensor:
     def __post_init__(self) -> None:
         t, c, h, w = self.values.shape
         if self.mask.shape != self.values.shape or self.coverage.shape != self.values.shape:
-            raise ValueError(f"mask {self.mask.shape} / coverage {self.coverage.shape} must match values {self.values.shape}")
+            raise ValueError(
+                f"mask {self.mask.shape} / coverage {self.coverage.shape} must match values {self.values.shape}"
+            )
         if len(self.times) != t or len(self.channels) != c or self.cell_ids.shape != (h, w):
             raise ValueError(
                 f"times ({len(self.times)}), channels ({len(self.channels)}), cell_ids {self.cell_ids.shape} "
@@ -80,7 +82,18 @@ class GridTensor:
         mask = z["mask"].astype(bool) if "mask" in z else np.isfinite(values)
         coverage = z["coverage"].astype(np.int32) if "coverage" in z else mask.astype(np.int32)
         t, c, h, w = values.shape
-        times = pd.to_datetime(z["times"], utc=True) if "times" in z else pd.date_range("2000-01-01", periods=t, freq="h", tz="UTC")
+        times = (
+            pd.to_datetime(z["times"], utc=True)
+            if "times" in z
+            else pd.date_range("2000-01-01", periods=t, freq="h", tz="UTC")
+        )
         channels = tuple(str(x) for x in z["channels"]) if "channels" in z else tuple(f"c{i}" for i in range(c))
         cell_ids = z["cell_ids"].astype(np.int32) if "cell_ids" in z else np.arange(h * w, dtype=np.int32).reshape(h, w)
-        return cls(np.where(mask, values, np.nan).astype(np.float32), mask, coverage, pd.DatetimeIndex(times), channels, cell_ids)
+        return cls(
+            np.where(mask, values, np.nan).astype(np.float32),
+            mask,
+            coverage,
+            pd.DatetimeIndex(times),
+            channels,
+            cell_ids,
+        )

@@ -1,0 +1,39 @@
+# Two commands do all the set-up on a fresh machine (each creates/refreshes .venv itself):
+#   make nightly   - the nightly pipeline for every shipped city, through Airflow, on embedded defaults
+#   make test      - lint + the whole test suite (CI runs exactly this)
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: venv nightly test lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@# the pinned CPU torch first: an open torch requirement would pull a multi-GB CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+venv: $(STAMP)
+
+nightly: venv
+	$(PY) -m traffic.cli nightly
+
+test: venv
+	$(PY) -m ruff check traffic dags tests bench
+	$(PY) -m ruff format --check traffic dags tests bench
+	$(PY) -m mypy
+	$(PY) -m pytest
+
+lint: venv
+	$(PY) -m ruff check traffic dags tests bench
+	$(PY) -m mypy
+
+bench: venv
+	$(PY) bench/bench_rasterize.py
+	$(PY) bench/bench_pipeline.py
+
+clean:
+	rm -rf var

@@ -1,0 +1,153 @@
+"""``traffic`` command line: the pipeline stages, one sub-command each.
+
+Examples::
+
+    traffic cities
+    traffic ingest berlin --start 2024-10-01 --end 2024-12-31
+    traffic rasterize berlin --start 2024-10-01 --end 2024-12-31
+    traffic train berlin --as-of 2024-12-31
+    traffic run los_angeles            # all stages in-process, no Airflow
+    traffic nightly                    # all cities through Airflow (the README's main command)
+    traffic hotspots los_angeles --hours 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+
+def _print(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _dates(args) -> tuple[str, str]:
+    from traffic import pipeline
+
+    first, last = pipeline.source_dates(args.city)
+    return args.start or first, args.end or args.start or last
+
+
+def cmd_cities(args) -> None:
+    from traffic.config import list_cities, load_city
+
+    for name in list_cities():
+        c = load_city(name)
+        print(f"{name:14s} tz={c.timezone:22s} EPSG:{c.crs_epsg} cell={c.cell_size_m:g} m bin={c.time_bin} channels={list(c.channels)}")
+
+
+def cmd_ingest(args) -> None:
+    from traffic import pipeline
+
+    start, end = _dates(args)
+    _print(pipeline.ingest(args.city, start, end, progress=True))
+
+
+def cmd_rasterize(args) -> None:
+    from traffic import pipeline
+
+    start, end = _dates(args)
+    _print(pipeline.rasterize(args.city, start, end, progress=True))
+
+
+def cmd_train(args) -> None:
+    from traffic import pipeline
+
+    as_of = args.as_of or pipeline.source_dates(args.city)[1]
+    trained = pipeline.train(args.city, as_of, progress=True, budget_s=args.budget)
+    _print(trained)
+    if args.promote:
+        _print(pipeline.evaluate_and_promote(args.city, as_of, trained))
+
+
+def cmd_forecast(args) -> None:
+    from traffic import pipeline
+
+    as_of = args.as_of or pipeline.source_dates(args.city)[1]
+    meta = pipeline.forecast(args.city, as_of)
+    _print(meta)
+    if args.publish:
+        _print(pipeline.publish(args.city, meta))
+
+
+def cmd_run(args) -> None:
+    from traffic import pipeline
+
+    _print(pipeline.run_city(args.city, as_of=args.as_of, progress=True))
+
+
+def cmd_nightly(args) -> None:
+    from traffic.airflow_runner import report, run_nightly
+
+    summary = run_nightly(args.cities or None, as_of=args.as_of)
+    print()
+    print(report(summary))
+    print()
+    print("timings (s):", json.dumps(summary["timings_s"]), json.dumps({c: v["timings_s"] for c, v in summary["cities"].items()}))
+
+
+def cmd_hotspots(args) -> None:
+    import pandas as pd
+
+    from traffic.config import duckdb_path
+    from traffic.publish import hotspots
+
+    df = hotspots(duckdb_path(), args.city, hours=args.hours, limit=args.limit)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(df.to_string(index=False) if len(df) else f"no hotspots for {args.city} in the next {args.hours} h")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="traffic", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("cities", help="list configured cities").set_defaults(fn=cmd_cities)
+    for name, fn, hlp in (("ingest", cmd_ingest, "validate + quarantine + write observations"), ("rasterize", cmd_rasterize, "aggregate observations onto the grid")):
+        s = sub.add_parser(name, help=hlp)
+        s.add_argument("city")
+        s.add_argument("--start", help="first local date (default: first in the raw data)")
+        s.add_argument("--end", help="last local date (default: last in the raw data)")
+        s.set_defaults(fn=fn)
+    s = sub.add_parser("train", help="train, log and register a challenger")
+    s.add_argument("city")
+    s.add_argument("--as-of")
+    s.add_argument("--budget", type=float, default=None, help="training wall-clock budget in seconds")
+    s.add_argument("--promote", action="store_true", help="also apply the promotion rule")
+    s.set_defaults(fn=cmd_train)
+    s = sub.add_parser("forecast", help="forecast with the champion")
+    s.add_argument("city")
+    s.add_argument("--as-of")
+    s.add_argument("--publish", action="store_true")
+    s.set_defaults(fn=cmd_forecast)
+    s = sub.add_parser("publish", help="forecast with the champion and publish to DuckDB")
+    s.add_argument("city")
+    s.add_argument("--as-of")
+    s.set_defaults(fn=cmd_forecast, publish=True)
+    s = sub.add_parser("run", help="all stages for one city in-process (no Airflow)")
+    s.add_argument("city")
+    s.add_argument("--as-of")
+    s.set_defaults(fn=cmd_run)
+    s = sub.add_parser("nightly", help="ingest + nightly DAGs for all cities through Airflow")
+    s.add_argument("cities", nargs="*")
+    s.add_argument("--as-of")
+    s.set_defaults(fn=cmd_nightly)
+    s = sub.add_parser("hotspots", help="where will it jam in the next hours")
+    s.add_argument("city")
+    s.add_argument("--hours", type=float, default=3)
+    s.add_argument("--limit", type=int, default=20)
+    s.set_defaults(fn=cmd_hotspots)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args.fn(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Congestion index of a forecast, per cell and channel (pure numpy).
+
+The forecaster predicts raw quantities (speeds in km/h, counts per bin); analysts want
+one comparable number per cell: *how congested will it be, relative to what is normal
+for this cell*. The definitions are documented in ``docs/congestion.md``:
+
+* speed channels (``<feed>.speed_kmh``): ``index = clip(1 - v / free_flow, 0, 1)`` where
+  the cell's free-flow speed is the 85th percentile of its observed speeds over the
+  reference window;
+* every other channel is a volume (counts, occupancy): ``index = clip(v / p95, 0, 1.5)``
+  where ``p95`` is the cell's 95th percentile over the reference window, floored at
+  :data:`MIN_VOLUME_REFERENCE` so that a cell that (almost) never sees traffic does not
+  turn a fraction of a vehicle into a jam.
+
+Levels cut the index at 0.25 / 0.5 / 0.75 (see :data:`LEVELS`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+#: Level names, in increasing order of congestion; a level code is an index into this tuple.
+LEVELS = ("free", "moderate", "heavy", "severe")
+#: Lower edges of ``moderate``, ``heavy`` and ``severe``.
+LEVEL_EDGES = (0.25, 0.5, 0.75)
+#: Level code of a cell/channel without an index (no reference or no forecast value).
+NO_LEVEL = -1
+#: Percentile of observed speeds taken as a cell's free-flow speed.
+FREE_FLOW_PERCENTILE = 85.0
+#: Percentile of observed volumes taken as a cell's reference volume.
+VOLUME_PERCENTILE = 95.0
+#: Smallest volume reference (counts per bin): below it the ratio is noise.
+MIN_VOLUME_REFERENCE = 1.0
+#: Upper clip of a volume index (volumes may exceed their p95).
+MAX_VOLUME_INDEX = 1.5
+#: Channel-name suffix of speed channels.
+SPEED_SUFFIX = "speed_kmh"
+
+
+def is_speed_channel(channel: str) -> bool:
+    """True for a speed channel (``<feed>.speed_kmh``), False for a volume channel."""
+    return channel.rsplit(".", 1)[-1] == SPEED_SUFFIX
+
+
+def _check_channels(n: int, channels: Sequence[str], what: str) -> np.ndarray:
+    if len(channels) != n:
+        raise ValueError(f"{what} has {n} channels but {len(channels)} channel names were given: {list(channels)}")
+    return np.array([is_speed_channel(c) for c in channels], dtype=bool)
+
+
+def masked_percentile(values: np.ndarray, mask: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Percentile along axis 0 of the values where ``mask`` is True, vectorised.
+
+    Same result as ``np.nanpercentile(..., method="linear")`` on the masked values,
+    without numpy's per-column Python loop.
+
+    Parameters
+    ----------
+    values : np.ndarray
+        ``(T, ...)`` values.
+    mask : np.ndarray
+        ``(T, ...)`` bool, True where a value was observed (and is finite).
+    q : np.ndarray
+        Percentile in ``[0, 100]`` broadcastable to ``values.shape[1:]``.
+
+    Returns
+    -------
+    np.ndarray
+        ``values.shape[1:]`` float64; NaN where no value was observed.
+    """
+    ok = mask & np.isfinite(values)
+    x = np.where(ok, values.astype(np.float64, copy=False), np.inf)
+    x.sort(axis=0)  # observed values first, padding (+inf) last
+    n = ok.sum(axis=0)
+    pos = (np.maximum(n, 1) - 1) * (np.broadcast_to(q, n.shape) / 100.0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
+    frac = pos - lo
+    v_lo = np.take_along_axis(x, lo[None], axis=0)[0]
+    v_hi = np.take_along_axis(x, hi[None], axis=0)[0]
+    with np.errstate(invalid="ignore"):
+        out = v_lo + (v_hi - v_lo) * frac
+    out[frac == 0] = v_lo[frac == 0]
+    return np.where(n > 0, out, np.nan)
+
+
+def reference_stats(values: np.ndarray, mask: np.ndarray, channels: Sequence[str]) -> np.ndarray:
+    """Per-cell reference of each channel over a reference window.
+
+    Parameters
+    ----------
+    values : np.ndarray
+        ``(T, C, H, W)`` observations in original units (e.g. ``GridTensor.values`` of
+        the training window).
+    mask : np.ndarray
+        ``(T, C, H, W)`` bool, True where the cell had an observation in the bin.
+    channels : sequence of str
+        ``C`` channel names; ``*.speed_kmh`` are speeds, the rest volumes.
+
+    Returns
+    -------
+    np.ndarray
+        ``(C, H, W)`` float64: the free-flow speed (p85) for speed channels, the p95 volume
+        for the others; NaN where the cell never had data for the channel.
+    """
+    if values.ndim != 4 or mask.shape != values.shape:
+        raise ValueError(f"values {values.shape} and mask {mask.shape} must both be (T, C, H, W)")
+    speed = _check_channels(values.shape[1], channels, "values")
+    q = np.where(speed, FREE_FLOW_PERCENTILE, VOLUME_PERCENTILE)[:, None, None]
+    return masked_percentile(values, mask.astype(bool, copy=False), q)
+
+
+def congestion_levels(index: np.ndarray) -> np.ndarray:
+    """Level codes (``LEVELS[code]``) of a congestion index; :data:`NO_LEVEL` where it is NaN."""
+    idx = np.asarray(index, dtype=np.float64)
+    codes = np.digitize(idx, LEVEL_EDGES).astype(np.int8)
+    codes[~np.isfinite(idx)] = NO_LEVEL
+    return codes
+
+
+def congestion(forecast: np.ndarray, ref: np.ndarray, channels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Congestion index and level of a forecast.
+
+    Parameters
+    ----------
+    forecast : np.ndarray
+        ``(H_out, C, H, W)`` forecast in original units.
+    ref : np.ndarray
+        ``(C, H, W)`` reference from :func:`reference_stats`.
+    channels : sequence of str
+        ``C`` channel names.
+
+    Returns
+    -------
+    index : np.ndarray
+        ``(H_out, C, H, W)`` float64: ``clip(1 - v / free_flow, 0, 1)`` for speeds,
+        ``clip(v / max(p95, MIN_VOLUME_REFERENCE), 0, 1.5)`` for volumes; NaN where the
+        forecast or the reference is missing, or a free-flow speed is not positive.
+    level : np.ndarray
+        ``(H_out, C, H, W)`` int8 level codes into :data:`LEVELS` (free < 0.25 <= moderate
+        < 0.5 <= heavy < 0.75 <= severe), :data:`NO_LEVEL` where the index is NaN.
+    """
+    if forecast.ndim != 4 or ref.shape != forecast.shape[1:]:
+        raise ValueError(f"forecast {forecast.shape} must be (H_out, C, H, W) and ref {ref.shape} must be (C, H, W)")
+    speed = _check_channels(forecast.shape[1], channels, "forecast")[:, None, None]
+    v = forecast.astype(np.float64, copy=False)
+    r = ref.astype(np.float64, copy=False)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        free_flow = np.where(r > 0, r, np.nan)
+        speed_index = np.clip(1.0 - v / free_flow, 0.0, 1.0)
+        volume_index = np.clip(v / np.fmax(r, MIN_VOLUME_REFERENCE), 0.0, MAX_VOLUME_INDEX)
+    volume_index = np.where(np.isnan(r), np.nan, volume_index)  # fmax would hide a missing reference
+    index = np.where(speed, speed_index, volume_index)
+    return index, congestion_levels(index)
