@@ -62,7 +62,9 @@ def make_ingest_dag(city: str):
         default_args=DEFAULT_ARGS,
         tags=["traffic", "ingest", city],
         params={
-            "start": Param(None, type=["null", "string"], format="date", description="first local date (default: yesterday)"),
+            "start": Param(
+                None, type=["null", "string"], format="date", description="first local date (default: yesterday)"
+            ),
             "end": Param(None, type=["null", "string"], format="date", description="last local date (default: start)"),
         },
     )

@@ -81,7 +81,17 @@ def run_nightly(cities: list[str] | None = None, *, as_of: str | None = None, lo
         times = {}
         t = time.perf_counter()
         log(f"[{city}] ingest_{city}: {first} .. {last}")
-        _airflow(["dags", "test", f"ingest_{city}", f"{last}T23:00:00+00:00", "-c", json.dumps({"start": first, "end": last})], env)
+        _airflow(
+            [
+                "dags",
+                "test",
+                f"ingest_{city}",
+                f"{last}T23:00:00+00:00",
+                "-c",
+                json.dumps({"start": first, "end": last}),
+            ],
+            env,
+        )
         times["ingest_dag"] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
         log(f"[{city}] nightly_{city}: as_of {day}")
@@ -108,14 +118,20 @@ def report(summary: dict[str, Any]) -> str:
             champ = client.get_model_version_by_alias(name, "champion")
         except mlflow.exceptions.MlflowException:
             champ = None
-        lines.append(f"== {city} (as_of {info['as_of']}; ingest {info['timings_s']['ingest_dag']} s, nightly {info['timings_s']['nightly_dag']} s)")
+        lines.append(
+            f"== {city} (as_of {info['as_of']}; ingest {info['timings_s']['ingest_dag']} s, nightly {info['timings_s']['nightly_dag']} s)"
+        )
         if latest is not None:
             run = client.get_run(latest.run_id)
             m = run.data.metrics
             base = {k.split(".")[0]: v for k, v in m.items() if k.endswith(".rmse_mean") and not k.startswith("model")}
-            lines.append(f"   trained   {name} v{latest.version} (run {latest.run_id}) rmse_mean={m.get('model.rmse_mean', float('nan')):.3f}")
+            lines.append(
+                f"   trained   {name} v{latest.version} (run {latest.run_id}) rmse_mean={m.get('model.rmse_mean', float('nan')):.3f}"
+            )
             lines.append("   baselines " + ", ".join(f"{k}={v:.3f}" for k, v in sorted(base.items())))
-            lines.append(f"   decision  {latest.tags.get('promotion_decision', '?')}: {latest.description or ''}".rstrip())
+            lines.append(
+                f"   decision  {latest.tags.get('promotion_decision', '?')}: {latest.description or ''}".rstrip()
+            )
         lines.append(f"   champion  {f'v{champ.version}' if champ else 'none'}")
     db = duckdb_path()
     if db.exists():

@@ -36,7 +36,9 @@ def cmd_cities(args) -> None:
 
     for name in list_cities():
         c = load_city(name)
-        print(f"{name:14s} tz={c.timezone:22s} EPSG:{c.crs_epsg} cell={c.cell_size_m:g} m bin={c.time_bin} channels={list(c.channels)}")
+        print(
+            f"{name:14s} tz={c.timezone:22s} EPSG:{c.crs_epsg} cell={c.cell_size_m:g} m bin={c.time_bin} channels={list(c.channels)}"
+        )
 
 
 def cmd_ingest(args) -> None:
@@ -86,7 +88,11 @@ def cmd_nightly(args) -> None:
     print()
     print(report(summary))
     print()
-    print("timings (s):", json.dumps(summary["timings_s"]), json.dumps({c: v["timings_s"] for c, v in summary["cities"].items()}))
+    print(
+        "timings (s):",
+        json.dumps(summary["timings_s"]),
+        json.dumps({c: v["timings_s"] for c, v in summary["cities"].items()}),
+    )
 
 
 def cmd_hotspots(args) -> None:
@@ -101,11 +107,16 @@ def cmd_hotspots(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="traffic", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="traffic", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("cities", help="list configured cities").set_defaults(fn=cmd_cities)
-    for name, fn, hlp in (("ingest", cmd_ingest, "validate + quarantine + write observations"), ("rasterize", cmd_rasterize, "aggregate observations onto the grid")):
+    for name, fn, hlp in (
+        ("ingest", cmd_ingest, "validate + quarantine + write observations"),
+        ("rasterize", cmd_rasterize, "aggregate observations onto the grid"),
+    ):
         s = sub.add_parser(name, help=hlp)
         s.add_argument("city")
         s.add_argument("--start", help="first local date (default: first in the raw data)")
@@ -144,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     args.fn(args)
     return 0
 

@@ -1,0 +1,16 @@
+"""Shared fixtures: every test writes under its own TRAFFIC_HOME, never into the repo."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def traffic_home(tmp_path, monkeypatch):
+    """Point TRAFFIC_HOME (lake, MLflow, DuckDB, Airflow) at a fresh temporary folder."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("TRAFFIC_HOME", str(home))
+    for var in ("TRAFFIC_LAKE", "TRAFFIC_DUCKDB", "MLFLOW_TRACKING_URI", "TRAFFIC_MLFLOW_ARTIFACTS"):
+        monkeypatch.delenv(var, raising=False)
+    return home
