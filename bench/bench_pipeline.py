@@ -1,0 +1,87 @@
+"""Time the main job (``make nightly``) for both cities, per stage, on this machine.
+
+Runs the whole nightly pipeline through Airflow in a fresh ``TRAFFIC_HOME`` (a temporary
+folder unless given), then reads each task's duration from Airflow's metadata DB and
+writes the table into ``bench/RESULTS.md`` between the ``pipeline`` markers.
+
+    python bench/bench_pipeline.py [--home DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "RESULTS.md"
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def replace_block(name: str, body: str) -> None:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    RESULTS.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--home", help="TRAFFIC_HOME to use (default: a fresh temporary folder)")
+    args = ap.parse_args()
+    home = Path(args.home or tempfile.mkdtemp(prefix="traffic-bench-"))
+    os.environ["TRAFFIC_HOME"] = str(home)
+    sys.path.insert(0, str(ROOT))
+    from traffic.airflow_runner import run_nightly
+
+    t0 = time.perf_counter()
+    summary = run_nightly()
+    total = time.perf_counter() - t0
+    con = sqlite3.connect(home / "airflow" / "airflow.db")
+    rows = con.execute(
+        "SELECT dag_id, task_id, (julianday(end_date) - julianday(start_date)) * 86400.0 "
+        "FROM task_instance ORDER BY dag_id, start_date"
+    ).fetchall()
+    con.close()
+    lines = [
+        "## Main job (`make nightly`): both cities through Airflow",
+        "",
+        f"Machine: {machine()}. Date: {dt.date.today()}. Command: `python bench/bench_pipeline.py`.",
+        f"Total wall time (Airflow DB migrate + 4 `airflow dags test` runs): **{total:.0f} s** (target <= 600 s).",
+        "",
+        "| dag | task | seconds |",
+        "|---|---|---:|",
+    ]
+    lines += [f"| {d} | {t} | {s:.1f} |" for d, t, s in rows if s is not None]
+    lines += ["", "Per `airflow dags test` call (includes Airflow's own start-up and parsing):", ""]
+    lines += ["| city | ingest dag | nightly dag |", "|---|---:|---:|"]
+    for city, info in summary["cities"].items():
+        lines.append(f"| {city} | {info['timings_s']['ingest_dag']} | {info['timings_s']['nightly_dag']} |")
+    lines.append(f"\nAirflow prepare (db migrate + pool): {summary['timings_s']['airflow_prepare']} s")
+    replace_block("pipeline", "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
