@@ -149,9 +149,14 @@ def make_nightly_dag(city: str):
 
         @task
         def forecast(window: dict[str, str], promotion: dict[str, Any]) -> dict[str, Any]:
+            from airflow.sdk.exceptions import AirflowSkipException
+
             from traffic import pipeline
 
-            return pipeline.forecast(city, window["as_of"])
+            try:
+                return pipeline.forecast(city, window["as_of"])
+            except pipeline.NoChampion as exc:  # nothing approved to serve: publish nothing
+                raise AirflowSkipException(str(exc)) from exc
 
         @task
         def publish(meta: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
+import socket
 import subprocess
 import time
 from typing import Any
@@ -28,6 +30,10 @@ log = logging.getLogger(__name__)
 
 class QualityError(RuntimeError):
     """The data for a nightly run is stale or fails the quality gate."""
+
+
+class NoChampion(RuntimeError):
+    """The city has no champion model yet: there is nothing approved to forecast with."""
 
 
 def _city(city: str | CityConfig) -> CityConfig:
@@ -187,13 +193,15 @@ def train(
     c = _city(city)
     win, grid = _load_window(c, as_of)
     fc = c.forecast
+    if budget_s is None:
+        budget_s = float(os.environ.get("TRAFFIC_TRAIN_BUDGET_S", fc.train_budget_s))
     result = train_forecaster(
         grid,
         context_steps=fc.context_steps,
         horizon_steps=fc.horizon_steps,
         holdout_days=fc.holdout_days,
         train_days=fc.train_days,
-        budget_s=budget_s if budget_s is not None else fc.train_budget_s,
+        budget_s=budget_s,
         progress=progress,
     )
     logged = log_training(c, result, data_window=win, code_version=code_version())
@@ -207,6 +215,7 @@ def train(
         "best_baseline_rmse_mean": best.rmse_mean,
         "train_seconds": result.train_seconds,
         "device": result.device,
+        "worker": os.environ.get("TRAFFIC_WORKER_NAME", socket.gethostname()),
         "stopped_reason": result.stopped_reason,
         "holdout_digest": result.holdout.digest,
     }
@@ -273,7 +282,7 @@ def forecast(city: str | CityConfig, as_of: str) -> dict[str, Any]:
     win, grid = _load_window(c, as_of)
     current = champion(c)
     if current is None:
-        raise RuntimeError(f"city {c.name}: no champion in the registry yet; nothing to forecast with")
+        raise NoChampion(f"city {c.name}: no champion in the registry yet; nothing approved to forecast with")
     module = load_version_module(current["model_uri"])
     t_last = len(grid.times) - 1
     pred = run_forecast(module, grid, t_last)  # (H_out, C, H, W)

@@ -1,0 +1,191 @@
+"""The production topology on the machine's real services (no Docker engine here).
+
+What ``docker-compose.yml`` sketches, run natively: Airflow metadata on PostgreSQL, the
+CeleryExecutor with Redis as broker and PostgreSQL as result backend, an Airflow API
+server, two Celery workers (``worker-cpu`` on queue ``default``, ``worker-gpu`` on queue
+``gpu``) and the MLflow tracking/registry backend on PostgreSQL. The LA ingest and
+nightly DAGs run through the executor (``airflow dags test --use-executor``); the test
+asserts that the training task ran on the gpu-queue worker and that the registry rows
+live in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.airflow_helpers import migrated_env
+
+PG = "postgres@127.0.0.1:5432"
+
+
+def _services_up() -> bool:
+    for port in (5432, 6379):
+        with socket.socket() as s:
+            s.settimeout(1)
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return False
+    return True
+
+
+pytestmark = [
+    pytest.mark.services,
+    pytest.mark.slow,
+    pytest.mark.skipif(not _services_up() and not os.environ.get("CI"), reason="PostgreSQL/Redis not running"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def databases():
+    import psycopg2
+
+    suffix = uuid.uuid4().hex[:8]
+    names = {"airflow": f"traffic_test_airflow_{suffix}", "mlflow": f"traffic_test_mlflow_{suffix}"}
+    con = psycopg2.connect(f"postgresql://{PG}/postgres")
+    con.autocommit = True
+    with con.cursor() as cur:
+        for n in names.values():
+            cur.execute(f'CREATE DATABASE "{n}"')  # names are generated above, not user input
+    yield names
+    with con.cursor() as cur:
+        for n in names.values():
+            cur.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
+    con.close()
+
+
+def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    fh = log.open("w")
+    return subprocess.Popen(args, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+
+
+def _wait_http(url: str, timeout: float = 90) -> None:
+    import urllib.request
+
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"{url} did not answer within {timeout} s")
+
+
+def test_celery_postgres_redis_topology(traffic_home, databases):
+    import duckdb
+    import mlflow
+    import psycopg2
+
+    port = _free_port()
+    redis_db = 1 + int(uuid.uuid4().int % 14)
+    airflow_db = f"postgresql+psycopg2://{PG}/{databases['airflow']}"
+    mlflow_db = f"postgresql+psycopg2://{PG}/{databases['mlflow']}"
+    env = migrated_env(
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=airflow_db,
+        AIRFLOW__CORE__EXECUTOR="CeleryExecutor",
+        AIRFLOW__CELERY__BROKER_URL=f"redis://127.0.0.1:6379/{redis_db}",
+        AIRFLOW__CELERY__RESULT_BACKEND=f"db+{airflow_db}",
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
+        AIRFLOW__API__PORT=str(port),
+        MLFLOW_TRACKING_URI=mlflow_db,
+        TRAFFIC_TRAIN_BUDGET_S="20",
+    )
+    airflow = str(Path(sys.executable).parent / "airflow")
+    logs = traffic_home / "logs"
+    logs.mkdir()
+    procs = [
+        _start(
+            [airflow, "api-server", "-p", str(port), "-H", "127.0.0.1", "--apps", "execution,core"],
+            env,
+            logs / "api.log",
+        )
+    ]
+    worker = [airflow, "celery", "worker", "-c", "1", "--without-gossip", "--without-mingle", "-s"]
+    procs.append(
+        _start(
+            [*worker, "-q", "gpu", "-H", f"gpu-{port}@%h"],
+            {**env, "TRAFFIC_WORKER_NAME": "worker-gpu"},
+            logs / "gpu.log",
+        )
+    )
+    procs.append(
+        _start(
+            [*worker, "-q", "default", "-H", f"cpu-{port}@%h"],
+            {**env, "TRAFFIC_WORKER_NAME": "worker-cpu"},
+            logs / "cpu.log",
+        )
+    )
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/api/v2/version")
+        for dag_id, conf in (
+            ("ingest_los_angeles", {"start": "2012-03-01", "end": "2012-03-07"}),
+            ("nightly_los_angeles", {"as_of": "2012-03-07"}),
+        ):
+            proc = subprocess.run(
+                [airflow, "dags", "test", dag_id, "--use-executor", "-c", json.dumps(conf)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
+            assert proc.returncode == 0, f"{dag_id} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    finally:
+        _stop(procs)
+
+    con = psycopg2.connect(f"postgresql://{PG}/{databases['airflow']}")
+    with con.cursor() as cur:
+        cur.execute("SELECT dag_id, state FROM dag_run ORDER BY dag_id")
+        assert cur.fetchall() == [("ingest_los_angeles", "success"), ("nightly_los_angeles", "success")]
+        cur.execute("SELECT queue, state FROM task_instance WHERE task_id = 'train'")
+        assert cur.fetchall() == [("gpu", "success")]
+        cur.execute("SELECT value FROM xcom WHERE task_id = 'train'")
+        trained = cur.fetchone()[0]
+    con.close()
+    trained = trained if isinstance(trained, dict) else json.loads(trained)
+    assert trained["worker"] == "worker-gpu"  # the gpu-queue worker trained
+
+    # the registry lives in PostgreSQL
+    mlflow.set_tracking_uri(mlflow_db)
+    versions = mlflow.MlflowClient().search_model_versions("name='traffic-los_angeles'")
+    assert [v.version for v in versions] == [trained["version"]]
+    assert versions[0].tags.get("promotion_decision")
+    champion = versions[0].tags["promotion_decision"] == "promoted"
+    db = traffic_home / "forecasts.duckdb"
+    if champion:
+        c = duckdb.connect(str(db), read_only=True)
+        assert c.execute("SELECT count(*) FROM forecast_runs WHERE city = 'los_angeles'").fetchone()[0] == 1
+        c.close()
+    else:  # no approved model: the forecast is skipped and nothing is published
+        assert (
+            not db.exists()
+            or duckdb.connect(str(db), read_only=True).execute("SELECT count(*) FROM forecast_runs").fetchone()[0] == 0
+        )
