@@ -22,6 +22,7 @@ the same result.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 
@@ -30,6 +31,9 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from traffic.config import lake_uri
+
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def lake_root() -> UPath:
@@ -117,8 +121,13 @@ def read_partition(dataset: str, *, filename: str = "part.parquet", **keys: Any)
 
 
 def list_dates(dataset: str, **keys: Any) -> list[str]:
-    """Sorted ``date=`` values present under a dataset's partition prefix."""
+    """Sorted ``date=YYYY-MM-DD`` values under a dataset's partition prefix.
+
+    Special partitions such as ``date=undated`` (quarantined rows without a timestamp)
+    are not dates and are left out.
+    """
     folder = partition(dataset, **keys)
     if not folder.exists():
         return []
-    return sorted(p.name.split("=", 1)[1] for p in folder.iterdir() if p.name.startswith("date="))
+    values = (p.name.split("=", 1)[1] for p in folder.iterdir() if p.name.startswith("date="))
+    return sorted(v for v in values if _ISO_DATE.match(v))

@@ -57,13 +57,17 @@ def resolve_files(path: str, suffixes: Sequence[str]) -> list[UPath]:
         When nothing matches.
     """
     if any(ch in path for ch in "*?["):
-        root = UPath(path.split("*")[0].split("?")[0].split("[")[0]).parent
-        pattern = path[len(str(root)) :].lstrip("/")
-        files = sorted(p for p in root.glob(pattern) if p.is_file())
+        import fsspec
+
+        fs, _, matches = fsspec.core.get_fs_token_paths(path)
+        local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+        files = sorted((UPath(m) if local else UPath(fs.unstrip_protocol(m)) for m in matches if fs.isfile(m)), key=str)
     else:
         p = UPath(path)
         if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(tuple(suffixes)))
+            files = sorted(
+                (f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(tuple(suffixes))), key=str
+            )
         elif p.exists():
             files = [p]
         else:
@@ -120,7 +124,9 @@ def read_parquet(path: UPath | str, columns: Sequence[str] | None = None) -> pd.
     return table.to_pandas()
 
 
-def require_columns(df: pd.DataFrame, required: Iterable[str], file: str, *, expected: Iterable[str] | None = None) -> None:
+def require_columns(
+    df: pd.DataFrame, required: Iterable[str], file: str, *, expected: Iterable[str] | None = None
+) -> None:
     """Raise :class:`IngestError` for the first column of ``required`` missing from ``df``.
 
     Parameters

@@ -1,0 +1,431 @@
+"""Timestamp normalisation and row validation: pure, vectorised functions over frames.
+
+Nothing here reads or writes files. :func:`check_observations` takes a landing frame
+(see :mod:`traffic.landing.adapters`), turns its timestamps into UTC with the rule of
+:mod:`traffic.landing.contract`, and gives every row either no reason (accepted) or
+exactly one reason code (quarantined).
+
+Observation reason codes, in the order they are checked (a row with several problems
+gets the first one):
+
+=========================  =================================================================
+``missing_timestamp``       no timestamp, or text that is not ISO 8601
+``nonexistent_local_time``  naive local time inside the skipped spring-forward DST hour
+``unknown_source``          ``source_id`` empty or not in the feed's registry
+``bad_interval``            ``interval_s`` missing, not an integer, <= 0 or > 86400
+``all_values_null``         every measurement column is null (``uptime`` does not count)
+``negative_count``          a count (``count``, ``car``, ``heavy``, ``bike``, ``pedestrian``)
+                            is negative or infinite
+``speed_out_of_range``      ``speed_kmh`` <= 0 or > 200 (a 0 speed is a detector fault)
+``occupancy_out_of_range``  ``occupancy`` < 0 or > 1
+``uptime_out_of_range``     ``uptime`` < 0 or > 1 + :data:`UPTIME_TOLERANCE`
+``duplicate``               same ``source_id`` and UTC ``timestamp`` as an earlier row that
+                            passed every other rule (the first is kept)
+=========================  =================================================================
+
+A null in an individual measurement column is *not* a reason: the columns are nullable.
+``duplicate`` is checked last, among rows that passed every other rule, so a broken
+first copy never costs the good second copy.
+
+Registry reason codes, in order: ``missing_source_id``, ``missing_geometry``,
+``empty_geometry``, ``invalid_geometry`` (unparseable or not valid per GEOS),
+``unsupported_geometry_type`` (not a point or a (multi)line), ``out_of_bounds`` (not
+WGS84 degrees), ``duplicate_source_id`` (first valid row kept).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import shapely
+
+#: Highest plausible speed; above it (or at/below zero) a speed is a fault.
+SPEED_MAX_KMH = 200.0
+#: Telraam reports uptimes a hair above 1 (e.g. 1.00028) from rounding; accepted as delivered.
+UPTIME_TOLERANCE = 0.01
+#: Longest interval a row may cover.
+MAX_INTERVAL_S = 86400
+
+COUNT_COLUMNS = ("count", "car", "heavy", "bike", "pedestrian")
+VALUE_COLUMNS = COUNT_COLUMNS + ("speed_kmh", "occupancy")
+
+# ISO 8601 with a trailing UTC offset (Z, +01, +0100, +01:00)
+_OFFSET_RE = r"\d[T ]?\d{2}(?::\d{2}(?::\d{2}(?:\.\d+)?)?)?\s*(?:Z|z|UTC|[+-]\d{2}(?::?\d{2})?)$"
+
+
+# --------------------------------------------------------------------------------------
+# timestamps
+
+
+def parse_timestamps(values: pd.Series) -> tuple[pd.Series, pd.Series, np.ndarray]:
+    """Split delivered timestamps into naive local times and exact (offset) instants.
+
+    Parameters
+    ----------
+    values : pandas.Series
+        datetime64 (naive = local wall clock; tz-aware = exact) or ISO 8601 text, where
+        each value may or may not carry a UTC offset.
+
+    Returns
+    -------
+    naive : pandas.Series
+        ``datetime64[us]`` local wall-clock times (NaT where the value has an offset,
+        is missing or unparseable).
+    exact : pandas.Series
+        ``datetime64[us, UTC]`` instants of values with an offset (NaT elsewhere).
+    has_offset : numpy.ndarray
+        bool, True where the value carried an offset.
+    """
+    n = len(values)
+    dtype = values.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        exact = values.dt.tz_convert("UTC").dt.as_unit("us")
+        return pd.Series(pd.NaT, index=values.index, dtype="datetime64[us]"), exact, np.ones(n, dtype=bool)
+    if pd.api.types.is_datetime64_dtype(dtype):
+        naive = values.dt.as_unit("us")
+        return naive, pd.Series(pd.NaT, index=values.index, dtype="datetime64[us, UTC]"), np.zeros(n, dtype=bool)
+    text = values.astype("string").str.strip()
+    text = text.mask(text == "")
+    has_offset = text.str.contains(_OFFSET_RE, regex=True).fillna(False).to_numpy(dtype=bool)
+    naive = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us]")
+    exact = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us, UTC]")
+    if (~has_offset).any():
+        parsed = pd.to_datetime(text[~has_offset], format="ISO8601", errors="coerce")
+        naive[~has_offset] = parsed.dt.as_unit("us")
+    if has_offset.any():
+        parsed = pd.to_datetime(
+            text[has_offset].str.replace(r"\s*UTC$", "Z", regex=True), format="ISO8601", utc=True, errors="coerce"
+        )
+        exact[has_offset] = parsed.dt.as_unit("us")
+    return naive, exact, has_offset
+
+
+def normalise_timestamps(source_id: pd.Series, timestamp: pd.Series, tz: str) -> pd.DataFrame:
+    """Delivered timestamps -> UTC instants and local wall-clock times (contract rule).
+
+    A timestamp with a UTC offset is exact. A naive one is read in ``tz``: in the
+    repeated autumn hour the first row *per source, in file order* is the DST instant
+    and the next is the standard-time instant; in the skipped spring hour it has no
+    instant (``nonexistent``).
+
+    Parameters
+    ----------
+    source_id : pandas.Series
+        Source of each row (the ambiguous-hour rule counts occurrences per source).
+    timestamp : pandas.Series
+        As delivered (see :func:`parse_timestamps`).
+    tz : str
+        IANA timezone of the city.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Same index; ``timestamp`` (``datetime64[us, UTC]``, NaT if missing or
+        nonexistent), ``local`` (``datetime64[us]`` local wall clock, NaT if missing),
+        ``missing`` and ``nonexistent`` (bool).
+    """
+    naive, exact, has_offset = parse_timestamps(timestamp)
+    is_naive = naive.notna().to_numpy(dtype=bool)
+    utc = exact.copy()
+    if is_naive.any():
+        utc = utc.where(~is_naive, _localise(source_id, naive, tz))
+    local = naive.copy()
+    if has_offset.any():
+        local = local.where(~has_offset, exact.dt.tz_convert(tz).dt.tz_localize(None))
+    nonexistent = is_naive & utc.isna().to_numpy(dtype=bool)
+    missing = local.isna().to_numpy(dtype=bool)
+    return pd.DataFrame(
+        {
+            "timestamp": utc.dt.as_unit("us"),
+            "local": local.dt.as_unit("us"),
+            "missing": missing,
+            "nonexistent": nonexistent,
+        },
+        index=timestamp.index,
+    )
+
+
+def _localise(source_id: pd.Series, naive: pd.Series, tz: str) -> pd.Series:
+    """Naive local times -> UTC with the contract's DST rule (vectorised over unique times)."""
+    values = naive.to_numpy(dtype="datetime64[us]")
+    uniq, inverse = np.unique(values, return_inverse=True)
+    local = pd.DatetimeIndex(uniq)
+    dst = local.tz_localize(tz, ambiguous=np.ones(len(uniq), dtype=bool), nonexistent="NaT").tz_convert("UTC")
+    std = local.tz_localize(tz, ambiguous=np.zeros(len(uniq), dtype=bool), nonexistent="NaT").tz_convert("UTC")
+    dst_us = dst.tz_localize(None).as_unit("us").asi8
+    std_us = std.tz_localize(None).as_unit("us").asi8
+    ambiguous = (dst_us != std_us) & ~dst.isna() & ~std.isna()
+    take_dst = np.ones(len(values), dtype=bool)
+    rows = np.flatnonzero(ambiguous[inverse])
+    if len(rows):  # first occurrence per (source, local time) in file order = DST instant
+        codes = pd.factorize(source_id)[0][rows]
+        occurrence = (
+            pd.DataFrame({"s": codes, "t": values[rows].view("int64")}).groupby(["s", "t"], sort=False).cumcount()
+        )
+        take_dst[rows] = occurrence.to_numpy() == 0
+    out = np.where(take_dst, dst_us[inverse], std_us[inverse])
+    out = np.where(dst.isna()[inverse], np.iinfo(np.int64).min, out)
+    return pd.Series(out.view("datetime64[us]"), index=naive.index).dt.tz_localize("UTC")
+
+
+def timestamp_us(values: pd.Series) -> np.ndarray:
+    """int64 microseconds since the epoch of a UTC datetime Series (NaT = int64 min)."""
+    return values.dt.tz_localize(None).dt.as_unit("us").to_numpy().view("int64")
+
+
+# --------------------------------------------------------------------------------------
+# observation rules
+
+
+@dataclass
+class RuleContext:
+    """What a rule may need besides the frame.
+
+    Attributes
+    ----------
+    known_sources : pandas.Index
+        Source ids of the feed's registry.
+    pending : numpy.ndarray
+        bool per row: True while no earlier rule has claimed the row.
+    source_codes : numpy.ndarray
+        int64 per row: ``pandas.factorize`` codes of ``source_id`` (-1 for NA).
+    """
+
+    known_sources: pd.Index
+    pending: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    source_codes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One validation rule: ``check(frame, ctx)`` returns a bool mask of violating rows."""
+
+    code: str
+    description: str
+    check: Callable[[pd.DataFrame, RuleContext], np.ndarray]
+
+
+def _col(frame: pd.DataFrame, name: str) -> np.ndarray | None:
+    return frame[name].to_numpy(dtype="float64", na_value=np.nan) if name in frame.columns else None
+
+
+def _any_of(frame: pd.DataFrame, names: Iterable[str], test: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    out = np.zeros(len(frame), dtype=bool)
+    for name in names:
+        v = _col(frame, name)
+        if v is not None:
+            with np.errstate(invalid="ignore"):
+                out |= test(v)
+    return out
+
+
+def _missing_timestamp(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
+    return f["missing"].to_numpy(dtype=bool)
+
+
+def _nonexistent(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
+    return f["nonexistent"].to_numpy(dtype=bool)
+
+
+def _unknown_source(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
+    sid = f["source_id"]
+    return (sid.isna() | ~sid.isin(ctx.known_sources)).to_numpy(dtype=bool)
+
+
+def _bad_interval(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
+    v = _col(f, "interval_s")
+    if v is None:
+        return np.ones(len(f), dtype=bool)
+    with np.errstate(invalid="ignore"):
+        return ~((v > 0) & (v <= MAX_INTERVAL_S) & (v == np.round(v)))
+
+
+def _all_values_null(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
+    present = np.zeros(len(f), dtype=bool)
+    for name in VALUE_COLUMNS:
+        v = _col(f, name)
+        if v is not None:
+            present |= ~np.isnan(v)
+    return ~present
+
+
+def _negative_count(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
+    return _any_of(f, COUNT_COLUMNS, lambda v: (v < 0) | np.isinf(v))
+
+
+def _speed(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
+    return _any_of(f, ("speed_kmh",), lambda v: (v <= 0) | (v > SPEED_MAX_KMH))
+
+
+def _occupancy(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
+    return _any_of(f, ("occupancy",), lambda v: (v < 0) | (v > 1))
+
+
+def _uptime(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
+    return _any_of(f, ("uptime",), lambda v: (v < 0) | (v > 1 + UPTIME_TOLERANCE))
+
+
+def _duplicate(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
+    out = np.zeros(len(f), dtype=bool)
+    idx = np.flatnonzero(ctx.pending)
+    if len(idx):
+        sub = pd.DataFrame({"s": ctx.source_codes[idx], "t": timestamp_us(f["timestamp"])[idx]})
+        out[idx] = sub.duplicated(keep="first").to_numpy(dtype=bool)
+    return out
+
+
+#: Observation rules in the order they are applied (the first violated rule names the row).
+RULES: tuple[Rule, ...] = (
+    Rule("missing_timestamp", "no timestamp, or text that is not ISO 8601", _missing_timestamp),
+    Rule("nonexistent_local_time", "naive local time in the skipped DST hour", _nonexistent),
+    Rule("unknown_source", "source_id empty or not in the registry", _unknown_source),
+    Rule("bad_interval", f"interval_s missing, not an integer, <= 0 or > {MAX_INTERVAL_S}", _bad_interval),
+    Rule("all_values_null", "every measurement column is null", _all_values_null),
+    Rule("negative_count", "a count is negative or infinite", _negative_count),
+    Rule("speed_out_of_range", f"speed_kmh <= 0 or > {SPEED_MAX_KMH:g}", _speed),
+    Rule("occupancy_out_of_range", "occupancy < 0 or > 1", _occupancy),
+    Rule("uptime_out_of_range", f"uptime < 0 or > {1 + UPTIME_TOLERANCE:g}", _uptime),
+    Rule("duplicate", "same source_id and UTC timestamp as an earlier accepted row", _duplicate),
+)
+#: Reason codes in rule order.
+REASONS: tuple[str, ...] = tuple(r.code for r in RULES)
+
+
+def _labels(codes: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    """Reason names for rule indices (-1 = None)."""
+    out = np.full(len(codes), None, dtype=object)
+    hit = codes >= 0
+    out[hit] = np.array(names, dtype=object)[codes[hit]]
+    return out
+
+
+def validate(frame: pd.DataFrame, known_sources: Iterable[str]) -> pd.Series:
+    """Reason code per row of a normalised frame (NA = accepted).
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        ``source_id``, ``timestamp`` (UTC), ``missing``, ``nonexistent`` (see
+        :func:`normalise_timestamps`), ``interval_s`` and measurement columns (absent
+        columns are skipped by their rules).
+    known_sources : iterable of str
+        Source ids of the registry.
+
+    Returns
+    -------
+    pandas.Series
+        ``string`` dtype, same index; the first violated rule of :data:`RULES`, NA if none.
+    """
+    n = len(frame)
+    ctx = RuleContext(
+        known_sources=pd.Index(pd.Series(list(known_sources), dtype="string")),
+        pending=np.ones(n, dtype=bool),
+        source_codes=pd.factorize(frame["source_id"])[0],
+    )
+    codes = np.full(n, -1, dtype=np.int16)
+    for i, rule in enumerate(RULES):
+        hit = rule.check(frame, ctx) & ctx.pending
+        codes[hit] = i
+        ctx.pending &= ~hit
+    out = _labels(codes, REASONS)
+    return pd.Series(out, index=frame.index, dtype="string")
+
+
+def check_observations(landing: pd.DataFrame, *, tz: str, known_sources: Iterable[str]) -> pd.DataFrame:
+    """Normalise timestamps and validate a landing frame.
+
+    Parameters
+    ----------
+    landing : pandas.DataFrame
+        Landing observation frame (``source_id``, ``timestamp`` as delivered,
+        ``interval_s``, measurement columns).
+    tz : str
+        IANA timezone of the city.
+    known_sources : iterable of str
+        Source ids of the registry.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Same index and rows as ``landing``: ``timestamp`` replaced by UTC, plus
+        ``local`` (naive local wall clock), ``missing``, ``nonexistent`` and ``reason``
+        (NA = accepted).
+    """
+    times = normalise_timestamps(landing["source_id"], landing["timestamp"], tz)
+    frame = landing.drop(columns=["timestamp"]).join(times)
+    frame["reason"] = validate(frame, known_sources)
+    return frame
+
+
+# --------------------------------------------------------------------------------------
+# registry rules
+
+REGISTRY_REASONS: tuple[str, ...] = (
+    "missing_source_id",
+    "missing_geometry",
+    "empty_geometry",
+    "invalid_geometry",
+    "unsupported_geometry_type",
+    "out_of_bounds",
+    "duplicate_source_id",
+)
+#: Geometry types a source may have (points for detectors, lines for road segments).
+GEOMETRY_TYPES = ("Point", "MultiPoint", "LineString", "MultiLineString")
+_GEOMETRY_TYPE_IDS = [int(getattr(shapely.GeometryType, t.upper())) for t in GEOMETRY_TYPES]
+
+
+def check_registry(frame: pd.DataFrame) -> pd.Series:
+    """Reason code per registry row (NA = kept), first of :data:`REGISTRY_REASONS` that applies.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Landing registry frame: ``source_id``, ``geometry`` (shapely or None, WGS84),
+        ``unparsed`` (bool).
+
+    Returns
+    -------
+    pandas.Series
+        ``string`` dtype, same index.
+    """
+    n = len(frame)
+    geoms = np.array(frame["geometry"].to_numpy(dtype=object), dtype=object)
+    geoms[pd.isna(geoms)] = None
+    unparsed = frame["unparsed"].to_numpy(dtype=bool) if "unparsed" in frame.columns else np.zeros(n, dtype=bool)
+    missing = shapely.is_missing(geoms)
+    empty = ~missing & shapely.is_empty(geoms)
+    usable = ~missing & ~empty
+    invalid = unparsed | (usable & ~shapely.is_valid(geoms))
+    type_names = np.asarray(shapely.get_type_id(geoms))
+    unsupported = usable & ~np.isin(type_names, _GEOMETRY_TYPE_IDS)
+    bounds = shapely.bounds(geoms)
+    with np.errstate(invalid="ignore"):
+        oob = usable & ~(
+            (bounds[:, 0] >= -180)
+            & (bounds[:, 2] <= 180)
+            & (bounds[:, 1] >= -90)
+            & (bounds[:, 3] <= 90)
+            & np.isfinite(bounds).all(axis=1)
+        )
+    masks = [
+        frame["source_id"].isna().to_numpy(dtype=bool),
+        missing & ~unparsed,
+        empty,
+        invalid,
+        unsupported,
+        oob,
+    ]
+    codes = np.full(n, -1, dtype=np.int16)
+    pending = np.ones(n, dtype=bool)
+    for i, m in enumerate(masks):
+        hit = m & pending
+        codes[hit] = i
+        pending &= ~hit
+    dup = np.zeros(n, dtype=bool)
+    idx = np.flatnonzero(pending)
+    dup[idx] = frame["source_id"].iloc[idx].duplicated(keep="first").to_numpy(dtype=bool)
+    codes[dup] = len(masks)
+    return pd.Series(_labels(codes, REGISTRY_REASONS), index=frame.index, dtype="string")
