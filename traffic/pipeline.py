@@ -337,7 +337,7 @@ def publish(city: str | CityConfig, forecast_meta: dict[str, Any]) -> dict[str, 
     import numpy as np
 
     from traffic.grid import read_grid
-    from traffic.publish import publish_forecast, upsert_cells
+    from traffic.publish import publish_forecast
 
     c = _city(city)
     with UPath(forecast_meta["path"]).open("rb") as fh:
@@ -355,7 +355,6 @@ def publish(city: str | CityConfig, forecast_meta: dict[str, Any]) -> dict[str, 
         }
     )
     db = duckdb_path()
-    upsert_cells(db, c.name, cells)
     run = {
         k: forecast_meta[k]
         for k in (
