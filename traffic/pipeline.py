@@ -223,30 +223,15 @@ def train(
 
 def evaluate_and_promote(city: str | CityConfig, as_of: str, trained: dict[str, Any]) -> dict[str, Any]:
     """Score the current champion on the challenger's holdout and apply the promotion rule."""
-    import mlflow
-
-    from traffic.forecast.result import HorizonMetrics
     from traffic.forecast.train import evaluate_module
-    from traffic.registry import champion, decide_promotion, load_version_module, promote
+    from traffic.registry import champion, decide_promotion, load_version_module, promote, run_metrics
 
     c = _city(city)
     win, grid = _load_window(c, as_of)
     fc = c.forecast
-    client = mlflow.MlflowClient()
-    run = client.get_run(trained["run_id"])
-
-    def from_run(prefix: str) -> HorizonMetrics:
-        mae = [
-            m.value for m in sorted(client.get_metric_history(run.info.run_id, f"{prefix}.mae"), key=lambda m: m.step)
-        ]
-        rmse = [
-            m.value for m in sorted(client.get_metric_history(run.info.run_id, f"{prefix}.rmse"), key=lambda m: m.step)
-        ]
-        return HorizonMetrics(mae=mae, rmse=rmse, n=[0] * len(rmse))
-
-    challenger = from_run("model")
+    challenger = run_metrics(trained["run_id"], "model")
     best_name = trained["best_baseline"]
-    best = from_run(best_name)
+    best = run_metrics(trained["run_id"], best_name)
     current = champion(c)
     champ_metrics = None
     if current is not None and str(current["version"]) != str(trained["version"]):

@@ -1,0 +1,174 @@
+"""Real TrainResults around small real torch modules, for the registry tests.
+
+The holdout is synthetic but honest: targets are produced by a fixed "true" convolution
+network, models are that network with scaled weights (the larger the scale error, the
+worse the model), and every metric is computed from the module's actual output, masked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from traffic.config import load_city
+from traffic.forecast.result import Holdout, HorizonMetrics, TrainResult
+
+T_IN, N_TIME_FEATURES, HEIGHT, WIDTH, N_HOLDOUT = 4, 2, 6, 7, 12
+
+
+class TinyForecaster(torch.nn.Module):
+    """Maps ``(B, T_in, F, H, W)`` to ``(B, H_out, C, H, W)`` with normalisation inside."""
+
+    def __init__(self, t_in: int, n_features: int, h_out: int, n_channels: int, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.h_out, self.n_channels = h_out, n_channels
+        self.conv = torch.nn.Conv2d(t_in * n_features, h_out * n_channels, kernel_size=3, padding=1)
+        self.register_buffer("in_scale", torch.tensor(0.1))
+        self.register_buffer("out_scale", scale.reshape(1, 1, n_channels, 1, 1).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, f, h, w = x.shape
+        z = self.conv((x * self.in_scale).reshape(b, t * f, h, w))
+        return torch.relu(z).reshape(b, self.h_out, self.n_channels, h, w) * self.out_scale
+
+
+@pytest.fixture(autouse=True)
+def _quiet_env(monkeypatch):
+    for var in ("MLFLOW_REGISTRY_URI", "TRAFFIC_CODE_VERSION"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(scope="session")
+def berlin():
+    return load_city("berlin")
+
+
+def masked_metrics(forecast: np.ndarray, target: np.ndarray, mask: np.ndarray) -> HorizonMetrics:
+    """MAE/RMSE per horizon over observed values; arrays ``(N, H_out, C, H, W)``."""
+    err = np.where(mask, forecast - target, 0.0)
+    n = mask.sum(axis=(0, 2, 3, 4))
+    mae = np.abs(err).sum(axis=(0, 2, 3, 4)) / n
+    rmse = np.sqrt((err**2).sum(axis=(0, 2, 3, 4)) / n)
+    return HorizonMetrics(mae=mae.tolist(), rmse=rmse.tolist(), n=n.astype(int).tolist())
+
+
+@pytest.fixture(scope="session")
+def holdout_data(berlin):
+    """``(x, y, mask)`` of a holdout with targets made by the true network."""
+    n_channels, h_out = len(berlin.channels), berlin.forecast.horizon_steps
+    n_features = n_channels + N_TIME_FEATURES
+    gen = torch.Generator().manual_seed(7)
+    x = (torch.rand(N_HOLDOUT, T_IN, n_features, HEIGHT, WIDTH, generator=gen) * 100).numpy()
+    torch.manual_seed(11)
+    truth = TinyForecaster(T_IN, n_features, h_out, n_channels, torch.tensor([40.0, 5.0, 10.0, 8.0])).eval()
+    with torch.no_grad():
+        y = truth(torch.from_numpy(x)).numpy()
+    mask = np.random.default_rng(3).random(y.shape) < 0.7
+    return x, y, mask, truth
+
+
+@pytest.fixture(scope="session")
+def make_module(holdout_data):
+    """A real module: the true network with its output scale off by ``1 + error``."""
+    _, _, _, truth = holdout_data
+
+    def make(error: float) -> TinyForecaster:
+        m = TinyForecaster(
+            T_IN, truth.conv.in_channels // T_IN, truth.h_out, truth.n_channels, truth.out_scale.flatten()
+        )
+        m.load_state_dict(truth.state_dict())
+        with torch.no_grad():
+            m.out_scale.mul_(1.0 + error)
+        return m.eval()
+
+    return make
+
+
+def score(module, x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> HorizonMetrics:
+    """Masked metrics of a module (eager or loaded from MLflow) on the holdout."""
+    with torch.no_grad():
+        forecast = module(torch.from_numpy(x)).numpy()
+    return masked_metrics(forecast, y, mask)
+
+
+@pytest.fixture(scope="session")
+def scorer():
+    return score
+
+
+@pytest.fixture(scope="session")
+def make_result(berlin, holdout_data):
+    """Build a real :class:`TrainResult` for a module, scored against real baselines."""
+    x, y, mask, _ = holdout_data
+    n_channels, h_out = len(berlin.channels), berlin.forecast.horizon_steps
+    # persistence: last observed input frame of each target channel, for every horizon
+    persistence = np.repeat(x[:, -1:, :n_channels], h_out, axis=1)
+    # seasonal average stand-in: the per-channel mean of the observed targets
+    mean_fc = np.broadcast_to(
+        (np.where(mask, y, 0).sum(axis=(0, 1, 3, 4)) / mask.sum(axis=(0, 1, 3, 4))).reshape(1, 1, -1, 1, 1), y.shape
+    )
+    digest = hashlib.sha256(y.tobytes() + mask.tobytes()).hexdigest()
+
+    def make(module: torch.nn.Module, *, train_seconds: float = 1.5) -> TrainResult:
+        with torch.no_grad():
+            fc = module(torch.from_numpy(x)).numpy()
+        curve = [
+            {
+                "epoch": e,
+                "step": 10 * (e + 1),
+                "train_loss": 1.0 / (e + 1),
+                "val_loss": 1.2 / (e + 1),
+                "elapsed_s": 0.1 * e,
+            }
+            for e in range(5)
+        ]
+        curve[0]["val_loss"] = float("nan")
+        return TrainResult(
+            module=module,
+            metrics={
+                "model": masked_metrics(fc, y, mask),
+                "persistence": masked_metrics(persistence, y, mask),
+                "seasonal_average": masked_metrics(mean_fc, y, mask),
+            },
+            holdout=Holdout(
+                start="2024-12-01T00:00:00+00:00", end="2024-12-07T23:00:00+00:00", n_samples=len(x), digest=digest
+            ),
+            learning_curve=curve,
+            params={"hidden": 8, "lr": 1e-3, "kernel": 3, "context_steps": T_IN},
+            input_example=x[:1].astype(np.float32),
+            example_forecast=fc[0],
+            example_target=y[0],
+            example_mask=mask[0],
+            channels=berlin.channels,
+            train_window=("2024-10-20T00:00:00+00:00", "2024-11-30T23:00:00+00:00"),
+            train_seconds=train_seconds,
+            device="cpu",
+            stopped_reason="early_stopping",
+        )
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def _migrated_mlflow_db(tmp_path_factory):
+    """An empty MLflow SQLite database with every migration applied, built once per session."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    folder = tmp_path_factory.mktemp("mlflow-template")
+    db = folder / "mlflow.db"
+    store = SqlAlchemyStore(f"sqlite:///{db}", (folder / "artifacts").as_uri())
+    store.engine.dispose()
+    return db
+
+
+@pytest.fixture
+def mlflow_db(traffic_home, _migrated_mlflow_db):
+    """Start each test from a copy of the migrated empty database (migrations take seconds)."""
+    import shutil
+
+    target = traffic_home / "mlflow.db"
+    shutil.copyfile(_migrated_mlflow_db, target)
+    return target

@@ -1,0 +1,73 @@
+"""The promotion rule: a worse model never becomes champion."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from traffic.forecast.result import HorizonMetrics
+from traffic.registry import Decision, decide_promotion
+
+
+def hm(*rmse: float) -> HorizonMetrics:
+    return HorizonMetrics(mae=[0.8 * v for v in rmse], rmse=list(rmse), n=[100] * len(rmse))
+
+
+@pytest.mark.parametrize(
+    ("challenger", "champion", "baseline", "expected"),
+    [
+        pytest.param(hm(1.0, 2.0, 3.0), None, hm(2.0, 3.0, 4.0), True, id="no-champion-beats-baseline"),
+        pytest.param(hm(1.0, 2.0, 3.0), hm(1.5, 2.5, 3.0), hm(2.0, 3.0, 4.0), True, id="beats-both"),
+        pytest.param(hm(3.0, 3.0, 3.0), None, hm(2.0, 3.0, 3.5), False, id="worse-than-baseline"),
+        pytest.param(
+            hm(3.0, 3.0, 3.0),
+            hm(9.0, 9.0, 9.0),
+            hm(2.0, 3.0, 3.5),
+            False,
+            id="worse-than-baseline-better-than-champion",
+        ),
+        pytest.param(hm(1.0, 2.0, 3.0), hm(1.0, 1.5, 3.0), hm(2.0, 3.0, 4.0), False, id="worse-than-champion"),
+        pytest.param(hm(1.0, 2.0, 3.0), None, hm(3.0, 2.0, 1.0), False, id="tie-with-baseline"),
+        pytest.param(hm(1.0, 2.0, 3.0), hm(2.0, 2.0, 2.0), hm(5.0, 5.0, 5.0), False, id="tie-with-champion"),
+        pytest.param(hm(0.3 * (1 - 1e-12), 1.0), hm(0.3, 1.0), hm(5.0, 5.0), False, id="tie-within-float-noise"),
+        # better on average but not on every horizon: the rule is the mean over horizons
+        pytest.param(hm(0.5, 3.5), hm(2.0, 2.5), hm(5.0, 5.0), True, id="mean-decides"),
+        pytest.param(hm(math.nan, 1.0), None, hm(5.0, 5.0), False, id="nan-challenger"),
+        pytest.param(hm(1.0, 1.0), None, hm(math.nan, 5.0), False, id="nan-baseline"),
+        pytest.param(hm(1.0, 1.0), hm(math.nan, 1.0), hm(5.0, 5.0), True, id="nan-champion-is-beaten"),
+    ],
+)
+def test_decide_promotion(challenger, champion, baseline, expected):
+    d = decide_promotion(challenger, champion, ("persistence", baseline))
+    assert isinstance(d, Decision)
+    assert d.promote is expected
+    assert d.reason.startswith("promoted" if expected else "not promoted")
+    # the reason states the numbers it was decided on
+    if math.isfinite(challenger.rmse_mean):
+        assert f"{challenger.rmse_mean:.4f}" in d.reason
+    assert "persistence" in d.reason
+    if champion is not None and math.isfinite(champion.rmse_mean) and "beats best baseline" in d.reason:
+        assert f"{champion.rmse_mean:.4f}" in d.reason
+    assert d.champion_rmse == (None if champion is None else pytest.approx(champion.rmse_mean, nan_ok=True))
+    assert d.baseline == "persistence"
+
+
+def test_a_promoted_challenger_is_better_than_everything_it_was_compared_with():
+    """Property over many random metric triples: promote implies strictly lower mean RMSE."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        c, ch, b = (hm(*rng.choice([1.0, 2.0, 3.0], size=3)) for _ in range(3))
+        champ = ch if rng.random() < 0.7 else None
+        d = decide_promotion(c, champ, ("ridge", b))
+        expected = c.rmse_mean < b.rmse_mean and (champ is None or c.rmse_mean < champ.rmse_mean)
+        assert d.promote is expected, d.reason
+
+
+def test_metrics_of_different_horizon_counts_are_not_comparable():
+    with pytest.raises(ValueError, match="same"):
+        decide_promotion(hm(1.0, 2.0), hm(1.0, 2.0, 3.0), ("persistence", hm(2.0, 2.0)))
+    with pytest.raises(ValueError, match="baseline 'persistence'"):
+        decide_promotion(hm(1.0, 2.0), None, ("persistence", hm(2.0)))

@@ -1,0 +1,880 @@
+"""MLflow tracking and model registry: one experiment and one registered model per city.
+
+Flow of a nightly run for a city::
+
+    info = log_training(city, result, data_window=...)          # run + version, alias "challenger"
+    champ = champion(city)                                      # None before the first promotion
+    champ_metrics = <score load_module(city) on result.holdout> # same holdout as the challenger
+    decision = decide_promotion(result.metrics["model"], champ_metrics, result.best_baseline())
+    promote(city, info["version"], decision)                    # alias "champion" moves only if better
+
+Names: experiment and registered model are both ``traffic-<city>``. Stages are not used
+(deprecated in MLflow); the registry is driven by the aliases :data:`CHAMPION` and
+:data:`CHALLENGER`. Models are logged in the ``pt2`` format (``torch.export``), which
+loads without unpickling code: the module must be exportable (no Python branching on
+tensor values) and is exported with a dynamic batch dimension.
+
+The tracking URI is :func:`traffic.config.mlflow_uri` (SQLite under ``TRAFFIC_HOME``
+unless ``MLFLOW_TRACKING_URI`` names another store); it is set for the duration of each
+call only, so MLflow's process-wide state and environment are left as they were.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import numpy as np
+
+from traffic.config import PROJECT_ROOT, CityConfig, mlflow_artifact_root, mlflow_uri
+from traffic.forecast.result import HorizonMetrics, TrainResult
+
+# A batch job: MLflow must not phone home (nor wait on a network that is not there), and
+# artifact progress bars only clutter task logs. Explicit settings in the environment win.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+#: Name of the model's artifact folder inside a run / logged model.
+MODEL_ARTIFACT = "model"
+SERIALIZATION_FORMAT = "pt2"
+#: Default model card template (``string.Template`` placeholders).
+MODEL_CARD_TEMPLATE = PROJECT_ROOT / "models" / "model_card.md"
+#: Relative tolerance under which two mean RMSEs count as a tie (a tie never promotes).
+TIE_RTOL = 1e-9
+#: Tolerance of the check that the logged model reproduces the in-memory module.
+ROUNDTRIP_RTOL, ROUNDTRIP_ATOL = 1e-4, 1e-5
+
+
+class RegistryError(RuntimeError):
+    """The registry is not in the state an operation needs (no such alias, export mismatch...)."""
+
+
+def _city_name(city: CityConfig | str) -> str:
+    return city.name if isinstance(city, CityConfig) else str(city)
+
+
+def model_name(city: CityConfig | str) -> str:
+    """Registered model name of a city: ``traffic-<city>``."""
+    return f"traffic-{_city_name(city)}"
+
+
+def experiment_name(city: CityConfig | str) -> str:
+    """Experiment name of a city: ``traffic-<city>``."""
+    return f"traffic-{_city_name(city)}"
+
+
+# --------------------------------------------------------------------------------------
+# Promotion rule (pure)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Outcome of :func:`decide_promotion`.
+
+    Attributes
+    ----------
+    promote : bool
+    reason : str
+        One sentence with the numbers it was decided on.
+    challenger_rmse, baseline_rmse : float
+        Mean RMSE over horizons.
+    baseline : str
+        Name of the best baseline.
+    champion_rmse : float or None
+        Mean RMSE of the current champion on the same holdout; None when there was no
+        champion to compare with (then :func:`promote` refuses to promote over an
+        existing champion).
+    """
+
+    promote: bool
+    reason: str
+    challenger_rmse: float = math.nan
+    baseline: str = ""
+    baseline_rmse: float = math.nan
+    champion_rmse: float | None = None
+
+
+def _beats(a: float, b: float) -> bool:
+    """Strictly lower, a tie within :data:`TIE_RTOL` is not lower."""
+    return a < b and not math.isclose(a, b, rel_tol=TIE_RTOL, abs_tol=0.0)
+
+
+def _pct(a: float, b: float) -> str:
+    return f"{100.0 * (a - b) / b:+.2f}%" if b and math.isfinite(b) else "n/a"
+
+
+def decide_promotion(
+    challenger: HorizonMetrics,
+    champion: HorizonMetrics | None,
+    best_baseline: tuple[str, HorizonMetrics],
+) -> Decision:
+    """Decide whether a challenger becomes champion.
+
+    Promote only when the challenger's mean RMSE over horizons is strictly lower than the
+    best baseline's and, when there is a champion, strictly lower than the champion's
+    scored on the same holdout. Ties (within :data:`TIE_RTOL`) and non-finite challenger or
+    baseline scores do not promote. A champion whose score is not finite (it forecasts NaN)
+    counts as beaten.
+
+    Parameters
+    ----------
+    challenger : HorizonMetrics
+        The new model on the holdout.
+    champion : HorizonMetrics or None
+        The current champion on the *same* holdout, None if there is no champion yet.
+    best_baseline : (str, HorizonMetrics)
+        Name and metrics of the best baseline on the same holdout
+        (:meth:`TrainResult.best_baseline`).
+
+    Returns
+    -------
+    Decision
+
+    Raises
+    ------
+    ValueError
+        If the metrics do not cover the same number of horizons (not the same holdout).
+    """
+    base_name, base = best_baseline
+    lengths = {"challenger": len(challenger.rmse), f"baseline {base_name!r}": len(base.rmse)}
+    if champion is not None:
+        lengths["champion"] = len(champion.rmse)
+    if len(set(lengths.values())) != 1 or 0 in lengths.values():
+        raise ValueError(f"metrics must cover the same (non-zero) number of horizons; got {lengths}")
+    c, b = challenger.rmse_mean, base.rmse_mean
+    ch = None if champion is None else champion.rmse_mean
+
+    def verdict(promote: bool, reason: str) -> Decision:
+        return Decision(promote, reason, challenger_rmse=c, baseline=base_name, baseline_rmse=b, champion_rmse=ch)
+
+    vs_base = f"best baseline {base_name!r} {b:.4f} ({_pct(c, b)})"
+    head = f"challenger mean RMSE {c:.4f}"
+    if not math.isfinite(c):
+        return verdict(False, f"not promoted: {head} is not finite; {vs_base}")
+    if not math.isfinite(b):
+        return verdict(False, f"not promoted: {head} but {vs_base} is not finite, cannot compare")
+    if not _beats(c, b):
+        return verdict(False, f"not promoted: {head} does not beat {vs_base}")
+    if ch is None:
+        return verdict(True, f"promoted: {head} beats {vs_base}; no champion yet")
+    if not math.isfinite(ch):
+        return verdict(True, f"promoted: {head} beats {vs_base}; champion score {ch} is not finite")
+    vs_champ = f"champion {ch:.4f} on the same holdout ({_pct(c, ch)})"
+    if not _beats(c, ch):
+        return verdict(False, f"not promoted: {head} beats {vs_base} but not {vs_champ}")
+    return verdict(True, f"promoted: {head} beats {vs_base} and {vs_champ}")
+
+
+# --------------------------------------------------------------------------------------
+# MLflow session
+# --------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _mlflow_session() -> Iterator[Any]:
+    """Point MLflow at :func:`mlflow_uri` for the block; yield an ``MlflowClient``.
+
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into the environment,
+    which :func:`traffic.config.mlflow_uri` reads first; the previous global URIs and
+    environment are restored on exit so that a later call under another ``TRAFFIC_HOME``
+    is not redirected.
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    uri = mlflow_uri()
+    env_keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    old_env = {k: os.environ.get(k) for k in env_keys}
+    old_tracking = getattr(tracking_utils, "_tracking_uri", None)
+    old_registry = getattr(registry_utils, "_registry_uri", None)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    finally:
+        mlflow.set_tracking_uri(old_tracking)  # type: ignore[arg-type]  # None resets
+        mlflow.set_registry_uri(old_registry)  # type: ignore[arg-type]
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _is_missing(exc: Exception) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException) and exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
+
+
+def _ensure_experiment(client: Any, city: CityConfig | str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    name = experiment_name(city)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage != "active":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    location = f"{mlflow_artifact_root().rstrip('/')}/{name}"
+    try:
+        return client.create_experiment(name, artifact_location=location, tags={"city": _city_name(city)})
+    except MlflowException:  # created concurrently by another task
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def _aliases(client: Any, name: str) -> dict[str, str]:
+    """``{alias: version}`` of a registered model, ``{}`` if the model does not exist."""
+    try:
+        rm = client.get_registered_model(name)
+    except Exception as exc:
+        if _is_missing(exc):
+            return {}
+        raise
+    return {str(k): str(v) for k, v in (rm.aliases or {}).items()}
+
+
+def _newest_version(client: Any, name: str) -> str | None:
+    versions = client.search_model_versions(f"name = '{name}'", max_results=1, order_by=["version_number DESC"])
+    return str(versions[0].version) if versions else None
+
+
+# --------------------------------------------------------------------------------------
+# Code version, model card
+# --------------------------------------------------------------------------------------
+
+
+def resolve_code_version() -> str:
+    """Code version for runs and cards.
+
+    ``TRAFFIC_CODE_VERSION`` if set (images built without ``.git``), else the git commit
+    of the project (``-dirty`` when tracked files differ from it), else ``"unknown"``.
+    """
+    if env := os.environ.get("TRAFFIC_CODE_VERSION"):
+        return env
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), *args], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
+    try:
+        sha = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha or "unknown"
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4f}" if math.isfinite(v) else "n/a"
+
+
+def _lead_labels(city: CityConfig, n: int) -> list[str]:
+    import pandas as pd
+
+    step = pd.Timedelta(city.time_bin)
+    return [_duration(step * (h + 1)) for h in range(n)]
+
+
+def _duration(td: Any) -> str:
+    secs = int(td.total_seconds())
+    if secs % 3600 == 0:
+        return f"+{secs // 3600}h"
+    return f"+{secs // 60}min"
+
+
+def _metric_table(metric: str, result: TrainResult, champion_metrics: HorizonMetrics | None, leads: list[str]) -> str:
+    columns: dict[str, HorizonMetrics] = {"model": result.metrics["model"], **result.baselines}
+    if champion_metrics is not None:
+        columns["current champion"] = champion_metrics
+    model = result.metrics["model"]
+    values = np.array([getattr(m, metric) for m in columns.values()], dtype=float)  # (models, horizons)
+    means = np.array([getattr(m, f"{metric}_mean") for m in columns.values()], dtype=float)  # as the promotion rule
+    header = "| horizon | lead | observed values | " + " | ".join(columns) + " |"
+    rule = "|---|---|---:|" + "---:|" * len(columns)
+    lines = [header, rule]
+
+    def row(label: str, lead: str, n: str, vals: np.ndarray) -> str:
+        finite = vals[np.isfinite(vals)]
+        best = finite.min() if finite.size else None
+        cells = [f"**{_fmt(v)}**" if best is not None and v == best else _fmt(v) for v in vals]
+        return f"| {label} | {lead} | {n} | " + " | ".join(cells) + " |"
+
+    for h in range(values.shape[1]):
+        lines.append(row(str(h + 1), leads[h] if h < len(leads) else "", f"{model.n[h]:,}", values[:, h]))
+    lines.append(row("mean", "", f"{int(np.sum(model.n)):,}", means))
+    return "\n".join(lines)
+
+
+def _bullets(d: Mapping[str, Any], indent: str = "  ") -> str:
+    if not d:
+        return f"{indent}- (none given)"
+    return "\n".join(f"{indent}- {k}: {v}" for k, v in d.items())
+
+
+def _params_table(params: Mapping[str, Any]) -> str:
+    if not params:
+        return "(none)"
+    lines = ["| parameter | value |", "|---|---|"]
+    lines += [f"| {k} | `{v}` |" for k, v in sorted(params.items())]
+    return "\n".join(lines)
+
+
+def render_model_card(
+    city: CityConfig,
+    result: TrainResult,
+    data_window: Mapping[str, Any],
+    champion_metrics: HorizonMetrics | None = None,
+    code_version: str | None = None,
+    *,
+    registered_name: str | None = None,
+    version: str | int | None = None,
+    run_id: str | None = None,
+    template: str | Path | None = None,
+) -> str:
+    """Render the Markdown model card of a training run.
+
+    Parameters
+    ----------
+    city : CityConfig
+    result : TrainResult
+    data_window : mapping
+        What data the run used (e.g. ``{"start": ..., "end": ..., "days": ...}``).
+    champion_metrics : HorizonMetrics, optional
+        The current champion on the same holdout, shown as an extra column.
+    code_version : str, optional
+        Defaults to :func:`resolve_code_version`.
+    registered_name, version, run_id : optional
+        Registry coordinates, when known.
+    template : path, optional
+        ``string.Template`` file; defaults to :data:`MODEL_CARD_TEMPLATE`.
+
+    Returns
+    -------
+    str
+        Markdown.
+
+    Raises
+    ------
+    KeyError
+        If the template names a placeholder this function does not fill.
+    """
+    if "model" not in result.metrics or not result.baselines:
+        raise ValueError(f"result.metrics needs 'model' and at least one baseline; got {sorted(result.metrics)}")
+    model = result.metrics["model"]
+    leads = _lead_labels(city, len(model.rmse))
+    base_name, base = result.best_baseline()
+    shape = np.shape(result.example_forecast)
+    grid = f"{shape[-2]} x {shape[-1]}" if len(shape) >= 2 else "?"
+    if champion_metrics is not None:
+        champion_line = f"; current champion on the same holdout {_fmt(champion_metrics.rmse_mean)}"
+    else:
+        champion_line = "; no current champion scored on this holdout"
+    skill = 1.0 - model.rmse_mean / base.rmse_mean if base.rmse_mean else math.nan
+    text = Path(template or MODEL_CARD_TEMPLATE).read_text(encoding="utf-8")
+    values = {
+        "city": city.name,
+        "model_name": registered_name or model_name(city),
+        "version": "(unregistered)" if version is None else str(version),
+        "run_id": run_id or "(not logged)",
+        "code_version": code_version or resolve_code_version(),
+        "generated_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "horizon_steps": str(len(model.rmse)),
+        "time_bin": city.time_bin,
+        "lead_max": leads[-1] if leads else "",
+        "n_channels": str(len(result.channels)),
+        "channels": ", ".join(f"`{c}`" for c in result.channels),
+        "grid_shape": grid,
+        "cell_size_m": f"{city.cell_size_m:g}",
+        "crs_epsg": str(city.crs_epsg),
+        "context_steps": str(result.params.get("context_steps", city.forecast.context_steps)),
+        "train_days": str(city.forecast.train_days),
+        "train_start": result.train_window[0],
+        "train_end": result.train_window[1],
+        "data_window": _bullets(data_window),
+        "holdout_start": result.holdout.start,
+        "holdout_end": result.holdout.end,
+        "holdout_n": f"{result.holdout.n_samples:,}",
+        "holdout_digest": result.holdout.digest,
+        "rmse_table": _metric_table("rmse", result, champion_metrics, leads),
+        "mae_table": _metric_table("mae", result, champion_metrics, leads),
+        "model_rmse_mean": _fmt(model.rmse_mean),
+        "best_baseline": base_name,
+        "best_baseline_rmse_mean": _fmt(base.rmse_mean),
+        "skill_vs_baseline": f"{skill:+.1%}" if math.isfinite(skill) else "n/a",
+        "champion_line": champion_line,
+        "device": result.device,
+        "train_seconds": f"{result.train_seconds:.1f} s",
+        "stopped_reason": result.stopped_reason,
+        "params_table": _params_table(result.params),
+    }
+    return Template(text).substitute(values)
+
+
+# --------------------------------------------------------------------------------------
+# Logging a training run
+# --------------------------------------------------------------------------------------
+
+
+def _pip_requirements() -> list[str]:
+    """Pinned requirements of the logged model (skips MLflow's slow requirement inference)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    reqs = []
+    for pkg in ("torch", "mlflow", "numpy"):
+        try:
+            reqs.append(f"{pkg}=={version(pkg).split('+')[0]}")
+        except PackageNotFoundError:
+            reqs.append(pkg)
+    return reqs
+
+
+def _params(city: CityConfig, result: TrainResult, data_window: Mapping[str, Any]) -> dict[str, str]:
+    fc = city.forecast
+    out = {
+        "city.name": city.name,
+        "city.timezone": city.timezone,
+        "city.crs_epsg": city.crs_epsg,
+        "city.bbox": list(city.bbox),
+        "city.cell_size_m": city.cell_size_m,
+        "city.time_bin": city.time_bin,
+        "city.feeds": [f"{f.name}:{f.kind}:{f.adapter}" for f in city.feeds],
+        "city.channels": list(city.channels),
+        "forecast.context_steps": fc.context_steps,
+        "forecast.horizon_steps": fc.horizon_steps,
+        "forecast.train_days": fc.train_days,
+        "forecast.holdout_days": fc.holdout_days,
+        "forecast.train_budget_s": fc.train_budget_s,
+        "train.start": result.train_window[0],
+        "train.end": result.train_window[1],
+        "train.device": result.device,
+        "model.channels": list(result.channels),
+    }
+    out.update({f"data.{k}": v for k, v in data_window.items()})
+    out.update({f"hp.{k}": v for k, v in result.params.items()})
+    return {k: str(v) for k, v in out.items()}
+
+
+def _metrics(result: TrainResult, timestamp_ms: int) -> list[Any]:
+    from mlflow.entities import Metric
+
+    rows: list[Metric] = []
+    for name, hm in result.metrics.items():
+        for key in ("mae", "rmse", "n"):
+            rows += [Metric(f"{name}.{key}", float(v), timestamp_ms, h + 1) for h, v in enumerate(getattr(hm, key))]
+        rows.append(Metric(f"{name}.mae_mean", hm.mae_mean, timestamp_ms, 0))
+        rows.append(Metric(f"{name}.rmse_mean", hm.rmse_mean, timestamp_ms, 0))
+    base_name, base = result.best_baseline()
+    model = result.metrics["model"]
+    if base.rmse_mean:
+        rows.append(
+            Metric("model.rmse_skill_vs_best_baseline", 1.0 - model.rmse_mean / base.rmse_mean, timestamp_ms, 0)
+        )
+    rows.append(Metric("train.seconds", float(result.train_seconds), timestamp_ms, 0))
+    curve = result.learning_curve
+    epochs = [r.get("epoch") for r in curve]
+    step_key = "epoch" if None not in epochs and len(set(epochs)) == len(epochs) else "step"
+    for i, r in enumerate(curve):
+        step = int(r[step_key]) if r.get(step_key) is not None else i
+        elapsed_ms = int(1000 * float(r.get("elapsed_s") or 0.0))
+        for key in ("train_loss", "val_loss"):
+            v = r.get(key)
+            if v is not None and math.isfinite(float(v)):
+                rows.append(Metric(f"curve.{key}", float(v), timestamp_ms + elapsed_ms, step))
+    return rows
+
+
+def _check_module(result: TrainResult) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Module in eval mode, the batch-2 logging example and its output; shapes validated."""
+    import torch
+
+    x = np.asarray(result.input_example, dtype=np.float32)
+    if x.ndim != 5 or x.shape[0] < 1:
+        raise ValueError(f"result.input_example has shape {x.shape}; expected (1, T_in, F, H, W)")
+    # Two identical samples: torch.export specialises a batch of 1 to a constant, 2 keeps B dynamic.
+    example = np.ascontiguousarray(np.concatenate([x[:1], x[:1]], axis=0))
+    module = result.module.to("cpu").eval()
+    with torch.no_grad():
+        out = module(torch.from_numpy(example))
+    out = out.detach().cpu().numpy().astype(np.float32, copy=False)
+    n_h = len(result.metrics["model"].rmse)
+    expected = (2, n_h, len(result.channels), *x.shape[-2:])
+    if out.shape != expected:
+        raise ValueError(
+            f"module output has shape {out.shape} for input {example.shape}; expected {expected} "
+            f"(B, H_out, C, H, W) with H_out = {n_h} horizons, C = channels {list(result.channels)}"
+        )
+    return module, example, out
+
+
+def log_training(
+    city: CityConfig,
+    result: TrainResult,
+    *,
+    data_window: Mapping[str, Any],
+    code_version: str | None = None,
+    champion_metrics: HorizonMetrics | None = None,
+) -> dict[str, Any]:
+    """Log a training run, register its model and point the ``challenger`` alias at it.
+
+    One run in experiment ``traffic-<city>`` with: params (``hp.*`` from ``result.params``,
+    ``city.*``/``forecast.*`` from the city config, ``data.*`` from ``data_window``,
+    ``train.*``); metrics per horizon for the model and every baseline (``<name>.rmse``,
+    ``<name>.mae``, ``<name>.n`` with ``step = h + 1``, plus ``<name>.rmse_mean`` and
+    ``<name>.mae_mean``), ``model.rmse_skill_vs_best_baseline``, the learning curve
+    (``curve.train_loss``/``curve.val_loss`` per epoch); tags with the holdout window and
+    digest; artifacts ``plots/learning_curve.png``, ``plots/forecast_vs_actual_<channel>.png``
+    and ``model_card.md``; the model (pt2, signature inferred from the input example and the
+    module's output). The logged model is loaded back and must reproduce the module's
+    output before it is registered as a new version of ``traffic-<city>``.
+
+    Parameters
+    ----------
+    city : CityConfig
+    result : TrainResult
+    data_window : mapping
+        The data the run used, e.g. ``{"start": ..., "end": ..., "dates": ...}``; logged as
+        ``data.<key>`` params and on the model card.
+    code_version : str, optional
+        Defaults to :func:`resolve_code_version`.
+    champion_metrics : HorizonMetrics, optional
+        The current champion scored on the same holdout, shown on the model card.
+
+    Returns
+    -------
+    dict
+        ``{"run_id", "model_name", "version", "model_uri"}``; ``model_uri`` is
+        ``models:/traffic-<city>/<version>``.
+
+    Raises
+    ------
+    ValueError
+        If the input example or the module output has the wrong shape.
+    RegistryError
+        If the logged model does not reproduce the module's output (nothing is registered).
+    """
+    import mlflow
+    import torch
+    from mlflow.entities import Param, RunTag
+    from mlflow.models import infer_signature
+
+    from traffic.registry import plots
+
+    if "model" not in result.metrics or not result.baselines:
+        raise ValueError(f"result.metrics needs 'model' and at least one baseline; got {sorted(result.metrics)}")
+    code_version = code_version or resolve_code_version()
+    module, example, out = _check_module(result)
+    signature = infer_signature(example, out)
+    name = model_name(city)
+    base_name, base = result.best_baseline()
+    model_m = result.metrics["model"]
+    tags = {
+        "city": city.name,
+        "code_version": code_version,
+        "holdout.start": result.holdout.start,
+        "holdout.end": result.holdout.end,
+        "holdout.n_samples": str(result.holdout.n_samples),
+        "holdout.digest": result.holdout.digest,
+        "train.stopped_reason": result.stopped_reason,
+        "train.device": result.device,
+        "best_baseline": base_name,
+        **{f"data_window.{k}": str(v) for k, v in data_window.items()},
+    }
+    leads = _lead_labels(city, len(model_m.rmse))
+    card = partial(
+        render_model_card,
+        city,
+        result,
+        data_window,
+        champion_metrics=champion_metrics,
+        code_version=code_version,
+        registered_name=name,
+    )
+    card()  # template errors surface before anything is logged
+
+    with _mlflow_session() as client:
+        exp_id = _ensure_experiment(client, city)
+        run_name = f"{city.name}-{result.train_window[1][:10]}"
+        with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
+            run_id = run.info.run_id
+            now_ms = int(time.time() * 1000)
+            client.log_batch(
+                run_id,
+                metrics=_metrics(result, now_ms),
+                params=[Param(k, v) for k, v in _params(city, result, data_window).items()],
+                tags=[RunTag(k, v) for k, v in tags.items()],
+            )
+            with tempfile.TemporaryDirectory(prefix="traffic-mlflow-") as tmp:
+                plots.save_learning_curve(
+                    result.learning_curve,
+                    Path(tmp) / "learning_curve.png",
+                    title=f"{city.name}: learning curve (stopped: {result.stopped_reason})",
+                )
+                plots.save_forecast_maps(
+                    result.example_forecast,
+                    result.example_target,
+                    result.example_mask,
+                    result.channels,
+                    tmp,
+                    lead_labels=leads,
+                )
+                client.log_artifacts(run_id, tmp, artifact_path="plots")
+
+            info = mlflow.pytorch.log_model(
+                module,
+                name=MODEL_ARTIFACT,
+                signature=signature,
+                input_example=example,
+                serialization_format=SERIALIZATION_FORMAT,
+                pip_requirements=_pip_requirements(),
+                metadata={
+                    "city": city.name,
+                    "channels": list(result.channels),
+                    "holdout_digest": result.holdout.digest,
+                },
+                validate_serving_input=False,  # checked below, on the loaded module itself
+            )
+            with tempfile.TemporaryDirectory(prefix="traffic-model-") as tmp:
+                loaded = mlflow.pytorch.load_model(info.model_uri, dst_path=tmp)
+            with torch.no_grad():
+                again = loaded(torch.from_numpy(example)).numpy()
+            if not np.allclose(again, out, rtol=ROUNDTRIP_RTOL, atol=ROUNDTRIP_ATOL, equal_nan=True):
+                worst = float(np.nanmax(np.abs(again - out)))
+                raise RegistryError(
+                    f"{name}: the logged model ({info.model_uri}) does not reproduce the module's output "
+                    f"on the input example (max abs diff {worst:.3g}); not registered"
+                )
+            mv = mlflow.register_model(
+                info.model_uri,
+                name,
+                tags={
+                    "holdout_digest": result.holdout.digest,
+                    "rmse_mean": _fmt(model_m.rmse_mean),
+                    "best_baseline": base_name,
+                    "best_baseline_rmse_mean": _fmt(base.rmse_mean),
+                    "code_version": code_version,
+                },
+            )
+            version = str(mv.version)
+            client.set_registered_model_alias(name, CHALLENGER, version)
+            client.update_model_version(
+                name,
+                version,
+                description=(
+                    f"challenger: mean RMSE {_fmt(model_m.rmse_mean)} vs best baseline {base_name!r} "
+                    f"{_fmt(base.rmse_mean)} on holdout {result.holdout.start}..{result.holdout.end}; "
+                    "promotion not decided yet"
+                ),
+            )
+            client.log_text(run_id, card(version=version, run_id=run_id), "model_card.md")
+    return {"run_id": run_id, "model_name": name, "version": version, "model_uri": f"models:/{name}/{version}"}
+
+
+# --------------------------------------------------------------------------------------
+# Promotion and lookup
+# --------------------------------------------------------------------------------------
+
+
+def promote(city: CityConfig | str, version: str | int, decision: Decision) -> dict[str, Any]:
+    """Apply a promotion decision to a registered version.
+
+    Always writes ``decision.reason`` on the version (description and tag
+    ``promotion_decision``, plus tag ``promoted`` = ``true``/``false``) and keeps
+    ``challenger`` on the newest version; moves ``champion`` to ``version`` only if
+    ``decision.promote``.
+
+    Parameters
+    ----------
+    city : CityConfig or str
+    version : str or int
+        Version of ``traffic-<city>`` the decision is about.
+    decision : Decision
+
+    Returns
+    -------
+    dict
+        ``{"model_name", "version", "promoted", "reason", "champion", "challenger"}`` where
+        ``champion``/``challenger`` are the versions the aliases point at afterwards.
+
+    Raises
+    ------
+    RegistryError
+        If the decision promotes without having compared with an existing champion.
+    """
+    name = model_name(city)
+    version = str(version)
+    with _mlflow_session() as client:
+        client.get_model_version(name, version)  # raises, naming the model and version, if absent
+        current = _aliases(client, name).get(CHAMPION)
+        if decision.promote and current not in (None, version) and decision.champion_rmse is None:
+            raise RegistryError(
+                f"{name}: decision promotes version {version} without comparing with champion version {current}; "
+                "score the champion on the same holdout and pass it to decide_promotion"
+            )
+        client.update_model_version(name, version, description=decision.reason)
+        client.set_model_version_tag(name, version, "promotion_decision", decision.reason)
+        client.set_model_version_tag(name, version, "promoted", "true" if decision.promote else "false")
+        if decision.promote:
+            client.set_registered_model_alias(name, CHAMPION, version)
+        newest = _newest_version(client, name)
+        if newest is not None:
+            client.set_registered_model_alias(name, CHALLENGER, newest)
+        aliases = _aliases(client, name)
+    return {
+        "model_name": name,
+        "version": version,
+        "promoted": decision.promote,
+        "reason": decision.reason,
+        "champion": aliases.get(CHAMPION),
+        "challenger": aliases.get(CHALLENGER),
+    }
+
+
+def champion(city: CityConfig | str, alias: str = CHAMPION) -> dict[str, Any] | None:
+    """The version an alias (default ``champion``) points at, or None.
+
+    Returns
+    -------
+    dict or None
+        ``{"model_name", "version", "run_id", "model_uri", "tags", "description"}`` with
+        ``model_uri = models:/traffic-<city>/<version>``; None if the model or alias does
+        not exist.
+    """
+    name = model_name(city)
+    with _mlflow_session() as client:
+        version = _aliases(client, name).get(alias)
+        if version is None:
+            return None
+        mv = client.get_model_version(name, version)
+    return {
+        "model_name": name,
+        "version": str(mv.version),
+        "run_id": mv.run_id,
+        "model_uri": f"models:/{name}/{mv.version}",
+        "tags": dict(mv.tags or {}),
+        "description": mv.description or "",
+    }
+
+
+def load_version_module(model_uri: str) -> Any:
+    """Load a logged/registered model as a CPU torch module for inference.
+
+    Parameters
+    ----------
+    model_uri : str
+        Any MLflow model URI (``models:/traffic-berlin/3``, ``models:/traffic-berlin@champion``,
+        ``runs:/<id>/model``).
+
+    Returns
+    -------
+    torch.nn.Module
+        Callable on ``(B, T_in, F, H, W)`` float32 tensors (any ``B``), returning
+        ``(B, H_out, C, H, W)``. It is an exported graph: it is always in inference mode
+        (``.eval()``/``.train()`` are not supported) and its parameters do not require grad.
+    """
+    import mlflow
+
+    # download into a folder removed afterwards: the exported program is read into memory
+    with _mlflow_session(), tempfile.TemporaryDirectory(prefix="traffic-model-") as tmp:
+        module = mlflow.pytorch.load_model(model_uri, dst_path=tmp, device="cpu")
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def load_module(city: CityConfig | str, alias: str = CHAMPION) -> Any:
+    """Load the module an alias of ``traffic-<city>`` points at (see :func:`load_version_module`).
+
+    Raises
+    ------
+    RegistryError
+        If the city has no registered model or no such alias, naming the aliases it has.
+    """
+    name = model_name(city)
+    with _mlflow_session() as client:
+        aliases = _aliases(client, name)
+    if alias not in aliases:
+        raise RegistryError(f"{name} has no version with alias {alias!r}; aliases: {aliases or 'none (no model yet)'}")
+    return load_version_module(f"models:/{name}/{aliases[alias]}")
+
+
+def run_metrics(run_id: str, name: str = "model") -> HorizonMetrics:
+    """Per-horizon metrics of one model or baseline as :func:`log_training` logged them.
+
+    Parameters
+    ----------
+    run_id : str
+        A run made by :func:`log_training` (``log_training(...)["run_id"]``).
+    name : str
+        ``"model"`` or a baseline name (``"persistence"``, ...).
+
+    Returns
+    -------
+    HorizonMetrics
+
+    Raises
+    ------
+    RegistryError
+        If the run has no ``<name>.rmse`` metric, listing the names it has.
+    """
+    with _mlflow_session() as client:
+        hist = {
+            key: sorted(client.get_metric_history(run_id, f"{name}.{key}"), key=lambda m: m.step)
+            for key in ("mae", "rmse", "n")
+        }
+        if not hist["rmse"]:
+            logged = sorted(k[: -len(".rmse")] for k in client.get_run(run_id).data.metrics if k.endswith(".rmse"))
+            raise RegistryError(f"run {run_id} has no metrics for {name!r}; it has: {logged}")
+    return HorizonMetrics(
+        mae=[m.value for m in hist["mae"]], rmse=[m.value for m in hist["rmse"]], n=[int(m.value) for m in hist["n"]]
+    )
+
+
+def logged_metrics(
+    city: CityConfig | str, alias: str = CHAMPION, *, holdout_digest: str | None = None
+) -> HorizonMetrics | None:
+    """The model metrics logged with the run of an alias' version.
+
+    Parameters
+    ----------
+    city : CityConfig or str
+    alias : str
+    holdout_digest : str, optional
+        If given, return the metrics only when that run was scored on the holdout with this
+        digest (so they are comparable with a challenger on it); otherwise None.
+
+    Returns
+    -------
+    HorizonMetrics or None
+        None when there is no such version, the digests differ, or the run has no metrics.
+    """
+    info = champion(city, alias)
+    if info is None or not info["run_id"]:
+        return None
+    with _mlflow_session() as client:
+        run = client.get_run(info["run_id"])
+    if holdout_digest is not None and run.data.tags.get("holdout.digest") != holdout_digest:
+        return None
+    try:
+        return run_metrics(info["run_id"], "model")
+    except RegistryError:
+        return None
