@@ -45,7 +45,7 @@ def test_nightly_los_angeles_through_airflow(traffic_home):
     mlflow.set_tracking_uri(mlflow_uri())
     client = mlflow.MlflowClient()
     champ = client.get_model_version_by_alias("traffic-los_angeles", "champion")
-    assert champ.tags["promotion_decision"] == "promoted"
+    assert champ.tags["promoted"] == "true" and champ.tags["promotion_decision"]
 
     # forecasts in DuckDB, only for the next bins after the data, all LA sensors' cells flagged as having data
     con = duckdb.connect(str(duckdb_path()), read_only=True)

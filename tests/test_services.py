@@ -178,7 +178,7 @@ def test_celery_postgres_redis_topology(traffic_home, databases):
     versions = mlflow.MlflowClient().search_model_versions("name='traffic-los_angeles'")
     assert [v.version for v in versions] == [trained["version"]]
     assert versions[0].tags.get("promotion_decision")
-    champion = versions[0].tags["promotion_decision"] == "promoted"
+    champion = versions[0].tags["promoted"] == "true"
     db = traffic_home / "forecasts.duckdb"
     if champion:
         c = duckdb.connect(str(db), read_only=True)

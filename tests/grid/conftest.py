@@ -1,0 +1,93 @@
+"""Fixtures for grid tests: a tiny city, registries and observation writers."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+import shapely
+
+from traffic import lake
+from traffic.config import CityConfig, load_city, parse_city
+from traffic.landing.contract import OBSERVATION_SCHEMAS, REGISTRY_SCHEMA
+
+
+@pytest.fixture
+def tiny_city() -> CityConfig:
+    """A ~2 x 2 km city in Berlin (UTM 33N), 15-min bins, a camera and a sensor feed."""
+    return parse_city(
+        {
+            "name": "tiny",
+            "timezone": "Europe/Berlin",
+            "crs_epsg": 25833,
+            "bbox": [13.400, 52.500, 13.430, 52.520],
+            "cell_size_m": 1000,
+            "time_bin": "15min",
+            "feeds": [
+                {
+                    "name": "cam",
+                    "kind": "camera",
+                    "adapter": "canonical",
+                    "observations": "unused",
+                    "registry": "unused",
+                    "channels": ["car", "bike"],
+                },
+                {
+                    "name": "loop",
+                    "kind": "sensor",
+                    "adapter": "canonical",
+                    "observations": "unused",
+                    "registry": "unused",
+                    "channels": ["speed_kmh"],
+                },
+            ],
+        },
+        source="tests/grid/tiny",
+    )
+
+
+@pytest.fixture(scope="session")
+def berlin() -> CityConfig:
+    return load_city("berlin")
+
+
+@pytest.fixture(scope="session")
+def los_angeles() -> CityConfig:
+    return load_city("los_angeles")
+
+
+@pytest.fixture
+def write_registry():
+    """Write ``{source_id: shapely geometry in EPSG:4326}`` as a registry partition (REGISTRY_SCHEMA)."""
+
+    def _write(city: CityConfig, feed: str, geoms: dict[str, shapely.Geometry | None], version: str | None = None):
+        ids = list(geoms)
+        wkb = [None if g is None else shapely.to_wkb(g) for g in geoms.values()]
+        table = pa.table(
+            {"source_id": ids, "geometry": wkb, "attributes": [json.dumps({}) for _ in ids]}, schema=REGISTRY_SCHEMA
+        )
+        meta = {"version": version} if version is not None else None
+        return lake.write_partition(
+            table, "registry", filename="registry.parquet", metadata=meta, city=city.name, feed=feed
+        )
+
+    return _write
+
+
+@pytest.fixture
+def write_observations():
+    """Write a frame (source_id, timestamp, value columns) as an observation partition of a feed kind."""
+
+    def _write(city: CityConfig, feed: str, date: str, kind: str, frame: pd.DataFrame):
+        schema = OBSERVATION_SCHEMAS[kind]
+        cols = {}
+        for field in schema:
+            if field.name in frame.columns:
+                cols[field.name] = pa.array(frame[field.name], type=field.type, from_pandas=True)
+            else:
+                cols[field.name] = pa.nulls(len(frame), field.type)
+        return lake.write_partition(pa.table(cols, schema=schema), "observations", city=city.name, feed=feed, date=date)
+
+    return _write

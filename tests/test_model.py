@@ -1,0 +1,218 @@
+"""The forecaster module: shapes, the untrained forecast, calendar decoding, linear attention, overfitting."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from traffic.forecast.baselines import time_positions
+from traffic.forecast.features import build_inputs, calendar_features
+from traffic.forecast.metrics import masked_mse
+from traffic.grid.tensor import GridTensor
+from traffic.model import Forecaster, ForecasterConfig, LinearAttention
+
+
+def _grid(t: int, channels: tuple[str, ...], hw: tuple[int, int], seed: int = 0, freq: str = "1h") -> GridTensor:
+    rng = np.random.default_rng(seed)
+    c = len(channels)
+    values = rng.normal(50, 10, size=(t, c, *hw)).astype(np.float32)
+    mask = rng.random(values.shape) > 0.3
+    times = pd.date_range("2024-03-04", periods=t, freq=freq, tz="UTC")
+    return GridTensor(
+        np.where(mask, values, np.nan), mask, mask.astype(np.int32), times, channels, np.zeros(hw, dtype=np.int32)
+    )
+
+
+def _model(channels, hw, horizon=3, context=4, bin_minutes=60, **kw) -> Forecaster:
+    cfg = ForecasterConfig(
+        channels=channels,
+        grid_shape=hw,
+        context_steps=context,
+        horizon=horizon,
+        bin_minutes=bin_minutes,
+        profile_period=1440 // bin_minutes,
+        embed_dim=4,
+        hidden_dims=kw.pop("hidden_dims", (4,)),
+        attn_heads=1,
+        attn_head_dim=4,
+        **kw,
+    )
+    torch.manual_seed(0)
+    m = Forecaster(cfg)
+    c = len(channels)
+    m.set_statistics(np.full(c, 50.0), np.full(c, 10.0), np.full((cfg.profile_period, c, *hw), 50.0, dtype=np.float32))
+    return m
+
+
+@pytest.mark.parametrize(
+    "hw,channels,horizon,box",
+    [
+        ((4, 4), ("loop.speed_kmh",), 1, None),
+        ((3, 7), ("loop.speed_kmh", "loop.count", "cam.car"), 3, None),
+        ((9, 2), ("cam.car", "cam.bike"), 2, (1, 5, 0, 2)),
+        ((1, 1), ("loop.count",), 4, None),
+    ],
+)
+def test_forward_shapes(hw, channels, horizon, box):
+    g = _grid(20, channels, hw)
+    m = _model(channels, hw, horizon=horizon, active_box=box)
+    x = torch.from_numpy(build_inputs(g, np.array([5, 9, 19]), 4, horizon))
+    assert x.shape == (3, 4, 2 * len(channels) + 5, *hw)
+    y = m(x)
+    assert y.shape == (3, horizon, len(channels), *hw)
+    assert torch.isfinite(y).all()
+    weights = m.modality_weights()
+    feeds = list(dict.fromkeys(c.split(".")[0] for c in channels))
+    assert list(weights) == [*feeds, "calendar", "prior"]
+    assert all(0 < v < 1 for v in weights.values())
+
+
+def test_rejects_input_of_another_grid():
+    m = _model(("loop.speed_kmh",), (4, 5))
+    g = _grid(10, ("loop.speed_kmh",), (5, 4))
+    with pytest.raises(ValueError, match="does not fit the model"):
+        m(torch.from_numpy(build_inputs(g, np.array([5]), 4, 3)))
+
+
+def test_config_validates_names_and_box():
+    with pytest.raises(ValueError, match="<feed>.<channel>"):
+        ForecasterConfig(channels=("speed",))
+    with pytest.raises(ValueError, match="active_box"):
+        ForecasterConfig(grid_shape=(4, 4), active_box=(0, 5, 0, 4))
+    with pytest.raises(ValueError, match="profile_period"):
+        ForecasterConfig(bin_minutes=15, profile_period=24)
+
+
+@pytest.mark.parametrize("box", [None, (1, 3, 1, 4)])
+def test_untrained_model_is_damped_anomaly_persistence(box):
+    """Head starts at zero: forecast = prior + share * (last observation - prior at its bin)."""
+    hw = (4, 5)
+    m = _model(("loop.speed_kmh",), hw, horizon=2, context=3, active_box=box)
+    profile = np.arange(24, dtype=np.float32)[:, None, None, None] * np.ones((1, 1, *hw), dtype=np.float32)
+    m.set_statistics(np.array([10.0]), np.array([2.0]), profile)
+    m.set_anomaly_share(np.array([[0.5], [0.25]]))
+    times = pd.date_range("2024-03-04 05:00", periods=3, freq="1h", tz="UTC")  # hours 5, 6, 7
+    vals = np.full((3, 1, *hw), np.nan, dtype=np.float32)
+    mask = np.zeros(vals.shape, dtype=bool)
+    vals[1, 0, 2, 3], mask[1, 0, 2, 3] = 16.0, True  # anomaly +10 at hour 6 in cell (2, 3)
+    g = GridTensor(vals, mask, mask.astype(np.int32), times, ("loop.speed_kmh",), np.zeros(hw, dtype=np.int32))
+    with torch.no_grad():
+        y = m(torch.from_numpy(build_inputs(g, np.array([2]), 3, 2)))[0, :, 0].numpy()  # (2, H, W)
+    expected = np.stack([np.full(hw, 8.0), np.full(hw, 9.0)])  # prior of hours 8 and 9
+    expected[0, 2, 3] += 0.5 * 10
+    expected[1, 2, 3] += 0.25 * 10
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("freq", ["5min", "15min", "1h"])
+def test_bin_of_week_decodes_calendar_features(freq):
+    minutes = int(pd.Timedelta(freq).total_seconds() // 60)
+    times = pd.date_range("2024-03-02 22:00", periods=3 * 7 * 1440 // minutes, freq=freq, tz="UTC")
+    cfg = ForecasterConfig(bin_minutes=minutes, profile_period=7 * 1440 // minutes)
+    m = Forecaster(cfg)
+    cal = torch.from_numpy(calendar_features(times))
+    got = m.bin_of_week(cal).numpy()
+    np.testing.assert_array_equal(got, time_positions(times, minutes, cfg.profile_period))
+    np.testing.assert_allclose(m.calendar_at(torch.from_numpy(got)).numpy(), cal.numpy(), atol=1e-5)
+
+
+def test_module_prior_matches_baseline_positions():
+    """The module looks up the same profile bins as the seasonal baseline (time-of-day here)."""
+    hw = (2, 3)
+    m = _model(("loop.speed_kmh",), hw, horizon=3, context=4, bin_minutes=15)
+    profile = np.arange(96, dtype=np.float32)[:, None, None, None] * np.ones((1, 1, *hw), dtype=np.float32)
+    m.set_statistics(np.array([0.0]), np.array([1.0]), profile)
+    g = _grid(200, ("loop.speed_kmh",), hw, freq="15min")
+    t_end = np.array([3, 95, 150])
+    prior = m.prior_for(torch.from_numpy(build_inputs(g, t_end, 4, 3)))[:, :, 0, 0, 0].numpy()
+    bins = t_end[:, None] + np.arange(-3, 4)[None, :]
+    np.testing.assert_array_equal(prior, time_positions(g.times, 15, 96)[bins % len(g.times)])
+
+
+class _MaxNumel(TorchDispatchMode):
+    """Records the largest tensor produced by any operator."""
+
+    def __init__(self):
+        super().__init__()
+        self.max_numel = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.max_numel = max(self.max_numel, t.numel())
+        return out
+
+
+def test_attention_memory_is_linear_in_cells():
+    """On a 64x64 grid no tensor comes near (HW x HW) = 16.8M elements, in the block or the whole model."""
+    hw = (64, 64)
+    n = hw[0] * hw[1]
+    attn = LinearAttention(dim=8, heads=2, head_dim=8)
+    with _MaxNumel() as rec, torch.no_grad():
+        attn(torch.randn(1, 8, *hw))
+    assert rec.max_numel <= 3 * 2 * 8 * n  # the q/k/v projection, linear in cells
+    m = _model(("loop.speed_kmh",), hw, horizon=2, context=3)
+    g = _grid(6, ("loop.speed_kmh",), hw)
+    x = torch.from_numpy(build_inputs(g, np.array([4]), 3, 2))
+    with _MaxNumel() as rec, torch.no_grad():
+        y = m(x)
+    assert y.shape == (1, 2, 1, *hw)
+    assert rec.max_numel < n * n // 100
+
+
+def test_attention_mixes_distant_cells():
+    """A change in one corner reaches the opposite corner in one block (a 3x3 conv could not)."""
+    torch.manual_seed(0)
+    attn = LinearAttention(dim=4, heads=1, head_dim=4)
+    torch.nn.init.normal_(attn.proj.weight)
+    x = torch.randn(1, 4, 10, 10)
+    x2 = x.clone()
+    x2[0, :, 0, 0] += 5.0
+    with torch.no_grad():
+        diff = (attn(x2) - attn(x))[0, :, 9, 9].abs().sum()
+    assert diff > 1e-4
+
+
+def test_tiny_batch_overfit():
+    """Two samples: the masked loss falls to a small fraction of its start."""
+    channels = ("loop.speed_kmh", "cam.car")
+    hw = (5, 6)
+    g = _grid(30, channels, hw, seed=1)
+    m = _model(channels, hw, horizon=2, context=4, hidden_dims=(8,))
+    t_end = np.array([10, 20])
+    x = torch.from_numpy(build_inputs(g, t_end, 4, 2))
+    tidx = t_end[:, None] + np.arange(1, 3)[None, :]
+    y = torch.from_numpy(np.nan_to_num(g.values[tidx]))
+    mask = torch.from_numpy(g.mask[tidx])
+    opt = torch.optim.Adam(m.parameters(), lr=2e-2)
+    losses = []
+    for _ in range(150):
+        loss = masked_mse(m.normalise(m(x)), m.normalise(y), mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert math.isfinite(losses[-1])
+    assert losses[-1] < 0.1 * losses[0]
+
+
+def test_module_round_trips_through_torch_save():
+    """The registry stores the whole module: statistics and config come back with it."""
+    channels = ("loop.speed_kmh",)
+    m = _model(channels, (3, 4), active_box=(0, 2, 1, 4))
+    m.set_anomaly_share(np.array([[0.9], [0.5], [0.1]]))
+    buf = io.BytesIO()
+    torch.save(m, buf)
+    buf.seek(0)
+    m2 = torch.load(buf, weights_only=False)
+    x = torch.from_numpy(build_inputs(_grid(10, channels, (3, 4)), np.array([6]), 4, 3))
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), m2(x))
+    assert m2.config == m.config
