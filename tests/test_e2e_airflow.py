@@ -28,7 +28,12 @@ if states["ingest"] == "success":
     nightly = bag.dags["nightly_los_angeles"]
     dr = nightly.test(logical_date=dt.datetime(2012, 3, 8, 10, tzinfo=dt.timezone.utc), run_conf={"as_of": "2012-03-07"})
     states["nightly"] = str(dr.state)
-    states["tasks"] = {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
+    from sqlalchemy import select
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    with create_session() as session:
+        tis = session.scalars(select(TaskInstance).where(TaskInstance.dag_id == "nightly_los_angeles")).all()
+        states["tasks"] = {ti.task_id: str(ti.state) for ti in tis}
 print(json.dumps(states))
 """
 

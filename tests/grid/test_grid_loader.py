@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import shapely
 
 from tests.grid.helpers import to_wgs84, utc
+from traffic import lake
 from traffic.grid.cells import grid_shape, grid_spec
 from traffic.grid.loader import load_tensor, time_axis
 from traffic.grid.rasterize import rasterize_range
@@ -76,4 +78,24 @@ def test_missing_raster_partition_is_masked_and_defaults_follow_partitions(tiny_
 
 def test_load_tensor_without_partitions_says_what_to_do(tiny_city):
     with pytest.raises(FileNotFoundError, match="rasterize"):
+        load_tensor(tiny_city)
+
+
+def test_channels_follow_the_config_and_cells_must_fit_the_grid(tiny_city):
+    h, w = grid_shape(tiny_city)
+    raster = pa.table(
+        {
+            "bin_start": pa.array(utc("2024-05-06 00:00+02:00", "2024-05-06 00:00+02:00"), pa.timestamp("us", "UTC")),
+            "cell_id": pa.array([1, 2], pa.int32()),
+            "channel": ["cam.bike", "old.feed"],  # a channel the config no longer has
+            "value": [3.0, 9.0],
+            "coverage": pa.array([1, 1], pa.int32()),
+        }
+    )
+    lake.write_partition(raster, "raster", city="tiny", date="2024-05-06")
+    g = load_tensor(tiny_city)
+    assert g.mask.sum() == 1 and g.values[0, tiny_city.channels.index("cam.bike"), 0, 1] == 3.0
+    bad = raster.set_column(1, "cell_id", pa.array([1, h * w], pa.int32()))
+    lake.write_partition(bad, "raster", city="tiny", date="2024-05-06")
+    with pytest.raises(ValueError, match="outside the"):
         load_tensor(tiny_city)

@@ -137,13 +137,16 @@ def _reference(obs: pd.DataFrame, assignment: pd.DataFrame, channel: str, kind: 
     return out.sort_values(["bin_start", "cell_id"], ignore_index=True)
 
 
-@pytest.mark.parametrize("kind,channel", [("camera", "car"), ("camera", "speed_kmh"), ("sensor", "count")])
+@pytest.mark.parametrize(
+    ("kind", "channels"),
+    [("camera", ["car", "bike", "speed_kmh"]), ("sensor", ["count", "speed_kmh"]), ("sensor", ["occupancy"])],
+)
 @pytest.mark.parametrize(
     ("block_rows", "key_limit"),
     [(rz._BLOCK_ROWS, rz._DENSE_KEY_LIMIT), (7, rz._DENSE_KEY_LIMIT), (rz._BLOCK_ROWS, 200)],
     ids=["one-block", "tiny-blocks", "time-windows"],
 )
-def test_aggregate_matches_pandas_reference(kind, channel, block_rows, key_limit, monkeypatch):
+def test_aggregate_matches_pandas_reference(kind, channels, block_rows, key_limit, monkeypatch):
     monkeypatch.setattr(rz, "_BLOCK_ROWS", block_rows)  # 7: many blocks, scattered times grow them
     monkeypatch.setattr(rz, "_DENSE_KEY_LIMIT", key_limit)  # 200: the 3 days are cut into windows
     rng = np.random.default_rng(7)
@@ -156,25 +159,30 @@ def test_aggregate_matches_pandas_reference(kind, channel, block_rows, key_limit
     )
     asg["weight"] = asg["weight"] / asg.groupby("source_id")["weight"].transform("sum")
     ts = pd.Timestamp("2024-03-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 3 * 86400 // 300, n) * 300, unit="s")
-    vals = rng.gamma(2.0, 20.0, n)
-    vals[rng.random(n) < 0.1] = np.nan
+    obs = pd.DataFrame({"source_id": rng.choice(ids + ["unknown"], n), "timestamp": ts.as_unit("us")})
+    for i, ch in enumerate(channels):
+        vals = rng.gamma(2.0, 20.0, n)
+        if i != 1:  # the second channel has no NaN: it shares its row counts with the group
+            vals[rng.random(n) < 0.1] = np.nan
+        obs[ch] = vals
     uptime = rng.uniform(-0.1, 1.0, n)
     uptime[rng.random(n) < 0.05] = np.nan
-    obs = pd.DataFrame(
-        {
-            "source_id": rng.choice(ids + ["unknown"], n),
-            "timestamp": ts.as_unit("us"),
-            channel: vals,
-            "uptime": uptime,
-        }
+    obs["uptime"] = uptime
+    got = aggregate(obs, asg, channels, kind, 3600)
+    assert got.sort_values(["bin_start", "cell_id"], kind="stable").index.equals(got.index)
+    assert (
+        got.groupby(["bin_start", "cell_id"])["channel"]
+        .agg(list)
+        .map(lambda c: c == sorted(c, key=channels.index))
+        .all()
     )
-    got = aggregate(obs, asg, [channel], kind, 3600)
-    ref = _reference(obs, asg, channel, kind, 3600)
-    assert (got["channel"] == channel).all()
-    assert got["bin_start"].tolist() == ref["bin_start"].tolist()
-    assert got["cell_id"].tolist() == ref["cell_id"].tolist()
-    np.testing.assert_allclose(got["value"], ref["value"], rtol=1e-10)
-    np.testing.assert_array_equal(got["coverage"], ref["coverage"])
+    for channel in channels:
+        part = got[got["channel"] == channel].reset_index(drop=True)
+        ref = _reference(obs, asg, channel, kind, 3600)
+        assert part["bin_start"].tolist() == ref["bin_start"].tolist()
+        assert part["cell_id"].tolist() == ref["cell_id"].tolist()
+        np.testing.assert_allclose(part["value"], ref["value"], rtol=1e-10)
+        np.testing.assert_array_equal(part["coverage"], ref["coverage"])
 
 
 def test_long_time_span_is_cut_into_windows(monkeypatch):

@@ -76,7 +76,14 @@ class GridSpec:
     def digest(self) -> str:
         """Short content digest: equal digests mean identical cell geometry and ids."""
         payload = json.dumps(
-            [self.crs_epsg, repr(float(self.x0)), repr(float(self.y0)), repr(float(self.cell_size_m)), self.height, self.width]
+            [
+                self.crs_epsg,
+                repr(float(self.x0)),
+                repr(float(self.y0)),
+                repr(float(self.cell_size_m)),
+                self.height,
+                self.width,
+            ]
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

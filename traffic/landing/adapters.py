@@ -157,9 +157,15 @@ def telraam_observations(feed: FeedConfig) -> pd.DataFrame:
 
     ``source_id`` = ``str(segment_id)``, ``timestamp`` = ``date_local`` (naive
     Europe/Berlin wall-clock time, including both copies of the repeated DST hour),
-    ``interval_s`` = 3600 (or option ``interval_s``), counts from ``*_total``, ``uptime``
-    as delivered, ``speed_kmh`` = ``v85``. Night hours Telraam did not count are absent
-    and stay absent.
+    ``interval_s`` = 3600 (or option ``interval_s``), ``uptime`` as delivered,
+    ``speed_kmh`` = ``v85``. Night hours Telraam did not count are absent and stay absent.
+
+    Counts: Telraam's ``*_total`` columns are already extrapolated to the full hour (on
+    the shipped data a segment's totals do not fall with its uptime). The landing
+    contract wants the vehicles counted *while the camera was up*, so the adapter emits
+    ``*_total * uptime``; rasterization divides by uptime again, which gives back the
+    full-hour volume instead of correcting it twice. Set feed option
+    ``counts_extrapolated = false`` for a Telraam export with raw counts.
 
     Raises
     ------
@@ -178,6 +184,10 @@ def telraam_observations(feed: FeedConfig) -> pd.DataFrame:
         for src, dst in TELRAAM_COLUMNS.items():
             if dst not in out:
                 out[dst] = numeric_column(raw[src], file=file, column=src)
+        if feed.options.get("counts_extrapolated", True):
+            up = np.asarray(out["uptime"], dtype=float)
+            for dst in ("car", "heavy", "bike", "pedestrian"):
+                out[dst] = np.asarray(out[dst], dtype=float) * up
         parts.append(pd.DataFrame(out))
     frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     return frame[list(OBSERVATION_SCHEMAS["camera"].names)]
