@@ -122,7 +122,7 @@ def report(summary: dict[str, Any]) -> str:
             f"== {city} (as_of {info['as_of']}; ingest {info['timings_s']['ingest_dag']} s, nightly {info['timings_s']['nightly_dag']} s)"
         )
         if latest is not None:
-            run = client.get_run(latest.run_id)
+            run = client.get_run(str(latest.run_id))
             m = run.data.metrics
             base = {k.split(".")[0]: v for k, v in m.items() if k.endswith(".rmse_mean") and not k.startswith("model")}
             lines.append(

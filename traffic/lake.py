@@ -32,7 +32,6 @@ from upath import UPath
 
 from traffic.config import lake_uri
 
-
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 

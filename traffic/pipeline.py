@@ -394,7 +394,7 @@ def run_city(city: str, *, as_of: str | None = None, progress: bool = False) -> 
     meta = stage("forecast", forecast, c, as_of)
     stage("publish", publish, c, meta)
     out["timings_s"] = timings
-    write_json(out, home() / "runs" / f"{c.name}_{as_of}.json")
+    write_json(out, UPath(home() / "runs" / f"{c.name}_{as_of}.json"))
     return out
 
 
