@@ -18,6 +18,15 @@ from traffic.grid.tensor import GridTensor
 from traffic.model import Forecaster, ForecasterConfig, LinearAttention
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP spinning when the machine is busy."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _grid(t: int, channels: tuple[str, ...], hw: tuple[int, int], seed: int = 0, freq: str = "1h") -> GridTensor:
     rng = np.random.default_rng(seed)
     c = len(channels)
@@ -96,7 +105,7 @@ def test_untrained_model_is_damped_anomaly_persistence(box):
     m = _model(("loop.speed_kmh",), hw, horizon=2, context=3, active_box=box)
     profile = np.arange(24, dtype=np.float32)[:, None, None, None] * np.ones((1, 1, *hw), dtype=np.float32)
     m.set_statistics(np.array([10.0]), np.array([2.0]), profile)
-    m.set_anomaly_share(np.array([[0.5], [0.25]]))
+    m.set_base(np.array([[[1.0, 0.5, 0.0, 0.0, 0.0]], [[1.0, 0.25, 0.0, 0.0, 0.0]]]))
     times = pd.date_range("2024-03-04 05:00", periods=3, freq="1h", tz="UTC")  # hours 5, 6, 7
     vals = np.full((3, 1, *hw), np.nan, dtype=np.float32)
     mask = np.zeros(vals.shape, dtype=bool)
@@ -120,6 +129,28 @@ def test_bin_of_week_decodes_calendar_features(freq):
     got = m.bin_of_week(cal).numpy()
     np.testing.assert_array_equal(got, time_positions(times, minutes, cfg.profile_period))
     np.testing.assert_allclose(m.calendar_at(torch.from_numpy(got)).numpy(), cal.numpy(), atol=1e-5)
+
+
+def test_linear_base_features():
+    """prior, last anomaly, mean anomaly, last value and a constant, in normalised units."""
+    hw = (1, 2)
+    m = _model(("loop.speed_kmh",), hw, horizon=1, context=3)
+    m.set_statistics(np.array([0.0]), np.array([1.0]), np.full((24, 1, *hw), 10.0, dtype=np.float32))
+    times = pd.date_range("2024-03-04", periods=3, freq="1h", tz="UTC")
+    vals = np.array([[12.0, np.nan], [np.nan, np.nan], [16.0, np.nan]], dtype=np.float32)[:, None, None, :]
+    mask = np.isfinite(vals)
+    g = GridTensor(vals, mask, mask.astype(np.int32), times, ("loop.speed_kmh",), np.zeros(hw, dtype=np.int32))
+    x = torch.from_numpy(build_inputs(g, np.array([2]), 3, 1))
+    for coef, expected in [
+        ([1, 0, 0, 0, 0], [10, 10]),  # the prior
+        ([1, 1, 0, 0, 0], [16, 10]),  # + last anomaly (+6); nothing observed in cell 1
+        ([1, 0, 1, 0, 0], [14, 10]),  # + mean anomaly (2 + 6) / 2
+        ([0, 0, 0, 1, 0], [16, 0]),  # the last value (0 when none)
+        ([0, 0, 0, 0, 3], [3, 3]),  # a constant
+    ]:
+        m.set_base(np.array(coef, dtype=np.float32).reshape(1, 1, 5))
+        with torch.no_grad():
+            np.testing.assert_allclose(m(x)[0, 0, 0, 0].numpy(), expected, atol=1e-5)
 
 
 def test_module_prior_matches_baseline_positions():
@@ -193,12 +224,12 @@ def test_tiny_batch_overfit():
     mask = torch.from_numpy(g.mask[tidx])
     opt = torch.optim.Adam(m.parameters(), lr=2e-2)
     losses = []
-    for _ in range(150):
+    for _ in range(300):
         loss = masked_mse(m.normalise(m(x)), m.normalise(y), mask)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert math.isfinite(losses[-1])
     assert losses[-1] < 0.1 * losses[0]
 
@@ -207,7 +238,7 @@ def test_module_round_trips_through_torch_save():
     """The registry stores the whole module: statistics and config come back with it."""
     channels = ("loop.speed_kmh",)
     m = _model(channels, (3, 4), active_box=(0, 2, 1, 4))
-    m.set_anomaly_share(np.array([[0.9], [0.5], [0.1]]))
+    m.set_base(np.random.default_rng(0).normal(size=(3, 1, 5)))
     buf = io.BytesIO()
     torch.save(m, buf)
     buf.seek(0)

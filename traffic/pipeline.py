@@ -270,7 +270,7 @@ def forecast(city: str | CityConfig, as_of: str) -> dict[str, Any]:
         raise NoChampion(f"city {c.name}: no champion in the registry yet; nothing approved to forecast with")
     module = load_version_module(current["model_uri"])
     t_last = len(grid.times) - 1
-    pred = run_forecast(module, grid, t_last)  # (H_out, C, H, W)
+    pred = run_forecast(module, grid, t_last, context_steps=c.forecast.context_steps)  # (H_out, C, H, W)
     h_out = pred.shape[0]
     issued_at = grid.times[-1] + pd.Timedelta(seconds=c.bin_seconds)  # end of the last observed bin
     targets = pd.date_range(issued_at, periods=h_out, freq=pd.Timedelta(seconds=c.bin_seconds))

@@ -1,0 +1,63 @@
+"""Model inputs built from a GridTensor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from traffic.forecast.features import CALENDAR_FEATURES, bin_minutes, build_inputs, calendar_features, n_features
+from traffic.grid.tensor import GridTensor
+
+
+def _grid(t=10, c=2, hw=(3, 4), start="2024-03-04 00:00", freq="1h"):
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(t, c, *hw)).astype(np.float32)
+    mask = rng.random(values.shape) > 0.4
+    times = pd.date_range(start, periods=t, freq=freq, tz="UTC")
+    chans = tuple(f"f.c{i}" for i in range(c))
+    return GridTensor(np.where(mask, values, np.nan), mask, mask.astype(np.int32), times, chans, np.zeros(hw, np.int32))
+
+
+def test_layout_values_masks_calendar():
+    g = _grid()
+    x = build_inputs(g, np.array([3, 9]), context_steps=4, horizon=2)
+    assert x.shape == (2, 4, n_features(2), 3, 4) == (2, 4, 2 * 2 + len(CALENDAR_FEATURES), 3, 4)
+    assert x.dtype == np.float32
+    idx = np.array([[0, 1, 2, 3], [6, 7, 8, 9]])
+    np.testing.assert_array_equal(x[:, :, :2], np.where(g.mask[idx], g.values[idx], 0.0))
+    np.testing.assert_array_equal(x[:, :, 2:4], g.mask[idx].astype(np.float32))
+    cal = calendar_features(g.times)[idx]
+    np.testing.assert_array_equal(x[:, :, 4:], np.broadcast_to(cal[:, :, :, None, None], x[:, :, 4:].shape))
+    assert np.isfinite(x).all()
+
+
+@pytest.mark.parametrize(
+    "stamp,expected",
+    [
+        ("2024-03-04 00:00", [0.0, 1.0, 0.0, 1.0, 0.0]),  # Monday midnight UTC
+        ("2024-03-04 06:00", [1.0, 0.0, np.sin(2 * np.pi / 28), np.cos(2 * np.pi / 28), 0.0]),
+        ("2024-03-09 12:00", [0.0, -1.0, np.sin(2 * np.pi * 5.5 / 7), np.cos(2 * np.pi * 5.5 / 7), 1.0]),  # Saturday
+    ],
+)
+def test_calendar_features_known_values(stamp, expected):
+    got = calendar_features(pd.DatetimeIndex([pd.Timestamp(stamp, tz="UTC")]))[0]
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_context_out_of_range_is_an_error():
+    g = _grid()
+    with pytest.raises(ValueError, match="out of range"):
+        build_inputs(g, np.array([2]), context_steps=4, horizon=1)
+    with pytest.raises(ValueError, match="out of range"):
+        build_inputs(g, np.array([10]), context_steps=4, horizon=1)
+    build_inputs(g, np.array([9]), context_steps=4, horizon=5)  # targets past the grid are fine
+
+
+def test_bin_minutes():
+    assert bin_minutes(_grid(freq="15min").times) == 15
+    assert bin_minutes(_grid(freq="1h").times) == 60
+    with pytest.raises(ValueError, match="divides a day"):
+        bin_minutes(pd.date_range("2024-01-01", periods=3, freq="7min", tz="UTC"))
+    with pytest.raises(ValueError, match="evenly spaced"):
+        bin_minutes(pd.DatetimeIndex(["2024-01-01 00:00", "2024-01-01 01:00", "2024-01-01 03:00"], tz="UTC"))

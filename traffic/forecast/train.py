@@ -1,0 +1,804 @@
+"""Training and evaluation of the forecaster on a :class:`~traffic.grid.tensor.GridTensor`.
+
+Time split (all in bins of the grid, a sample = the context ending at bin ``t_end`` and
+the ``horizon`` bins after it; a sample counts only if one of its targets is observed):
+
+* holdout: samples whose targets all lie in the last ``holdout_days`` of the grid;
+* training window: the ``train_days`` before the holdout. Its last ``val_fraction`` (15 %)
+  holds the validation samples (early stopping), the rest the training samples; a sample
+  never straddles two parts. Contexts may reach back before the window.
+
+Statistics of the module (channel mean/std, seasonal profile) are fitted on the training
+window only. During training the seasonal prior of an observed bin inside the window is
+taken leave-one-out, so that no target (nor context value) ever sees its own value through
+the prior; the holdout uses the module's own prior, fitted on the whole window.
+
+The model and the three baselines are scored on the same holdout samples with the same
+masked metrics. Batches are built lazily from sample indices (nothing is pre-materialised).
+Runs are seeded; with a wall-clock budget the number of steps still depends on the
+machine's speed.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import os
+import time
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from traffic.config import PROJECT_ROOT
+from traffic.forecast.baselines import (
+    SeasonalProfile,
+    evaluate_baselines,
+    fit_seasonal_profile,
+    seasonal_period,
+    time_positions,
+)
+from traffic.forecast.features import MINUTES_PER_DAY, bin_minutes, build_inputs, target_index
+from traffic.forecast.metrics import MetricAccumulator, masked_mse
+from traffic.forecast.result import Holdout, HorizonMetrics, TrainResult
+from traffic.grid.tensor import GridTensor
+from traffic.model import N_BASE, Forecaster, ForecasterConfig
+
+MODEL_SPEC = PROJECT_ROOT / "models" / "convlstm_attention.toml"
+
+#: Model fields that come from the data, not from the spec or overrides.
+DATA_FIELDS = ("channels", "grid_shape", "context_steps", "horizon", "bin_minutes", "profile_period")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss, a gradient, the parameters or a forecast became NaN or infinite."""
+
+
+def load_model_spec(path: str | Path = MODEL_SPEC) -> dict[str, dict[str, Any]]:
+    """Read the model spec TOML: ``{"model": {...}, "training": {...}}`` default hyper-parameters."""
+    with Path(path).open("rb") as fh:
+        spec = tomllib.load(fh)
+    for section in ("model", "training"):
+        if section not in spec:
+            raise ValueError(f"{path}: missing section [{section}]")
+    return spec
+
+
+@dataclass(frozen=True)
+class Split:
+    """Time split of a grid into training, validation and holdout samples.
+
+    A sample is identified by ``t_end``, the index of its last context bin; its targets
+    are bins ``t_end + 1 .. t_end + horizon``. Every sample has at least one observed target.
+
+    Attributes
+    ----------
+    bins_per_day : int
+    fit_start, fit_end : int
+        Training window ``[fit_start, fit_end)``: the target bins of training and validation
+        samples; ``fit_end`` is the first holdout bin.
+    val_start : int
+        First target bin of the validation samples (the last ``val_fraction`` of the window).
+    train, val, holdout : np.ndarray
+        ``t_end`` of the samples, ascending.
+    """
+
+    bins_per_day: int
+    fit_start: int
+    fit_end: int
+    val_start: int
+    train: np.ndarray
+    val: np.ndarray
+    holdout: np.ndarray
+
+
+def _observed_windows(grid: GridTensor, horizon: int) -> np.ndarray:
+    """``ok[t]``: True if any target of a sample ending at bin ``t`` is observed (False past the end)."""
+    n_t = grid.mask.shape[0]
+    any_obs = np.asarray(grid.mask.reshape(n_t, -1).any(axis=1), dtype=np.int64)
+    csum = np.concatenate([[0], np.cumsum(any_obs)])
+    t = np.arange(n_t)
+    ok = (csum[np.minimum(t + horizon + 1, n_t)] - csum[np.minimum(t + 1, n_t)]) > 0
+    return ok & (t + horizon < n_t)
+
+
+def make_split(
+    grid: GridTensor,
+    *,
+    context_steps: int,
+    horizon_steps: int,
+    holdout_days: float,
+    train_days: float,
+    val_fraction: float = 0.15,
+) -> Split:
+    """Split ``grid`` by time: holdout = last ``holdout_days`` of target bins, training window before it.
+
+    Raises
+    ------
+    ValueError
+        When a window is empty, naming the sizes that were asked for.
+    """
+    n_t = grid.shape[0]
+    bpd = MINUTES_PER_DAY // bin_minutes(grid.times)
+    fit_end = n_t - int(round(holdout_days * bpd))
+    fit_start = max(0, fit_end - int(round(train_days * bpd)))
+    if fit_end <= 0 or fit_end >= n_t:
+        raise ValueError(
+            f"holdout_days={holdout_days} ({n_t - fit_end} bins) must leave bins on both sides of {n_t} bins"
+        )
+    val_start = fit_end - max(1, int(round(val_fraction * (fit_end - fit_start))))
+    ok = _observed_windows(grid, horizon_steps)
+    t = np.arange(n_t)
+    valid = ok & (t - context_steps + 1 >= 0)
+    train = np.flatnonzero(valid & (t + 1 >= fit_start) & (t + horizon_steps < val_start))
+    val = np.flatnonzero(valid & (t + 1 >= val_start) & (t + horizon_steps < fit_end))
+    holdout = np.flatnonzero(valid & (t + 1 >= fit_end))
+    for name, arr in (("training", train), ("validation", val), ("holdout", holdout)):
+        if len(arr) == 0:
+            raise ValueError(
+                f"no {name} samples: grid of {n_t} bins ({bpd}/day) from {grid.times[0]} to {grid.times[-1]}, "
+                f"holdout_days={holdout_days}, train_days={train_days}, context_steps={context_steps}, "
+                f"horizon_steps={horizon_steps} (a sample needs its context inside the grid and an observed target)"
+            )
+    return Split(bpd, fit_start, fit_end, val_start, train, val, holdout)
+
+
+def holdout_indices(grid: GridTensor, *, context_steps: int, horizon_steps: int, holdout_days: float) -> np.ndarray:
+    """``t_end`` of the holdout samples: every target in the last ``holdout_days``, at least one observed."""
+    n_t = grid.shape[0]
+    bpd = MINUTES_PER_DAY // bin_minutes(grid.times)
+    fit_end = n_t - int(round(holdout_days * bpd))
+    if fit_end <= 0 or fit_end >= n_t:
+        raise ValueError(
+            f"holdout_days={holdout_days} ({n_t - fit_end} bins) must leave bins on both sides of {n_t} bins"
+        )
+    ok = _observed_windows(grid, horizon_steps)
+    t = np.arange(n_t)
+    return np.flatnonzero(ok & (t - context_steps + 1 >= 0) & (t + 1 >= fit_end))
+
+
+def active_box(mask: np.ndarray, margin: int) -> tuple[int, int, int, int] | None:
+    """Smallest ``(row0, row1, col0, col1)`` box holding every observed cell of ``mask`` ``(T, C, H, W)``, plus ``margin``."""
+    seen = np.asarray(mask.any(axis=(0, 1)))  # (H, W)
+    if not seen.any():
+        return None
+    rows, cols = np.flatnonzero(seen.any(axis=1)), np.flatnonzero(seen.any(axis=0))
+    h, w = seen.shape
+    return (
+        max(0, int(rows[0]) - margin),
+        min(h, int(rows[-1]) + 1 + margin),
+        max(0, int(cols[0]) - margin),
+        min(w, int(cols[-1]) + 1 + margin),
+    )
+
+
+def _spread(t_end: np.ndarray, k: int) -> np.ndarray:
+    """At most ``k`` samples evenly spread over ``t_end`` (all of them if fewer)."""
+    if len(t_end) <= k:
+        return t_end
+    return t_end[np.unique(np.linspace(0, len(t_end) - 1, k).round().astype(int))]
+
+
+def _cpu_threads(setting: int, default: int) -> int:
+    """Intra-op threads for CPU training: ``setting`` if > 0; 0 = auto.
+
+    Auto keeps torch's default unless the 1-minute load average says the cores are already
+    busy (other tasks, other cities): then one thread, because spinning OpenMP threads of
+    small convolutions slow down several-fold on oversubscribed cores.
+    """
+    if setting > 0:
+        return setting
+    try:
+        busy = os.getloadavg()[0] >= max(1, (os.cpu_count() or 1) - 0.5)
+    except OSError:
+        busy = False
+    return 1 if busy else default
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _holdout_digest(grid: GridTensor, start: int, stop: int) -> str:
+    """sha256 of the holdout target bins' values (0 where missing) and mask bytes."""
+    m = grid.mask[start:stop]
+    v = np.where(m, grid.values[start:stop], 0.0).astype("<f4")
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(v).tobytes())
+    h.update(np.ascontiguousarray(m, dtype=bool).tobytes())
+    return h.hexdigest()
+
+
+def _masked_channel_stats(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Masked per-channel mean and std of ``(T, C, H, W)`` arrays (0 / 1 for a channel never observed)."""
+    m = mask.astype(bool)
+    n = m.sum(axis=(0, 2, 3)).astype(np.float64)
+    v = np.where(m, values, 0.0).astype(np.float64)
+    mean = v.sum(axis=(0, 2, 3)) / np.maximum(n, 1)
+    var = (np.where(m, v - mean[None, :, None, None], 0.0) ** 2).sum(axis=(0, 2, 3)) / np.maximum(n, 1)
+    std = np.sqrt(var)
+    std = np.where((n > 1) & (std > 1e-6), std, 1.0)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+@dataclass
+class _Batcher:
+    """Builds training batches lazily from sample indices."""
+
+    grid: GridTensor
+    context_steps: int
+    horizon: int
+    profile: SeasonalProfile
+    positions: np.ndarray  # (T,) bin of the profile period of every grid bin
+    fit_start: int
+    fit_end: int
+
+    def __post_init__(self) -> None:
+        self._sums32 = self.profile.sums.astype(np.float32)
+
+    def loo_prior(self, t_end: np.ndarray) -> np.ndarray:
+        """Leave-one-out seasonal prior ``(B, T_in + H_out, C, H, W)`` for the bins of samples ``t_end``."""
+        idx = t_end[:, None] + np.arange(-self.context_steps + 1, self.horizon + 1)[None, :]  # (B, S)
+        pos = self.positions[idx]
+        prof = self.profile
+        prior = prof.profile[pos]  # (B, S, C, H, W)
+        own = self.grid.mask[idx] & ((idx >= self.fit_start) & (idx < self.fit_end))[:, :, None, None, None]
+        if own.any():
+            n = prof.counts[pos]
+            v = np.where(own, self.grid.values[idx], np.float32(0.0))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                loo = (self._sums32[pos] - v) / (n - 1).astype(np.float32)
+            prior = np.where(own & (n > 1), loo, prior)
+            prior = np.where(own & (n == 1), prof.cell_mean[None, None], prior)
+        return prior.astype(np.float32)
+
+    def __call__(self, t_end: np.ndarray, device: torch.device, loo: bool = True):
+        """``x``, prior (leave-one-out, or None for the module's own), target (0 where missing) and mask."""
+        x = build_inputs(self.grid, t_end, self.context_steps, self.horizon)
+        tidx = target_index(t_end, self.horizon)
+        y, m = self.grid.values[tidx], self.grid.mask[tidx]
+        out = [torch.from_numpy(x), torch.from_numpy(self.loo_prior(t_end)) if loo else None]
+        out += [torch.from_numpy(np.where(m, y, 0.0).astype(np.float32)), torch.from_numpy(m)]
+        return [o.to(device, non_blocking=True) if o is not None else None for o in out]
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return torch.autocast(device_type="cpu", enabled=False)
+
+
+def _split_overrides(spec: dict[str, dict[str, Any]], overrides: dict[str, Any] | None):
+    model_kw = dict(spec["model"])
+    train_kw = dict(spec["training"])
+    allowed_model = {f.name for f in fields(ForecasterConfig)} - set(DATA_FIELDS)
+    for k, v in (overrides or {}).items():
+        if k in allowed_model:
+            model_kw[k] = v
+        elif k in train_kw:
+            train_kw[k] = v
+        else:
+            raise ValueError(
+                f"unknown model override {k!r}; allowed: model {sorted(allowed_model)}, training {sorted(train_kw)}"
+            )
+    bad = set(model_kw) - allowed_model
+    if bad:
+        raise ValueError(f"{MODEL_SPEC}: unknown [model] keys {sorted(bad)}; allowed: {sorted(allowed_model)}")
+    return model_kw, train_kw
+
+
+def _flat_params(cfg: ForecasterConfig, train_kw: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in {**cfg.to_dict(), **train_kw, **extra}.items():
+        out[k] = ",".join(str(x) for x in v) if isinstance(v, list | tuple) else ("none" if v is None else v)
+    return out
+
+
+def _check_finite_module(module: torch.nn.Module, where: str) -> None:
+    for name, p in module.named_parameters():
+        if not torch.isfinite(p).all():
+            raise TrainingDiverged(f"parameter {name} is NaN/inf {where}")
+
+
+#: Candidate linear bases: ``None`` = fitted, a number = fixed, per feature of ``traffic.model.BASE_FEATURES``.
+BASE_CANDIDATES: dict[str, tuple[float | None, ...]] = {
+    # the seasonal prior plus a fitted share of the last anomaly per horizon and channel
+    "damped_anomaly": (1.0, None, 0.0, 0.0, 0.0),
+    # a free linear blend of prior, last anomaly, mean anomaly, last value and a constant
+    "linear": (None, None, None, None, None),
+}
+
+
+@torch.no_grad()
+def _base_moments(
+    module: Forecaster, batcher: _Batcher, t_end: np.ndarray, batch_size: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Normal-equation moments of the linear base per horizon and channel over observed targets.
+
+    Returns ``G`` ``(H_out, C, N, N)`` = sum X X^T, ``r`` ``(H_out, C, N)`` = sum X y,
+    ``yy`` ``(H_out, C)`` = sum y^2 and ``n`` ``(H_out, C)``, in float64, normalised units.
+    """
+    cfg = module.config
+    nb = N_BASE
+    g = torch.zeros(cfg.horizon, cfg.n_channels, nb, nb, dtype=torch.float64)
+    r = torch.zeros(cfg.horizon, cfg.n_channels, nb, dtype=torch.float64)
+    yy = torch.zeros(cfg.horizon, cfg.n_channels, dtype=torch.float64)
+    n = torch.zeros(cfg.horizon, cfg.n_channels, dtype=torch.float64)
+    r0, r1, c0, c1 = cfg.active_box or (0, cfg.grid_shape[0], 0, cfg.grid_shape[1])  # observed targets lie inside
+    for s in range(0, len(t_end), batch_size):
+        x, prior, y, m = batcher(t_end[s : s + batch_size], device)
+        t = module.terms(x, prior)
+        t_in = x.shape[1]
+        feats = t.base_features[..., r0:r1, c0:c1].double()  # (B, C, N-1, h, w)
+        for j in range(cfg.horizon):  # one horizon at a time: memory of one sample's inputs
+            xx = torch.cat([t.prior_n[:, t_in + j, :, None, r0:r1, c0:c1].double(), feats], dim=2)  # (B, C, N, h, w)
+            mj = m[:, j, :, r0:r1, c0:c1]  # (B, C, h, w)
+            yj = torch.where(mj, module.normalise(y[:, j], channel_dim=1)[..., r0:r1, c0:c1], 0.0).double()
+            xm = xx * mj[:, :, None].double()  # (B, C, N, h, w), 0 at unobserved targets
+            g[j] += torch.einsum("bckhw,bclhw->ckl", xm, xx).cpu()
+            r[j] += torch.einsum("bckhw,bchw->ck", xm, yj).cpu()
+            yy[j] += (yj**2).sum(dim=(0, 2, 3)).cpu()
+            n[j] += mj.sum(dim=(0, 2, 3)).double().cpu()
+    return g, r, yy, n
+
+
+def _solve_base(g: torch.Tensor, r: torch.Tensor, spec: tuple[float | None, ...], default: torch.Tensor, ridge: float):
+    """Least-squares coefficients ``(H_out, C, N)`` with the fixed entries of ``spec`` held."""
+    coef = default.double().clone()
+    free = [i for i, v in enumerate(spec) if v is None]
+    fixed = [i for i, v in enumerate(spec) if v is not None]
+    for i in fixed:
+        coef[..., i] = float(spec[i])  # type: ignore[arg-type]
+    for j in range(g.shape[0]):
+        for c in range(g.shape[1]):  # tiny (N x N) solves, one per horizon and channel
+            if g[j, c].trace() <= 0:
+                continue
+            gff = g[j, c][free][:, free] + ridge * torch.eye(len(free), dtype=torch.float64)
+            rhs = r[j, c][free] - g[j, c][free][:, fixed] @ coef[j, c][fixed]
+            coef[j, c, free] = torch.linalg.solve(gff, rhs)
+    return coef
+
+
+def _base_rmse(g, r, yy, n, coef, std: torch.Tensor) -> float:
+    """Mean over horizons of the RMSE (original units, pooled over channels) of a linear base."""
+    sse = yy - 2 * (coef * r).sum(-1) + torch.einsum("jck,jckl,jcl->jc", coef, g, coef)  # (H_out, C)
+    sse_raw = (sse.clamp_min(0) * std.double() ** 2).sum(dim=1)
+    return float(torch.sqrt(sse_raw / n.sum(dim=1).clamp_min(1)).mean())
+
+
+def _fit_base(module: Forecaster, batcher: _Batcher, train_t: np.ndarray, val_t: np.ndarray, batch_size: int, device):
+    """Fit every :data:`BASE_CANDIDATES` on the training samples, pick the best on validation, refit on both.
+
+    Returns the chosen name and the validation RMSE of every candidate.
+    """
+    tr = _base_moments(module, batcher, train_t, batch_size, device)
+    va = _base_moments(module, batcher, val_t, batch_size, device)
+    default = module.base_coef.detach().cpu()
+    std = module.std.detach().cpu()
+    scores = {
+        name: _base_rmse(*va, _solve_base(tr[0], tr[1], spec, default, ridge=1.0), std)
+        for name, spec in BASE_CANDIDATES.items()
+    }
+    best = min(scores, key=scores.__getitem__)
+    g, r = tr[0] + va[0], tr[1] + va[1]
+    coef = _solve_base(g, r, BASE_CANDIDATES[best], default, ridge=1.0)
+    if not torch.isfinite(coef).all():
+        raise TrainingDiverged(f"the least-squares base {best!r} has NaN/inf coefficients")
+    module.set_base(coef.float())
+    return best, scores
+
+
+@torch.no_grad()
+def _val_loss(module: Forecaster, batcher: _Batcher, t_end: np.ndarray, batch_size: int, device: torch.device) -> float:
+    sq, n = 0.0, 0
+    for s in range(0, len(t_end), batch_size):
+        x, prior, y, m = batcher(t_end[s : s + batch_size], device)
+        with _autocast(device):
+            pred = module(x, prior)
+        k = int(m.sum())
+        sq += float(masked_mse(module.normalise(pred.float()), module.normalise(y), m)) * k
+        n += k
+    loss = sq / max(n, 1)
+    if not math.isfinite(loss):
+        raise TrainingDiverged(f"validation loss is {loss}")
+    return loss
+
+
+def train_forecaster(
+    grid: GridTensor,
+    *,
+    context_steps: int,
+    horizon_steps: int,
+    holdout_days: float,
+    train_days: float,
+    budget_s: float,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    model_overrides: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train the forecaster on ``grid`` and score it and the baselines on the holdout.
+
+    Parameters
+    ----------
+    grid : GridTensor
+        The city's observations; its last ``holdout_days`` are the holdout.
+    context_steps, horizon_steps : int
+        Bins of context and bins predicted.
+    holdout_days, train_days : float
+        Holdout length and training-window length (days).
+    budget_s : float
+        Wall-clock cap of the training loop (the baselines and the holdout scoring come on top).
+    seed : int
+        Seeds numpy and torch (sample order, initial weights).
+    device : str or torch.device, optional
+        ``"cuda"`` (bf16 autocast) when available, else ``"cpu"``.
+    progress : bool
+        Show a tqdm progress bar.
+    model_overrides : dict, optional
+        Overrides of the ``[model]`` or ``[training]`` keys of ``models/convlstm_attention.toml``.
+
+    Returns
+    -------
+    TrainResult
+        With ``metrics`` keys ``"model"``, ``"persistence"``, ``"seasonal_average"``, ``"ridge"``.
+
+    Raises
+    ------
+    TrainingDiverged
+        If the loss, gradients, parameters or holdout forecasts become NaN/inf.
+    ValueError
+        On an unusable split or an unknown override.
+    """
+    t_start = time.perf_counter()
+    spec = load_model_spec()
+    model_kw, tr = _split_overrides(spec, model_overrides)
+    dev = _resolve_device(device)
+    threads = torch.get_num_threads()
+    if dev.type == "cpu":
+        torch.set_num_threads(_cpu_threads(int(tr["cpu_threads"]), threads))
+    try:
+        return _train(
+            grid,
+            context_steps,
+            horizon_steps,
+            holdout_days,
+            train_days,
+            budget_s,
+            seed,
+            dev,
+            progress,
+            model_kw,
+            tr,
+            t_start,
+        )
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(
+    grid, context_steps, horizon_steps, holdout_days, train_days, budget_s, seed, dev, progress, model_kw, tr, t_start
+):
+    """The body of :func:`train_forecaster` (arguments resolved)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+
+    split = make_split(
+        grid,
+        context_steps=context_steps,
+        horizon_steps=horizon_steps,
+        holdout_days=holdout_days,
+        train_days=train_days,
+        val_fraction=float(tr["val_fraction"]),
+    )
+    bm = bin_minutes(grid.times)
+    win = grid.slice_time(split.fit_start, split.fit_end)
+    period = seasonal_period(split.fit_end - split.fit_start, bm, int(tr["min_weeks_for_weekly_profile"]))
+    profile = fit_seasonal_profile(win.values, win.mask, win.times, bm, period)
+    mean, std = _masked_channel_stats(win.values, win.mask)
+
+    cfg = ForecasterConfig(
+        active_box=active_box(
+            grid.mask[max(0, split.fit_start - context_steps) : split.fit_end], int(tr["box_margin"])
+        ),
+        channels=grid.channels,
+        grid_shape=grid.shape[2:],
+        context_steps=context_steps,
+        horizon=horizon_steps,
+        bin_minutes=bm,
+        profile_period=period,
+        **model_kw,
+    )
+    module = Forecaster(cfg)
+    module.set_statistics(mean, std, profile.profile)
+    module.to(dev)
+    batcher = _Batcher(
+        grid,
+        context_steps,
+        horizon_steps,
+        profile,
+        time_positions(grid.times, bm, period),
+        split.fit_start,
+        split.fit_end,
+    )
+    bs, eval_bs = int(tr["batch_size"]), int(tr["eval_batch_size"])
+    opt = torch.optim.AdamW(module.parameters(), lr=float(tr["lr"]), weight_decay=float(tr["weight_decay"]))
+    steps_per_epoch = math.ceil(len(split.train) / bs)
+    eval_every = max(1, min(steps_per_epoch, int(tr["eval_every_steps"])))
+    patience = int(tr["patience"])
+    max_epochs = int(tr["max_epochs"])
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_epochs * steps_per_epoch, desc=f"train {grid.shape}", unit="step")
+
+    t_loop = time.perf_counter()
+    val_t_end = _spread(split.val, int(tr["max_val_samples"]))
+    base_name, base_scores = _fit_base(
+        module, batcher, _spread(split.train, int(tr["max_base_fit_samples"])), val_t_end, eval_bs, dev
+    )
+    module.eval()
+    t_val = time.perf_counter()
+    best_val = _val_loss(module, batcher, val_t_end, eval_bs, dev)
+    eval_s = time.perf_counter() - t_val  # one validation pass (s)
+    best_state = copy.deepcopy(module.state_dict())
+    curve = [{"epoch": 0.0, "step": 0, "train_loss": float("nan"), "val_loss": best_val, "elapsed_s": 0.0}]
+    step, bad_evals, run_loss, run_n = 0, 0, 0.0, 0
+    stopped = "max_epochs"
+    step_s = 0.0  # running estimate of one optimisation step (s)
+    done = False
+    for epoch in range(max_epochs):
+        module.train()
+        order = rng.permutation(split.train)
+        for s in range(0, len(order), bs):
+            elapsed = time.perf_counter() - t_loop
+            if elapsed + step_s + (eval_s if (step + 1) % eval_every == 0 else 0.0) > budget_s:
+                stopped, done = "budget", True
+                break
+            t0 = time.perf_counter()
+            x, prior, y, m = batcher(order[s : s + bs], dev)
+            with _autocast(dev):
+                pred = module(x, prior)
+            loss = masked_mse(module.normalise(pred.float()), module.normalise(y), m)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"training loss is {loss.item()} at step {step} (epoch {epoch})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(module.parameters(), float(tr["grad_clip"]))
+            if not torch.isfinite(gnorm):
+                raise TrainingDiverged(f"gradient norm is {gnorm.item()} at step {step} (epoch {epoch})")
+            opt.step()
+            step += 1
+            run_loss += float(loss.detach())
+            run_n += 1
+            dt = time.perf_counter() - t0
+            step_s = dt if step == 1 else 0.8 * step_s + 0.2 * dt
+            if bar is not None:
+                bar.update(1)
+            if step % eval_every == 0:
+                t1 = time.perf_counter()
+                module.eval()
+                val = _val_loss(module, batcher, val_t_end, eval_bs, dev)
+                module.train()
+                eval_s = time.perf_counter() - t1
+                curve.append(
+                    {
+                        "epoch": step / steps_per_epoch,
+                        "step": step,
+                        "train_loss": run_loss / max(run_n, 1),
+                        "val_loss": val,
+                        "elapsed_s": time.perf_counter() - t_loop,
+                    }
+                )
+                run_loss, run_n = 0.0, 0
+                if bar is not None:
+                    bar.set_postfix(train=f"{curve[-1]['train_loss']:.4f}", val=f"{val:.4f}", best=f"{best_val:.4f}")
+                if val < best_val:
+                    best_val, bad_evals = val, 0
+                    best_state = copy.deepcopy(module.state_dict())
+                else:
+                    bad_evals += 1
+                    if bad_evals >= patience:
+                        stopped, done = "early_stopping", True
+                        break
+        if done:
+            break
+    if bar is not None:
+        bar.close()
+    train_seconds = time.perf_counter() - t_loop
+
+    module.load_state_dict(best_state)
+    module.eval()
+    _check_finite_module(module, "after training")
+    module.to("cpu")
+
+    metrics = {"model": evaluate_module(module, grid, holdout_days=holdout_days, batch_size=eval_bs)}
+    metrics.update(
+        evaluate_baselines(
+            grid,
+            fit_start=split.fit_start,
+            fit_end=split.fit_end,
+            train_t_end=np.concatenate([split.train, split.val]),
+            holdout_t_end=split.holdout,
+            context_steps=context_steps,
+            horizon=horizon_steps,
+            ridge_lags=int(tr["ridge_lags"]),
+            seed=seed,
+            batch_size=eval_bs,
+        )
+    )
+
+    ho = split.holdout
+    obs_per_bin = grid.mask.reshape(grid.shape[0], -1).sum(axis=1)
+    n_obs = obs_per_bin[target_index(ho, horizon_steps)].sum(axis=1)
+    ex = int(ho[int(np.argmax(n_obs))])
+    ex_x = build_inputs(grid, np.array([ex]), context_steps, horizon_steps)
+    with torch.no_grad():
+        ex_pred = module(torch.from_numpy(ex_x))[0].numpy()
+    tidx = target_index(np.array([ex]), horizon_steps)[0]
+    holdout = Holdout(
+        start=grid.times[ho[0] + 1].isoformat(),
+        end=grid.times[ho[-1] + horizon_steps].isoformat(),
+        n_samples=len(ho),
+        digest=_holdout_digest(grid, split.fit_end, grid.shape[0]),
+    )
+    first_bin = int(split.train[0]) - context_steps + 1
+    last_bin = int(split.val[-1]) + horizon_steps
+    n_params = sum(p.numel() for p in module.parameters())
+    params = _flat_params(
+        cfg,
+        tr,
+        {
+            "train_days": train_days,
+            "holdout_days": holdout_days,
+            "budget_s": budget_s,
+            "seed": seed,
+            "n_parameters": n_params,
+            "base": base_name,
+            "profile_kind": "time_of_week" if period * bm == 7 * MINUTES_PER_DAY else "time_of_day",
+        },
+    )
+    return TrainResult(
+        module=module,
+        metrics=metrics,
+        holdout=holdout,
+        learning_curve=curve,
+        params=params,
+        input_example=ex_x.astype(np.float32),
+        example_forecast=ex_pred.astype(np.float32),
+        example_target=np.where(grid.mask[tidx], grid.values[tidx], np.nan).astype(np.float32),
+        example_mask=grid.mask[tidx].copy(),
+        channels=tuple(grid.channels),
+        train_window=(grid.times[first_bin].isoformat(), grid.times[last_bin].isoformat()),
+        train_seconds=train_seconds,
+        device=str(dev),
+        stopped_reason=stopped,
+        extra={
+            "modality_weights": module.modality_weights(),
+            "base": base_name,
+            "base_val_rmse": base_scores,
+            "n_train_samples": len(split.train),
+            "n_val_samples": len(split.val),
+            "best_val_loss": best_val,
+            "steps": step,
+            "cpu_threads": torch.get_num_threads() if dev.type == "cpu" else None,
+            "total_seconds": time.perf_counter() - t_start,
+        },
+    )
+
+
+def _module_device(module: torch.nn.Module) -> torch.device:
+    p = next(module.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _inference_mode(module: torch.nn.Module) -> None:
+    """``eval()`` a :class:`Forecaster`; an exported graph (pt2, from the registry) is always in inference mode."""
+    if isinstance(module, Forecaster):
+        module.eval()
+
+
+def _context_steps(module: torch.nn.Module, context_steps: int | None) -> int:
+    """Context length: given, else the module's config, else the input shape an exported graph was traced with."""
+    if context_steps is not None:
+        return int(context_steps)
+    cfg = getattr(module, "config", None)
+    if cfg is not None:
+        return int(cfg.context_steps)
+    graph = getattr(module, "graph", None)
+    for node in graph.nodes if graph is not None else ():
+        val = node.meta.get("val") if node.op == "placeholder" else None
+        if val is not None and getattr(val, "ndim", 0) == 5:
+            return int(val.shape[1])  # (B, T_in, F, H, W)
+    raise ValueError(f"cannot tell the context length of {type(module).__name__}: pass context_steps")
+
+
+def _horizon(module: torch.nn.Module, grid: GridTensor, t_in: int, horizon_steps: int | None) -> int:
+    """Bins predicted: the module's config, else one probe forecast; ``horizon_steps`` must agree."""
+    cfg = getattr(module, "config", None)
+    if cfg is not None:
+        h_out = int(cfg.horizon)
+    else:
+        h_out = _predict(module, grid, np.array([t_in - 1]), t_in, horizon_steps or 1).shape[1]
+    if horizon_steps is not None and horizon_steps != h_out:
+        raise ValueError(f"horizon_steps={horizon_steps} but the module predicts {h_out} bins")
+    return h_out
+
+
+@torch.no_grad()
+def _predict(module: torch.nn.Module, grid: GridTensor, t_end: np.ndarray, t_in: int, horizon: int) -> np.ndarray:
+    dev = _module_device(module)
+    x = torch.from_numpy(build_inputs(grid, t_end, t_in, horizon)).to(dev)
+    with _autocast(dev):
+        pred = module(x)
+    pred = pred.float().cpu().numpy()
+    if pred.ndim != 5 or pred.shape[0] != len(t_end) or pred.shape[2:] != grid.shape[1:]:
+        raise ValueError(f"module output {pred.shape} is not (B, H_out, C, H, W) for the grid {grid.shape}")
+    if not np.isfinite(pred).all():
+        raise TrainingDiverged(f"the module forecast NaN/inf for samples ending at bins {t_end[:3].tolist()}...")
+    return pred
+
+
+def evaluate_module(
+    module: torch.nn.Module,
+    grid: GridTensor,
+    *,
+    holdout_days: float,
+    context_steps: int | None = None,
+    horizon_steps: int | None = None,
+    batch_size: int = 32,
+) -> HorizonMetrics:
+    """Score ``module`` on the holdout of ``grid`` (the same definition and metrics as training).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A :class:`~traffic.model.Forecaster` or the exported graph the registry loads back.
+    grid : GridTensor
+    holdout_days : float
+    context_steps, horizon_steps : int, optional
+        Default to the module's own; a ``horizon_steps`` the module does not predict is an error.
+    batch_size : int
+
+    Returns
+    -------
+    HorizonMetrics
+    """
+    _inference_mode(module)
+    t_in = _context_steps(module, context_steps)
+    h_out = _horizon(module, grid, t_in, horizon_steps)
+    ho = holdout_indices(grid, context_steps=t_in, horizon_steps=h_out, holdout_days=holdout_days)
+    if len(ho) == 0:
+        raise ValueError(f"no holdout samples in grid {grid.shape} for holdout_days={holdout_days}")
+    acc = MetricAccumulator(h_out)
+    for s in range(0, len(ho), batch_size):
+        te = ho[s : s + batch_size]
+        tidx = target_index(te, h_out)
+        acc.update(_predict(module, grid, te, t_in, h_out), grid.values[tidx], grid.mask[tidx])
+    return acc.result()
+
+
+def forecast(
+    module: torch.nn.Module, grid: GridTensor, issued_index: int, *, context_steps: int | None = None
+) -> np.ndarray:
+    """Forecast ``(H_out, C, H, W)`` in original units for the bins after bin ``issued_index`` of ``grid``.
+
+    ``issued_index`` is the last bin of the context (negative counts from the end, -1 = last bin).
+    ``module`` is a :class:`~traffic.model.Forecaster` or the exported graph the registry loads
+    back (its context length is read from the traced input shape unless ``context_steps`` is given).
+    """
+    n_t = grid.shape[0]
+    i = issued_index + n_t if issued_index < 0 else issued_index
+    _inference_mode(module)
+    t_in = _context_steps(module, context_steps)
+    if not (t_in - 1 <= i < n_t):
+        raise ValueError(f"issued_index {issued_index} needs {t_in - 1} <= index < {n_t} (grid of {n_t} bins)")
+    return _predict(module, grid, np.array([i]), t_in, 1)[0]

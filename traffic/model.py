@@ -1,0 +1,474 @@
+"""The traffic forecaster: a ConvLSTM encoder-forecaster with linear attention over grid cells.
+
+One module, read top to bottom:
+
+1. **Inputs** ``x`` ``(B, T_in, F, H, W)``, ``F = 2C + K``, built by
+   ``traffic.forecast.features.build_inputs``: raw values (0 where missing), the observation
+   masks and K calendar features broadcast over cells. Nothing else is needed at inference.
+2. **Normalisation and seasonal prior** live inside the module as buffers fitted on the
+   training window: per-channel mean/std (masked), and a per-cell seasonal profile
+   ``(P, C, H, W)`` (time-of-week or time-of-day mean, see ``traffic.forecast.baselines``).
+   The bin of the week of every context and target bin is decoded from the calendar
+   features of the last context bin, so the module needs no side input.
+3. **Modality fusion.** Input channels are grouped by feed (channel names ``<feed>.<channel>``),
+   plus ``"calendar"`` and ``"prior"`` (the seasonal prior and the anomaly of each
+   observation against it). Each group has its own 1x1 embedding and enters through a
+   learned scalar gate ``sigmoid(g_m)``; :meth:`Forecaster.modality_weights` returns them.
+4. **Encoder**: stacked ConvLSTM cells read the context. **Attention**: one linear-attention
+   block mixes the top encoder state across all cells. **Forecaster**: a second ConvLSTM stack
+   starts from the encoder states and unrolls over the ``H_out`` target bins, fed only
+   with what is known about them (calendar, seasonal prior, the linear base below and its
+   features). Predictions are never fed back (a direct multi-horizon strategy): one shared
+   1x1 head reads each step. The network runs on the grid's active box only (the cells
+   observed in training plus a margin), which saves the convolutions over empty outskirts.
+5. **Output**, per target bin ``j``, channel and cell, in normalised units::
+
+       base_j = b0 * prior_j + b1 * anomaly_last + b2 * anomaly_mean + b3 * value_last + b4
+       pred_j = base_j + delta_j * anomaly_last + residual_j
+
+   ``base`` is a linear blend of :data:`BASE_FEATURES` with coefficients per horizon and
+   channel (a buffer). Training fits it by least squares on the training samples, choosing
+   between the damped anomaly persistence ``prior + b1 * anomaly_last`` and the free blend
+   on the validation samples (see ``traffic.forecast.train``). The network adds a per-cell
+   correction ``delta`` of the anomaly's weight and a ``residual``; its head starts at zero,
+   so an untrained module is exactly the base, and outside the active box (cells never
+   observed in training) the forecast is the base alone. The output is mapped back to
+   original units ``(B, H_out, C, H, W)``. The loss lives in ``traffic.forecast.train``.
+
+Why linear attention (Katharopoulos et al., 2020, feature map ``elu(x) + 1``) rather than
+softmax attention or CBAM: detectors on the same corridor are correlated over distances far
+beyond a 3x3 convolution's reach, so every cell should be able to read every other cell,
+by content. Softmax attention needs an ``(HW x HW)`` matrix; the kernelised form computes
+``phi(Q) (phi(K)^T V)``: the cells are summed into a ``(heads, d, d)`` summary first, so
+no tensor is larger than ``(heads, d, H*W)`` and time and memory grow linearly with the
+number of cells (grids can be hundreds of cells a side). CBAM would be linear too, but its spatial map only re-weights cells locally and
+cannot move information between distant cells.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+N_CALENDAR = 5  # tod_sin, tod_cos, tow_sin, tow_cos, weekend (traffic.forecast.features.CALENDAR_FEATURES)
+MINUTES_PER_DAY = 1440
+MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
+#: Features of the linear base, per target bin, cell and channel (normalised units): the seasonal
+#: prior of the target bin, the last observed anomaly, the mean anomaly over the context, the last
+#: observed value itself, and a constant.
+BASE_FEATURES = ("prior", "anomaly_last", "anomaly_mean", "value_last", "one")
+N_BASE = len(BASE_FEATURES)
+#: Modalities after the feeds: calendar features, and the seasonal prior with each observation's anomaly.
+EXTRA_MODALITIES = ("calendar", "prior")
+
+
+@dataclass
+class ForecasterConfig:
+    """Shape of the data and the network. Data fields are set by training from the grid."""
+
+    # --- the data (fixed by the city's grid and the forecast settings) ---
+    # model channels in grid order, "<feed>.<channel>"; the feed prefix defines the modalities
+    channels: tuple[str, ...] = ("sensor.speed_kmh",)
+    # (H, W) of the city grid: the seasonal-prior buffer is per cell
+    grid_shape: tuple[int, int] = (8, 8)
+    # bins of context the forecaster is trained with (the encoder accepts any length)
+    context_steps: int = 12
+    # bins predicted, H_out
+    horizon: int = 3
+    # length of one bin in minutes (decodes the bin of the week from calendar features)
+    bin_minutes: int = 60
+    # bins in one period of the seasonal prior: bins per week (time-of-week) or per day
+    profile_period: int = 24 * 7
+    # --- the network (defaults sized for 2 CPU cores and ~1 minute of training) ---
+    # width of every modality embedding and of the fused encoder/forecaster input
+    embed_dim: int = 8
+    # hidden channels of each stacked ConvLSTM layer (encoder; the forecaster mirrors it); 8 keeps
+    # one training step of 16 samples on a ~30x35 box near 0.3-0.5 s on 2 CPU cores
+    hidden_dims: tuple[int, ...] = (8,)
+    # spatial kernel of the gate convolution: 3 = a cell sees its 8 neighbours per step
+    kernel_size: int = 3
+    # linear-attention heads and the width of each (cost per cell ~ heads * head_dim^2)
+    attn_heads: int = 2
+    attn_head_dim: int = 8
+    # initial forget-gate bias: 1.0 lets memory flow at the start of training (Jozefowicz et al., 2015)
+    forget_bias: float = 1.0
+    # share of the last anomaly kept at every horizon by the linear base before it is fitted
+    init_anomaly_share: float = 0.7
+    # (row0, row1, col0, col1), half-open: the network runs on this box of the grid only (the cells
+    # observed in training plus a margin); outside it the forecast is the linear base alone.
+    # None = the whole grid.
+    active_box: tuple[int, int, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(self.channels)
+        self.grid_shape = tuple(int(v) for v in self.grid_shape)  # type: ignore[assignment]
+        self.hidden_dims = tuple(int(v) for v in self.hidden_dims)
+        if self.active_box is not None:
+            r0, r1, c0, c1 = (int(v) for v in self.active_box)
+            if not (0 <= r0 < r1 <= self.grid_shape[0] and 0 <= c0 < c1 <= self.grid_shape[1]):
+                raise ValueError(
+                    f"active_box {self.active_box} must be (row0, row1, col0, col1) inside {self.grid_shape}"
+                )
+            self.active_box = (r0, r1, c0, c1)
+        bad = [c for c in self.channels if "." not in c]
+        if bad:
+            raise ValueError(f"channels {bad} must be named '<feed>.<channel>'")
+        clash = set(self.feeds) & set(EXTRA_MODALITIES)
+        if clash:
+            raise ValueError(f"feed names {sorted(clash)} are reserved for modalities {EXTRA_MODALITIES}")
+        per_day = MINUTES_PER_DAY // self.bin_minutes
+        if MINUTES_PER_DAY % self.bin_minutes or self.profile_period not in (per_day, 7 * per_day):
+            raise ValueError(
+                f"profile_period {self.profile_period} must be bins per day ({per_day}) or per week "
+                f"({7 * per_day}) for bin_minutes={self.bin_minutes}"
+            )
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channels)
+
+    @property
+    def n_features(self) -> int:
+        return 2 * self.n_channels + N_CALENDAR
+
+    @property
+    def feeds(self) -> tuple[str, ...]:
+        """Feed names in order of first appearance among the channels."""
+        return tuple(dict.fromkeys(c.split(".", 1)[0] for c in self.channels))
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Input groups, each with its own embedding and gate: the feeds, then calendar and prior."""
+        return (*self.feeds, *EXTRA_MODALITIES)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ConvLSTMCell(nn.Module):
+    """ConvLSTM cell (Shi et al., 2015, without peepholes): all four gates from ONE convolution.
+
+    With ``*`` a 2-D convolution over ``[x_t, h_{t-1}]`` and ``o`` the element-wise product::
+
+        i_t = sigmoid(W_i * [x_t, h_{t-1}] + b_i)        input gate
+        f_t = sigmoid(W_f * [x_t, h_{t-1}] + b_f)        forget gate
+        o_t = sigmoid(W_o * [x_t, h_{t-1}] + b_o)        output gate
+        g_t = tanh   (W_g * [x_t, h_{t-1}] + b_g)        candidate cell
+        c_t = f_t o c_{t-1} + i_t o g_t
+        h_t = o_t o tanh(c_t)
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, kernel_size: int, forget_bias: float) -> None:
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.conv = nn.Conv2d(in_dim + hidden_dim, 4 * hidden_dim, kernel_size, padding=kernel_size // 2)
+        bias = self.conv.bias
+        assert bias is not None
+        with torch.no_grad():
+            bias.zero_()
+            bias[hidden_dim : 2 * hidden_dim].fill_(forget_bias)
+
+    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        h, c = state  # (B, hid, H, W) each
+        gates = self.conv(torch.cat([x, h], dim=1))  # (B, 4*hid, H, W)
+        i, f, o, g = gates.chunk(4, dim=1)  # 4 x (B, hid, H, W)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, c
+
+
+class LinearAttention(nn.Module):
+    """Multi-head linear attention over the cells of a feature map, with a residual connection.
+
+    ``out_i = sum_j phi(q_i)^T phi(k_j) v_j / sum_j phi(q_i)^T phi(k_j)``, ``phi(x) = elu(x) + 1``,
+    computed as ``phi(Q) (phi(K)^T V)``: the ``(d, d)`` summary is built once, never ``(HW, HW)``.
+    The output projection starts at zero, so the block starts as the identity.
+    """
+
+    def __init__(self, dim: int, heads: int, head_dim: int) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, head_dim
+        self.norm = nn.GroupNorm(1, dim)
+        self.qkv = nn.Conv2d(dim, 3 * heads * head_dim, 1)
+        self.proj = nn.Conv2d(heads * head_dim, dim, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)  # type: ignore[arg-type]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape  # (B, D, H, W)
+        n, nh, d = h * w, self.heads, self.head_dim
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, nh, d, n).unbind(1)  # 3 x (B, nh, d, N)
+        q, k = F.elu(q) + 1, F.elu(k) + 1  # positive features
+        kv = torch.einsum("bhdn,bhen->bhde", k, v)  # (B, nh, d, d): sum over cells of k v^T
+        z = 1.0 / (torch.einsum("bhdn,bhd->bhn", q, k.sum(-1)) + 1e-6)  # (B, nh, N) normaliser
+        out = torch.einsum("bhdn,bhde->bhen", q, kv) * z.unsqueeze(2)  # (B, nh, d, N)
+        return x + self.proj(out.reshape(b, nh * d, h, w))  # (B, D, H, W)
+
+
+class ModalityFusion(nn.Module):
+    """Embeds each modality with a 1x1 convolution and sums them through learned scalar gates.
+
+    ``fused = sum_m sigmoid(g_m) * E_m(x_m)``. The gates start at ``sigmoid(0) = 0.5``.
+    """
+
+    def __init__(self, in_dims: dict[str, int], out_dim: int) -> None:
+        super().__init__()
+        self.names = tuple(in_dims)
+        self.embed = nn.ModuleDict({m: nn.Conv2d(d, out_dim, 1) for m, d in in_dims.items()})
+        self.gate_logits = nn.Parameter(torch.zeros(len(self.names)))
+
+    def weights(self) -> torch.Tensor:
+        return torch.sigmoid(self.gate_logits)  # (M,)
+
+    def forward(self, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+        g = self.weights()
+        out = None
+        for i, m in enumerate(self.names):
+            e = g[i] * self.embed[m](parts[m])  # (N, E, H, W)
+            out = e if out is None else out + e
+        assert out is not None
+        return out
+
+
+class Terms(NamedTuple):
+    """What the module derives from the raw inputs before any learned layer (normalised units)."""
+
+    vn: torch.Tensor  # (B, T, C, H, W) observations, 0 where missing
+    mask: torch.Tensor  # (B, T, C, H, W) 1.0 observed
+    prior_n: torch.Tensor  # (B, T + H_out, C, H, W) seasonal prior of the context and target bins
+    anomaly: torch.Tensor  # (B, T, C, H, W) observation minus prior, 0 where missing
+    base_features: torch.Tensor  # (B, C, N_BASE - 1, H, W) per-sample features of the linear base (all but prior)
+    has_last: torch.Tensor  # (B, C, H, W) 1.0 if anything was observed in the context
+    age: torch.Tensor  # (B, C, H, W) bins since the last observation over T (1 when none)
+
+
+class Forecaster(nn.Module):
+    """ConvLSTM encoder-forecaster with linear attention; raw inputs in, raw-unit forecasts out.
+
+    Parameters
+    ----------
+    config : ForecasterConfig
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    profile: torch.Tensor
+    base_coef: torch.Tensor
+
+    def __init__(self, config: ForecasterConfig) -> None:
+        super().__init__()
+        self.config = cfg = config
+        c, e, k = cfg.n_channels, cfg.embed_dim, cfg.kernel_size
+        h, w = cfg.grid_shape
+        # statistics fitted on the training window (see set_statistics / set_base)
+        self.register_buffer("mean", torch.zeros(c))  # (C,)
+        self.register_buffer("std", torch.ones(c))  # (C,)
+        self.register_buffer("profile", torch.zeros(cfg.profile_period, c, h, w))  # (P, C, H, W) raw units
+        base = torch.zeros(cfg.horizon, c, N_BASE)  # (H_out, C, N_BASE): damped anomaly persistence to start
+        base[:, :, 0], base[:, :, 1] = 1.0, cfg.init_anomaly_share
+        self.register_buffer("base_coef", base)
+        self.feed_index = {f: [i for i, ch in enumerate(cfg.channels) if ch.split(".", 1)[0] == f] for f in cfg.feeds}
+        # encoder input: per feed [values, masks]; calendar; prior = [prior, anomaly]
+        enc_dims = {f: 2 * len(ix) for f, ix in self.feed_index.items()}
+        enc_dims.update(calendar=N_CALENDAR, prior=2 * c)
+        self.fusion = ModalityFusion(enc_dims, e)
+        # forecaster input: calendar of the target bin; prior = [prior, base forecast, base features, has, age]
+        self.fc_calendar = nn.Conv2d(N_CALENDAR, e, 1)
+        self.fc_prior = nn.Conv2d((N_BASE + 2) * c, e, 1)  # prior, base, 3 base features, has, age
+        self.horizon_embed = nn.Parameter(torch.zeros(cfg.horizon, e, 1, 1))  # (H_out, E, 1, 1)
+        dims = cfg.hidden_dims
+        self.encoder = nn.ModuleList(
+            ConvLSTMCell(e if i == 0 else dims[i - 1], d, k, cfg.forget_bias) for i, d in enumerate(dims)
+        )
+        self.attention = LinearAttention(dims[-1], cfg.attn_heads, cfg.attn_head_dim)
+        self.forecaster = nn.ModuleList(
+            ConvLSTMCell(e if i == 0 else dims[i - 1], d, k, cfg.forget_bias) for i, d in enumerate(dims)
+        )
+        # head: per step, a residual (C) and a per-cell correction of the last anomaly's coefficient (C)
+        self.head = nn.Conv2d(dims[-1], 2 * c, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)  # type: ignore[arg-type]
+
+    # ----------------------------------------------------------------------------------- stats
+    def set_statistics(self, mean, std, profile) -> None:
+        """Install the training-window statistics: channel ``mean``/``std`` ``(C,)``, ``profile`` ``(P, C, H, W)``."""
+        self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-6))
+        self.profile.copy_(torch.as_tensor(profile, dtype=torch.float32))
+
+    def set_base(self, coef) -> None:
+        """Install the linear base ``(H_out, C, N_BASE)``: coefficients of :data:`BASE_FEATURES` per horizon and channel."""
+        self.base_coef.copy_(torch.as_tensor(coef, dtype=torch.float32).view_as(self.base_coef))
+
+    def normalise(self, y: torch.Tensor, channel_dim: int = 2) -> torch.Tensor:
+        """Raw units to normalised units along ``channel_dim``."""
+        shape = [1] * y.ndim
+        shape[channel_dim] = -1
+        return (y - self.mean.view(shape)) / self.std.view(shape)
+
+    def modality_weights(self) -> dict[str, float]:
+        """The learned gate of each modality, ``sigmoid(g_m)`` in (0, 1), by modality name."""
+        return {m: float(v) for m, v in zip(self.fusion.names, self.fusion.weights().detach().cpu(), strict=True)}
+
+    # ------------------------------------------------------------------------------ positions
+    def bin_of_week(self, calendar_last: torch.Tensor) -> torch.Tensor:
+        """Decode the bin of the week ``(B,)`` (long) from the calendar features ``(B, K)`` of one bin."""
+        phase = torch.atan2(calendar_last[:, 2].double(), calendar_last[:, 3].double()) / (2 * math.pi)
+        per_week = MINUTES_PER_WEEK // self.config.bin_minutes
+        return torch.round(torch.remainder(phase, 1.0) * per_week).long() % per_week
+
+    def calendar_at(self, week_bin: torch.Tensor) -> torch.Tensor:
+        """Calendar features ``(..., K)`` of bins of the week (the inverse of :meth:`bin_of_week`)."""
+        minutes = (week_bin * self.config.bin_minutes).double()
+        tod = 2 * math.pi * torch.remainder(minutes, MINUTES_PER_DAY) / MINUTES_PER_DAY
+        tow = 2 * math.pi * minutes / MINUTES_PER_WEEK
+        weekend = (minutes >= 5 * MINUTES_PER_DAY).double()
+        return torch.stack([tod.sin(), tod.cos(), tow.sin(), tow.cos(), weekend], dim=-1).float()
+
+    def prior_for(self, x: torch.Tensor) -> torch.Tensor:
+        """Seasonal prior in raw units for the context and target bins, ``(B, T_in + H_out, C, H, W)``."""
+        cfg = self.config
+        t_in = x.shape[1]
+        c = cfg.n_channels
+        last = self.bin_of_week(x[:, -1, 2 * c :, 0, 0])  # (B,)
+        steps = torch.arange(-t_in + 1, cfg.horizon + 1, device=x.device)  # (T_in + H_out,)
+        pos = torch.remainder(last[:, None] + steps[None, :], cfg.profile_period)  # (B, T_in + H_out)
+        return self.profile[pos]  # (B, T_in + H_out, C, H, W)
+
+    # --------------------------------------------------------------------------- linear base
+    def terms(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> Terms:
+        """Normalised observations, prior, anomalies and the features of the linear base.
+
+        ``prior`` ``(B, T + H_out, C, H, W)`` in raw units replaces the module's own seasonal
+        prior (training passes a leave-one-out prior).
+        """
+        t_in, c = x.shape[1], self.config.n_channels
+        x = x.float()
+        mask = x[:, :, c : 2 * c]  # (B, T, C, H, W)
+        vn = self.normalise(x[:, :, :c]) * mask  # (B, T, C, H, W)
+        if prior is None:
+            prior = self.prior_for(x)  # (B, T + H_out, C, H, W) raw
+        prior_n = self.normalise(prior.float())  # (B, T + H_out, C, H, W)
+        anomaly = (vn - prior_n[:, :t_in]) * mask  # (B, T, C, H, W)
+        steps = torch.arange(1, t_in + 1, device=x.device, dtype=x.dtype).view(1, t_in, 1, 1, 1)
+        last_idx = (mask * steps).argmax(dim=1, keepdim=True)  # (B, 1, C, H, W) index of the last observation
+        has_last = mask.amax(dim=1)  # (B, C, H, W)
+        anomaly_last = anomaly.gather(1, last_idx).squeeze(1) * has_last  # (B, C, H, W)
+        anomaly_mean = anomaly.sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)  # (B, C, H, W)
+        value_last = vn.gather(1, last_idx).squeeze(1) * has_last  # (B, C, H, W)
+        age = (t_in - 1 - last_idx.squeeze(1)).float() / t_in * has_last + (1 - has_last)  # (B, C, H, W)
+        ones = torch.ones_like(has_last)
+        feats = torch.stack([anomaly_last, anomaly_mean, value_last, ones], dim=2)  # (B, C, N_BASE - 1, H, W)
+        return Terms(vn, mask, prior_n, anomaly, feats, has_last, age)
+
+    def base_forecast(self, terms: Terms, coef: torch.Tensor | None = None) -> torch.Tensor:
+        """The linear base in normalised units ``(B, H_out, C, H, W)``: ``sum_k coef[j, c, k] * feature_k``."""
+        coef = self.base_coef if coef is None else coef  # (H_out, C, N_BASE)
+        t_in = terms.vn.shape[1]
+        prior_t = terms.prior_n[:, t_in:]  # (B, H_out, C, H, W)
+        f = terms.base_features  # (B, C, N_BASE - 1, H, W)
+        rest = torch.einsum("bckhw,jck->bjchw", f, coef[:, :, 1:])  # (B, H_out, C, H, W)
+        return coef[None, :, :, 0, None, None] * prior_t + rest
+
+    # ------------------------------------------------------------------------------- network
+    def _network(self, t: Terms, calendar: torch.Tensor, base: torch.Tensor):
+        """Encoder, attention, forecaster and head on a (cropped) grid; returns residual and coefficient correction.
+
+        ``t`` holds cropped :class:`Terms` ``(..., h, w)``; ``calendar`` ``(B, T, K)``; ``base`` ``(B, H_out, C, h, w)``.
+        """
+        cfg = self.config
+        b, t_in, c, h, w = t.vn.shape  # (B, T, C, h, w)
+        n_out = cfg.horizon
+
+        # encoder inputs, all T bins at once: one (B*T, ., h, w) batch per modality
+        parts = {
+            feed: torch.cat([t.vn[:, :, ix], t.mask[:, :, ix]], dim=2).flatten(0, 1)  # (B*T, 2c_f, h, w)
+            for feed, ix in self.feed_index.items()
+        }
+        parts["calendar"] = calendar.reshape(b * t_in, N_CALENDAR, 1, 1).expand(-1, -1, h, w)  # (B*T, K, h, w)
+        parts["prior"] = torch.cat([t.prior_n[:, :t_in], t.anomaly], dim=2).flatten(0, 1)  # (B*T, 2C, h, w)
+        enc_in = self.fusion(parts).view(b, t_in, cfg.embed_dim, h, w)  # (B, T, E, h, w)
+
+        states = []
+        seq = enc_in
+        for cell in self.encoder:
+            hs = seq.new_zeros(b, cell.hidden_dim, h, w)  # (B, hid, h, w)
+            cs = torch.zeros_like(hs)
+            outs = []
+            for i in range(t_in):
+                hs, cs = cell(seq[:, i], (hs, cs))
+                outs.append(hs)
+            seq = torch.stack(outs, dim=1)  # (B, T, hid, h, w)
+            states.append((hs, cs))
+        top_h, top_c = states[-1]
+        states[-1] = (self.attention(top_h), top_c)  # global context across all cells
+
+        # forecaster: unroll over the target bins with what is known about them
+        gates = self.fusion.weights()
+        g_cal, g_prior = gates[self.fusion.names.index("calendar")], gates[self.fusion.names.index("prior")]
+        week_bin = self.bin_of_week(calendar[:, -1])  # (B,)
+        tgt_bins = week_bin[:, None] + torch.arange(1, n_out + 1, device=calendar.device)[None, :]  # (B, H_out)
+        tgt_cal = self.calendar_at(tgt_bins)  # (B, H_out, K)
+        fc_cal = self.fc_calendar(tgt_cal.reshape(b * n_out, N_CALENDAR, 1, 1)).view(b, n_out, -1, 1, 1)
+        known = torch.cat([t.base_features[:, :, :-1].flatten(1, 2), t.has_last, t.age], dim=1)  # (B, 5C, h, w)
+        fc_prior = self.fc_prior(
+            torch.cat([t.prior_n[:, t_in:], base, known[:, None].expand(-1, n_out, -1, -1, -1)], dim=2).flatten(
+                0, 1
+            )  # (B*H_out, (N_BASE + 2) C, h, w)
+        ).view(b, n_out, -1, h, w)  # (B, H_out, E, h, w)
+        fc_in = g_cal * fc_cal + g_prior * fc_prior + self.horizon_embed  # (B, H_out, E, h, w)
+
+        outs = []
+        for j in range(n_out):
+            inp = fc_in[:, j]  # (B, E, h, w)
+            for li, cell in enumerate(self.forecaster):
+                hs, cs = cell(inp, states[li])
+                states[li] = (hs, cs)
+                inp = hs
+            outs.append(inp)
+        top = torch.stack(outs, dim=1)  # (B, H_out, hid, h, w)
+        head = self.head(top.flatten(0, 1)).view(b, n_out, 2, c, h, w)  # (B, H_out, 2, C, h, w)
+        return head[:, :, 0], head[:, :, 1]  # residual, coefficient correction: (B, H_out, C, h, w) each
+
+    # -------------------------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        """Forecast the next ``H_out`` bins.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(B, T_in, F, H, W)`` float32 from ``build_inputs``.
+        prior : torch.Tensor, optional
+            ``(B, T_in + H_out, C, H, W)`` seasonal prior in raw units, replacing the module's
+            own (training passes a leave-one-out prior so a target never sees itself).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, H_out, C, H, W)`` in original units.
+        """
+        cfg = self.config
+        b, t_in, f, h, w = x.shape  # (B, T, F, H, W)
+        c = cfg.n_channels
+        if f != cfg.n_features or (h, w) != tuple(cfg.grid_shape):
+            raise ValueError(
+                f"input (B, T, F, H, W) = {tuple(x.shape)} does not fit the model: expected F={cfg.n_features} "
+                f"({c} channels {cfg.channels}) on a {cfg.grid_shape} grid"
+            )
+        terms = self.terms(x, prior)
+        base = self.base_forecast(terms)  # (B, H_out, C, H, W)
+
+        # the network sees the active box only; (r0, r1, c0, c1) crops every (..., H, W) tensor
+        r0, r1, c0, c1 = cfg.active_box or (0, h, 0, w)
+        crop = Terms(*(v[..., r0:r1, c0:c1] for v in terms))
+        residual, coef_fix = self._network(crop, x[:, :, 2 * c :, 0, 0].float(), base[..., r0:r1, c0:c1])
+        pad = (c0, w - c1, r0, h - r1)  # zero outside the box: the linear base alone
+        residual, coef_fix = F.pad(residual, pad), F.pad(coef_fix, pad)  # (B, H_out, C, H, W)
+        anomaly_last = terms.base_features[:, None, :, 0]  # (B, 1, C, H, W)
+        pred_n = base + coef_fix * anomaly_last + residual  # (B, H_out, C, H, W)
+        return pred_n * self.std.view(1, 1, c, 1, 1) + self.mean.view(1, 1, c, 1, 1)
