@@ -86,7 +86,6 @@ def run_nightly(cities: list[str] | None = None, *, as_of: str | None = None, lo
                 "dags",
                 "test",
                 f"ingest_{city}",
-                f"{last}T23:00:00+00:00",
                 "-c",
                 json.dumps({"start": first, "end": last}),
             ],
@@ -95,7 +94,7 @@ def run_nightly(cities: list[str] | None = None, *, as_of: str | None = None, lo
         times["ingest_dag"] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
         log(f"[{city}] nightly_{city}: as_of {day}")
-        _airflow(["dags", "test", f"nightly_{city}", f"{day}T23:30:00+00:00", "-c", json.dumps({"as_of": day})], env)
+        _airflow(["dags", "test", f"nightly_{city}", "-c", json.dumps({"as_of": day})], env)
         times["nightly_dag"] = round(time.perf_counter() - t, 1)
         summary["cities"][city] = {"as_of": day, "timings_s": times}
     summary["timings_s"]["total"] = round(time.perf_counter() - t0, 1)
@@ -129,9 +128,8 @@ def report(summary: dict[str, Any]) -> str:
                 f"   trained   {name} v{latest.version} (run {latest.run_id}) rmse_mean={m.get('model.rmse_mean', float('nan')):.3f}"
             )
             lines.append("   baselines " + ", ".join(f"{k}={v:.3f}" for k, v in sorted(base.items())))
-            lines.append(
-                f"   decision  {latest.tags.get('promotion_decision', '?')}: {latest.description or ''}".rstrip()
-            )
+            verdict = "promoted to champion" if latest.tags.get("promoted") == "true" else "stays challenger"
+            lines.append(f"   decision  {verdict}: {latest.tags.get('promotion_decision', '')}".rstrip())
         lines.append(f"   champion  {f'v{champ.version}' if champ else 'none'}")
     db = duckdb_path()
     if db.exists():
