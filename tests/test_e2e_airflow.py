@@ -56,7 +56,7 @@ def test_nightly_los_angeles_through_airflow(traffic_home):
     con = duckdb.connect(str(duckdb_path()), read_only=True)
     try:
         runs = con.execute("SELECT city, model_version, issued_at FROM forecast_runs").fetchall()
-        assert [(r[0], r[1]) for r in runs] == [("los_angeles", champ.version)]
+        assert [(r[0], str(r[1])) for r in runs] == [("los_angeles", str(champ.version))]
         n_h, min_t = con.execute(
             "SELECT count(DISTINCT horizon), min(target_time) FROM latest_forecast WHERE city = 'los_angeles'"
         ).fetchone()
