@@ -205,6 +205,12 @@ def train(
         progress=progress,
     )
     logged = log_training(c, result, data_window=win, code_version=code_version())
+    worker = os.environ.get("TRAFFIC_WORKER_NAME", socket.gethostname())
+    import mlflow
+
+    from traffic.config import mlflow_uri
+
+    mlflow.MlflowClient(tracking_uri=mlflow_uri()).set_tag(logged["run_id"], "worker", worker)
     best_name, best = result.best_baseline()
     return {
         "city": c.name,
@@ -215,7 +221,7 @@ def train(
         "best_baseline_rmse_mean": best.rmse_mean,
         "train_seconds": result.train_seconds,
         "device": result.device,
-        "worker": os.environ.get("TRAFFIC_WORKER_NAME", socket.gethostname()),
+        "worker": worker,
         "stopped_reason": result.stopped_reason,
         "holdout_digest": result.holdout.digest,
     }
