@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from traffic.config import CityConfig, load_city
+
 
 @pytest.fixture(autouse=True)
 def traffic_home(tmp_path, monkeypatch):
@@ -14,3 +16,15 @@ def traffic_home(tmp_path, monkeypatch):
     for var in ("TRAFFIC_LAKE", "TRAFFIC_DUCKDB", "MLFLOW_TRACKING_URI", "TRAFFIC_MLFLOW_ARTIFACTS"):
         monkeypatch.delenv(var, raising=False)
     return home
+
+
+@pytest.fixture(scope="session")
+def berlin() -> CityConfig:
+    """The shipped Berlin config (Telraam camera counts)."""
+    return load_city("berlin")
+
+
+@pytest.fixture(scope="session")
+def los_angeles() -> CityConfig:
+    """The shipped Los Angeles config (METR-LA loop detectors)."""
+    return load_city("los_angeles")

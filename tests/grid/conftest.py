@@ -10,7 +10,7 @@ import pytest
 import shapely
 
 from traffic import lake
-from traffic.config import CityConfig, load_city, parse_city
+from traffic.config import CityConfig, parse_city
 from traffic.landing.contract import OBSERVATION_SCHEMAS, REGISTRY_SCHEMA
 
 
@@ -46,16 +46,6 @@ def tiny_city() -> CityConfig:
         },
         source="tests/grid/tiny",
     )
-
-
-@pytest.fixture(scope="session")
-def berlin() -> CityConfig:
-    return load_city("berlin")
-
-
-@pytest.fixture(scope="session")
-def los_angeles() -> CityConfig:
-    return load_city("los_angeles")
 
 
 @pytest.fixture

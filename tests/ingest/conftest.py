@@ -5,19 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from traffic.config import CityConfig, load_city
-
 
 @pytest.fixture
 def points_registry() -> pd.DataFrame:
     return pd.DataFrame({"source_id": ["a", "b"], "lon": [13.40, 13.41], "lat": [52.50, 52.51], "road": ["x", "y"]})
-
-
-@pytest.fixture(scope="session")
-def berlin() -> CityConfig:
-    return load_city("berlin")
-
-
-@pytest.fixture(scope="session")
-def los_angeles() -> CityConfig:
-    return load_city("los_angeles")
