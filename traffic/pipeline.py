@@ -11,8 +11,6 @@ partitions.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import logging
 import os
 import socket
 import subprocess
@@ -22,10 +20,8 @@ from typing import Any
 import pandas as pd
 from upath import UPath
 
-from traffic.config import PROJECT_ROOT, CityConfig, duckdb_path, home, load_city
+from traffic.config import PROJECT_ROOT, CityConfig, duckdb_path, home, load_city, mlflow_uri
 from traffic.lake import list_dates, partition, read_json, write_json
-
-log = logging.getLogger(__name__)
 
 
 class QualityError(RuntimeError):
@@ -187,6 +183,8 @@ def train(
     city: str | CityConfig, as_of: str, *, progress: bool = False, budget_s: float | None = None
 ) -> dict[str, Any]:
     """Train a challenger on the window of ``as_of``, log and register it in MLflow."""
+    import mlflow
+
     from traffic.forecast.train import train_forecaster
     from traffic.registry import log_training
 
@@ -206,10 +204,6 @@ def train(
     )
     logged = log_training(c, result, data_window=win, code_version=code_version())
     worker = os.environ.get("TRAFFIC_WORKER_NAME", socket.gethostname())
-    import mlflow
-
-    from traffic.config import mlflow_uri
-
     mlflow.MlflowClient(tracking_uri=mlflow_uri()).set_tag(logged["run_id"], "worker", worker)
     best_name, best = result.best_baseline()
     return {
@@ -402,7 +396,3 @@ def run_city(city: str, *, as_of: str | None = None, progress: bool = False) -> 
     out["timings_s"] = timings
     write_json(out, UPath(home() / "runs" / f"{c.name}_{as_of}.json"))
     return out
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=str)
