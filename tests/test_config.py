@@ -39,6 +39,10 @@ def test_shipped_cities_load():
         (lambda d: d["feeds"][0].update(channels=["car", "speed_mph"]), "allowed:"),
         (lambda d: d.update(feeds=[]), "at least one"),
         (lambda d: d.update(feeds=d["feeds"] * 2), "unique"),
+        (lambda d: d["calendar"].update(holidays_country="XX"), "holiday country 'XX' is not known"),
+        (lambda d: d["calendar"].update(holidays_subdiv="ZZ"), "subdivision 'ZZ' is not known for 'DE'"),
+        (lambda d: d["calendar"].update(extra_holidays=["24.12.2024"]), "not a date YYYY-MM-DD"),
+        (lambda d: d["calendar"].update(holiday_country="DE"), r"\[calendar\] keys \['holiday_country'\] unknown"),
     ],
 )
 def test_bad_city_config_is_named(mutate, message):

@@ -72,7 +72,7 @@ def test_forward_shapes(hw, channels, horizon, box):
     g = _grid(20, channels, hw)
     m = _model(channels, hw, horizon=horizon, active_box=box)
     x = torch.from_numpy(build_inputs(g, np.array([5, 9, 19]), 4, horizon))
-    assert x.shape == (3, 4, 2 * len(channels) + 5, *hw)
+    assert x.shape == (3, 4, 2 * len(channels) + 7, *hw)
     y = m(x)
     assert y.shape == (3, horizon, len(channels), *hw)
     assert torch.isfinite(y).all()
@@ -105,7 +105,7 @@ def test_untrained_model_is_damped_anomaly_persistence(box):
     m = _model(("loop.speed_kmh",), hw, horizon=2, context=3, active_box=box)
     profile = np.arange(24, dtype=np.float32)[:, None, None, None] * np.ones((1, 1, *hw), dtype=np.float32)
     m.set_statistics(np.array([10.0]), np.array([2.0]), profile)
-    m.set_base(np.array([[[1.0, 0.5, 0.0, 0.0, 0.0]], [[1.0, 0.25, 0.0, 0.0, 0.0]]]))
+    m.set_base(np.array([[[1.0, 0.0, 0.5, 0.0, 0.0, 0.0]], [[1.0, 0.0, 0.25, 0.0, 0.0, 0.0]]]))
     times = pd.date_range("2024-03-04 05:00", periods=3, freq="1h", tz="UTC")  # hours 5, 6, 7
     vals = np.full((3, 1, *hw), np.nan, dtype=np.float32)
     mask = np.zeros(vals.shape, dtype=bool)
@@ -128,11 +128,11 @@ def test_bin_of_week_decodes_calendar_features(freq):
     cal = torch.from_numpy(calendar_features(times))
     got = m.bin_of_week(cal).numpy()
     np.testing.assert_array_equal(got, time_positions(times, minutes, cfg.profile_period))
-    np.testing.assert_allclose(m.calendar_at(torch.from_numpy(got)).numpy(), cal.numpy(), atol=1e-5)
+    np.testing.assert_allclose(m.calendar_at(torch.from_numpy(got)).numpy(), cal[:, :5].numpy(), atol=1e-5)
 
 
 def test_linear_base_features():
-    """prior, last anomaly, mean anomaly, last value and a constant, in normalised units."""
+    """prior, level-scaled prior, last anomaly, mean anomaly, last value and a constant, in normalised units."""
     hw = (1, 2)
     m = _model(("loop.speed_kmh",), hw, horizon=1, context=3)
     m.set_statistics(np.array([0.0]), np.array([1.0]), np.full((24, 1, *hw), 10.0, dtype=np.float32))
@@ -142,13 +142,14 @@ def test_linear_base_features():
     g = GridTensor(vals, mask, mask.astype(np.int32), times, ("loop.speed_kmh",), np.zeros(hw, dtype=np.int32))
     x = torch.from_numpy(build_inputs(g, np.array([2]), 3, 1))
     for coef, expected in [
-        ([1, 0, 0, 0, 0], [10, 10]),  # the prior
-        ([1, 1, 0, 0, 0], [16, 10]),  # + last anomaly (+6); nothing observed in cell 1
-        ([1, 0, 1, 0, 0], [14, 10]),  # + mean anomaly (2 + 6) / 2
-        ([0, 0, 0, 1, 0], [16, 0]),  # the last value (0 when none)
-        ([0, 0, 0, 0, 3], [3, 3]),  # a constant
+        ([1, 0, 0, 0, 0, 0], [10, 10]),  # the prior
+        ([0, 1, 0, 0, 0, 0], [4, 0]),  # level (12 + 16) / (10 + 10) - 1 = 0.4 times the prior; none in cell 1
+        ([1, 0, 1, 0, 0, 0], [16, 10]),  # + last anomaly (+6); nothing observed in cell 1
+        ([1, 0, 0, 1, 0, 0], [14, 10]),  # + mean anomaly (2 + 6) / 2
+        ([0, 0, 0, 0, 1, 0], [16, 0]),  # the last value (0 when none)
+        ([0, 0, 0, 0, 0, 3], [3, 3]),  # a constant
     ]:
-        m.set_base(np.array(coef, dtype=np.float32).reshape(1, 1, 5))
+        m.set_base(np.array(coef, dtype=np.float32).reshape(1, 1, 6))
         with torch.no_grad():
             np.testing.assert_allclose(m(x)[0, 0, 0, 0].numpy(), expected, atol=1e-5)
 
@@ -238,7 +239,7 @@ def test_module_round_trips_through_torch_save():
     """The registry stores the whole module: statistics and config come back with it."""
     channels = ("loop.speed_kmh",)
     m = _model(channels, (3, 4), active_box=(0, 2, 1, 4))
-    m.set_base(np.random.default_rng(0).normal(size=(3, 1, 5)))
+    m.set_base(np.random.default_rng(0).normal(size=(3, 1, 6)))
     buf = io.BytesIO()
     torch.save(m, buf)
     buf.seek(0)
@@ -247,3 +248,60 @@ def test_module_round_trips_through_torch_save():
     with torch.no_grad():
         torch.testing.assert_close(m(x), m2(x))
     assert m2.config == m.config
+
+
+def test_holiday_reads_sundays_prior():
+    """With a weekly profile, context and target bins on a holiday take Sunday's profile at the same hour."""
+    hw = (1, 1)
+    cfg = ForecasterConfig(grid_shape=hw, context_steps=3, horizon=2, bin_minutes=60, profile_period=168)
+    m = Forecaster(cfg)
+    m.set_statistics(np.array([0.0]), np.array([1.0]), np.arange(168, dtype=np.float32).reshape(168, 1, 1, 1))
+    times = pd.date_range("2024-12-24 21:00", periods=6, freq="1h", tz="UTC")  # Tuesday 21:00 .. Wednesday 02:00
+    vals = np.ones((6, 1, *hw), dtype=np.float32)
+    mask = np.ones(vals.shape, dtype=bool)
+    g = GridTensor(
+        vals, mask, mask.astype(np.int32), times, ("loop.speed_kmh",), np.zeros(hw, np.int32),
+        timezone="UTC", holidays=("2024-12-25",),
+    )  # fmt: skip
+    prior = m.prior_for(torch.from_numpy(build_inputs(g, np.array([3]), 3, 2)))[0, :, 0, 0, 0].numpy()
+    # context 22:00, 23:00 (Tuesday = day 1), 00:00 Wednesday (holiday); targets 01:00, 02:00 (holiday)
+    np.testing.assert_array_equal(prior, [24 + 22, 24 + 23, 6 * 24 + 0, 6 * 24 + 1, 6 * 24 + 2])
+    np.testing.assert_array_equal(prior, time_positions(g.times, 60, 168, g.holiday)[1:6])
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"cell": "convgru"},
+        {"decoder": "autoregressive"},
+        {"peephole": True},
+        {"attention": False},
+        {"cell": "convgru", "decoder": "autoregressive", "hidden_dims": (4, 4)},
+        {"patch": 2},  # 5 x 6 grid: packed to 3 x 3 positions with zero padding
+        {"patch": 3, "decoder": "autoregressive"},
+    ],
+)
+def test_variants_share_the_interface(variant):
+    """ConvGRU, the autoregressive decoder, peepholes and the plain path: same shapes, untrained = the base."""
+    hw, channels = (5, 6), ("loop.speed_kmh", "cam.car")
+    g = _grid(20, channels, hw)
+    x = torch.from_numpy(build_inputs(g, np.array([5, 19]), 4, 3))
+    plain = _model(channels, hw, horizon=3)
+    m = _model(channels, hw, horizon=3, **variant)
+    with torch.no_grad():
+        y = m(x)
+        assert y.shape == (2, 3, 2, *hw)
+        np.testing.assert_allclose(y.numpy(), plain(x).numpy(), rtol=1e-5, atol=1e-4)  # zero head: the base
+    assert (m.attention is None) == (variant.get("attention") is False)
+    loss = masked_mse(m.normalise(m(x)), m.normalise(torch.zeros_like(y)), torch.ones_like(y, dtype=torch.bool))
+    loss.backward()
+    assert m.head.weight.grad is not None and m.head.weight.grad.abs().sum() > 0
+
+
+def test_variant_config_is_validated():
+    with pytest.raises(ValueError, match="cell"):
+        ForecasterConfig(cell="transformer")
+    with pytest.raises(ValueError, match="decoder"):
+        ForecasterConfig(decoder="beam")
+    with pytest.raises(ValueError, match="peepholes"):
+        Forecaster(ForecasterConfig(cell="convgru", peephole=True))

@@ -21,6 +21,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 
+from traffic.calendar import HolidayCalendar
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 FEED_KINDS = ("sensor", "camera")
@@ -127,6 +129,7 @@ class CityConfig:
     feeds: tuple[FeedConfig, ...]
     forecast: ForecastConfig
     source: str = ""
+    calendar: HolidayCalendar = field(default_factory=HolidayCalendar)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -226,6 +229,21 @@ def parse_city(data: dict[str, Any], source: str = "<dict>") -> CityConfig:
     if len({f.name for f in feeds}) != len(feeds):
         raise ConfigError(f"{source}: feed names must be unique")
     fc = ForecastConfig(**data.get("forecast", {}))
+    cal = dict(data.get("calendar", {}))
+    unknown = set(cal) - {"holidays_country", "holidays_subdiv", "extra_holidays"}
+    if unknown:
+        raise ConfigError(
+            f"{source}: [calendar] keys {sorted(unknown)} unknown; allowed: holidays_country, holidays_subdiv, "
+            "extra_holidays"
+        )
+    try:
+        calendar = HolidayCalendar(
+            country=cal.get("holidays_country"),
+            subdiv=cal.get("holidays_subdiv"),
+            extra=tuple(str(d) for d in cal.get("extra_holidays", ())),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{source}: [calendar] {exc}") from exc
     return CityConfig(
         name=name,
         timezone=tzname,
@@ -236,6 +254,7 @@ def parse_city(data: dict[str, Any], source: str = "<dict>") -> CityConfig:
         feeds=tuple(feeds),
         forecast=fc,
         source=source,
+        calendar=calendar,
     )
 
 

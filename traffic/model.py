@@ -4,27 +4,40 @@ One module, read top to bottom:
 
 1. **Inputs** ``x`` ``(B, T_in, F, H, W)``, ``F = 2C + K``, built by
    ``traffic.forecast.features.build_inputs``: raw values (0 where missing), the observation
-   masks and K calendar features broadcast over cells. Nothing else is needed at inference.
+   masks and K calendar features broadcast over cells (time of day/week, weekend, and the
+   public-holiday flags of the bin and of the bin ``H_out`` later, from which the module reads
+   its target bins' flags). Nothing else is needed at inference.
 2. **Normalisation and seasonal prior** live inside the module as buffers fitted on the
    training window: per-channel mean/std (masked), and a per-cell seasonal profile
    ``(P, C, H, W)`` (time-of-week or time-of-day mean, see ``traffic.forecast.baselines``).
    The bin of the week of every context and target bin is decoded from the calendar
-   features of the last context bin, so the module needs no side input.
+   features of the last context bin, so the module needs no side input. With a weekly
+   profile a public holiday reads the Sunday at the same time of day.
 3. **Modality fusion.** Input channels are grouped by feed (channel names ``<feed>.<channel>``),
    plus ``"calendar"`` and ``"prior"`` (the seasonal prior and the anomaly of each
    observation against it). Each group has its own 1x1 embedding and enters through a
    learned scalar gate ``sigmoid(g_m)``; :meth:`Forecaster.modality_weights` returns them.
-4. **Encoder**: stacked ConvLSTM cells read the context. **Attention**: one linear-attention
-   block mixes the top encoder state across all cells. **Forecaster**: a second ConvLSTM stack
-   starts from the encoder states and unrolls over the ``H_out`` target bins, fed only
-   with what is known about them (calendar, seasonal prior, the linear base below and its
-   features). Predictions are never fed back (a direct multi-horizon strategy): one shared
-   1x1 head reads each step. The network runs on the grid's active box only (the cells
-   observed in training plus a margin), which saves the convolutions over empty outskirts.
+4. **Encoder**: stacked recurrent cells (ConvLSTM, or ConvGRU with ``cell="convgru"``) read
+   the context. **Attention**: one linear-attention block mixes the top encoder state across
+   all cells. **Forecaster**: a second stack starts from the encoder states and unrolls over
+   the ``H_out`` target bins, fed with what is known about them (calendar, seasonal prior,
+   the linear base below and its features). ``decoder="direct"`` (the default) never feeds a
+   prediction back: every step is conditioned on known inputs only, so errors do not compound;
+   ``decoder="autoregressive"`` also feeds each step its previous step's prediction (the
+   last observation for the first). ``bench/bench_model_accuracy.py`` compares the two and the
+   cells on both cities. One shared 1x1 head reads each step. The network runs on the grid's
+   active box only (the cells observed in training plus a margin), which saves the
+   convolutions over empty outskirts.
 5. **Output**, per target bin ``j``, channel and cell, in normalised units::
 
-       base_j = b0 * prior_j + b1 * anomaly_last + b2 * anomaly_mean + b3 * value_last + b4
+       base_j = b0 * prior_j + b1 * level * prior_j + b2 * anomaly_last + b3 * anomaly_mean
+                + b4 * value_last + b5
        pred_j = base_j + delta_j * anomaly_last + residual_j
+
+   ``level * prior_j`` is the multiplicative term: ``level = r - 1`` with ``r`` the ratio of
+   the observed sum to the prior's sum over the context (per cell and channel, clipped to
+   ``[0, 3]``; 0 where the prior's sum is not positive): a day running at 60 % of its usual
+   volume keeps running at 60 %, which an additive anomaly cannot express.
 
    ``base`` is a linear blend of :data:`BASE_FEATURES` with coefficients per horizon and
    channel (a buffer). Training fits it by least squares on the training samples, choosing
@@ -55,13 +68,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-N_CALENDAR = 5  # tod_sin, tod_cos, tow_sin, tow_cos, weekend (traffic.forecast.features.CALENDAR_FEATURES)
+N_CALENDAR = 7  # tod_sin, tod_cos, tow_sin, tow_cos, weekend, holiday, holiday_ahead (features.CALENDAR_FEATURES)
+N_PERIODIC = 5  # the first five: a function of the bin of the week alone
+HOLIDAY, HOLIDAY_AHEAD = 5, 6  # indices of the holiday flags among the calendar features
 MINUTES_PER_DAY = 1440
 MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
 #: Features of the linear base, per target bin, cell and channel (normalised units): the seasonal
-#: prior of the target bin, the last observed anomaly, the mean anomaly over the context, the last
-#: observed value itself, and a constant.
-BASE_FEATURES = ("prior", "anomaly_last", "anomaly_mean", "value_last", "one")
+#: prior of the target bin, the prior scaled by the context's level, the last observed anomaly,
+#: the mean anomaly over the context, the last observed value itself, and a constant.
+BASE_FEATURES = ("prior", "prior_level", "anomaly_last", "anomaly_mean", "value_last", "one")
+#: The first two depend on the target bin; the rest are per sample.
+N_TARGET_BASE = 2
+#: Bounds of the context's level ratio ``r`` (observed / prior).
+LEVEL_RATIO_MAX = 3.0
+CELLS = ("convlstm", "convgru")
+DECODERS = ("direct", "autoregressive")
 N_BASE = len(BASE_FEATURES)
 #: Modalities after the feeds: calendar features, and the seasonal prior with each observation's anomaly.
 EXTRA_MODALITIES = ("calendar", "prior")
@@ -87,11 +108,29 @@ class ForecasterConfig:
     # --- the network (defaults sized for 2 CPU cores and ~1 minute of training) ---
     # width of every modality embedding and of the fused encoder/forecaster input
     embed_dim: int = 8
-    # hidden channels of each stacked ConvLSTM layer (encoder; the forecaster mirrors it); 8 keeps
+    # hidden channels of each stacked recurrent layer (encoder; the forecaster mirrors it); 8 keeps
     # one training step of 16 samples on a ~30x35 box near 0.3-0.5 s on 2 CPU cores
     hidden_dims: tuple[int, ...] = (8,)
     # spatial kernel of the gate convolution: 3 = a cell sees its 8 neighbours per step
     kernel_size: int = 3
+    # recurrent cell: "convlstm" (Shi et al., 2015) or "convgru" (Ballas et al., 2016; 3 gates, no
+    # cell memory: ~25 % fewer gate channels)
+    cell: str = "convlstm"
+    # ConvLSTM peepholes (the gates also read the cell memory); off = the common modern variant
+    peephole: bool = False
+    # "direct": every target step from known inputs only; "autoregressive": also the previous prediction
+    decoder: str = "direct"
+    # the linear-attention block after the encoder (False = the plain encoder-forecaster)
+    attention: bool = True
+    # width of the per-cell MLP head that reads each step's hidden state together with the cell's own
+    # context anomalies and target-bin features (a skip path: local non-linear effects need not pass
+    # through the recurrent bottleneck); 0 = a linear 1x1 head on the hidden state alone
+    head_hidden: int = 32
+    # space-to-depth packing of the recurrent stacks: p x p cells share one position of the encoder and
+    # forecaster (their inputs stacked into channels, as OpenSTL's ConvLSTM patch_size), so the 3x3 gate
+    # convolutions, which dominate the cost, run on p^2 times fewer positions; a 1x1 convolution unpacks
+    # each step's hidden state back to every cell before the per-cell head. 1 = no packing.
+    patch: int = 1
     # linear-attention heads and the width of each (cost per cell ~ heads * head_dim^2)
     attn_heads: int = 2
     attn_head_dim: int = 8
@@ -115,6 +154,12 @@ class ForecasterConfig:
                     f"active_box {self.active_box} must be (row0, row1, col0, col1) inside {self.grid_shape}"
                 )
             self.active_box = (r0, r1, c0, c1)
+        if self.cell not in CELLS:
+            raise ValueError(f"cell {self.cell!r} not in {CELLS}")
+        if self.patch < 1:
+            raise ValueError(f"patch {self.patch} must be >= 1")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder {self.decoder!r} not in {DECODERS}")
         bad = [c for c in self.channels if "." not in c]
         if bad:
             raise ValueError(f"channels {bad} must be named '<feed>.<channel>'")
@@ -150,20 +195,28 @@ class ForecasterConfig:
         return asdict(self)
 
 
+State = tuple[torch.Tensor, ...]
+
+
 class ConvLSTMCell(nn.Module):
-    """ConvLSTM cell (Shi et al., 2015, without peepholes): all four gates from ONE convolution.
+    """ConvLSTM cell (Shi et al., 2015): all four gates from ONE convolution over ``[x_t, h_{t-1}]``.
 
-    With ``*`` a 2-D convolution over ``[x_t, h_{t-1}]`` and ``o`` the element-wise product::
+    With ``*`` a 2-D convolution, ``o`` the element-wise product and ``p_*`` the optional
+    peephole weights (one per hidden channel, so the cell fits any grid size)::
 
-        i_t = sigmoid(W_i * [x_t, h_{t-1}] + b_i)        input gate
-        f_t = sigmoid(W_f * [x_t, h_{t-1}] + b_f)        forget gate
-        o_t = sigmoid(W_o * [x_t, h_{t-1}] + b_o)        output gate
-        g_t = tanh   (W_g * [x_t, h_{t-1}] + b_g)        candidate cell
+        i_t = sigmoid(W_i * [x_t, h_{t-1}] + p_i o c_{t-1} + b_i)     input gate
+        f_t = sigmoid(W_f * [x_t, h_{t-1}] + p_f o c_{t-1} + b_f)     forget gate
+        g_t = tanh   (W_g * [x_t, h_{t-1}] + b_g)                     candidate cell
         c_t = f_t o c_{t-1} + i_t o g_t
+        o_t = sigmoid(W_o * [x_t, h_{t-1}] + p_o o c_t + b_o)         output gate
         h_t = o_t o tanh(c_t)
+
+    State ``(h, c)``; :meth:`forward` returns ``(h_t, (h_t, c_t))``.
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, kernel_size: int, forget_bias: float) -> None:
+    def __init__(
+        self, in_dim: int, hidden_dim: int, kernel_size: int, forget_bias: float, peephole: bool = False
+    ) -> None:
         super().__init__()
         self.hidden_dim = hidden_dim
         self.conv = nn.Conv2d(in_dim + hidden_dim, 4 * hidden_dim, kernel_size, padding=kernel_size // 2)
@@ -172,14 +225,68 @@ class ConvLSTMCell(nn.Module):
         with torch.no_grad():
             bias.zero_()
             bias[hidden_dim : 2 * hidden_dim].fill_(forget_bias)
+        self.peephole = nn.Parameter(torch.zeros(3, hidden_dim, 1, 1)) if peephole else None  # (3, hid, 1, 1)
 
-    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def init_state(self, ref: torch.Tensor, h: int, w: int) -> State:
+        z = ref.new_zeros(ref.shape[0], self.hidden_dim, h, w)  # (B, hid, H, W)
+        return z, torch.zeros_like(z)
+
+    def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         h, c = state  # (B, hid, H, W) each
         gates = self.conv(torch.cat([x, h], dim=1))  # (B, 4*hid, H, W)
         i, f, o, g = gates.chunk(4, dim=1)  # 4 x (B, hid, H, W)
+        if self.peephole is not None:
+            i, f = i + self.peephole[0] * c, f + self.peephole[1] * c
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        if self.peephole is not None:
+            o = o + self.peephole[2] * c
         h = torch.sigmoid(o) * torch.tanh(c)
-        return h, c
+        return h, (h, c)
+
+
+class ConvGRUCell(nn.Module):
+    """ConvGRU cell (Ballas et al., 2016): update and reset gates from ONE convolution.
+
+    ::
+
+        z_t = sigmoid(W_z * [x_t, h_{t-1}] + b_z)            update gate
+        r_t = sigmoid(W_r * [x_t, h_{t-1}] + b_r)            reset gate
+        n_t = tanh   (W_n * [x_t, r_t o h_{t-1}] + b_n)      candidate
+        h_t = (1 - z_t) o h_{t-1} + z_t o n_t
+
+    Three gate maps instead of four and no cell memory. ``forget_bias`` is applied as a
+    negative bias of ``z`` (keep the old state at the start), the GRU analogue of the LSTM's.
+    State ``(h,)``; :meth:`forward` returns ``(h_t, (h_t,))``.
+    """
+
+    def __init__(
+        self, in_dim: int, hidden_dim: int, kernel_size: int, forget_bias: float, peephole: bool = False
+    ) -> None:
+        super().__init__()
+        if peephole:
+            raise ValueError("peepholes exist for ConvLSTM cells only (cell='convlstm')")
+        self.hidden_dim = hidden_dim
+        pad = kernel_size // 2
+        self.gates = nn.Conv2d(in_dim + hidden_dim, 2 * hidden_dim, kernel_size, padding=pad)
+        self.cand = nn.Conv2d(in_dim + hidden_dim, hidden_dim, kernel_size, padding=pad)
+        bias = self.gates.bias
+        assert bias is not None
+        with torch.no_grad():
+            bias.zero_()
+            bias[:hidden_dim].fill_(-forget_bias)
+
+    def init_state(self, ref: torch.Tensor, h: int, w: int) -> State:
+        return (ref.new_zeros(ref.shape[0], self.hidden_dim, h, w),)  # (B, hid, H, W)
+
+    def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        (h,) = state  # (B, hid, H, W)
+        z, r = torch.sigmoid(self.gates(torch.cat([x, h], dim=1))).chunk(2, dim=1)  # 2 x (B, hid, H, W)
+        n = torch.tanh(self.cand(torch.cat([x, r * h], dim=1)))  # (B, hid, H, W)
+        h = (1 - z) * h + z * n
+        return h, (h,)
+
+
+CELL_TYPES: dict[str, type[nn.Module]] = {"convlstm": ConvLSTMCell, "convgru": ConvGRUCell}
 
 
 class LinearAttention(nn.Module):
@@ -242,13 +349,15 @@ class Terms(NamedTuple):
     mask: torch.Tensor  # (B, T, C, H, W) 1.0 observed
     prior_n: torch.Tensor  # (B, T + H_out, C, H, W) seasonal prior of the context and target bins
     anomaly: torch.Tensor  # (B, T, C, H, W) observation minus prior, 0 where missing
-    base_features: torch.Tensor  # (B, C, N_BASE - 1, H, W) per-sample features of the linear base (all but prior)
+    base_features: torch.Tensor  # (B, C, N_BASE - N_TARGET_BASE, H, W) per-sample base features
     has_last: torch.Tensor  # (B, C, H, W) 1.0 if anything was observed in the context
     age: torch.Tensor  # (B, C, H, W) bins since the last observation over T (1 when none)
+    level: torch.Tensor  # (B, C, H, W) observed / prior over the context, minus 1 (0 when unknown)
+    prior_level: torch.Tensor  # (B, H_out, C, H, W) level * prior of the target bins in raw units / std
 
 
 class Forecaster(nn.Module):
-    """ConvLSTM encoder-forecaster with linear attention; raw inputs in, raw-unit forecasts out.
+    """Recurrent encoder-forecaster with linear attention; raw inputs in, raw-unit forecasts out.
 
     Parameters
     ----------
@@ -270,27 +379,41 @@ class Forecaster(nn.Module):
         self.register_buffer("std", torch.ones(c))  # (C,)
         self.register_buffer("profile", torch.zeros(cfg.profile_period, c, h, w))  # (P, C, H, W) raw units
         base = torch.zeros(cfg.horizon, c, N_BASE)  # (H_out, C, N_BASE): damped anomaly persistence to start
-        base[:, :, 0], base[:, :, 1] = 1.0, cfg.init_anomaly_share
+        base[:, :, 0] = 1.0
+        base[:, :, BASE_FEATURES.index("anomaly_last")] = cfg.init_anomaly_share
         self.register_buffer("base_coef", base)
         self.feed_index = {f: [i for i, ch in enumerate(cfg.channels) if ch.split(".", 1)[0] == f] for f in cfg.feeds}
         # encoder input: per feed [values, masks]; calendar; prior = [prior, anomaly]
-        enc_dims = {f: 2 * len(ix) for f, ix in self.feed_index.items()}
-        enc_dims.update(calendar=N_CALENDAR, prior=2 * c)
+        p2 = cfg.patch**2  # cells per packed position: spatially varying inputs have p^2 times the channels
+        enc_dims = {f: 2 * len(ix) * p2 for f, ix in self.feed_index.items()}
+        enc_dims.update(calendar=N_CALENDAR, prior=2 * c * p2)
         self.fusion = ModalityFusion(enc_dims, e)
-        # forecaster input: calendar of the target bin; prior = [prior, base forecast, base features, has, age]
-        self.fc_calendar = nn.Conv2d(N_CALENDAR, e, 1)
-        self.fc_prior = nn.Conv2d((N_BASE + 2) * c, e, 1)  # prior, base, 3 base features, has, age
+        # forecaster input: calendar of the target bin (periodic + holiday flag);
+        # prior = [prior, base forecast, prior_level, 3 per-sample base features, has, age]
+        self.fc_calendar = nn.Conv2d(N_PERIODIC + 1, e, 1)
+        self.fc_prior = nn.Conv2d((N_BASE + 2) * c * p2, e, 1)
         self.horizon_embed = nn.Parameter(torch.zeros(cfg.horizon, e, 1, 1))  # (H_out, E, 1, 1)
+        # autoregressive decoder: each step also reads the previous step's prediction (normalised)
+        self.ar_embed = nn.Conv2d(c * p2, e, 1) if cfg.decoder == "autoregressive" else None
         dims = cfg.hidden_dims
+        cell_type = CELL_TYPES[cfg.cell]
         self.encoder = nn.ModuleList(
-            ConvLSTMCell(e if i == 0 else dims[i - 1], d, k, cfg.forget_bias) for i, d in enumerate(dims)
+            cell_type(e if i == 0 else dims[i - 1], d, k, cfg.forget_bias, cfg.peephole) for i, d in enumerate(dims)
         )
-        self.attention = LinearAttention(dims[-1], cfg.attn_heads, cfg.attn_head_dim)
+        self.attention = LinearAttention(dims[-1], cfg.attn_heads, cfg.attn_head_dim) if cfg.attention else None
         self.forecaster = nn.ModuleList(
-            ConvLSTMCell(e if i == 0 else dims[i - 1], d, k, cfg.forget_bias) for i, d in enumerate(dims)
+            cell_type(e if i == 0 else dims[i - 1], d, k, cfg.forget_bias, cfg.peephole) for i, d in enumerate(dims)
         )
-        # head: per step, a residual (C) and a per-cell correction of the last anomaly's coefficient (C)
-        self.head = nn.Conv2d(dims[-1], 2 * c, 1)
+        # head: per step, a residual (C) and a per-cell correction of the last anomaly's coefficient (C),
+        # from the hidden state and the cell's skip features (context anomalies and masks 2 T C, target
+        # prior, base and prior_level 3C, has/age 2C, target calendar N_PERIODIC + 1)
+        n_skip = 2 * cfg.context_steps * c + 5 * c + N_PERIODIC + 1
+        # packed stacks: each position's hidden state -> p^2 cells' hidden states
+        self.unpack = nn.Conv2d(dims[-1], dims[-1] * p2, 1) if cfg.patch > 1 else None
+        self.head_mlp = (
+            nn.Sequential(nn.Conv2d(dims[-1] + n_skip, cfg.head_hidden, 1), nn.GELU()) if cfg.head_hidden > 0 else None
+        )
+        self.head = nn.Conv2d(cfg.head_hidden or dims[-1], 2 * c, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)  # type: ignore[arg-type]
 
@@ -323,21 +446,38 @@ class Forecaster(nn.Module):
         return torch.round(torch.remainder(phase, 1.0) * per_week).long() % per_week
 
     def calendar_at(self, week_bin: torch.Tensor) -> torch.Tensor:
-        """Calendar features ``(..., K)`` of bins of the week (the inverse of :meth:`bin_of_week`)."""
+        """Periodic calendar features ``(..., N_PERIODIC)`` of bins of the week (inverse of :meth:`bin_of_week`)."""
         minutes = (week_bin * self.config.bin_minutes).double()
         tod = 2 * math.pi * torch.remainder(minutes, MINUTES_PER_DAY) / MINUTES_PER_DAY
         tow = 2 * math.pi * minutes / MINUTES_PER_WEEK
         weekend = (minutes >= 5 * MINUTES_PER_DAY).double()
         return torch.stack([tod.sin(), tod.cos(), tow.sin(), tow.cos(), weekend], dim=-1).float()
 
+    def target_holidays(self, calendar: torch.Tensor) -> torch.Tensor:
+        """Holiday flags ``(B, H_out)`` of the target bins, read from the context's calendar ``(B, T_in, K)``.
+
+        Target ``j`` (1-based) is ``holiday_ahead`` of context bin ``T_in - 1 - H_out + j``; targets
+        further ahead than the context reaches take the last context bin's own flag.
+        """
+        t_in, n_out = calendar.shape[1], self.config.horizon
+        idx = torch.arange(t_in - n_out, t_in, device=calendar.device)  # (H_out,)
+        ahead = calendar[:, idx.clamp_min(0), HOLIDAY_AHEAD]  # (B, H_out)
+        own = calendar[:, -1:, HOLIDAY].expand_as(ahead)  # (B, H_out)
+        return torch.where(idx[None, :] >= 0, ahead, own)
+
     def prior_for(self, x: torch.Tensor) -> torch.Tensor:
         """Seasonal prior in raw units for the context and target bins, ``(B, T_in + H_out, C, H, W)``."""
         cfg = self.config
         t_in = x.shape[1]
         c = cfg.n_channels
-        last = self.bin_of_week(x[:, -1, 2 * c :, 0, 0])  # (B,)
+        calendar = x[:, :, 2 * c :, 0, 0].float()  # (B, T_in, K)
+        last = self.bin_of_week(calendar[:, -1])  # (B,)
         steps = torch.arange(-t_in + 1, cfg.horizon + 1, device=x.device)  # (T_in + H_out,)
         pos = torch.remainder(last[:, None] + steps[None, :], cfg.profile_period)  # (B, T_in + H_out)
+        per_day = MINUTES_PER_DAY // cfg.bin_minutes
+        if cfg.profile_period == 7 * per_day:  # a holiday reads the Sunday at the same time of day
+            hol = torch.cat([calendar[:, :, HOLIDAY], self.target_holidays(calendar)], dim=1) > 0.5  # (B, T + H_out)
+            pos = torch.where(hol, 6 * per_day + torch.remainder(pos, per_day), pos)
         return self.profile[pos]  # (B, T_in + H_out, C, H, W)
 
     # --------------------------------------------------------------------------- linear base
@@ -353,7 +493,8 @@ class Forecaster(nn.Module):
         vn = self.normalise(x[:, :, :c]) * mask  # (B, T, C, H, W)
         if prior is None:
             prior = self.prior_for(x)  # (B, T + H_out, C, H, W) raw
-        prior_n = self.normalise(prior.float())  # (B, T + H_out, C, H, W)
+        prior = prior.float()
+        prior_n = self.normalise(prior)  # (B, T + H_out, C, H, W)
         anomaly = (vn - prior_n[:, :t_in]) * mask  # (B, T, C, H, W)
         steps = torch.arange(1, t_in + 1, device=x.device, dtype=x.dtype).view(1, t_in, 1, 1, 1)
         last_idx = (mask * steps).argmax(dim=1, keepdim=True)  # (B, 1, C, H, W) index of the last observation
@@ -362,18 +503,24 @@ class Forecaster(nn.Module):
         anomaly_mean = anomaly.sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)  # (B, C, H, W)
         value_last = vn.gather(1, last_idx).squeeze(1) * has_last  # (B, C, H, W)
         age = (t_in - 1 - last_idx.squeeze(1)).float() / t_in * has_last + (1 - has_last)  # (B, C, H, W)
+        # level: observed over expected volume in the context (raw units), r - 1
+        seen = (x[:, :, :c] * mask).sum(dim=1)  # (B, C, H, W)
+        expected = (prior[:, :t_in] * mask).sum(dim=1)  # (B, C, H, W)
+        ratio = (seen / expected.clamp_min(1e-6)).clamp(0.0, LEVEL_RATIO_MAX)
+        level = torch.where(expected > 1e-6, ratio - 1.0, torch.zeros_like(ratio))  # (B, C, H, W)
+        prior_level = level[:, None] * prior[:, t_in:] / self.std.view(1, 1, c, 1, 1)  # (B, H_out, C, H, W)
         ones = torch.ones_like(has_last)
-        feats = torch.stack([anomaly_last, anomaly_mean, value_last, ones], dim=2)  # (B, C, N_BASE - 1, H, W)
-        return Terms(vn, mask, prior_n, anomaly, feats, has_last, age)
+        feats = torch.stack([anomaly_last, anomaly_mean, value_last, ones], dim=2)  # (B, C, 4, H, W)
+        return Terms(vn, mask, prior_n, anomaly, feats, has_last, age, level, prior_level)
 
     def base_forecast(self, terms: Terms, coef: torch.Tensor | None = None) -> torch.Tensor:
         """The linear base in normalised units ``(B, H_out, C, H, W)``: ``sum_k coef[j, c, k] * feature_k``."""
         coef = self.base_coef if coef is None else coef  # (H_out, C, N_BASE)
         t_in = terms.vn.shape[1]
         prior_t = terms.prior_n[:, t_in:]  # (B, H_out, C, H, W)
-        f = terms.base_features  # (B, C, N_BASE - 1, H, W)
-        rest = torch.einsum("bckhw,jck->bjchw", f, coef[:, :, 1:])  # (B, H_out, C, H, W)
-        return coef[None, :, :, 0, None, None] * prior_t + rest
+        f = terms.base_features  # (B, C, N_BASE - N_TARGET_BASE, H, W)
+        rest = torch.einsum("bckhw,jck->bjchw", f, coef[:, :, N_TARGET_BASE:])  # (B, H_out, C, H, W)
+        return coef[None, :, :, 0, None, None] * prior_t + coef[None, :, :, 1, None, None] * terms.prior_level + rest
 
     # ------------------------------------------------------------------------------- network
     def _network(self, t: Terms, calendar: torch.Tensor, base: torch.Tensor):
@@ -384,56 +531,79 @@ class Forecaster(nn.Module):
         cfg = self.config
         b, t_in, c, h, w = t.vn.shape  # (B, T, C, h, w)
         n_out = cfg.horizon
+        p = cfg.patch
+        hp, wp = -(-h // p), -(-w // p)  # packed grid of the recurrent stacks
+
+        def pack(z: torch.Tensor) -> torch.Tensor:  # (N, ch, h, w) -> (N, ch p^2, hp, wp), zero-padded
+            return F.pixel_unshuffle(F.pad(z, (0, wp * p - w, 0, hp * p - h)), p) if p > 1 else z
 
         # encoder inputs, all T bins at once: one (B*T, ., h, w) batch per modality
         parts = {
-            feed: torch.cat([t.vn[:, :, ix], t.mask[:, :, ix]], dim=2).flatten(0, 1)  # (B*T, 2c_f, h, w)
+            feed: pack(torch.cat([t.vn[:, :, ix], t.mask[:, :, ix]], dim=2).flatten(0, 1))  # (B*T, 2c_f p^2, hp, wp)
             for feed, ix in self.feed_index.items()
         }
-        parts["calendar"] = calendar.reshape(b * t_in, N_CALENDAR, 1, 1).expand(-1, -1, h, w)  # (B*T, K, h, w)
-        parts["prior"] = torch.cat([t.prior_n[:, :t_in], t.anomaly], dim=2).flatten(0, 1)  # (B*T, 2C, h, w)
-        enc_in = self.fusion(parts).view(b, t_in, cfg.embed_dim, h, w)  # (B, T, E, h, w)
+        parts["calendar"] = calendar.reshape(b * t_in, N_CALENDAR, 1, 1).expand(-1, -1, hp, wp)  # (B*T, K, hp, wp)
+        parts["prior"] = pack(torch.cat([t.prior_n[:, :t_in], t.anomaly], dim=2).flatten(0, 1))  # (B*T, 2C p^2, ..)
+        enc_in = self.fusion(parts).view(b, t_in, cfg.embed_dim, hp, wp)  # (B, T, E, hp, wp)
 
-        states = []
+        states: list[State] = []
         seq = enc_in
         for cell in self.encoder:
-            hs = seq.new_zeros(b, cell.hidden_dim, h, w)  # (B, hid, h, w)
-            cs = torch.zeros_like(hs)
+            state = cell.init_state(seq, hp, wp)  # type: ignore[operator]
             outs = []
             for i in range(t_in):
-                hs, cs = cell(seq[:, i], (hs, cs))
-                outs.append(hs)
+                out, state = cell(seq[:, i], state)
+                outs.append(out)
             seq = torch.stack(outs, dim=1)  # (B, T, hid, h, w)
-            states.append((hs, cs))
-        top_h, top_c = states[-1]
-        states[-1] = (self.attention(top_h), top_c)  # global context across all cells
+            states.append(state)
+        if self.attention is not None:  # global context across all cells, on the top layer's hidden state
+            states[-1] = (self.attention(states[-1][0]), *states[-1][1:])
 
         # forecaster: unroll over the target bins with what is known about them
         gates = self.fusion.weights()
         g_cal, g_prior = gates[self.fusion.names.index("calendar")], gates[self.fusion.names.index("prior")]
         week_bin = self.bin_of_week(calendar[:, -1])  # (B,)
         tgt_bins = week_bin[:, None] + torch.arange(1, n_out + 1, device=calendar.device)[None, :]  # (B, H_out)
-        tgt_cal = self.calendar_at(tgt_bins)  # (B, H_out, K)
-        fc_cal = self.fc_calendar(tgt_cal.reshape(b * n_out, N_CALENDAR, 1, 1)).view(b, n_out, -1, 1, 1)
+        tgt_cal = torch.cat([self.calendar_at(tgt_bins), self.target_holidays(calendar)[..., None]], dim=-1)
+        fc_cal = self.fc_calendar(tgt_cal.reshape(b * n_out, N_PERIODIC + 1, 1, 1)).view(b, n_out, -1, 1, 1)
         known = torch.cat([t.base_features[:, :, :-1].flatten(1, 2), t.has_last, t.age], dim=1)  # (B, 5C, h, w)
         fc_prior = self.fc_prior(
-            torch.cat([t.prior_n[:, t_in:], base, known[:, None].expand(-1, n_out, -1, -1, -1)], dim=2).flatten(
-                0, 1
-            )  # (B*H_out, (N_BASE + 2) C, h, w)
-        ).view(b, n_out, -1, h, w)  # (B, H_out, E, h, w)
-        fc_in = g_cal * fc_cal + g_prior * fc_prior + self.horizon_embed  # (B, H_out, E, h, w)
+            pack(
+                torch.cat(
+                    [t.prior_n[:, t_in:], base, t.prior_level, known[:, None].expand(-1, n_out, -1, -1, -1)], dim=2
+                ).flatten(0, 1)
+            )  # (B*H_out, (N_BASE + 2) C p^2, hp, wp)
+        ).view(b, n_out, -1, hp, wp)  # (B, H_out, E, hp, wp)
+        fc_in = g_cal * fc_cal + g_prior * fc_prior + self.horizon_embed  # (B, H_out, E, hp, wp)
 
-        outs = []
+        anomaly_last = t.base_features[:, :, 0]  # (B, C, h, w)
+        prev = t.base_features[:, :, 2]  # (B, C, h, w) the last observed value: the first step's "previous"
+        if self.head_mlp is not None:
+            # skip features of every cell: its context (T_in of anomalies and masks, fixed length: the head
+            # was built for context_steps; shorter contexts are zero-padded at the start, longer cut)
+            k_ctx = cfg.context_steps
+            lags = torch.cat([t.anomaly, t.mask], dim=2)[:, -k_ctx:].flatten(1, 2)  # (B, <=2 T C, h, w)
+            lags = F.pad(lags, (0, 0, 0, 0, 2 * k_ctx * c - lags.shape[1], 0))  # (B, 2 T C, h, w)
+            per_sample = torch.cat([lags, t.has_last, t.age], dim=1)  # (B, 2 T C + 2C, h, w)
+        residuals, fixes = [], []
         for j in range(n_out):
             inp = fc_in[:, j]  # (B, E, h, w)
+            if self.ar_embed is not None:
+                inp = inp + self.ar_embed(pack(prev))
             for li, cell in enumerate(self.forecaster):
-                hs, cs = cell(inp, states[li])
-                states[li] = (hs, cs)
-                inp = hs
-            outs.append(inp)
-        top = torch.stack(outs, dim=1)  # (B, H_out, hid, h, w)
-        head = self.head(top.flatten(0, 1)).view(b, n_out, 2, c, h, w)  # (B, H_out, 2, C, h, w)
-        return head[:, :, 0], head[:, :, 1]  # residual, coefficient correction: (B, H_out, C, h, w) each
+                inp, states[li] = cell(inp, states[li])
+            if self.unpack is not None:
+                inp = F.pixel_shuffle(self.unpack(inp), p)[..., :h, :w]  # (B, hid, h, w): every cell again
+            if self.head_mlp is not None:
+                cal_j = tgt_cal[:, j, :, None, None].expand(-1, -1, h, w)  # (B, N_PERIODIC + 1, h, w)
+                step = [t.prior_n[:, t_in + j], base[:, j], t.prior_level[:, j], cal_j]
+                inp = self.head_mlp(torch.cat([inp, per_sample, *step], dim=1))  # (B, head_hidden, h, w)
+            out = self.head(inp).view(b, 2, c, h, w)  # (B, 2, C, h, w)
+            residuals.append(out[:, 0])
+            fixes.append(out[:, 1])
+            if self.ar_embed is not None:
+                prev = base[:, j] + out[:, 1] * anomaly_last + out[:, 0]  # this step's prediction, normalised
+        return torch.stack(residuals, dim=1), torch.stack(fixes, dim=1)  # (B, H_out, C, h, w) each
 
     # -------------------------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from traffic.forecast import baselines
 from traffic.forecast.baselines import (
+    BASELINES,
+    GradientBoostingLagBaseline,
     RidgeLagBaseline,
     evaluate_baselines,
     fit_seasonal_profile,
@@ -79,7 +84,7 @@ def test_seasonal_forecast_reads_the_bins_after_t_end():
     v = (np.arange(t) % 24).astype(float)[:, None, None, None] * np.ones((1, 1, 2, 2))
     g = _tensor(v)
     prof = fit_seasonal_profile(g.values, g.mask, g.times, 60, seasonal_period(t, 60))
-    pred = seasonal_forecast(prof, g.times, 60, np.array([5, 23]), horizon=3)
+    pred = seasonal_forecast(prof, g, 60, np.array([5, 23]), horizon=3)
     np.testing.assert_allclose(pred[:, :, 0, 0, 0], [[6, 7, 8], [0, 1, 2]])
 
 
@@ -122,9 +127,127 @@ def test_evaluate_baselines_scores_the_same_targets():
         context_steps=6,
         horizon=3,
     )
-    assert set(res) == {"persistence", "seasonal_average", "ridge"}
-    assert res["persistence"].n == res["seasonal_average"].n == res["ridge"].n
-    expected_n = g.mask[s.holdout[:, None] + np.arange(1, 4)[None, :]].sum(axis=(0, 2, 3, 4))
-    assert res["ridge"].n == expected_n.tolist()
+    assert set(res) == set(BASELINES) == {"persistence", "seasonal_average", "ridge", "gbm"}
+    tidx = s.holdout[:, None] + np.arange(1, 4)[None, :]
+    expected_n = g.mask[tidx].sum(axis=(0, 2, 3, 4))
+    expected_n_mape = (g.mask[tidx] & (np.abs(np.nan_to_num(g.values[tidx])) >= 10.0)).sum(axis=(0, 2, 3, 4))
     for m in res.values():
+        assert m.n == expected_n.tolist() and m.n_mape == expected_n_mape.tolist()
         assert all(np.isfinite(m.rmse)) and all(r >= a for r, a in zip(m.rmse, m.mae, strict=True))
+        assert all(np.isfinite(m.mape)) and all(v > 0 for v in m.mape)
+
+
+# --------------------------------------------------------------------------------------
+# gradient boosting on lag features
+# --------------------------------------------------------------------------------------
+
+
+def _split_fit(g: GridTensor, context: int, horizon: int, holdout_days: float, train_days: float):
+    """Split, seasonal profile of the fit window and the training / holdout sample ends."""
+    s = make_split(g, context_steps=context, horizon_steps=horizon, holdout_days=holdout_days, train_days=train_days)
+    win = g.slice_time(s.fit_start, s.fit_end)
+    prof = fit_seasonal_profile(
+        win.values, win.mask, win.times, 60, seasonal_period(s.fit_end - s.fit_start, 60), win.holiday
+    )
+    return s, prof, np.concatenate([s.train, s.val]), s.holdout
+
+
+def _holdout_rmse(pred: np.ndarray, g: GridTensor, t_end: np.ndarray, horizon: int, sel=None) -> float:
+    tidx = t_end[:, None] + np.arange(1, horizon + 1)[None, :]
+    m = g.mask[tidx] if sel is None else g.mask[tidx] & sel
+    return float(np.sqrt(np.mean((pred[m] - g.values[tidx][m]) ** 2)))
+
+
+def _logistic_grid(days: int = 12, cells: int = 10, missing: float = 0.1) -> GridTensor:
+    """Each cell follows the chaotic logistic map z' = 3.9 z (1 - z): next value a nonlinear function of the last."""
+    rng = np.random.default_rng(5)
+    t = days * 24
+    z = np.empty((t, cells))
+    z[0] = rng.uniform(0.1, 0.9, cells)
+    for i in range(1, t):  # a recurrence over bins
+        z[i] = 3.9 * z[i - 1] * (1 - z[i - 1])
+    v = (20.0 + 60.0 * z)[:, None, None, :]  # (T, C=1, H=1, W=cells)
+    v[rng.random(v.shape) < missing] = np.nan
+    return _tensor(v)
+
+
+def test_gbm_learns_a_nonlinear_lag_relation_that_ridge_cannot():
+    g = _logistic_grid()
+    s, prof, train, hold = _split_fit(g, context=4, horizon=2, holdout_days=2, train_days=10)
+    gbm = GradientBoostingLagBaseline(4, 4, 2).fit(g, train, prof, s.fit_start, s.fit_end)
+    ridge = RidgeLagBaseline(4, 4, 2).fit(g, train, prof.cell_mean)
+    last_seen = g.mask[hold][:, None]  # (N, 1, C, H, W): the last context bin of the cell observed
+    gbm_rmse = _holdout_rmse(gbm.predict(g, hold), g, hold, 2, last_seen)
+    ridge_rmse = _holdout_rmse(ridge.predict(g, hold), g, hold, 2, last_seen)
+    assert gbm_rmse < 0.5 * ridge_rmse, (gbm_rmse, ridge_rmse)
+
+
+def test_gbm_predicts_only_where_asked_and_ignores_values_under_the_mask():
+    g = synthetic_grid(days=6, freq="1h", seed=2)
+    s, prof, train, hold = _split_fit(g, context=6, horizon=3, holdout_days=1, train_days=4)
+    tidx = hold[:, None] + np.arange(1, 4)[None, :]
+    where = g.mask[tidx]
+    a = GradientBoostingLagBaseline(4, 6, 3, seed=1).fit(g, train, prof, s.fit_start, s.fit_end)
+    pa = a.predict(g, hold, where=where)
+    assert pa.shape == where.shape
+    assert np.isnan(pa[~where]).all() and np.isfinite(pa[where]).all()
+
+    junk = dataclasses.replace(g, values=np.where(g.mask, g.values, 1e6).astype(np.float32))
+    b = GradientBoostingLagBaseline(4, 6, 3, seed=1).fit(junk, train, prof, s.fit_start, s.fit_end)
+    np.testing.assert_array_equal(b.predict(junk, hold, where=where), pa)
+    # the same seed fits the same model: predictions are reproducible everywhere
+    again = GradientBoostingLagBaseline(4, 6, 3, seed=1).fit(g, train, prof, s.fit_start, s.fit_end)
+    np.testing.assert_array_equal(again.predict(g, hold), a.predict(g, hold))
+
+
+@pytest.mark.parametrize("scan", [10**9, 500])  # one chunk of samples, or many
+@pytest.mark.parametrize("max_rows", [50, 100_000])
+def test_gbm_samples_observed_training_targets(max_rows, scan, monkeypatch):
+    monkeypatch.setattr(baselines, "GBM_SCAN_TARGETS", scan)
+    g = synthetic_grid(days=5, freq="1h", seed=3)
+    s, prof, train, _ = _split_fit(g, context=6, horizon=2, holdout_days=1, train_days=3)
+    tm = g.mask[train[:, None] + np.arange(1, 3)[None, :]].reshape(len(train), 2, 2, -1)  # (N, H_out, C, HW)
+    gbm = GradientBoostingLagBaseline(6, 6, 2, max_rows=max_rows)
+    rows = set(zip(*(a.tolist() for a in gbm._sample_targets(g, train)), strict=True))
+    observed = set(zip(*(a.tolist() for a in np.nonzero(tm)), strict=True))
+    assert len(rows) == min(max_rows, len(observed)) and rows <= observed
+    gbm.fit(g, train, prof, s.fit_start, s.fit_end)
+    assert gbm.n_rows == len(rows)
+
+
+def test_gbm_uses_holiday_flags_when_the_grid_has_them():
+    """Holidays carry a third of the usual traffic: the flag tells the model before the lags show it."""
+    rng = np.random.default_rng(0)
+    days, cells = 20, 8
+    t = days * 24
+    hour = np.arange(t) % 24
+    base = 100.0 + 80.0 * np.sin(2 * np.pi * (hour - 8) / 24)
+    day = np.arange(t) // 24
+    holidays = [2, 6, 9, 13, 16, 19]  # from 2024-03-06: weekdays and weekend days, the last one in the holdout
+    level = np.where(np.isin(day, holidays), 0.3, 1.0)
+    v = (base * level)[:, None] * rng.uniform(0.8, 1.2, size=(1, cells)) + rng.normal(0, 3, size=(t, cells))
+    plain = _tensor(v[:, None, None, :], start="2024-03-04")
+    dates = tuple(str(d.date()) for d in pd.Timestamp("2024-03-04") + pd.to_timedelta(holidays, unit="D"))
+    flagged = dataclasses.replace(plain, holidays=dates)
+    assert flagged.holiday.sum() == 24 * len(holidays) and not plain.holiday.any()
+    context, horizon = 3, 3
+    scores = {}
+    for name, g in (("plain", plain), ("flagged", flagged)):
+        s, prof, train, hold = _split_fit(g, context=context, horizon=horizon, holdout_days=1, train_days=19)
+        gbm = GradientBoostingLagBaseline(context, context, horizon).fit(g, train, prof, s.fit_start, s.fit_end)
+        # the first hours of the holiday: the context still shows an ordinary day
+        first = hold[(hold + 1) % 24 < 3]
+        sel = flagged.holiday[first[:, None] + np.arange(1, horizon + 1)[None, :]][:, :, None, None, None]
+        assert sel.any()
+        scores[name] = _holdout_rmse(gbm.predict(g, first), g, first, horizon, sel)
+    assert scores["flagged"] < 0.5 * scores["plain"], scores
+
+
+def test_gbm_rejects_samples_outside_the_grid():
+    g = synthetic_grid(days=3, freq="1h")
+    s, prof, train, _ = _split_fit(g, context=6, horizon=2, holdout_days=1, train_days=1)
+    gbm = GradientBoostingLagBaseline(6, 6, 2)
+    with pytest.raises(ValueError, match=r"t_end \[71\] out of range"):
+        gbm.fit(g, np.array([71]), prof, s.fit_start, s.fit_end)
+    with pytest.raises(RuntimeError, match="fit first"):
+        gbm.predict(g, train)

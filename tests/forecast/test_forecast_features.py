@@ -35,9 +35,9 @@ def test_layout_values_masks_calendar():
 @pytest.mark.parametrize(
     "stamp,expected",
     [
-        ("2024-03-04 00:00", [0.0, 1.0, 0.0, 1.0, 0.0]),  # Monday midnight UTC
-        ("2024-03-04 06:00", [1.0, 0.0, np.sin(2 * np.pi / 28), np.cos(2 * np.pi / 28), 0.0]),
-        ("2024-03-09 12:00", [0.0, -1.0, np.sin(2 * np.pi * 5.5 / 7), np.cos(2 * np.pi * 5.5 / 7), 1.0]),  # Saturday
+        ("2024-03-04 00:00", [0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0]),  # Monday midnight UTC
+        ("2024-03-04 06:00", [1.0, 0.0, np.sin(2 * np.pi / 28), np.cos(2 * np.pi / 28), 0.0, 0.0, 0.0]),
+        ("2024-03-09 12:00", [0.0, -1.0, np.sin(2 * np.pi * 5.5 / 7), np.cos(2 * np.pi * 5.5 / 7), 1.0, 0.0, 0.0]),
     ],
 )
 def test_calendar_features_known_values(stamp, expected):
@@ -61,3 +61,19 @@ def test_bin_minutes():
         bin_minutes(pd.date_range("2024-01-01", periods=3, freq="7min", tz="UTC"))
     with pytest.raises(ValueError, match="evenly spaced"):
         bin_minutes(pd.DatetimeIndex(["2024-01-01 00:00", "2024-01-01 01:00", "2024-01-01 03:00"], tz="UTC"))
+
+
+def test_holiday_flags_in_local_time_and_ahead():
+    """Berlin's Christmas Day starts at 23:00 UTC on the 24th; ``holiday_ahead`` looks ``horizon`` bins on."""
+    times = pd.date_range("2024-12-24 20:00", periods=8, freq="1h", tz="UTC")
+    values = np.zeros((8, 1, 1, 1), dtype=np.float32)
+    mask = np.ones(values.shape, dtype=bool)
+    g = GridTensor(
+        values, mask, mask.astype(np.int32), times, ("f.c0",), np.zeros((1, 1), np.int32),
+        timezone="Europe/Berlin", holidays=("2024-12-25",),
+    )  # fmt: skip
+    np.testing.assert_array_equal(g.holiday, [0, 0, 0, 1, 1, 1, 1, 1])
+    x = build_inputs(g, np.array([3]), context_steps=4, horizon=2)  # bins 20:00 .. 23:00 UTC
+    k = CALENDAR_FEATURES.index("holiday")
+    np.testing.assert_array_equal(x[0, :, 2 + k, 0, 0], [0, 0, 0, 1])
+    np.testing.assert_array_equal(x[0, :, 2 + k + 1, 0, 0], [0, 1, 1, 1])  # 22:00, 23:00 UTC + 2 bins

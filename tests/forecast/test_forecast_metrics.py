@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from traffic.forecast.metrics import MetricAccumulator, masked_metrics, masked_mse
+from traffic.forecast.metrics import MAPE_MIN_TARGET, MetricAccumulator, masked_metrics, masked_mse
+from traffic.forecast.result import HorizonMetrics
 
 
 def test_masked_metrics_known_answer():
@@ -23,12 +24,55 @@ def test_masked_metrics_known_answer():
     assert m.rmse_mean == pytest.approx((math.sqrt(5) + 4) / 2)
 
 
+@pytest.mark.parametrize(
+    ("mape_min", "expected_n", "expected_mape"),
+    [
+        # targets 0 | 5 | 10 | 40 | -20 (observed), 1000 (not observed); predictions 3 | 6 | 12 | 30 | -25 | 0
+        (10.0, 3, 100 * (2 / 10 + 10 / 40 + 5 / 20) / 3),  # the default rule: |y| >= 10
+        (5.0, 4, 100 * (1 / 5 + 2 / 10 + 10 / 40 + 5 / 20) / 4),
+        (50.0, 0, math.nan),  # nothing passes: NaN, counted 0
+    ],
+)
+def test_mape_zero_denominator_rule(mape_min, expected_n, expected_mape):
+    pred = np.array([3.0, 6.0, 12.0, 30.0, -25.0, 0.0]).reshape(1, 1, 1, 1, 6)
+    target = np.array([0.0, 5.0, 10.0, 40.0, -20.0, 1000.0]).reshape(pred.shape)
+    mask = np.array([True, True, True, True, True, False]).reshape(pred.shape)
+    m = masked_metrics(pred, target, mask, mape_min=mape_min)
+    assert m.n == [5] and m.n_mape == [expected_n]
+    assert m.mape == [pytest.approx(expected_mape, nan_ok=True)]
+    assert m.mae == pytest.approx([(3 + 1 + 2 + 10 + 5) / 5])  # MAE counts the zero target
+
+
+def test_mape_default_threshold_is_the_documented_one():
+    assert MAPE_MIN_TARGET == 10.0
+    pred = np.full((1, 2, 1, 1, 2), 12.0)
+    target = np.array([9.99, 10.0, 10.0, 0.0]).reshape(pred.shape)
+    m = masked_metrics(pred, target, np.ones(pred.shape, bool))
+    assert m.n_mape == [1, 1] and m.mape == pytest.approx([20.0, 20.0])
+    assert m.mape_mean == pytest.approx(20.0)
+
+
+def test_mape_min_must_be_positive():
+    for bad in (0.0, -1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="mape_min"):
+            MetricAccumulator(2, mape_min=bad)
+
+
+def test_horizon_metrics_without_mape_still_construct():
+    hm = HorizonMetrics(mae=[1.0, 2.0], rmse=[2.0, 3.0], n=[5, 5])
+    assert hm.mape == [] and hm.n_mape == [] and math.isnan(hm.mape_mean)
+    assert hm.rmse_mean == 2.5 and hm.mae_mean == 1.5
+    d = hm.as_dict()
+    assert set(d) == {"mae", "rmse", "mape", "n", "n_mape", "mae_mean", "rmse_mean", "mape_mean"}
+
+
 def test_values_under_the_mask_never_count():
     rng = np.random.default_rng(0)
-    pred = rng.normal(size=(4, 3, 2, 5, 6))
-    target = rng.normal(size=pred.shape)
+    pred = rng.normal(20, 10, size=(4, 3, 2, 5, 6))
+    target = rng.normal(20, 10, size=pred.shape)  # some below the MAPE threshold, some above
     mask = rng.random(pred.shape) > 0.5
     a = masked_metrics(pred, target, mask)
+    assert all(0 < k < n for k, n in zip(a.n_mape, a.n, strict=True))
     target2 = np.where(mask, target, np.nan)
     pred2 = np.where(mask, pred, 1e6)
     b = masked_metrics(pred2, target2, mask)
@@ -38,11 +82,12 @@ def test_values_under_the_mask_never_count():
 def test_horizon_without_observation_is_nan_and_accumulator_matches():
     rng = np.random.default_rng(1)
     pred = rng.normal(size=(6, 2, 1, 3, 3))
-    target = rng.normal(size=pred.shape)
+    target = rng.normal(0, 20, size=pred.shape)
     mask = rng.random(pred.shape) > 0.3
     mask[:, 1] = False
     whole = masked_metrics(pred, target, mask)
     assert whole.n[1] == 0 and math.isnan(whole.rmse[1]) and math.isnan(whole.mae[1])
+    assert whole.n_mape[1] == 0 and math.isnan(whole.mape[1]) and whole.n_mape[0] > 0
     acc = MetricAccumulator(2)
     for s in range(0, 6, 4):
         acc.update(pred[s : s + 4], target[s : s + 4], mask[s : s + 4])
@@ -50,6 +95,7 @@ def test_horizon_without_observation_is_nan_and_accumulator_matches():
     assert parts.n == whole.n
     assert parts.rmse[0] == pytest.approx(whole.rmse[0])
     assert parts.mae[0] == pytest.approx(whole.mae[0])
+    assert parts.n_mape == whole.n_mape and parts.mape[0] == pytest.approx(whole.mape[0])
 
 
 def test_metrics_reject_bad_input():

@@ -92,14 +92,14 @@ def test_leave_one_out_prior_never_sees_its_own_value(grid):
 
 def test_result_contract(result, grid):
     r = result
-    assert set(r.metrics) == {"model", "persistence", "seasonal_average", "ridge"}
+    assert set(r.metrics) == {"model", "persistence", "seasonal_average", "ridge", "gbm"}
     n = r.metrics["model"].n
     assert len(n) == 3 and all(k > 0 for k in n)
     assert all(m.n == n for m in r.metrics.values())
     assert all(np.isfinite(m.rmse_mean) for m in r.metrics.values())
     assert r.holdout.n_samples == len(holdout_indices(grid, context_steps=6, horizon_steps=3, holdout_days=1))
     assert len(r.holdout.digest) == 64 and r.holdout.start < r.holdout.end
-    assert r.input_example.shape == (1, 6, 2 * 2 + 5, 5, 6) and r.input_example.dtype == np.float32
+    assert r.input_example.shape == (1, 6, 2 * 2 + 7, 5, 6) and r.input_example.dtype == np.float32
     assert r.example_forecast.shape == r.example_target.shape == r.example_mask.shape == (3, 2, 5, 6)
     assert np.isnan(r.example_target[~r.example_mask]).all()
     assert r.channels == grid.channels

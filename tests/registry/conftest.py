@@ -14,9 +14,12 @@ import pytest
 import torch
 
 from traffic.config import load_city
+from traffic.forecast.metrics import masked_metrics
 from traffic.forecast.result import Holdout, HorizonMetrics, TrainResult
 
 T_IN, N_TIME_FEATURES, HEIGHT, WIDTH, N_HOLDOUT = 4, 2, 6, 7, 12
+#: Fusion gates of the results (the tiny modules have no fusion of their own to inspect).
+MODALITY_WEIGHTS = {"telraam": 0.62, "calendar": 0.41, "prior": 0.875}
 
 
 class TinyForecaster(torch.nn.Module):
@@ -44,15 +47,6 @@ def _quiet_env(monkeypatch):
 @pytest.fixture(scope="session")
 def berlin():
     return load_city("berlin")
-
-
-def masked_metrics(forecast: np.ndarray, target: np.ndarray, mask: np.ndarray) -> HorizonMetrics:
-    """MAE/RMSE per horizon over observed values; arrays ``(N, H_out, C, H, W)``."""
-    err = np.where(mask, forecast - target, 0.0)
-    n = mask.sum(axis=(0, 2, 3, 4))
-    mae = np.abs(err).sum(axis=(0, 2, 3, 4)) / n
-    rmse = np.sqrt((err**2).sum(axis=(0, 2, 3, 4)) / n)
-    return HorizonMetrics(mae=mae.tolist(), rmse=rmse.tolist(), n=n.astype(int).tolist())
 
 
 @pytest.fixture(scope="session")
@@ -137,7 +131,15 @@ def make_result(berlin, holdout_data):
                 start="2024-12-01T00:00:00+00:00", end="2024-12-07T23:00:00+00:00", n_samples=len(x), digest=digest
             ),
             learning_curve=curve,
-            params={"hidden": 8, "lr": 1e-3, "kernel": 3, "context_steps": T_IN},
+            params={
+                "hidden": 8,
+                "lr": 1e-3,
+                "kernel": 3,
+                "context_steps": T_IN,
+                "cell": "convgru",
+                "decoder": "direct",
+                "attention": True,
+            },
             input_example=x[:1].astype(np.float32),
             example_forecast=fc[0],
             example_target=y[0],
@@ -147,6 +149,7 @@ def make_result(berlin, holdout_data):
             train_seconds=train_seconds,
             device="cpu",
             stopped_reason="early_stopping",
+            extra={"modality_weights": dict(MODALITY_WEIGHTS)},
         )
 
     return make

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 import subprocess
 
@@ -10,14 +12,23 @@ import numpy as np
 import pytest
 
 from traffic.config import PROJECT_ROOT
+from traffic.forecast.result import MAPE_MIN_TARGET, HorizonMetrics
 from traffic.registry import plots, render_model_card, resolve_code_version
 
 WINDOW = {"start": "2024-10-20", "end": "2024-12-07", "days": 49}
 
 
 def _table_rows(card: str, title: str) -> list[list[str]]:
-    block = card.split(f"{title}:\n\n", 1)[1].split("\n\n", 1)[0]
-    return [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()]
+    """Cells of the first Markdown table after the paragraph that starts with ``title``."""
+    after = card.split(f"\n{title}", 1)[1]
+    lines = after[after.index("\n|") + 1 :].splitlines()
+    table = lines[: next((i for i, line in enumerate(lines) if not line.startswith("|")), len(lines))]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in table]
+
+
+def _num(cell: str) -> float:
+    cell = cell.strip("*")
+    return math.nan if cell == "n/a" else float(cell)
 
 
 @pytest.mark.parametrize("with_champion", [False, True])
@@ -37,20 +48,72 @@ def test_model_card_tables_match_the_metrics(berlin, make_module, make_result, w
     columns = {"model": result.metrics["model"], **result.baselines}
     if champ is not None:
         columns["current champion"] = champ
-    for metric in ("rmse", "mae"):
-        header, _, *body = _table_rows(card, metric.upper())
+    model = result.metrics["model"]
+    assert 0 < sum(model.n_mape) < sum(model.n)  # the MAPE rule leaves some observed targets out
+    for metric in ("rmse", "mae", "mape"):
+        header, _, *body = _table_rows(card, f"{metric.upper()}:" if metric != "mape" else "MAPE (percent)")
         assert header[3:] == list(columns)
+        assert header[2] == ("counted values" if metric == "mape" else "observed values")
         assert len(body) == berlin.forecast.horizon_steps + 1  # one row per horizon + mean
         for h, row in enumerate(body):
-            cells = [float(c.strip("*")) for c in row[3:]]
+            cells = [_num(c) for c in row[3:]]
             expected = [
                 getattr(m, metric)[h] if h < len(body) - 1 else getattr(m, f"{metric}_mean") for m in columns.values()
             ]
             assert cells == pytest.approx(expected, abs=5e-5)
-            bold = [float(c.strip("*")) for c in row[3:] if c.startswith("**")]
+            bold = [_num(c) for c in row[3:] if c.startswith("**")]
             assert bold == pytest.approx([min(cells)], abs=5e-5)
-        assert [int(r[2].replace(",", "")) for r in body[:-1]] == result.metrics["model"].n
+        counts = model.n_mape if metric == "mape" else model.n
+        assert [int(r[2].replace(",", "")) for r in body[:-1]] == counts
     assert ("current champion on the same holdout" in card) is with_champion
+    assert f"|value| >= {MAPE_MIN_TARGET:g}" in card
+    assert f"Mean MAPE of the model: {model.mape_mean:.4f} %" in card
+
+
+def test_model_card_shows_fusion_weights_variant_and_maps(berlin, make_module, make_result):
+    result = make_result(make_module(0.1))
+    card = render_model_card(berlin, result, WINDOW, code_version="x")
+    header, rule, *body = _table_rows(card, "How much of each input modality")
+    assert header == ["modality", "gate"]
+    assert {r[0]: float(r[1]) for r in body} == pytest.approx(result.extra["modality_weights"])
+    assert "Model variant: cell `convgru`, decoder `direct`, attention `True`." in card
+    images = re.findall(r"!\[[^]]*\]\((plots/[^)]+)\)", card)
+    assert images == [f"plots/forecast_vs_actual_{c}.png" for c in berlin.channels] + ["plots/error_map.png"]
+
+    bare = dataclasses.replace(result, params={"hidden": 8}, extra={})
+    card = render_model_card(berlin, bare, WINDOW, code_version="x")
+    assert "Model variant: (not recorded)." in card and "(not recorded for this model)" in card
+
+
+def test_model_card_accepts_metrics_recorded_without_mape(berlin, make_module, make_result):
+    """Champions logged before MAPE existed come back without it: their column reads n/a."""
+    result = make_result(make_module(0.1))
+    old = result.metrics["model"]
+    champ = HorizonMetrics(mae=old.mae, rmse=old.rmse, n=old.n)
+    card = render_model_card(berlin, result, WINDOW, champion_metrics=champ, code_version="x")
+    _, _, *body = _table_rows(card, "MAPE (percent)")
+    assert all(row[-1] == "n/a" for row in body)
+    assert [_num(row[3]) for row in body[:-1]] == pytest.approx(old.mape, abs=5e-5)
+
+
+def test_error_map_is_the_mean_absolute_error_of_observed_cells(tmp_path):
+    # 2 horizons, 1 channel, 1 x 3 cells: observed at both, at one, at no horizon
+    forecast = np.array([[[[1.0, 5.0, 7.0]]], [[[3.0, 5.0, 7.0]]]])
+    target = np.array([[[[2.0, 1.0, np.nan]]], [[[0.0, np.nan, np.nan]]]])
+    mask = np.isfinite(target)
+    got = plots.mean_abs_error_map(forecast, target, mask)
+    np.testing.assert_allclose(got, [[[(1 + 3) / 2, 4.0, np.nan]]])
+    target_junk = np.where(mask, target, 1e9)
+    np.testing.assert_array_equal(plots.mean_abs_error_map(forecast, target_junk, mask), got)
+
+    rng = np.random.default_rng(0)
+    fc = rng.random((3, 2, 9, 13)) * 40
+    path = plots.save_error_map(fc, fc + rng.normal(0, 3, fc.shape), rng.random(fc.shape) < 0.4, ("a", "b"), tmp_path)
+    assert path == tmp_path / plots.ERROR_MAP
+    img = matplotlib.image.imread(path)
+    assert img.ndim == 3 and img[..., :3].std() > 0.05
+    with pytest.raises(ValueError, match=r"2 channels; got 1 names \['a'\]"):
+        plots.save_error_map(fc, fc, fc > 0, ("a",), tmp_path)
 
 
 def test_model_card_template_is_strict(berlin, make_module, make_result, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -145,13 +146,15 @@ def test_run_contents(berlin, make_module, make_result, monkeypatch):
 
     # metrics per horizon for the model and every baseline, plus means
     for name, hm in result.metrics.items():
-        for key in ("rmse", "mae", "n"):
+        for key in ("rmse", "mae", "n", "mape", "n_mape"):
             hist = sorted(client.get_metric_history(info["run_id"], f"{name}.{key}"), key=lambda m: m.step)
             assert [m.step for m in hist] == list(range(1, len(hm.rmse) + 1))
             assert [m.value for m in hist] == pytest.approx(getattr(hm, key))
-        assert run.data.metrics[f"{name}.rmse_mean"] == pytest.approx(hm.rmse_mean)
+        for key in ("rmse_mean", "mae_mean", "mape_mean"):
+            assert run.data.metrics[f"{name}.{key}"] == pytest.approx(getattr(hm, key))
         again = run_metrics(info["run_id"], name)
-        assert (again.rmse, again.mae, again.n) == (pytest.approx(hm.rmse), pytest.approx(hm.mae), hm.n)
+        for key, value in hm.as_dict().items():
+            assert getattr(again, key) == pytest.approx(value), key
     with pytest.raises(
         RegistryError, match=r"no metrics for 'ridge'; it has: \['model', 'persistence', 'seasonal_average'\]"
     ):
@@ -165,15 +168,20 @@ def test_run_contents(berlin, make_module, make_result, monkeypatch):
     assert (t["holdout.start"], t["holdout.end"]) == (result.holdout.start, result.holdout.end)
     assert t["code_version"] == "abc123" and t["train.stopped_reason"] == "early_stopping"
 
-    # artifacts: learning curve, one map per channel, the model card
+    # artifacts: learning curve, one map per channel, the error map, the model card showing the maps
     local = Path(mlflow.artifacts.download_artifacts(run_id=info["run_id"], tracking_uri=mlflow_uri()))
     pngs = sorted(p.name for p in (local / "plots").glob("*.png"))
-    assert pngs == sorted(["learning_curve.png"] + [f"forecast_vs_actual_{c}.png" for c in berlin.channels])
+    assert pngs == sorted(
+        ["learning_curve.png", "error_map.png"] + [f"forecast_vs_actual_{c}.png" for c in berlin.channels]
+    )
     for png in (local / "plots").glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     card = (local / "model_card.md").read_text()
     assert f"`traffic-berlin` version {info['version']}" in card
     assert result.holdout.digest in card and "abc123" in card and "$" not in card
+    shown = re.findall(r"!\[[^]]*\]\(([^)]+)\)", card)
+    assert len(shown) == len(berlin.channels) + 1 and all((local / p).is_file() for p in shown)
+    assert "MAPE (percent)" in card and "| modality | gate |" in card
 
     # the model carries a signature inferred from the input example and the module output
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri())  # same store; get_model_info takes no URI

@@ -18,6 +18,14 @@ ridge
     their masks, the last observed value in the context (persistence rule above) and the
     calendar features of the target bin. Fitted on the training samples' observed targets
     (at most ``max_rows`` rows per model, drawn with a fixed seed).
+gbm
+    scikit-learn ``HistGradientBoostingRegressor`` on lag features
+    (:class:`GradientBoostingLagBaseline`): one model pooled over cells, channels and
+    horizons (horizon and channel are features), predicting the target's anomaly from the
+    seasonal profile above in units of the channel's standard deviation, from the last
+    lag anomalies, the last observed value, the target bin's prior, hour of day, day of
+    week and (when the grid has holiday flags) the holiday flag. Fitted on at most
+    ``max_rows`` observed training targets drawn with the seed; deterministic given it.
 
 Time-of-week/day bins are taken in UTC, like the model's calendar features.
 """
@@ -34,7 +42,9 @@ from traffic.forecast.metrics import MetricAccumulator
 from traffic.forecast.result import HorizonMetrics
 from traffic.grid.tensor import GridTensor
 
-BASELINES = ("persistence", "seasonal_average", "ridge")
+BASELINES = ("persistence", "seasonal_average", "ridge", "gbm")
+#: Targets scanned at a time when the gradient-boosting baseline samples its training rows.
+GBM_SCAN_TARGETS = 4_000_000
 
 
 def seasonal_period(n_fit_bins: int, bin_minutes: int, min_weeks: int = 2) -> int:
@@ -43,9 +53,20 @@ def seasonal_period(n_fit_bins: int, bin_minutes: int, min_weeks: int = 2) -> in
     return per_week if n_fit_bins >= min_weeks * per_week else MINUTES_PER_DAY // bin_minutes
 
 
-def time_positions(times: pd.DatetimeIndex, bin_minutes: int, period: int) -> np.ndarray:
-    """Bin of the week (UTC, Monday 00:00 = 0) of every bin start, modulo ``period`` bins."""
-    return (minute_of_week(times) // bin_minutes) % period
+def time_positions(
+    times: pd.DatetimeIndex, bin_minutes: int, period: int, holiday: np.ndarray | None = None
+) -> np.ndarray:
+    """Bin of the week (UTC, Monday 00:00 = 0) of every bin start, modulo ``period`` bins.
+
+    With a weekly period, a bin flagged in ``holiday`` ``(T,)`` takes the position of the Sunday
+    at the same time of day: a public holiday's traffic is a Sunday's (``traffic.calendar``).
+    A daily period has no weekdays, so holidays do not move it.
+    """
+    pos = (minute_of_week(times) // bin_minutes) % period
+    per_day = MINUTES_PER_DAY // bin_minutes
+    if holiday is not None and period == 7 * per_day:
+        pos = np.where(np.asarray(holiday, dtype=bool), 6 * per_day + pos % per_day, pos)
+    return pos
 
 
 @dataclass
@@ -92,7 +113,12 @@ def _group_sums(
 
 
 def fit_seasonal_profile(
-    values: np.ndarray, mask: np.ndarray, times: pd.DatetimeIndex, bin_minutes: int, period: int
+    values: np.ndarray,
+    mask: np.ndarray,
+    times: pd.DatetimeIndex,
+    bin_minutes: int,
+    period: int,
+    holiday: np.ndarray | None = None,
 ) -> SeasonalProfile:
     """Fit a seasonal mean per bin of ``period``, cell and channel, with fallbacks.
 
@@ -106,6 +132,9 @@ def fit_seasonal_profile(
         Bin length.
     period : int
         Bins per week (time-of-week profile) or per day (time-of-day profile).
+    holiday : np.ndarray, optional
+        ``(T,)`` bool holiday flags: holiday bins count towards Sunday's profile (see
+        :func:`time_positions`).
 
     Returns
     -------
@@ -115,7 +144,7 @@ def fit_seasonal_profile(
     if period not in (per_day, 7 * per_day):
         raise ValueError(f"period {period} must be bins per day ({per_day}) or per week ({7 * per_day})")
     mask = mask.astype(bool)
-    pos = time_positions(times, bin_minutes, period)
+    pos = time_positions(times, bin_minutes, period, holiday)
     sums, counts = _group_sums(values, mask, pos, period)
     n_cell = counts.sum(axis=0)
     s_cell = sums.sum(axis=0)
@@ -167,12 +196,17 @@ def persistence_forecast(
 
 
 def seasonal_forecast(
-    profile: SeasonalProfile, times: pd.DatetimeIndex, bin_minutes: int, t_end: np.ndarray, horizon: int
+    profile: SeasonalProfile, grid: GridTensor, bin_minutes: int, t_end: np.ndarray, horizon: int
 ) -> np.ndarray:
-    """Seasonal-average forecast ``(N, H_out, C, H, W)`` for targets after bins ``t_end`` of ``times``."""
-    t0 = minute_of_week(times[np.asarray(t_end)]) // bin_minutes  # (N,)
-    pos = (t0[:, None] + np.arange(1, horizon + 1)[None, :]) % profile.period
-    return profile.profile[pos]
+    """Seasonal-average forecast ``(N, H_out, C, H, W)`` for targets after bins ``t_end`` of ``grid``.
+
+    Targets may lie past the grid's last bin; holidays (``grid.holiday_at``) take Sunday's profile.
+    """
+    t_end = np.asarray(t_end)
+    steps = np.tile(np.arange(1, horizon + 1), len(t_end))  # (N * H_out,)
+    tgt = grid.times[np.repeat(t_end, horizon)] + pd.to_timedelta(steps * bin_minutes, unit="min")  # target starts
+    pos = time_positions(tgt, bin_minutes, profile.period, grid.holiday_at(tgt))
+    return profile.profile[pos.reshape(len(t_end), horizon)]
 
 
 class RidgeLagBaseline:
@@ -217,7 +251,8 @@ class RidgeLagBaseline:
         last, has = last_observed(cv, cm, self.fallback.reshape(n_c, -1)[c, k])
         lag_v = np.where(cm, cv, 0.0)[:, -self.lags :]
         lag_m = cm[:, -self.lags :].astype(np.float32)
-        cal = calendar_features(grid.times[t] + (h + 1) * (grid.times[1] - grid.times[0]))
+        tt = grid.times[t] + (h + 1) * (grid.times[1] - grid.times[0])  # target bin starts
+        cal = calendar_features(tt, grid.holiday_at(tt))
         return np.hstack([lag_v, lag_m, last[:, None], has[:, None].astype(np.float32), cal]).astype(np.float64)
 
     def fit(self, grid: GridTensor, t_end: np.ndarray, fallback: np.ndarray) -> RidgeLagBaseline:
@@ -268,6 +303,292 @@ class RidgeLagBaseline:
         return out.reshape(len(t_end), self.horizon, n_c, hh, ww)
 
 
+class GradientBoostingLagBaseline:
+    """Gradient boosting on lag anomalies: one scikit-learn ``HistGradientBoostingRegressor``
+    pooled over cells, channels and horizons.
+
+    A row is one observed target (sample, horizon, channel, cell). Units are made comparable
+    across channels by the channel's standard deviation ``s_c`` over the fit window, and the
+    model predicts the target's anomaly from the seasonal prior ``p`` (the seasonal-average
+    baseline's profile): ``pred = p(target) + s_c * f(features)``. Features, with NaN where a
+    value is missing (the trees route missing values natively):
+
+    * the last ``lags`` context anomalies ``(v - p) / s_c``;
+    * the last observed context value ``/ s_c`` (persistence rule: the cell's training mean
+      when nothing was observed) and the number of bins since it was observed;
+    * the prior of the target bin ``/ s_c`` (the cell's level and season);
+    * calendar of the target bin from ``grid.times`` (UTC hour of day with its fraction, day of
+      week) and, when the grid has ``holiday`` flags, the holiday flag;
+    * the horizon (1 .. ``H_out``) and the channel (categorical).
+
+    One model with the horizon as a feature rather than one per horizon: it fits once per
+    night instead of ``H_out`` times, every horizon learns from all the sampled rows (the
+    anomaly decays smoothly with lead time, which a split on the horizon captures), and the
+    row budget is not cut into ``H_out`` slices.
+
+    The prior of a bin inside the fit window leaves that bin's own value out (leave-one-out,
+    as the forecaster's training does): otherwise a training target would be part of its own
+    prior and the fitted anomalies would be shrunk compared with the holdout's.
+
+    Parameters
+    ----------
+    lags : int
+        Number of most recent context anomalies used as features (at most ``context_steps``).
+    context_steps : int
+        Context length (for the last observed value).
+    horizon : int
+    max_rows : int
+        Training rows, drawn with the seed from all observed training targets (all if fewer).
+    max_iter, learning_rate, max_leaf_nodes, min_samples_leaf : optional
+        ``HistGradientBoostingRegressor`` settings (no early stopping: the fit is deterministic
+        given the seed).
+    n_threads : int
+        OpenMP threads of fit and predict. 1 by default: on a shared CPU the busy-waiting
+        OpenMP threads of scikit-learn's histogram code made a 6,000-row fit take 13-35 s
+        instead of 0.4 s (2 cores, other jobs running).
+    seed : int
+    """
+
+    def __init__(
+        self,
+        lags: int,
+        context_steps: int,
+        horizon: int,
+        *,
+        max_rows: int = 100_000,
+        max_iter: int = 150,
+        learning_rate: float = 0.1,
+        max_leaf_nodes: int = 31,
+        min_samples_leaf: int = 40,
+        n_threads: int = 1,
+        seed: int = 0,
+    ):
+        if lags < 1 or context_steps < 1 or horizon < 1 or max_rows < 1:
+            raise ValueError(
+                f"lags ({lags}), context_steps ({context_steps}), horizon ({horizon}) and max_rows ({max_rows}) "
+                "must all be >= 1"
+            )
+        self.lags = min(lags, context_steps)
+        self.context_steps = context_steps
+        self.horizon = horizon
+        self.max_rows = max_rows
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.max_leaf_nodes = max_leaf_nodes
+        self.min_samples_leaf = min_samples_leaf
+        self.n_threads = n_threads
+        self.seed = seed
+        self.model: object | None = None
+        self.n_rows = 0  # rows the model was fitted on
+        self.use_holiday = False
+        self._profile: SeasonalProfile | None = None
+        self._window = (0, 0)
+        self._scale = np.ones(0, dtype=np.float64)
+
+    @staticmethod
+    def _holiday(grid: GridTensor) -> np.ndarray | None:
+        hol = getattr(grid, "holiday", None)
+        if hol is None:
+            return None
+        hol = np.asarray(hol, dtype=bool)
+        if hol.shape != (len(grid.times),):
+            raise ValueError(f"grid.holiday has shape {hol.shape}; expected ({len(grid.times)},) (one flag per bin)")
+        return hol
+
+    def _prior(self, grid: GridTensor, pos: np.ndarray, bins: np.ndarray, c: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """Prior ``(R, S)`` at bins ``(R, S)`` of channel ``c`` and flat cell ``k`` ``(R,)``, leave-one-out in the window."""
+        prof = self._profile
+        assert prof is not None
+        n_c = grid.shape[1]
+        p = pos[bins]  # (R, S) profile positions
+        cc, kk = c[:, None], k[:, None]
+        prior = prof.profile.reshape(prof.period, n_c, -1)[p, cc, kk].astype(np.float64)
+        lo, hi = self._window
+        own = (bins >= lo) & (bins < hi) & grid.mask.reshape(len(grid.times), n_c, -1)[bins, cc, kk]
+        if own.any():
+            v = grid.values.reshape(len(grid.times), n_c, -1)[bins, cc, kk].astype(np.float64)
+            s = prof.sums.reshape(prof.period, n_c, -1)[p, cc, kk]
+            n = prof.counts.reshape(prof.period, n_c, -1)[p, cc, kk]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                loo = np.where(
+                    n > 1, (s - np.where(own, v, 0.0)) / np.maximum(n - 1, 1), prof.cell_mean.reshape(n_c, -1)[cc, kk]
+                )
+            prior = np.where(own, loo, prior)
+        return prior
+
+    def _rows(
+        self,
+        grid: GridTensor,
+        pos: np.ndarray,
+        hol: np.ndarray | None,
+        t_end: np.ndarray,
+        n: np.ndarray,
+        h: np.ndarray,
+        c: np.ndarray,
+        k: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Features ``(R, F)``, target prior ``(R,)`` and channel scale ``(R,)`` of rows (sample, horizon, channel, cell)."""
+        n_t, n_c = grid.shape[:2]
+        vals = grid.values.reshape(n_t, n_c, -1)
+        msk = grid.mask.reshape(n_t, n_c, -1)
+        t = t_end[n]
+        ctx = t[:, None] - np.arange(self.context_steps)[None, ::-1]  # (R, T_in) oldest .. newest
+        tgt = t + h + 1  # (R,)
+        cv = vals[ctx, c[:, None], k[:, None]].astype(np.float64)
+        cm = msk[ctx, c[:, None], k[:, None]]
+        s = self._scale[c]  # (R,)
+        lag_bins = ctx[:, -self.lags :]
+        lag_p = self._prior(grid, pos, lag_bins, c, k)  # (R, L)
+        anom = np.where(cm[:, -self.lags :], (cv[:, -self.lags :] - lag_p) / s[:, None], np.nan)
+        prof = self._profile
+        assert prof is not None
+        last, has = last_observed(cv, cm, prof.cell_mean.reshape(n_c, -1)[c, k])
+        steps = np.arange(1, self.context_steps + 1)[None, :]
+        since = np.where(has, self.context_steps - np.max(cm * steps, axis=1), self.context_steps)
+        p_tgt = self._prior(grid, pos, tgt[:, None], c, k)[:, 0]
+        times = grid.times[tgt]
+        cols = [
+            anom,
+            (last / s)[:, None],
+            since[:, None],
+            (p_tgt / s)[:, None],
+            (times.hour + times.minute / 60).to_numpy()[:, None],
+            times.dayofweek.to_numpy()[:, None],
+        ]
+        if self.use_holiday:
+            assert hol is not None
+            cols.append(hol[tgt][:, None])
+        cols += [(h + 1)[:, None], c[:, None]]  # the channel last: the categorical feature
+        return np.hstack(cols).astype(np.float64), p_tgt, s
+
+    def _positions(self, grid: GridTensor, hol: np.ndarray | None) -> np.ndarray:
+        from traffic.forecast.features import bin_minutes as _bin_minutes
+
+        assert self._profile is not None
+        return time_positions(grid.times, _bin_minutes(grid.times), self._profile.period, hol)
+
+    def _check_range(self, grid: GridTensor, t_end: np.ndarray) -> None:
+        bad = (t_end - self.context_steps + 1 < 0) | (t_end + self.horizon >= len(grid.times))
+        if bad.any():
+            raise ValueError(
+                f"t_end {t_end[bad][:5].tolist()} out of range: the context ({self.context_steps} bins) and the "
+                f"{self.horizon} target bins must lie inside the grid's {len(grid.times)} bins"
+            )
+
+    def _sample_targets(self, grid: GridTensor, t_end: np.ndarray) -> tuple[np.ndarray, ...]:
+        """At most ``max_rows`` observed training targets as index arrays (sample, horizon, channel, flat cell).
+
+        Drawn uniformly without replacement with the seed. Samples are scanned in chunks of
+        about :data:`GBM_SCAN_TARGETS` targets so that long, dense grids (years of a 32 x 32
+        benchmark) never hold the index arrays of every observed target at once.
+        """
+        n_c, hw = grid.shape[1], grid.shape[2] * grid.shape[3]
+        per = self.horizon * n_c * hw  # targets per sample
+        size = max(1, GBM_SCAN_TARGETS // per)
+        starts = list(range(0, len(t_end), size))
+        steps = np.arange(1, self.horizon + 1)[None, :]
+
+        def observed(s: int) -> np.ndarray:  # (B, H_out * C * HW) bool
+            te = t_end[s : s + size]
+            return grid.mask[te[:, None] + steps].reshape(len(te), per)
+
+        counts = np.array([int(observed(s).sum()) for s in starts], dtype=np.int64)
+        rng = np.random.default_rng(self.seed)
+        quota = counts if counts.sum() <= self.max_rows else rng.multivariate_hypergeometric(counts, self.max_rows)
+        parts = []
+        for s, q in zip(starts, quota, strict=True):
+            if q == 0:
+                continue
+            flat = np.flatnonzero(observed(s))
+            if q < len(flat):
+                flat = flat[np.sort(rng.choice(len(flat), int(q), replace=False))]
+            b, rest = np.divmod(flat, per)
+            h, rest = np.divmod(rest, n_c * hw)
+            c, k = np.divmod(rest, hw)
+            parts.append((b + s, h, c, k))
+        if not parts:
+            return tuple(np.zeros(0, dtype=np.int64) for _ in range(4))
+        return tuple(np.concatenate(a) for a in zip(*parts, strict=True))
+
+    def fit(
+        self, grid: GridTensor, t_end: np.ndarray, profile: SeasonalProfile, fit_start: int, fit_end: int
+    ) -> GradientBoostingLagBaseline:
+        """Fit on the observed targets of the samples ending at ``t_end``.
+
+        Parameters
+        ----------
+        grid : GridTensor
+        t_end : array of int
+            Last context bin of the training samples; targets must lie inside ``grid``.
+        profile : SeasonalProfile
+            Fitted on bins ``[fit_start, fit_end)`` of ``grid`` (:func:`fit_seasonal_profile`,
+            with the grid's holiday flags if it has them).
+        fit_start, fit_end : int
+            The profile's fit window: priors of bins inside it leave the bin's own value out.
+        """
+        from sklearn.ensemble import HistGradientBoostingRegressor
+        from threadpoolctl import threadpool_limits
+
+        t_end = np.asarray(t_end, dtype=np.int64)
+        self._check_range(grid, t_end)
+        n_t, n_c = grid.shape[:2]
+        self._profile, self._window = profile, (int(fit_start), int(fit_end))
+        hol = self._holiday(grid)
+        self.use_holiday = hol is not None
+        win_v, win_m = grid.values[fit_start:fit_end], grid.mask[fit_start:fit_end]
+        scale = np.ones(n_c)
+        for ci in range(n_c):  # masked standard deviation per channel; 1 for a flat or unobserved channel
+            obs = win_v[:, ci][win_m[:, ci]].astype(np.float64)
+            if obs.size > 1 and np.std(obs) > 1e-6:
+                scale[ci] = np.std(obs)
+        self._scale = scale
+        n, h, c, k = self._sample_targets(grid, t_end)
+        self.n_rows = len(n)
+        if len(n) == 0:
+            self.model = None
+            return self
+        pos = self._positions(grid, hol)
+        x, p_tgt, s = self._rows(grid, pos, hol, t_end, n, h, c, k)
+        y = (grid.values.reshape(n_t, n_c, -1)[t_end[n] + h + 1, c, k] - p_tgt) / s
+        with threadpool_limits(limits=self.n_threads, user_api="openmp"):
+            self.model = HistGradientBoostingRegressor(
+                max_iter=self.max_iter,
+                learning_rate=self.learning_rate,
+                max_leaf_nodes=self.max_leaf_nodes,
+                min_samples_leaf=self.min_samples_leaf,
+                categorical_features=[x.shape[1] - 1],
+                early_stopping=False,
+                random_state=self.seed,
+            ).fit(x, y)
+        return self
+
+    def predict(self, grid: GridTensor, t_end: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+        """Forecast ``(N, H_out, C, H, W)`` after bins ``t_end``; only at ``where`` (bool, same shape) if given, NaN elsewhere.
+
+        Without a fitted model (no observed training target) the prior is predicted.
+        """
+        from threadpoolctl import threadpool_limits
+
+        if self._profile is None:
+            raise RuntimeError("GradientBoostingLagBaseline: fit first")
+        t_end = np.asarray(t_end, dtype=np.int64)
+        self._check_range(grid, t_end)
+        _, n_c, hh, ww = grid.shape
+        hol = self._holiday(grid)
+        if self.use_holiday and hol is None:
+            raise ValueError("the model was fitted with holiday flags; the grid to predict on has none (grid.holiday)")
+        out = np.full((len(t_end), self.horizon, n_c, hh * ww), np.nan, dtype=np.float32)
+        sel = np.ones(out.shape, dtype=bool) if where is None else np.asarray(where, dtype=bool).reshape(out.shape)
+        n, h, c, k = np.nonzero(sel)
+        if len(n):
+            pos = self._positions(grid, hol)
+            x, p_tgt, s = self._rows(grid, pos, hol, t_end, n, h, c, k)
+            with threadpool_limits(limits=self.n_threads, user_api="openmp"):
+                f = self.model.predict(x) if self.model is not None else 0.0  # type: ignore[attr-defined]
+            out[n, h, c, k] = p_tgt + s * f
+        return out.reshape(len(t_end), self.horizon, n_c, hh, ww)
+
+
 def evaluate_baselines(
     grid: GridTensor,
     *,
@@ -280,8 +601,9 @@ def evaluate_baselines(
     ridge_lags: int = 12,
     seed: int = 0,
     batch_size: int = 64,
+    gbm_max_rows: int = 100_000,
 ) -> dict[str, HorizonMetrics]:
-    """Fit the three baselines on the training window and score them on the holdout samples.
+    """Fit the baselines (:data:`BASELINES`) on the training window and score them on the holdout samples.
 
     Parameters
     ----------
@@ -289,24 +611,32 @@ def evaluate_baselines(
     fit_start, fit_end : int
         Training window ``[fit_start, fit_end)`` in bins (the seasonal profile and the fallbacks).
     train_t_end, holdout_t_end : array of int
-        Last context bin of the training samples (Ridge fit) and of the holdout samples.
+        Last context bin of the training samples (Ridge and gradient-boosting fits) and of the
+        holdout samples.
     context_steps, horizon : int
     ridge_lags : int
+        Lags of the Ridge and the gradient-boosting baselines.
     seed : int
     batch_size : int
         Holdout samples scored at a time (bounds memory on big grids).
+    gbm_max_rows : int
+        Training rows of the gradient-boosting baseline (a seeded sample of the observed targets).
 
     Returns
     -------
     dict
-        ``{"persistence": HorizonMetrics, "seasonal_average": ..., "ridge": ...}``.
+        ``{"persistence": HorizonMetrics, "seasonal_average": ..., "ridge": ..., "gbm": ...}``.
     """
     from traffic.forecast.features import bin_minutes as _bin_minutes
 
     bm = _bin_minutes(grid.times)
     win = grid.slice_time(fit_start, fit_end)
-    prof = fit_seasonal_profile(win.values, win.mask, win.times, bm, seasonal_period(fit_end - fit_start, bm))
+    prof = fit_seasonal_profile(
+        win.values, win.mask, win.times, bm, seasonal_period(fit_end - fit_start, bm), win.holiday
+    )
     ridge = RidgeLagBaseline(ridge_lags, context_steps, horizon, seed=seed).fit(grid, train_t_end, prof.cell_mean)
+    gbm = GradientBoostingLagBaseline(ridge_lags, context_steps, horizon, max_rows=gbm_max_rows, seed=seed)
+    gbm.fit(grid, train_t_end, prof, fit_start, fit_end)
     acc = {name: MetricAccumulator(horizon) for name in BASELINES}
     holdout_t_end = np.asarray(holdout_t_end)
     for s in range(0, len(holdout_t_end), batch_size):
@@ -314,6 +644,7 @@ def evaluate_baselines(
         tidx = te[:, None] + np.arange(1, horizon + 1)[None, :]
         target, mask = grid.values[tidx], grid.mask[tidx]
         acc["persistence"].update(persistence_forecast(grid, te, context_steps, horizon, prof.cell_mean), target, mask)
-        acc["seasonal_average"].update(seasonal_forecast(prof, grid.times, bm, te, horizon), target, mask)
+        acc["seasonal_average"].update(seasonal_forecast(prof, grid, bm, te, horizon), target, mask)
         acc["ridge"].update(ridge.predict(grid, te, where=mask), target, mask)
+        acc["gbm"].update(gbm.predict(grid, te, where=mask), target, mask)
     return {name: a.result() for name, a in acc.items()}

@@ -6,6 +6,13 @@ Layout of one input sample ``(T_in, F, H, W)`` float32, ``F = 2 C + K``:
 * ``[C, 2C)``    the observation mask (1.0 observed, 0.0 missing);
 * ``[2C, 2C+K)`` calendar features of the bin (:data:`CALENDAR_FEATURES`), the same in every cell.
 
+The last two calendar features are public-holiday flags (``traffic.calendar``; the grid's
+``holidays``, read in its local time zone): ``holiday`` of the bin itself and
+``holiday_ahead``, the flag of the bin ``horizon`` bins later. The forecaster reads the
+holiday flag of its target bin ``t_end + j`` from ``holiday_ahead`` of context bin
+``t_end - horizon + j``, so an input sample carries the flags of every bin it forecasts
+(holidays are known in advance) and the module still needs no side input.
+
 Calendar features are computed from the grid's UTC bin starts (the grid carries no time
 zone). Seasonality is therefore learnt in UTC; a city's DST switch moves its local rush
 hours by one UTC hour twice a year, which the model sees in the data like any other change.
@@ -23,8 +30,10 @@ import pandas as pd
 from traffic.grid.tensor import GridTensor
 
 #: Calendar features, in order: hour-of-day phase, time-of-week phase (Monday 00:00 UTC = 0),
-#: and a Saturday/Sunday flag.
-CALENDAR_FEATURES = ("tod_sin", "tod_cos", "tow_sin", "tow_cos", "weekend")
+#: a Saturday/Sunday flag, the bin's public-holiday flag and that of the bin ``horizon`` bins later.
+CALENDAR_FEATURES = ("tod_sin", "tod_cos", "tow_sin", "tow_cos", "weekend", "holiday", "holiday_ahead")
+#: The periodic features, a function of the time of week alone.
+N_PERIODIC = 5
 N_CALENDAR = len(CALENDAR_FEATURES)
 
 MINUTES_PER_DAY = 1440
@@ -63,13 +72,29 @@ def minute_of_week(times: pd.DatetimeIndex) -> np.ndarray:
     return (t.dayofweek.to_numpy() * MINUTES_PER_DAY + t.hour.to_numpy() * 60 + t.minute.to_numpy()).astype(np.int64)
 
 
-def calendar_features(times: pd.DatetimeIndex) -> np.ndarray:
-    """Calendar features of bin starts, ``(T, K)`` float32 in :data:`CALENDAR_FEATURES` order."""
+def calendar_features(
+    times: pd.DatetimeIndex, holiday: np.ndarray | None = None, holiday_ahead: np.ndarray | None = None
+) -> np.ndarray:
+    """Calendar features of bin starts, ``(T, K)`` float32 in :data:`CALENDAR_FEATURES` order.
+
+    ``holiday`` / ``holiday_ahead`` are ``(T,)`` bool flags (see the module docstring); None = 0.
+    """
     mow = minute_of_week(times).astype(np.float64)
     tod = 2 * np.pi * (mow % MINUTES_PER_DAY) / MINUTES_PER_DAY
     tow = 2 * np.pi * mow / MINUTES_PER_WEEK
     weekend = (mow >= 5 * MINUTES_PER_DAY).astype(np.float64)  # Saturday and Sunday
-    return np.stack([np.sin(tod), np.cos(tod), np.sin(tow), np.cos(tow), weekend], axis=1).astype(np.float32)
+    zero = np.zeros(len(mow))
+    hol = zero if holiday is None else np.asarray(holiday, dtype=np.float64)
+    ahead = zero if holiday_ahead is None else np.asarray(holiday_ahead, dtype=np.float64)
+    return np.stack([np.sin(tod), np.cos(tod), np.sin(tow), np.cos(tow), weekend, hol, ahead], axis=1).astype(
+        np.float32
+    )
+
+
+def grid_calendar(grid: GridTensor, horizon: int) -> np.ndarray:
+    """Calendar features ``(T, K)`` of every bin of ``grid``, with holiday flags ``horizon`` bins ahead."""
+    step = grid.times[1] - grid.times[0] if len(grid.times) > 1 else pd.Timedelta(0)
+    return calendar_features(grid.times, grid.holiday, grid.holiday_at(grid.times + horizon * step))
 
 
 def context_index(t_end: np.ndarray, context_steps: int) -> np.ndarray:
@@ -96,9 +121,8 @@ def build_inputs(grid: GridTensor, t_end: np.ndarray, context_steps: int, horizo
     context_steps : int
         Bins of context ``T_in``.
     horizon : int
-        Bins predicted. The inputs do not depend on it: the forecaster derives the calendar
-        of the target bins from the last context bin. It is validated so that callers state
-        the geometry they forecast with.
+        Bins predicted: the ``holiday_ahead`` feature looks this many bins ahead. The rest of
+        the target bins' calendar the forecaster derives from the last context bin.
 
     Returns
     -------
@@ -126,7 +150,7 @@ def build_inputs(grid: GridTensor, t_end: np.ndarray, context_steps: int, horizo
     mask = grid.mask[idx]  # (B, T_in, C, H, W)
     x[:, :, :n_c] = np.where(mask, grid.values[idx], 0.0)
     x[:, :, n_c : 2 * n_c] = mask
-    cal = calendar_features(grid.times)[idx]  # (B, T_in, K)
+    cal = grid_calendar(grid, horizon)[idx]  # (B, T_in, K)
     x[:, :, 2 * n_c :] = cal[:, :, :, None, None]
     return x
 

@@ -12,28 +12,57 @@ from typing import Any
 
 import numpy as np
 
-#: Metric names, all masked (missing cells/bins never count) and in original units.
-METRICS = ("mae", "rmse")
+#: Metric names, all masked (missing cells/bins never count) and in original units; ``mape`` in
+#: percent over the targets that pass the zero-denominator rule of :mod:`traffic.forecast.metrics`.
+METRICS = ("mae", "rmse", "mape")
+#: Smallest ``|target|`` (original units) that counts in MAPE: the zero-denominator rule,
+#: documented in :mod:`traffic.forecast.metrics`.
+MAPE_MIN_TARGET = 10.0
+
+
+def _mean(values: list[float]) -> float:
+    """Unweighted mean over horizons; NaN for no horizons (or when any horizon is NaN)."""
+    return float(np.mean(values)) if len(values) else float("nan")
 
 
 @dataclass
 class HorizonMetrics:
-    """Masked metrics per forecast horizon (index 0 = one bin ahead)."""
+    """Masked metrics per forecast horizon (index 0 = one bin ahead).
+
+    ``mape``/``n_mape`` default to empty lists so that metrics recorded before MAPE existed
+    (or built by hand with ``mae``, ``rmse`` and ``n`` only) still construct; their
+    :attr:`mape_mean` is then NaN.
+    """
 
     mae: list[float]
     rmse: list[float]
     n: list[int]  # observed target values per horizon
+    mape: list[float] = field(default_factory=list)  # percent; NaN for a horizon with n_mape == 0
+    n_mape: list[int] = field(default_factory=list)  # observed targets that passed the MAPE rule
 
     @property
     def mae_mean(self) -> float:
-        return float(np.mean(self.mae))
+        return _mean(self.mae)
 
     @property
     def rmse_mean(self) -> float:
-        return float(np.mean(self.rmse))
+        return _mean(self.rmse)
+
+    @property
+    def mape_mean(self) -> float:
+        return _mean(self.mape)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"mae": self.mae, "rmse": self.rmse, "n": self.n, "mae_mean": self.mae_mean, "rmse_mean": self.rmse_mean}
+        return {
+            "mae": self.mae,
+            "rmse": self.rmse,
+            "mape": self.mape,
+            "n": self.n,
+            "n_mape": self.n_mape,
+            "mae_mean": self.mae_mean,
+            "rmse_mean": self.rmse_mean,
+            "mape_mean": self.mape_mean,
+        }
 
 
 @dataclass
@@ -57,8 +86,9 @@ class TrainResult:
         tensor ``(B, T_in, F, H, W)`` built by ``traffic.forecast.features.build_inputs``
         and returns ``(B, H_out, C, H, W)`` in original units (normalisation inside).
     metrics : dict
-        ``{"model": HorizonMetrics, "persistence": ..., "seasonal_average": ..., "ridge": ...}``
-        all on the same :attr:`holdout`.
+        ``{"model": HorizonMetrics, "persistence": ..., "seasonal_average": ..., "ridge": ...,
+        "gbm": ...}`` (the baselines of ``traffic.forecast.baselines.BASELINES``) all on the same
+        :attr:`holdout`.
     holdout : Holdout
     learning_curve : list of dict
         ``{"epoch", "step", "train_loss", "val_loss", "elapsed_s"}`` rows.

@@ -15,18 +15,44 @@ the prior; the holdout uses the module's own prior, fitted on the whole window.
 
 The model and the three baselines are scored on the same holdout samples with the same
 masked metrics. Batches are built lazily from sample indices (nothing is pre-materialised).
-Runs are seeded; with a wall-clock budget the number of steps still depends on the
-machine's speed.
+The training loop:
+
+* **Seeds.** ``seed`` seeds Python's, numpy's and torch's generators and draws the sample
+  order. With a step cap (training key ``max_steps``) instead of the wall-clock budget, two
+  CPU runs with the same seed and thread count give bit-identical weights; with a budget the
+  number of steps depends on the machine's speed.
+* **Stopping.** Early stopping on the validation loss (``patience`` validations without
+  improvement), ``max_epochs``, ``max_steps`` and the wall-clock ``budget_s``; the best
+  validation state is returned. Gradients are clipped (``grad_clip``).
+* **NaN/inf guard.** A non-finite loss, gradient norm, validation loss, parameter, base
+  coefficient or holdout forecast raises :class:`TrainingDiverged` before anything is returned
+  or checkpointed, so nothing downstream (the registry) ever sees a diverged model.
+* **Checkpoint and resume** (``checkpoint_dir``, ``resume``; :mod:`traffic.forecast.checkpoint`).
+  After every validation and when the loop stops, ``checkpoint.pt`` is replaced atomically:
+  weights, optimizer, position in the epoch's sample order, generator states, best state,
+  best validation loss and the learning curve. ``resume=True`` continues from it and reaches
+  the same weights as an uninterrupted run (bit-identical on CPU).
+* **Data-parallel** when launched with ``torchrun`` (``WORLD_SIZE > 1``): see
+  :mod:`traffic.forecast.distributed`.
+* **CUDA**: bf16 autocast and channels_last convolution weights; ``compile = true`` wraps
+  the training forward in ``torch.compile``. The CPU path is plain eager float32.
+* **Warm start** (``warm_start``): parameters of another model (another city's champion) with
+  the same name and shape are copied before training; the statistics buffers are always fitted
+  on this grid. ``extra["warm_start"]`` lists what was copied and skipped.
+* **Progress bar** (tqdm) with ``progress=True``.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import math
 import os
+import random
 import time
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -35,12 +61,21 @@ import numpy as np
 import torch
 
 from traffic.config import PROJECT_ROOT
+from traffic.forecast import distributed as ddp
 from traffic.forecast.baselines import (
     SeasonalProfile,
     evaluate_baselines,
     fit_seasonal_profile,
     seasonal_period,
     time_positions,
+)
+from traffic.forecast.checkpoint import (
+    checkpoint_path,
+    load_checkpoint,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+    transfer_parameters,
 )
 from traffic.forecast.features import MINUTES_PER_DAY, bin_minutes, build_inputs, target_index
 from traffic.forecast.metrics import MetricAccumulator, masked_mse
@@ -309,9 +344,11 @@ def _check_finite_module(module: torch.nn.Module, where: str) -> None:
 #: Candidate linear bases: ``None`` = fitted, a number = fixed, per feature of ``traffic.model.BASE_FEATURES``.
 BASE_CANDIDATES: dict[str, tuple[float | None, ...]] = {
     # the seasonal prior plus a fitted share of the last anomaly per horizon and channel
-    "damped_anomaly": (1.0, None, 0.0, 0.0, 0.0),
-    # a free linear blend of prior, last anomaly, mean anomaly, last value and a constant
-    "linear": (None, None, None, None, None),
+    "damped_anomaly": (1.0, 0.0, None, 0.0, 0.0, 0.0),
+    # ... plus a fitted share of the context's multiplicative level
+    "level_anomaly": (1.0, None, None, 0.0, 0.0, 0.0),
+    # a free linear blend of prior, scaled prior, last anomaly, mean anomaly, last value and a constant
+    "linear": (None, None, None, None, None, None),
 }
 
 
@@ -335,9 +372,10 @@ def _base_moments(
         x, prior, y, m = batcher(t_end[s : s + batch_size], device)
         t = module.terms(x, prior)
         t_in = x.shape[1]
-        feats = t.base_features[..., r0:r1, c0:c1].double()  # (B, C, N-1, h, w)
+        feats = t.base_features[..., r0:r1, c0:c1].double()  # (B, C, N - N_TARGET_BASE, h, w)
         for j in range(cfg.horizon):  # one horizon at a time: memory of one sample's inputs
-            xx = torch.cat([t.prior_n[:, t_in + j, :, None, r0:r1, c0:c1].double(), feats], dim=2)  # (B, C, N, h, w)
+            per_target = torch.stack([t.prior_n[:, t_in + j], t.prior_level[:, j]], dim=2)  # (B, C, 2, H, W)
+            xx = torch.cat([per_target[..., r0:r1, c0:c1].double(), feats], dim=2)  # (B, C, N, h, w)
             mj = m[:, j, :, r0:r1, c0:c1]  # (B, C, h, w)
             yj = torch.where(mj, module.normalise(y[:, j], channel_dim=1)[..., r0:r1, c0:c1], 0.0).double()
             xm = xx * mj[:, :, None].double()  # (B, C, N, h, w), 0 at unobserved targets
@@ -395,7 +433,22 @@ def _fit_base(module: Forecaster, batcher: _Batcher, train_t: np.ndarray, val_t:
 
 
 @torch.no_grad()
-def _val_loss(module: Forecaster, batcher: _Batcher, t_end: np.ndarray, batch_size: int, device: torch.device) -> float:
+def _val_loss(
+    module: Forecaster,
+    batcher: _Batcher,
+    t_end: np.ndarray,
+    batch_size: int,
+    device: torch.device,
+    dist: ddp.DistContext | None = None,
+) -> float:
+    """Masked MSE (normalised units) over the validation samples ``t_end``.
+
+    Data-parallel: each rank scores ``t_end[rank::world]`` and the squared errors and counts
+    are summed over ranks, so every rank returns the same loss.
+    """
+    dist = dist or ddp.DistContext()
+    if dist.active:
+        t_end = t_end[dist.rank :: dist.world]
     sq, n = 0.0, 0
     for s in range(0, len(t_end), batch_size):
         x, prior, y, m = batcher(t_end[s : s + batch_size], device)
@@ -404,7 +457,8 @@ def _val_loss(module: Forecaster, batcher: _Batcher, t_end: np.ndarray, batch_si
         k = int(m.sum())
         sq += float(masked_mse(module.normalise(pred.float()), module.normalise(y), m)) * k
         n += k
-    loss = sq / max(n, 1)
+    sq, n_all = ddp.sum_ranks(dist, [sq, float(n)], device)
+    loss = sq / max(n_all, 1.0)
     if not math.isfinite(loss):
         raise TrainingDiverged(f"validation loss is {loss}")
     return loss
@@ -422,6 +476,9 @@ def train_forecaster(
     device: str | torch.device | None = None,
     progress: bool = False,
     model_overrides: dict[str, Any] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    warm_start: torch.nn.Module | Mapping[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train the forecaster on ``grid`` and score it and the baselines on the holdout.
 
@@ -436,30 +493,49 @@ def train_forecaster(
     budget_s : float
         Wall-clock cap of the training loop (the baselines and the holdout scoring come on top).
     seed : int
-        Seeds numpy and torch (sample order, initial weights).
+        Seeds Python's, numpy's and torch's generators (sample order, initial weights).
     device : str or torch.device, optional
-        ``"cuda"`` (bf16 autocast) when available, else ``"cpu"``.
+        ``"cuda"`` (bf16 autocast, channels_last) when available, else ``"cpu"``. Under
+        ``torchrun`` on CUDA each rank uses ``cuda:LOCAL_RANK``.
     progress : bool
-        Show a tqdm progress bar.
+        Show a tqdm progress bar (rank 0 only when data-parallel).
     model_overrides : dict, optional
         Overrides of the ``[model]`` or ``[training]`` keys of ``models/convlstm_attention.toml``.
+    checkpoint_dir : str or Path, optional
+        Write ``checkpoint.pt`` there after every validation and when the loop stops (atomic
+        replace; rank 0 only). Defaults to the training key ``checkpoint_dir`` ("" = off).
+    resume : bool
+        Continue from ``checkpoint_dir``'s checkpoint when there is one (else start afresh). The
+        checkpoint must come from the same configuration, seed and data split.
+    warm_start : torch.nn.Module or dict, optional
+        A model (or state dict) whose parameters with the same name and shape initialise this
+        one (see :func:`traffic.forecast.checkpoint.transfer_parameters`); statistics buffers
+        are never copied. ``extra["warm_start"]`` = ``{"copied": [...], "skipped": [...]}``.
 
     Returns
     -------
     TrainResult
-        With ``metrics`` keys ``"model"``, ``"persistence"``, ``"seasonal_average"``, ``"ridge"``.
+        With ``metrics`` keys ``"model"`` and one per baseline. When data-parallel, ranks other
+        than 0 return the same trained module and learning curve with empty ``metrics`` (the
+        holdout is scored on rank 0 only); ``extra["rank"]`` / ``extra["world_size"]`` say which.
 
     Raises
     ------
     TrainingDiverged
-        If the loss, gradients, parameters or holdout forecasts become NaN/inf.
+        If the loss, gradients, validation loss, parameters or holdout forecasts become NaN/inf;
+        raised before anything is returned or checkpointed.
     ValueError
-        On an unusable split or an unknown override.
+        On an unusable split, an unknown override, ``resume`` without ``checkpoint_dir``, or a
+        checkpoint from another configuration.
     """
     t_start = time.perf_counter()
     spec = load_model_spec()
     model_kw, tr = _split_overrides(spec, model_overrides)
-    dev = _resolve_device(device)
+    if checkpoint_dir is None and str(tr.get("checkpoint_dir") or ""):
+        checkpoint_dir = Path(str(tr["checkpoint_dir"])).expanduser()
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs a checkpoint_dir (argument or training key) to resume from")
+    dist, dev = ddp.setup(_resolve_device(device))
     threads = torch.get_num_threads()
     if dev.type == "cpu":
         torch.set_num_threads(_cpu_threads(int(tr["cpu_threads"]), threads))
@@ -477,17 +553,100 @@ def train_forecaster(
             model_kw,
             tr,
             t_start,
+            dist=dist,
+            ckpt=checkpoint_path(checkpoint_dir) if checkpoint_dir is not None else None,
+            resume=resume,
+            warm_start=warm_start,
         )
     finally:
         torch.set_num_threads(threads)
+        ddp.teardown(dist)
+
+
+def _check_finite_observations(grid: GridTensor) -> None:
+    """Refuse NaN/inf at observed cells: they would turn the statistics, the loss and every forecast into NaN."""
+    bad = grid.mask & ~np.isfinite(grid.values)
+    if bad.any():
+        t, c, r, q = (int(v) for v in np.argwhere(bad)[0])
+        raise TrainingDiverged(
+            f"grid has {int(bad.sum())} observed values that are NaN/inf, the first {grid.values[t, c, r, q]} at "
+            f"bin {t} ({grid.times[t]}), channel {grid.channels[c]!r}, cell (row {r}, col {q}); "
+            "observed values must be finite (mark missing ones False in the mask)"
+        )
+
+
+def _seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's (global) and torch's (every device) generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+#: Training keys that may change between a checkpoint and its resumption (the rest must match).
+RESUME_MAY_CHANGE = frozenset({"max_steps", "max_epochs", "patience", "checkpoint_dir", "cpu_threads", "compile"})
+
+
+def _fingerprint(cfg: ForecasterConfig, tr: dict[str, Any], seed: int, split: Split, world: int) -> dict[str, Any]:
+    """What a checkpoint must agree on to be resumed: model config, training keys, seed, split, world size."""
+    keep = {k: v for k, v in tr.items() if k not in RESUME_MAY_CHANGE}
+    raw = {
+        "config": cfg.to_dict(),
+        "training": keep,
+        "seed": seed,
+        "split": [split.fit_start, split.val_start, split.fit_end, len(split.train), len(split.val)],
+        "world_size": world,
+    }
+    return json.loads(json.dumps(raw, default=str))  # tuples -> lists: comparable after a round trip
+
+
+def _differences(ours: Any, theirs: Any, prefix: str = "") -> list[str]:
+    """Dotted keys where two nested dicts differ (``prefix`` itself when they are not both dicts)."""
+    if not (isinstance(ours, dict) and isinstance(theirs, dict)):
+        return [] if ours == theirs else [prefix or "<root>"]
+    out: list[str] = []
+    for k in sorted(set(ours) | set(theirs)):
+        out += _differences(ours.get(k), theirs.get(k), f"{prefix}.{k}" if prefix else str(k))
+    return out
+
+
+def _resume_from(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` (None if there is none), refused when its fingerprint differs."""
+    if not path.exists():
+        return None
+    ck = load_checkpoint(path)
+    diff = _differences(fingerprint, ck.get("fingerprint", {}))
+    if diff:
+        raise ValueError(
+            f"{path}: checkpoint of another run, cannot resume; differs in {diff} "
+            f"(only {sorted(RESUME_MAY_CHANGE)} may change between a checkpoint and its resumption)"
+        )
+    return ck
 
 
 def _train(
-    grid, context_steps, horizon_steps, holdout_days, train_days, budget_s, seed, dev, progress, model_kw, tr, t_start
+    grid,
+    context_steps,
+    horizon_steps,
+    holdout_days,
+    train_days,
+    budget_s,
+    seed,
+    dev,
+    progress,
+    model_kw,
+    tr,
+    t_start,
+    *,
+    dist: ddp.DistContext | None = None,
+    ckpt: Path | None = None,
+    resume: bool = False,
+    warm_start: torch.nn.Module | Mapping[str, torch.Tensor] | None = None,
 ):
     """The body of :func:`train_forecaster` (arguments resolved)."""
-    torch.manual_seed(seed)
+    dist = dist or ddp.DistContext()
+    _seed_everything(seed)
     rng = np.random.default_rng(seed)
+    _check_finite_observations(grid)
 
     split = make_split(
         grid,
@@ -500,7 +659,7 @@ def _train(
     bm = bin_minutes(grid.times)
     win = grid.slice_time(split.fit_start, split.fit_end)
     period = seasonal_period(split.fit_end - split.fit_start, bm, int(tr["min_weeks_for_weekly_profile"]))
-    profile = fit_seasonal_profile(win.values, win.mask, win.times, bm, period)
+    profile = fit_seasonal_profile(win.values, win.mask, win.times, bm, period, win.holiday)
     mean, std = _masked_channel_stats(win.values, win.mask)
 
     cfg = ForecasterConfig(
@@ -517,66 +676,134 @@ def _train(
     )
     module = Forecaster(cfg)
     module.set_statistics(mean, std, profile.profile)
+    # warm start: parameters only; the statistics buffers above belong to this grid
+    warm = transfer_parameters(module, warm_start) if warm_start is not None else None
+    # CUDA: NHWC convolution weights (tensor cores); the 5-D inputs are reshaped to (B*T, F, h, w)
+    # maps inside the module, whose convolutions then follow the weights' layout
     module.to(dev)
+    if dev.type == "cuda":
+        module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # (torch's stubs lack it)
     batcher = _Batcher(
         grid,
         context_steps,
         horizon_steps,
         profile,
-        time_positions(grid.times, bm, period),
+        time_positions(grid.times, bm, period, grid.holiday),
         split.fit_start,
         split.fit_end,
     )
     bs, eval_bs = int(tr["batch_size"]), int(tr["eval_batch_size"])
     opt = torch.optim.AdamW(module.parameters(), lr=float(tr["lr"]), weight_decay=float(tr["weight_decay"]))
-    steps_per_epoch = math.ceil(len(split.train) / bs)
+    steps_per_epoch = math.ceil(math.ceil(len(split.train) / dist.world) / bs)  # per rank
     eval_every = max(1, min(steps_per_epoch, int(tr["eval_every_steps"])))
     patience = int(tr["patience"])
     max_epochs = int(tr["max_epochs"])
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=max_epochs * steps_per_epoch, desc=f"train {grid.shape}", unit="step")
+    max_steps = int(tr["max_steps"])  # 0 = no cap
 
     t_loop = time.perf_counter()
     val_t_end = _spread(split.val, int(tr["max_val_samples"]))
     base_name, base_scores = _fit_base(
         module, batcher, _spread(split.train, int(tr["max_base_fit_samples"])), val_t_end, eval_bs, dev
     )
-    module.eval()
-    t_val = time.perf_counter()
-    best_val = _val_loss(module, batcher, val_t_end, eval_bs, dev)
-    eval_s = time.perf_counter() - t_val  # one validation pass (s)
-    best_state = copy.deepcopy(module.state_dict())
-    curve = [{"epoch": 0.0, "step": 0, "train_loss": float("nan"), "val_loss": best_val, "elapsed_s": 0.0}]
-    step, bad_evals, run_loss, run_n = 0, 0, 0.0, 0
-    stopped = "max_epochs"
-    step_s = 0.0  # running estimate of one optimisation step (s)
-    done = False
-    for epoch in range(max_epochs):
+    fingerprint = _fingerprint(cfg, tr, seed, split, dist.world)
+    ck = _resume_from(ckpt, fingerprint) if resume and ckpt is not None else None
+    perm: np.ndarray | None = None  # the current epoch's sample order (the same on every rank)
+    if ck is None:
+        module.eval()
+        t_val = time.perf_counter()
+        best_val = _val_loss(module, batcher, val_t_end, eval_bs, dev, dist)
+        eval_s = time.perf_counter() - t_val  # one validation pass (s)
+        best_state = copy.deepcopy(module.state_dict())
+        curve = [{"epoch": 0.0, "step": 0, "train_loss": float("nan"), "val_loss": best_val, "elapsed_s": 0.0}]
+        step, bad_evals, run_loss, run_n, epoch, offset = 0, 0, 0.0, 0, 0, 0
+        step_s = 0.0  # running estimate of one optimisation step (s)
+        elapsed0 = 0.0  # loop time of the run before this invocation (resume)
+    else:
+        module.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        restore_rng_states(rng, ck["rng"])
+        best_state, best_val, bad_evals = ck["best_state"], float(ck["best_val"]), int(ck["bad_evals"])
+        curve, run_loss, run_n = list(ck["curve"]), float(ck["run_loss"]), int(ck["run_n"])
+        step, epoch, offset = int(ck["step"]), int(ck["epoch"]), int(ck["offset"])
+        perm = ck["perm"].numpy() if ck["perm"] is not None else None
+        eval_s, step_s, elapsed0 = float(ck["eval_s"]), float(ck["step_s"]), float(ck["elapsed_s"])
+    resumed_from = step if ck is not None else None
+    del ck
+
+    # the training forward: DDP around the module when data-parallel, torch.compile on request
+    fwd: Any = ddp.wrap(module, dist, dev)
+    if bool(tr["compile"]):
+        fwd = torch.compile(fwd)
+
+    bar = None
+    if progress and dist.is_main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_epochs * steps_per_epoch, initial=step, desc=f"train {grid.shape}", unit="step")
+
+    saved_at = -1  # step of the last checkpoint written
+
+    def save_state() -> None:
+        """Checkpoint the loop (rank 0); never a diverged state: the guard has run on the loss and gradients."""
+        nonlocal saved_at
+        if ckpt is None or not dist.is_main or saved_at == step:
+            return
+        _check_finite_module(module, f"at step {step}")
+        save_checkpoint(
+            ckpt,
+            {
+                "fingerprint": fingerprint,
+                "model": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+                "optimizer": opt.state_dict(),
+                "step": step,
+                "epoch": epoch,
+                "offset": offset,
+                "perm": torch.from_numpy(np.asarray(perm, dtype=np.int64)) if perm is not None else None,
+                "rng": rng_states(rng),
+                "best_state": {k: v.detach().cpu() for k, v in best_state.items()},
+                "best_val": best_val,
+                "bad_evals": bad_evals,
+                "curve": curve,
+                "run_loss": run_loss,
+                "run_n": run_n,
+                "eval_s": eval_s,
+                "step_s": step_s,
+                "elapsed_s": elapsed0 + time.perf_counter() - t_loop,
+            },
+        )
+        saved_at = step
+
+    stopped = "early_stopping" if bad_evals >= patience else "max_epochs"
+    done = bad_evals >= patience  # a resumed run that had already stopped early
+    while not done and epoch < max_epochs:
+        if perm is None:  # a new epoch: the same permutation on every rank
+            perm, offset = rng.permutation(split.train), 0
+        order = ddp.shard(perm, dist)  # this rank's share
         module.train()
-        order = rng.permutation(split.train)
-        for s in range(0, len(order), bs):
+        while offset < len(order):
+            if max_steps and step >= max_steps:
+                stopped, done = "max_steps", True
+                break
             elapsed = time.perf_counter() - t_loop
-            if elapsed + step_s + (eval_s if (step + 1) % eval_every == 0 else 0.0) > budget_s:
+            late = elapsed + step_s + (eval_s if (step + 1) % eval_every == 0 else 0.0) > budget_s
+            if ddp.any_rank(dist, late, dev):
                 stopped, done = "budget", True
                 break
             t0 = time.perf_counter()
-            x, prior, y, m = batcher(order[s : s + bs], dev)
+            x, prior, y, m = batcher(order[offset : offset + bs], dev)
             with _autocast(dev):
-                pred = module(x, prior)
+                pred = fwd(x, prior)
             loss = masked_mse(module.normalise(pred.float()), module.normalise(y), m)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"training loss is {loss.item()} at step {step} (epoch {epoch})")
+            if ddp.any_rank(dist, not bool(torch.isfinite(loss)), dev):
+                raise TrainingDiverged(f"training loss is {loss.item()} (or NaN/inf on another rank) at step {step}")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # DDP: gradients averaged over ranks here, so the guard below agrees on every rank
             gnorm = torch.nn.utils.clip_grad_norm_(module.parameters(), float(tr["grad_clip"]))
             if not torch.isfinite(gnorm):
                 raise TrainingDiverged(f"gradient norm is {gnorm.item()} at step {step} (epoch {epoch})")
             opt.step()
             step += 1
+            offset += bs
             run_loss += float(loss.detach())
             run_n += 1
             dt = time.perf_counter() - t0
@@ -586,7 +813,7 @@ def _train(
             if step % eval_every == 0:
                 t1 = time.perf_counter()
                 module.eval()
-                val = _val_loss(module, batcher, val_t_end, eval_bs, dev)
+                val = _val_loss(module, batcher, val_t_end, eval_bs, dev, dist)
                 module.train()
                 eval_s = time.perf_counter() - t1
                 curve.append(
@@ -595,7 +822,7 @@ def _train(
                         "step": step,
                         "train_loss": run_loss / max(run_n, 1),
                         "val_loss": val,
-                        "elapsed_s": time.perf_counter() - t_loop,
+                        "elapsed_s": elapsed0 + time.perf_counter() - t_loop,
                     }
                 )
                 run_loss, run_n = 0.0, 0
@@ -608,9 +835,13 @@ def _train(
                     bad_evals += 1
                     if bad_evals >= patience:
                         stopped, done = "early_stopping", True
-                        break
+                save_state()
+                if done:
+                    break
         if done:
             break
+        epoch, perm = epoch + 1, None
+    save_state()  # where the loop stopped (budget, max_steps, ...): a later run can go on from here
     if bar is not None:
         bar.close()
     train_seconds = time.perf_counter() - t_loop
@@ -619,22 +850,26 @@ def _train(
     module.eval()
     _check_finite_module(module, "after training")
     module.to("cpu")
+    if dev.type == "cuda":
+        module.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
 
-    metrics = {"model": evaluate_module(module, grid, holdout_days=holdout_days, batch_size=eval_bs)}
-    metrics.update(
-        evaluate_baselines(
-            grid,
-            fit_start=split.fit_start,
-            fit_end=split.fit_end,
-            train_t_end=np.concatenate([split.train, split.val]),
-            holdout_t_end=split.holdout,
-            context_steps=context_steps,
-            horizon=horizon_steps,
-            ridge_lags=int(tr["ridge_lags"]),
-            seed=seed,
-            batch_size=eval_bs,
+    metrics: dict[str, HorizonMetrics] = {}
+    if dist.is_main:  # data-parallel: the holdout is scored once, on rank 0
+        metrics["model"] = evaluate_module(module, grid, holdout_days=holdout_days, batch_size=eval_bs)
+        metrics.update(
+            evaluate_baselines(
+                grid,
+                fit_start=split.fit_start,
+                fit_end=split.fit_end,
+                train_t_end=np.concatenate([split.train, split.val]),
+                holdout_t_end=split.holdout,
+                context_steps=context_steps,
+                horizon=horizon_steps,
+                ridge_lags=int(tr["ridge_lags"]),
+                seed=seed,
+                batch_size=eval_bs,
+            )
         )
-    )
 
     ho = split.holdout
     obs_per_bin = grid.mask.reshape(grid.shape[0], -1).sum(axis=1)
@@ -664,6 +899,8 @@ def _train(
             "n_parameters": n_params,
             "base": base_name,
             "profile_kind": "time_of_week" if period * bm == 7 * MINUTES_PER_DAY else "time_of_day",
+            "world_size": dist.world,
+            "warm_start_copied": len(warm["copied"]) if warm is not None else None,
         },
     )
     return TrainResult(
@@ -689,6 +926,11 @@ def _train(
             "n_val_samples": len(split.val),
             "best_val_loss": best_val,
             "steps": step,
+            "resumed_from_step": resumed_from,
+            "checkpoint": str(ckpt) if ckpt is not None else None,
+            "warm_start": warm,
+            "rank": dist.rank,
+            "world_size": dist.world,
             "cpu_threads": torch.get_num_threads() if dev.type == "cpu" else None,
             "total_seconds": time.perf_counter() - t_start,
         },

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from traffic import lake
+from traffic.calendar import city_holidays
 from traffic.config import CityConfig
 from traffic.grid.cells import grid_spec
 from traffic.grid.tensor import GridTensor
@@ -127,4 +128,15 @@ def load_tensor(city: CityConfig, start: str | None = None, end: str | None = No
         coverage[index] = cov[keep]
         mask[index] = True
     cell_ids = np.arange(h * w, dtype=np.int32).reshape(h, w)
-    return GridTensor(values=values, mask=mask, coverage=coverage, times=times, channels=channels, cell_ids=cell_ids)
+    # holidays of the grid's years and the next (forecasts run past the last bin)
+    holidays = city_holidays(city.calendar, times[0].year, times[-1].year + 1)
+    return GridTensor(
+        values=values,
+        mask=mask,
+        coverage=coverage,
+        times=times,
+        channels=channels,
+        cell_ids=cell_ids,
+        timezone=city.timezone,
+        holidays=holidays,
+    )

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from traffic.calendar import holiday_flags
+
 
 @dataclass
 class GridTensor:
@@ -26,6 +28,11 @@ class GridTensor:
         ``C`` channel names (``<feed>.<channel>``).
     cell_ids : np.ndarray
         ``(H, W)`` int32 grid cell ids; row 0 is the southern edge.
+    timezone : str
+        IANA zone of the city: the local dates of :attr:`holidays` are read in it.
+    holidays : tuple of str
+        Local dates ``YYYY-MM-DD`` that are public holidays (``traffic.calendar``), covering the
+        grid's span and beyond it (forecasts reach past the last bin); empty = none known.
     """
 
     values: np.ndarray
@@ -34,6 +41,8 @@ class GridTensor:
     times: pd.DatetimeIndex
     channels: tuple[str, ...]
     cell_ids: np.ndarray
+    timezone: str = "UTC"
+    holidays: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         t, c, h, w = self.values.shape
@@ -46,6 +55,16 @@ class GridTensor:
                 f"times ({len(self.times)}), channels ({len(self.channels)}), cell_ids {self.cell_ids.shape} "
                 f"do not match values {self.values.shape}"
             )
+        self.holidays = tuple(sorted({str(d) for d in self.holidays}))
+
+    def holiday_at(self, times: pd.DatetimeIndex) -> np.ndarray:
+        """``(N,)`` bool: each of ``times`` (UTC bin starts, may lie beyond the grid) starts on a holiday."""
+        return holiday_flags(times, self.timezone, self.holidays)
+
+    @property
+    def holiday(self) -> np.ndarray:
+        """``(T,)`` bool: the bin starts on a public holiday (local date)."""
+        return self.holiday_at(self.times)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -60,6 +79,8 @@ class GridTensor:
             self.times[start:stop],
             self.channels,
             self.cell_ids,
+            self.timezone,
+            self.holidays,
         )
 
     def save_npz(self, path: str) -> None:
@@ -69,9 +90,11 @@ class GridTensor:
             values=self.values,
             mask=self.mask,
             coverage=self.coverage,
-            times=self.times.asi8,
+            times=self.times.as_unit("ns").asi8,  # int64 ns UTC (pandas may hold us)
             channels=np.array(self.channels),
             cell_ids=self.cell_ids,
+            timezone=np.array(self.timezone),
+            holidays=np.array(self.holidays, dtype=str),
         )
 
     @classmethod
@@ -96,4 +119,6 @@ class GridTensor:
             pd.DatetimeIndex(times),
             channels,
             cell_ids,
+            str(z["timezone"]) if "timezone" in z else "UTC",
+            tuple(str(d) for d in z["holidays"]) if "holidays" in z else (),
         )

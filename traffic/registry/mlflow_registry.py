@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from traffic.config import PROJECT_ROOT, CityConfig, mlflow_artifact_root, mlflow_uri
-from traffic.forecast.result import HorizonMetrics, TrainResult
+from traffic.forecast.result import MAPE_MIN_TARGET, HorizonMetrics, TrainResult
 
 # A batch job: MLflow must not phone home (nor wait on a network that is not there), and
 # artifact progress bars only clutter task logs. Explicit settings in the environment win.
@@ -302,14 +302,29 @@ def _duration(td: Any) -> str:
     return f"+{secs // 60}min"
 
 
+def _per_horizon(values: list[float], n_h: int) -> list[float]:
+    """``values`` padded with NaN to ``n_h`` horizons (metrics recorded before a metric existed are empty)."""
+    return [float(v) for v in values[:n_h]] + [math.nan] * max(0, n_h - len(values))
+
+
 def _metric_table(metric: str, result: TrainResult, champion_metrics: HorizonMetrics | None, leads: list[str]) -> str:
+    """Per-horizon table of one metric (``rmse``, ``mae`` or ``mape``) for the model, the baselines and the champion.
+
+    The count column is the model's number of scored targets per horizon: every observed
+    target for RMSE/MAE, those passing the zero-denominator rule (``n_mape``) for MAPE.
+    """
     columns: dict[str, HorizonMetrics] = {"model": result.metrics["model"], **result.baselines}
     if champion_metrics is not None:
         columns["current champion"] = champion_metrics
     model = result.metrics["model"]
-    values = np.array([getattr(m, metric) for m in columns.values()], dtype=float)  # (models, horizons)
+    n_h = len(model.rmse)
+    # (models, horizons)
+    values = np.array([_per_horizon(getattr(m, metric), n_h) for m in columns.values()], dtype=float)
     means = np.array([getattr(m, f"{metric}_mean") for m in columns.values()], dtype=float)  # as the promotion rule
-    header = "| horizon | lead | observed values | " + " | ".join(columns) + " |"
+    counts = [int(v) for v in (model.n_mape if metric == "mape" else model.n)]
+    counts += [0] * max(0, n_h - len(counts))
+    count_label = "counted values" if metric == "mape" else "observed values"
+    header = f"| horizon | lead | {count_label} | " + " | ".join(columns) + " |"
     rule = "|---|---|---:|" + "---:|" * len(columns)
     lines = [header, rule]
 
@@ -320,9 +335,40 @@ def _metric_table(metric: str, result: TrainResult, champion_metrics: HorizonMet
         return f"| {label} | {lead} | {n} | " + " | ".join(cells) + " |"
 
     for h in range(values.shape[1]):
-        lines.append(row(str(h + 1), leads[h] if h < len(leads) else "", f"{model.n[h]:,}", values[:, h]))
-    lines.append(row("mean", "", f"{int(np.sum(model.n)):,}", means))
+        lines.append(row(str(h + 1), leads[h] if h < len(leads) else "", f"{counts[h]:,}", values[:, h]))
+    lines.append(row("mean", "", f"{int(np.sum(counts)):,}", means))
     return "\n".join(lines)
+
+
+#: ``result.params`` keys that name the model variant, in the order shown on the card.
+VARIANT_KEYS = ("cell", "decoder", "attention", "peephole")
+
+
+def _variant(params: Mapping[str, Any]) -> str:
+    shown = [f"{k} `{params[k]}`" for k in VARIANT_KEYS if k in params]
+    return ", ".join(shown) if shown else "(not recorded)"
+
+
+def _modality_table(weights: Any) -> str:
+    """Table of the fusion gate per modality (``TrainResult.extra["modality_weights"]``)."""
+    if not isinstance(weights, Mapping) or not weights:
+        return "(not recorded for this model)"
+    lines = ["| modality | gate |", "|---|---:|"]
+    for name, gate in weights.items():
+        try:
+            lines.append(f"| {name} | {_fmt(float(gate))} |")
+        except (TypeError, ValueError):
+            lines.append(f"| {name} | `{gate}` |")
+    return "\n".join(lines)
+
+
+def _maps(channels: tuple[str, ...]) -> str:
+    """Markdown images of the maps :func:`log_training` logs under ``plots/`` next to the card."""
+    from traffic.registry.plots import ERROR_MAP, forecast_map_name
+
+    lines = [f"![forecast vs observed: {c}](plots/{forecast_map_name(c)})" for c in channels]
+    lines.append(f"![mean absolute error per cell](plots/{ERROR_MAP})")
+    return "\n\n".join(lines)
 
 
 def _bullets(d: Mapping[str, Any], indent: str = "  ") -> str:
@@ -417,7 +463,10 @@ def render_model_card(
         "holdout_digest": result.holdout.digest,
         "rmse_table": _metric_table("rmse", result, champion_metrics, leads),
         "mae_table": _metric_table("mae", result, champion_metrics, leads),
+        "mape_table": _metric_table("mape", result, champion_metrics, leads),
+        "mape_min": f"{MAPE_MIN_TARGET:g}",
         "model_rmse_mean": _fmt(model.rmse_mean),
+        "model_mape_mean": _fmt(model.mape_mean),
         "best_baseline": base_name,
         "best_baseline_rmse_mean": _fmt(base.rmse_mean),
         "skill_vs_baseline": f"{skill:+.1%}" if math.isfinite(skill) else "n/a",
@@ -426,6 +475,9 @@ def render_model_card(
         "train_seconds": f"{result.train_seconds:.1f} s",
         "stopped_reason": result.stopped_reason,
         "params_table": _params_table(result.params),
+        "model_variant": _variant(result.params),
+        "modality_table": _modality_table(result.extra.get("modality_weights")),
+        "maps": _maps(tuple(result.channels)),
     }
     return Template(text).substitute(values)
 
@@ -479,10 +531,12 @@ def _metrics(result: TrainResult, timestamp_ms: int) -> list[Any]:
 
     rows: list[Metric] = []
     for name, hm in result.metrics.items():
-        for key in ("mae", "rmse", "n"):
+        for key in ("mae", "rmse", "n", "mape", "n_mape"):  # mape/n_mape are empty for metrics made without them
             rows += [Metric(f"{name}.{key}", float(v), timestamp_ms, h + 1) for h, v in enumerate(getattr(hm, key))]
         rows.append(Metric(f"{name}.mae_mean", hm.mae_mean, timestamp_ms, 0))
         rows.append(Metric(f"{name}.rmse_mean", hm.rmse_mean, timestamp_ms, 0))
+        if hm.mape:
+            rows.append(Metric(f"{name}.mape_mean", hm.mape_mean, timestamp_ms, 0))
     base_name, base = result.best_baseline()
     model = result.metrics["model"]
     if base.rmse_mean:
@@ -539,11 +593,13 @@ def log_training(
     One run in experiment ``traffic-<city>`` with: params (``hp.*`` from ``result.params``,
     ``city.*``/``forecast.*`` from the city config, ``data.*`` from ``data_window``,
     ``train.*``); metrics per horizon for the model and every baseline (``<name>.rmse``,
-    ``<name>.mae``, ``<name>.n`` with ``step = h + 1``, plus ``<name>.rmse_mean`` and
-    ``<name>.mae_mean``), ``model.rmse_skill_vs_best_baseline``, the learning curve
+    ``<name>.mae``, ``<name>.n``, ``<name>.mape``, ``<name>.n_mape`` with ``step = h + 1``,
+    plus ``<name>.rmse_mean``, ``<name>.mae_mean`` and ``<name>.mape_mean``),
+    ``model.rmse_skill_vs_best_baseline``, the learning curve
     (``curve.train_loss``/``curve.val_loss`` per epoch); tags with the holdout window and
-    digest; artifacts ``plots/learning_curve.png``, ``plots/forecast_vs_actual_<channel>.png``
-    and ``model_card.md``; the model (pt2, signature inferred from the input example and the
+    digest; artifacts ``plots/learning_curve.png``, ``plots/forecast_vs_actual_<channel>.png``,
+    ``plots/error_map.png`` and ``model_card.md`` (which shows the maps); the model (pt2,
+    signature inferred from the input example and the
     module's output). The logged model is loaded back and must reproduce the module's
     output before it is registered as a new version of ``traffic-<city>``.
 
@@ -636,6 +692,15 @@ def log_training(
                     result.channels,
                     tmp,
                     lead_labels=leads,
+                )
+                plots.save_error_map(
+                    result.example_forecast,
+                    result.example_target,
+                    result.example_mask,
+                    result.channels,
+                    tmp,
+                    title=f"{city.name}: |forecast - observed| per cell, mean over {len(leads)} horizons "
+                    "(one holdout sample)",
                 )
                 client.log_artifacts(run_id, tmp, artifact_path="plots")
 
@@ -830,6 +895,7 @@ def run_metrics(run_id: str, name: str = "model") -> HorizonMetrics:
     Returns
     -------
     HorizonMetrics
+        ``mape``/``n_mape`` are empty for a run logged before MAPE was recorded.
 
     Raises
     ------
@@ -839,13 +905,17 @@ def run_metrics(run_id: str, name: str = "model") -> HorizonMetrics:
     with _mlflow_session() as client:
         hist = {
             key: sorted(client.get_metric_history(run_id, f"{name}.{key}"), key=lambda m: m.step)
-            for key in ("mae", "rmse", "n")
+            for key in ("mae", "rmse", "n", "mape", "n_mape")
         }
         if not hist["rmse"]:
             logged = sorted(k[: -len(".rmse")] for k in client.get_run(run_id).data.metrics if k.endswith(".rmse"))
             raise RegistryError(f"run {run_id} has no metrics for {name!r}; it has: {logged}")
     return HorizonMetrics(
-        mae=[m.value for m in hist["mae"]], rmse=[m.value for m in hist["rmse"]], n=[int(m.value) for m in hist["n"]]
+        mae=[m.value for m in hist["mae"]],
+        rmse=[m.value for m in hist["rmse"]],
+        n=[int(m.value) for m in hist["n"]],
+        mape=[m.value for m in hist["mape"]],  # empty for runs logged before MAPE existed
+        n_mape=[int(m.value) for m in hist["n_mape"]],
     )
 
 

@@ -1,4 +1,4 @@
-"""Figures logged with every training run: learning curve and forecast-vs-actual maps.
+"""Figures logged with every training run: learning curve, forecast-vs-actual maps and the error map.
 
 Pure matplotlib (``Figure`` + Agg canvas, no ``pyplot`` state), so it is safe in
 Airflow workers and threads. Maps follow :class:`traffic.grid.tensor.GridTensor`:
@@ -18,6 +18,8 @@ from matplotlib.figure import Figure
 
 #: Dots per inch of the saved PNGs (small files, quick to render).
 DPI = 80
+#: File name of the error map (:func:`save_error_map`).
+ERROR_MAP = "error_map.png"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -161,6 +163,99 @@ def forecast_map_figure(
     return fig
 
 
+def forecast_map_name(channel: str) -> str:
+    """File name of a channel's forecast-vs-actual map (:func:`save_forecast_maps`)."""
+    return f"forecast_vs_actual_{safe_name(channel)}.png"
+
+
+def mean_abs_error_map(forecast: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean ``|forecast - target|`` over the horizons a cell was observed at, NaN where it never was.
+
+    Parameters
+    ----------
+    forecast, target : np.ndarray
+        ``(H_out, C, H, W)`` one holdout sample in original units (``target`` may be NaN where
+        ``mask`` is False).
+    mask : np.ndarray
+        ``(H_out, C, H, W)`` bool, True where observed.
+
+    Returns
+    -------
+    np.ndarray
+        ``(C, H, W)`` float64.
+    """
+    forecast, target, mask = np.asarray(forecast, float), np.asarray(target, float), np.asarray(mask, bool)
+    if not (forecast.shape == target.shape == mask.shape) or forecast.ndim != 4:
+        raise ValueError(
+            f"forecast {forecast.shape}, target {target.shape} and mask {mask.shape} must all be (H_out, C, H, W)"
+        )
+    err = np.where(mask, np.abs(forecast - np.where(mask, target, 0.0)), 0.0)
+    n = mask.sum(axis=0)  # (C, H, W) horizons observed per cell
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, err.sum(axis=0) / np.maximum(n, 1), np.nan)
+
+
+def error_map_figure(
+    forecast: np.ndarray, target: np.ndarray, mask: np.ndarray, channels: Sequence[str], *, title: str = ""
+) -> Figure:
+    """One panel per channel: the mean absolute error per cell of one holdout sample.
+
+    Each cell shows :func:`mean_abs_error_map` (mean over the horizons at which the cell was
+    observed, original units, each channel on its own colour scale); cells never observed in
+    the sample are blank (light grey), so a blank cell is "not scored", never "no error".
+
+    Parameters
+    ----------
+    forecast, target : np.ndarray
+        ``(H_out, C, H, W)``.
+    mask : np.ndarray
+        ``(H_out, C, H, W)`` bool.
+    channels : sequence of str
+        ``C`` channel names.
+    title : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    mae = mean_abs_error_map(forecast, target, mask)
+    if mae.shape[0] != len(channels):
+        raise ValueError(f"forecast has {mae.shape[0]} channels; got {len(channels)} names {list(channels)}")
+    n_c, rows, cols = mae.shape
+    panel_w = 3.0
+    panel_h = min(6.0, max(1.5, panel_w * rows / max(cols, 1)))
+    fig = Figure(figsize=(panel_w * n_c + 0.6, panel_h + 1.4))
+    n_h = np.shape(forecast)[0]
+    fig.suptitle(title or f"|forecast - observed|, mean over the {n_h} horizons (one holdout sample)", fontsize=10)
+    cmap = matplotlib.colormaps["magma_r"].with_extremes(bad="0.85")
+    width = (1 - 0.04) / n_c
+    for c, name in enumerate(channels):
+        ax = fig.add_axes((0.02 + c * width, 0.2, width * 0.92, 0.64))
+        finite = mae[c][np.isfinite(mae[c])]
+        hi = float(np.percentile(finite, 99)) if finite.size else 1.0
+        im = ax.imshow(mae[c], origin="lower", cmap=cmap, vmin=0.0, vmax=hi if hi > 0 else 1.0, interpolation="nearest")
+        mean = f"{finite.mean():.3g}" if finite.size else "n/a"
+        ax.set_title(f"{name}\n{finite.size} cells scored, mean {mean}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        cax = fig.add_axes((0.02 + c * width, 0.1, width * 0.92, 0.03))
+        fig.colorbar(im, cax=cax, orientation="horizontal")
+    return fig
+
+
+def save_error_map(
+    forecast: np.ndarray,
+    target: np.ndarray,
+    mask: np.ndarray,
+    channels: Sequence[str],
+    folder: str | Path,
+    *,
+    title: str = "",
+) -> Path:
+    """Render :func:`error_map_figure` to ``<folder>/`` :data:`ERROR_MAP`."""
+    return _save(error_map_figure(forecast, target, mask, channels, title=title), Path(folder) / ERROR_MAP)
+
+
 def save_learning_curve(rows: Sequence[dict[str, float]], path: str | Path, *, title: str = "learning curve") -> Path:
     """Render :func:`learning_curve_figure` to a PNG at ``path``."""
     return _save(learning_curve_figure(rows, title=title), path)
@@ -204,5 +299,5 @@ def save_forecast_maps(
         fig = forecast_map_figure(
             forecast[:, c], np.asarray(target)[:, c], np.asarray(mask)[:, c], channel=name, lead_labels=lead_labels
         )
-        out.append(_save(fig, folder / f"forecast_vs_actual_{safe_name(name)}.png"))
+        out.append(_save(fig, folder / forecast_map_name(name)))
     return out

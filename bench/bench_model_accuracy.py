@@ -1,0 +1,181 @@
+"""Holdout accuracy of the forecaster and its variants against the baselines, on both shipped cities.
+
+For each city the nightly window of its last date is loaded from the lake (ingested and
+rasterized first if missing), and ``train_forecaster`` runs once per model variant with the
+same seed and wall-clock budget. Every variant and every baseline is scored on the same
+holdout with the same masked metrics. Writes two sections of ``bench/RESULTS.md``:
+
+* ``accuracy``: per city, the per-horizon RMSE / MAE / MAPE table of the default model
+  against every baseline, and its skill against the best baseline (target: >= 10 %);
+* ``variants``: per city, ConvLSTM vs ConvGRU, direct vs autoregressive decoder, with
+  and without attention: mean RMSE, optimisation steps in the budget, time per step.
+
+    python bench/bench_model_accuracy.py                 # both cities, nightly budgets
+    python bench/bench_model_accuracy.py --budget 240    # a longer budget per run
+    python bench/bench_model_accuracy.py --cities los_angeles --variants default,convgru
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from results import load_average, machine, replace_block, today  # noqa: E402
+
+#: Model variants: overrides of ``models/convlstm_attention.toml``'s [model] section.
+VARIANTS: dict[str, dict[str, object]] = {
+    "default": {},
+    "convgru": {"cell": "convgru"},
+    "autoregressive": {"decoder": "autoregressive"},
+    "plain": {"attention": False},
+}
+AS_OF = {"berlin": "2024-12-31", "los_angeles": "2012-03-07"}
+
+
+def load_grid(city_name: str):
+    """The nightly window of ``AS_OF[city]`` as a GridTensor (ingesting/rasterizing into the lake if needed)."""
+    from traffic import lake, pipeline
+    from traffic.config import load_city
+
+    city = load_city(city_name)
+    win = pipeline.training_window(city, AS_OF[city_name])
+    have = set(lake.list_dates("raster", city=city.name))
+    days = {str(d.date()) for d in pd.date_range(win["start"], win["end"], freq="D")}
+    if not days <= have:
+        pipeline.ingest(city, win["start"], win["end"])
+        pipeline.rasterize(city, win["start"], win["end"])
+    return city, pipeline._load_window(city, AS_OF[city_name])[1]
+
+
+def run(city_name: str, variant: str, budget: float | None, seed: int) -> dict:
+    from traffic.forecast.train import train_forecaster
+
+    city, grid = load_grid(city_name)
+    fc = city.forecast
+    t0 = time.perf_counter()
+    res = train_forecaster(
+        grid,
+        context_steps=fc.context_steps,
+        horizon_steps=fc.horizon_steps,
+        holdout_days=fc.holdout_days,
+        train_days=fc.train_days,
+        budget_s=budget if budget is not None else fc.train_budget_s,
+        seed=seed,
+        model_overrides=dict(VARIANTS[variant]),
+    )
+    best_name, best = res.best_baseline()
+    steps = int(res.extra.get("steps", 0))
+    return {
+        "city": city_name,
+        "variant": variant,
+        "grid": list(grid.shape),
+        "holdout": {"start": res.holdout.start, "end": res.holdout.end, "digest": res.holdout.digest[:12]},
+        "metrics": {k: v.as_dict() for k, v in res.metrics.items()},
+        "best_baseline": best_name,
+        "skill": 1.0 - res.metrics["model"].rmse_mean / best.rmse_mean,
+        "steps": steps,
+        "train_s": res.train_seconds,
+        "s_per_step": res.train_seconds / max(steps, 1),
+        "total_s": time.perf_counter() - t0,
+        "stopped": res.stopped_reason,
+        "n_parameters": res.params.get("n_parameters"),
+        "base": res.extra.get("base"),
+        "modality_weights": res.extra.get("modality_weights"),
+        "budget_s": budget if budget is not None else fc.train_budget_s,
+        "device": res.device,
+    }
+
+
+def _f(v: float, pct: bool = False) -> str:
+    if v is None or not np.isfinite(v):
+        return "n/a"
+    return f"{v:.1f}%" if pct else f"{v:.2f}"
+
+
+def accuracy_table(r: dict) -> str:
+    m = r["metrics"]
+    names = ["model", *[k for k in m if k != "model"]]
+    lines = []
+    for metric in ("rmse", "mae", "mape"):
+        lines.append(f"\n{metric.upper()}{' (%)' if metric == 'mape' else ''} per horizon:\n")
+        lines.append("| horizon | " + " | ".join(names) + " |")
+        lines.append("|---|" + "---:|" * len(names))
+        for h in range(len(m["model"]["rmse"])):
+            vals = [m[k][metric][h] if m[k][metric] else float("nan") for k in names]
+            lines.append(f"| {h + 1} | " + " | ".join(_f(v) for v in vals) + " |")
+        means = [m[k][f"{metric}_mean"] for k in names]
+        lines.append("| **mean** | " + " | ".join(f"**{_f(v)}**" for v in means) + " |")
+    return "\n".join(lines)
+
+
+def write(results: list[dict], args: argparse.Namespace) -> None:
+    cmd = "python bench/bench_model_accuracy.py" + (f" --budget {args.budget:g}" if args.budget else "")
+    head = (
+        f"- Machine: {machine()}; load average at the end {load_average()}\n"
+        f"- Date: {today()}; command: `{cmd}`; seed {args.seed}\n"
+        "- Every row is scored on the same holdout (the city's last `holdout_days`), masked, original units. "
+        "MAPE counts only targets with |y| >= the rule's threshold (see `traffic/forecast/metrics.py`).\n"
+    )
+    acc = ["## Forecast accuracy on the shipped cities (default model vs baselines)\n", head]
+    for r in (r for r in results if r["variant"] == "default"):
+        target = "met" if r["skill"] >= 0.10 else f"**missed** by {100 * (0.10 - r['skill']):.1f} points"
+        acc.append(
+            f"\n### {r['city']}: grid {r['grid']}, holdout {r['holdout']['start']} .. {r['holdout']['end']} "
+            f"(digest {r['holdout']['digest']}), budget {r['budget_s']:g} s on {r['device']}, {r['steps']} steps\n"
+        )
+        acc.append(
+            f"Mean RMSE {r['metrics']['model']['rmse_mean']:.2f} vs best baseline `{r['best_baseline']}` "
+            f"{r['metrics'][r['best_baseline']]['rmse_mean']:.2f}: **{100 * r['skill']:+.1f}%** "
+            f"(target >= 10 % lower: {target}). Linear base chosen: `{r['base']}`.\n"
+        )
+        acc.append(accuracy_table(r))
+    replace_block("accuracy", "\n".join(acc))
+    var = ["## Model variants (same seed, budget and holdout)\n", head]
+    var.append("| city | variant | mean RMSE | skill vs best baseline | steps | s/step | parameters |")
+    var.append("|---|---|---:|---:|---:|---:|---:|")
+    for r in results:
+        var.append(
+            f"| {r['city']} | {r['variant']} | {r['metrics']['model']['rmse_mean']:.2f} | {100 * r['skill']:+.1f}% "
+            f"| {r['steps']} | {r['s_per_step']:.2f} | {r['n_parameters']} |"
+        )
+    replace_block("variants", "\n".join(var))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cities", default="berlin,los_angeles")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--budget", type=float, default=None, help="training seconds per run (default: the city's)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, default=None, help="also write all results as JSON here")
+    ap.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
+    args = ap.parse_args()
+    results = []
+    for city in args.cities.split(","):
+        for variant in args.variants.split(","):
+            if variant not in VARIANTS:
+                raise SystemExit(f"unknown variant {variant!r}; allowed: {sorted(VARIANTS)}")
+            r = run(city, variant, args.budget, args.seed)
+            print(
+                f"{city:12s} {variant:15s} rmse {r['metrics']['model']['rmse_mean']:.3f} "
+                f"best {r['best_baseline']} {r['metrics'][r['best_baseline']]['rmse_mean']:.3f} "
+                f"skill {100 * r['skill']:+.1f}% steps {r['steps']} ({r['total_s']:.0f} s)",
+                flush=True,
+            )
+            results.append(r)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    if not args.no_write:
+        write(results, args)
+
+
+if __name__ == "__main__":
+    main()
