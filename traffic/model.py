@@ -406,13 +406,16 @@ class Forecaster(nn.Module):
         )
         # head: per step, a residual (C) and a per-cell correction of the last anomaly's coefficient (C),
         # from the hidden state and the cell's skip features (context anomalies and masks 2 T C, target
-        # prior, base and prior_level 3C, has/age 2C, target calendar N_PERIODIC + 1)
-        n_skip = 2 * cfg.context_steps * c + 5 * c + N_PERIODIC + 1
+        # prior, base and prior_level 3C, has/age 2C, target calendar N_PERIODIC + 1, horizon one-hot H_out)
+        n_skip = 2 * cfg.context_steps * c + 5 * c + N_PERIODIC + 1 + cfg.horizon
         # packed stacks: each position's hidden state -> p^2 cells' hidden states
         self.unpack = nn.Conv2d(dims[-1], dims[-1] * p2, 1) if cfg.patch > 1 else None
-        self.head_mlp = (
-            nn.Sequential(nn.Conv2d(dims[-1] + n_skip, cfg.head_hidden, 1), nn.GELU()) if cfg.head_hidden > 0 else None
-        )
+        self.head_mlp: nn.Sequential | None = None
+        if cfg.head_hidden > 0:
+            first = nn.Conv2d(dims[-1] + n_skip, cfg.head_hidden, 1)
+            with torch.no_grad():  # the hidden state enters at zero weight: the pointwise part can be fitted
+                first.weight[:, : dims[-1]].zero_()  # first (traffic.forecast.train) without the recurrent stacks
+            self.head_mlp = nn.Sequential(first, nn.GELU())
         self.head = nn.Conv2d(cfg.head_hidden or dims[-1], 2 * c, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)  # type: ignore[arg-type]
@@ -522,6 +525,40 @@ class Forecaster(nn.Module):
         rest = torch.einsum("bckhw,jck->bjchw", f, coef[:, :, N_TARGET_BASE:])  # (B, H_out, C, H, W)
         return coef[None, :, :, 0, None, None] * prior_t + coef[None, :, :, 1, None, None] * terms.prior_level + rest
 
+    # ---------------------------------------------------------------------------------- head
+    def target_calendar(self, calendar: torch.Tensor) -> torch.Tensor:
+        """Calendar of the target bins ``(B, H_out, N_PERIODIC + 1)`` (periodic features and holiday flag)."""
+        n_out = self.config.horizon
+        week_bin = self.bin_of_week(calendar[:, -1])  # (B,)
+        tgt_bins = week_bin[:, None] + torch.arange(1, n_out + 1, device=calendar.device)[None, :]  # (B, H_out)
+        return torch.cat([self.calendar_at(tgt_bins), self.target_holidays(calendar)[..., None]], dim=-1)
+
+    def skip_features(self, t: Terms, base: torch.Tensor, tgt_cal: torch.Tensor) -> torch.Tensor:
+        """What the head reads about each cell besides the hidden state, ``(B, H_out, S, h, w)``.
+
+        Per cell: its context anomalies and masks (``context_steps`` long: shorter contexts are
+        zero-padded at the start, longer ones cut), whether and how long ago it was observed,
+        and per target bin its prior, linear base, level term, calendar and a one-hot of the horizon.
+        """
+        b, t_in, c, h, w = t.vn.shape  # (B, T, C, h, w)
+        k_ctx = self.config.context_steps
+        lags = torch.cat([t.anomaly, t.mask], dim=2)[:, -k_ctx:].flatten(1, 2)  # (B, <=2 T C, h, w)
+        lags = F.pad(lags, (0, 0, 0, 0, 2 * k_ctx * c - lags.shape[1], 0))  # (B, 2 T C, h, w)
+        per_sample = torch.cat([lags, t.has_last, t.age], dim=1)  # (B, 2 T C + 2C, h, w)
+        n_out = base.shape[1]
+        cal = tgt_cal[:, :, :, None, None].expand(-1, -1, -1, h, w)  # (B, H_out, N_PERIODIC + 1, h, w)
+        lead = torch.eye(n_out, device=base.device, dtype=base.dtype)  # (H_out, H_out): which horizon
+        lead = lead[None, :, :, None, None].expand(b, -1, -1, h, w)  # (B, H_out, H_out, h, w)
+        per_step = torch.cat([t.prior_n[:, t_in:], base, t.prior_level, cal, lead], dim=2)  # (B, H_out, ., h, w)
+        return torch.cat([per_sample[:, None].expand(-1, n_out, -1, -1, -1), per_step], dim=2)  # (B, H_out, S, h, w)
+
+    def head_out(self, hidden: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+        """Head of one step ``(B, 2C, h, w)`` (residual, coefficient correction) from ``hidden`` and ``skip``."""
+        if self.head_mlp is not None:
+            assert skip is not None
+            hidden = self.head_mlp(torch.cat([hidden, skip], dim=1))  # (B, head_hidden, h, w)
+        return self.head(hidden)
+
     # ------------------------------------------------------------------------------- network
     def _network(self, t: Terms, calendar: torch.Tensor, base: torch.Tensor):
         """Encoder, attention, forecaster and head on a (cropped) grid; returns residual and coefficient correction.
@@ -562,9 +599,7 @@ class Forecaster(nn.Module):
         # forecaster: unroll over the target bins with what is known about them
         gates = self.fusion.weights()
         g_cal, g_prior = gates[self.fusion.names.index("calendar")], gates[self.fusion.names.index("prior")]
-        week_bin = self.bin_of_week(calendar[:, -1])  # (B,)
-        tgt_bins = week_bin[:, None] + torch.arange(1, n_out + 1, device=calendar.device)[None, :]  # (B, H_out)
-        tgt_cal = torch.cat([self.calendar_at(tgt_bins), self.target_holidays(calendar)[..., None]], dim=-1)
+        tgt_cal = self.target_calendar(calendar)  # (B, H_out, N_PERIODIC + 1)
         fc_cal = self.fc_calendar(tgt_cal.reshape(b * n_out, N_PERIODIC + 1, 1, 1)).view(b, n_out, -1, 1, 1)
         known = torch.cat([t.base_features[:, :, :-1].flatten(1, 2), t.has_last, t.age], dim=1)  # (B, 5C, h, w)
         fc_prior = self.fc_prior(
@@ -578,13 +613,7 @@ class Forecaster(nn.Module):
 
         anomaly_last = t.base_features[:, :, 0]  # (B, C, h, w)
         prev = t.base_features[:, :, 2]  # (B, C, h, w) the last observed value: the first step's "previous"
-        if self.head_mlp is not None:
-            # skip features of every cell: its context (T_in of anomalies and masks, fixed length: the head
-            # was built for context_steps; shorter contexts are zero-padded at the start, longer cut)
-            k_ctx = cfg.context_steps
-            lags = torch.cat([t.anomaly, t.mask], dim=2)[:, -k_ctx:].flatten(1, 2)  # (B, <=2 T C, h, w)
-            lags = F.pad(lags, (0, 0, 0, 0, 2 * k_ctx * c - lags.shape[1], 0))  # (B, 2 T C, h, w)
-            per_sample = torch.cat([lags, t.has_last, t.age], dim=1)  # (B, 2 T C + 2C, h, w)
+        skip = self.skip_features(t, base, tgt_cal) if self.head_mlp is not None else None  # (B, H_out, S, h, w)
         residuals, fixes = [], []
         for j in range(n_out):
             inp = fc_in[:, j]  # (B, E, h, w)
@@ -594,11 +623,7 @@ class Forecaster(nn.Module):
                 inp, states[li] = cell(inp, states[li])
             if self.unpack is not None:
                 inp = F.pixel_shuffle(self.unpack(inp), p)[..., :h, :w]  # (B, hid, h, w): every cell again
-            if self.head_mlp is not None:
-                cal_j = tgt_cal[:, j, :, None, None].expand(-1, -1, h, w)  # (B, N_PERIODIC + 1, h, w)
-                step = [t.prior_n[:, t_in + j], base[:, j], t.prior_level[:, j], cal_j]
-                inp = self.head_mlp(torch.cat([inp, per_sample, *step], dim=1))  # (B, head_hidden, h, w)
-            out = self.head(inp).view(b, 2, c, h, w)  # (B, 2, C, h, w)
+            out = self.head_out(inp, None if skip is None else skip[:, j]).view(b, 2, c, h, w)  # (B, 2, C, h, w)
             residuals.append(out[:, 0])
             fixes.append(out[:, 1])
             if self.ar_embed is not None:

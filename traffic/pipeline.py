@@ -211,6 +211,7 @@ def train(
         "as_of": as_of,
         **logged,
         "rmse_mean": result.metrics["model"].rmse_mean,
+        "mape_mean": result.metrics["model"].mape_mean,
         "best_baseline": best_name,
         "best_baseline_rmse_mean": best.rmse_mean,
         "train_seconds": result.train_seconds,

@@ -104,7 +104,7 @@ class TrainResult:
     train_seconds : float
     device : str
     stopped_reason : str
-        ``"budget"``, ``"early_stopping"`` or ``"max_epochs"``.
+        ``"budget"``, ``"early_stopping"``, ``"max_epochs"`` or ``"max_steps"``.
     """
 
     module: Any

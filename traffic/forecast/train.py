@@ -13,8 +13,8 @@ window only. During training the seasonal prior of an observed bin inside the wi
 taken leave-one-out, so that no target (nor context value) ever sees its own value through
 the prior; the holdout uses the module's own prior, fitted on the whole window.
 
-The model and the three baselines are scored on the same holdout samples with the same
-masked metrics. Batches are built lazily from sample indices (nothing is pre-materialised).
+The model and the baselines (``traffic.forecast.baselines.BASELINES``) are scored on the same
+holdout samples with the same masked metrics. Batches are built lazily from sample indices (nothing is pre-materialised).
 The training loop:
 
 * **Seeds.** ``seed`` seeds Python's, numpy's and torch's generators and draws the sample
@@ -78,10 +78,10 @@ from traffic.forecast.checkpoint import (
     transfer_parameters,
 )
 from traffic.forecast.features import MINUTES_PER_DAY, bin_minutes, build_inputs, target_index
-from traffic.forecast.metrics import MetricAccumulator, masked_mse
+from traffic.forecast.metrics import MetricAccumulator
 from traffic.forecast.result import Holdout, HorizonMetrics, TrainResult
 from traffic.grid.tensor import GridTensor
-from traffic.model import N_BASE, Forecaster, ForecasterConfig
+from traffic.model import N_BASE, Forecaster, ForecasterConfig, Terms
 
 MODEL_SPEC = PROJECT_ROOT / "models" / "convlstm_attention.toml"
 
@@ -403,14 +403,22 @@ def _solve_base(g: torch.Tensor, r: torch.Tensor, spec: tuple[float | None, ...]
     return coef
 
 
-def _base_rmse(g, r, yy, n, coef, std: torch.Tensor) -> float:
-    """Mean over horizons of the RMSE (original units, pooled over channels) of a linear base."""
+def _base_rmse_per_horizon(g, r, yy, n, coef, std: torch.Tensor) -> torch.Tensor:
+    """RMSE per horizon ``(H_out,)`` (original units, pooled over channels) of a linear base."""
     sse = yy - 2 * (coef * r).sum(-1) + torch.einsum("jck,jckl,jcl->jc", coef, g, coef)  # (H_out, C)
     sse_raw = (sse.clamp_min(0) * std.double() ** 2).sum(dim=1)
-    return float(torch.sqrt(sse_raw / n.sum(dim=1).clamp_min(1)).mean())
+    return torch.sqrt(sse_raw / n.sum(dim=1).clamp_min(1))
 
 
-def _fit_base(module: Forecaster, batcher: _Batcher, train_t: np.ndarray, val_t: np.ndarray, batch_size: int, device):
+def _fit_base(
+    module: Forecaster,
+    batcher: _Batcher,
+    train_t: np.ndarray,
+    val_t: np.ndarray,
+    batch_size: int,
+    device,
+    weighting: bool = False,
+):
     """Fit every :data:`BASE_CANDIDATES` on the training samples, pick the best on validation, refit on both.
 
     Returns the chosen name and the validation RMSE of every candidate.
@@ -419,17 +427,115 @@ def _fit_base(module: Forecaster, batcher: _Batcher, train_t: np.ndarray, val_t:
     va = _base_moments(module, batcher, val_t, batch_size, device)
     default = module.base_coef.detach().cpu()
     std = module.std.detach().cpu()
-    scores = {
-        name: _base_rmse(*va, _solve_base(tr[0], tr[1], spec, default, ridge=1.0), std)
+    per_h = {
+        name: _base_rmse_per_horizon(*va, _solve_base(tr[0], tr[1], spec, default, ridge=1.0), std)
         for name, spec in BASE_CANDIDATES.items()
-    }
-    best = min(scores, key=scores.__getitem__)
+    }  # name -> (H_out,) validation RMSE
+    scores = {name: float(v.mean()) for name, v in per_h.items()}
+    names = list(per_h)
+    choice = torch.stack([per_h[k] for k in names]).argmin(dim=0)  # (H_out,) the best candidate per horizon
     g, r = tr[0] + va[0], tr[1] + va[1]
-    coef = _solve_base(g, r, BASE_CANDIDATES[best], default, ridge=1.0)
+    fits = {k: _solve_base(g, r, BASE_CANDIDATES[k], default, ridge=1.0) for k in names}
+    coef = torch.stack([fits[names[int(i)]][j] for j, i in enumerate(choice)])  # (H_out, C, N)
+    chosen = [names[int(i)] for i in choice]
+    best = ",".join(f"{k}x{chosen.count(k)}" for k in dict.fromkeys(chosen))  # e.g. "linear x1, damped x11"
     if not torch.isfinite(coef).all():
         raise TrainingDiverged(f"the least-squares base {best!r} has NaN/inf coefficients")
     module.set_base(coef.float())
-    return best, scores
+    yy, n = tr[2] + va[2], tr[3] + va[3]
+    sse = yy - 2 * (coef * r).sum(-1) + torch.einsum("jck,jckl,jcl->jc", coef, g, coef)  # (H_out, C)
+    mse = sse.clamp_min(0).sum(dim=1) / n.sum(dim=1).clamp_min(1)  # (H_out,) normalised units
+    weights = 1.0 / mse.clamp_min(1e-6).sqrt() if weighting else torch.ones_like(mse)
+    weights = torch.where(n.sum(dim=1) > 0, weights / weights[n.sum(dim=1) > 0].mean(), 0.0)
+    return best, scores, weights.float()
+
+
+def horizon_weighted_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor):
+    """Masked MSE with each horizon's squared errors weighted by ``weights`` ``(H_out,)``.
+
+    ``pred``/``target``/``mask`` are ``(B, H_out, ...)``. The metric the registry ranks by is
+    the *mean over horizons of the RMSE*; its gradient weights horizon ``j``'s squared errors by
+    ``1 / RMSE_j``. Training uses ``weights = 1 / RMSE_j`` of the linear base (normalised to mean
+    1), so short horizons, whose errors are small, are not drowned by long ones.
+    """
+    m = mask.to(dtype=torch.bool)
+    w = weights.to(pred.device).view(1, -1, *([1] * (pred.ndim - 2))).expand_as(pred)
+    diff = torch.where(m, pred - torch.where(m, target, torch.zeros_like(target)), torch.zeros_like(pred))
+    den = torch.where(m, w, torch.zeros_like(w)).sum().clamp_min(1e-12)
+    return (w * diff.float() ** 2).sum() / den
+
+
+def _pretrain_head(
+    module: Forecaster,
+    batcher: _Batcher,
+    t_end: np.ndarray,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+    weights: torch.Tensor,
+) -> float | None:
+    """Fit the per-cell head on its skip features alone (hidden state 0) before the network trains.
+
+    The head's skip path sees each cell's own context and target-bin features (what a
+    pointwise model such as the gradient-boosting baseline sees). Fitting that part first on
+    every observed target of ``t_end``'s samples costs a few 1x1 convolutions per row, far less
+    than a step through the recurrent stacks, so the network starts from a good pointwise
+    forecast and its steps go to what only it can learn (neighbours, attention, memory).
+    Returns the last batch loss (normalised MSE), or None when there is nothing to fit.
+    """
+    cfg = module.config
+    if module.head_mlp is None or steps <= 0 or len(t_end) == 0:
+        return None
+    r0, r1, c0, c1 = cfg.active_box or (0, cfg.grid_shape[0], 0, cfg.grid_shape[1])
+    c = cfg.n_channels
+    rows: dict[str, list[torch.Tensor]] = {"skip": [], "base": [], "anom": [], "y": [], "m": [], "w": []}
+    with torch.no_grad():
+        for s in range(0, len(t_end), 32):
+            x, prior, y, m = batcher(t_end[s : s + 32], device)
+            t = module.terms(x, prior)
+            base = module.base_forecast(t)[..., r0:r1, c0:c1]  # (B, H_out, C, h, w)
+            crop = Terms(*(v[..., r0:r1, c0:c1] for v in t))
+            skip = module.skip_features(crop, base, module.target_calendar(x[:, :, 2 * c :, 0, 0].float()))
+            mm = m[..., r0:r1, c0:c1]  # (B, H_out, C, h, w)
+            keep = mm.any(dim=2).flatten()  # (B * H_out * h * w,) rows with an observed target
+
+            def rows_of(v: torch.Tensor, keep: torch.Tensor = keep) -> torch.Tensor:  # (B, H_out, K, h, w) -> (rows, K)
+                return v.permute(0, 1, 3, 4, 2).reshape(-1, v.shape[2])[keep]
+
+            anom = crop.base_features[:, None, :, 0].expand(-1, base.shape[1], -1, -1, -1)  # (B, H_out, C, h, w)
+            rows["skip"].append(rows_of(skip))
+            rows["base"].append(rows_of(base))
+            rows["anom"].append(rows_of(anom))
+            rows["y"].append(rows_of(module.normalise(y[..., r0:r1, c0:c1])))
+            rows["m"].append(rows_of(mm))
+            hw = weights.to(device).view(1, -1, 1, 1, 1).expand(mm.shape[0], -1, 1, *mm.shape[-2:])
+            rows["w"].append(rows_of(hw))  # (rows, 1) the horizon's weight
+    data = {k: torch.cat(v) for k, v in rows.items()}
+    n = len(data["y"])
+    if n == 0:
+        return None
+    params = [*module.head_mlp.parameters(), *module.head.parameters()]
+    opt = torch.optim.Adam(params, lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    hid = cfg.hidden_dims[-1]
+    loss = torch.zeros(())
+    for _ in range(steps):
+        idx = torch.randint(0, n, (min(batch_size, n),), generator=gen).to(device)
+        skip = data["skip"][idx][:, :, None, None]  # (R, S, 1, 1)
+        out = module.head_out(skip.new_zeros(len(idx), hid, 1, 1), skip)[:, :, 0, 0]  # (R, 2C)
+        pred = data["base"][idx] + out[:, c:] * data["anom"][idx] + out[:, :c]  # (R, C) normalised
+        m = data["m"][idx]
+        w = data["w"][idx].expand_as(m)  # (R, C)
+        err = torch.where(m, pred - torch.where(m, data["y"][idx], 0.0), 0.0)
+        loss = (w * err**2).sum() / torch.where(m, w, 0.0).sum().clamp_min(1e-12)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"head pre-training loss is {loss.item()}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return float(loss.detach())
 
 
 @torch.no_grad()
@@ -440,8 +546,9 @@ def _val_loss(
     batch_size: int,
     device: torch.device,
     dist: ddp.DistContext | None = None,
+    weights: torch.Tensor | None = None,
 ) -> float:
-    """Masked MSE (normalised units) over the validation samples ``t_end``.
+    """Masked MSE (normalised units, horizons weighted by ``weights``) over the validation samples ``t_end``.
 
     Data-parallel: each rank scores ``t_end[rank::world]`` and the squared errors and counts
     are summed over ranks, so every rank returns the same loss.
@@ -449,13 +556,14 @@ def _val_loss(
     dist = dist or ddp.DistContext()
     if dist.active:
         t_end = t_end[dist.rank :: dist.world]
-    sq, n = 0.0, 0
+    sq, n = 0.0, 0.0
     for s in range(0, len(t_end), batch_size):
         x, prior, y, m = batcher(t_end[s : s + batch_size], device)
         with _autocast(device):
             pred = module(x, prior)
-        k = int(m.sum())
-        sq += float(masked_mse(module.normalise(pred.float()), module.normalise(y), m)) * k
+        w = torch.ones(m.shape[1]) if weights is None else weights
+        k = float((w.to(m.device).view(1, -1, 1, 1, 1) * m).sum())
+        sq += float(horizon_weighted_mse(module.normalise(pred.float()), module.normalise(y), m, w)) * k
         n += k
     sq, n_all = ddp.sum_ranks(dist, [sq, float(n)], device)
     loss = sq / max(n_all, 1.0)
@@ -702,16 +810,40 @@ def _train(
 
     t_loop = time.perf_counter()
     val_t_end = _spread(split.val, int(tr["max_val_samples"]))
-    base_name, base_scores = _fit_base(
-        module, batcher, _spread(split.train, int(tr["max_base_fit_samples"])), val_t_end, eval_bs, dev
+    base_name, base_scores, horizon_w = _fit_base(
+        module,
+        batcher,
+        _spread(split.train, int(tr["max_base_fit_samples"])),
+        val_t_end,
+        eval_bs,
+        dev,
+        weighting=bool(tr["horizon_weighting"]),
     )
     fingerprint = _fingerprint(cfg, tr, seed, split, dist.world)
     ck = _resume_from(ckpt, fingerprint) if resume and ckpt is not None else None
     perm: np.ndarray | None = None  # the current epoch's sample order (the same on every rank)
+    head_loss = None
     if ck is None:
         module.eval()
+        base_val = _val_loss(module, batcher, val_t_end, eval_bs, dev, dist, horizon_w)  # the linear base alone
+        before = copy.deepcopy(module.state_dict())
+        head_loss = _pretrain_head(
+            module,
+            batcher,
+            _spread(split.train, int(tr["max_base_fit_samples"])),
+            int(tr["head_pretrain_steps"]),
+            float(tr["lr"]),
+            4096,
+            dev,
+            seed,
+            horizon_w,
+        )
+        module.eval()
         t_val = time.perf_counter()
-        best_val = _val_loss(module, batcher, val_t_end, eval_bs, dev, dist)
+        best_val = _val_loss(module, batcher, val_t_end, eval_bs, dev, dist, horizon_w)
+        if head_loss is not None and not best_val < base_val:  # the fitted head did not help on validation
+            module.load_state_dict(before)
+            best_val, head_loss = base_val, None
         eval_s = time.perf_counter() - t_val  # one validation pass (s)
         best_state = copy.deepcopy(module.state_dict())
         curve = [{"epoch": 0.0, "step": 0, "train_loss": float("nan"), "val_loss": best_val, "elapsed_s": 0.0}]
@@ -793,7 +925,7 @@ def _train(
             x, prior, y, m = batcher(order[offset : offset + bs], dev)
             with _autocast(dev):
                 pred = fwd(x, prior)
-            loss = masked_mse(module.normalise(pred.float()), module.normalise(y), m)
+            loss = horizon_weighted_mse(module.normalise(pred.float()), module.normalise(y), m, horizon_w)
             if ddp.any_rank(dist, not bool(torch.isfinite(loss)), dev):
                 raise TrainingDiverged(f"training loss is {loss.item()} (or NaN/inf on another rank) at step {step}")
             opt.zero_grad(set_to_none=True)
@@ -813,7 +945,7 @@ def _train(
             if step % eval_every == 0:
                 t1 = time.perf_counter()
                 module.eval()
-                val = _val_loss(module, batcher, val_t_end, eval_bs, dev, dist)
+                val = _val_loss(module, batcher, val_t_end, eval_bs, dev, dist, horizon_w)
                 module.train()
                 eval_s = time.perf_counter() - t1
                 curve.append(
@@ -922,6 +1054,7 @@ def _train(
             "modality_weights": module.modality_weights(),
             "base": base_name,
             "base_val_rmse": base_scores,
+            "head_pretrain_loss": head_loss,
             "n_train_samples": len(split.train),
             "n_val_samples": len(split.val),
             "best_val_loss": best_val,
