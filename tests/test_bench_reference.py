@@ -212,7 +212,8 @@ def test_scaling_worker_largest_tensor_is_linear_in_cells():
         assert r["step_s"] > 0 and r["maxrss"] >= r["rss_before_step"] > 0
     per_cell = [r["max_numel"] / r["grid"] ** 2 for r in rows]
     assert per_cell[1] == pytest.approx(per_cell[0], rel=0.01)
-    assert rows[1]["max_numel"] < (32 * 32) ** 2 // 10
+    # the widest per-cell tensor (the head's skip features: ~180 values per cell) stays far below HW x HW
+    assert rows[1]["max_numel"] < (32 * 32) ** 2 // 4
     assert bms.scaling_worker(0, 1, size).keys() == {"grid", "maxrss"}
 
 
