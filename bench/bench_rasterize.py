@@ -47,6 +47,9 @@ import shapely
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from results import replace_block  # noqa: E402
 
 from traffic.config import load_city  # noqa: E402
 from traffic.grid.assign import assign_sources  # noqa: E402
@@ -56,7 +59,6 @@ from traffic.grid.rasterize import aggregate  # noqa: E402
 LA_DIR = ROOT / "data/samples/la_metr"
 BERLIN_DIR = ROOT / "data/samples/berlin_telraam"
 RESULTS = ROOT / "bench/RESULTS.md"
-START, END = "<!-- rasterize:start -->", "<!-- rasterize:end -->"
 BERLIN_CHANNELS = ["car", "heavy", "bike", "pedestrian"]
 MPH = 1.609344
 
@@ -315,7 +317,6 @@ def main() -> None:
     table = "\n".join(["| measure | result |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)])
     block = "\n".join(
         [
-            START,
             "## Rasterize: columnar aggregate vs per-observation sjoin",
             "",
             f"- Machine: {facts['machine']}",
@@ -327,27 +328,11 @@ def main() -> None:
             " assignment is precomputed once. The machine is shared: see the load average.",
             "",
             table,
-            END,
         ]
     )
     print(block)
     if not args.no_write:
-        write_results(block)
-
-
-def write_results(block: str) -> None:
-    """Replace (or append) the rasterize block of bench/RESULTS.md, leaving other sections alone."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n\nEach benchmark writes its own section.\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = RESULTS.with_suffix(f".md.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(RESULTS)
-    print(f"wrote {RESULTS}")
+        replace_block("rasterize", block)
 
 
 if __name__ == "__main__":

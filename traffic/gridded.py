@@ -672,17 +672,7 @@ def save_array(grid: GridTensor, path: str | Path) -> Path:
 
         def write(tmp: Path) -> None:
             with tmp.open("wb") as fh:
-                np.savez_compressed(
-                    fh,
-                    values=grid.values,
-                    mask=grid.mask,
-                    coverage=grid.coverage,
-                    times=_ns(grid.times),
-                    channels=np.array(grid.channels, dtype=str),
-                    cell_ids=grid.cell_ids,
-                    timezone=np.array(tz),
-                    holidays=np.array(hol, dtype=str),
-                )
+                grid.save_npz(fh)
 
     else:
         import pyarrow as pa

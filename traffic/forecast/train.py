@@ -403,10 +403,14 @@ def _solve_base(g: torch.Tensor, r: torch.Tensor, spec: tuple[float | None, ...]
     return coef
 
 
+def _base_sse(g, r, yy, coef) -> torch.Tensor:
+    """Sum of squared errors ``(H_out, C)`` (normalised units) of a linear base, from its normal-equation moments."""
+    return (yy - 2 * (coef * r).sum(-1) + torch.einsum("jck,jckl,jcl->jc", coef, g, coef)).clamp_min(0)
+
+
 def _base_rmse_per_horizon(g, r, yy, n, coef, std: torch.Tensor) -> torch.Tensor:
     """RMSE per horizon ``(H_out,)`` (original units, pooled over channels) of a linear base."""
-    sse = yy - 2 * (coef * r).sum(-1) + torch.einsum("jck,jckl,jcl->jc", coef, g, coef)  # (H_out, C)
-    sse_raw = (sse.clamp_min(0) * std.double() ** 2).sum(dim=1)
+    sse_raw = (_base_sse(g, r, yy, coef) * std.double() ** 2).sum(dim=1)
     return torch.sqrt(sse_raw / n.sum(dim=1).clamp_min(1))
 
 
@@ -443,8 +447,7 @@ def _fit_base(
         raise TrainingDiverged(f"the least-squares base {best!r} has NaN/inf coefficients")
     module.set_base(coef.float())
     yy, n = tr[2] + va[2], tr[3] + va[3]
-    sse = yy - 2 * (coef * r).sum(-1) + torch.einsum("jck,jckl,jcl->jc", coef, g, coef)  # (H_out, C)
-    mse = sse.clamp_min(0).sum(dim=1) / n.sum(dim=1).clamp_min(1)  # (H_out,) normalised units
+    mse = _base_sse(g, r, yy, coef).sum(dim=1) / n.sum(dim=1).clamp_min(1)  # (H_out,) normalised units
     weights = 1.0 / mse.clamp_min(1e-6).sqrt() if weighting else torch.ones_like(mse)
     weights = torch.where(n.sum(dim=1) > 0, weights / weights[n.sum(dim=1) > 0].mean(), 0.0)
     return best, scores, weights.float()
@@ -458,8 +461,13 @@ def horizon_weighted_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.T
     ``1 / RMSE_j``. Training uses ``weights = 1 / RMSE_j`` of the linear base (normalised to mean
     1), so short horizons, whose errors are small, are not drowned by long ones.
     """
+    return weighted_masked_mse(pred, target, mask, weights.to(pred.device).view(1, -1, *([1] * (pred.ndim - 2))))
+
+
+def weighted_masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, w: torch.Tensor):
+    """Masked MSE with per-element weights ``w`` (broadcast to ``pred``): sum w e^2 / sum w over observed."""
     m = mask.to(dtype=torch.bool)
-    w = weights.to(pred.device).view(1, -1, *([1] * (pred.ndim - 2))).expand_as(pred)
+    w = w.expand_as(pred)
     diff = torch.where(m, pred - torch.where(m, target, torch.zeros_like(target)), torch.zeros_like(pred))
     den = torch.where(m, w, torch.zeros_like(w)).sum().clamp_min(1e-12)
     return (w * diff.float() ** 2).sum() / den
@@ -526,10 +534,7 @@ def _pretrain_head(
         skip = data["skip"][idx][:, :, None, None]  # (R, S, 1, 1)
         out = module.head_out(skip.new_zeros(len(idx), hid, 1, 1), skip)[:, :, 0, 0]  # (R, 2C)
         pred = data["base"][idx] + out[:, c:] * data["anom"][idx] + out[:, :c]  # (R, C) normalised
-        m = data["m"][idx]
-        w = data["w"][idx].expand_as(m)  # (R, C)
-        err = torch.where(m, pred - torch.where(m, data["y"][idx], 0.0), 0.0)
-        loss = (w * err**2).sum() / torch.where(m, w, 0.0).sum().clamp_min(1e-12)
+        loss = weighted_masked_mse(pred, data["y"][idx], data["m"][idx], data["w"][idx])  # rows' horizon weights
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"head pre-training loss is {loss.item()}")
         opt.zero_grad(set_to_none=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -83,14 +84,14 @@ class GridTensor:
             self.holidays,
         )
 
-    def save_npz(self, path: str) -> None:
-        """Save as ``.npz`` (the gridded-array exchange format of the CLI)."""
+    def save_npz(self, path: str | BinaryIO) -> None:
+        """Save as ``.npz`` (the gridded-array exchange format of the CLI) to a path or an open binary file."""
         np.savez_compressed(
             path,
             values=self.values,
             mask=self.mask,
             coverage=self.coverage,
-            times=self.times.as_unit("ns").asi8,  # int64 ns UTC (pandas may hold us)
+            times=pd.DatetimeIndex(self.times).as_unit("ns").asi8,  # int64 ns UTC (pandas may hold us)
             channels=np.array(self.channels),
             cell_ids=self.cell_ids,
             timezone=np.array(self.timezone),
