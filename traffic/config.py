@@ -11,6 +11,7 @@ local disk later without code changes.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -107,13 +108,85 @@ class FeedConfig:
 
 @dataclass(frozen=True)
 class ForecastConfig:
-    """Forecast settings: window lengths in bins and days, and the training budget."""
+    """Forecast settings of a city (the ``[forecast]`` table of its TOML file).
+
+    The nightly run for local date D trains on the ``train_days + holdout_days`` days that
+    end with D and forecasts every bin of local day D+1 (the *day-ahead* forecast); the
+    intraday refresh re-forecasts the same number of bins from the newest ingested bin.
+
+    Attributes
+    ----------
+    context_steps : int
+        Bins of observations the model reads before the forecast origin (default 12).
+    horizon_steps : int
+        Bins forecast after the origin. Default: one local day of bins (24 for 1 h bins,
+        96 for 15 min), i.e. the whole next day from the nightly origin at local midnight.
+    train_days : int
+        Days of training (and validation) data before the holdout (default 28).
+    holdout_days : int
+        Last days of the window kept for evaluation; must hold at least one full horizon
+        (default 7).
+    train_budget_s : float
+        Wall-clock cap of the training loop on CPU (a safety net; default 60).
+    """
 
     context_steps: int = 12
-    horizon_steps: int = 3
+    horizon_steps: int = 0  # 0 = one local day of bins, resolved by parse_city
     train_days: int = 28
     holdout_days: int = 7
     train_budget_s: float = 60.0
+
+    @property
+    def window_days(self) -> int:
+        """Days of data one nightly run reads: ``train_days + holdout_days``."""
+        return self.train_days + self.holdout_days
+
+
+#: ``[forecast]`` keys and the types they take.
+FORECAST_KEYS = {
+    "context_steps": int,
+    "horizon_steps": int,
+    "train_days": int,
+    "holdout_days": int,
+    "train_budget_s": float,
+}
+
+
+def parse_forecast(raw: dict[str, Any], bin_seconds: int, source: str) -> ForecastConfig:
+    """Validate a ``[forecast]`` table; ``horizon_steps`` defaults to one day of bins.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, the key, the value and what is allowed.
+    """
+    unknown = sorted(set(raw) - set(FORECAST_KEYS))
+    if unknown:
+        raise ConfigError(f"{source}: [forecast] keys {unknown} unknown; allowed: {sorted(FORECAST_KEYS)}")
+    vals: dict[str, Any] = {}
+    for key, typ in FORECAST_KEYS.items():
+        if key not in raw:
+            continue
+        v = raw[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (typ is int and not float(v).is_integer()):
+            raise ConfigError(f"{source}: [forecast] {key} = {v!r} must be a {'whole ' if typ is int else ''}number")
+        vals[key] = typ(v)
+    fc = ForecastConfig(**vals)
+    per_day = 86400 // bin_seconds
+    if fc.horizon_steps == 0:
+        fc = dataclasses.replace(fc, horizon_steps=per_day)
+    for key, lo in (("context_steps", 1), ("horizon_steps", 1), ("train_days", 1), ("holdout_days", 1)):
+        if getattr(fc, key) < lo:
+            raise ConfigError(f"{source}: [forecast] {key} = {getattr(fc, key)} must be >= {lo}")
+    if fc.train_budget_s <= 0:
+        raise ConfigError(f"{source}: [forecast] train_budget_s = {fc.train_budget_s} must be > 0")
+    if fc.horizon_steps > fc.holdout_days * per_day:
+        raise ConfigError(
+            f"{source}: [forecast] horizon_steps = {fc.horizon_steps} ({fc.horizon_steps * bin_seconds / 3600:g} h) "
+            f"does not fit in holdout_days = {fc.holdout_days}: the holdout must hold a full horizon "
+            f"(raise holdout_days to >= {-(-fc.horizon_steps // per_day)} or lower horizon_steps)"
+        )
+    return fc
 
 
 @dataclass(frozen=True)
@@ -228,7 +301,7 @@ def parse_city(data: dict[str, Any], source: str = "<dict>") -> CityConfig:
         )
     if len({f.name for f in feeds}) != len(feeds):
         raise ConfigError(f"{source}: feed names must be unique")
-    fc = ForecastConfig(**data.get("forecast", {}))
+    fc = parse_forecast(dict(data.get("forecast", {})), int(secs), source)
     cal = dict(data.get("calendar", {}))
     unknown = set(cal) - {"holidays_country", "holidays_subdiv", "extra_holidays"}
     if unknown:

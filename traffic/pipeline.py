@@ -24,6 +24,9 @@ from upath import UPath
 from traffic.config import PROJECT_ROOT, CityConfig, duckdb_path, home, load_city, mlflow_uri
 from traffic.lake import list_dates, partition, read_json, write_json
 
+#: What made a published run (``forecast_runs.kind``).
+FORECAST_KINDS = ("nightly", "refresh")
+
 
 class QualityError(RuntimeError):
     """The data for a nightly run is stale or fails the quality gate."""
@@ -137,6 +140,14 @@ def check_quality(
     problems: list[str] = []
     summary: dict[str, Any] = {"city": c.name, **win, "feeds": {}}
     raster = set(list_dates("raster", city=c.name))
+    if raster and min(raster) > win["start"]:
+        fc = c.forecast
+        have = (dt.date.fromisoformat(as_of) - dt.date.fromisoformat(min(raster))).days + 1
+        raise QualityError(
+            f"city {c.name} as_of {as_of}: the window of {fc.window_days} days ({c.source} [forecast] "
+            f"train_days = {fc.train_days} + holdout_days = {fc.holdout_days}) starts {win['start']}, but the "
+            f"delivered data starts {min(raster)} ({have} days up to {as_of}); lower train_days or deliver more days"
+        )
     missing_raster = [d for d in days if d not in raster]
     if missing_raster:
         problems.append(f"raster partitions missing for {len(missing_raster)} day(s): {missing_raster[:5]}...")
@@ -252,12 +263,26 @@ def evaluate_and_promote(city: str | CityConfig, as_of: str, trained: dict[str, 
     best = run_metrics(trained["run_id"], best_name)
     current = champion(c)
     champ_metrics = None
+    incomparable = ""
     if current is not None and str(current["version"]) != str(trained["version"]):
         module = load_version_module(current["model_uri"])
-        champ_metrics = evaluate_module(
-            module, grid, context_steps=fc.context_steps, horizon_steps=fc.horizon_steps, holdout_days=fc.holdout_days
-        )
+        if _predicted_steps(module, grid, fc.context_steps) != fc.horizon_steps:
+            # the city's horizon changed ([forecast] horizon_steps): the champion cannot serve it any more
+            incomparable = (
+                f"; champion v{current['version']} predicts {_predicted_steps(module, grid, fc.context_steps)} bins, "
+                f"not the {fc.horizon_steps} of [forecast] horizon_steps: not comparable, not a gate"
+            )
+        else:
+            champ_metrics = evaluate_module(
+                module,
+                grid,
+                context_steps=fc.context_steps,
+                horizon_steps=fc.horizon_steps,
+                holdout_days=fc.holdout_days,
+            )
     decision = decide_promotion(challenger, champ_metrics, (best_name, best))
+    if incomparable:
+        decision = dataclasses.replace(decision, reason=decision.reason + incomparable)
     strongest = trained["best_baseline"]
     if strongest != best_name:  # reported with the decision, not a gate (models/convlstm_attention.toml)
         ref = run_metrics(trained["run_id"], strongest).rmse_mean
@@ -278,69 +303,132 @@ def evaluate_and_promote(city: str | CityConfig, as_of: str, trained: dict[str, 
     }
 
 
-def forecast(city: str | CityConfig, as_of: str) -> dict[str, Any]:
-    """Forecast the bins after ``as_of`` with the champion; write them to ``forecasts/``.
+def _predicted_steps(module: Any, grid: Any, context_steps: int) -> int:
+    """Bins a (registered) module predicts: one probe forecast from the grid's last bin."""
+    from traffic.forecast.train import forecast as run_forecast
 
-    Returns the path of the forecast ``.npz`` and the champion that made it.
+    return int(run_forecast(module, grid, -1, context_steps=context_steps).shape[0])
+
+
+def forecast_origin(city: str | CityConfig, as_of: str) -> pd.Timestamp:
+    """The nightly forecast origin for ``as_of``: local midnight that starts day ``as_of + 1``, in UTC."""
+    c = _city(city)
+    nxt = dt.date.fromisoformat(as_of) + dt.timedelta(days=1)
+    return pd.Timestamp(nxt.isoformat()).tz_localize(c.timezone).tz_convert("UTC")
+
+
+def forecast(
+    city: str | CityConfig, as_of: str, *, issued_at: str | pd.Timestamp | None = None, kind: str = "nightly"
+) -> dict[str, Any]:
+    """Forecast ``horizon_steps`` bins from an origin with the champion; write them to ``forecasts/``.
+
+    Parameters
+    ----------
+    city : str or CityConfig
+    as_of : str
+        Last local date of data the forecast reads (the window of :func:`training_window`).
+    issued_at : str or Timestamp, optional
+        The forecast origin (a bin edge, UTC when naive): the context is the ``context_steps``
+        bins before it and targets start at it. Default: the nightly origin, local midnight
+        after ``as_of`` — the day-ahead forecast covers every bin of local day ``as_of + 1``.
+    kind : {"nightly", "refresh"}
+        Recorded on the run (``forecast_runs.kind``).
+
+    Returns
+    -------
+    dict
+        The run's metadata, with ``path``: the forecast ``.npz`` (``forecast``, ``lower``,
+        ``upper`` ``(H_out, C, H, W)``; ``target_times``; ``has_data`` (the cell observed the
+        channel in the window); ``coverage`` ``(C, H, W)``; ``reference``; ``cell_ids``; ``channels``).
+
+    Raises
+    ------
+    NoChampion
+        When the city has no champion yet.
+    ValueError
+        When the origin leaves fewer than ``context_steps`` bins of the window before it.
     """
     import numpy as np
 
     from traffic.forecast.train import forecast as run_forecast
     from traffic.publish import reference_stats
-    from traffic.registry import champion, load_version_module
+    from traffic.registry import champion, load_intervals, load_version_module
 
+    if kind not in FORECAST_KINDS:
+        raise ValueError(f"kind {kind!r} not in {FORECAST_KINDS}")
     c = _city(city)
-    win, grid = _load_window(c, as_of)
     current = champion(c)
     if current is None:
         raise NoChampion(f"city {c.name}: no champion in the registry yet; nothing approved to forecast with")
+    win, grid = _load_window(c, as_of)
+    origin = forecast_origin(c, as_of) if issued_at is None else _utc(issued_at)
+    # the context ends with the last bin that starts before the origin
+    t_last = int(np.searchsorted(grid.times.asi8, origin.as_unit(grid.times.unit).value, side="left")) - 1
+    n_ctx = c.forecast.context_steps
+    if t_last < n_ctx - 1 or grid.times[t_last] + pd.Timedelta(seconds=c.bin_seconds) != origin:
+        raise ValueError(
+            f"city {c.name}: forecast origin {origin} needs {n_ctx} bins of data before it inside the window "
+            f"{grid.times[0]} .. {grid.times[-1]} ([forecast] context_steps = {n_ctx}; the origin must be a bin edge)"
+        )
+    grid = grid.slice_time(0, t_last + 1)  # nothing at or after the origin is read
     module = load_version_module(current["model_uri"])
-    t_last = len(grid.times) - 1
-    pred = run_forecast(module, grid, t_last, context_steps=c.forecast.context_steps)  # (H_out, C, H, W)
+    pred = run_forecast(module, grid, t_last, context_steps=n_ctx)  # (H_out, C, H, W)
     h_out = pred.shape[0]
-    issued_at = grid.times[-1] + pd.Timedelta(seconds=c.bin_seconds)  # end of the last observed bin
-    targets = pd.date_range(issued_at, periods=h_out, freq=pd.Timedelta(seconds=c.bin_seconds))
-    # has_data: the cell observed this channel at the same local time of day during the window
-    tod = _local_time_of_day(grid.times, c) // c.bin_seconds  # (T,)
-    has_data = np.zeros(pred.shape, dtype=bool)  # (H_out, C, H, W)
-    for i, k in enumerate(_local_time_of_day(targets, c) // c.bin_seconds):
-        has_data[i] = grid.mask[tod == k].any(axis=0)
+    intervals = load_intervals(current["run_id"])
+    if intervals is not None:
+        lower, upper = intervals.bounds(pred)
+    else:  # a model logged before intervals existed: bounds unknown
+        lower = upper = np.full(pred.shape, np.nan, dtype=np.float32)
+    targets = pd.date_range(origin, periods=h_out, freq=pd.Timedelta(seconds=c.bin_seconds))
+    # has_data: the cell observed this channel somewhere in the window; coverage: in which share of its bins
+    observed = grid.mask.any(axis=0)  # (C, H, W)
+    has_data = np.broadcast_to(observed, pred.shape).copy()  # (H_out, C, H, W)
+    coverage = grid.mask.mean(axis=0).astype(np.float32)  # (C, H, W)
     ref = reference_stats(grid.values, grid.mask, list(grid.channels))
-    out = partition("forecasts", city=c.name, issued_at=issued_at.strftime("%Y%m%dT%H%M%SZ")) / "forecast.npz"
+    out = partition("forecasts", city=c.name, issued_at=origin.strftime("%Y%m%dT%H%M%SZ")) / "forecast.npz"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / ".forecast.npz.tmp"
+    tmp = out.parent / f".forecast.npz.{os.getpid()}.tmp"
     with tmp.open("wb") as fh:
         np.savez_compressed(
             fh,
             forecast=pred.astype(np.float32),
+            lower=lower,
+            upper=upper,
             target_times=targets.as_unit("us").asi8,
             has_data=has_data,
+            coverage=coverage,
             reference=ref.astype(np.float32),
             cell_ids=grid.cell_ids,
             channels=np.array(grid.channels),
         )
     tmp.rename(out)
+    from traffic.forecast.intervals import INTERVAL_LEVEL, INTERVAL_METHOD
+
     meta = {
         "city": c.name,
         "as_of": as_of,
-        "issued_at": issued_at.isoformat(),
+        "kind": kind,
+        "issued_at": origin.isoformat(),
         "model_name": current["model_name"] if "model_name" in current else f"traffic-{c.name}",
         "model_version": str(current["version"]),
+        "model_kind": "model",
         "mlflow_run_id": current["run_id"],
         "data_start": grid.times[0].isoformat(),
         "data_end": grid.times[-1].isoformat(),
         "horizon_steps": h_out,
         "bin_seconds": c.bin_seconds,
+        "interval_level": INTERVAL_LEVEL if intervals is not None else None,
+        "interval_method": INTERVAL_METHOD if intervals is not None else None,
         "path": str(out),
     }
     write_json(meta, out.parent / "meta.json")
     return meta
 
 
-def _local_time_of_day(times, c: CityConfig):
-    """Seconds since local midnight in the city's timezone, for UTC ``times``."""
-    local = pd.DatetimeIndex(times).tz_convert(c.timezone)
-    return (local.hour * 3600 + local.minute * 60 + local.second).to_numpy()
+def _utc(value: str | pd.Timestamp) -> pd.Timestamp:
+    """A timestamp in UTC (naive = UTC)."""
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def publish(city: str | CityConfig, forecast_meta: dict[str, Any]) -> dict[str, Any]:

@@ -39,6 +39,7 @@ class HorizonMetrics:
     n: list[int]  # observed target values per horizon
     mape: list[float] = field(default_factory=list)  # percent; NaN for a horizon with n_mape == 0
     n_mape: list[int] = field(default_factory=list)  # observed targets that passed the MAPE rule
+    coverage: list[float] = field(default_factory=list)  # share of targets inside the 80 % interval (model only)
 
     @property
     def mae_mean(self) -> float:
@@ -52,6 +53,14 @@ class HorizonMetrics:
     def mape_mean(self) -> float:
         return _mean(self.mape)
 
+    @property
+    def coverage_mean(self) -> float:
+        """Interval coverage pooled over horizons (weighted by ``n``); NaN without intervals."""
+        if not self.coverage:
+            return float("nan")
+        w = np.asarray(self.n, dtype=np.float64)
+        return float(np.nansum(np.asarray(self.coverage) * w) / max(w.sum(), 1.0))
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "mae": self.mae,
@@ -59,6 +68,7 @@ class HorizonMetrics:
             "mape": self.mape,
             "n": self.n,
             "n_mape": self.n_mape,
+            "coverage": self.coverage,
             "mae_mean": self.mae_mean,
             "rmse_mean": self.rmse_mean,
             "mape_mean": self.mape_mean,
@@ -105,6 +115,9 @@ class TrainResult:
     device : str
     stopped_reason : str
         ``"budget"``, ``"early_stopping"``, ``"max_epochs"`` or ``"max_steps"``.
+    intervals : IntervalModel, optional
+        The 80 % interval model fitted on the validation samples
+        (:mod:`traffic.forecast.intervals`); ``metrics["model"].coverage`` is its holdout coverage.
     """
 
     module: Any
@@ -122,6 +135,7 @@ class TrainResult:
     device: str
     stopped_reason: str
     extra: dict[str, Any] = field(default_factory=dict)
+    intervals: Any = None
 
     @property
     def baselines(self) -> dict[str, HorizonMetrics]:

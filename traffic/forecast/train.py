@@ -78,6 +78,7 @@ from traffic.forecast.checkpoint import (
     transfer_parameters,
 )
 from traffic.forecast.features import MINUTES_PER_DAY, bin_minutes, build_inputs, target_index
+from traffic.forecast.intervals import CoverageAccumulator, IntervalModel, cell_scale, fit_intervals
 from traffic.forecast.metrics import MetricAccumulator
 from traffic.forecast.result import Holdout, HorizonMetrics, TrainResult
 from traffic.grid.tensor import GridTensor
@@ -165,7 +166,9 @@ def make_split(
         raise ValueError(
             f"holdout_days={holdout_days} ({n_t - fit_end} bins) must leave bins on both sides of {n_t} bins"
         )
-    val_start = fit_end - max(1, int(round(val_fraction * (fit_end - fit_start))))
+    # the validation window holds at least one and a half horizons, so that a day-ahead
+    # horizon still has validation samples (their targets never reach into the holdout)
+    val_start = fit_end - max(1, int(round(val_fraction * (fit_end - fit_start))), horizon_steps + horizon_steps // 2)
     ok = _observed_windows(grid, horizon_steps)
     t = np.arange(n_t)
     valid = ok & (t - context_steps + 1 >= 0)
@@ -991,8 +994,21 @@ def _train(
         module.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
 
     metrics: dict[str, HorizonMetrics] = {}
+    intervals = None
     if dist.is_main:  # data-parallel: the holdout is scored once, on rank 0
-        metrics["model"] = evaluate_module(module, grid, holdout_days=holdout_days, batch_size=eval_bs)
+        # 80 % intervals from the validation residuals (never trained on, never the holdout)
+        val_ho = _spread(split.val, 4 * int(tr["max_val_samples"]))
+        intervals = fit_intervals(
+            (
+                (_predict(module, grid, te, context_steps, horizon_steps), grid.values[ti], grid.mask[ti])
+                for te in np.array_split(val_ho, max(1, math.ceil(len(val_ho) / eval_bs)))
+                for ti in (target_index(te, horizon_steps),)
+            ),
+            cell_scale(win.values, win.mask),
+        )
+        metrics["model"] = evaluate_module(
+            module, grid, holdout_days=holdout_days, batch_size=eval_bs, intervals=intervals
+        )
         metrics.update(
             evaluate_baselines(
                 grid,
@@ -1055,6 +1071,7 @@ def _train(
         train_seconds=train_seconds,
         device=str(dev),
         stopped_reason=stopped,
+        intervals=intervals,
         extra={
             "modality_weights": module.modality_weights(),
             "base": base_name,
@@ -1135,6 +1152,7 @@ def evaluate_module(
     context_steps: int | None = None,
     horizon_steps: int | None = None,
     batch_size: int = 32,
+    intervals: IntervalModel | None = None,
 ) -> HorizonMetrics:
     """Score ``module`` on the holdout of ``grid`` (the same definition and metrics as training).
 
@@ -1147,6 +1165,8 @@ def evaluate_module(
     context_steps, horizon_steps : int, optional
         Default to the module's own; a ``horizon_steps`` the module does not predict is an error.
     batch_size : int
+    intervals : IntervalModel, optional
+        When given, ``coverage`` holds the share of observed holdout targets inside its bounds.
 
     Returns
     -------
@@ -1159,11 +1179,18 @@ def evaluate_module(
     if len(ho) == 0:
         raise ValueError(f"no holdout samples in grid {grid.shape} for holdout_days={holdout_days}")
     acc = MetricAccumulator(h_out)
+    cov = CoverageAccumulator(h_out)
     for s in range(0, len(ho), batch_size):
         te = ho[s : s + batch_size]
         tidx = target_index(te, h_out)
-        acc.update(_predict(module, grid, te, t_in, h_out), grid.values[tidx], grid.mask[tidx])
-    return acc.result()
+        pred = _predict(module, grid, te, t_in, h_out)
+        acc.update(pred, grid.values[tidx], grid.mask[tidx])
+        if intervals is not None:
+            cov.update(*intervals.bounds(pred), grid.values[tidx], grid.mask[tidx])
+    out = acc.result()
+    if intervals is not None:
+        out.coverage = cov.result()
+    return out
 
 
 def forecast(

@@ -17,6 +17,7 @@ __all__ = [
     "champion",
     "decide_promotion",
     "experiment_name",
+    "load_intervals",
     "load_module",
     "load_version_module",
     "log_training",

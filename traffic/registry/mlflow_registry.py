@@ -50,6 +50,8 @@ CHALLENGER = "challenger"
 #: Name of the model's artifact folder inside a run / logged model.
 MODEL_ARTIFACT = "model"
 SERIALIZATION_FORMAT = "pt2"
+#: Artifact of a training run holding its 80 % interval model (traffic.forecast.intervals).
+INTERVALS_ARTIFACT = "intervals/intervals.npz"
 #: Default model card template (``string.Template`` placeholders).
 MODEL_CARD_TEMPLATE = PROJECT_ROOT / "models" / "model_card.md"
 #: Relative tolerance under which two mean RMSEs count as a tie (a tie never promotes).
@@ -703,6 +705,11 @@ def log_training(
                     "(one holdout sample)",
                 )
                 client.log_artifacts(run_id, tmp, artifact_path="plots")
+            if result.intervals is not None:
+                with tempfile.TemporaryDirectory(prefix="traffic-intervals-") as tmp:
+                    path = Path(tmp) / INTERVALS_ARTIFACT.rsplit("/", 1)[-1]
+                    path.write_bytes(result.intervals.to_bytes())
+                    client.log_artifact(run_id, str(path), artifact_path=INTERVALS_ARTIFACT.rsplit("/", 1)[0])
 
             info = mlflow.pytorch.log_model(
                 module,
@@ -864,6 +871,25 @@ def load_version_module(model_uri: str) -> Any:
     for p in module.parameters():
         p.requires_grad_(False)
     return module
+
+
+def load_intervals(run_id: str) -> Any:
+    """The 80 % interval model logged with a training run, or None for a run logged without one.
+
+    Returns
+    -------
+    traffic.forecast.intervals.IntervalModel or None
+    """
+    import mlflow
+
+    from traffic.forecast.intervals import IntervalModel
+
+    with _mlflow_session() as client, tempfile.TemporaryDirectory(prefix="traffic-intervals-") as tmp:
+        folder, _, fname = INTERVALS_ARTIFACT.rpartition("/")
+        if fname not in {Path(a.path).name for a in client.list_artifacts(run_id, folder)}:
+            return None
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=INTERVALS_ARTIFACT, dst_path=tmp)
+        return IntervalModel.from_bytes(Path(local).read_bytes())
 
 
 def load_module(city: CityConfig | str, alias: str = CHAMPION) -> Any:
