@@ -84,6 +84,27 @@ LEVEL_RATIO_MAX = 3.0
 CELLS = ("convlstm", "convgru")
 DECODERS = ("direct", "autoregressive")
 N_BASE = len(BASE_FEATURES)
+#: Features of a horizon's lead that the head reads (:func:`lead_features`); independent of the
+#: horizon count, so a 96-step day-ahead head costs what a 3-step one does per horizon.
+N_LEAD = 6
+
+
+def lead_features(n_out: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``(H_out, N_LEAD)`` encoding of horizons ``1 .. H_out``: share of the horizon, its square root, and
+    two sine/cosine pairs over the horizon (smooth in the lead, so neighbouring horizons share weights)."""
+    j = torch.arange(1, n_out + 1, device=device, dtype=torch.float32) / n_out  # (H_out,) in (0, 1]
+    two_pi = 2.0 * math.pi
+    cols = [
+        j,
+        j.sqrt(),
+        torch.sin(two_pi * j),
+        torch.cos(two_pi * j),
+        torch.sin(2 * two_pi * j),
+        torch.cos(2 * two_pi * j),
+    ]
+    return torch.stack(cols, dim=1).to(dtype)  # (H_out, N_LEAD)
+
+
 #: Modalities after the feeds: calendar features, and the seasonal prior with each observation's anomaly.
 EXTRA_MODALITIES = ("calendar", "prior")
 
@@ -407,7 +428,7 @@ class Forecaster(nn.Module):
         # head: per step, a residual (C) and a per-cell correction of the last anomaly's coefficient (C),
         # from the hidden state and the cell's skip features (context anomalies and masks 2 T C, target
         # prior, base and prior_level 3C, has/age 2C, target calendar N_PERIODIC + 1, horizon one-hot H_out)
-        n_skip = 2 * cfg.context_steps * c + 5 * c + N_PERIODIC + 1 + cfg.horizon
+        n_skip = 2 * cfg.context_steps * c + 5 * c + N_PERIODIC + 1 + N_LEAD
         # packed stacks: each position's hidden state -> p^2 cells' hidden states
         self.unpack = nn.Conv2d(dims[-1], dims[-1] * p2, 1) if cfg.patch > 1 else None
         self.head_mlp: nn.Sequential | None = None
@@ -538,7 +559,7 @@ class Forecaster(nn.Module):
 
         Per cell: its context anomalies and masks (``context_steps`` long: shorter contexts are
         zero-padded at the start, longer ones cut), whether and how long ago it was observed,
-        and per target bin its prior, linear base, level term, calendar and a one-hot of the horizon.
+        and per target bin its prior, linear base, level term, calendar and its lead (:func:`lead_features`).
         """
         b, t_in, c, h, w = t.vn.shape  # (B, T, C, h, w)
         k_ctx = self.config.context_steps
@@ -547,8 +568,8 @@ class Forecaster(nn.Module):
         per_sample = torch.cat([lags, t.has_last, t.age], dim=1)  # (B, 2 T C + 2C, h, w)
         n_out = base.shape[1]
         cal = tgt_cal[:, :, :, None, None].expand(-1, -1, -1, h, w)  # (B, H_out, N_PERIODIC + 1, h, w)
-        lead = torch.eye(n_out, device=base.device, dtype=base.dtype)  # (H_out, H_out): which horizon
-        lead = lead[None, :, :, None, None].expand(b, -1, -1, h, w)  # (B, H_out, H_out, h, w)
+        lead = lead_features(n_out, base.device, base.dtype)  # (H_out, N_LEAD): which horizon
+        lead = lead[None, :, :, None, None].expand(b, -1, -1, h, w)  # (B, H_out, N_LEAD, h, w)
         per_step = torch.cat([t.prior_n[:, t_in:], base, t.prior_level, cal, lead], dim=2)  # (B, H_out, ., h, w)
         return torch.cat([per_sample[:, None].expand(-1, n_out, -1, -1, -1), per_step], dim=2)  # (B, H_out, S, h, w)
 

@@ -252,6 +252,7 @@ def train(
 
 def evaluate_and_promote(city: str | CityConfig, as_of: str, trained: dict[str, Any]) -> dict[str, Any]:
     """Score the current champion on the challenger's holdout and apply the promotion rule."""
+    from traffic.forecast.result import HorizonMetrics
     from traffic.forecast.train import evaluate_module
     from traffic.registry import champion, decide_promotion, load_version_module, promote, run_metrics
 
@@ -270,8 +271,10 @@ def evaluate_and_promote(city: str | CityConfig, as_of: str, trained: dict[str, 
             # the city's horizon changed ([forecast] horizon_steps): the champion cannot serve it any more
             incomparable = (
                 f"; champion v{current['version']} predicts {_predicted_steps(module, grid, fc.context_steps)} bins, "
-                f"not the {fc.horizon_steps} of [forecast] horizon_steps: not comparable, not a gate"
+                f"not the {fc.horizon_steps} of [forecast] horizon_steps: it cannot serve this horizon (no score)"
             )
+            nan = [float("nan")] * fc.horizon_steps
+            champ_metrics = HorizonMetrics(mae=nan, rmse=nan, n=[0] * fc.horizon_steps)
         else:
             champ_metrics = evaluate_module(
                 module,
