@@ -305,6 +305,19 @@ def test_html_draws_every_cell_in_a_real_browser(store, tmp_path):
     assert drawn == expected
     assert f"drawn {N_CELLS} cells" in dom
 
+    # hovering a cell shows its values and level: dispatch the event the way a mouse would
+    hover = tmp_path / "hover.html"
+    probe = '<script>document.querySelectorAll("#map polygon")[9].dispatchEvent(new MouseEvent("mouseover", {bubbles: true}));</script>'
+    hover.write_text(path.read_text().replace("</body>", probe + "</body>"))
+    info = re.search(
+        r'<div id="info">(.*?)</div>', chromium(["--dump-dom", hover.as_uri()], tmp_path / "profile").stdout, re.S
+    )
+    assert info, "no info panel"
+    lv = first[9]
+    assert f"cell {data['cells'][9][0]} (row 1, col 2)" in info.group(1)
+    assert f"level: {LEVELS[lv] if lv is not None else 'no data'}" in info.group(1)
+    assert "value: " in info.group(1) and "Mon 2024-12-02 07:00 CET" in info.group(1)
+
     shot = tmp_path / "shot.png"
     chromium([f"--screenshot={shot}", path.as_uri()], tmp_path / "profile")
     px = pixels(shot)
@@ -363,3 +376,47 @@ def test_published_maps_are_logged_to_the_mlflow_run_and_failures_only_warn(stor
         assert ex.log_published_maps(db, "berlin", NEWEST, None, tracking_uri=uri) == []
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 3 and "0" * 32 in warnings[0] and "berlin_nope" in warnings[1]
+
+
+def test_pipeline_publish_logs_the_maps_and_a_failure_never_fails_it(home, los_angeles, caplog):
+    """`traffic.pipeline.publish` on the real Los Angeles grid: maps per group in MLflow, or a warning."""
+    from traffic import pipeline
+    from traffic.config import mlflow_uri
+    from traffic.grid import read_grid
+
+    grid = read_grid(los_angeles)
+    n_rows, n_cols = int(grid["row"].max()) + 1, int(grid["col"].max()) + 1
+    steps, rng = los_angeles.forecast.horizon_steps, np.random.default_rng(3)
+    issued = pd.Timestamp("2012-03-08T08:00:00Z")
+    path = home / "forecast.npz"
+    np.savez_compressed(
+        path,
+        forecast=rng.uniform(5, 110, (steps, 1, n_rows, n_cols)).astype(np.float32),
+        target_times=pd.date_range(issued, periods=steps, freq="15min").as_unit("us").asi8,
+        has_data=np.ones((steps, 1, n_rows, n_cols), bool),
+        reference=np.full((1, n_rows, n_cols), 100.0, np.float32),
+        cell_ids=grid["cell_id"].to_numpy().reshape(n_rows, n_cols),
+        channels=np.array(list(los_angeles.channels)),
+    )
+    client = mlflow.MlflowClient(tracking_uri=mlflow_uri())
+    run_id = client.create_run(client.create_experiment("traffic-los_angeles")).info.run_id
+    meta = {
+        "issued_at": issued.isoformat(),
+        "model_name": "traffic-los_angeles",
+        "model_version": "1",
+        "mlflow_run_id": run_id,
+        "data_start": (issued - pd.Timedelta("3h")).isoformat(),
+        "data_end": (issued - pd.Timedelta("15min")).isoformat(),
+        "horizon_steps": steps,
+        "bin_seconds": 900,
+        "path": str(path),
+    }
+    res = pipeline.publish(los_angeles, meta)
+    tags = ("h01", "h02-03")  # 15-minute bins, 3 h ahead
+    assert res["maps"] == [f"maps/{res['run_id']}_{t}.png" for t in tags]
+    assert [a.path for a in client.list_artifacts(run_id, "maps")] == res["maps"]
+
+    with caplog.at_level("WARNING", logger="traffic.publish.export"):
+        res = pipeline.publish(los_angeles, {**meta, "mlflow_run_id": "f" * 32})  # no such MLflow run
+    assert res["replaced"] and res["n_rows"] == steps * n_rows * n_cols and res["maps"] == []
+    assert any("f" * 32 in r.getMessage() for r in caplog.records if r.levelname == "WARNING")

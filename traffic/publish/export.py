@@ -457,7 +457,7 @@ def html_payload(gdf: Any, run: RunInfo, timezone: str = "UTC") -> dict[str, Any
     -------
     dict
         ``cells`` (``[cell_id, row, col, [[lon, lat], ...]]``), ``times`` (local ISO strings,
-        one per horizon), ``groups`` (horizon-group label per horizon), ``channels`` and
+        one per horizon) and ``time_labels`` (the same for display), ``groups`` (horizon-group label per horizon), ``channels`` and
         ``data[channel][field]`` as ``horizon × cell`` lists (``value``, ``index``, ``level``
         and ``lower``/``upper`` when present; ``null`` where missing).
     """
@@ -488,13 +488,17 @@ def html_payload(gdf: Any, run: RunInfo, timezone: str = "UTC") -> dict[str, Any
         "city": run.city,
         "run_id": run.run_id,
         "model": f"{run.model_name} v{run.model_version}",
-        "issued_local": run.issued_at.tz_convert(timezone).isoformat(),
+        "issued_local": f"{run.issued_at.tz_convert(timezone):%Y-%m-%d %H:%M %Z}",
         "timezone": timezone,
         "levels": list(LEVELS),
         "colors": [LEVEL_COLORS[lv] for lv in LEVELS],
         "no_data_color": NO_DATA_COLOR,
         "times": [
             None if pd.isna(t) else pd.Timestamp(t).tz_convert(timezone).isoformat() for t in per_h["target_time"]
+        ],
+        "time_labels": [
+            "" if pd.isna(t) else f"{pd.Timestamp(t).tz_convert(timezone):%a %Y-%m-%d %H:%M %Z}"
+            for t in per_h["target_time"]
         ],
         "groups": [None if pd.isna(g) else str(g) for g in per_h["horizon_group"]],
         "channels": channels,
@@ -559,7 +563,7 @@ let pinned = null;
 function show(i) {
   const ch = $("channel").value, t = +$("step").value, d = D.data[ch], c = D.cells[i];
   const lv = d.level[t][i];
-  const lines = ["cell " + c[0] + " (row " + c[1] + ", col " + c[2] + ")", ch, D.times[t]];
+  const lines = ["cell " + c[0] + " (row " + c[1] + ", col " + c[2] + ")", ch, D.time_labels[t]];
   for (const f of D.fields) if (f !== "level") lines.push(f + ": " + (d[f][t][i] === null ? "–" : d[f][t][i]));
   lines.push("level: " + (lv === null ? "no data" : D.levels[lv]));
   $("info").textContent = lines.join("\\n");
@@ -570,7 +574,7 @@ function draw() {
     p.setAttribute("fill", lv[i] === null ? D.no_data_color : D.colors[lv[i]]);
     p.dataset.level = lv[i] === null ? "none" : D.levels[lv[i]];
   });
-  $("when").textContent = (D.times[t] || "") + "  (" + (D.groups[t] || "") + " ahead, step " + (t + 1) + ")";
+  $("when").textContent = D.time_labels[t] + "  (" + (D.groups[t] || "") + " ahead, step " + (t + 1) + ")";
   $("status").textContent = "drawn " + polys.length + " cells";
   if (pinned !== null) show(pinned);
 }
