@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 
 import duckdb
 import geopandas as gpd
@@ -149,6 +150,18 @@ def test_read_run_defaults_to_newest_and_leaves_the_catalog_untouched(store):
 def test_read_run_names_the_unknown_value_and_lists_the_allowed(store, kwargs, pattern):
     with pytest.raises(ex.ExportError, match=pattern):
         ex.read_run(store[0], **kwargs)
+
+
+def test_read_run_reports_a_writer_holding_the_catalog(store):
+    db, _ = store
+    code = f"import duckdb, time; c = duckdb.connect({str(db)!r}); print('open', flush=True); time.sleep(1.5); c.close()"
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(ex.ExportError, match=rf"cannot open {re.escape(str(db))} read-only: .*lock"):
+            ex.read_run(db, "berlin", lock_timeout_s=0.3)
+    finally:
+        holder.wait(timeout=30)
 
 
 # ------------------------------------------------------------------ geojson

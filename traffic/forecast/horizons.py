@@ -78,7 +78,22 @@ def horizon_groups(bin_seconds: int, horizon_steps: int) -> list[HorizonGroup]:
 
 
 def group_tag(label: str) -> str:
-    """File-name tag of a group label: ``"1 h"`` -> ``"h01"``, ``"2–3 h"`` -> ``"h02-03"``."""
+    """File-name tag of a group label: ``"1 h"`` -> ``"h01"``, ``"2–3 h"`` -> ``"h02-03"``.
+
+    Parameters
+    ----------
+    label : str
+        A :attr:`HorizonGroup.label`.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ValueError
+        If the label names no hours.
+    """
     nums = _DIGITS.findall(label)
     if not nums:
         raise ValueError(f"horizon group label {label!r} names no hours")

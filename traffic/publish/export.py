@@ -104,7 +104,17 @@ def default_out_dir() -> Path:
 
 
 def city_timezone(city: str) -> str:
-    """IANA timezone of a configured city (``cities/<city>.toml``); UTC, with a warning, otherwise."""
+    """IANA timezone of a configured city (``cities/<city>.toml``); UTC, with a warning, otherwise.
+
+    Parameters
+    ----------
+    city : str
+
+    Returns
+    -------
+    str
+        E.g. ``"Europe/Berlin"``.
+    """
     from traffic.config import load_city
 
     try:
@@ -161,26 +171,37 @@ def read_run(
     FileNotFoundError
         No catalog file.
     """
+    import duckdb
+
     from traffic.publish.duckdb_publish import _connect, _db, statements
 
     sql = statements("export.sql")
     path = _db(db_path)
-    with _connect(path, read_only=True, lock_timeout_s=lock_timeout_s) as con:
-        cities = [r[0] for r in con.execute(sql["cities"]).fetchall()]
-        if city not in cities:
-            allowed = ", ".join(cities) if cities else "none (nothing is published yet: run `traffic publish CITY`)"
-            raise ExportError(f"unknown city {city!r} in {path}; cities with a published run: {allowed}")
-        runs = con.execute(sql["runs"], {"city": city}).df()
-        ids = runs["run_id"].tolist()
-        if run_id is None:
-            run_id = ids[0]
-        elif run_id not in ids:
-            raise ExportError(f"unknown run {run_id!r} of {city} in {path}; runs, newest first: {_listed(ids)}")
-        if channel is not None:
-            channels = [r[0] for r in con.execute(sql["channels"], {"run_id": run_id}).fetchall()]
-            if channel not in channels:
-                raise ExportError(f"unknown channel {channel!r} in run {run_id}; channels: {', '.join(channels)}")
-        rows = con.execute(sql["rows"], {"run_id": run_id, "city": city, "channel": channel}).df()
+    try:
+        with _connect(path, read_only=True, lock_timeout_s=lock_timeout_s) as con:
+            return _read(con, sql, path, city, run_id, channel)
+    except duckdb.IOException as exc:  # e.g. a writer still holds the lock after lock_timeout_s
+        raise ExportError(f"cannot open {path} read-only: {exc}") from exc
+
+
+def _read(
+    con: Any, sql: dict[str, str], path: Path, city: str, run_id: str | None, channel: str | None
+) -> tuple[RunInfo, pd.DataFrame]:
+    cities = [r[0] for r in con.execute(sql["cities"]).fetchall()]
+    if city not in cities:
+        allowed = ", ".join(cities) if cities else "none (nothing is published yet: run `traffic publish CITY`)"
+        raise ExportError(f"unknown city {city!r} in {path}; cities with a published run: {allowed}")
+    runs = con.execute(sql["runs"], {"city": city}).df()
+    ids = runs["run_id"].tolist()
+    if run_id is None:
+        run_id = ids[0]
+    elif run_id not in ids:
+        raise ExportError(f"unknown run {run_id!r} of {city} in {path}; runs, newest first: {_listed(ids)}")
+    if channel is not None:
+        channels = [r[0] for r in con.execute(sql["channels"], {"run_id": run_id}).fetchall()]
+        if channel not in channels:
+            raise ExportError(f"unknown channel {channel!r} in run {run_id}; channels: {', '.join(channels)}")
+    rows = con.execute(sql["rows"], {"run_id": run_id, "city": city, "channel": channel}).df()
     r = runs.loc[runs["run_id"] == run_id].iloc[0]
     run = RunInfo(
         run_id=str(r["run_id"]),
@@ -313,7 +334,10 @@ def geojson_dict(gdf: Any) -> dict[str, Any]:
     """
     out = gdf.to_crs(4326).copy()
     out["target_time"] = out["target_time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return json.loads(out.to_json(na="null", show_bbox=False, drop_id=True, to_wgs84=False))
+    fc = json.loads(out.to_json(na="null", show_bbox=False, drop_id=True, to_wgs84=False))
+    for feature, bounds in zip(fc["features"], out.geometry.bounds.to_numpy(), strict=True):
+        feature["bbox"] = [float(v) for v in bounds]  # [west, south, east, north]
+    return fc
 
 
 def write_geojson(gdf: Any, path: str | Path) -> Path:
@@ -328,11 +352,7 @@ def write_geojson(gdf: Any, path: str | Path) -> Path:
     -------
     Path
     """
-    fc = geojson_dict(gdf)
-    for feature in fc["features"]:
-        xs, ys = zip(*feature["geometry"]["coordinates"][0], strict=True)
-        feature["bbox"] = [min(xs), min(ys), max(xs), max(ys)]
-    text = json.dumps(fc, separators=(",", ":"), allow_nan=False)
+    text = json.dumps(geojson_dict(gdf), separators=(",", ":"), allow_nan=False)
     return _atomic(Path(path), lambda p: p.write_text(text, encoding="utf-8"))
 
 
@@ -632,7 +652,21 @@ def write_html(gdf: Any, run: RunInfo, path: str | Path, *, timezone: str = "UTC
 
 
 def check_format(fmt: str) -> str:
-    """Return ``fmt`` if it is one of :data:`FORMATS`, else raise :class:`ExportError` listing them."""
+    """Return ``fmt`` if it is one of :data:`FORMATS`.
+
+    Parameters
+    ----------
+    fmt : str
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ExportError
+        Naming the format and listing :data:`FORMATS`.
+    """
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
     return fmt
@@ -749,7 +783,7 @@ def log_published_maps(
     mlflow_run_id : str or None
         MLflow run to log to; None logs nothing.
     out_dir : str or Path, optional
-        Where the PNGs are written; default ``<default_out_dir()>/<city>``.
+        Where the PNGs are written; default :func:`default_out_dir`.
     tracking_uri : str, optional
 
     Returns
@@ -763,7 +797,7 @@ def log_published_maps(
     try:
         run, rows = read_run(db_path, city, run_id)
         tz = city_timezone(city)
-        paths = write_pngs(to_geodataframe(rows, run, tz), run, out_dir or default_out_dir() / city, timezone=tz)
+        paths = write_pngs(to_geodataframe(rows, run, tz), run, out_dir or default_out_dir(), timezone=tz)
         return log_maps(mlflow_run_id, paths, tracking_uri=tracking_uri)
     except Exception as exc:  # maps are a by-product: a publish must never fail over them
         log.warning(
