@@ -9,6 +9,7 @@ Examples::
     traffic run los_angeles            # all stages in-process, no Airflow
     traffic nightly                    # all cities through Airflow (the README's main command)
     traffic hotspots los_angeles --hours 3
+    traffic export los_angeles --format html     # also geojson, geoparquet, png
     traffic grid evaluate flows.npz --context 12 --horizon 12 --holdout-days 1 --budget 60 --json report.json
     traffic grid info flows.parquet --bin-minutes 30 --start 2015-01-01T00:00Z
 """
@@ -106,6 +107,30 @@ def cmd_hotspots(args) -> None:
     df = hotspots(duckdb_path(), args.city, hours=args.hours, limit=args.limit)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(df.to_string(index=False) if len(df) else f"no hotspots for {args.city} in the next {args.hours} h")
+
+
+def cmd_export(args) -> None:
+    """Write a published run's cells as polygons; an unknown city/run/channel/format exits 2 with one line."""
+    from traffic.publish.export import ExportError, check_format, export_run
+
+    try:
+        check_format(args.format)
+        paths = export_run(args.city, args.format, run_id=args.run, out=args.out, channel=args.channel)
+    except (ExportError, FileNotFoundError) as exc:
+        print(f"traffic export: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for path in paths:
+        print(path)
+
+
+def _export_parser(sub) -> None:
+    s = sub.add_parser("export", help="a published run's cells as polygons: geojson, geoparquet, png or html")
+    s.add_argument("city")
+    s.add_argument("--run", help="run id (default: the city's newest run)")
+    s.add_argument("--format", required=True, help="geojson, geoparquet, png (one map per horizon group) or html")
+    s.add_argument("--out", help="file or folder (png: folder); default <TRAFFIC_HOME>/exports/")
+    s.add_argument("--channel", help="only this channel (default: all)")
+    s.set_defaults(fn=cmd_export)
 
 
 def _grid_load(args):
@@ -261,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--hours", type=float, default=3)
     s.add_argument("--limit", type=int, default=20)
     s.set_defaults(fn=cmd_hotspots)
+    _export_parser(sub)
     _grid_parser(sub)
     return p
 

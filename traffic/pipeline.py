@@ -482,6 +482,9 @@ def publish(city: str | CityConfig, forecast_meta: dict[str, Any]) -> dict[str, 
         has_data=z["has_data"],
         reference=z["reference"],
     )
+    from traffic.publish.export import log_published_maps  # never raises: a map must not fail a publish
+
+    res["maps"] = log_published_maps(db, c.name, res["run_id"], run["mlflow_run_id"])
     return {"city": c.name, "db": str(db), **res}
 
 

@@ -1,65 +1,127 @@
-"""Horizon groups: how per-horizon figures are summarised for people (card, bench, maps).
+"""Horizon groups: the hours-ahead bands in which forecasts are summarised (maps, model card).
 
-A day-ahead forecast has 24 (1 h bins) to 96 (15 min bins) horizons; nobody reads 96
-columns. Figures are grouped by *hours ahead* of the forecast origin: hour 1, hours 2–3,
-4–6, 7–12 and 13–24 (and 25+ for longer horizons). The groups depend only on the bin
-length, so the same group means the same lead time in every city.
+A forecast step ``k`` (1-based, ``forecasts.horizon``) covers the bin that ends
+``k * bin_seconds`` after the forecast was issued; it belongs to hour
+``ceil(k * bin_seconds / 3600)`` ahead. Hours are grouped into bands whose upper edges are
+:data:`HOUR_EDGES` (1, 3, 6, 12, 24 hours: "1 h", "2–3 h", "4–6 h", "7–12 h", "13–24 h" for a
+day-ahead forecast), continued by doubling (48, 96, ...) for longer horizons. Bands without
+a step (e.g. "1 h" when bins are 2 h long) are left out.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
-#: Upper edges (hours ahead, inclusive) of the groups; horizons past the last edge form one more group.
-GROUP_EDGES_H = (1, 3, 6, 12, 24)
+#: Upper edges, in hours ahead, of the first bands; later bands double the previous edge.
+HOUR_EDGES = (1, 3, 6, 12, 24)
+_DIGITS = re.compile(r"\d+")
 
 
-def horizon_groups(bin_seconds: int, horizon_steps: int) -> list[tuple[str, slice]]:
-    """Groups of horizons by hours ahead.
+class HorizonGroup(NamedTuple):
+    """One band of hours ahead.
+
+    Attributes
+    ----------
+    label : str
+        ``"1 h"``, ``"2–3 h"``, ... (hours ahead, both ends included).
+    steps : slice
+        0-based positions of the band's steps in the horizon axis (``horizon - 1``).
+    """
+
+    label: str
+    steps: slice
+
+
+def _edges(last_hour: int) -> list[int]:
+    edges = list(HOUR_EDGES)
+    while edges[-1] < last_hour:
+        edges.append(edges[-1] * 2)
+    return edges
+
+
+def horizon_groups(bin_seconds: int, horizon_steps: int) -> list[HorizonGroup]:
+    """Bands of hours ahead covering every step of a forecast, in order.
 
     Parameters
     ----------
     bin_seconds : int
-        Bin length in seconds (> 0).
+        Length of one forecast bin in seconds, > 0.
     horizon_steps : int
-        Number of horizons (>= 1); horizon ``h`` (1-based) ends ``h * bin_seconds`` after the origin.
+        Number of forecast steps, >= 1.
 
     Returns
     -------
-    list of (str, slice)
-        ``(label, slice of 0-based horizon indices)``, in order, covering every horizon once;
-        labels such as ``"h1"``, ``"h2-3"``, ``"h13-24"``. Empty groups are left out.
+    list of HorizonGroup
+        ``(label, steps)`` pairs; the slices are contiguous, disjoint and together cover
+        ``range(horizon_steps)``. E.g. 15-minute bins and 12 steps give
+        ``[("1 h", slice(0, 4)), ("2–3 h", slice(4, 12))]``.
 
-    Examples
-    --------
-    >>> [(lab, (s.start, s.stop)) for lab, s in horizon_groups(3600, 24)]
-    [('h1', (0, 1)), ('h2-3', (1, 3)), ('h4-6', (3, 6)), ('h7-12', (6, 12)), ('h13-24', (12, 24))]
+    Raises
+    ------
+    ValueError
+        If ``bin_seconds`` or ``horizon_steps`` is not a positive integer.
     """
-    if bin_seconds <= 0 or horizon_steps < 1:
-        raise ValueError(f"bin_seconds ({bin_seconds}) must be > 0 and horizon_steps ({horizon_steps}) >= 1")
-    # hours ahead at the end of each horizon, rounded up: 15-min horizons 1..4 are "hour 1"
-    hours = np.ceil(np.arange(1, horizon_steps + 1) * bin_seconds / 3600.0 - 1e-9).astype(int)
-    out: list[tuple[str, slice]] = []
-    lo_h = 1
-    for edge in (*GROUP_EDGES_H, None):
-        sel = np.flatnonzero((hours >= lo_h) & ((hours <= edge) if edge is not None else True))
-        if len(sel):
-            label = f"h{lo_h}" if edge == lo_h else (f"h{lo_h}-{edge}" if edge is not None else f"h{lo_h}+")
-            out.append((label, slice(int(sel[0]), int(sel[-1]) + 1)))
-        if edge is None:
-            break
-        lo_h = edge + 1
-    return out
+    for name, v in (("bin_seconds", bin_seconds), ("horizon_steps", horizon_steps)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    hours = [-(-(k * bin_seconds) // 3600) for k in range(1, horizon_steps + 1)]  # ceil
+    groups: list[HorizonGroup] = []
+    lo = 0
+    for hi in _edges(hours[-1]):
+        idx = [i for i, h in enumerate(hours) if lo < h <= hi]
+        if idx:
+            label = f"{hi} h" if hi - lo == 1 else f"{lo + 1}–{hi} h"
+            groups.append(HorizonGroup(label, slice(idx[0], idx[-1] + 1)))
+        lo = hi
+    return groups
 
 
-def group_means(values: Sequence[float], groups: list[tuple[str, slice]]) -> dict[str, float]:
-    """Mean of per-horizon ``values`` over each group (NaN horizons are skipped; all-NaN gives NaN)."""
+def group_tag(label: str) -> str:
+    """File-name tag of a group label: ``"1 h"`` -> ``"h01"``, ``"2–3 h"`` -> ``"h02-03"``.
+
+    Parameters
+    ----------
+    label : str
+        A :attr:`HorizonGroup.label`.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ValueError
+        If the label names no hours.
+    """
+    nums = _DIGITS.findall(label)
+    if not nums:
+        raise ValueError(f"horizon group label {label!r} names no hours")
+    return "h" + "-".join(f"{int(n):02d}" for n in nums)
+
+
+def group_means(values: Sequence[float], groups: list[HorizonGroup]) -> dict[str, float]:
+    """Mean of per-horizon ``values`` over each group, keyed by label (NaN horizons skipped; none left: NaN).
+
+    Parameters
+    ----------
+    values : sequence of float
+        One value per horizon step.
+    groups : list of HorizonGroup
+        From :func:`horizon_groups`.
+
+    Returns
+    -------
+    dict
+        ``{label: mean}`` in group order.
+    """
     v = np.asarray(values, dtype=np.float64)
     out = {}
-    for label, s in groups:
-        part = v[s]
+    for g in groups:
+        part = v[g.steps]
         part = part[np.isfinite(part)]
-        out[label] = float(part.mean()) if len(part) else float("nan")
+        out[g.label] = float(part.mean()) if len(part) else float("nan")
     return out
