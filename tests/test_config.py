@@ -60,3 +60,29 @@ def test_adding_a_city_is_adding_a_file(tmp_path, monkeypatch):
     assert load_city("potsdam").name == "potsdam"
     with pytest.raises(ConfigError, match="known cities: \\['potsdam'\\]"):
         load_city("paris")
+
+
+def test_forecast_horizon_defaults_to_one_local_day_of_bins():
+    assert load_city("los_angeles").forecast.horizon_steps == 96  # 15 min bins
+    assert load_city("berlin").forecast.horizon_steps == 24  # 1 h bins
+    d = _berlin()
+    d["forecast"]["horizon_steps"] = 6
+    assert parse_city(d).forecast.horizon_steps == 6
+
+
+@pytest.mark.parametrize(
+    ("forecast", "message"),
+    [
+        ({"horizon": 24}, r"\[forecast\] keys \['horizon'\] unknown; allowed: \['context_steps'"),
+        ({"context_steps": -5}, r"context_steps = -5 must be >= 1"),
+        ({"context_steps": 2.5}, r"context_steps = 2.5 must be a whole number"),
+        ({"train_days": "many"}, r"train_days = 'many' must be a whole number"),
+        ({"train_budget_s": 0}, r"train_budget_s = 0.0 must be > 0"),
+        ({"holdout_days": 1, "horizon_steps": 48}, r"horizon_steps = 48 \(48 h\) does not fit in holdout_days = 1"),
+    ],
+)
+def test_forecast_table_is_validated(forecast, message):
+    d = _berlin()
+    d["forecast"].update(forecast)
+    with pytest.raises(ConfigError, match=message):
+        parse_city(d, source="cities/berlin.toml")

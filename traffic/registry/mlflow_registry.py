@@ -50,6 +50,8 @@ CHALLENGER = "challenger"
 #: Name of the model's artifact folder inside a run / logged model.
 MODEL_ARTIFACT = "model"
 SERIALIZATION_FORMAT = "pt2"
+from traffic.forecast.intervals import INTERVAL_METHOD  # noqa: E402  (numpy only)
+
 #: Artifact of a training run holding its 80 % interval model (traffic.forecast.intervals).
 INTERVALS_ARTIFACT = "intervals/intervals.npz"
 #: Default model card template (``string.Template`` placeholders).
@@ -309,11 +311,26 @@ def _per_horizon(values: list[float], n_h: int) -> list[float]:
     return [float(v) for v in values[:n_h]] + [math.nan] * max(0, n_h - len(values))
 
 
-def _metric_table(metric: str, result: TrainResult, champion_metrics: HorizonMetrics | None, leads: list[str]) -> str:
-    """Per-horizon table of one metric (``rmse``, ``mae`` or ``mape``) for the model, the baselines and the champion.
+def _groups(city: CityConfig, n_h: int) -> list[Any]:
+    """Horizon groups of the card and the grouped metrics (:func:`traffic.forecast.horizons.horizon_groups`)."""
+    from traffic.forecast.horizons import horizon_groups
 
-    The count column is the model's number of scored targets per horizon: every observed
-    target for RMSE/MAE, those passing the zero-denominator rule (``n_mape``) for MAPE.
+    return horizon_groups(city.bin_seconds, n_h)
+
+
+def _group_mean(vals: np.ndarray, counts: np.ndarray) -> float:
+    """Observation-weighted mean of per-horizon values (RMSE: root of the pooled mean square)."""
+    ok = np.isfinite(vals) & (counts > 0)
+    return float(np.average(vals[ok], weights=counts[ok])) if ok.any() else math.nan
+
+
+def _metric_table(metric: str, result: TrainResult, champion_metrics: HorizonMetrics | None, city: CityConfig) -> str:
+    """Table of one metric (``rmse``, ``mae`` or ``mape``) per horizon group for the model, the baselines and the champion.
+
+    A group's value is the mean of its horizons' values; the last row is the mean over all
+    horizons, the figure the promotion rule compares. The count column is the model's number
+    of scored targets in the group: every observed target for RMSE/MAE, those passing the
+    zero-denominator rule (``n_mape``) for MAPE.
     """
     columns: dict[str, HorizonMetrics] = {"model": result.metrics["model"], **result.baselines}
     if champion_metrics is not None:
@@ -326,19 +343,36 @@ def _metric_table(metric: str, result: TrainResult, champion_metrics: HorizonMet
     counts = [int(v) for v in (model.n_mape if metric == "mape" else model.n)]
     counts += [0] * max(0, n_h - len(counts))
     count_label = "counted values" if metric == "mape" else "observed values"
-    header = f"| horizon | lead | {count_label} | " + " | ".join(columns) + " |"
+    header = f"| hours ahead | steps | {count_label} | " + " | ".join(columns) + " |"
     rule = "|---|---|---:|" + "---:|" * len(columns)
     lines = [header, rule]
 
-    def row(label: str, lead: str, n: str, vals: np.ndarray) -> str:
+    def row(label: str, steps: str, n: str, vals: np.ndarray) -> str:
         finite = vals[np.isfinite(vals)]
         best = finite.min() if finite.size else None
         cells = [f"**{_fmt(v)}**" if best is not None and v == best else _fmt(v) for v in vals]
-        return f"| {label} | {lead} | {n} | " + " | ".join(cells) + " |"
+        return f"| {label} | {steps} | {n} | " + " | ".join(cells) + " |"
 
-    for h in range(values.shape[1]):
-        lines.append(row(str(h + 1), leads[h] if h < len(leads) else "", f"{counts[h]:,}", values[:, h]))
-    lines.append(row("mean", "", f"{int(np.sum(counts)):,}", means))
+    for g in _groups(city, n_h):
+        part = values[:, g.steps]
+        grp = np.array([np.nanmean(r) if np.isfinite(r).any() else math.nan for r in part])
+        steps = f"{g.steps.start + 1}" if g.steps.stop - g.steps.start == 1 else f"{g.steps.start + 1}–{g.steps.stop}"
+        lines.append(row(g.label, steps, f"{int(np.sum(counts[g.steps])):,}", grp))
+    lines.append(row("all (mean)", f"1–{n_h}", f"{int(np.sum(counts)):,}", means))
+    return "\n".join(lines)
+
+
+def _coverage_table(result: TrainResult, city: CityConfig) -> str:
+    """Empirical coverage of the 80 % interval on the holdout, per horizon group."""
+    model = result.metrics["model"]
+    if not model.coverage:
+        return "No interval model was fitted for this run."
+    cov = np.asarray(model.coverage, dtype=float)
+    n = np.asarray(model.n[: len(cov)], dtype=float)
+    lines = ["| hours ahead | observed values | coverage |", "|---|---:|---:|"]
+    for g in _groups(city, len(cov)):
+        lines.append(f"| {g.label} | {int(n[g.steps].sum()):,} | {_group_mean(cov[g.steps], n[g.steps]):.1%} |")
+    lines.append(f"| all | {int(n.sum()):,} | {model.coverage_mean:.1%} |")
     return "\n".join(lines)
 
 
@@ -463,9 +497,11 @@ def render_model_card(
         "holdout_end": result.holdout.end,
         "holdout_n": f"{result.holdout.n_samples:,}",
         "holdout_digest": result.holdout.digest,
-        "rmse_table": _metric_table("rmse", result, champion_metrics, leads),
-        "mae_table": _metric_table("mae", result, champion_metrics, leads),
-        "mape_table": _metric_table("mape", result, champion_metrics, leads),
+        "rmse_table": _metric_table("rmse", result, champion_metrics, city),
+        "mae_table": _metric_table("mae", result, champion_metrics, city),
+        "mape_table": _metric_table("mape", result, champion_metrics, city),
+        "coverage_table": _coverage_table(result, city),
+        "interval_method": INTERVAL_METHOD,
         "mape_min": f"{MAPE_MIN_TARGET:g}",
         "model_rmse_mean": _fmt(model.rmse_mean),
         "model_mape_mean": _fmt(model.mape_mean),
@@ -528,17 +564,34 @@ def _params(city: CityConfig, result: TrainResult, data_window: Mapping[str, Any
     return {k: str(v) for k, v in out.items()}
 
 
-def _metrics(result: TrainResult, timestamp_ms: int) -> list[Any]:
+def _metrics(result: TrainResult, timestamp_ms: int, city: CityConfig | None = None) -> list[Any]:
+    """MLflow metrics of a run: per horizon (``step = h + 1``), means, per horizon group (``<name>.<metric>.<hNN>``)."""
     from mlflow.entities import Metric
+
+    from traffic.forecast.horizons import group_tag
 
     rows: list[Metric] = []
     for name, hm in result.metrics.items():
-        for key in ("mae", "rmse", "n", "mape", "n_mape"):  # mape/n_mape are empty for metrics made without them
+        # mape/n_mape are empty for metrics made without them; coverage exists for the model only
+        for key in ("mae", "rmse", "n", "mape", "n_mape", "coverage"):
             rows += [Metric(f"{name}.{key}", float(v), timestamp_ms, h + 1) for h, v in enumerate(getattr(hm, key))]
         rows.append(Metric(f"{name}.mae_mean", hm.mae_mean, timestamp_ms, 0))
         rows.append(Metric(f"{name}.rmse_mean", hm.rmse_mean, timestamp_ms, 0))
         if hm.mape:
             rows.append(Metric(f"{name}.mape_mean", hm.mape_mean, timestamp_ms, 0))
+        if hm.coverage:
+            rows.append(Metric(f"{name}.coverage_mean", hm.coverage_mean, timestamp_ms, 0))
+        if city is not None:
+            n = np.asarray(hm.n, dtype=float)
+            for g in _groups(city, len(hm.rmse)):
+                tag = group_tag(g.label)
+                for key in ("rmse", "mae", "coverage"):
+                    vals = np.asarray(getattr(hm, key), dtype=float)[g.steps]
+                    if not len(vals) or not np.isfinite(vals).any():
+                        continue
+                    # errors: the mean over the group's horizons (as the card); coverage: pooled over its targets
+                    v = _group_mean(vals, n[g.steps]) if key == "coverage" else float(np.nanmean(vals))
+                    rows.append(Metric(f"{name}.{key}.{tag}", v, timestamp_ms, 0))
     base_name, base = result.best_baseline()
     model = result.metrics["model"]
     if base.rmse_mean:
@@ -677,7 +730,7 @@ def log_training(
             now_ms = int(time.time() * 1000)
             client.log_batch(
                 run_id,
-                metrics=_metrics(result, now_ms),
+                metrics=_metrics(result, now_ms, city),
                 params=[Param(k, v) for k, v in _params(city, result, data_window).items()],
                 tags=[RunTag(k, v) for k, v in tags.items()],
             )
@@ -687,13 +740,15 @@ def log_training(
                     Path(tmp) / "learning_curve.png",
                     title=f"{city.name}: learning curve (stopped: {result.stopped_reason})",
                 )
+                # one panel per horizon group (its last step): a day-ahead sample has up to 96 horizons
+                shown = [g.steps.stop - 1 for g in _groups(city, len(leads))]
                 plots.save_forecast_maps(
-                    result.example_forecast,
-                    result.example_target,
-                    result.example_mask,
+                    result.example_forecast[shown],
+                    result.example_target[shown],
+                    result.example_mask[shown],
                     result.channels,
                     tmp,
-                    lead_labels=leads,
+                    lead_labels=[leads[i] for i in shown],
                 )
                 plots.save_error_map(
                     result.example_forecast,
