@@ -5,8 +5,9 @@ rasterized first if missing), and ``train_forecaster`` runs once per model varia
 same seed and wall-clock budget. Every variant and every baseline is scored on the same
 holdout with the same masked metrics. Writes two sections of ``bench/RESULTS.md``:
 
-* ``accuracy``: per city, the per-horizon RMSE / MAE / MAPE table of the default model
-  against every baseline, and its skill against the best baseline (target: >= 10 %);
+* ``accuracy``: per city, the RMSE / MAE / MAPE table per group of hours ahead (day-ahead:
+  1, 2-3, 4-6, 7-12, 13-24 h) of the default model against every baseline, its skill against
+  the best baseline (target: >= 10 %), and the 80 % interval's coverage on the holdout;
 * ``variants``: per city, ConvLSTM vs ConvGRU, direct vs autoregressive decoder, with
   and without attention: mean RMSE, optimisation steps in the budget, time per step.
 
@@ -91,6 +92,7 @@ def run(city_name: str, variant: str, budget: float | None, seed: int) -> dict:
         "modality_weights": res.extra.get("modality_weights"),
         "budget_s": budget if budget is not None else fc.train_budget_s,
         "device": res.device,
+        "bin_seconds": city.bin_seconds,
     }
 
 
@@ -101,18 +103,34 @@ def _f(v: float, pct: bool = False) -> str:
 
 
 def accuracy_table(r: dict) -> str:
+    """Per horizon group (hours ahead) RMSE / MAE / MAPE of the model and every baseline, and the interval coverage."""
+    from traffic.forecast.horizons import horizon_groups
+
     m = r["metrics"]
     names = ["model", *[k for k in m if k != "model"]]
+    groups = horizon_groups(r["bin_seconds"], len(m["model"]["rmse"]))
     lines = []
     for metric in ("rmse", "mae", "mape"):
-        lines.append(f"\n{metric.upper()}{' (%)' if metric == 'mape' else ''} per horizon:\n")
-        lines.append("| horizon | " + " | ".join(names) + " |")
+        lines.append(f"\n{metric.upper()}{' (%)' if metric == 'mape' else ''} per group of hours ahead:\n")
+        lines.append("| hours ahead | " + " | ".join(names) + " |")
         lines.append("|---|" + "---:|" * len(names))
-        for h in range(len(m["model"]["rmse"])):
-            vals = [m[k][metric][h] if m[k][metric] else float("nan") for k in names]
-            lines.append(f"| {h + 1} | " + " | ".join(_f(v) for v in vals) + " |")
+        for g in groups:
+            vals = [float(np.nanmean(m[k][metric][g.steps])) if m[k][metric] else float("nan") for k in names]
+            lines.append(f"| {g.label} | " + " | ".join(_f(v) for v in vals) + " |")
         means = [m[k][f"{metric}_mean"] for k in names]
-        lines.append("| **mean** | " + " | ".join(f"**{_f(v)}**" for v in means) + " |")
+        lines.append("| **all (mean)** | " + " | ".join(f"**{_f(v)}**" for v in means) + " |")
+    cov = np.asarray(m["model"].get("coverage") or [], dtype=float)
+    if len(cov):
+        n = np.asarray(m["model"]["n"], dtype=float)
+        lines.append("\nEmpirical coverage of the 80 % interval on the holdout (target 75–85 %):\n")
+        lines.append("| hours ahead | " + " | ".join(g.label for g in groups) + " | all |")
+        lines.append("|---|" + "---:|" * (len(groups) + 1))
+        parts = [np.average(cov[g.steps], weights=np.maximum(n[g.steps], 1e-9)) for g in groups]
+        lines.append(
+            "| coverage | "
+            + " | ".join(f"{100 * v:.1f}%" for v in parts)
+            + f" | {100 * np.average(cov, weights=np.maximum(n, 1e-9)):.1f}% |"
+        )
     return "\n".join(lines)
 
 

@@ -52,18 +52,22 @@ def test_nightly_los_angeles_through_airflow(traffic_home):
     champ = client.get_model_version_by_alias("traffic-los_angeles", "champion")
     assert champ.tags["promoted"] == "true" and champ.tags["promotion_decision"]
 
-    # forecasts in DuckDB, only for the next bins after the data, all LA sensors' cells flagged as having data
+    # the day-ahead forecast in DuckDB: every 15-min bin of 2012-03-08 (local), only cells with data
     con = duckdb.connect(str(duckdb_path()), read_only=True)
     try:
         runs = con.execute("SELECT city, model_version, issued_at FROM forecast_runs").fetchall()
         assert [(r[0], str(r[1])) for r in runs] == [("los_angeles", str(champ.version))]
-        n_h, min_t = con.execute(
-            "SELECT count(DISTINCT horizon), min(target_time) FROM latest_forecast WHERE city = 'los_angeles'"
+        n_h, min_t, max_t, n_rows, n_level, n_bounds = con.execute(
+            "SELECT count(DISTINCT horizon), min(target_time), max(target_time), count(*), count(congestion_level), "
+            "count(lower) FILTER (WHERE lower <= value AND value <= upper) "
+            "FROM latest_forecast WHERE city = 'los_angeles'"
         ).fetchone()
-        assert n_h == 12
+        assert n_h == 96
         assert str(min_t).startswith("2012-03-08 08:00")  # local midnight after 2012-03-07 = 08:00 UTC
+        assert str(max_t).startswith("2012-03-09 07:45")  # ... to the last bin of the local day
+        assert n_level == n_rows == n_bounds  # every published row has data, a level and its interval
         n_cells = con.execute(
-            "SELECT count(DISTINCT cell_id) FROM latest_forecast WHERE city = 'los_angeles' AND has_data"
+            "SELECT count(DISTINCT cell_id) FROM latest_forecast WHERE city = 'los_angeles'"
         ).fetchone()[0]
         assert 50 < n_cells <= 207
     finally:
