@@ -1,46 +1,80 @@
--- "Where will it jam in the next N hours?" for one city, from its newest forecast run.
---
--- Parameters (always bound, never formatted into the text):
---   $city   city name
---   $hours  window length in hours (may be fractional)
---   $limit  maximum number of cells returned
---   $now    start of the window (TIMESTAMPTZ); NULL = the run's issued_at, i.e. "now" as the
---           forecast saw it (the shipped data are historical, so wall-clock now would be empty)
---
--- One row per cell: the cell's worst (time, channel) in [now, now + hours) at level 'heavy' or
--- worse, with how many (time, channel) slots of the window are heavy or worse. Cells without
--- data never qualify. Worst cells first.
-WITH run AS (
-    SELECT run_id, issued_at
-    FROM forecast_runs
-    WHERE city = $city
-    ORDER BY issued_at DESC, published_at DESC
-    LIMIT 1
+-- "Where will it jam in the next N hours?" Used by traffic.publish.duckdb_publish.find_hotspots
+-- (the CLI's `traffic hotspots`). Parameters are always bound, never formatted into the text.
+
+-- name: city_info
+-- The city's runs: how many, the zone of the newest (for naive local times), and what they cover.
+SELECT
+    count(*) AS runs,
+    arg_max(timezone, issued_at) AS timezone,
+    min(target_start) AS first_start,
+    max(target_end) AS last_end
+FROM forecast_runs
+WHERE city = $city;
+
+-- name: pick_run
+-- The run to answer from: the newest (issued_at, then published_at) run of $city that covers $at
+-- (target_start <= $at < target_end). $at NULL = now() when some run covers it, else the start
+-- of the city's newest run (the shipped data are historical: wall-clock now covers nothing).
+WITH runs AS (
+    SELECT * FROM forecast_runs WHERE city = $city
 ),
-win AS (
-    SELECT run_id, issued_at, coalesce(CAST($now AS TIMESTAMPTZ), issued_at) AS t0
-    FROM run
+t AS (
+    SELECT coalesce(
+        CAST($at AS TIMESTAMPTZ),
+        CASE
+            WHEN EXISTS (SELECT 1 FROM runs WHERE target_start <= now() AND now() < target_end) THEN now()
+            ELSE (SELECT target_start FROM runs ORDER BY issued_at DESC, published_at DESC LIMIT 1)
+        END
+    ) AS at
+)
+SELECT
+    r.run_id, r.model_name, r.model_version, r.model_kind, r.kind, r.issued_at, r.published_at,
+    r.target_start, r.target_end, r.bin_seconds, r.timezone, r.channels, r.interval_level, t.at
+FROM runs AS r, t
+WHERE r.target_start <= t.at AND t.at < r.target_end
+ORDER BY r.issued_at DESC, r.published_at DESC
+LIMIT 1;
+
+-- name: covered
+-- What the city's runs cover, as merged [start, end) intervals (for the error of an uncovered $at).
+WITH r AS (
+    SELECT target_start, target_end,
+           max(target_end) OVER (ORDER BY target_start ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_end
+    FROM forecast_runs WHERE city = $city
 ),
-jams AS (
+g AS (
+    SELECT *, sum(CASE WHEN prev_end IS NULL OR target_start > prev_end THEN 1 ELSE 0 END)
+        OVER (ORDER BY target_start ROWS UNBOUNDED PRECEDING) AS grp
+    FROM r
+)
+SELECT min(target_start) AS start, max(target_end) AS "end" FROM g GROUP BY grp ORDER BY start;
+
+-- name: hotspots
+-- One row per cell: its worst (time, channel) in the window at a level in $levels, with how many
+-- (time, channel) slots of the window reach such a level (slots) and heavy or worse (heavy_slots).
+-- A bin [target_time, target_time + bin) is in the window [$start, $end) when they overlap.
+-- Worst cells first. The run_id filter is on a hive key: only that run's files are read.
+WITH slots AS (
     SELECT
-        f.city, f.run_id, w.issued_at, f.cell_id, f.target_time, f.horizon, f.channel, f.value,
+        f.city, f.run_id, f.cell_id, f.target_time, f.horizon, f.channel, f.value, f.lower, f.upper,
         f.congestion_index, f.congestion_level,
-        count(*) OVER (PARTITION BY f.cell_id) AS heavy_slots,
+        count(*) OVER (PARTITION BY f.cell_id) AS slots,
+        count(*) FILTER (WHERE f.congestion_level IN ('heavy', 'severe')) OVER (PARTITION BY f.cell_id) AS heavy_slots,
         row_number() OVER (
             PARTITION BY f.cell_id ORDER BY f.congestion_index DESC, f.target_time, f.channel
         ) AS rank_in_cell
     FROM forecasts AS f
-    JOIN win AS w ON f.run_id = w.run_id
-    WHERE f.has_data
-      AND f.congestion_level IN ('heavy', 'severe')
-      AND f.target_time >= w.t0
-      AND f.target_time < w.t0 + to_microseconds(CAST(round($hours * 3600e6) AS BIGINT))
+    WHERE f.run_id = $run_id
+      AND list_contains($levels, f.congestion_level)
+      AND ($channel IS NULL OR f.channel = $channel)
+      AND f.target_time < CAST($end AS TIMESTAMPTZ)
+      AND f.target_time > CAST($start AS TIMESTAMPTZ) - to_seconds($bin_seconds)
 )
 SELECT
-    j.city, j.run_id, j.issued_at, j.cell_id, c."row", c.col, c.centroid_lon, c.centroid_lat,
-    j.target_time, j.horizon, j.channel, j.value, j.congestion_index, j.congestion_level, j.heavy_slots
-FROM jams AS j
-LEFT JOIN cells AS c ON c.city = j.city AND c.cell_id = j.cell_id
-WHERE j.rank_in_cell = 1
-ORDER BY j.congestion_index DESC, j.target_time, j.cell_id
-LIMIT $limit
+    s.city, s.run_id, s.cell_id, c."row", c.col, c.centroid_lon, c.centroid_lat, s.target_time, s.horizon,
+    s.channel, s.value, s.lower, s.upper, s.congestion_index, s.congestion_level, s.slots, s.heavy_slots
+FROM slots AS s
+LEFT JOIN run_cells AS c ON c.run_id = s.run_id AND c.cell_id = s.cell_id
+WHERE s.rank_in_cell = 1
+ORDER BY s.congestion_index DESC, s.target_time, s.cell_id
+LIMIT $limit;
