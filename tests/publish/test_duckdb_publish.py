@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import make_case
+from conftest import make_case, metr_la_case
 
 from traffic.config import PROJECT_ROOT
 from traffic.publish import duckdb_publish as dp
-from traffic.publish.congestion import congestion, reference_stats
+from traffic.publish.congestion import congestion
 
 KEYS = {
     "forecast_runs": "run_id",
@@ -288,7 +288,7 @@ def test_constraint_violation_in_the_schema_writes_nothing(db, monkeypatch):
 KILL_CHILD = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
-from conftest import make_case
+from conftest import make_case, metr_la_case
 from traffic.publish import duckdb_publish as dp
 point = {point!r}
 def die(*a, **k):
@@ -628,53 +628,9 @@ def test_concurrent_publishes_from_two_processes_keep_both_runs(db):
 
 def test_publish_real_metr_la_speeds(db):
     """METR-LA: 207 sensors as a 9 x 23 grid; reference from six days, 'forecast' = day seven's 07:00-10:00."""
-    raw = pd.read_csv(PROJECT_ROOT / "data/samples/la_metr/los_speed.csv")
-    times = pd.date_range("2012-03-01", periods=len(raw), freq="5min", tz="America/Los_Angeles")
-    kmh = raw.to_numpy(np.float64) * 1.609344
-    values = kmh.reshape(len(raw), 1, 9, 23)
-    day7 = times >= pd.Timestamp("2012-03-07", tz="America/Los_Angeles")
-    mask = np.isfinite(values) & (values > 0)
-    mask[:, :, 8, 20:] = False  # three sensors without any reading: must not be hotspots
-    reference = reference_stats(values[~day7], mask[~day7], ["metr.speed_kmh"])
-    # 15-minute means of 07:00-10:00 on day seven
-    sel = day7 & (times.hour >= 7) & (times.hour < 10)
-    fc = values[sel].reshape(12, 3, 1, 9, 23).mean(axis=1)
-    tt = times[sel][::3].tz_convert("UTC")
-    ids = np.array([int(s) for s in raw.columns], dtype=np.int64).reshape(9, 23)
-    locs = (
-        pd.read_csv(PROJECT_ROOT / "data/samples/la_metr/graph_sensor_locations.csv")
-        .set_index("sensor_id")
-        .loc[ids.ravel()]
-    )
-    rows, cols = np.divmod(np.arange(ids.size), 23)
-    cells = pd.DataFrame(
-        {
-            "cell_id": ids.ravel(),
-            "row": rows,
-            "col": cols,
-            "centroid_lon": locs["longitude"].to_numpy(),
-            "centroid_lat": locs["latitude"].to_numpy(),
-            "polygon_wkt": [f"POINT ({x} {y})" for x, y in zip(locs["longitude"], locs["latitude"], strict=True)],
-        }
-    )
-    out = dp.publish_forecast(
-        db,
-        city="los_angeles",
-        run={
-            "model_name": "oracle",
-            "model_version": "day7",
-            "issued_at": tt[0],
-            "data_start": times[0],
-            "data_end": times[~day7][-1],
-        },
-        forecast=fc,
-        target_times=tt,
-        channels=["metr.speed_kmh"],
-        cells=cells,
-        cell_ids=ids,
-        has_data=mask[~day7].any(axis=0),
-        reference=reference,
-    )
+    case = metr_la_case()
+    fc, ids, reference, tt = case["forecast"], case["cell_ids"], case["reference"], case["target_times"]
+    out = dp.publish_forecast(db, **case)
     assert out["n_rows"] == out["n_rows_with_level"] == 12 * 204  # the three silent sensors get no rows
     assert out["n_cells"] == 207 and out["n_cells_with_data"] == 204
     hot = dp.hotspots(db, "los_angeles", hours=3, limit=500, min_level="heavy")
@@ -683,8 +639,12 @@ def test_publish_real_metr_la_speeds(db):
     assert hot["congestion_index"].between(0.5, 1.0).all() and hot["congestion_index"].is_monotonic_decreasing
     assert hot["target_time"].between(tt[0], tt[-1]).all()
     assert hot["centroid_lat"].between(33.5, 34.5).all()
+    assert (hot["lower"] <= hot["value"]).all() and (hot["value"] <= hot["upper"]).all()
     # a cell's index is 1 - speed / free flow of that sensor
     first = hot.iloc[0]
     r, c = np.argwhere(ids == first["cell_id"])[0]
     h = int(first["horizon"]) - 1
     assert first["congestion_index"] == pytest.approx(1 - fc[h, 0, r, c] / reference[0, r, c])
+    cells = dp.read_relation(db, "cells").set_index("cell_id")
+    assert len(cells) == 207 and not cells.loc[ids[8, 20:].tolist(), "has_data"].any()
+    assert (cells.loc[ids[8, 20:].tolist(), "coverage"] == 0).all() and cells["coverage"].max() <= 1
