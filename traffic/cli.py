@@ -114,8 +114,10 @@ def format_hotspots(result: Any) -> str:
         return pd.Timestamp(ts).tz_convert(tz).strftime("%Y-%m-%d %H:%M")
 
     zone = pd.Timestamp(result.start).tz_convert(tz).strftime("%Z")
+    version = str(run["model_version"])
+    model = f"{run['model_name']} v{version}" if version.isdigit() else f"{run['model_name']} {version}"
     head = (
-        f"run {run['run_id']} (model {run['model_name']} v{run['model_version']}, {run['model_kind']}, {run['kind']};"
+        f"run {run['run_id']} (model {model}, {run['model_kind']}, {run['kind']};"
         f" issued {local(run['issued_at'])} {zone}); window {local(result.start)} .. {local(result.end)} {zone}"
         f" ({tz}); {len(result.rows)} cells, worst first"
     )

@@ -37,7 +37,7 @@ def test_hotspots_cli_lists_cells_moderate_or_worse_one_line_each(la, capsys):
     assert code == 0, err
     lines = out.splitlines()
     head = lines[0]
-    assert head.startswith("run los_angeles_20120307T150000Z (model oracle vday7, model, nightly;")
+    assert head.startswith("run los_angeles_20120307T150000Z (model oracle day7, model, nightly;")
     assert "issued 2012-03-07 07:00 PST" in head and "window 2012-03-07 07:00 .. 2012-03-07 10:00 PST" in head
     assert not LEVEL_WORDS.search(head)
     leveled = [ln for ln in lines if LEVEL_WORDS.search(ln)]
