@@ -1066,6 +1066,7 @@ def find_hotspots(
     at: Any = None,
     channel: str | None = None,
     min_level: str = "moderate",
+    con: duckdb.DuckDBPyConnection | None = None,
 ) -> Hotspots:
     """Where will it jam in the next ``hours``? From the newest run that covers ``at``.
 
@@ -1090,6 +1091,9 @@ def find_hotspots(
         Only this channel (one of the run's channels).
     min_level : str
         Lowest level listed: ``'moderate'`` (default), ``'heavy'``, ``'severe'`` or ``'free'``.
+    con : duckdb.DuckDBPyConnection, optional
+        An open session from :func:`connect_catalog` to ask in (it sees the catalog it
+        opened); default: open the catalog at ``db_path`` read-only for this call only.
 
     Returns
     -------
@@ -1110,41 +1114,75 @@ def find_hotspots(
     limit = _check_limit(limit)
     if min_level not in _LEVELS_FROM:
         raise HotspotError(f"min_level {min_level!r}; allowed: {list(LEVELS)}")
-    with _reader(db_path) as con:
-        n_runs, tz, first, last = con.execute(_stmt("city_info", "hotspots.sql"), {"city": city}).fetchall()[0]
-        if not n_runs:
-            cities = [r[0] for r in con.execute(_stmt("cities_with_runs")).fetchall()]
-            raise HotspotError(f"city {city!r} has no published run; cities with runs: {cities}")
-        at_utc = None if at is None else _parse_at(at, tz)
-        params = {"city": city, "at": None if at_utc is None else at_utc.to_pydatetime()}
-        cur = con.execute(_stmt("pick_run", "hotspots.sql"), params)
-        names = [d[0] for d in cur.description]
-        found = cur.fetchall()
-        if not found:
-            spans = con.execute(_stmt("covered", "hotspots.sql"), {"city": city}).fetchall()
-            shown = ", ".join(f"{_local(s, tz)} .. {_local(e, tz)}" for s, e in spans[:5])
-            more = f" (+{len(spans) - 5} more)" if len(spans) > 5 else ""
-            raise HotspotError(
-                f"--at {_local(at_utc, tz)} is outside every {city} run; runs cover [start, end): {shown}{more}"
-            )
-        run = dict(zip(names, found[0], strict=True))
-        if channel is not None and channel not in run["channels"]:
-            raise HotspotError(f"unknown channel {channel!r} for {city}; allowed: {list(run['channels'])}")
-        start = pd.Timestamp(run.pop("at")).tz_convert("UTC")
-        end = min(start + pd.Timedelta(hours=hours), pd.Timestamp(run["target_end"]).tz_convert("UTC"))
-        rows = con.execute(
-            _stmt("hotspots", "hotspots.sql"),
-            {
-                "run_id": run["run_id"],
-                "start": start.to_pydatetime(),
-                "end": end.to_pydatetime(),
-                "bin_seconds": int(run["bin_seconds"]),
-                "channel": channel,
-                "levels": _LEVELS_FROM[min_level],
-                "limit": limit,
-            },
-        ).df()
+    if con is None:
+        with _reader(db_path) as own:
+            return _find_hotspots(own, city, hours, limit, at, channel, min_level)
+    return _find_hotspots(con, city, hours, limit, at, channel, min_level)
+
+
+def _city_info(con: duckdb.DuckDBPyConnection, city: str) -> tuple[int, str]:
+    n_runs, tz, _, _ = con.execute(_stmt("city_info", "hotspots.sql"), {"city": city}).fetchall()[0]
+    if not n_runs:
+        cities = [r[0] for r in con.execute(_stmt("cities_with_runs")).fetchall()]
+        raise HotspotError(f"city {city!r} has no published run; cities with runs: {cities}")
+    return n_runs, tz
+
+
+def _find_hotspots(
+    con: duckdb.DuckDBPyConnection,
+    city: str,
+    hours: float,
+    limit: int,
+    at: Any,
+    channel: str | None,
+    min_level: str,
+) -> Hotspots:
+    naive = at is not None and _is_time(at) and pd.Timestamp(at).tzinfo is None
+    tz = _city_info(con, city)[1] if naive else "UTC"  # the zone is needed first only to read a naive time
+    at_utc = None if at is None else _parse_at(at, tz)
+    cur = con.execute(
+        _stmt("pick_run", "hotspots.sql"), {"city": city, "at": None if at_utc is None else at_utc.to_pydatetime()}
+    )
+    names = [d[0] for d in cur.description]
+    found = cur.fetchall()
+    if not found:
+        tz = _city_info(con, city)[1]  # raises for a city without runs
+        spans = con.execute(_stmt("covered", "hotspots.sql"), {"city": city}).fetchall()
+        shown = ", ".join(f"{_local(s, tz)} .. {_local(e, tz)}" for s, e in spans[:5])
+        more = f" (+{len(spans) - 5} more)" if len(spans) > 5 else ""
+        raise HotspotError(
+            f"--at {_local(at_utc, tz)} is outside every {city} run; runs cover [start, end): {shown}{more}"
+        )
+    run = dict(zip(names, found[0], strict=True))
+    if channel is not None and channel not in run["channels"]:
+        raise HotspotError(f"unknown channel {channel!r} for {city}; allowed: {list(run['channels'])}")
+    start = pd.Timestamp(run.pop("at")).tz_convert("UTC")
+    end = min(start + pd.Timedelta(hours=hours), pd.Timestamp(run["target_end"]).tz_convert("UTC"))
+    cur = con.execute(
+        _stmt("hotspots", "hotspots.sql"),
+        {
+            "run_id": run["run_id"],
+            "start": start.to_pydatetime(),
+            "end": end.to_pydatetime(),
+            "bin_seconds": int(run["bin_seconds"]),
+            "channel": channel,
+            "levels": _LEVELS_FROM[min_level],
+            "limit": limit,
+        },
+    )
+    columns = [d[0] for d in cur.description]
+    rows = pd.DataFrame(cur.fetchall(), columns=columns)  # a few rows: cheaper than a pandas result conversion
+    floats = ["centroid_lon", "centroid_lat", "value", "lower", "upper", "congestion_index"]
+    rows[floats] = rows[floats].astype("float64")
+    rows["target_time"] = pd.to_datetime(rows["target_time"], utc=True)
     return Hotspots(run=run, start=start, end=end, timezone=run["timezone"], rows=rows)
+
+
+def _is_time(at: Any) -> bool:
+    try:
+        return pd.Timestamp(at) is not pd.NaT
+    except (TypeError, ValueError):
+        return False
 
 
 def hotspots(
