@@ -107,10 +107,12 @@ def main() -> None:
     rows_per_run = pubs[0]["n_rows"]
 
     # random covered local times, as an analyst types them (naive = local wall clock)
-    span_s = (issued[-1] + pd.Timedelta(hours=23) - issued[0]).total_seconds()
+    # random covered local day times (06:00-20:00, when an analyst asks), as typed: naive = local wall clock
+    days = rng.integers(0, args.days, args.queries)
+    minutes = rng.integers(6 * 60, 20 * 60, args.queries)
     ats = [
-        (issued[0] + pd.Timedelta(seconds=float(s))).tz_convert("America/Los_Angeles").strftime("%Y-%m-%d %H:%M")
-        for s in rng.uniform(0, span_s, args.queries)
+        (first + pd.Timedelta(days=int(d), minutes=int(m))).strftime("%Y-%m-%d %H:%M")
+        for d, m in zip(days, minutes, strict=True)
     ]
     from traffic.publish import connect_catalog
 
@@ -146,7 +148,7 @@ def main() -> None:
 - Store: `los_angeles`, {args.days} days x {args.runs_per_day} runs = {len(issued)} runs, LA grid {H} x {W} = {H * W} cells
   ({args.cells_with_data} with data), 1 speed channel, {H_OUT} horizons of 15 min, 80 % bounds: {rows_per_run:,} forecast rows
   per run, {rows_per_run * len(issued):,} in all, {store_mb:.1f} MB of Parquet; built through `publish_forecast` in {build_s:.1f} s
-- Timed: `traffic.publish.find_hotspots(None, "los_angeles", hours=3, at=<random covered local time>)`, the function behind
+- Timed: `traffic.publish.find_hotspots(None, "los_angeles", hours=3, at=<random covered local time 06:00-20:00>)`, the function behind
   `traffic hotspots` (opens the catalog read-only, picks the newest run covering the time, reads that run's files, closes),
   {args.queries} queries after one warm-up
 

@@ -29,7 +29,7 @@ t AS (
 )
 SELECT
     r.run_id, r.model_name, r.model_version, r.model_kind, r.kind, r.issued_at, r.published_at,
-    r.target_start, r.target_end, r.bin_seconds, r.timezone, r.channels, r.interval_level, t.at
+    r.target_start, r.target_end, r.bin_seconds, r.timezone, r.channels, r.interval_level, r.folder, t.at
 FROM runs AS r, t
 WHERE r.target_start <= t.at AND t.at < r.target_end
 ORDER BY r.issued_at DESC, r.published_at DESC
@@ -50,10 +50,12 @@ g AS (
 SELECT min(target_start) AS start, max(target_end) AS "end" FROM g GROUP BY grp ORDER BY start;
 
 -- name: hotspots
--- One row per cell: its worst (time, channel) in the window at a level in $levels, with how many
--- (time, channel) slots of the window reach such a level (slots) and heavy or worse (heavy_slots).
+-- One row per cell: its worst (time, channel) in the window with congestion_index >= $min_index (the
+-- lower edge of the lowest level asked for, docs/congestion.md), with how many (time, channel) slots
+-- of the window reach it (slots) and how many are heavy or worse (heavy_slots).
 -- A bin [target_time, target_time + bin) is in the window [$start, $end) when they overlap.
--- Worst cells first. The run_id filter is on a hive key: only that run's files are read.
+-- Worst cells first. $forecasts and $cells are the run's own files (forecast_runs.folder), so
+-- nothing but that run is opened (the forecasts/run_cells views would give the same rows).
 WITH slots AS (
     SELECT
         f.city, f.run_id, f.cell_id, f.target_time, f.horizon, f.channel, f.value, f.lower, f.upper,
@@ -63,9 +65,8 @@ WITH slots AS (
         row_number() OVER (
             PARTITION BY f.cell_id ORDER BY f.congestion_index DESC, f.target_time, f.channel
         ) AS rank_in_cell
-    FROM forecasts AS f
-    WHERE f.run_id = $run_id
-      AND list_contains($levels, f.congestion_level)
+    FROM read_parquet($forecasts, hive_partitioning = true, hive_types = {'city': VARCHAR, 'run_id': VARCHAR}) AS f
+    WHERE f.congestion_index >= $min_index
       AND ($channel IS NULL OR f.channel = $channel)
       AND f.target_time < CAST($end AS TIMESTAMPTZ)
       AND f.target_time > CAST($start AS TIMESTAMPTZ) - to_seconds($bin_seconds)
@@ -74,7 +75,7 @@ SELECT
     s.city, s.run_id, s.cell_id, c."row", c.col, c.centroid_lon, c.centroid_lat, s.target_time, s.horizon,
     s.channel, s.value, s.lower, s.upper, s.congestion_index, s.congestion_level, s.slots, s.heavy_slots
 FROM slots AS s
-LEFT JOIN run_cells AS c ON c.run_id = s.run_id AND c.cell_id = s.cell_id
+LEFT JOIN read_parquet($cells) AS c ON c.cell_id = s.cell_id
 WHERE s.rank_in_cell = 1
 ORDER BY s.congestion_index DESC, s.target_time, s.cell_id
 LIMIT $limit;

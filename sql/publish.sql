@@ -5,10 +5,10 @@
 -- of Parquet files the publisher listed in its own store (view bodies cannot take parameters).
 
 -- name: source_files
-read_parquet([{files}], hive_partitioning = true, hive_types = {'city': VARCHAR, 'run_id': VARCHAR})
+read_parquet([{files}], hive_partitioning = true, hive_types = {'city': VARCHAR, 'run_id': VARCHAR}, filename = true)
 
 -- name: source_empty
-layout.{layout}
+(SELECT *, CAST(NULL AS VARCHAR) AS filename FROM layout.{layout})
 
 -- name: staged_rows
 SELECT * EXCLUDE (city, run_id) FROM layout.{layout} ORDER BY ALL;

@@ -4,7 +4,7 @@
 --
 -- {runs}, {forecasts}, {latest_forecasts}, {run_cells}, {cells}, {cell_channels} are replaced
 -- by the publisher with a source: read_parquet([...absolute paths of one file per run...],
--- hive_partitioning = true) over the runs listed in the store when the catalog was built (see
+-- hive_partitioning = true, filename = true) over the runs listed in the store when the catalog was built (see
 -- the "source_files" statement of publish.sql), or the empty layout table when there is none.
 -- The file lists are fixed at build time: a session keeps seeing the runs of the catalog it
 -- opened, whatever is published meanwhile. city and run_id come from the folder names (hive
@@ -17,6 +17,7 @@ SELECT
     r.issued_at, r.data_start, r.data_end, r.horizon_steps, r.bin_seconds, r.target_start, r.target_end,
     r.timezone, r.channels, r.interval_level, r.interval_method, r.n_rows, r.n_cells, r.n_cells_with_data,
     r.published_at, r.version,
+    parse_dirpath(r.filename) AS folder,                -- absolute path of the run version's files
     row_number() OVER (PARTITION BY r.city ORDER BY r.issued_at DESC, r.published_at DESC) = 1 AS is_latest
 FROM {runs} AS r;
 

@@ -112,7 +112,7 @@ def test_publish_twice_is_idempotent(db):
     # only published_at / version move
     for table in ("forecasts", "run_cells", "cell_channels"):
         pd.testing.assert_frame_equal(a[table], b[table])
-    moving = ["published_at", "version"]
+    moving = ["published_at", "version", "folder"]
     pd.testing.assert_frame_equal(a["forecast_runs"].drop(columns=moving), b["forecast_runs"].drop(columns=moving))
     # both versions are on disk (a session may still read the first); the catalog lists the second
     assert versions(db) == sorted([first["version"], second["version"]])

@@ -65,7 +65,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from traffic.config import PROJECT_ROOT, duckdb_path
-from traffic.publish.congestion import LEVELS, NO_LEVEL, congestion
+from traffic.publish.congestion import LEVEL_EDGES, LEVELS, NO_LEVEL, congestion
 
 SQL_DIR = PROJECT_ROOT / "sql"
 TABLES = ("forecast_runs",)
@@ -96,6 +96,8 @@ RUN_KINDS = ("nightly", "refresh")
 DEFAULT_INTERVAL_LEVEL = 0.8
 #: Superseded run versions and abandoned temporary folders are deleted after this long (s).
 DEFAULT_GRACE_S = 24 * 3600.0
+#: Rows per Parquet row group of a run's forecasts file (sorted by target_time).
+FORECAST_ROW_GROUP = 2048
 #: Largest ``hours`` / ``limit`` a hotspot query accepts.
 MAX_HOURS = 24 * 31
 MAX_LIMIT = 100_000
@@ -821,7 +823,10 @@ def _write_version(run_dir: Path, version: str, tables: Mapping[str, pa.Table]) 
     try:
         for name, table in tables.items():
             target = tmp / RUN_FILES[name]
-            pq.write_table(table, target, compression="zstd")
+            if name == "forecasts":  # time-ordered, small row groups: a time window reads few of them
+                order = [("target_time", "ascending"), ("channel", "ascending"), ("cell_id", "ascending")]
+                table = table.sort_by(order)
+            pq.write_table(table, target, compression="zstd", row_group_size=FORECAST_ROW_GROUP)
             _fsync(target)
         os.rename(tmp, final)  # the version appears whole or not at all
         _fsync(run_dir)
@@ -984,8 +989,8 @@ def publish_forecast(
 # --------------------------------------------------------------------------- reads
 
 
-#: Level names at or above each level (the ``min_level`` of a hotspot query).
-_LEVELS_FROM = {name: list(LEVELS[i:]) for i, name in enumerate(LEVELS)}
+#: Smallest congestion index of each level (the ``min_level`` of a hotspot query).
+_MIN_INDEX = dict(zip(LEVELS, (0.0, *LEVEL_EDGES), strict=True))
 
 
 @dataclass(frozen=True)
@@ -1112,7 +1117,7 @@ def find_hotspots(
         raise HotspotError(f"city {city!r} must be a city name matching {_CITY_RE.pattern}")
     hours = _check_hours(hours)
     limit = _check_limit(limit)
-    if min_level not in _LEVELS_FROM:
+    if min_level not in _MIN_INDEX:
         raise HotspotError(f"min_level {min_level!r}; allowed: {list(LEVELS)}")
     if con is None:
         with _reader(db_path) as own:
@@ -1157,16 +1162,18 @@ def _find_hotspots(
     if channel is not None and channel not in run["channels"]:
         raise HotspotError(f"unknown channel {channel!r} for {city}; allowed: {list(run['channels'])}")
     start = pd.Timestamp(run.pop("at")).tz_convert("UTC")
+    folder = Path(run.pop("folder"))
     end = min(start + pd.Timedelta(hours=hours), pd.Timestamp(run["target_end"]).tz_convert("UTC"))
     cur = con.execute(
         _stmt("hotspots", "hotspots.sql"),
         {
-            "run_id": run["run_id"],
+            "forecasts": str(folder / RUN_FILES["forecasts"]),
+            "cells": str(folder / RUN_FILES["cells"]),
             "start": start.to_pydatetime(),
             "end": end.to_pydatetime(),
             "bin_seconds": int(run["bin_seconds"]),
             "channel": channel,
-            "levels": _LEVELS_FROM[min_level],
+            "min_index": _MIN_INDEX[min_level],
             "limit": limit,
         },
     )
