@@ -2,37 +2,28 @@
 -- (the CLI's `traffic hotspots`). Parameters are always bound, never formatted into the text.
 
 -- name: city_info
--- The city's runs: how many, the zone of the newest (for naive local times), and what they cover.
+-- The city's runs: how many, the zone of the newest (for naive local times), and the default time:
+-- now() when some run covers it, else the start of the city's newest run (issued_at, then
+-- published_at). The shipped data are historical: wall-clock now covers none of their runs.
 SELECT
     count(*) AS runs,
-    arg_max(timezone, issued_at) AS timezone,
-    min(target_start) AS first_start,
-    max(target_end) AS last_end
+    arg_max(timezone, struct_pack(i := issued_at, p := published_at)) AS timezone,
+    CASE
+        WHEN count(*) FILTER (WHERE target_start <= now() AND now() < target_end) > 0 THEN now()
+        ELSE arg_max(target_start, struct_pack(i := issued_at, p := published_at))
+    END AS default_at
 FROM forecast_runs
 WHERE city = $city;
 
 -- name: pick_run
--- The run to answer from: the newest (issued_at, then published_at) run of $city that covers $at
--- (target_start <= $at < target_end). $at NULL = now() when some run covers it, else the start
--- of the city's newest run (the shipped data are historical: wall-clock now covers nothing).
-WITH runs AS (
-    SELECT * FROM forecast_runs WHERE city = $city
-),
-t AS (
-    SELECT coalesce(
-        CAST($at AS TIMESTAMPTZ),
-        CASE
-            WHEN EXISTS (SELECT 1 FROM runs WHERE target_start <= now() AND now() < target_end) THEN now()
-            ELSE (SELECT target_start FROM runs ORDER BY issued_at DESC, published_at DESC LIMIT 1)
-        END
-    ) AS at
-)
+-- The run to answer from: the newest (issued_at, then published_at) run of $city that covers $at,
+-- i.e. target_start <= $at < target_end.
 SELECT
-    r.run_id, r.model_name, r.model_version, r.model_kind, r.kind, r.issued_at, r.published_at,
-    r.target_start, r.target_end, r.bin_seconds, r.timezone, r.channels, r.interval_level, r.folder, t.at
-FROM runs AS r, t
-WHERE r.target_start <= t.at AND t.at < r.target_end
-ORDER BY r.issued_at DESC, r.published_at DESC
+    run_id, model_name, model_version, model_kind, kind, issued_at, published_at,
+    target_start, target_end, bin_seconds, timezone, channels, interval_level, folder
+FROM forecast_runs
+WHERE city = $city AND target_start <= CAST($at AS TIMESTAMPTZ) AND CAST($at AS TIMESTAMPTZ) < target_end
+ORDER BY issued_at DESC, published_at DESC
 LIMIT 1;
 
 -- name: covered
@@ -51,31 +42,37 @@ SELECT min(target_start) AS start, max(target_end) AS "end" FROM g GROUP BY grp 
 
 -- name: hotspots
 -- One row per cell: its worst (time, channel) in the window with congestion_index >= $min_index (the
--- lower edge of the lowest level asked for, docs/congestion.md), with how many (time, channel) slots
--- of the window reach it (slots) and how many are heavy or worse (heavy_slots).
--- A bin [target_time, target_time + bin) is in the window [$start, $end) when they overlap.
--- Worst cells first. $forecasts and $cells are the run's own files (forecast_runs.folder), so
--- nothing but that run is opened (the forecasts/run_cells views would give the same rows).
-WITH slots AS (
+-- lower edge of the lowest level asked for, docs/congestion.md): highest index, then earliest time;
+-- with how many (time, channel) slots of the window reach it (slots) and how many are heavy or
+-- worse (heavy_slots). A bin [target_time, target_time + bin) is in the window [$start, $end) when
+-- they overlap. Worst cells first. $forecasts and $cells are the run's own files
+-- (forecast_runs.folder), so nothing but that run is opened (the forecasts / run_cells views
+-- give the same rows).
+WITH per_cell AS (
     SELECT
-        f.city, f.run_id, f.cell_id, f.target_time, f.horizon, f.channel, f.value, f.lower, f.upper,
-        f.congestion_index, f.congestion_level,
-        count(*) OVER (PARTITION BY f.cell_id) AS slots,
-        count(*) FILTER (WHERE f.congestion_level IN ('heavy', 'severe')) OVER (PARTITION BY f.cell_id) AS heavy_slots,
-        row_number() OVER (
-            PARTITION BY f.cell_id ORDER BY f.congestion_index DESC, f.target_time, f.channel
-        ) AS rank_in_cell
+        f.cell_id,
+        count(*) AS slots,
+        count(*) FILTER (WHERE f.congestion_level IN ('heavy', 'severe')) AS heavy_slots,
+        arg_max(
+            struct_pack(
+                city := f.city, run_id := f.run_id, target_time := f.target_time, horizon := f.horizon,
+                channel := f.channel, value := f.value, lower := f.lower, upper := f.upper,
+                congestion_index := f.congestion_index, congestion_level := f.congestion_level
+            ),
+            struct_pack(i := f.congestion_index, t := -epoch_us(f.target_time))
+        ) AS w
     FROM read_parquet($forecasts, hive_partitioning = true, hive_types = {'city': VARCHAR, 'run_id': VARCHAR}) AS f
     WHERE f.congestion_index >= $min_index
       AND ($channel IS NULL OR f.channel = $channel)
       AND f.target_time < CAST($end AS TIMESTAMPTZ)
       AND f.target_time > CAST($start AS TIMESTAMPTZ) - to_seconds($bin_seconds)
+    GROUP BY f.cell_id
 )
 SELECT
-    s.city, s.run_id, s.cell_id, c."row", c.col, c.centroid_lon, c.centroid_lat, s.target_time, s.horizon,
-    s.channel, s.value, s.lower, s.upper, s.congestion_index, s.congestion_level, s.slots, s.heavy_slots
-FROM slots AS s
-LEFT JOIN read_parquet($cells) AS c ON c.cell_id = s.cell_id
-WHERE s.rank_in_cell = 1
-ORDER BY s.congestion_index DESC, s.target_time, s.cell_id
+    p.w.city, p.w.run_id, p.cell_id, c."row", c.col, c.centroid_lon, c.centroid_lat, p.w.target_time,
+    p.w.horizon, p.w.channel, p.w.value, p.w.lower, p.w.upper, p.w.congestion_index, p.w.congestion_level,
+    p.slots, p.heavy_slots
+FROM per_cell AS p
+LEFT JOIN read_parquet($cells) AS c ON c.cell_id = p.cell_id
+ORDER BY p.w.congestion_index DESC, p.w.target_time, p.cell_id
 LIMIT $limit;

@@ -1125,12 +1125,13 @@ def find_hotspots(
     return _find_hotspots(con, city, hours, limit, at, channel, min_level)
 
 
-def _city_info(con: duckdb.DuckDBPyConnection, city: str) -> tuple[int, str]:
-    n_runs, tz, _, _ = con.execute(_stmt("city_info", "hotspots.sql"), {"city": city}).fetchall()[0]
+def _city_info(con: duckdb.DuckDBPyConnection, city: str) -> tuple[str, pd.Timestamp]:
+    """The zone of the city's newest run and the default window start; raises for a city without runs."""
+    n_runs, tz, default_at = con.execute(_stmt("city_info", "hotspots.sql"), {"city": city}).fetchall()[0]
     if not n_runs:
         cities = [r[0] for r in con.execute(_stmt("cities_with_runs")).fetchall()]
         raise HotspotError(f"city {city!r} has no published run; cities with runs: {cities}")
-    return n_runs, tz
+    return tz, pd.Timestamp(default_at).tz_convert("UTC")
 
 
 def _find_hotspots(
@@ -1142,16 +1143,17 @@ def _find_hotspots(
     channel: str | None,
     min_level: str,
 ) -> Hotspots:
-    naive = at is not None and _is_time(at) and pd.Timestamp(at).tzinfo is None
-    tz = _city_info(con, city)[1] if naive else "UTC"  # the zone is needed first only to read a naive time
-    at_utc = None if at is None else _parse_at(at, tz)
-    cur = con.execute(
-        _stmt("pick_run", "hotspots.sql"), {"city": city, "at": None if at_utc is None else at_utc.to_pydatetime()}
-    )
+    aware = at is not None and _is_time(at) and pd.Timestamp(at).tzinfo is not None
+    if aware:  # the city's zone is not needed to read the time
+        at_utc = _parse_at(at, "UTC")
+    else:
+        tz, default_at = _city_info(con, city)
+        at_utc = default_at if at is None else _parse_at(at, tz)
+    cur = con.execute(_stmt("pick_run", "hotspots.sql"), {"city": city, "at": at_utc.to_pydatetime()})
     names = [d[0] for d in cur.description]
     found = cur.fetchall()
     if not found:
-        tz = _city_info(con, city)[1]  # raises for a city without runs
+        tz = _city_info(con, city)[0]  # raises for a city without runs
         spans = con.execute(_stmt("covered", "hotspots.sql"), {"city": city}).fetchall()
         shown = ", ".join(f"{_local(s, tz)} .. {_local(e, tz)}" for s, e in spans[:5])
         more = f" (+{len(spans) - 5} more)" if len(spans) > 5 else ""
@@ -1161,8 +1163,8 @@ def _find_hotspots(
     run = dict(zip(names, found[0], strict=True))
     if channel is not None and channel not in run["channels"]:
         raise HotspotError(f"unknown channel {channel!r} for {city}; allowed: {list(run['channels'])}")
-    start = pd.Timestamp(run.pop("at")).tz_convert("UTC")
     folder = Path(run.pop("folder"))
+    start = at_utc
     end = min(start + pd.Timedelta(hours=hours), pd.Timestamp(run["target_end"]).tz_convert("UTC"))
     cur = con.execute(
         _stmt("hotspots", "hotspots.sql"),
@@ -1177,10 +1179,11 @@ def _find_hotspots(
             "limit": limit,
         },
     )
-    columns = [d[0] for d in cur.description]
-    rows = pd.DataFrame(cur.fetchall(), columns=columns)  # a few rows: cheaper than a pandas result conversion
-    floats = ["centroid_lon", "centroid_lat", "value", "lower", "upper", "congestion_index"]
-    rows[floats] = rows[floats].astype("float64")
+    # a few rows: building the frame from tuples is cheaper than a pandas result conversion
+    rows = pd.DataFrame(cur.fetchall(), columns=[d[0] for d in cur.description])
+    for col in ("centroid_lon", "centroid_lat", "value", "lower", "upper", "congestion_index"):
+        if rows[col].dtype != np.float64:  # all-NULL bounds (or no rows) come back as objects
+            rows[col] = rows[col].astype(np.float64)
     rows["target_time"] = pd.to_datetime(rows["target_time"], utc=True)
     return Hotspots(run=run, start=start, end=end, timezone=run["timezone"], rows=rows)
 
