@@ -648,3 +648,22 @@ def test_publish_real_metr_la_speeds(db):
     cells = dp.read_relation(db, "cells").set_index("cell_id")
     assert len(cells) == 207 and not cells.loc[ids[8, 20:].tolist(), "has_data"].any()
     assert (cells.loc[ids[8, 20:].tolist(), "coverage"] == 0).all() and cells["coverage"].max() <= 1
+
+
+def test_cells_outside_the_forecast_grid_are_kept_without_data(db):
+    case = make_case()
+    extra = pd.DataFrame(
+        {
+            "cell_id": [5000, 1],
+            "row": [7, -1],
+            "col": [7, -1],
+            "centroid_lon": [13.5, 12.9],
+            "centroid_lat": [52.5, 51.9],
+            "polygon_wkt": ["POINT (13.5 52.5)", "POINT (12.9 51.9)"],
+        }
+    )
+    out = dp.publish_forecast(db, **case.kwargs(cells=pd.concat([case.cells, extra], ignore_index=True)))
+    cells = dp.read_relation(db, "cells").set_index("cell_id")
+    assert out["n_cells"] == len(cells) == 14 and out["n_rows"] == 72
+    assert not cells.loc[[5000, 1], "has_data"].any() and cells.loc[[5000, 1], "coverage"].isna().all()
+    assert cells.drop(index=[5000, 1])["has_data"].all()

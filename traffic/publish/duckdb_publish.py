@@ -764,9 +764,10 @@ def _cell_tables(
     n = cells.num_rows
     ids = cells.column("cell_id").to_numpy()
     order = np.argsort(cell_ids.ravel())
-    at = order[np.searchsorted(cell_ids.ravel()[order], ids)] if cell_ids.size else np.zeros(0, np.int64)
-    on_grid = np.isin(ids, cell_ids.ravel())
-    flat = np.where(on_grid, at, 0)
+    sorted_ids = cell_ids.ravel()[order]
+    pos = np.clip(np.searchsorted(sorted_ids, ids), 0, max(sorted_ids.size - 1, 0))
+    on_grid = sorted_ids[pos] == ids  # a cell of the frame outside the forecast grid: no data
+    flat = np.where(on_grid, order[pos], 0)
     per_cell = data.reshape(len(channels), h * w)[:, flat] & on_grid  # (C, n)
     cell_cov_v = np.full(n, np.nan) if cell_cov is None else np.where(on_grid, cell_cov.ravel()[flat], np.nan)
     run_ids = pa.array([run_id], pa.string())
