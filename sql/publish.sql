@@ -1,7 +1,7 @@
 -- Named statements used by traffic.publish.duckdb_publish. Each block starts with
 -- "-- name: <name>". Values are bound parameters ($name). {relation}, {files} and {layout}
 -- are replaced by the publisher only: {relation} by an identifier from the Python allow-list,
--- {layout} by a layout table name of schema.sql, {files} by a list of quoted absolute paths
+-- {layout} by a layout table name of schema.sql (an identifier from the Python allow-list), {files} by a list of quoted absolute paths
 -- of Parquet files the publisher listed in its own store (view bodies cannot take parameters).
 
 -- name: source_files
@@ -9,6 +9,9 @@ read_parquet([{files}], hive_partitioning = true, hive_types = {'city': VARCHAR,
 
 -- name: source_empty
 (SELECT *, CAST(NULL AS VARCHAR) AS filename FROM layout.{layout})
+
+-- name: stage_rows
+INSERT INTO layout.{layout} BY NAME SELECT * FROM staged;
 
 -- name: staged_rows
 SELECT * EXCLUDE (city, run_id) FROM layout.{layout} ORDER BY ALL;

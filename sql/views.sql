@@ -21,6 +21,8 @@ SELECT
     row_number() OVER (PARTITION BY r.city ORDER BY r.issued_at DESC, r.published_at DESC) = 1 AS is_latest
 FROM {runs} AS r;
 
+-- @views: (the publisher builds forecast_runs first, then picks the newest run of each city for the views below)
+
 -- Forecast rows of every run (only (cell, channel) pairs with data; layout.forecasts).
 CREATE OR REPLACE VIEW forecasts AS
 SELECT

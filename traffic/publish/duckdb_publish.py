@@ -325,7 +325,7 @@ def _build_catalog(target: Path, versions: Mapping[str, Path]) -> None:
         run_files = [v / RUN_FILES["forecast_runs"] for v in versions.values()]
         # the runs table first: it says which run is the newest of each city
         views = sql_text("views.sql")
-        runs_ddl, rest = views.split(";", 1)
+        runs_ddl, rest = re.split(r"^-- @views:.*$", views, maxsplit=1, flags=re.MULTILINE)
         con.execute(runs_ddl.replace("{runs}", _source("forecast_runs", run_files)))
         latest = {r[0] for r in con.execute("SELECT run_id FROM forecast_runs WHERE is_latest").fetchall()}
         latest_dirs = [v for r, v in versions.items() if r in latest]
@@ -807,7 +807,7 @@ def _staged(tables: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
         for name, table in tables.items():
             ident = check_identifier(name, LAYOUT_TABLES)
             con.register("staged", table)
-            con.execute(f"INSERT INTO layout.{ident} BY NAME SELECT * FROM staged")
+            con.execute(_stmt("stage_rows").replace("{layout}", ident))
             con.unregister("staged")
             out[name] = con.sql(_stmt("staged_rows").replace("{layout}", ident)).to_arrow_table()
         return out
