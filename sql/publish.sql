@@ -16,6 +16,9 @@ INSERT INTO layout.{layout} BY NAME SELECT * FROM staged;
 -- name: staged_rows
 SELECT * EXCLUDE (city, run_id) FROM layout.{layout} ORDER BY ALL;
 
+-- name: latest_run_ids
+SELECT run_id FROM forecast_runs WHERE is_latest;
+
 -- name: latest_runs
 SELECT r.*
 FROM forecast_runs AS r

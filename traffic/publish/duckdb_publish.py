@@ -75,8 +75,12 @@ ALLOWED_RELATIONS = TABLES + VIEWS
 #: Empty tables of ``sql/schema.sql`` (schema ``layout``) = the layout of each per-run file.
 LAYOUT_TABLES = ("forecast_runs", "forecasts", "cells", "cell_channels")
 #: File of each layout table inside a run version folder.
-RUN_FILES = {"forecast_runs": "run.parquet", "forecasts": "forecasts.parquet", "cells": "cells.parquet"}
-RUN_FILES["cell_channels"] = "cell_channels.parquet"
+RUN_FILES = {
+    "forecast_runs": "run.parquet",
+    "forecasts": "forecasts.parquet",
+    "cells": "cells.parquet",
+    "cell_channels": "cell_channels.parquet",
+}
 CELL_COLUMNS = ("cell_id", "row", "col", "centroid_lon", "centroid_lat", "polygon_wkt")
 RUN_REQUIRED = ("model_name", "model_version", "issued_at")
 RUN_OPTIONAL = (
@@ -106,7 +110,6 @@ _KIND_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 _STATEMENT_RE = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 _VERSION_RE = re.compile(r"^v-(\d{8}T\d{12}Z)-[0-9a-f]{8}$")
 _LOCK_WAIT_S = 0.05
-_HIVE = "hive_partitioning = true"
 
 
 class PublishError(ValueError):
@@ -327,7 +330,7 @@ def _build_catalog(target: Path, versions: Mapping[str, Path]) -> None:
         views = sql_text("views.sql")
         runs_ddl, rest = re.split(r"^-- @views:.*$", views, maxsplit=1, flags=re.MULTILINE)
         con.execute(runs_ddl.replace("{runs}", _source("forecast_runs", run_files)))
-        latest = {r[0] for r in con.execute("SELECT run_id FROM forecast_runs WHERE is_latest").fetchall()}
+        latest = {r[0] for r in con.execute(_stmt("latest_run_ids")).fetchall()}
         latest_dirs = [v for r, v in versions.items() if r in latest]
         sources = {
             "{forecasts}": _source("forecasts", [v / RUN_FILES["forecasts"] for v in versions.values()]),
