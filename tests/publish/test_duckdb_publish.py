@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -667,3 +668,19 @@ def test_cells_outside_the_forecast_grid_are_kept_without_data(db):
     assert out["n_cells"] == len(cells) == 14 and out["n_rows"] == 72
     assert not cells.loc[[5000, 1], "has_data"].any() and cells.loc[[5000, 1], "coverage"].isna().all()
     assert cells.drop(index=[5000, 1])["has_data"].all()
+
+
+def test_a_query_for_one_run_reads_only_that_runs_file(db):
+    for day in (2, 3, 4):
+        dp.publish_forecast(db, **make_case(issued_at=f"2024-12-0{day}T06:00:00Z", seed=day).kwargs())
+    con = dp.connect_catalog(db)
+    try:
+        plan = con.execute(
+            "EXPLAIN ANALYZE SELECT count(*) FROM forecasts WHERE run_id = $r", {"r": "berlin_20241203T060000Z"}
+        ).fetchall()[0][1]
+        everything = con.execute("EXPLAIN ANALYZE SELECT count(*) FROM forecasts").fetchall()[0][1]
+    finally:
+        con.close()
+    assert re.search(r"Total Files Read: 1\b", plan), plan
+    assert "run_id=berlin_20241203T060000Z" in plan and "run_id=berlin_20241202T060000Z" not in plan
+    assert re.search(r"Total Files Read: 3\b", everything), everything
