@@ -1,46 +1,78 @@
--- "Where will it jam in the next N hours?" for one city, from its newest forecast run.
---
--- Parameters (always bound, never formatted into the text):
---   $city   city name
---   $hours  window length in hours (may be fractional)
---   $limit  maximum number of cells returned
---   $now    start of the window (TIMESTAMPTZ); NULL = the run's issued_at, i.e. "now" as the
---           forecast saw it (the shipped data are historical, so wall-clock now would be empty)
---
--- One row per cell: the cell's worst (time, channel) in [now, now + hours) at level 'heavy' or
--- worse, with how many (time, channel) slots of the window are heavy or worse. Cells without
--- data never qualify. Worst cells first.
-WITH run AS (
-    SELECT run_id, issued_at
-    FROM forecast_runs
-    WHERE city = $city
-    ORDER BY issued_at DESC, published_at DESC
-    LIMIT 1
+-- "Where will it jam in the next N hours?" Used by traffic.publish.duckdb_publish.find_hotspots
+-- (the CLI's `traffic hotspots`). Parameters are always bound, never formatted into the text.
+
+-- name: city_info
+-- The city's runs: how many, the zone of the newest (for naive local times), and the default time:
+-- now() when some run covers it, else the start of the city's newest run (issued_at, then
+-- published_at). The shipped data are historical: wall-clock now covers none of their runs.
+SELECT
+    count(*) AS runs,
+    arg_max(timezone, struct_pack(i := issued_at, p := published_at)) AS timezone,
+    CASE
+        WHEN count(*) FILTER (WHERE target_start <= now() AND now() < target_end) > 0 THEN now()
+        ELSE arg_max(target_start, struct_pack(i := issued_at, p := published_at))
+    END AS default_at
+FROM forecast_runs
+WHERE city = $city;
+
+-- name: pick_run
+-- The run to answer from: the newest (issued_at, then published_at) run of $city that covers $at,
+-- i.e. target_start <= $at < target_end.
+SELECT
+    run_id, model_name, model_version, model_kind, kind, issued_at, published_at,
+    target_start, target_end, bin_seconds, timezone, channels, interval_level, folder
+FROM forecast_runs
+WHERE city = $city AND target_start <= CAST($at AS TIMESTAMPTZ) AND CAST($at AS TIMESTAMPTZ) < target_end
+ORDER BY issued_at DESC, published_at DESC
+LIMIT 1;
+
+-- name: covered
+-- What the city's runs cover, as merged [start, end) intervals (for the error of an uncovered $at).
+WITH r AS (
+    SELECT target_start, target_end,
+           max(target_end) OVER (ORDER BY target_start ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_end
+    FROM forecast_runs WHERE city = $city
 ),
-win AS (
-    SELECT run_id, issued_at, coalesce(CAST($now AS TIMESTAMPTZ), issued_at) AS t0
-    FROM run
-),
-jams AS (
+g AS (
+    SELECT *, sum(CASE WHEN prev_end IS NULL OR target_start > prev_end THEN 1 ELSE 0 END)
+        OVER (ORDER BY target_start ROWS UNBOUNDED PRECEDING) AS grp
+    FROM r
+)
+SELECT min(target_start) AS start, max(target_end) AS "end" FROM g GROUP BY grp ORDER BY start;
+
+-- name: hotspots
+-- One row per cell: its worst (time, channel) in the window with congestion_index >= $min_index (the
+-- lower edge of the lowest level asked for, docs/congestion.md): highest index, then earliest time;
+-- with how many (time, channel) slots of the window reach it (slots) and how many are heavy or
+-- worse (heavy_slots). A bin [target_time, target_time + bin) is in the window [$start, $end) when
+-- they overlap. Worst cells first. $forecasts and $cells are the run's own files
+-- (forecast_runs.folder), so nothing but that run is opened (the forecasts / run_cells views
+-- give the same rows).
+WITH per_cell AS (
     SELECT
-        f.city, f.run_id, w.issued_at, f.cell_id, f.target_time, f.horizon, f.channel, f.value,
-        f.congestion_index, f.congestion_level,
-        count(*) OVER (PARTITION BY f.cell_id) AS heavy_slots,
-        row_number() OVER (
-            PARTITION BY f.cell_id ORDER BY f.congestion_index DESC, f.target_time, f.channel
-        ) AS rank_in_cell
-    FROM forecasts AS f
-    JOIN win AS w ON f.run_id = w.run_id
-    WHERE f.has_data
-      AND f.congestion_level IN ('heavy', 'severe')
-      AND f.target_time >= w.t0
-      AND f.target_time < w.t0 + to_microseconds(CAST(round($hours * 3600e6) AS BIGINT))
+        f.cell_id,
+        count(*) AS slots,
+        count(*) FILTER (WHERE f.congestion_level IN ('heavy', 'severe')) AS heavy_slots,
+        arg_max(
+            struct_pack(
+                city := f.city, run_id := f.run_id, target_time := f.target_time, horizon := f.horizon,
+                channel := f.channel, value := f.value, lower := f.lower, upper := f.upper,
+                congestion_index := f.congestion_index, congestion_level := f.congestion_level
+            ),
+            struct_pack(i := f.congestion_index, t := -epoch_us(f.target_time))
+        ) AS w
+    FROM read_parquet($forecasts, hive_partitioning = true, hive_types = {'city': VARCHAR, 'run_id': VARCHAR}) AS f
+    WHERE f.congestion_index >= $min_index
+      AND ($channel IS NULL OR f.channel = $channel)
+      AND f.target_time < CAST($end AS TIMESTAMPTZ)
+      AND f.target_time > CAST($start AS TIMESTAMPTZ) - to_seconds($bin_seconds)
+    GROUP BY f.cell_id
 )
 SELECT
-    j.city, j.run_id, j.issued_at, j.cell_id, c."row", c.col, c.centroid_lon, c.centroid_lat,
-    j.target_time, j.horizon, j.channel, j.value, j.congestion_index, j.congestion_level, j.heavy_slots
-FROM jams AS j
-LEFT JOIN cells AS c ON c.city = j.city AND c.cell_id = j.cell_id
-WHERE j.rank_in_cell = 1
-ORDER BY j.congestion_index DESC, j.target_time, j.cell_id
-LIMIT $limit
+    p.w.city, p.w.run_id, p.cell_id, c."row", c.col, c.centroid_lon, c.centroid_lat, p.w.target_time,
+    p.w.horizon, p.w.channel, p.w.value, p.w.lower, p.w.upper, p.w.congestion_index, p.w.congestion_level,
+    p.slots, p.heavy_slots
+FROM per_cell AS p
+LEFT JOIN read_parquet($cells) AS c ON c.cell_id = p.cell_id
+ORDER BY p.w.congestion_index DESC, p.w.target_time, p.cell_id
+LIMIT $limit;

@@ -1,49 +1,32 @@
 -- Named statements used by traffic.publish.duckdb_publish. Each block starts with
--- "-- name: <name>". Values are bound parameters ($name). staged_forecasts and staged_cells
--- are Arrow tables registered by the publisher for the duration of one transaction.
--- {relation} in read_relation is replaced by an identifier from the Python allow-list only.
+-- "-- name: <name>". Values are bound parameters ($name). {relation}, {files} and {layout}
+-- are replaced by the publisher only: {relation} by an identifier from the Python allow-list,
+-- {layout} by a layout table name of schema.sql (an identifier from the Python allow-list), {files} by a list of quoted absolute paths
+-- of Parquet files the publisher listed in its own store (view bodies cannot take parameters).
 
--- name: run_exists
-SELECT count(*) FROM forecast_runs WHERE run_id = $run_id;
+-- name: source_files
+read_parquet([{files}], hive_partitioning = true, hive_types = {'city': VARCHAR, 'run_id': VARCHAR}, filename = true)
 
--- name: delete_forecasts
-DELETE FROM forecasts WHERE run_id = $run_id;
+-- name: source_empty
+(SELECT *, CAST(NULL AS VARCHAR) AS filename FROM layout.{layout})
 
--- name: delete_run
-DELETE FROM forecast_runs WHERE run_id = $run_id;
+-- name: stage_rows
+INSERT INTO layout.{layout} BY NAME SELECT * FROM staged;
 
--- name: insert_run
-INSERT INTO forecast_runs (
-    run_id, city, model_name, model_version, mlflow_run_id, issued_at, data_start, data_end,
-    horizon_steps, bin_seconds, published_at
-) VALUES (
-    $run_id, $city, $model_name, $model_version, $mlflow_run_id, $issued_at, $data_start, $data_end,
-    $horizon_steps, $bin_seconds, $published_at
-);
+-- name: staged_rows
+SELECT * EXCLUDE (city, run_id) FROM layout.{layout} ORDER BY ALL;
 
--- name: insert_forecasts
-INSERT INTO forecasts (
-    run_id, city, cell_id, target_time, horizon, channel, value, congestion_index, congestion_level, has_data
-)
-SELECT run_id, city, cell_id, target_time, horizon, channel, value, congestion_index, congestion_level, has_data
-FROM staged_forecasts;
-
--- name: count_forecasts
-SELECT count(*) FROM forecasts WHERE run_id = $run_id;
-
--- name: upsert_cells
-INSERT OR REPLACE INTO cells (city, cell_id, "row", col, centroid_lon, centroid_lat, polygon_wkt)
-SELECT city, cell_id, "row", col, centroid_lon, centroid_lat, polygon_wkt
-FROM staged_cells;
+-- name: latest_run_ids
+SELECT run_id FROM forecast_runs WHERE is_latest;
 
 -- name: latest_runs
-SELECT
-    r.*,
-    (SELECT count(*) FROM forecasts AS f WHERE f.run_id = r.run_id) AS n_rows,
-    (SELECT count(*) FROM forecasts AS f WHERE f.run_id = r.run_id AND f.has_data) AS n_rows_with_data
+SELECT r.*
 FROM forecast_runs AS r
-QUALIFY row_number() OVER (PARTITION BY r.city ORDER BY r.issued_at DESC, r.published_at DESC) = 1
+WHERE r.is_latest
 ORDER BY r.city;
 
 -- name: read_relation
 SELECT * FROM {relation} WHERE $city IS NULL OR city = $city;
+
+-- name: cities_with_runs
+SELECT city, count(*) AS runs FROM forecast_runs GROUP BY city ORDER BY city;

@@ -10,6 +10,8 @@ Examples::
     traffic nightly                    # all cities through Airflow (the README's main command)
     traffic hotspots los_angeles --hours 3
     traffic export los_angeles --format html     # also geojson, geoparquet, png
+    traffic hotspots los_angeles --at "2012-03-08 07:00" --hours 3
+    traffic sql "SELECT city, count(*) FROM latest_forecast GROUP BY city"
     traffic grid evaluate flows.npz --context 12 --horizon 12 --holdout-days 1 --budget 60 --json report.json
     traffic grid info flows.parquet --bin-minutes 30 --start 2015-01-01T00:00Z
 """
@@ -98,15 +100,88 @@ def cmd_nightly(args) -> None:
     )
 
 
+def _fail(msg: str) -> None:
+    """One line on stderr and exit code 2 (bad input, no traceback)."""
+    print(msg, file=sys.stderr)
+    raise SystemExit(2)
+
+
+def format_hotspots(result: Any) -> str:
+    """Text of ``traffic hotspots``: a line naming the run and window, then one line per cell."""
+    import pandas as pd
+
+    tz, run = result.timezone, result.run
+
+    def local(ts: Any) -> str:
+        return pd.Timestamp(ts).tz_convert(tz).strftime("%Y-%m-%d %H:%M")
+
+    zone = pd.Timestamp(result.start).tz_convert(tz).strftime("%Z")
+    version = str(run["model_version"])
+    model = f"{run['model_name']} v{version}" if version.isdigit() else f"{run['model_name']} {version}"
+    head = (
+        f"run {run['run_id']} (model {model}, {run['model_kind']}, {run['kind']};"
+        f" issued {local(run['issued_at'])} {zone}); window {local(result.start)} .. {local(result.end)} {zone}"
+        f" ({tz}); {len(result.rows)} cells, worst first"
+    )
+    if not len(result.rows):
+        return head + "\nno congested cell in this window"
+    df = result.rows
+    out = pd.DataFrame(
+        {
+            "cell_id": df["cell_id"],
+            "lon": df["centroid_lon"].round(5),
+            "lat": df["centroid_lat"].round(5),
+            "local_time": [local(t) for t in df["target_time"]],
+            "channel": df["channel"],
+            "value": df["value"].round(2),
+            "lower": df["lower"].round(2),
+            "upper": df["upper"].round(2),
+            "index": df["congestion_index"].round(3),
+            "level": df["congestion_level"],
+            "slots": df["slots"],
+        }
+    )
+    with pd.option_context("display.width", 250, "display.max_columns", 20):
+        return head + "\n" + out.to_string(index=False)
+
+
 def cmd_hotspots(args) -> None:
+    from traffic.config import duckdb_path
+    from traffic.publish import find_hotspots
+
+    try:
+        result = find_hotspots(
+            duckdb_path(), args.city, hours=args.hours, limit=args.limit, at=args.at, channel=args.channel
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(f"traffic hotspots: {exc}")
+    print(format_hotspots(result))
+
+
+def cmd_sql(args) -> None:
+    import duckdb
     import pandas as pd
 
     from traffic.config import duckdb_path
-    from traffic.publish import hotspots
+    from traffic.publish import connect_catalog
 
-    df = hotspots(duckdb_path(), args.city, hours=args.hours, limit=args.limit)
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(df.to_string(index=False) if len(df) else f"no hotspots for {args.city} in the next {args.hours} h")
+    text = args.query if args.query is not None else sys.stdin.read()
+    try:
+        con = connect_catalog(duckdb_path())
+    except (FileNotFoundError, duckdb.Error) as exc:
+        _fail(f"traffic sql: {exc}")
+    try:
+        for stmt in con.extract_statements(text):
+            cur = con.execute(stmt)
+            if cur.description is None:
+                continue
+            df = cur.df()
+            with pd.option_context("display.width", 250, "display.max_columns", 50, "display.max_rows", 500):
+                print(df.to_string(index=False) if len(df) else f"(no rows; columns: {', '.join(df.columns)})")
+    except duckdb.Error as exc:
+        _fail("traffic sql: " + " ".join(str(exc).split()))
+    finally:
+        con.close()
 
 
 def cmd_export(args) -> None:
@@ -281,12 +356,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("cities", nargs="*")
     s.add_argument("--as-of")
     s.set_defaults(fn=cmd_nightly)
-    s = sub.add_parser("hotspots", help="where will it jam in the next hours")
+    s = sub.add_parser("hotspots", help="where will it jam in the next hours (cells at level moderate or worse)")
     s.add_argument("city")
-    s.add_argument("--hours", type=float, default=3)
-    s.add_argument("--limit", type=int, default=20)
+    s.add_argument("--at", help="window start: local time of the city ('2012-03-08 07:00') or ISO with offset")
+    s.add_argument("--hours", default="3", help="window length in hours (default 3)")
+    s.add_argument("--channel", help="only this channel, e.g. metr.speed_kmh")
+    s.add_argument("--limit", default="20", help="most cells listed (default 20)")
     s.set_defaults(fn=cmd_hotspots)
     _export_parser(sub)
+    s = sub.add_parser("sql", help="query the analysts' catalog read-only (never blocks a publish)")
+    s.add_argument("query", nargs="?", help="SQL; default: statements read from stdin")
+    s.set_defaults(fn=cmd_sql)
     _grid_parser(sub)
     return p
 

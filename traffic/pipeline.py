@@ -434,8 +434,19 @@ def _utc(value: str | pd.Timestamp) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
+#: Optional keys of a forecast's meta.json that describe the run (absent in older files).
+_PUBLISH_META_OPTIONAL = ("model_kind", "kind", "interval_level", "interval_method")
+
+
 def publish(city: str | CityConfig, forecast_meta: dict[str, Any]) -> dict[str, Any]:
-    """Publish a forecast written by :func:`forecast` to the DuckDB tables (atomic per run)."""
+    """Publish a forecast written by :func:`forecast` to the analysts' store (atomic per run).
+
+    Reads the forecast ``.npz`` named by ``forecast_meta["path"]``: ``forecast``, ``target_times``
+    (int64 µs UTC), ``has_data``, ``reference``, ``cell_ids``, ``channels`` and, when present,
+    ``lower``/``upper`` (interval bounds; NULL bounds without them) and ``coverage`` (per
+    channel share of observed window bins); an optional ``cell_coverage`` (H, W) is used too.
+    ``forecast_meta`` may carry ``model_kind``, ``kind``, ``interval_level``, ``interval_method``.
+    """
     import numpy as np
 
     from traffic.grid import read_grid
@@ -457,19 +468,11 @@ def publish(city: str | CityConfig, forecast_meta: dict[str, Any]) -> dict[str, 
         }
     )
     db = duckdb_path()
-    run = {
-        k: forecast_meta[k]
-        for k in (
-            "issued_at",
-            "model_name",
-            "model_version",
-            "mlflow_run_id",
-            "data_start",
-            "data_end",
-            "horizon_steps",
-            "bin_seconds",
-        )
-    }
+    keys = ("issued_at", "model_name", "model_version", "mlflow_run_id", "data_start", "data_end")
+    run = {k: forecast_meta[k] for k in (*keys, "horizon_steps", "bin_seconds")}
+    run.update({k: forecast_meta[k] for k in _PUBLISH_META_OPTIONAL if forecast_meta.get(k) is not None})
+    run["timezone"] = c.timezone
+    has_bounds = "lower" in z and "upper" in z
     res = publish_forecast(
         db,
         city=c.name,
@@ -479,8 +482,12 @@ def publish(city: str | CityConfig, forecast_meta: dict[str, Any]) -> dict[str, 
         channels=[str(x) for x in z["channels"]],
         cells=cells,
         cell_ids=z["cell_ids"],
-        has_data=z["has_data"],
+        has_data=z["has_data"].astype(bool),
         reference=z["reference"],
+        lower=z["lower"] if has_bounds else None,
+        upper=z["upper"] if has_bounds else None,
+        coverage=z.get("coverage"),
+        cell_coverage=z.get("cell_coverage"),
     )
     from traffic.publish.export import log_published_maps  # never raises: a map must not fail a publish
 

@@ -93,3 +93,59 @@ def home(tmp_path, monkeypatch):
 @pytest.fixture
 def db(home):
     return home / "forecasts.duckdb"
+
+
+def metr_la_case() -> dict[str, Any]:
+    """METR-LA oracle: 207 sensors as a 9 x 23 grid; reference from six days, 'forecast' = day seven's
+    07:00-10:00 local (15-minute means of the real speeds), three sensors without any reading."""
+    from traffic.config import PROJECT_ROOT
+    from traffic.publish.congestion import reference_stats
+
+    raw = pd.read_csv(PROJECT_ROOT / "data/samples/la_metr/los_speed.csv")
+    times = pd.date_range("2012-03-01", periods=len(raw), freq="5min", tz="America/Los_Angeles")
+    kmh = raw.to_numpy(np.float64) * 1.609344
+    values = kmh.reshape(len(raw), 1, 9, 23)
+    day7 = times >= pd.Timestamp("2012-03-07", tz="America/Los_Angeles")
+    mask = np.isfinite(values) & (values > 0)
+    mask[:, :, 8, 20:] = False  # three sensors without any reading: must not be hotspots
+    reference = reference_stats(values[~day7], mask[~day7], ["metr.speed_kmh"])
+    sel = day7 & (times.hour >= 7) & (times.hour < 10)
+    fc = values[sel].reshape(12, 3, 1, 9, 23).mean(axis=1)
+    tt = times[sel][::3].tz_convert("UTC")
+    ids = np.array([int(s) for s in raw.columns], dtype=np.int64).reshape(9, 23)
+    locs = (
+        pd.read_csv(PROJECT_ROOT / "data/samples/la_metr/graph_sensor_locations.csv")
+        .set_index("sensor_id")
+        .loc[ids.ravel()]
+    )
+    rows, cols = np.divmod(np.arange(ids.size), 23)
+    cells = pd.DataFrame(
+        {
+            "cell_id": ids.ravel(),
+            "row": rows,
+            "col": cols,
+            "centroid_lon": locs["longitude"].to_numpy(),
+            "centroid_lat": locs["latitude"].to_numpy(),
+            "polygon_wkt": [f"POINT ({x} {y})" for x, y in zip(locs["longitude"], locs["latitude"], strict=True)],
+        }
+    )
+    return {
+        "city": "los_angeles",
+        "run": {
+            "model_name": "oracle",
+            "model_version": "day7",
+            "issued_at": tt[0],
+            "data_start": times[0],
+            "data_end": times[~day7][-1],
+        },
+        "forecast": fc,
+        "target_times": tt,
+        "channels": ["metr.speed_kmh"],
+        "cells": cells,
+        "cell_ids": ids,
+        "has_data": mask[~day7].any(axis=0),
+        "reference": reference,
+        "lower": fc * 0.85,
+        "upper": fc * 1.1,
+        "coverage": mask[~day7].mean(axis=0),
+    }

@@ -1,7 +1,8 @@
-"""Publish forecasts to the analysts' DuckDB file.
+"""Publish forecasts to the analysts' store: per-run Parquet behind a swapped DuckDB catalog.
 
 * :mod:`traffic.publish.congestion`: congestion index and levels (pure numpy).
-* :mod:`traffic.publish.duckdb_publish`: schema, atomic per-run publish, hotspot queries.
+* :mod:`traffic.publish.duckdb_publish`: per-run Parquet files, the catalog swap, hotspot queries
+  (design: ``docs/publishing.md``).
 
 Names are re-exported lazily so that importing the package (e.g. from a DAG file) does not
 import DuckDB.
@@ -18,7 +19,13 @@ _EXPORTS = {
     "reference_stats": "congestion",
     "init_db": "duckdb_publish",
     "publish_forecast": "duckdb_publish",
-    "upsert_cells": "duckdb_publish",
+    "rebuild_catalog": "duckdb_publish",
+    "connect_catalog": "duckdb_publish",
+    "store_dir": "duckdb_publish",
+    "list_runs": "duckdb_publish",
+    "find_hotspots": "duckdb_publish",
+    "Hotspots": "duckdb_publish",
+    "HotspotError": "duckdb_publish",
     "hotspots": "duckdb_publish",
     "latest_runs": "duckdb_publish",
     "read_relation": "duckdb_publish",

@@ -1,70 +1,123 @@
-"""Publish forecasts to the analysts' DuckDB file.
+"""Publish forecasts as per-run Parquet files behind an atomically swapped DuckDB catalog.
 
-The DuckDB file (:func:`traffic.config.duckdb_path`) holds three tables and two views,
-defined in ``sql/schema.sql`` and ``sql/views.sql``:
+Readers never block a publish and never see half a run (design: ``docs/publishing.md``):
 
-``forecast_runs``
-    one row per (city, issued_at): model, MLflow run, input window.
-``forecasts``
-    one row per (run, cell, horizon, channel): value, congestion index and level.
-``cells``
-    the city grid: row/col, WGS84 centroid and outline (WKT).
-``latest_forecast`` / ``hotspots`` (views)
-    the newest run of each city; its cells at level ``heavy`` or worse.
+* A publish writes one **run version folder** in the store (:func:`store_dir`, next to the
+  catalog: ``<home>/published/``)::
+
+      runs/city=<city>/run_id=<run_id>/v-<published_at>-<random>/
+          run.parquet  forecasts.parquet  cells.parquet  cell_channels.parquet
+
+  first under a hidden temporary name, then renamed into place (one ``rename`` of a folder:
+  the version exists whole or not at all). The rows were first inserted into the empty
+  ``layout.*`` tables of ``sql/schema.sql`` in a private in-memory DuckDB, so the schema's
+  NOT NULL / CHECK / PRIMARY KEY constraints hold for every file.
+* Then, under an exclusive ``fcntl`` lock on ``<store>/.catalog.lock``, the **catalog** is
+  rebuilt from the store's listing (the source of truth: a run published by another process
+  meanwhile is included), into a new DuckDB file next to the catalog, which is closed and
+  ``os.replace``\\ d onto :func:`traffic.config.duckdb_path`. A session opened on the old
+  catalog keeps reading the old file (and the run files it lists, which are kept for a grace
+  period); a new session opens the new one. Nobody ever opens the catalog path read-write.
+
+The catalog holds the ``forecast_runs`` table and the views ``forecasts``,
+``latest_forecast``, ``cells``, ``run_cells``, ``cell_channels``, ``hotspots``
+(``sql/views.sql``) over absolute paths of the files.
 
 Publishing rules
 ----------------
 * **Idempotent per run.** ``run_id`` is derived from ``city`` and ``issued_at`` only
-  (:func:`run_id_for`); publishing the same city/issued_at again replaces that run.
-* **Atomic.** Cells upsert, delete of the old run and insert of the new one happen in one
-  transaction; any error rolls everything back, so a reader sees the previous run or the
-  new one, never half of one.
-* **Cells without data are published, flagged** ``has_data = false``, with the model's
-  value but no congestion index or level (a CHECK constraint enforces it), so they never
-  appear in ``hotspots``; map clients can still draw them grey. A cell has data for a
-  channel when the caller says so (``has_data``) *and* it has a reference (``reference``
-  is finite), because the index cannot be computed without one.
-* **One writer.** DuckDB lets one process hold a read-write connection, and read-only
-  connections of other processes conflict with it. Every function here opens, works and
-  closes; a lock held by another process is waited for up to ``lock_timeout_s``.
+  (:func:`run_id_for`); publishing the same city/issued_at again adds a newer version of the
+  run, and the catalog lists only the newest version of every run.
+* **Rows only with data.** A (cell, channel) gets forecast rows only where the caller says
+  the model had data for it (``has_data``) *and* it has a finite congestion reference; every
+  published row with a value has a congestion index and level. Every grid cell is kept in
+  ``cells``/``run_cells`` with ``has_data`` and ``coverage``; per channel in ``cell_channels``.
+* **Crash-safe.** A killed publish leaves at most a hidden temporary folder or catalog file,
+  which no catalog lists and which later publishes remove (temporary run folders after the
+  grace period, temporary catalogs at once, under the lock).
 
-All SQL lives in ``sql/``; values are bound parameters, and the only identifiers ever put
-into SQL text come from :data:`ALLOWED_RELATIONS` (:func:`check_identifier`).
+All SQL lives in ``sql/``; values are bound parameters. The only text put into SQL is an
+identifier from :data:`ALLOWED_RELATIONS` or :data:`LAYOUT_TABLES` (:func:`check_identifier`)
+and, in the catalog's view bodies (which cannot take parameters), the store's own file paths,
+quoted by :func:`_sql_string`.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
+import shutil
 import time
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from traffic.config import PROJECT_ROOT, duckdb_path
-from traffic.publish.congestion import LEVELS, NO_LEVEL, congestion
+from traffic.publish.congestion import LEVEL_EDGES, LEVELS, NO_LEVEL, congestion
 
 SQL_DIR = PROJECT_ROOT / "sql"
-TABLES = ("forecast_runs", "forecasts", "cells")
-VIEWS = ("latest_forecast", "hotspots")
+TABLES = ("forecast_runs",)
+VIEWS = ("forecasts", "latest_forecast", "cells", "run_cells", "cell_channels", "hotspots")
 #: Relations whose names may appear in SQL text; anything else is refused.
 ALLOWED_RELATIONS = TABLES + VIEWS
+#: Empty tables of ``sql/schema.sql`` (schema ``layout``) = the layout of each per-run file.
+LAYOUT_TABLES = ("forecast_runs", "forecasts", "cells", "cell_channels")
+#: File of each layout table inside a run version folder.
+RUN_FILES = {
+    "forecast_runs": "run.parquet",
+    "forecasts": "forecasts.parquet",
+    "cells": "cells.parquet",
+    "cell_channels": "cell_channels.parquet",
+}
 CELL_COLUMNS = ("cell_id", "row", "col", "centroid_lon", "centroid_lat", "polygon_wkt")
 RUN_REQUIRED = ("model_name", "model_version", "issued_at")
-RUN_OPTIONAL = ("mlflow_run_id", "data_start", "data_end", "horizon_steps", "bin_seconds")
+RUN_OPTIONAL = (
+    "mlflow_run_id",
+    "data_start",
+    "data_end",
+    "horizon_steps",
+    "bin_seconds",
+    "model_kind",
+    "kind",
+    "interval_level",
+    "interval_method",
+    "timezone",
+)
+RUN_KINDS = ("nightly", "refresh")
+#: Default ``interval_level`` of a run that has bounds.
+DEFAULT_INTERVAL_LEVEL = 0.8
+#: Superseded run versions and abandoned temporary folders are deleted after this long (s).
+DEFAULT_GRACE_S = 24 * 3600.0
+#: Rows per Parquet row group of a run's forecasts file (sorted by target_time).
+FORECAST_ROW_GROUP = 2048
+#: Largest ``hours`` / ``limit`` a hotspot query accepts.
+MAX_HOURS = 24 * 31
+MAX_LIMIT = 100_000
 _CITY_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_KIND_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 _STATEMENT_RE = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
-_LOCK_WAIT_S = 0.2
+_VERSION_RE = re.compile(r"^v-(\d{8}T\d{12}Z)-[0-9a-f]{8}$")
+_LOCK_WAIT_S = 0.05
 
 
 class PublishError(ValueError):
     """Inputs of a publish do not fit together; nothing was written."""
+
+
+class HotspotError(ValueError):
+    """A hotspot question the published runs cannot answer (the message says what is allowed)."""
 
 
 # --------------------------------------------------------------------------- SQL files
@@ -88,10 +141,10 @@ def statements(filename: str = "publish.sql") -> dict[str, str]:
     return {parts[i]: parts[i + 1].strip() for i in range(1, len(parts), 2)}
 
 
-def _stmt(name: str) -> str:
-    named = statements()
+def _stmt(name: str, filename: str = "publish.sql") -> str:
+    named = statements(filename)
     if name not in named:
-        raise KeyError(f"sql/publish.sql has no statement {name!r}; statements: {sorted(named)}")
+        raise KeyError(f"sql/{filename} has no statement {name!r}; statements: {sorted(named)}")
     return named[name]
 
 
@@ -105,6 +158,11 @@ def check_identifier(name: str, allowed: Sequence[str] = ALLOWED_RELATIONS) -> s
     allowed : sequence of str
         Names that may be used.
 
+    Returns
+    -------
+    str
+        ``'"name"'``.
+
     Raises
     ------
     ValueError
@@ -115,60 +173,270 @@ def check_identifier(name: str, allowed: Sequence[str] = ALLOWED_RELATIONS) -> s
     return '"' + name + '"'
 
 
-# --------------------------------------------------------------------------- connections
+def _sql_string(path: Path) -> str:
+    """A store path as a SQL string literal (only paths this module listed itself get here)."""
+    text = str(path)
+    if any(ord(ch) < 32 for ch in text):
+        raise PublishError(f"store path {text!r} contains control characters")
+    return "'" + text.replace("'", "''") + "'"
+
+
+# --------------------------------------------------------------------------- paths
 
 
 def _db(db_path: str | Path | None) -> Path:
-    return Path(db_path) if db_path is not None else duckdb_path()
+    return Path(db_path if db_path is not None else duckdb_path()).absolute()
+
+
+def store_dir(db_path: str | Path | None = None) -> Path:
+    """Folder of the per-run Parquet files behind a catalog: ``<catalog folder>/published``.
+
+    With the defaults that is ``<TRAFFIC_HOME>/published`` next to ``<TRAFFIC_HOME>/forecasts.duckdb``.
+    """
+    return _db(db_path).parent / "published"
+
+
+def _run_dir(store: Path, city: str, run_id: str) -> Path:
+    return store / "runs" / f"city={city}" / f"run_id={run_id}"
+
+
+def _versions(run_dir: Path) -> list[Path]:
+    """Complete versions of one run, oldest first (hidden temporary folders are not versions)."""
+    if not run_dir.is_dir():
+        return []
+    return sorted((p for p in run_dir.iterdir() if _VERSION_RE.match(p.name) and p.is_dir()), key=lambda p: p.name)
+
+
+def _version_time(version: Path) -> pd.Timestamp:
+    m = _VERSION_RE.match(version.name)
+    if m is None:
+        raise ValueError(f"{version} is not a run version folder")
+    return pd.Timestamp(pd.to_datetime(m.group(1), format="%Y%m%dT%H%M%S%fZ", utc=True))
+
+
+def list_runs(db_path: str | Path | None = None) -> dict[str, Path]:
+    """Newest complete version folder of every run in the store, by run id (the store listing).
+
+    Parameters
+    ----------
+    db_path : str or Path, optional
+        Catalog file; its store is :func:`store_dir`.
+
+    Returns
+    -------
+    dict
+        ``{run_id: version folder}``, sorted by city then run id.
+    """
+    root = store_dir(db_path) / "runs"
+    out: dict[str, Path] = {}
+    if not root.is_dir():
+        return out
+    for city_dir in sorted(root.glob("city=*")):
+        for run_dir in sorted(city_dir.glob("run_id=*")):
+            versions = [v for v in _versions(run_dir) if all((v / f).is_file() for f in RUN_FILES.values())]
+            if versions:
+                out[run_dir.name.split("=", 1)[1]] = versions[-1]
+    return out
+
+
+# --------------------------------------------------------------------------- connections
+
+
+def connect_catalog(db_path: str | Path | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the catalog read-only (UTC session). It never blocks, and is never blocked by, a publish.
+
+    Parameters
+    ----------
+    db_path : str or Path, optional
+        Catalog file; default :func:`traffic.config.duckdb_path`.
+
+    Returns
+    -------
+    duckdb.DuckDBPyConnection
+        The caller closes it. It sees the runs of the catalog it opened until closed.
+
+    Raises
+    ------
+    FileNotFoundError
+        When there is no catalog yet.
+    """
+    path = _db(db_path)
+    if not path.exists():
+        raise FileNotFoundError(f"no forecast catalog at {path}; run init_db() or publish a forecast first")
+    con = duckdb.connect(str(path), read_only=True)
+    con.execute("SET TimeZone = 'UTC'")
+    return con
 
 
 @contextmanager
-def _connect(db_path: Path, *, read_only: bool, lock_timeout_s: float):
-    """Open a connection (UTC session), waiting while another process holds the lock."""
-    if read_only and not db_path.exists():
-        raise FileNotFoundError(f"no forecast database at {db_path}; run init_db() or publish_forecast() first")
-    if not read_only:
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + lock_timeout_s
-    while True:
-        try:
-            con = duckdb.connect(str(db_path), read_only=read_only)
-            break
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
-                raise
-            time.sleep(_LOCK_WAIT_S)
+def _reader(db_path: str | Path | None) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = connect_catalog(db_path)
     try:
-        con.execute("SET TimeZone = 'UTC'")
         yield con
     finally:
         con.close()
 
 
-def _apply_ddl(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(sql_text("schema.sql"))
-    con.execute(sql_text("views.sql"))
+@contextmanager
+def _catalog_lock(store: Path, timeout_s: float) -> Iterator[None]:
+    """Exclusive ``fcntl`` lock serialising catalog rebuilds of one store (released on exit or death)."""
+    store.mkdir(parents=True, exist_ok=True)
+    fd = os.open(store / ".catalog.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"another publish held {store / '.catalog.lock'} for more than {timeout_s} s"
+                    ) from None
+                time.sleep(_LOCK_WAIT_S)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
-def init_db(db_path: str | Path | None = None, *, lock_timeout_s: float = 30.0) -> Path:
-    """Create the tables and (re)create the views; safe to call any number of times.
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+def _source(table: str, files: Sequence[Path]) -> str:
+    if not files:
+        return _stmt("source_empty").replace("{layout}", check_identifier(table, LAYOUT_TABLES).strip('"'))
+    return _stmt("source_files").replace("{files}", ", ".join(_sql_string(f) for f in files))
+
+
+def _build_catalog(target: Path, versions: Mapping[str, Path]) -> None:
+    """Write a complete catalog for ``versions`` (``{run_id: version folder}``) to ``target``."""
+    con = duckdb.connect(str(target))
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(sql_text("schema.sql"))
+        run_files = [v / RUN_FILES["forecast_runs"] for v in versions.values()]
+        # the runs table first: it says which run is the newest of each city
+        views = sql_text("views.sql")
+        runs_ddl, rest = re.split(r"^-- @views:.*$", views, maxsplit=1, flags=re.MULTILINE)
+        con.execute(runs_ddl.replace("{runs}", _source("forecast_runs", run_files)))
+        latest = {r[0] for r in con.execute(_stmt("latest_run_ids")).fetchall()}
+        latest_dirs = [v for r, v in versions.items() if r in latest]
+        sources = {
+            "{forecasts}": _source("forecasts", [v / RUN_FILES["forecasts"] for v in versions.values()]),
+            "{latest_forecasts}": _source("forecasts", [v / RUN_FILES["forecasts"] for v in latest_dirs]),
+            "{run_cells}": _source("cells", [v / RUN_FILES["cells"] for v in versions.values()]),
+            "{cells}": _source("cells", [v / RUN_FILES["cells"] for v in latest_dirs]),
+            "{cell_channels}": _source("cell_channels", [v / RUN_FILES["cell_channels"] for v in versions.values()]),
+        }
+        for key, src in sources.items():
+            rest = rest.replace(key, src)
+        con.execute(rest)
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+
+
+def _collect_garbage(store: Path, catalog: Path, grace_s: float) -> list[Path]:
+    """Delete what no catalog can need any more (caller holds the catalog lock).
+
+    * temporary catalogs of this catalog name (only the lock holder writes one);
+    * run versions superseded more than ``grace_s`` ago (a session opened on an older catalog
+      may still read them until then);
+    * hidden temporary run folders older than ``grace_s`` (a publish killed while writing).
+    """
+    removed: list[Path] = []
+    for tmp in catalog.parent.glob(f".{catalog.name}.*.tmp*"):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    now = pd.Timestamp.now(tz="UTC")
+    root = store / "runs"
+    if not root.is_dir():
+        return removed
+    for run_dir in root.glob("city=*/run_id=*"):
+        versions = _versions(run_dir)
+        for old, newer in zip(versions, versions[1:], strict=False):
+            if (now - _version_time(newer)).total_seconds() > grace_s:
+                shutil.rmtree(old, ignore_errors=True)
+                removed.append(old)
+        for tmp in run_dir.glob(".tmp-*"):
+            if time.time() - tmp.stat().st_mtime > grace_s:
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed.append(tmp)
+    return removed
+
+
+def rebuild_catalog(
+    db_path: str | Path | None = None, *, lock_timeout_s: float = 60.0, grace_s: float = DEFAULT_GRACE_S
+) -> dict[str, Any]:
+    """Rebuild the catalog from the store listing and swap it into place atomically.
 
     Parameters
     ----------
     db_path : str or Path, optional
-        DuckDB file; default :func:`traffic.config.duckdb_path`.
+        Catalog file; default :func:`traffic.config.duckdb_path`. Its store is :func:`store_dir`.
     lock_timeout_s : float
-        How long to wait for another process's lock.
+        How long to wait for another process's rebuild of the same store.
+    grace_s : float
+        Superseded run versions are deleted this long after they were superseded.
+
+    Returns
+    -------
+    dict
+        ``db_path``, ``runs`` (number of runs listed), ``removed`` (paths garbage-collected),
+        ``seconds``.
+    """
+    t0 = time.perf_counter()
+    path = _db(db_path)
+    store = store_dir(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _catalog_lock(store, lock_timeout_s):
+        removed = _collect_garbage(store, path, grace_s)
+        versions = list_runs(path)
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            _build_catalog(tmp, versions)
+            _fsync(tmp)
+            # a WAL left by a writer of the old (single-file) design must not be replayed into the new file
+            Path(f"{path}.wal").unlink(missing_ok=True)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+            Path(f"{tmp}.wal").unlink(missing_ok=True)
+    return {
+        "db_path": str(path),
+        "runs": len(versions),
+        "removed": [str(p) for p in removed],
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def init_db(db_path: str | Path | None = None, *, lock_timeout_s: float = 60.0) -> Path:
+    """Create (or rebuild) the catalog from whatever the store holds; safe to call any number of times.
+
+    Parameters
+    ----------
+    db_path : str or Path, optional
+        Catalog file; default :func:`traffic.config.duckdb_path`.
+    lock_timeout_s : float
+        How long to wait for another process's rebuild.
 
     Returns
     -------
     Path
-        The database file.
+        The catalog file.
     """
-    path = _db(db_path)
-    with _connect(path, read_only=False, lock_timeout_s=lock_timeout_s) as con:
-        _apply_ddl(con)
-    return path
+    return Path(rebuild_catalog(db_path, lock_timeout_s=lock_timeout_s)["db_path"])
 
 
 # --------------------------------------------------------------------------- validation
@@ -195,8 +463,6 @@ def run_id_for(city: str, issued_at: Any) -> str:
     if not isinstance(city, str) or not _CITY_RE.match(city):
         raise PublishError(f"city {city!r} must match {_CITY_RE.pattern}")
     ts = _utc(issued_at, "issued_at")
-    if ts.microsecond or ts.nanosecond:
-        raise PublishError(f"issued_at {ts} must be a whole second")
     return f"{city}_{ts:%Y%m%dT%H%M%SZ}"
 
 
@@ -215,7 +481,16 @@ def _target_times(target_times: Any, h_out: int) -> pd.DatetimeIndex:
     return tt
 
 
-def _run_row(city: str, run: Mapping[str, Any], tt: pd.DatetimeIndex) -> dict[str, Any]:
+def _default_timezone(city: str) -> str:
+    from traffic.config import ConfigError, load_city
+
+    try:
+        return load_city(city).timezone
+    except (ConfigError, FileNotFoundError, OSError):
+        return "UTC"
+
+
+def _run_row(city: str, run: Mapping[str, Any], tt: pd.DatetimeIndex, has_bounds: bool) -> dict[str, Any]:
     missing = [k for k in RUN_REQUIRED if run.get(k) is None]
     unknown = sorted(set(run) - set(RUN_REQUIRED) - set(RUN_OPTIONAL))
     if missing or unknown:
@@ -242,22 +517,53 @@ def _run_row(city: str, run: Mapping[str, Any], tt: pd.DatetimeIndex) -> dict[st
     data = {k: (_utc(run[k], f"run[{k!r}]") if run.get(k) is not None else None) for k in ("data_start", "data_end")}
     if data["data_start"] is not None and data["data_end"] is not None and data["data_start"] > data["data_end"]:
         raise PublishError(f"run data_start {data['data_start']} is after data_end {data['data_end']}")
+    model_kind = str(run.get("model_kind") or "model")
+    if not _KIND_RE.match(model_kind):
+        raise PublishError(
+            f"run['model_kind'] = {model_kind!r}: 'model' or a baseline name matching {_KIND_RE.pattern}"
+        )
+    kind = str(run.get("kind") or "nightly")
+    if kind not in RUN_KINDS:
+        raise PublishError(f"run['kind'] = {kind!r}; allowed: {list(RUN_KINDS)}")
+    level = run.get("interval_level")
+    method = run.get("interval_method")
+    if has_bounds:
+        level = DEFAULT_INTERVAL_LEVEL if level is None else level
+        if isinstance(level, bool) or not isinstance(level, int | float) or not 0 < float(level) < 1:
+            raise PublishError(f"run['interval_level'] = {level!r}; allowed: a number in (0, 1), e.g. 0.8")
+        level = float(level)
+        method = "unspecified" if method is None else str(method)
+    else:
+        level, method = None, None  # no bounds: no interval to describe
+    tz = str(run.get("timezone") or _default_timezone(city))
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise PublishError(f"run['timezone'] = {tz!r} is not an IANA zone (e.g. 'Europe/Berlin')") from exc
+    bin_us = int(bin_seconds) * 1_000_000
     return {
         "run_id": run_id,
         "city": city,
         "model_name": str(run["model_name"]),
         "model_version": str(run["model_version"]),
+        "model_kind": model_kind,
+        "kind": kind,
         "mlflow_run_id": None if run.get("mlflow_run_id") is None else str(run["mlflow_run_id"]),
         "issued_at": issued_at.to_pydatetime(),
         "data_start": None if data["data_start"] is None else data["data_start"].to_pydatetime(),
         "data_end": None if data["data_end"] is None else data["data_end"].to_pydatetime(),
         "horizon_steps": h_out,
         "bin_seconds": int(bin_seconds),
+        "target_start": tt[0].to_pydatetime(),
+        "target_end": pd.Timestamp(int(tt.asi8[-1]) + bin_us, unit="us", tz="UTC").to_pydatetime(),
+        "timezone": tz,
+        "interval_level": level,
+        "interval_method": method,
     }
 
 
 def cells_table(city: str, cells: pd.DataFrame) -> pa.Table:
-    """Validate a grid-cells frame and convert it to the ``cells`` table layout.
+    """Validate a grid-cells frame and convert it to columns of the ``cells`` layout.
 
     Parameters
     ----------
@@ -269,6 +575,7 @@ def cells_table(city: str, cells: pd.DataFrame) -> pa.Table:
     Returns
     -------
     pyarrow.Table
+        ``city, cell_id, row, col, centroid_lon, centroid_lat, polygon_wkt``.
     """
     if not isinstance(city, str) or not _CITY_RE.match(city):
         raise PublishError(f"city {city!r} must match {_CITY_RE.pattern}")
@@ -317,6 +624,35 @@ def _check_grid(cells: pa.Table, cell_ids: np.ndarray) -> None:
         )
 
 
+def _check_bounds(
+    forecast: np.ndarray, lower: np.ndarray | None, upper: np.ndarray | None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    if (lower is None) != (upper is None):
+        raise PublishError("give both lower and upper, or neither")
+    if lower is None or upper is None:
+        return None, None
+    lo, hi = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+    for name, arr in (("lower", lo), ("upper", hi)):
+        if arr.shape != forecast.shape:
+            raise PublishError(f"{name} has shape {arr.shape}; it must be the forecast's {forecast.shape}")
+    valued = np.isfinite(forecast)
+    for name, arr in (("lower", lo), ("upper", hi)):
+        bad = valued & ~np.isfinite(arr)
+        if bad.any():
+            at = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise PublishError(
+                f"{name} is NaN/inf at {int(bad.sum())} (horizon, channel, row, col) positions with a forecast "
+                f"value, first {at}; a bound may be missing only where the value is"
+            )
+    crossed = valued & (lo > hi)
+    if crossed.any():
+        at = tuple(int(i) for i in np.argwhere(crossed)[0])
+        raise PublishError(
+            f"lower > upper at {int(crossed.sum())} positions, first {at}: {lo[at]} > {hi[at]}; need lower <= upper"
+        )
+    return np.where(valued, lo, np.nan), np.where(valued, hi, np.nan)
+
+
 def forecast_table(
     run_id: str,
     city: str,
@@ -326,87 +662,182 @@ def forecast_table(
     cell_ids: np.ndarray,
     has_data: np.ndarray,
     reference: np.ndarray,
+    lower: np.ndarray | None = None,
+    upper: np.ndarray | None = None,
 ) -> pa.Table:
     """Rows of ``forecasts`` for one run, built with array operations (no per-row loop).
 
-    Row order is horizon, channel, grid row, grid column. ``has_data`` (``(C, H, W)`` or
-    ``(H_out, C, H, W)``) in the output is the input ``has_data`` and a finite
-    ``reference``; rows without data keep the forecast value but get no congestion index
-    or level.
+    Only positions with data are kept: ``has_data`` (``(C, H, W)`` or ``(H_out, C, H, W)``)
+    and a finite ``reference``. Row order is horizon, channel, grid row, grid column.
+
+    Parameters
+    ----------
+    run_id, city : str
+    forecast : np.ndarray
+        ``(H_out, C, H, W)`` in original units.
+    target_times : pandas.DatetimeIndex
+        ``H_out`` UTC bin starts.
+    channels : sequence of str
+    cell_ids : np.ndarray
+        ``(H, W)``.
+    has_data : np.ndarray
+        ``(C, H, W)`` or ``(H_out, C, H, W)`` bool.
+    reference : np.ndarray
+        ``(C, H, W)``.
+    lower, upper : np.ndarray, optional
+        ``(H_out, C, H, W)`` interval bounds (NaN where the value is NaN); None: NULL bounds.
+
+    Returns
+    -------
+    pyarrow.Table
+        Columns of ``layout.forecasts``.
     """
     h_out, c, h, w = forecast.shape
     index, level = congestion(forecast, reference, channels)
-    data = np.broadcast_to(has_data & np.isfinite(reference), forecast.shape).ravel()
-    index = np.where(data, index.ravel(), np.nan)
-    level = np.where(data, level.ravel(), NO_LEVEL)
+    keep = np.broadcast_to(has_data & np.isfinite(reference), forecast.shape).ravel()
+    pos = np.flatnonzero(keep)
+    n = len(pos)
+    hz, ch, rr, cc = np.unravel_index(pos, forecast.shape)
     names = np.array((*LEVELS, None), dtype=object)  # code -1 -> None
-    per_step = c * h * w
+    none = pa.nulls(n, pa.float64())
+
+    def col(a: np.ndarray | None) -> pa.Array:
+        return none if a is None else pa.array(a.ravel()[pos], pa.float64(), from_pandas=True)
+
     return pa.table(
         {
-            "run_id": pa.array([run_id], pa.string()).take(np.zeros(h_out * per_step, np.int64)),
-            "city": pa.array([city], pa.string()).take(np.zeros(h_out * per_step, np.int64)),
-            "cell_id": pa.array(np.tile(cell_ids.ravel().astype(np.int32), h_out * c)),
-            "target_time": pa.array(np.repeat(target_times.as_unit("us").asi8, per_step), pa.timestamp("us", tz="UTC")),
-            "horizon": pa.array(np.repeat(np.arange(1, h_out + 1, dtype=np.int16), per_step)),
-            "channel": pa.array(list(channels), pa.string()).take(np.tile(np.repeat(np.arange(c), h * w), h_out)),
-            "value": pa.array(forecast.astype(np.float64).ravel(), pa.float64(), from_pandas=True),
-            "congestion_index": pa.array(index, pa.float64(), from_pandas=True),
-            "congestion_level": pa.array(names[level], pa.string()),
-            "has_data": pa.array(data),
+            "run_id": pa.array([run_id], pa.string()).take(np.zeros(n, np.int64)),
+            "city": pa.array([city], pa.string()).take(np.zeros(n, np.int64)),
+            "cell_id": pa.array(cell_ids[rr, cc].astype(np.int32)),
+            "target_time": pa.array(target_times.as_unit("us").asi8[hz], pa.timestamp("us", tz="UTC")),
+            "horizon": pa.array((hz + 1).astype(np.int16)),
+            "channel": pa.array(list(channels), pa.string()).take(ch),
+            "value": col(forecast.astype(np.float64)),
+            "lower": col(lower),
+            "upper": col(upper),
+            "congestion_index": col(index),
+            "congestion_level": pa.array(names[np.where(keep, level.ravel(), NO_LEVEL)[pos]], pa.string()),
+            "has_data": pa.array(np.ones(n, bool)),
         }
     )
+
+
+def _coverage_arrays(
+    has_data: np.ndarray, reference: np.ndarray, coverage: Any, cell_coverage: Any, shape: tuple[int, int, int]
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Per (C, H, W) has_data, per-channel coverage and per-cell coverage (validated)."""
+    data = (has_data if has_data.ndim == 3 else has_data.any(axis=0)) & np.isfinite(reference)
+    cov = None
+    if coverage is not None:
+        cov = np.asarray(coverage, dtype=np.float64)
+        if cov.shape != shape:
+            raise PublishError(f"coverage has shape {cov.shape}; the forecast needs (C, H, W) = {shape}")
+        bad = np.isfinite(cov) & ((cov < 0) | (cov > 1))
+        if bad.any():
+            raise PublishError(
+                f"coverage must be a share in [0, 1]; {int(bad.sum())} values outside, e.g. {cov[bad][0]}"
+            )
+    cell_cov = None
+    if cell_coverage is not None:
+        cell_cov = np.asarray(cell_coverage, dtype=np.float64)
+        if cell_cov.shape != shape[1:]:
+            raise PublishError(f"cell_coverage has shape {cell_cov.shape}; the forecast needs (H, W) = {shape[1:]}")
+        if (np.isfinite(cell_cov) & ((cell_cov < 0) | (cell_cov > 1))).any():
+            raise PublishError("cell_coverage must be a share in [0, 1]")
+    elif cov is not None:
+        with np.errstate(invalid="ignore"):
+            cell_cov = np.where(
+                np.isfinite(cov).any(axis=0), np.nanmax(np.where(np.isfinite(cov), cov, -1), axis=0), np.nan
+            )
+    return data, cov, cell_cov
+
+
+def _cell_tables(
+    run_id: str,
+    cells: pa.Table,
+    channels: Sequence[str],
+    cell_ids: np.ndarray,
+    data: np.ndarray,
+    cov: np.ndarray | None,
+    cell_cov: np.ndarray | None,
+    reference: np.ndarray,
+) -> tuple[pa.Table, pa.Table]:
+    """``layout.cells`` (every cell of ``cells``) and ``layout.cell_channels`` rows of one run."""
+    h, w = cell_ids.shape
+    n = cells.num_rows
+    ids = cells.column("cell_id").to_numpy()
+    order = np.argsort(cell_ids.ravel())
+    sorted_ids = cell_ids.ravel()[order]
+    pos = np.clip(np.searchsorted(sorted_ids, ids), 0, max(sorted_ids.size - 1, 0))
+    on_grid = sorted_ids[pos] == ids  # a cell of the frame outside the forecast grid: no data
+    flat = np.where(on_grid, order[pos], 0)
+    per_cell = data.reshape(len(channels), h * w)[:, flat] & on_grid  # (C, n)
+    cell_cov_v = np.full(n, np.nan) if cell_cov is None else np.where(on_grid, cell_cov.ravel()[flat], np.nan)
+    run_ids = pa.array([run_id], pa.string())
+    cells_out = cells.append_column("run_id", run_ids.take(np.zeros(n, np.int64)))
+    cells_out = cells_out.append_column("has_data", pa.array(per_cell.any(axis=0)))
+    cells_out = cells_out.append_column("coverage", pa.array(cell_cov_v, pa.float64(), from_pandas=True))
+    cells_out = cells_out.append_column("n_channels_with_data", pa.array(per_cell.sum(axis=0).astype(np.int16)))
+    c = len(channels)
+    city = cells.column("city")[0].as_py() if n else ""
+    cov_v = np.full((c, n), np.nan) if cov is None else np.where(on_grid, cov.reshape(c, h * w)[:, flat], np.nan)
+    ref_v = np.where(on_grid, reference.reshape(c, h * w)[:, flat], np.nan)
+    chans = pa.table(
+        {
+            "run_id": run_ids.take(np.zeros(c * n, np.int64)),
+            "city": pa.array([city], pa.string()).take(np.zeros(c * n, np.int64)),
+            "cell_id": pa.array(np.tile(ids.astype(np.int32), c)),
+            "channel": pa.array(list(channels), pa.string()).take(np.repeat(np.arange(c), n)),
+            "has_data": pa.array(per_cell.ravel()),
+            "coverage": pa.array(cov_v.ravel(), pa.float64(), from_pandas=True),
+            "reference": pa.array(ref_v.ravel(), pa.float64(), from_pandas=True),
+        }
+    )
+    return cells_out, chans
 
 
 # --------------------------------------------------------------------------- writes
 
 
-def _upsert_cells(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(_stmt("upsert_cells"))  # from the registered staged_cells
-
-
-def _delete_run(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
-    con.execute(_stmt("delete_forecasts"), {"run_id": run_id})
-    con.execute(_stmt("delete_run"), {"run_id": run_id})
-
-
-def _insert_forecasts(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(_stmt("insert_forecasts"))  # from the registered staged_forecasts
-
-
-@contextmanager
-def _transaction(con: duckdb.DuckDBPyConnection):
-    con.execute("BEGIN TRANSACTION")
+def _staged(tables: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
+    """Insert the rows into the ``layout`` tables of a private in-memory DuckDB (constraints
+    enforced) and read them back in the schema's exact types, without the hive keys."""
+    con = duckdb.connect(":memory:")
     try:
-        yield con
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(sql_text("schema.sql"))
+        out = {}
+        for name, table in tables.items():
+            ident = check_identifier(name, LAYOUT_TABLES)
+            con.register("staged", table)
+            con.execute(_stmt("stage_rows").replace("{layout}", ident))
+            con.unregister("staged")
+            out[name] = con.sql(_stmt("staged_rows").replace("{layout}", ident)).to_arrow_table()
+        return out
+    finally:
+        con.close()
 
 
-def upsert_cells(db_path: str | Path | None, city: str, cells: pd.DataFrame, *, lock_timeout_s: float = 30.0) -> int:
-    """Insert or replace a city's grid cells (one transaction).
-
-    Parameters
-    ----------
-    db_path : str or Path or None
-        DuckDB file; None = :func:`traffic.config.duckdb_path`.
-    city : str
-    cells : pandas.DataFrame
-        ``cell_id, row, col, centroid_lon, centroid_lat, polygon_wkt`` (WGS84).
-
-    Returns
-    -------
-    int
-        Number of cells written.
-    """
-    table = cells_table(city, cells)
-    with _connect(_db(db_path), read_only=False, lock_timeout_s=lock_timeout_s) as con:
-        _apply_ddl(con)
-        con.register("staged_cells", table)  # lives until the connection closes
-        with _transaction(con):
-            _upsert_cells(con)
-    return table.num_rows
+def _write_version(run_dir: Path, version: str, tables: Mapping[str, pa.Table]) -> Path:
+    """Write a run version folder under a hidden name, then rename it into place (atomic)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / f".tmp-{version}"
+    final = run_dir / version
+    tmp.mkdir()
+    try:
+        for name, table in tables.items():
+            target = tmp / RUN_FILES[name]
+            if name == "forecasts":  # time-ordered, small row groups: a time window reads few of them
+                order = [("target_time", "ascending"), ("channel", "ascending"), ("cell_id", "ascending")]
+                table = table.sort_by(order)
+            pq.write_table(table, target, compression="zstd", row_group_size=FORECAST_ROW_GROUP)
+            _fsync(target)
+        os.rename(tmp, final)  # the version appears whole or not at all
+        _fsync(run_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
 
 
 def publish_forecast(
@@ -421,21 +852,31 @@ def publish_forecast(
     cell_ids: np.ndarray,
     has_data: np.ndarray,
     reference: np.ndarray,
-    lock_timeout_s: float = 30.0,
+    lower: np.ndarray | None = None,
+    upper: np.ndarray | None = None,
+    coverage: np.ndarray | None = None,
+    cell_coverage: np.ndarray | None = None,
+    lock_timeout_s: float = 60.0,
+    grace_s: float = DEFAULT_GRACE_S,
 ) -> dict[str, Any]:
     """Publish one forecast run of a city, replacing a previous publish of the same run.
 
     Parameters
     ----------
     db_path : str or Path or None
-        DuckDB file; None = :func:`traffic.config.duckdb_path`.
+        Catalog file; None = :func:`traffic.config.duckdb_path`. The run files go to
+        :func:`store_dir` of it.
     city : str
         City name.
     run : dict
-        ``model_name``, ``model_version``, ``issued_at`` (tz-aware) required;
-        ``mlflow_run_id``, ``data_start``, ``data_end``, ``horizon_steps``, ``bin_seconds``
-        optional (``horizon_steps``/``bin_seconds`` default to what ``target_times`` say,
-        and must agree with them when given).
+        ``model_name``, ``model_version``, ``issued_at`` (tz-aware) required. Optional:
+        ``mlflow_run_id``, ``data_start``, ``data_end``; ``horizon_steps``, ``bin_seconds``
+        (default to what ``target_times`` say and must agree with them); ``model_kind``
+        (default ``'model'``; a baseline name such as ``'gbm'`` when a baseline's forecast is
+        published); ``kind`` (``'nightly'``, default, or ``'refresh'``); ``interval_level``
+        (default 0.8 when bounds are given) and ``interval_method`` (default
+        ``'unspecified'`` when bounds are given; both NULL without bounds); ``timezone``
+        (default the city file's, else UTC).
     forecast : np.ndarray
         ``(H_out, C, H, W)`` forecast in original units.
     target_times : sequence of timestamps
@@ -443,31 +884,45 @@ def publish_forecast(
     channels : sequence of str
         ``C`` channel names.
     cells : pandas.DataFrame
-        Grid cells (see :func:`upsert_cells`); upserted in the same transaction.
+        Grid cells ``cell_id, row, col, centroid_lon, centroid_lat, polygon_wkt`` (WGS84);
+        every one is published in ``cells`` with its coverage.
     cell_ids : np.ndarray
         ``(H, W)`` cell id of every grid position (``GridTensor.cell_ids``).
     has_data : np.ndarray
-        ``(C, H, W)`` bool: the cell had observations of the channel; or ``(H_out, C, H, W)``
-        when that depends on the target bin (e.g. observed at that time of day).
+        ``(C, H, W)`` bool: the model had data for the cell and channel; or ``(H_out, C, H, W)``
+        when that depends on the target bin. Rows are published only where it is True and the
+        reference is finite.
     reference : np.ndarray
         ``(C, H, W)`` from :func:`traffic.publish.congestion.reference_stats`.
+    lower, upper : np.ndarray, optional
+        ``(H_out, C, H, W)`` bounds of the ``interval_level`` interval, same units as the
+        forecast, finite wherever the forecast is, ``lower <= upper``. None: NULL bounds.
+    coverage : np.ndarray, optional
+        ``(C, H, W)`` share of the input window's bins in which the cell observed the channel.
+    cell_coverage : np.ndarray, optional
+        ``(H, W)`` share of the bins in which the cell observed any channel; default the
+        largest per-channel ``coverage``.
     lock_timeout_s : float
-        How long to wait for another process's lock on the file.
+        How long to wait for another process's catalog rebuild.
+    grace_s : float
+        Superseded run versions older than this are deleted (see :func:`rebuild_catalog`).
 
     Returns
     -------
     dict
-        ``run_id``, ``city``, ``db_path``, ``replaced`` (the run existed before),
-        ``n_rows``, ``n_rows_with_data``, ``n_heavy`` (rows at level heavy or worse),
-        ``n_cells``, ``seconds``.
+        ``run_id``, ``city``, ``db_path``, ``version``, ``replaced`` (an earlier version of the
+        run existed), ``n_rows``, ``n_rows_with_level``, ``n_heavy`` (rows at level heavy or
+        worse), ``n_cells``, ``n_cells_with_data``, ``seconds``, ``catalog_seconds``.
 
     Raises
     ------
     PublishError
-        When inputs disagree (shapes, times, cells); raised before the database is opened.
+        When inputs disagree (shapes, times, cells, bounds); raised before anything is written.
+    duckdb.ConstraintException
+        When a row breaks a constraint of ``sql/schema.sql``; nothing is written.
     """
     t0 = time.perf_counter()
-    forecast = np.asarray(forecast)
+    forecast = np.asarray(forecast, dtype=np.float64)
     if forecast.ndim != 4:
         raise PublishError(f"forecast must be (H_out, C, H, W), got shape {forecast.shape}")
     h_out, c, h, w = forecast.shape
@@ -489,103 +944,308 @@ def publish_forecast(
         raise PublishError(f"has_data must be bool, got {has_data.dtype}")
     if not np.issubdtype(cell_ids.dtype, np.integer):
         raise PublishError(f"cell_ids must be integers, got {cell_ids.dtype}")
+    lo, hi = _check_bounds(forecast, lower, upper)
     tt = _target_times(target_times, h_out)
-    run_row = _run_row(city, run, tt)
+    run_row = _run_row(city, run, tt, has_bounds=lo is not None)
+    run_id = run_row["run_id"]
     cells_tb = cells_table(city, cells)
     _check_grid(cells_tb, cell_ids)
-    rows = forecast_table(run_row["run_id"], city, forecast, tt, channels, cell_ids, has_data, reference)
-    run_row["published_at"] = pd.Timestamp.now(tz="UTC").to_pydatetime()
+    data, cov, cell_cov = _coverage_arrays(has_data, reference, coverage, cell_coverage, (c, h, w))
+    rows = forecast_table(run_id, city, forecast, tt, channels, cell_ids, has_data, reference, lo, hi)
+    cells_out, chans = _cell_tables(run_id, cells_tb, channels, cell_ids, data, cov, cell_cov, reference)
+    published_at = pd.Timestamp.now(tz="UTC")
+    version = f"v-{published_at:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
+    run_row.update(
+        channels=channels,
+        n_rows=rows.num_rows,
+        n_cells=cells_out.num_rows,
+        n_cells_with_data=int(np.count_nonzero(cells_out.column("has_data").to_numpy(zero_copy_only=False))),
+        published_at=published_at.to_pydatetime(),
+        version=version,
+    )
+    runs_tb = pa.Table.from_pylist([run_row])
+    staged = _staged({"forecast_runs": runs_tb, "forecasts": rows, "cells": cells_out, "cell_channels": chans})
 
     path = _db(db_path)
-    with _connect(path, read_only=False, lock_timeout_s=lock_timeout_s) as con:
-        _apply_ddl(con)
-        # staged relations live until the connection closes; registered outside the
-        # transaction so that nothing but the statements themselves can abort it
-        con.register("staged_cells", cells_tb)
-        con.register("staged_forecasts", rows)
-        with _transaction(con):
-            replaced = con.execute(_stmt("run_exists"), {"run_id": run_row["run_id"]}).fetchall()[0][0] > 0
-            _upsert_cells(con)
-            _delete_run(con, run_row["run_id"])
-            con.execute(_stmt("insert_run"), run_row)
-            _insert_forecasts(con)
-            n = con.execute(_stmt("count_forecasts"), {"run_id": run_row["run_id"]}).fetchall()[0][0]
-            if n != rows.num_rows:
-                raise RuntimeError(f"run {run_row['run_id']}: wrote {n} forecast rows, expected {rows.num_rows}")
+    store = store_dir(path)
+    run_dir = _run_dir(store, city, run_id)
+    replaced = bool(_versions(run_dir))
+    _write_version(run_dir, version, staged)
+    t1 = time.perf_counter()
+    rebuild_catalog(path, lock_timeout_s=lock_timeout_s, grace_s=grace_s)
     levels = rows.column("congestion_level").to_numpy(zero_copy_only=False)
     return {
-        "run_id": run_row["run_id"],
+        "run_id": run_id,
         "city": city,
         "db_path": str(path),
-        "replaced": bool(replaced),
+        "version": version,
+        "replaced": replaced,
         "n_rows": rows.num_rows,
-        "n_rows_with_data": int(np.count_nonzero(rows.column("has_data").to_numpy(zero_copy_only=False))),
+        "n_rows_with_level": int(rows.num_rows - rows.column("congestion_level").null_count),
         "n_heavy": int(np.isin(levels, ("heavy", "severe")).sum()),
-        "n_cells": int(cell_ids.size),
+        "n_cells": cells_out.num_rows,
+        "n_cells_with_data": run_row["n_cells_with_data"],
         "seconds": round(time.perf_counter() - t0, 3),
+        "catalog_seconds": round(time.perf_counter() - t1, 3),
     }
 
 
 # --------------------------------------------------------------------------- reads
 
 
-def hotspots(
+#: Smallest congestion index of each level (the ``min_level`` of a hotspot query).
+_MIN_INDEX = dict(zip(LEVELS, (0.0, *LEVEL_EDGES), strict=True))
+
+
+@dataclass(frozen=True)
+class Hotspots:
+    """Answer of :func:`find_hotspots`: the run and window used, and one row per cell.
+
+    Attributes
+    ----------
+    run : dict
+        ``run_id, model_name, model_version, model_kind, kind, issued_at, published_at,
+        target_start, target_end, bin_seconds, timezone, channels, interval_level``.
+    start, end : pandas.Timestamp
+        The window ``[start, end)`` (UTC), ``end`` cut at the run's last target bin.
+    timezone : str
+        The city's zone (from the run) for local times.
+    rows : pandas.DataFrame
+        ``city, run_id, cell_id, row, col, centroid_lon, centroid_lat, target_time, horizon,
+        channel, value, lower, upper, congestion_index, congestion_level, slots, heavy_slots``:
+        each cell's worst (time, channel) in the window, worst cells first.
+    """
+
+    run: dict[str, Any]
+    start: pd.Timestamp
+    end: pd.Timestamp
+    timezone: str
+    rows: pd.DataFrame
+
+
+def _parse_at(at: Any, tz: str) -> pd.Timestamp:
+    """A time as a UTC instant: naive = local wall-clock time of ``tz``."""
+    try:
+        ts = pd.Timestamp(at)
+    except (TypeError, ValueError) as exc:
+        raise HotspotError(
+            f"--at {at!r} is not a time; give local wall-clock time like '2012-03-08 07:00' or ISO with offset"
+        ) from exc
+    if ts is pd.NaT:
+        raise HotspotError(f"--at {at!r} is not a time")
+    if ts.tzinfo is None:
+        try:
+            ts = ts.tz_localize(tz, ambiguous="raise", nonexistent="raise")
+        except (ValueError, TypeError) as exc:  # pytz-style errors derive from ValueError
+            raise HotspotError(
+                f"--at {at!r} does not exist or is ambiguous in {tz} (a DST change); give an offset, e.g. '{ts.isoformat()}-07:00'"
+            ) from exc
+    return ts.tz_convert("UTC")
+
+
+def _local(ts: Any, tz: str) -> str:
+    return pd.Timestamp(ts).tz_convert(tz).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _check_hours(hours: Any) -> float:
+    try:
+        value = float(hours)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if isinstance(hours, bool) or not np.isfinite(value) or not 0 < value <= MAX_HOURS:
+        raise HotspotError(f"hours must be a number with 0 < hours <= {MAX_HOURS}, got {hours!r}")
+    return value
+
+
+def _check_limit(limit: Any) -> int:
+    ok = isinstance(limit, int | np.integer) and not isinstance(limit, bool)
+    if isinstance(limit, str) and re.fullmatch(r"\s*\d+\s*", limit):
+        limit, ok = int(limit), True
+    if not ok or not 1 <= int(limit) <= MAX_LIMIT:
+        raise HotspotError(f"limit must be a whole number with 1 <= limit <= {MAX_LIMIT}, got {limit!r}")
+    return int(limit)
+
+
+def find_hotspots(
     db_path: str | Path | None,
     city: str,
-    hours: float = 3,
-    limit: int = 20,
+    hours: Any = 3,
+    limit: Any = 20,
     *,
-    now: Any = None,
-    lock_timeout_s: float = 30.0,
-) -> pd.DataFrame:
-    """Where will it jam in the next ``hours``? (``sql/hotspots.sql``, read-only connection).
+    at: Any = None,
+    channel: str | None = None,
+    min_level: str = "moderate",
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> Hotspots:
+    """Where will it jam in the next ``hours``? From the newest run that covers ``at``.
+
+    A run covers ``at`` when ``target_start <= at < target_end`` (its first target bin start
+    to its last target bin's end). Read-only: never blocks or waits for a publish.
+    Statements: ``sql/hotspots.sql``.
 
     Parameters
     ----------
     db_path : str or Path or None
-        DuckDB file; None = :func:`traffic.config.duckdb_path`.
+        Catalog file; None = :func:`traffic.config.duckdb_path`.
     city : str
+        A city with published runs.
     hours : float
-        Window length, > 0.
+        Window length, ``0 < hours <= MAX_HOURS``.
     limit : int
-        Maximum number of cells, >= 1.
-    now : timestamp, optional
-        Window start (tz-aware); default the newest run's ``issued_at``.
+        Most cells returned, ``1 <= limit <= MAX_LIMIT``.
+    at : timestamp or str, optional
+        Window start; naive = local wall-clock time of the city (``"2012-03-08 07:00"``),
+        else any offset. Default: now if a run covers it, else the newest run's first target.
+    channel : str, optional
+        Only this channel (one of the run's channels).
+    min_level : str
+        Lowest level listed: ``'moderate'`` (default), ``'heavy'``, ``'severe'`` or ``'free'``.
+    con : duckdb.DuckDBPyConnection, optional
+        An open session from :func:`connect_catalog` to ask in (it sees the catalog it
+        opened); default: open the catalog at ``db_path`` read-only for this call only.
+
+    Returns
+    -------
+    Hotspots
+        The run, the window and one row per cell at ``min_level`` or worse (its worst moment).
+
+    Raises
+    ------
+    HotspotError
+        Bad ``hours``/``limit``/``channel``/``min_level``/``at``, a city without runs, or an
+        ``at`` no run covers; the message says what is allowed.
+    FileNotFoundError
+        When there is no catalog.
+    """
+    if not isinstance(city, str) or not _CITY_RE.match(city):
+        raise HotspotError(f"city {city!r} must be a city name matching {_CITY_RE.pattern}")
+    hours = _check_hours(hours)
+    limit = _check_limit(limit)
+    if min_level not in _MIN_INDEX:
+        raise HotspotError(f"min_level {min_level!r}; allowed: {list(LEVELS)}")
+    if con is None:
+        with _reader(db_path) as own:
+            return _find_hotspots(own, city, hours, limit, at, channel, min_level)
+    return _find_hotspots(con, city, hours, limit, at, channel, min_level)
+
+
+def _city_info(con: duckdb.DuckDBPyConnection, city: str) -> tuple[str, pd.Timestamp]:
+    """The zone of the city's newest run and the default window start; raises for a city without runs."""
+    n_runs, tz, default_at = con.execute(_stmt("city_info", "hotspots.sql"), {"city": city}).fetchall()[0]
+    if not n_runs:
+        cities = [r[0] for r in con.execute(_stmt("cities_with_runs")).fetchall()]
+        raise HotspotError(f"city {city!r} has no published run; cities with runs: {cities}")
+    return tz, pd.Timestamp(default_at).tz_convert("UTC")
+
+
+def _find_hotspots(
+    con: duckdb.DuckDBPyConnection,
+    city: str,
+    hours: float,
+    limit: int,
+    at: Any,
+    channel: str | None,
+    min_level: str,
+) -> Hotspots:
+    aware = at is not None and _is_time(at) and pd.Timestamp(at).tzinfo is not None
+    if aware:  # the city's zone is not needed to read the time
+        at_utc = _parse_at(at, "UTC")
+    else:
+        tz, default_at = _city_info(con, city)
+        at_utc = default_at if at is None else _parse_at(at, tz)
+    cur = con.execute(_stmt("pick_run", "hotspots.sql"), {"city": city, "at": at_utc.to_pydatetime()})
+    names = [d[0] for d in cur.description]
+    found = cur.fetchall()
+    if not found:
+        tz = _city_info(con, city)[0]  # raises for a city without runs
+        spans = con.execute(_stmt("covered", "hotspots.sql"), {"city": city}).fetchall()
+        shown = ", ".join(f"{_local(s, tz)} .. {_local(e, tz)}" for s, e in spans[:5])
+        more = f" (+{len(spans) - 5} more)" if len(spans) > 5 else ""
+        raise HotspotError(
+            f"--at {_local(at_utc, tz)} is outside every {city} run; runs cover [start, end): {shown}{more}"
+        )
+    run = dict(zip(names, found[0], strict=True))
+    if channel is not None and channel not in run["channels"]:
+        raise HotspotError(f"unknown channel {channel!r} for {city}; allowed: {list(run['channels'])}")
+    folder = Path(run.pop("folder"))
+    start = at_utc
+    end = min(start + pd.Timedelta(hours=hours), pd.Timestamp(run["target_end"]).tz_convert("UTC"))
+    cur = con.execute(
+        _stmt("hotspots", "hotspots.sql"),
+        {
+            "forecasts": str(folder / RUN_FILES["forecasts"]),
+            "cells": str(folder / RUN_FILES["cells"]),
+            "start": start.to_pydatetime(),
+            "end": end.to_pydatetime(),
+            "bin_seconds": int(run["bin_seconds"]),
+            "channel": channel,
+            "min_index": _MIN_INDEX[min_level],
+            "limit": limit,
+        },
+    )
+    # a few rows: building the frame from tuples is cheaper than a pandas result conversion
+    rows = pd.DataFrame(cur.fetchall(), columns=[d[0] for d in cur.description])
+    for col in ("centroid_lon", "centroid_lat", "value", "lower", "upper", "congestion_index"):
+        if rows[col].dtype != np.float64:  # all-NULL bounds (or no rows) come back as objects
+            rows[col] = rows[col].astype(np.float64)
+    rows["target_time"] = pd.to_datetime(rows["target_time"], utc=True)
+    return Hotspots(run=run, start=start, end=end, timezone=run["timezone"], rows=rows)
+
+
+def _is_time(at: Any) -> bool:
+    try:
+        return pd.Timestamp(at) is not pd.NaT
+    except (TypeError, ValueError):
+        return False
+
+
+def hotspots(
+    db_path: str | Path | None,
+    city: str,
+    hours: Any = 3,
+    limit: Any = 20,
+    *,
+    at: Any = None,
+    channel: str | None = None,
+    min_level: str = "moderate",
+) -> pd.DataFrame:
+    """The rows of :func:`find_hotspots` (same parameters): one row per cell, worst first.
 
     Returns
     -------
     pandas.DataFrame
-        One row per cell at level heavy or worse somewhere in ``[now, now + hours)``, its
-        worst moment: ``city, run_id, issued_at, cell_id, row, col, centroid_lon,
-        centroid_lat, target_time, horizon, channel, value, congestion_index,
-        congestion_level, heavy_slots``; worst first. Empty if the city has no run.
+        See :attr:`Hotspots.rows`.
     """
-    if not isinstance(city, str) or not _CITY_RE.match(city):
-        raise ValueError(f"city {city!r} must match {_CITY_RE.pattern}")
-    if not (isinstance(hours, int | float) and np.isfinite(hours) and hours > 0):
-        raise ValueError(f"hours must be a positive number, got {hours!r}")
-    if isinstance(limit, bool) or not isinstance(limit, int | np.integer) or limit < 1:
-        raise ValueError(f"limit must be a positive integer, got {limit!r}")
-    params = {
-        "city": city,
-        "hours": float(hours),
-        "limit": int(limit),
-        "now": None if now is None else _utc(now, "now").to_pydatetime(),
-    }
-    with _connect(_db(db_path), read_only=True, lock_timeout_s=lock_timeout_s) as con:
-        return con.execute(sql_text("hotspots.sql"), params).df()
+    return find_hotspots(db_path, city, hours, limit, at=at, channel=channel, min_level=min_level).rows
 
 
-def latest_runs(db_path: str | Path | None = None, *, lock_timeout_s: float = 30.0) -> pd.DataFrame:
-    """Newest run of every city with its row counts (read-only connection)."""
-    with _connect(_db(db_path), read_only=True, lock_timeout_s=lock_timeout_s) as con:
+def latest_runs(db_path: str | Path | None = None) -> pd.DataFrame:
+    """Newest run of every city (``forecast_runs`` rows with ``is_latest``), read-only.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per city, ``n_rows`` the run's forecast row count.
+    """
+    with _reader(db_path) as con:
         return con.execute(_stmt("latest_runs")).df()
 
 
-def read_relation(
-    db_path: str | Path | None, name: str, *, city: str | None = None, lock_timeout_s: float = 30.0
-) -> pd.DataFrame:
+def read_relation(db_path: str | Path | None, name: str, *, city: str | None = None) -> pd.DataFrame:
     """All rows of an allow-listed table or view, optionally of one city (read-only).
+
+    Parameters
+    ----------
+    db_path : str or Path or None
+        Catalog file.
+    name : str
+        One of :data:`ALLOWED_RELATIONS`.
+    city : str, optional
+        Only this city's rows.
+
+    Returns
+    -------
+    pandas.DataFrame
 
     Raises
     ------
@@ -593,5 +1253,5 @@ def read_relation(
         If ``name`` is not in :data:`ALLOWED_RELATIONS`.
     """
     query = _stmt("read_relation").replace("{relation}", check_identifier(name))
-    with _connect(_db(db_path), read_only=True, lock_timeout_s=lock_timeout_s) as con:
+    with _reader(db_path) as con:
         return con.execute(query, {"city": city}).df()

@@ -138,8 +138,6 @@ def read_run(
     city: str,
     run_id: str | None = None,
     channel: str | None = None,
-    *,
-    lock_timeout_s: float = 30.0,
 ) -> tuple[RunInfo, pd.DataFrame]:
     """Read one published run of a city from the catalog (read-only connection).
 
@@ -153,8 +151,6 @@ def read_run(
         A run of the city; default its newest (latest ``issued_at``).
     channel : str, optional
         Only this channel; default every channel of the run.
-    lock_timeout_s : float
-        How long to wait for a writer's lock on the file.
 
     Returns
     -------
@@ -171,17 +167,13 @@ def read_run(
     FileNotFoundError
         No catalog file.
     """
-    import duckdb
-
-    from traffic.publish.duckdb_publish import _connect, _db, statements
+    from traffic.publish.duckdb_publish import _db, _reader, statements
 
     sql = statements("export.sql")
     path = _db(db_path)
-    try:
-        with _connect(path, read_only=True, lock_timeout_s=lock_timeout_s) as con:
-            return _read(con, sql, path, city, run_id, channel)
-    except duckdb.IOException as exc:  # e.g. a writer still holds the lock after lock_timeout_s
-        raise ExportError(f"cannot open {path} read-only: {exc}") from exc
+    # the swapped catalog: a read-only session that never waits for, nor blocks, a publish
+    with _reader(path) as con:
+        return _read(con, sql, path, city, run_id, channel)
 
 
 def _read(
