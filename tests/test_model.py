@@ -196,7 +196,8 @@ def test_attention_memory_is_linear_in_cells():
     with _MaxNumel() as rec, torch.no_grad():
         y = m(x)
     assert y.shape == (1, 2, 1, *hw)
-    assert rec.max_numel < n * n // 100
+    # the largest tensor is a per-cell feature stack (a few dozen channels x cells): linear, far from n * n
+    assert rec.max_numel <= 64 * n  # linear in cells: one n x n tensor would be 4096 * n here
 
 
 def test_attention_mixes_distant_cells():

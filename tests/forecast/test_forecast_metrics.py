@@ -63,7 +63,7 @@ def test_horizon_metrics_without_mape_still_construct():
     assert hm.mape == [] and hm.n_mape == [] and math.isnan(hm.mape_mean)
     assert hm.rmse_mean == 2.5 and hm.mae_mean == 1.5
     d = hm.as_dict()
-    assert set(d) == {"mae", "rmse", "mape", "n", "n_mape", "mae_mean", "rmse_mean", "mape_mean"}
+    assert set(d) == {"mae", "rmse", "mape", "n", "n_mape", "coverage", "mae_mean", "rmse_mean", "mape_mean"}
 
 
 def test_values_under_the_mask_never_count():

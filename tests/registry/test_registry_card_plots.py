@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from traffic.config import PROJECT_ROOT
+from traffic.forecast.horizons import horizon_groups
 from traffic.forecast.result import MAPE_MIN_TARGET, HorizonMetrics
 from traffic.registry import plots, render_model_card, resolve_code_version
 
@@ -54,17 +55,19 @@ def test_model_card_tables_match_the_metrics(berlin, make_module, make_result, w
         header, _, *body = _table_rows(card, f"{metric.upper()}:" if metric != "mape" else "MAPE (percent)")
         assert header[3:] == list(columns)
         assert header[2] == ("counted values" if metric == "mape" else "observed values")
-        assert len(body) == berlin.forecast.horizon_steps + 1  # one row per horizon + mean
-        for h, row in enumerate(body):
+        groups = horizon_groups(berlin.bin_seconds, len(model.rmse))
+        assert [r[0] for r in body] == [g.label for g in groups] + ["all (mean)"]  # one row per group + mean
+        for i, row in enumerate(body):
             cells = [_num(c) for c in row[3:]]
             expected = [
-                getattr(m, metric)[h] if h < len(body) - 1 else getattr(m, f"{metric}_mean") for m in columns.values()
+                float(np.mean(getattr(m, metric)[groups[i].steps])) if i < len(groups) else getattr(m, f"{metric}_mean")
+                for m in columns.values()
             ]
             assert cells == pytest.approx(expected, abs=5e-5)
             bold = [_num(c) for c in row[3:] if c.startswith("**")]
             assert bold == pytest.approx([min(cells)], abs=5e-5)
         counts = model.n_mape if metric == "mape" else model.n
-        assert [int(r[2].replace(",", "")) for r in body[:-1]] == counts
+        assert [int(r[2].replace(",", "")) for r in body[:-1]] == [sum(counts[g.steps]) for g in groups]
     assert ("current champion on the same holdout" in card) is with_champion
     assert f"|value| >= {MAPE_MIN_TARGET:g}" in card
     assert f"Mean MAPE of the model: {model.mape_mean:.4f} %" in card
@@ -93,7 +96,9 @@ def test_model_card_accepts_metrics_recorded_without_mape(berlin, make_module, m
     card = render_model_card(berlin, result, WINDOW, champion_metrics=champ, code_version="x")
     _, _, *body = _table_rows(card, "MAPE (percent)")
     assert all(row[-1] == "n/a" for row in body)
-    assert [_num(row[3]) for row in body[:-1]] == pytest.approx(old.mape, abs=5e-5)
+    groups = horizon_groups(berlin.bin_seconds, len(old.rmse))
+    want = [float(np.mean(np.asarray(old.mape)[g.steps])) for g in groups]
+    assert [_num(row[3]) for row in body[:-1]] == pytest.approx(want, abs=5e-5)
 
 
 def test_error_map_is_the_mean_absolute_error_of_observed_cells(tmp_path):
