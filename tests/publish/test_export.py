@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 
-import duckdb
 import geopandas as gpd
 import mlflow
 import numpy as np
@@ -23,9 +22,12 @@ from traffic.forecast.horizons import HorizonGroup, group_tag, horizon_groups
 from traffic.publish import export as ex
 from traffic.publish import publish_forecast
 from traffic.publish.congestion import LEVELS
+from traffic.publish.duckdb_publish import connect_catalog
 
 H, W, H_OUT = 5, 7, 6  # 35 cells, 1-hour bins, 6 steps: groups 1 h, 2–3 h, 4–6 h
 N_CELLS = H * W
+N_EMPTY = 2  # cells without data in any channel: no forecast rows, drawn grey
+N_DATA = N_CELLS - N_EMPTY
 LON0, LAT0, STEP = 13.3, 52.4, 0.02
 NEWEST = "berlin_20241202T060000Z"
 OLDER = "berlin_20241201T060000Z"
@@ -52,11 +54,11 @@ def square_cells(h: int, w: int) -> pd.DataFrame:
     )
 
 
-def publish_case(db, issued_at: str, seed: int):
+def publish_case(db, issued_at: str, seed: int, **extra):
     case = make_case(issued_at=issued_at, h_out=H_OUT, shape=(H, W), seed=seed)
     case.cells = square_cells(H, W)
-    case.has_data[:, 0, :2] = False  # two cells without data in every channel: grey, no level
-    return case, publish_forecast(db, **case.kwargs())
+    case.has_data[:, 0, :N_EMPTY] = False  # two cells without data in every channel: no rows, grey, no level
+    return case, publish_forecast(db, **case.kwargs(**extra))
 
 
 @pytest.fixture
@@ -68,13 +70,18 @@ def store(db):
     return db, case
 
 
-def db_rows(db, run_id: str) -> pd.DataFrame:
-    con = duckdb.connect(str(db), read_only=True)
+def db_rows(db, run_id: str, relation: str = "forecasts") -> pd.DataFrame:
+    con = connect_catalog(db)  # read-only, UTC
     try:
-        con.execute("SET TimeZone = 'UTC'")
-        return con.execute("SELECT * FROM forecasts WHERE run_id = ? ORDER BY cell_id", [run_id]).df()
+        return con.execute(f"SELECT * FROM {relation} WHERE run_id = ? ORDER BY cell_id", [run_id]).df()
     finally:
         con.close()
+
+
+def empty_cells(db, run_id: str = NEWEST) -> set[int]:
+    cells = db_rows(db, run_id, "run_cells")
+    assert len(cells) == N_CELLS
+    return set(cells.loc[~cells["has_data"], "cell_id"].tolist())
 
 
 def digest(path) -> str:
@@ -130,12 +137,19 @@ def test_horizon_groups_refuse_non_positive_integers(bin_seconds, steps):
 def test_read_run_defaults_to_newest_and_leaves_the_catalog_untouched(store):
     db, case = store
     before = digest(db)
-    run, rows = ex.read_run(db, "berlin")
+    run, rows, cells = ex.read_run(db, "berlin")
     assert run.run_id == NEWEST and run.horizon_steps == H_OUT and run.bin_seconds == 3600
-    assert run.mlflow_run_id == "abc123"
-    assert len(rows) == N_CELLS * H_OUT * len(case.channels)
-    older, _ = ex.read_run(db, "berlin", OLDER)
-    assert older.run_id == OLDER
+    assert run.mlflow_run_id == "abc123" and run.channels == tuple(sorted(case.channels))
+    assert run.target_times()[0] == pd.Timestamp("2024-12-02T06:00:00Z") and len(run.target_times()) == H_OUT
+    # only the published rows (cells with data); every grid cell, with or without data
+    assert len(rows) == N_DATA * H_OUT * len(case.channels) == len(db_rows(db, NEWEST))
+    assert set(rows.columns) == set(ex.ROW_COLUMNS) and rows["has_data"].all()
+    assert rows["lower"].isna().all() and rows["upper"].isna().all()  # published without bounds
+    assert len(cells) == N_CELLS and sorted(cells["cell_id"]) == sorted(case.cells["cell_id"])
+    assert set(cells.loc[~cells["has_data"], "cell_id"]) == empty_cells(db) == {1000, 1001}
+    assert not set(rows["cell_id"]) & empty_cells(db)
+    older, _, older_cells = ex.read_run(db, "berlin", OLDER)
+    assert older.run_id == OLDER and len(older_cells) == N_CELLS
     assert digest(db) == before  # read-only
 
 
@@ -161,7 +175,7 @@ def test_read_run_is_not_blocked_by_an_analyst_session_held_open(store):
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "open"
-        run, rows = ex.read_run(db, "berlin")
+        run, rows, _ = ex.read_run(db, "berlin")
         assert run.run_id == NEWEST and len(rows) > 0
     finally:
         holder.wait(timeout=30)
@@ -181,8 +195,12 @@ def test_geojson_is_rfc7946_with_values_levels_and_local_times(store, tmp_path):
     fc = json.loads(path.read_text())
     assert fc["type"] == "FeatureCollection" and "crs" not in fc
     feats = fc["features"]
-    assert len(feats) == N_CELLS * H_OUT * len(case.channels)
+    # one feature per published row, and no feature for a cell without data
     expected = db_rows(db, NEWEST).set_index(["cell_id", "channel", "horizon"])
+    assert len(feats) == len(expected) == N_DATA * H_OUT * len(case.channels)
+    keys = {(f["properties"]["cell_id"], f["properties"]["channel"], f["properties"]["horizon"]) for f in feats}
+    assert keys == set(expected.index)
+    assert not {f["properties"]["cell_id"] for f in feats} & empty_cells(db)
     for f in feats:
         assert f["type"] == "Feature" and f["geometry"]["type"] == "Polygon"
         (ring,) = f["geometry"]["coordinates"]
@@ -196,32 +214,46 @@ def test_geojson_is_rfc7946_with_values_levels_and_local_times(store, tmp_path):
         p = f["properties"]
         row = expected.loc[(p["cell_id"], p["channel"], p["horizon"])]
         assert p["run_id"] == NEWEST and p["value"] == pytest.approx(row["value"])
-        assert p["congestion_level"] == (row["congestion_level"] if row["has_data"] else None)
-        assert p["has_data"] is bool(row["has_data"])
+        assert p["congestion_index"] == pytest.approx(row["congestion_index"])
+        assert p["congestion_level"] == row["congestion_level"] and p["congestion_level"] in LEVELS
+        assert p["has_data"] is True
+        assert p["lower"] is None and p["upper"] is None  # the run was published without bounds
         utc = pd.Timestamp(p["target_time"])
         assert p["target_time"].endswith("Z") and utc == row["target_time"]
         assert pd.Timestamp(p["target_time_local"]) == utc and p["target_time_local"].endswith("+01:00")  # Berlin
         assert p["horizon_group"] == {1: "1 h", 2: "2–3 h", 3: "2–3 h"}.get(p["horizon"], "4–6 h")
-    no_data = [f for f in feats if not f["properties"]["has_data"]]
-    assert len(no_data) == 2 * H_OUT * len(case.channels)
-    assert all(f["properties"]["congestion_index"] is None for f in no_data)
-    assert "lower" not in feats[0]["properties"]  # the catalog has no interval yet
 
 
-def test_lower_and_upper_are_exported_when_the_catalog_has_them(store, tmp_path):
-    db, _ = store
-    con = duckdb.connect(str(db))
-    con.execute("ALTER TABLE forecasts ADD COLUMN lower DOUBLE")
-    con.execute("ALTER TABLE forecasts ADD COLUMN upper DOUBLE")
-    con.execute("UPDATE forecasts SET lower = value - 1, upper = value + 2")
-    con.close()
+def test_lower_and_upper_are_exported_and_null_values_and_bounds_are_tolerated(db, tmp_path):
+    case = make_case(issued_at="2024-12-03T06:00:00Z", h_out=H_OUT, shape=(H, W), seed=4)
+    forecast = case.forecast.copy()
+    forecast[2, 1, 3, 4] = np.nan  # the model gave no value: a row with NULL value, bounds, index and level
+    case.forecast = forecast
+    case.cells = square_cells(H, W)
+    case.has_data[:, 0, :N_EMPTY] = False
+    publish_forecast(db, **case.kwargs(lower=forecast - 1, upper=forecast + 2))
+    run_id = "berlin_20241203T060000Z"
     (path,) = ex.export_run("berlin", "geojson", db_path=db, out=tmp_path)
-    assert path == tmp_path / f"{NEWEST}.geojson"
-    for f in json.loads(path.read_text())["features"]:
+    assert path == tmp_path / f"{run_id}.geojson"
+    feats = json.loads(path.read_text())["features"]
+    assert len(feats) == len(db_rows(db, run_id)) == N_DATA * H_OUT * len(case.channels)
+    nulls = [f["properties"] for f in feats if f["properties"]["value"] is None]
+    assert [(p["cell_id"], p["channel"], p["horizon"]) for p in nulls] == [(1000 + 3 * W + 4, "m.speed_kmh", 3)]
+    assert all(p[k] is None for p in nulls for k in ("lower", "upper", "congestion_index", "congestion_level"))
+    for f in feats:
         p = f["properties"]
-        assert p["lower"] == pytest.approx(p["value"] - 1) and p["upper"] == pytest.approx(p["value"] + 2)
+        if p["value"] is not None:
+            assert p["lower"] == pytest.approx(p["value"] - 1) and p["upper"] == pytest.approx(p["value"] + 2)
     (page,) = ex.export_run("berlin", "html", db_path=db, out=tmp_path)
-    assert '"lower"' in page.read_text() and '"upper"' in page.read_text()
+    data = html_data(page.read_text())
+    assert data["fields"] == ["value", "lower", "upper", "index", "level"]
+    speed = data["data"]["m.speed_kmh"]
+    i = [c[0] for c in data["cells"]].index(1000 + 3 * W + 4)
+    assert speed["value"][2][i] is None and speed["lower"][2][i] is None and speed["level"][2][i] is None
+    j = [c[0] for c in data["cells"]].index(1000 + 3 * W + 5)
+    assert speed["upper"][2][j] == pytest.approx(speed["value"][2][j] + 2, abs=2e-3)
+    gdf = gpd.read_parquet(ex.export_run("berlin", "geoparquet", db_path=db, out=tmp_path)[0])
+    assert gdf["lower"].isna().sum() == 1 and (gdf["upper"] - gdf["value"]).dropna().round(9).eq(2).all()
 
 
 # ------------------------------------------------------------------ geoparquet
@@ -232,14 +264,22 @@ def test_geoparquet_reads_back_with_geopandas_in_wgs84(store, tmp_path):
     (path,) = ex.export_run("berlin", "geoparquet", db_path=db, out=tmp_path / "m.parquet", channel="t.car")
     gdf = gpd.read_parquet(path)
     assert gdf.crs.to_epsg() == 4326
-    assert len(gdf) == N_CELLS * H_OUT and set(gdf["channel"]) == {"t.car"}
+    assert len(gdf) == N_DATA * H_OUT and set(gdf["channel"]) == {"t.car"}
     assert str(gdf["target_time"].dtype) == "datetime64[us, UTC]"
     assert not gdf.duplicated(["cell_id", "target_time", "channel"]).any()
-    cells = case.cells.set_index("cell_id")
+    assert not set(gdf["cell_id"]) & empty_cells(db)  # no feature for a cell without data
+    want_rows = db_rows(db, NEWEST).query("channel == 't.car'").set_index(["cell_id", "horizon"]).sort_index()
+    got = gdf.set_index(["cell_id", "horizon"]).sort_index()
+    assert got.index.equals(want_rows.index)
+    np.testing.assert_allclose(got["value"], want_rows["value"])
+    np.testing.assert_allclose(got["congestion_index"], want_rows["congestion_index"])
+    assert (got["congestion_level"] == want_rows["congestion_level"]).all()
+    assert got["lower"].isna().all() and got["upper"].isna().all()
+    cells = case.cells.set_index("cell_id").drop(index=sorted(empty_cells(db)))
     first = gdf[gdf["horizon"] == 1].set_index("cell_id")
     want = gpd.GeoSeries.from_wkt(cells["polygon_wkt"], crs=4326)
     assert first.geometry.sort_index().geom_equals(want.sort_index()).all()
-    np.testing.assert_allclose(first["centroid_lon"].sort_index(), cells["centroid_lon"])
+    np.testing.assert_allclose(first["centroid_lon"].sort_index(), cells["centroid_lon"].sort_index())
 
 
 # ------------------------------------------------------------------ png
@@ -270,7 +310,7 @@ def test_png_one_map_per_horizon_group_coloured_by_worst_level(store, tmp_path):
         for lv in LEVELS:  # legend swatches aside, a level colour fills cells only when some cell has it
             n = count_color(px, ex.LEVEL_COLORS[lv])
             assert (n > 400) == (lv in levels), (path.name, lv, n)
-        assert count_color(px, ex.NO_DATA_COLOR) > 400  # the two cells without data
+        assert count_color(px, ex.NO_DATA_COLOR) > 400  # the two cells without data (no rows) are drawn grey
 
 
 # ------------------------------------------------------------------ html
@@ -291,7 +331,21 @@ def test_html_is_self_contained(store, tmp_path):
     for needle in ("http://", "https://", "src=", "href=", "<link", "url(", "@import", "//cdn", "@font-face"):
         assert needle not in text.lower(), needle
     data = html_data(text)
+    # every grid cell is in the page, those without data too (no level)
     assert len(data["cells"]) == N_CELLS and data["channels"] == sorted(case.channels)
+    assert sorted(c[0] for c in data["cells"]) == sorted(case.cells["cell_id"])
+    empty = [i for i, c in enumerate(data["cells"]) if c[0] in empty_cells(db)]
+    assert len(empty) == N_EMPTY
+    for ch in data["data"].values():
+        assert all(ch["level"][t][i] is None and ch["value"][t][i] is None for t in range(H_OUT) for i in empty)
+    rows = db_rows(db, NEWEST).set_index(["channel", "horizon", "cell_id"])
+    for ch, entry in data["data"].items():  # values equal to the catalog's rows
+        for t in range(H_OUT):
+            for i, c in enumerate(data["cells"]):
+                if (ch, t + 1, c[0]) in rows.index:
+                    r = rows.loc[(ch, t + 1, c[0])]
+                    assert entry["value"][t][i] == pytest.approx(r["value"], abs=1e-3)
+                    assert LEVELS[entry["level"][t][i]] == r["congestion_level"]
     assert len(data["times"]) == H_OUT and data["times"][0] == "2024-12-02T07:00:00+01:00"
     assert data["groups"] == ["1 h", "2–3 h", "2–3 h", "4–6 h", "4–6 h", "4–6 h"]
     assert all(len(m) == N_CELLS for ch in data["data"].values() for m in ch["level"])
@@ -311,7 +365,7 @@ def test_html_draws_every_cell_in_a_real_browser(store, tmp_path):
     first = data["data"][data["channels"][0]]["level"][0]  # what is drawn on opening
     expected = {lv: sum(code == i for code in first) for i, lv in enumerate(LEVELS)}
     expected["none"] = sum(code is None for code in first)
-    assert expected["none"] == 2 and expected["heavy"] > 0
+    assert expected["none"] == N_EMPTY and expected["heavy"] > 0  # the two cells without data: grey
 
     dom = chromium(["--dump-dom", path.as_uri()], tmp_path / "profile").stdout
     svg = re.search(r'<svg id="map".*?</svg>', dom, re.S)  # the map as the script left it
@@ -340,7 +394,7 @@ def test_html_draws_every_cell_in_a_real_browser(store, tmp_path):
     heavy = count_color(px, ex.LEVEL_COLORS["heavy"])
     # each cell is ~60 x 90 px on the 640 x 520 map: many pixels per heavy cell, not just the legend swatch
     assert heavy > 1500 * expected["heavy"], heavy
-    assert count_color(px, ex.NO_DATA_COLOR) > 1500 * 2
+    assert count_color(px, ex.NO_DATA_COLOR) > 1500 * N_EMPTY
 
 
 # ------------------------------------------------------------------ cli
@@ -405,12 +459,20 @@ def test_pipeline_publish_logs_the_maps_and_a_failure_never_fails_it(home, los_a
     steps, rng = los_angeles.forecast.horizon_steps, np.random.default_rng(3)
     issued = pd.Timestamp("2012-03-08T08:00:00Z")
     path = home / "forecast.npz"
-    np.savez_compressed(
+    shape = (steps, len(los_angeles.channels), n_rows, n_cols)
+    forecast = rng.uniform(5, 110, shape).astype(np.float32)
+    has_data = np.ones(shape, bool)  # (H_out, C, H, W), as pipeline.forecast writes it
+    has_data[:, :, 0, :3] = False  # three cells never observed: no rows, grey on the maps
+    coverage = np.where(has_data[0], 0.9, 0.0).astype(np.float32)
+    np.savez_compressed(  # the keys pipeline.forecast writes
         path,
-        forecast=rng.uniform(5, 110, (steps, 1, n_rows, n_cols)).astype(np.float32),
+        forecast=forecast,
+        lower=forecast * np.float32(0.8),
+        upper=forecast * np.float32(1.2),
         target_times=pd.date_range(issued, periods=steps, freq="15min").as_unit("us").asi8,
-        has_data=np.ones((steps, 1, n_rows, n_cols), bool),
-        reference=np.full((1, n_rows, n_cols), 100.0, np.float32),
+        has_data=has_data,
+        coverage=coverage,
+        reference=np.full(shape[1:], 100.0, np.float32),
         cell_ids=grid["cell_id"].to_numpy().reshape(n_rows, n_cols),
         channels=np.array(list(los_angeles.channels)),
     )
@@ -428,11 +490,43 @@ def test_pipeline_publish_logs_the_maps_and_a_failure_never_fails_it(home, los_a
         "path": str(path),
     }
     res = pipeline.publish(los_angeles, meta)
-    tags = ("h01", "h02-03")  # 15-minute bins, 3 h ahead
+    # 15-minute bins, a day ahead by default: one map per horizon group (h01, h02-03, ..., h13-24)
+    tags = [group_tag(g.label) for g in horizon_groups(900, steps)]
+    assert tags[:2] == ["h01", "h02-03"]
     assert res["maps"] == [f"maps/{res['run_id']}_{t}.png" for t in tags]
     assert [a.path for a in client.list_artifacts(run_id, "maps")] == res["maps"]
+    n_data = n_rows * n_cols - 3
+    assert res["n_rows"] == steps * n_data and res["n_cells"] == n_rows * n_cols and res["n_cells_with_data"] == n_data
+    _, rows, cells = ex.read_run(None, "los_angeles", res["run_id"])
+    assert len(cells) == n_rows * n_cols and (~cells["has_data"]).sum() == 3
+    np.testing.assert_allclose(rows["upper"] / rows["value"], 1.2, rtol=1e-5)
 
     with caplog.at_level("WARNING", logger="traffic.publish.export"):
         res = pipeline.publish(los_angeles, {**meta, "mlflow_run_id": "f" * 32})  # no such MLflow run
-    assert res["replaced"] and res["n_rows"] == steps * n_rows * n_cols and res["maps"] == []
+    assert res["replaced"] and res["n_rows"] == steps * n_data and res["maps"] == []
     assert any("f" * 32 in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+# ------------------------------------------------------------------ a channel without data
+
+
+def test_a_channel_without_any_data_gives_grey_maps_and_no_features(db, tmp_path):
+    case = make_case(issued_at="2024-12-04T06:00:00Z", h_out=H_OUT, shape=(H, W), seed=5)
+    case.cells = square_cells(H, W)
+    case.has_data[1] = False  # m.speed_kmh observed nowhere: the run has no row of it
+    publish_forecast(db, **case.kwargs())
+    assert set(db_rows(db, "berlin_20241204T060000Z")["channel"]) == {"t.car"}
+    (path,) = ex.export_run("berlin", "geojson", db_path=db, out=tmp_path, channel="m.speed_kmh")
+    assert json.loads(path.read_text()) == {"type": "FeatureCollection", "features": []}
+    (pq_path,) = ex.export_run("berlin", "geoparquet", db_path=db, out=tmp_path, channel="m.speed_kmh")
+    assert len(gpd.read_parquet(pq_path)) == 0
+    pngs = ex.export_run("berlin", "png", db_path=db, out=tmp_path / "png", channel="m.speed_kmh")
+    assert len(pngs) == 3  # one per horizon group, every cell grey
+    for png in pngs:
+        px = pixels(png)
+        assert count_color(px, ex.NO_DATA_COLOR) > 400 * N_CELLS
+        assert all(count_color(px, ex.LEVEL_COLORS[lv]) < 400 for lv in LEVELS)  # legend swatches only
+    (page,) = ex.export_run("berlin", "html", db_path=db, out=tmp_path, channel="m.speed_kmh")
+    data = html_data(page.read_text())
+    assert data["channels"] == ["m.speed_kmh"] and len(data["cells"]) == N_CELLS
+    assert all(v is None for m in data["data"]["m.speed_kmh"]["level"] for v in m)

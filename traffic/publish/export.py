@@ -1,31 +1,45 @@
 """Maps of a published forecast run: GeoJSON, GeoParquet, PNG per horizon group, offline HTML.
 
 The source is the analysts' DuckDB catalog (:func:`traffic.config.duckdb_path`), opened
-read-only; only the stable relation names ``forecast_runs``, ``forecasts`` and ``cells`` are
-read, with the statements of ``sql/export.sql`` (values bound as parameters).
+read-only with :func:`traffic.publish.duckdb_publish.connect_catalog` (it never waits for, nor
+blocks, a publish); only the stable relations ``forecast_runs``, ``forecasts`` and
+``run_cells`` are read, with the statements of ``sql/export.sql`` (values bound as parameters),
+in one session, so that the rows and the cells come from the same catalog.
+
+What the store holds (docs/publishing.md): ``forecasts`` has rows **only** for the (cell,
+channel) pairs the model had data for; ``run_cells`` has **every** grid cell of each run, with
+``has_data`` and ``coverage``; every forecast row has ``lower``/``upper``, NULL where the run
+has no bounds (or the value is NULL).
 
 Layout
 ------
-Every format is built from one **long** GeoDataFrame (:func:`to_geodataframe`): one row per
-``(cell, target_time, channel)`` of the run, EPSG:4326, with the columns
+The data formats are built from one **long** GeoDataFrame (:func:`to_geodataframe`): one row per
+published ``(cell, target_time, channel)`` of the run, EPSG:4326, with the columns
 
 ``run_id, city, cell_id, row, col, channel, horizon, horizon_group, target_time`` (UTC),
 ``target_time_local`` (ISO 8601 with the city's UTC offset), ``value``, ``lower``, ``upper``
-(only when the catalog has them), ``congestion_index``, ``congestion_level`` (NULL without
-data), ``has_data``, ``centroid_lon``, ``centroid_lat``, ``geometry`` (the cell outline).
+(NULL without bounds), ``congestion_index``, ``congestion_level`` (NULL where the model gave
+no value), ``has_data`` (always true: only rows with data are published), ``centroid_lon``,
+``centroid_lat``, ``geometry`` (the cell outline).
 
 * ``geoparquet``: that frame through :meth:`geopandas.GeoDataFrame.to_parquet`; reads back
   with :func:`geopandas.read_parquet`.
 * ``geojson``: the same rows as RFC 7946 features (lon/lat, exterior rings counter-clockwise,
   a ``bbox`` per feature, no ``crs`` member); times as ISO strings (``target_time`` in UTC
   with ``Z``, ``target_time_local`` with the offset).
+
+  **Which features:** GeoJSON and GeoParquet hold exactly the run's rows of ``forecasts`` (of
+  the channel asked for), one feature each. A cell without data for a channel has **no**
+  feature for it (there are no placeholder features with null values); the whole grid, with
+  ``has_data`` and ``coverage``, is the catalog's ``run_cells`` view.
 * ``png``: one map per horizon group (:func:`traffic.forecast.horizons.horizon_groups`), one
-  panel per channel: each cell coloured by the level of its worst congestion index over the
-  group's steps, grey where it has no data. Files ``<run_id>[_<channel>]_<tag>.png`` with
-  tags ``h01``, ``h02-03``, ...
-* ``html``: one self-contained file (data inline as JSON, cells as inline SVG polygons drawn
-  by a small script, a slider over target times, a channel select, hover/click details and a
-  legend); it loads nothing from the network.
+  panel per channel, drawing **every grid cell** of the run (:func:`cells_geodataframe`, from
+  ``run_cells``): each cell coloured by the level of its worst congestion index over the
+  group's steps, grey where it has none (no data). Files ``<run_id>[_<channel>]_<tag>.png``
+  with tags ``h01``, ``h02-03``, ...
+* ``html``: one self-contained file (data inline as JSON, every grid cell as an inline SVG
+  polygon drawn by a small script, grey without data; a slider over target times, a channel
+  select, hover/click details and a legend); it loads nothing from the network.
 
 Files go to ``--out`` or, by default, to :func:`default_out_dir` (``<TRAFFIC_HOME>/exports``).
 """
@@ -57,13 +71,15 @@ _EXTENSIONS = {"geojson": ".geojson", "geoparquet": ".parquet", "html": ".html"}
 #: Fill colour of each congestion level (maps and HTML); cells without data get :data:`NO_DATA_COLOR`.
 LEVEL_COLORS = {"free": "#1a9850", "moderate": "#fdd835", "heavy": "#f46d43", "severe": "#a50026"}
 NO_DATA_COLOR = "#bdbdbd"
-#: Columns the ``rows`` statement always returns.
+#: Columns of the ``rows`` statement (one published forecast row with its cell).
 ROW_COLUMNS = (
     "cell_id",
     "target_time",
     "horizon",
     "channel",
     "value",
+    "lower",
+    "upper",
     "congestion_index",
     "congestion_level",
     "has_data",
@@ -73,8 +89,10 @@ ROW_COLUMNS = (
     "centroid_lat",
     "polygon_wkt",
 )
-#: Forecast columns exported when the catalog has them (a forecast interval).
-OPTIONAL_COLUMNS = ("lower", "upper")
+#: Columns of the ``cells`` statement (every grid cell of a run).
+CELL_COLUMNS = ("cell_id", "row", "col", "centroid_lon", "centroid_lat", "polygon_wkt", "has_data", "coverage")
+#: Forecast values per cell in the HTML map (key in the page: column of the frame).
+_HTML_FIELDS = {"value": "value", "lower": "lower", "upper": "upper", "index": "congestion_index"}
 #: Most run ids listed in an "unknown run" message.
 _MAX_LISTED = 10
 _PNG_DPI = 90
@@ -86,7 +104,12 @@ class ExportError(ValueError):
 
 @dataclass(frozen=True)
 class RunInfo:
-    """One row of ``forecast_runs``: what the maps are titled and grouped by."""
+    """One row of ``forecast_runs``: what the maps are titled and grouped by.
+
+    ``channels`` are the exported channels, sorted: the run's, or the one asked for (a channel
+    may have no published row at all: its maps are grey). ``target_start`` is the first target
+    bin: horizon ``h`` starts at ``target_start + (h - 1) * bin_seconds``.
+    """
 
     run_id: str
     city: str
@@ -96,6 +119,12 @@ class RunInfo:
     issued_at: pd.Timestamp
     horizon_steps: int
     bin_seconds: int
+    target_start: pd.Timestamp
+    channels: tuple[str, ...]
+
+    def target_times(self) -> pd.DatetimeIndex:
+        """UTC start of every horizon's bin, ``horizon_steps`` of them."""
+        return pd.date_range(self.target_start, periods=self.horizon_steps, freq=pd.Timedelta(seconds=self.bin_seconds))
 
 
 def default_out_dir() -> Path:
@@ -138,8 +167,8 @@ def read_run(
     city: str,
     run_id: str | None = None,
     channel: str | None = None,
-) -> tuple[RunInfo, pd.DataFrame]:
-    """Read one published run of a city from the catalog (read-only connection).
+) -> tuple[RunInfo, pd.DataFrame, pd.DataFrame]:
+    """Read one published run of a city from the catalog (one read-only session).
 
     Parameters
     ----------
@@ -150,20 +179,22 @@ def read_run(
     run_id : str, optional
         A run of the city; default its newest (latest ``issued_at``).
     channel : str, optional
-        Only this channel; default every channel of the run.
+        Only this channel (one of the run's); default every channel of the run.
 
     Returns
     -------
     run : RunInfo
     rows : pandas.DataFrame
-        :data:`ROW_COLUMNS` plus those of :data:`OPTIONAL_COLUMNS` the catalog has, one row
-        per (cell, target_time, channel); ``target_time`` tz-aware UTC.
+        :data:`ROW_COLUMNS`, one row per published (cell, target_time, channel): only the
+        pairs with data (possibly none); ``target_time`` tz-aware UTC.
+    cells : pandas.DataFrame
+        :data:`CELL_COLUMNS`, every grid cell of the run (with or without data), by ``cell_id``.
 
     Raises
     ------
     ExportError
-        Unknown city, run or channel (the message lists the allowed values), or a run
-        without rows.
+        Unknown city, run or channel (the message lists the allowed values), a run without
+        cells, or forecast rows whose cell the run does not list.
     FileNotFoundError
         No catalog file.
     """
@@ -178,7 +209,7 @@ def read_run(
 
 def _read(
     con: Any, sql: dict[str, str], path: Path, city: str, run_id: str | None, channel: str | None
-) -> tuple[RunInfo, pd.DataFrame]:
+) -> tuple[RunInfo, pd.DataFrame, pd.DataFrame]:
     cities = [r[0] for r in con.execute(sql["cities"]).fetchall()]
     if city not in cities:
         allowed = ", ".join(cities) if cities else "none (nothing is published yet: run `traffic publish CITY`)"
@@ -189,12 +220,12 @@ def _read(
         run_id = ids[0]
     elif run_id not in ids:
         raise ExportError(f"unknown run {run_id!r} of {city} in {path}; runs, newest first: {_listed(ids)}")
+    r = runs.loc[runs["run_id"] == run_id].iloc[0]
+    channels = sorted(str(c) for c in r["channels"])
     if channel is not None:
-        channels = [r[0] for r in con.execute(sql["channels"], {"run_id": run_id}).fetchall()]
         if channel not in channels:
             raise ExportError(f"unknown channel {channel!r} in run {run_id}; channels: {', '.join(channels)}")
-    rows = con.execute(sql["rows"], {"run_id": run_id, "city": city, "channel": channel}).df()
-    r = runs.loc[runs["run_id"] == run_id].iloc[0]
+        channels = [channel]
     run = RunInfo(
         run_id=str(r["run_id"]),
         city=city,
@@ -204,10 +235,21 @@ def _read(
         issued_at=pd.Timestamp(r["issued_at"]).tz_convert("UTC"),
         horizon_steps=int(r["horizon_steps"]),
         bin_seconds=int(r["bin_seconds"]),
+        target_start=pd.Timestamp(r["target_start"]).tz_convert("UTC"),
+        channels=tuple(channels),
     )
-    if rows.empty:
-        raise ExportError(f"run {run_id} in {path} has no forecast rows on cells of {city}")
-    return run, rows
+    cells = con.execute(sql["cells"], {"run_id": run_id}).df()
+    if cells.empty:
+        raise ExportError(f"run {run_id} in {path} lists no grid cells in run_cells")
+    params = {"run_id": run_id, "channel": channel}
+    rows = con.execute(sql["rows"], params).df()
+    (n_rows,) = con.execute(sql["n_rows"], params).fetchone()
+    if len(rows) != n_rows:
+        raise ExportError(
+            f"run {run_id} in {path}: {n_rows - len(rows)} of its {n_rows} forecast rows are on cells "
+            "that its run_cells do not list"
+        )
+    return run, rows, cells
 
 
 # --------------------------------------------------------------------------- frame
@@ -233,7 +275,8 @@ def to_geodataframe(rows: pd.DataFrame, run: RunInfo, timezone: str = "UTC") -> 
     Returns
     -------
     geopandas.GeoDataFrame
-        Sorted by ``target_time, channel, cell_id``.
+        Sorted by ``target_time, channel, cell_id``; one row per published row (none for a
+        cell without data).
 
     Raises
     ------
@@ -254,7 +297,6 @@ def to_geodataframe(rows: pd.DataFrame, run: RunInfo, timezone: str = "UTC") -> 
         label[g.steps] = g.label
     tt = pd.to_datetime(rows["target_time"], utc=True)
     local = {t: t.tz_convert(timezone).isoformat() for t in tt.unique()}
-    optional = [c for c in OPTIONAL_COLUMNS if c in rows.columns]
     df = pd.DataFrame(
         {
             "run_id": run.run_id,
@@ -268,7 +310,8 @@ def to_geodataframe(rows: pd.DataFrame, run: RunInfo, timezone: str = "UTC") -> 
             "target_time": tt,
             "target_time_local": tt.map(local).astype(str),
             "value": rows["value"].astype("float64"),
-            **{c: rows[c].astype("float64") for c in optional},
+            "lower": rows["lower"].astype("float64"),  # NULL (NaN) where the run has no bounds
+            "upper": rows["upper"].astype("float64"),
             "congestion_index": rows["congestion_index"].astype("float64"),
             "congestion_level": rows["congestion_level"].astype(object).where(rows["congestion_level"].notna(), None),
             "has_data": rows["has_data"].astype(bool),
@@ -279,6 +322,46 @@ def to_geodataframe(rows: pd.DataFrame, run: RunInfo, timezone: str = "UTC") -> 
     geometry = _orient_ccw(gpd.GeoSeries.from_wkt(rows["polygon_wkt"].to_numpy(), crs=4326).to_numpy())
     gdf = gpd.GeoDataFrame(df, geometry=geometry, crs="EPSG:4326")
     return gdf.sort_values(["target_time", "channel", "cell_id"], kind="stable").reset_index(drop=True)
+
+
+def cells_geodataframe(cells: pd.DataFrame) -> Any:
+    """Every grid cell of a run, EPSG:4326: what the PNG and HTML maps draw.
+
+    Parameters
+    ----------
+    cells : pandas.DataFrame
+        As returned by :func:`read_run` (:data:`CELL_COLUMNS`).
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        ``cell_id, row, col, centroid_lon, centroid_lat, has_data, coverage, geometry``
+        (exterior rings counter-clockwise), sorted by ``cell_id``.
+
+    Raises
+    ------
+    ExportError
+        If a column of :data:`CELL_COLUMNS` is missing.
+    """
+    import geopandas as gpd
+
+    missing = [c for c in CELL_COLUMNS if c not in cells.columns]
+    if missing:
+        raise ExportError(f"cells lack columns {missing}; needed: {list(CELL_COLUMNS)}")
+    df = pd.DataFrame(
+        {
+            "cell_id": cells["cell_id"].astype("int32"),
+            "row": cells["row"].astype("int32"),
+            "col": cells["col"].astype("int32"),
+            "centroid_lon": cells["centroid_lon"].astype("float64"),
+            "centroid_lat": cells["centroid_lat"].astype("float64"),
+            "has_data": cells["has_data"].astype(bool),
+            "coverage": cells["coverage"].astype("float64"),
+        }
+    )
+    geometry = _orient_ccw(gpd.GeoSeries.from_wkt(cells["polygon_wkt"].to_numpy(), crs=4326).to_numpy())
+    gdf = gpd.GeoDataFrame(df, geometry=geometry, crs="EPSG:4326")
+    return gdf.sort_values("cell_id", kind="stable").reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- files
@@ -393,13 +476,20 @@ def _draw_cells(ax: Any, cells: Any, levels: np.ndarray) -> None:
     ax.tick_params(labelsize=7)
 
 
-def write_pngs(gdf: Any, run: RunInfo, out_dir: str | Path, *, timezone: str = "UTC", suffix: str = "") -> list[Path]:
-    """One PNG map per horizon group of the run, one panel per channel.
+def write_pngs(
+    gdf: Any, cells: Any, run: RunInfo, out_dir: str | Path, *, timezone: str = "UTC", suffix: str = ""
+) -> list[Path]:
+    """One PNG map per horizon group of the run, one panel per channel of ``run.channels``.
+
+    Every cell of ``cells`` is drawn: coloured by its worst level in the group, grey where it
+    has no row (or no index) in it.
 
     Parameters
     ----------
     gdf : geopandas.GeoDataFrame
-        From :func:`to_geodataframe`.
+        From :func:`to_geodataframe` (the published rows).
+    cells : geopandas.GeoDataFrame
+        From :func:`cells_geodataframe` (every grid cell of the run).
     run : RunInfo
     out_dir : str or Path
         Folder of the files ``<run_id><suffix>_<tag>.png``.
@@ -418,20 +508,19 @@ def write_pngs(gdf: Any, run: RunInfo, out_dir: str | Path, *, timezone: str = "
     from matplotlib.patches import Patch
 
     out_dir = Path(out_dir)
-    cells = gdf.drop_duplicates("cell_id").sort_values("cell_id")
+    cells = cells.sort_values("cell_id")
     cell_ids = cells["cell_id"].to_numpy()
-    channels = sorted(gdf["channel"].unique())
+    channels = list(run.channels)
+    times = run.target_times()
     handles = [Patch(facecolor=LEVEL_COLORS[lv], label=lv) for lv in LEVELS]
     handles.append(Patch(facecolor=NO_DATA_COLOR, label="no data"))
     paths = []
     for group in horizon_groups(run.bin_seconds, run.horizon_steps):
         steps = range(group.steps.start + 1, group.steps.stop + 1)
-        rows = gdf[gdf["horizon"].isin(steps)]
-        if rows.empty:
-            continue
+        rows = gdf[gdf["horizon"].isin(steps)]  # may be empty: then every cell is grey
         n = len(channels)
         fig = Figure(figsize=(4.2 * n + 1.6, 4.8))
-        window = _time_window(rows["target_time"], run.bin_seconds, timezone)
+        window = _time_window(pd.Series(times[group.steps]), run.bin_seconds, timezone)
         fig.suptitle(
             f"{run.city} · run {run.run_id} · {group.label} ahead\n{window} · worst congestion level per cell",
             fontsize=10,
@@ -455,42 +544,44 @@ def _nan_to_none(a: np.ndarray, digits: int = 3) -> list[Any]:
     return [None if not np.isfinite(v) else round(float(v), digits) for v in a.ravel()]
 
 
-def html_payload(gdf: Any, run: RunInfo, timezone: str = "UTC") -> dict[str, Any]:
-    """The data the HTML map embeds: cells (outlines), times and per-channel matrices.
+def html_payload(gdf: Any, cells: Any, run: RunInfo, timezone: str = "UTC") -> dict[str, Any]:
+    """The data the HTML map embeds: every grid cell (outline), times and per-channel matrices.
 
     Parameters
     ----------
     gdf : geopandas.GeoDataFrame
-        From :func:`to_geodataframe`.
+        From :func:`to_geodataframe` (the published rows).
+    cells : geopandas.GeoDataFrame
+        From :func:`cells_geodataframe` (every grid cell of the run).
     run : RunInfo
     timezone : str
 
     Returns
     -------
     dict
-        ``cells`` (``[cell_id, row, col, [[lon, lat], ...]]``), ``times`` (local ISO strings,
-        one per horizon) and ``time_labels`` (the same for display), ``groups`` (horizon-group label per horizon), ``channels`` and
-        ``data[channel][field]`` as ``horizon × cell`` lists (``value``, ``index``, ``level``
-        and ``lower``/``upper`` when present; ``null`` where missing).
+        ``cells`` (``[cell_id, row, col, [[lon, lat], ...]]``, every grid cell), ``times``
+        (local ISO strings, one per horizon) and ``time_labels`` (the same for display),
+        ``groups`` (horizon-group label per horizon), ``channels`` (``run.channels``) and
+        ``data[channel][field]`` as ``horizon × cell`` lists (``value``, ``lower``, ``upper``,
+        ``index``, ``level``; ``null`` where the cell has no row or the value is NULL).
     """
-    cells = gdf.drop_duplicates("cell_id").sort_values("cell_id")
+    cells = cells.sort_values("cell_id")
     cell_ids = cells["cell_id"].to_numpy()
     horizons = np.arange(1, run.horizon_steps + 1)
-    per_h = gdf.drop_duplicates("horizon").set_index("horizon").reindex(horizons)
-    channels = sorted(gdf["channel"].unique())
-    fields = {"value": "value", "index": "congestion_index"}
-    fields.update({c: c for c in OPTIONAL_COLUMNS if c in gdf.columns})
+    times = run.target_times().tz_convert(timezone)
+    labels = np.empty(run.horizon_steps, dtype=object)
+    for g in horizon_groups(run.bin_seconds, run.horizon_steps):
+        labels[g.steps] = g.label
     level_code = {lv: i for i, lv in enumerate(LEVELS)}
     data: dict[str, Any] = {}
-    for ch in channels:
+    for ch in run.channels:
         sub = gdf[gdf["channel"] == ch]
         entry: dict[str, Any] = {}
-        for key, col in fields.items():
-            m = sub.pivot(index="horizon", columns="cell_id", values=col).reindex(index=horizons, columns=cell_ids)
-            entry[key] = [_nan_to_none(m.loc[h].to_numpy(np.float64)) for h in horizons]
-        lv = sub.assign(code=sub["congestion_level"].map(level_code).astype("float64"))
-        m = lv.pivot(index="horizon", columns="cell_id", values="code").reindex(index=horizons, columns=cell_ids)
-        entry["level"] = [[None if not np.isfinite(v) else int(v) for v in m.loc[h]] for h in horizons]
+        for key, col in _HTML_FIELDS.items():
+            m = _matrix(sub, col, horizons, cell_ids)
+            entry[key] = [_nan_to_none(m[k]) for k in range(len(horizons))]
+        m = _matrix(sub.assign(code=sub["congestion_level"].map(level_code)), "code", horizons, cell_ids)
+        entry["level"] = [[None if not np.isfinite(v) else int(v) for v in m[k]] for k in range(len(horizons))]
         data[ch] = entry
     outlines = [
         [int(c), int(r), int(k), [[round(x, 6), round(y, 6)] for x, y in g.exterior.coords]]
@@ -505,19 +596,26 @@ def html_payload(gdf: Any, run: RunInfo, timezone: str = "UTC") -> dict[str, Any
         "levels": list(LEVELS),
         "colors": [LEVEL_COLORS[lv] for lv in LEVELS],
         "no_data_color": NO_DATA_COLOR,
-        "times": [
-            None if pd.isna(t) else pd.Timestamp(t).tz_convert(timezone).isoformat() for t in per_h["target_time"]
-        ],
-        "time_labels": [
-            "" if pd.isna(t) else f"{pd.Timestamp(t).tz_convert(timezone):%a %Y-%m-%d %H:%M %Z}"
-            for t in per_h["target_time"]
-        ],
-        "groups": [None if pd.isna(g) else str(g) for g in per_h["horizon_group"]],
-        "channels": channels,
-        "fields": list(fields) + ["level"],
+        "times": [t.isoformat() for t in times],
+        "time_labels": [f"{t:%a %Y-%m-%d %H:%M %Z}" for t in times],
+        "groups": [str(g) for g in labels],
+        "channels": list(run.channels),
+        "fields": [*_HTML_FIELDS, "level"],
         "cells": outlines,
         "data": data,
     }
+
+
+def _matrix(rows: pd.DataFrame, col: str, horizons: np.ndarray, cell_ids: np.ndarray) -> np.ndarray:
+    """``horizon × cell`` float matrix of ``col`` (NaN where a cell has no row at a horizon)."""
+    out = np.full((len(horizons), len(cell_ids)), np.nan)
+    if rows.empty:
+        return out
+    hi = np.searchsorted(horizons, rows["horizon"].to_numpy(np.int64))
+    order = np.argsort(cell_ids)
+    ci = order[np.searchsorted(cell_ids, rows["cell_id"].to_numpy(), sorter=order)]
+    out[hi, ci] = pd.to_numeric(rows[col], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    return out
 
 
 _HTML = """<!DOCTYPE html>
@@ -622,12 +720,15 @@ def render_html(payload: dict[str, Any]) -> str:
     return _HTML.replace("__TITLE__", title).replace("__DATA__", data)
 
 
-def write_html(gdf: Any, run: RunInfo, path: str | Path, *, timezone: str = "UTC") -> Path:
+def write_html(gdf: Any, cells: Any, run: RunInfo, path: str | Path, *, timezone: str = "UTC") -> Path:
     """Write the self-contained HTML map of the export frame, atomically.
 
     Parameters
     ----------
     gdf : geopandas.GeoDataFrame
+        From :func:`to_geodataframe`.
+    cells : geopandas.GeoDataFrame
+        From :func:`cells_geodataframe`: every cell is drawn.
     run : RunInfo
     path : str or Path
     timezone : str
@@ -636,7 +737,7 @@ def write_html(gdf: Any, run: RunInfo, path: str | Path, *, timezone: str = "UTC
     -------
     Path
     """
-    text = render_html(html_payload(gdf, run, timezone))
+    text = render_html(html_payload(gdf, cells, run, timezone))
     return _atomic(Path(path), lambda p: p.write_text(text, encoding="utf-8"))
 
 
@@ -703,20 +804,20 @@ def export_run(
         Unknown format, city, run or channel.
     """
     check_format(fmt)
-    run, rows = read_run(db_path, city, run_id, channel)
+    run, rows, cell_rows = read_run(db_path, city, run_id, channel)
     tz = timezone or city_timezone(city)
     gdf = to_geodataframe(rows, run, tz)
     suffix = "" if channel is None else "_" + _safe(channel)
     target = Path(out) if out is not None else default_out_dir()
     if fmt == "png":
-        return write_pngs(gdf, run, target, timezone=tz, suffix=suffix)
+        return write_pngs(gdf, cells_geodataframe(cell_rows), run, target, timezone=tz, suffix=suffix)
     if out is None or target.is_dir() or str(out).endswith(("/", os.sep)):
         target = target / f"{run.run_id}{suffix}{_EXTENSIONS[fmt]}"
     if fmt == "geojson":
         return [write_geojson(gdf, target)]
     if fmt == "geoparquet":
         return [write_geoparquet(gdf, target)]
-    return [write_html(gdf, run, target, timezone=tz)]
+    return [write_html(gdf, cells_geodataframe(cell_rows), run, target, timezone=tz)]
 
 
 def _safe(text: str) -> str:
@@ -787,9 +888,10 @@ def log_published_maps(
         log.warning("run %s has no MLflow run id; its maps are not logged", run_id)
         return []
     try:
-        run, rows = read_run(db_path, city, run_id)
+        run, rows, cells = read_run(db_path, city, run_id)
         tz = city_timezone(city)
-        paths = write_pngs(to_geodataframe(rows, run, tz), run, out_dir or default_out_dir(), timezone=tz)
+        gdf, grid = to_geodataframe(rows, run, tz), cells_geodataframe(cells)
+        paths = write_pngs(gdf, grid, run, out_dir or default_out_dir(), timezone=tz)
         return log_maps(mlflow_run_id, paths, tracking_uri=tracking_uri)
     except Exception as exc:  # maps are a by-product: a publish must never fail over them
         log.warning(
