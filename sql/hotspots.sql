@@ -6,6 +6,7 @@
 --   $limit  maximum number of cells returned
 --   $now    start of the window (TIMESTAMPTZ); NULL = the run's issued_at, i.e. "now" as the
 --           forecast saw it (the shipped data are historical, so wall-clock now would be empty)
+--   $at     which run (TIMESTAMPTZ): the newest issued at or before it; NULL = the newest run
 --
 -- One row per cell: the cell's worst (time, channel) in [now, now + hours) at level 'heavy' or
 -- worse, with how many (time, channel) slots of the window are heavy or worse. Cells without
@@ -13,7 +14,7 @@
 WITH run AS (
     SELECT run_id, issued_at
     FROM forecast_runs
-    WHERE city = $city
+    WHERE city = $city AND ($at IS NULL OR issued_at <= CAST($at AS TIMESTAMPTZ))
     ORDER BY issued_at DESC, published_at DESC
     LIMIT 1
 ),

@@ -536,6 +536,7 @@ def hotspots(
     limit: int = 20,
     *,
     now: Any = None,
+    at: Any = None,
     lock_timeout_s: float = 30.0,
 ) -> pd.DataFrame:
     """Where will it jam in the next ``hours``? (``sql/hotspots.sql``, read-only connection).
@@ -550,7 +551,10 @@ def hotspots(
     limit : int
         Maximum number of cells, >= 1.
     now : timestamp, optional
-        Window start (tz-aware); default the newest run's ``issued_at``.
+        Window start (tz-aware); default the chosen run's ``issued_at``.
+    at : timestamp, optional
+        Use the newest run issued at or before ``at`` (tz-aware), e.g. one run of an
+        intraday replay; default the newest run.
 
     Returns
     -------
@@ -571,6 +575,7 @@ def hotspots(
         "hours": float(hours),
         "limit": int(limit),
         "now": None if now is None else _utc(now, "now").to_pydatetime(),
+        "at": None if at is None else _utc(at, "at").to_pydatetime(),
     }
     with _connect(_db(db_path), read_only=True, lock_timeout_s=lock_timeout_s) as con:
         return con.execute(sql_text("hotspots.sql"), params).df()
