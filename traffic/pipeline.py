@@ -164,11 +164,11 @@ def check_quality(
     raster = set(list_dates("raster", city=c.name))
     if raster and min(raster) > win["start"]:
         fc = c.forecast
-        have = (dt.date.fromisoformat(as_of) - dt.date.fromisoformat(min(raster))).days + 1
+        n_days = (dt.date.fromisoformat(as_of) - dt.date.fromisoformat(min(raster))).days + 1
         raise QualityError(
             f"city {c.name} as_of {as_of}: the window of {fc.window_days} days ({c.source} [forecast] "
             f"train_days = {fc.train_days} + holdout_days = {fc.holdout_days}) starts {win['start']}, but the "
-            f"delivered data starts {min(raster)} ({have} days up to {as_of}); lower train_days or deliver more days"
+            f"delivered data starts {min(raster)} ({n_days} days up to {as_of}); lower train_days or deliver more days"
         )
     missing_raster = [d for d in days if d not in raster]
     if missing_raster:
@@ -406,7 +406,7 @@ def forecast(
     win, grid = _load_window(c, as_of)
     origin = forecast_origin(c, as_of) if issued_at is None else _utc(issued_at)
     # the context ends with the last bin that starts before the origin
-    t_last = int(np.searchsorted(grid.times.asi8, origin.as_unit(grid.times.unit).value, side="left")) - 1
+    t_last = int(grid.times.searchsorted(origin, side="left")) - 1  # (Timestamp.value is ns whatever the unit)
     n_ctx = c.forecast.context_steps
     if t_last < n_ctx - 1 or grid.times[t_last] + pd.Timedelta(seconds=c.bin_seconds) != origin:
         raise ValueError(
