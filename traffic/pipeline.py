@@ -395,7 +395,7 @@ def forecast(
 
     from traffic.forecast.train import forecast as run_forecast
     from traffic.publish import reference_stats
-    from traffic.registry import champion, load_intervals, load_version_module
+    from traffic.registry import champion, load_intervals, load_serving_module
 
     if kind not in FORECAST_KINDS:
         raise ValueError(f"kind {kind!r} not in {FORECAST_KINDS}")
@@ -414,7 +414,7 @@ def forecast(
             f"{grid.times[0]} .. {grid.times[-1]} ([forecast] context_steps = {n_ctx}; the origin must be a bin edge)"
         )
     grid = grid.slice_time(0, t_last + 1)  # nothing at or after the origin is read
-    module = load_version_module(current["model_uri"])
+    module = load_serving_module(current["run_id"], current["model_uri"])  # eager copy: no pt2 deserializing
     pred = run_forecast(module, grid, t_last, context_steps=n_ctx)  # (H_out, C, H, W)
     h_out = pred.shape[0]
     intervals = load_intervals(current["run_id"])
