@@ -5,8 +5,10 @@ Per city:
 ``ingest_<city>`` (daily, 01:00 city time)
     registry + observations of every feed → validated, quarantined, UTC Parquet →
     rasterized onto the city grid. Ingests yesterday's local date, or ``params.start``
-    .. ``params.end`` when given (backfills, first load). Emits the asset
-    ``traffic://raster/<city>`` with the newest date in the event's ``extra``.
+    .. ``params.end`` when given (backfills, first load); ``params.until`` (local
+    ``YYYY-MM-DD HH:MM``) keeps only rows before it (a partial last day). Emits the asset
+    ``traffic://raster/<city>`` with the newest date (and ``until``) in the event's ``extra``;
+    the nightly run skips an event of a partial day.
 
 ``nightly_<city>`` (triggered by that asset)
     freshness/quality gate → training window → train (``queue="gpu"``, ``pool="gpu"``)
@@ -79,27 +81,35 @@ def make_ingest_dag(city: str):
                 None, type=["null", "string"], format="date", description="first local date (default: yesterday)"
             ),
             "end": Param(None, type=["null", "string"], format="date", description="last local date (default: start)"),
+            "until": Param(
+                None,
+                type=["null", "string"],
+                description=f"keep only rows before this local time 'YYYY-MM-DD HH:MM' ({cfg.timezone}): a partial day",
+            ),
         },
     )
     def ingest_dag():
         @task
-        def partition_range() -> dict[str, str]:
+        def partition_range() -> dict[str, str | None]:
             params = get_current_context()["params"]
             start = params.get("start") or _yesterday_local(cfg.timezone)
-            return {"start": start, "end": params.get("end") or start}
+            return {"start": start, "end": params.get("end") or start, "until": params.get("until")}
 
         @task
         def ingest(window: dict[str, str]) -> dict[str, Any]:
             from traffic import pipeline
 
-            return pipeline.ingest(city, window["start"], window["end"])
+            return pipeline.ingest(city, window["start"], window["end"], until=window.get("until"))
 
         @task(outlets=[asset])
         def rasterize(window: dict[str, str], ingested: dict[str, Any]) -> dict[str, Any]:
             from traffic import pipeline
 
-            out = pipeline.rasterize(city, window["start"], window["end"])
-            get_current_context()["outlet_events"][asset].extra = {"as_of": window["end"], "start": window["start"]}
+            out = pipeline.rasterize(city, window["start"], window["end"], until=window.get("until"))
+            extra = {"as_of": window["end"], "start": window["start"]}
+            if window.get("until"):
+                extra["until"] = window["until"]
+            get_current_context()["outlet_events"][asset].extra = extra
             return out
 
         window = partition_range()
@@ -132,6 +142,13 @@ def make_nightly_dag(city: str):
             events = ctx.get("triggering_asset_events") or {}
             for evs in events.values():
                 for ev in evs:
+                    if ev.extra and ev.extra.get("until"):  # a partial day: nothing complete to train on
+                        from airflow.sdk.exceptions import AirflowSkipException
+
+                        raise AirflowSkipException(
+                            f"raster of {ev.extra.get('as_of')} is a partial day (until {ev.extra['until']}); "
+                            "the nightly run waits for the complete day"
+                        )
                     if ev.extra and ev.extra.get("as_of"):
                         return ev.extra["as_of"]
             return _yesterday_local(cfg.timezone)
