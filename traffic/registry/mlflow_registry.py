@@ -610,9 +610,9 @@ def _metrics(result: TrainResult, timestamp_ms: int, city: CityConfig | None = N
         step = int(r[step_key]) if r.get(step_key) is not None else i
         elapsed_ms = int(1000 * float(r.get("elapsed_s") or 0.0))
         for key in ("train_loss", "val_loss"):
-            v = r.get(key)
-            if v is not None and math.isfinite(float(v)):
-                rows.append(Metric(f"curve.{key}", float(v), timestamp_ms + elapsed_ms, step))
+            loss = r.get(key)
+            if loss is not None and math.isfinite(float(loss)):
+                rows.append(Metric(f"curve.{key}", float(loss), timestamp_ms + elapsed_ms, step))
     return rows
 
 
