@@ -5,14 +5,26 @@ Per city:
 ``ingest_<city>`` (daily, 01:00 city time)
     registry + observations of every feed → validated, quarantined, UTC Parquet →
     rasterized onto the city grid. Ingests yesterday's local date, or ``params.start``
-    .. ``params.end`` when given (backfills, first load). Emits the asset
-    ``traffic://raster/<city>`` with the newest date in the event's ``extra``.
+    .. ``params.end`` when given (backfills, first load); ``params.until`` (local
+    ``YYYY-MM-DD HH:MM``) keeps only rows before it (a partial last day). Emits the asset
+    ``traffic://raster/<city>`` with the newest date (and ``until``) in the event's ``extra``;
+    the nightly run skips an event of a partial day.
 
 ``nightly_<city>`` (triggered by that asset)
     freshness/quality gate → training window → train (``queue="gpu"``, ``pool="gpu"``)
     → evaluate and promote → forecast → publish to DuckDB.
     Asset-triggered runs have no logical date, so the partition travels explicitly:
     ``params.as_of``, else the triggering asset event's ``extra["as_of"]``.
+
+``refresh_<city>`` (hourly at minute 5, no catch-up, one run at a time)
+    resolve the window (``params.until``, local ``YYYY-MM-DD HH:MM``; default: the run's
+    time) → ingest today's partial day up to ``until`` (and yesterday, in the first two
+    hours after midnight) → rasterize it (only the bins that had ended by ``until``) →
+    refresh: re-forecast from the newest observed bin with the current champion and
+    publish the run (no training). No champion yet = the refresh task is skipped. It emits
+    no asset: a partial day never triggers the nightly run, whose freshness gate refuses
+    partial days anyway (see ``traffic.intraday``). ``traffic replay`` drives it hour by
+    hour over a past day.
 
 This file only wires tasks: the work lives in ``traffic.pipeline`` and heavy imports
 (torch, geopandas, mlflow) happen inside the tasks, never at parse time.
@@ -21,11 +33,14 @@ This file only wires tasks: the work lives in ``traffic.pipeline`` and heavy imp
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from traffic.config import list_cities, load_city
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "traffic",
@@ -66,27 +81,35 @@ def make_ingest_dag(city: str):
                 None, type=["null", "string"], format="date", description="first local date (default: yesterday)"
             ),
             "end": Param(None, type=["null", "string"], format="date", description="last local date (default: start)"),
+            "until": Param(
+                None,
+                type=["null", "string"],
+                description=f"keep only rows before this local time 'YYYY-MM-DD HH:MM' ({cfg.timezone}): a partial day",
+            ),
         },
     )
     def ingest_dag():
         @task
-        def partition_range() -> dict[str, str]:
+        def partition_range() -> dict[str, str | None]:
             params = get_current_context()["params"]
             start = params.get("start") or _yesterday_local(cfg.timezone)
-            return {"start": start, "end": params.get("end") or start}
+            return {"start": start, "end": params.get("end") or start, "until": params.get("until")}
 
         @task
         def ingest(window: dict[str, str]) -> dict[str, Any]:
             from traffic import pipeline
 
-            return pipeline.ingest(city, window["start"], window["end"])
+            return pipeline.ingest(city, window["start"], window["end"], until=window.get("until"))
 
         @task(outlets=[asset])
         def rasterize(window: dict[str, str], ingested: dict[str, Any]) -> dict[str, Any]:
             from traffic import pipeline
 
-            out = pipeline.rasterize(city, window["start"], window["end"])
-            get_current_context()["outlet_events"][asset].extra = {"as_of": window["end"], "start": window["start"]}
+            out = pipeline.rasterize(city, window["start"], window["end"], until=window.get("until"))
+            extra = {"as_of": window["end"], "start": window["start"]}
+            if window.get("until"):
+                extra["until"] = window["until"]
+            get_current_context()["outlet_events"][asset].extra = extra
             return out
 
         window = partition_range()
@@ -119,6 +142,13 @@ def make_nightly_dag(city: str):
             events = ctx.get("triggering_asset_events") or {}
             for evs in events.values():
                 for ev in evs:
+                    if ev.extra and ev.extra.get("until"):  # a partial day: nothing complete to train on
+                        from airflow.sdk.exceptions import AirflowSkipException
+
+                        raise AirflowSkipException(
+                            f"raster of {ev.extra.get('as_of')} is a partial day (until {ev.extra['until']}); "
+                            "the nightly run waits for the complete day"
+                        )
                     if ev.extra and ev.extra.get("as_of"):
                         return ev.extra["as_of"]
             return _yesterday_local(cfg.timezone)
@@ -172,6 +202,88 @@ def make_nightly_dag(city: str):
     return nightly_dag()
 
 
+#: The refresh is a short job that the next hour's run supersedes: quick retries, short timeouts.
+REFRESH_ARGS: dict[str, Any] = {
+    **DEFAULT_ARGS,
+    "retries": 2,
+    "retry_delay": dt.timedelta(minutes=1),
+    "max_retry_delay": dt.timedelta(minutes=5),
+    "execution_timeout": dt.timedelta(minutes=10),
+}
+
+
+def make_refresh_dag(city: str):
+    cfg = load_city(city)
+
+    @dag(
+        dag_id=f"refresh_{city}",
+        description=f"Hourly intraday refresh for {city}: ingest today's partial day, re-forecast with the champion",
+        schedule="5 * * * *",
+        start_date=dt.datetime(2000, 1, 1, tzinfo=cfg.tz),
+        catchup=False,
+        max_active_runs=1,
+        default_args=REFRESH_ARGS,
+        tags=["traffic", "refresh", city],
+        params={
+            "until": Param(
+                None,
+                type=["null", "string"],
+                description=f"data delivered up to this local time 'YYYY-MM-DD HH:MM' ({cfg.timezone}); default: now",
+            ),
+        },
+    )
+    def refresh_dag():
+        @task(retries=0)
+        def resolve_window() -> dict[str, str]:
+            from traffic import pipeline
+
+            ctx = get_current_context()
+            until = ctx["params"].get("until")
+            if not until:
+                when = ctx.get("logical_date") or ctx["dag_run"].run_after
+                until = when.in_timezone(cfg.timezone).strftime("%Y-%m-%d %H:%M")
+            window = pipeline.refresh_window(city, until)
+            log.info("refresh %s: local dates %s..%s up to %s", city, window["start"], window["end"], window["until"])
+            return window
+
+        @task
+        def ingest(window: dict[str, str]) -> dict[str, Any]:
+            from traffic import pipeline
+
+            out = pipeline.ingest(city, window["start"], window["end"], until=window["until"])
+            log.info("ingested %s", {f: v["rows_accepted"] for f, v in out["feeds"].items()})
+            return out
+
+        @task
+        def rasterize(window: dict[str, str], ingested: dict[str, Any]) -> dict[str, Any]:
+            from traffic import pipeline
+
+            out = pipeline.rasterize(city, window["start"], window["end"], until=window["until"])
+            log.info("rasterized %d rows; partial days %s", out["rows"], out["partial"])
+            return out
+
+        @task
+        def refresh(window: dict[str, str], rasterized: dict[str, Any]) -> dict[str, Any]:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from traffic import pipeline
+
+            try:
+                out = pipeline.refresh(city, until=window["until"])
+            except pipeline.NoChampion as exc:  # nothing approved to serve: publish nothing
+                raise AirflowSkipException(str(exc)) from exc
+            log.info(
+                "published %s issued_at %s in %s s", out["publish"].get("run_id"), out["issued_at"], out["timings_s"]
+            )
+            return {k: v for k, v in out.items() if k != "forecast"}
+
+        window = resolve_window()
+        refresh(window, rasterize(window, ingest(window)))
+
+    return refresh_dag()
+
+
 for _city in list_cities():
     globals()[f"ingest_{_city}"] = make_ingest_dag(_city)
     globals()[f"nightly_{_city}"] = make_nightly_dag(_city)
+    globals()[f"refresh_{_city}"] = make_refresh_dag(_city)

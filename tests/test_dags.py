@@ -6,6 +6,7 @@ import pytest
 
 from tests.airflow_helpers import run_python
 from traffic.airflow_runner import airflow_env
+from traffic.config import load_city
 
 PARSE = """
 import json, sys, time
@@ -22,6 +23,10 @@ out = {
 for dag_id, dag in bag.dags.items():
     out["dags"][dag_id] = {
         "schedule": type(dag.timetable).__name__ + " " + str(getattr(dag.timetable, "description", "")),
+        "cron": str(getattr(dag.timetable, "expression", "")), "tz": str(getattr(dag.timetable, "timezone", "")),
+        "catchup": dag.catchup,
+        "max_active_runs": dag.max_active_runs,
+        "params": sorted(dag.params.keys()),
         "tasks": {
             t.task_id: {
                 "queue": t.queue, "pool": t.pool, "retries": t.retries,
@@ -47,7 +52,14 @@ def parsed(tmp_path_factory):
 
 def test_dagbag_imports_without_errors(parsed):
     assert parsed["errors"] == {}
-    assert parsed["dag_ids"] == ["ingest_berlin", "ingest_los_angeles", "nightly_berlin", "nightly_los_angeles"]
+    assert parsed["dag_ids"] == [
+        "ingest_berlin",
+        "ingest_los_angeles",
+        "nightly_berlin",
+        "nightly_los_angeles",
+        "refresh_berlin",
+        "refresh_los_angeles",
+    ]
 
 
 def test_no_heavy_imports_at_parse_time(parsed):
@@ -70,3 +82,24 @@ def test_nightly_wiring(parsed, city):
     ingest = parsed["dags"][f"ingest_{city}"]["tasks"]
     assert ingest["rasterize"]["outlets"] == [f"traffic://raster/{city}"]
     assert "raster" in dag["schedule"].lower() or "asset" in dag["schedule"].lower()
+
+
+@pytest.mark.parametrize("city", ["berlin", "los_angeles"])
+def test_refresh_wiring(parsed, city):
+    dag = parsed["dags"][f"refresh_{city}"]
+    tasks = dag["tasks"]
+    assert set(tasks) == {"resolve_window", "ingest", "rasterize", "refresh"}
+    order = ["resolve_window", "ingest", "rasterize", "refresh"]
+    for a, b in zip(order, order[1:], strict=False):
+        assert b in tasks[a]["downstream"], f"{a} -> {b}"
+    assert "refresh" in tasks["resolve_window"]["downstream"]  # the window travels to every step
+    assert dag["cron"] == "5 * * * *" and "Cron" in dag["schedule"]
+    assert dag["tz"] == load_city(city).timezone  # hourly in the city's own clock
+    assert dag["catchup"] is False and dag["max_active_runs"] == 1
+    assert dag["params"] == ["until"]
+    assert parsed["dags"][f"ingest_{city}"]["params"] == ["end", "start", "until"]  # partial days there too
+    for name, t in tasks.items():
+        assert t["timeout"] and t["timeout"] <= 600, f"{name}: execution_timeout {t['timeout']}"
+        assert t["outlets"] == [], f"{name} must not emit the raster asset (it would trigger the nightly run)"
+        if name != "resolve_window":
+            assert t["retries"] >= 1, f"{name} has no retries"

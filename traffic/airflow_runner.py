@@ -149,3 +149,127 @@ def report(summary: dict[str, Any]) -> str:
     lines.append(f"Lake:     {home() / 'lake'}")
     lines.append(f"Airflow:  {home() / 'airflow'}")
     return "\n".join(lines)
+
+
+def replay_steps(date: str, start: str = "05:00", end: str = "10:00", every_min: int = 60) -> list[str]:
+    """Local ``YYYY-MM-DD HH:MM`` moments of a replay of ``date``: ``start``, ``start + every`` .. ``end``.
+
+    Raises
+    ------
+    ValueError
+        A time that is not ``HH:MM`` (``24:00`` allowed as the end of the day), ``end`` before
+        ``start``, or ``every_min`` < 1.
+    """
+    import datetime as dt
+
+    def minutes(text: str, what: str) -> int:
+        hh, sep, mm = text.partition(":")
+        if not (sep and hh.isdigit() and mm.isdigit() and len(mm) == 2 and 0 <= int(mm) < 60):
+            raise ValueError(f"--{what} {text!r}: expected HH:MM, e.g. 07:00")
+        total = int(hh) * 60 + int(mm)
+        if total > 24 * 60:
+            raise ValueError(f"--{what} {text!r}: a time of day 00:00 .. 24:00")
+        return total
+
+    day = dt.date.fromisoformat(date)
+    lo, hi = minutes(start, "from"), minutes(end, "to")
+    if hi < lo:
+        raise ValueError(f"--to {end} is before --from {start}")
+    if every_min < 1:
+        raise ValueError(f"--every {every_min}: minutes between steps, >= 1")
+    base = dt.datetime.combine(day, dt.time())
+    return [(base + dt.timedelta(minutes=m)).strftime("%Y-%m-%d %H:%M") for m in range(lo, hi + 1, every_min)]
+
+
+def run_replay(
+    city: str,
+    date: str,
+    *,
+    start: str = "05:00",
+    end: str = "10:00",
+    every_min: int = 60,
+    top: int = 3,
+    restore: bool = True,
+    log=print,
+) -> list[dict[str, Any]]:
+    """Replay a past day hour by hour through Airflow: ``airflow dags test refresh_<city>`` per step.
+
+    Each step runs the refresh DAG with ``until`` = the step's local time (ingest the partial
+    day up to then, rasterize, re-forecast with the champion, publish), then logs the run it
+    published and its ``top`` hotspots for the next 3 hours. At the end the day is ingested
+    and rasterized in full again (``restore``), so the lake holds no partial day for the
+    nightly run.
+
+    Returns
+    -------
+    list of dict
+        Per step: ``until``, ``issued_at``, ``run_id``, ``seconds`` (the DAG run) and
+        ``hotspots`` (records).
+
+    Raises
+    ------
+    traffic.pipeline.NoChampion
+        The city has no champion yet (``make nightly`` makes one).
+    ValueError
+        ``date`` is not in the shipped data, or bad ``start``/``end``/``every_min``.
+    """
+    import pandas as pd
+
+    from traffic import pipeline
+    from traffic.grid import newest_observed_bin
+    from traffic.publish import hotspots, run_id_for
+    from traffic.registry import champion
+
+    c = pipeline._city(city)
+    steps = replay_steps(date, start, end, every_min)
+    first, last = pipeline.source_dates(c)
+    if not first <= date <= last:
+        raise ValueError(f"--date {date}: {c.name}'s shipped data holds local dates {first} .. {last}")
+    current = champion(c)
+    if current is None:
+        raise pipeline.NoChampion(f"no champion model for {c.name} yet: run `make nightly` first")
+    env = airflow_env()
+    log(f"airflow: metadata DB in {env['AIRFLOW_HOME']} ...")
+    prepare(env)
+    log(f"replay {c.name} {date} {start}..{end} every {every_min} min with champion v{current['version']}")
+    out: list[dict[str, Any]] = []
+    try:
+        for until in steps:
+            t = time.perf_counter()
+            _airflow(["dags", "test", f"refresh_{c.name}", "-c", json.dumps({"until": until})], env)
+            seconds = round(time.perf_counter() - t, 1)
+            newest = newest_observed_bin(c, until)
+            if newest is None:
+                log(f"{until}  no observed bin yet: nothing published ({seconds} s)")
+                out.append({"until": until, "issued_at": None, "run_id": None, "seconds": seconds, "hotspots": []})
+                continue
+            issued = newest + pd.Timedelta(seconds=c.bin_seconds)
+            run_id = run_id_for(c.name, issued)
+            spots = hotspots(duckdb_path(), c.name, hours=3, limit=top, at=issued)
+            local = issued.tz_convert(c.timezone)
+            log(f"{until}  published {run_id} (issued {local:%H:%M %Z}, model v{current['version']}, {seconds} s)")
+            if spots.empty:
+                log("        no hotspots (moderate or worse) in the next 3 h")
+            for i, s in enumerate(spots.itertuples(index=False), 1):
+                when = pd.Timestamp(s.target_time).tz_convert(c.timezone)
+                log(
+                    f"        {i}. cell {s.cell_id} (row {s.row}, col {s.col}; {s.centroid_lat:.4f}, "
+                    f"{s.centroid_lon:.4f}) {s.congestion_level} {s.congestion_index:.2f} at {when:%H:%M} "
+                    f"({s.channel} {s.value:.1f})"
+                )
+            out.append(
+                {
+                    "until": until,
+                    "issued_at": issued.isoformat(),
+                    "run_id": run_id,
+                    "seconds": seconds,
+                    "hotspots": spots.to_dict("records"),
+                }
+            )
+    finally:
+        if restore:  # leave no partial day behind for the nightly run
+            days = sorted({pipeline.refresh_window(c, u)["start"] for u in steps} | {date})
+            pipeline.ingest(c, days[0], days[-1])
+            pipeline.rasterize(c, days[0], days[-1])
+            log(f"lake: {days[0]} .. {days[-1]} ingested and rasterized in full again")
+    return out

@@ -12,6 +12,8 @@ Examples::
     traffic export los_angeles --format html     # also geojson, geoparquet, png
     traffic hotspots los_angeles --at "2012-03-08 07:00" --hours 3
     traffic sql "SELECT city, count(*) FROM latest_forecast GROUP BY city"
+    traffic refresh los_angeles --until "2012-03-07 08:00"   # re-forecast from the newest bin, publish
+    traffic replay los_angeles --date 2012-03-07 --from 05:00 --to 10:00   # a morning, hour by hour, via Airflow
     traffic grid evaluate flows.npz --context 12 --horizon 12 --holdout-days 1 --budget 60 --json report.json
     traffic grid info flows.parquet --bin-minutes 30 --start 2015-01-01T00:00Z
 """
@@ -46,18 +48,59 @@ def cmd_cities(args) -> None:
         )
 
 
+def _until_dates(args) -> tuple[str, str]:
+    """``--start``/``--end``; with ``--until`` and neither, the local date of ``until`` (the partial day)."""
+    if getattr(args, "until", None) and not (args.start or args.end):
+        from traffic.config import load_city
+        from traffic.intraday import local_date, parse_until
+
+        tz = load_city(args.city).timezone
+        try:
+            day = local_date(parse_until(args.until, tz), tz)
+        except ValueError as exc:
+            raise SystemExit(f"traffic {args.cmd}: --until {exc}") from exc
+        return day, day
+    return _dates(args)
+
+
 def cmd_ingest(args) -> None:
     from traffic import pipeline
 
-    start, end = _dates(args)
-    _print(pipeline.ingest(args.city, start, end, progress=True))
+    start, end = _until_dates(args)
+    _print(pipeline.ingest(args.city, start, end, until=args.until, progress=True))
 
 
 def cmd_rasterize(args) -> None:
     from traffic import pipeline
 
-    start, end = _dates(args)
-    _print(pipeline.rasterize(args.city, start, end, progress=True))
+    start, end = _until_dates(args)
+    _print(pipeline.rasterize(args.city, start, end, until=args.until, progress=True))
+
+
+def cmd_refresh(args) -> int:
+    from traffic import pipeline
+
+    try:
+        _print(pipeline.refresh(args.city, until=args.until))
+    except pipeline.NoChampion as exc:
+        print(f"traffic refresh: {exc}; run `make nightly` first", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from traffic import pipeline
+    from traffic.airflow_runner import run_replay
+
+    try:
+        run_replay(args.city, args.date, start=args.start, end=args.end, every_min=args.every, top=args.top)
+    except pipeline.NoChampion as exc:
+        print(f"traffic replay: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"traffic replay: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_train(args) -> None:
@@ -332,6 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("city")
         s.add_argument("--start", help="first local date (default: first in the raw data)")
         s.add_argument("--end", help="last local date (default: last in the raw data)")
+        s.add_argument(
+            "--until",
+            metavar='"YYYY-MM-DD HH:MM"',
+            help="keep only rows before this local time: a partial current day (default: the date of until)",
+        )
         s.set_defaults(fn=fn)
     s = sub.add_parser("train", help="train, log and register a challenger")
     s.add_argument("city")
@@ -367,6 +415,18 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sql", help="query the analysts' catalog read-only (never blocks a publish)")
     s.add_argument("query", nargs="?", help="SQL; default: statements read from stdin")
     s.set_defaults(fn=cmd_sql)
+    s = sub.add_parser("refresh", help="re-forecast from the newest ingested bin with the champion and publish")
+    s.add_argument("city")
+    s.add_argument("--until", metavar='"YYYY-MM-DD HH:MM"', help="only bins that ended by this local time")
+    s.set_defaults(fn=cmd_refresh)
+    s = sub.add_parser("replay", help="replay a past day hour by hour through the refresh DAG (Airflow)")
+    s.add_argument("city")
+    s.add_argument("--date", required=True, help="local date of the shipped data, YYYY-MM-DD")
+    s.add_argument("--from", dest="start", default="05:00", help="first step, local HH:MM (default 05:00)")
+    s.add_argument("--to", dest="end", default="10:00", help="last step, local HH:MM (default 10:00)")
+    s.add_argument("--every", type=int, default=60, help="minutes between steps (default 60)")
+    s.add_argument("--top", type=int, default=3, help="hotspots shown per step (default 3)")
+    s.set_defaults(fn=cmd_replay)
     _grid_parser(sub)
     return p
 
@@ -376,8 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    args.fn(args)
-    return 0
+    return args.fn(args) or 0
 
 
 if __name__ == "__main__":

@@ -85,15 +85,24 @@ def training_window(city: str | CityConfig, as_of: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- ingest
 
 
-def ingest(city: str | CityConfig, start: str, end: str, *, progress: bool = False) -> dict[str, Any]:
-    """Ingest every feed of ``city`` for local dates ``start..end`` (registry first)."""
+def ingest(
+    city: str | CityConfig, start: str, end: str, until: str | None = None, *, progress: bool = False
+) -> dict[str, Any]:
+    """Ingest every feed of ``city`` for local dates ``start..end`` (registry first).
+
+    With ``until`` (local ``YYYY-MM-DD HH:MM`` or ISO 8601 with an offset) only the raw
+    rows timestamped before it are kept, as a live feed that has delivered up to then: the
+    day it ends early is written as a *partial* day (``until`` in its quality report; see
+    :mod:`traffic.intraday`), replaced whole when it is ingested again with a later
+    ``until`` or none.
+    """
     from traffic.ingest import ingest_range, ingest_registry
 
     c = _city(city)
-    out: dict[str, Any] = {"city": c.name, "start": start, "end": end, "feeds": {}}
+    out: dict[str, Any] = {"city": c.name, "start": start, "end": end, "until": until, "feeds": {}}
     for feed in c.feeds:
         reg = ingest_registry(c, feed)
-        reports = ingest_range(c, feed, start, end, progress=progress)
+        reports = ingest_range(c, feed, start, end, progress=progress, until=until)
         out["feeds"][feed.name] = {
             "registry_version": reg["version"],
             "n_sources": reg["n_sources"],
@@ -101,23 +110,32 @@ def ingest(city: str | CityConfig, start: str, end: str, *, progress: bool = Fal
             "rows_read": sum(r["rows_read"] for r in reports),
             "rows_accepted": sum(r["rows_accepted"] for r in reports),
             "rows_quarantined": sum(r["rows_quarantined"] for r in reports),
+            "partial": [r["date"] for r in reports if r["partial"]],
         }
     return out
 
 
-def rasterize(city: str | CityConfig, start: str, end: str, *, progress: bool = False) -> dict[str, Any]:
-    """Write the city grid (once) and rasterize ``start..end`` onto it."""
+def rasterize(
+    city: str | CityConfig, start: str, end: str, until: str | None = None, *, progress: bool = False
+) -> dict[str, Any]:
+    """Write the city grid (once) and rasterize ``start..end`` onto it.
+
+    A partial day (its observations' ``until``, or the ``until`` given here, whichever is
+    earlier) keeps only the bins that had ended by then (:mod:`traffic.grid.rasterize`).
+    """
     from traffic.grid import rasterize_range, write_grid
 
     c = _city(city)
     write_grid(c)
-    reports = rasterize_range(c, start, end, progress=progress)
+    reports = rasterize_range(c, start, end, progress=progress, until=until)
     return {
         "city": c.name,
         "start": start,
         "end": end,
+        "until": until,
         "partitions": len(reports),
         "rows": sum(r["rows"] for r in reports),
+        "partial": {r["date"]: r["until"] for r in reports if r["until"]},
     }
 
 
@@ -130,10 +148,14 @@ def check_quality(
     """Freshness and quality gate for the nightly run of ``as_of``.
 
     Fails (``QualityError``) when the window's raster or quality partitions are missing,
-    when the newest day is not ``as_of`` (stale data), when fewer than
-    ``min_days_with_data`` of the window's days have accepted rows, or when a day
-    quarantined more than ``max_quarantine_share`` of its rows.
+    when the newest day is not ``as_of`` (stale data), when a day of the window is only a
+    partial day (ingested or rasterized with ``until``: an intraday refresh's lake, see
+    :mod:`traffic.intraday`), when fewer than ``min_days_with_data`` of the window's days
+    have accepted rows, or when a day quarantined more than ``max_quarantine_share`` of its
+    rows.
     """
+    from traffic.intraday import parquet_until
+
     c = _city(city)
     win = training_window(c, as_of)
     days = _days(win["start"], win["end"])
@@ -142,15 +164,25 @@ def check_quality(
     raster = set(list_dates("raster", city=c.name))
     if raster and min(raster) > win["start"]:
         fc = c.forecast
-        have = (dt.date.fromisoformat(as_of) - dt.date.fromisoformat(min(raster))).days + 1
+        n_days = (dt.date.fromisoformat(as_of) - dt.date.fromisoformat(min(raster))).days + 1
         raise QualityError(
             f"city {c.name} as_of {as_of}: the window of {fc.window_days} days ({c.source} [forecast] "
             f"train_days = {fc.train_days} + holdout_days = {fc.holdout_days}) starts {win['start']}, but the "
-            f"delivered data starts {min(raster)} ({have} days up to {as_of}); lower train_days or deliver more days"
+            f"delivered data starts {min(raster)} ({n_days} days up to {as_of}); lower train_days or deliver more days"
         )
     missing_raster = [d for d in days if d not in raster]
     if missing_raster:
         problems.append(f"raster partitions missing for {len(missing_raster)} day(s): {missing_raster[:5]}...")
+    partial_raster = {
+        d: u
+        for d in days
+        if d in raster and (u := parquet_until(partition("raster", city=c.name, date=d) / "part.parquet"))
+    }
+    if partial_raster:
+        problems.append(
+            f"raster partitions of partial day(s) {dict(list(partial_raster.items())[:5])} (date: until); "
+            "the nightly trains on complete days only: rasterize them again once they are ingested in full"
+        )
     for feed in c.feeds:
         have = set(list_dates("quality", city=c.name, feed=feed.name))
         if as_of not in have:
@@ -160,10 +192,13 @@ def check_quality(
         read = acc = quar = 0
         with_data = 0
         bad_days = []
+        partial: dict[str, str] = {}
         for d in days:
             if d not in have:
                 continue
             r = read_json(partition("quality", city=c.name, feed=feed.name, date=d) / "report.json")
+            if r.get("until"):
+                partial[d] = r["until"]
             read += r["rows_read"]
             acc += r["rows_accepted"]
             quar += r["rows_quarantined"]
@@ -174,6 +209,11 @@ def check_quality(
             problems.append(f"feed {feed.name}: only {with_data}/{len(days)} days have accepted rows")
         if bad_days:
             problems.append(f"feed {feed.name}: quarantine share > {max_quarantine_share:.0%} on {bad_days[:5]}")
+        if partial:
+            problems.append(
+                f"feed {feed.name}: partial day(s) {dict(list(partial.items())[:5])} (date: ingested until); "
+                "the nightly trains on complete days only: ingest them again without until"
+            )
         summary["feeds"][feed.name] = {
             "rows_read": read,
             "rows_accepted": acc,
@@ -355,7 +395,7 @@ def forecast(
 
     from traffic.forecast.train import forecast as run_forecast
     from traffic.publish import reference_stats
-    from traffic.registry import champion, load_intervals, load_version_module
+    from traffic.registry import champion, load_intervals, load_serving_module
 
     if kind not in FORECAST_KINDS:
         raise ValueError(f"kind {kind!r} not in {FORECAST_KINDS}")
@@ -366,7 +406,7 @@ def forecast(
     win, grid = _load_window(c, as_of)
     origin = forecast_origin(c, as_of) if issued_at is None else _utc(issued_at)
     # the context ends with the last bin that starts before the origin
-    t_last = int(np.searchsorted(grid.times.asi8, origin.as_unit(grid.times.unit).value, side="left")) - 1
+    t_last = int(grid.times.searchsorted(origin, side="left")) - 1  # (Timestamp.value is ns whatever the unit)
     n_ctx = c.forecast.context_steps
     if t_last < n_ctx - 1 or grid.times[t_last] + pd.Timedelta(seconds=c.bin_seconds) != origin:
         raise ValueError(
@@ -374,14 +414,12 @@ def forecast(
             f"{grid.times[0]} .. {grid.times[-1]} ([forecast] context_steps = {n_ctx}; the origin must be a bin edge)"
         )
     grid = grid.slice_time(0, t_last + 1)  # nothing at or after the origin is read
-    module = load_version_module(current["model_uri"])
+    module = load_serving_module(current["run_id"], current["model_uri"])  # eager copy: no pt2 deserializing
     pred = run_forecast(module, grid, t_last, context_steps=n_ctx)  # (H_out, C, H, W)
     h_out = pred.shape[0]
     intervals = load_intervals(current["run_id"])
-    if intervals is not None:
-        lower, upper = intervals.bounds(pred)
-    else:  # a model logged before intervals existed: bounds unknown
-        lower = upper = np.full(pred.shape, np.nan, dtype=np.float32)
+    # a model logged before intervals existed has no bounds: the file holds none, the rows get NULL
+    bounds = dict(zip(("lower", "upper"), intervals.bounds(pred), strict=True)) if intervals is not None else {}
     targets = pd.date_range(origin, periods=h_out, freq=pd.Timedelta(seconds=c.bin_seconds))
     # has_data: the cell observed this channel somewhere in the window; coverage: in which share of its bins
     observed = grid.mask.any(axis=0)  # (C, H, W)
@@ -395,8 +433,7 @@ def forecast(
         np.savez_compressed(
             fh,
             forecast=pred.astype(np.float32),
-            lower=lower,
-            upper=upper,
+            **bounds,
             target_times=targets.as_unit("us").asi8,
             has_data=has_data,
             coverage=coverage,
@@ -493,6 +530,83 @@ def publish(city: str | CityConfig, forecast_meta: dict[str, Any]) -> dict[str, 
 
     res["maps"] = log_published_maps(db, c.name, res["run_id"], run["mlflow_run_id"])
     return {"city": c.name, "db": str(db), **res}
+
+
+# --------------------------------------------------------------------------- intraday
+
+
+def refresh_window(city: str | CityConfig, until: str | None = None) -> dict[str, str]:
+    """Local dates an intraday refresh up to ``until`` (default: now) ingests and rasterizes.
+
+    The day of ``until`` (partial) and, in the first hours after local midnight, the day
+    before (its last bins ended after the previous refresh), so that its tail is not left
+    to the nightly ingest. Returns ``{"start", "end", "until"}`` with ``until`` as local
+    ``YYYY-MM-DD HH:MM``.
+    """
+    from traffic.intraday import local_date, parse_until
+
+    c = _city(city)
+    cut = parse_until(until, c.timezone) if until else pd.Timestamp.now(tz="UTC").floor("min")
+    start = local_date(cut - pd.Timedelta(hours=2), c.timezone)
+    return {
+        "start": start,
+        "end": local_date(cut, c.timezone),
+        "until": cut.tz_convert(c.timezone).strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def refresh(city: str | CityConfig, *, until: str | None = None) -> dict[str, Any]:
+    """Re-forecast from the newest ingested bin with the current champion and publish it (no training).
+
+    Finds the newest bin with observations in the raster (that ended by ``until``, when
+    given: local ``YYYY-MM-DD HH:MM`` or ISO 8601 with an offset), forecasts from the end
+    of that bin (``kind="refresh"``) and publishes the run.
+
+    Returns
+    -------
+    dict
+        ``city``, ``issued_at``, ``newest_bin``, ``forecast`` (the :func:`forecast` meta),
+        ``publish`` (the :func:`publish` result) and ``timings_s``.
+
+    Raises
+    ------
+    NoChampion
+        No champion yet: nothing approved to forecast with.
+    QualityError
+        No observed bin in the newest raster partitions (before ``until``).
+    """
+    from traffic.grid import newest_observed_bin
+    from traffic.intraday import local_date
+
+    c = _city(city)
+    t0 = time.perf_counter()
+    newest = newest_observed_bin(c, until)
+    if newest is None:
+        raise QualityError(
+            f"city {c.name}: no observed bin in the newest raster partitions"
+            + (f" before until {until!r}" if until else "")
+            + f" under {partition('raster', city=c.name)}; ingest and rasterize first"
+        )
+    issued_at = newest + pd.Timedelta(seconds=c.bin_seconds)
+    t1 = time.perf_counter()
+    meta = forecast(c, local_date(newest, c.timezone), issued_at=issued_at.isoformat(), kind="refresh")
+    t2 = time.perf_counter()
+    published = publish(c, meta)
+    t3 = time.perf_counter()
+    return {
+        "city": c.name,
+        "until": until,
+        "newest_bin": newest.isoformat(),
+        "issued_at": meta["issued_at"],
+        "forecast": meta,
+        "publish": published,
+        "timings_s": {
+            "newest_bin": round(t1 - t0, 3),
+            "forecast": round(t2 - t1, 3),
+            "publish": round(t3 - t2, 3),
+            "total": round(t3 - t0, 3),
+        },
+    }
 
 
 # --------------------------------------------------------------------------- whole run

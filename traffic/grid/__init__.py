@@ -25,6 +25,7 @@ _EXPORTS = {
     "rasterize_partition": "traffic.grid.rasterize",
     "rasterize_range": "traffic.grid.rasterize",
     "load_tensor": "traffic.grid.loader",
+    "newest_observed_bin": "traffic.grid.loader",
     "time_axis": "traffic.grid.loader",
 }
 

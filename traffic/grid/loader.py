@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from traffic import lake
+from traffic import intraday, lake
 from traffic.calendar import city_holidays
 from traffic.config import CityConfig
 from traffic.grid.cells import grid_spec
@@ -140,3 +140,51 @@ def load_tensor(city: CityConfig, start: str | None = None, end: str | None = No
         timezone=city.timezone,
         holidays=holidays,
     )
+
+
+def newest_observed_bin(
+    city: CityConfig, until: str | pd.Timestamp | None = None, *, max_days: int = 7
+) -> pd.Timestamp | None:
+    """Start (UTC) of the newest time bin with an observation in the city's raster.
+
+    Reads only the newest day partitions (newest first, stopping at the first that has an
+    observed bin), and of them only the columns the loader masks on: a bin counts when one
+    of its rows has a channel of ``city.channels``, a finite value and coverage > 0, as in
+    :func:`load_tensor`.
+
+    Parameters
+    ----------
+    city : CityConfig
+    until : str or pandas.Timestamp, optional
+        Only bins that had ended by then (``bin_start + bin <= until``) count: local
+        ``YYYY-MM-DD HH:MM`` or ISO 8601 with an offset. Default: every bin.
+    max_days : int
+        Local dates looked at, newest first (a feed silent for longer has no newest bin).
+
+    Returns
+    -------
+    pandas.Timestamp or None
+        tz-aware UTC bin start; None when none of those days has an observed bin.
+    """
+    cut = None if until is None else intraday.parse_until(until, city.timezone)
+    dates = lake.list_dates("raster", city=city.name)
+    if cut is not None:
+        dates = [d for d in dates if intraday.local_midnight_utc(d, city.timezone) < cut]
+    step = city.bin_seconds * 1_000_000
+    channels = pa.array(tuple(city.channels), pa.string())
+    for d in reversed(dates[-max_days:] if max_days > 0 else []):
+        table = _read_raster(city, [d])
+        if table.num_rows == 0:
+            continue
+        channel = table.column("channel")
+        if pa.types.is_dictionary(channel.type):
+            channel = channel.cast(pa.string())
+        val = table.column("value").to_numpy(zero_copy_only=False).astype(np.float64)
+        cov = table.column("coverage").to_numpy(zero_copy_only=False)
+        bins = table.column("bin_start").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+        ok = pc.is_in(channel, value_set=channels).to_numpy(zero_copy_only=False) & np.isfinite(val) & (cov > 0)
+        if cut is not None:
+            ok &= bins + step <= cut.value // 1000
+        if ok.any():
+            return pd.Timestamp(int(bins[ok].max()), unit="us", tz="UTC")
+    return None

@@ -30,6 +30,13 @@ Aggregation rule (per time bin, cell and channel)
 
 * ``coverage``: the number of source observations (rows) that contributed. A line
   source split over several cells counts in each of them.
+
+Partial days (``until``, :mod:`traffic.intraday`): a partition rasterizes only the rows
+before its cut and only the bins that had *ended* by then (``bin_start + bin <= until``):
+a bin still filling would read as a drop in traffic for count channels. The cut is the
+earliest of the ``until`` given by the caller and the ``until`` in the metadata of each
+feed's observation partition (what ingest kept), and is written to the raster
+partition's metadata (key ``until``, ISO UTC), so the freshness gate sees a partial raster.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from traffic import lake
+from traffic import intraday, lake
 from traffic.config import CityConfig
 from traffic.landing.contract import TS_TYPE
 
@@ -520,7 +527,7 @@ def _read_observations(path: Any, columns: list[str]) -> pa.Table:
         return pq.read_table(fh, columns=columns, read_dictionary=["source_id"])
 
 
-def rasterize_partition(city: CityConfig, date: str) -> dict[str, Any]:
+def rasterize_partition(city: CityConfig, date: str, *, until: str | pd.Timestamp | None = None) -> dict[str, Any]:
     """Rasterize one local date of a city: every feed's observations onto the grid.
 
     Reads ``observations/city=<c>/feed=<f>/date=<date>/part.parquet`` of each feed
@@ -536,13 +543,17 @@ def rasterize_partition(city: CityConfig, date: str) -> dict[str, Any]:
     city : CityConfig
     date : str
         Local calendar date ``YYYY-MM-DD``.
+    until : str or pandas.Timestamp, optional
+        Rasterize only the bins that ended by then (module docstring); local
+        ``YYYY-MM-DD HH:MM`` or ISO 8601 with an offset. Default: the observations' own
+        ``until`` (none for a complete day).
 
     Returns
     -------
     dict
-        ``path`` (str), ``rows`` (raster rows), ``cells`` (distinct cells), ``bins``
-        (distinct bins), ``observations`` (observation rows read) and ``feeds``
-        (feeds that had a partition).
+        ``date``, ``path`` (str), ``rows`` (raster rows), ``cells`` (distinct cells), ``bins``
+        (distinct bins), ``observations`` (observation rows read), ``feeds``
+        (feeds that had a partition) and ``until`` (ISO UTC cut of a partial day, else None).
 
     Raises
     ------
@@ -551,24 +562,53 @@ def rasterize_partition(city: CityConfig, date: str) -> dict[str, Any]:
     ValueError
         Bad date, or an observation file lacks a column (the message names the file).
     """
-    return _rasterize_partition(city, _check_date(date), {})
+    cut = None if until is None else intraday.parse_until(until, city.timezone)
+    return _rasterize_partition(city, _check_date(date), {}, cut)
 
 
-def _rasterize_partition(city: CityConfig, date: str, assignments: dict[str, pd.DataFrame]) -> dict[str, Any]:
+def _until_of(table: pa.Table, path: Any) -> pd.Timestamp | None:
+    """The ``until`` an observation partition was ingested with (None: a complete day)."""
+    raw = (table.schema.metadata or {}).get(intraday.UNTIL_KEY.encode())
+    if not raw:
+        return None
+    try:
+        return intraday.parse_until(raw.decode(), "UTC")
+    except ValueError as exc:
+        raise ValueError(f"{path}: metadata {intraday.UNTIL_KEY!r} {raw!r} is not ISO 8601 with an offset") from exc
+
+
+def _rasterize_partition(
+    city: CityConfig, date: str, assignments: dict[str, pd.DataFrame], cut: pd.Timestamp | None = None
+) -> dict[str, Any]:
     """:func:`rasterize_partition` with a cache of feed assignments shared across dates."""
     from traffic.grid.assign import assignment_for
 
     parts: list[pa.Table] = []
     versions: dict[str, str] = {}
     n_obs = 0
+    tables: dict[str, pa.Table] = {}
     for feed in city.feeds:
         path = lake.partition("observations", city=city.name, feed=feed.name, date=date) / "part.parquet"
         if not path.exists():
             continue
         needs_uptime = feed.kind == "camera" and any(c in COUNT_CHANNELS for c in feed.channels)
-        table = _read_observations(
+        tables[feed.name] = table = _read_observations(
             path, ["source_id", "timestamp", *feed.channels] + (["uptime"] if needs_uptime else [])
         )
+        feed_cut = _until_of(table, path)
+        if feed_cut is not None and (cut is None or feed_cut < cut):
+            cut = feed_cut
+    day_cut = intraday.until_for_day(date, cut, city.timezone) if cut is not None else None
+    for feed in city.feeds:
+        if feed.name not in tables:
+            continue
+        path = lake.partition("observations", city=city.name, feed=feed.name, date=date) / "part.parquet"
+        table = tables[feed.name]
+        if day_cut is not None:  # only the bins that had ended by the cut
+            step_us = city.bin_seconds * 1_000_000
+            last_bin_end = (day_cut.value // 1000) // step_us * step_us
+            ts = table.column("timestamp").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+            table = table.filter(pc.less(ts, last_bin_end))
         n_obs += table.num_rows
         if feed.name not in assignments:
             assignments[feed.name] = assignment_for(city, feed.name)
@@ -584,25 +624,28 @@ def _rasterize_partition(city: CityConfig, date: str, assignments: dict[str, pd.
     raster = pa.concat_tables(parts) if parts else RASTER_SCHEMA.empty_table()
     if len(parts) > 1:  # stable: channels of a cell keep the feed and config order
         raster = raster.sort_by([("bin_start", "ascending"), ("cell_id", "ascending")])
-    target = lake.write_partition(
-        raster.cast(RASTER_SCHEMA),
-        "raster",
-        city=city.name,
-        date=date,
-        metadata={"registry_versions": json.dumps(versions, sort_keys=True), "bin_seconds": str(city.bin_seconds)},
-    )
+    metadata = {"registry_versions": json.dumps(versions, sort_keys=True), "bin_seconds": str(city.bin_seconds)}
+    if day_cut is not None:
+        metadata[intraday.UNTIL_KEY] = intraday.iso(day_cut) or ""
+    target = lake.write_partition(raster.cast(RASTER_SCHEMA), "raster", city=city.name, date=date, metadata=metadata)
     return {
+        "date": date,
         "path": str(target),
         "rows": raster.num_rows,
         "cells": len(pc.unique(raster.column("cell_id"))),
         "bins": len(pc.unique(raster.column("bin_start"))),
         "observations": int(n_obs),
         "feeds": sorted(versions),
+        "until": intraday.iso(day_cut),
     }
 
 
-def rasterize_range(city: CityConfig, start: str, end: str, progress: bool = False) -> list[dict[str, Any]]:
+def rasterize_range(
+    city: CityConfig, start: str, end: str, progress: bool = False, *, until: str | pd.Timestamp | None = None
+) -> list[dict[str, Any]]:
     """Rasterize every local date from ``start`` to ``end`` inclusive (see :func:`rasterize_partition`).
+
+    ``until`` cuts every date of the range (a date that begins at or after it is an error).
 
     Returns
     -------
@@ -618,5 +661,9 @@ def rasterize_range(city: CityConfig, start: str, end: str, progress: bool = Fal
         from tqdm import tqdm
 
         dates = tqdm(dates, desc=f"rasterize {city.name}", unit="day")
+    cut = None if until is None else intraday.parse_until(until, city.timezone)
+    if cut is not None:
+        for d in (start, end):
+            intraday.until_for_day(d, cut, city.timezone)  # a date after the cut: error before any write
     assignments: dict[str, pd.DataFrame] = {}  # read the registries once for the whole range
-    return [_rasterize_partition(city, d, assignments) for d in dates]
+    return [_rasterize_partition(city, d, assignments, cut) for d in dates]

@@ -15,6 +15,15 @@ Lake outputs (hive keys ``city=``, ``feed=``, ``date=`` = local date)::
 
 Rows whose timestamp is missing or unparseable have no local date: they go to the
 quarantine and quality partitions ``date=undated`` (written only when there are any).
+
+Partial days (``until``, see :mod:`traffic.intraday`): only rows with a timestamp before
+``until`` are kept, as if the feed had delivered nothing later yet. A day that ``until``
+ends early is *partial*: its report has ``until`` (ISO UTC; None for a complete day) and
+``partial: true``, and its observation partition carries ``until`` in the Parquet metadata.
+Re-ingesting the day with a later ``until`` (or none) replaces all three partitions. The
+report of a partial day is written *before* its data and the report of a complete day
+*after* it, so a run killed in between leaves a report that claims at most what the data
+hold: the freshness gate can be left too cautious, never fooled.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import shapely
 
-from traffic import lake
+from traffic import intraday, lake
 from traffic.config import CityConfig, FeedConfig
 from traffic.ingest.validate import REASONS, check_observations, check_registry, normalise_timestamps, timestamp_us
 from traffic.landing.adapters import read_observations, read_registry
@@ -237,7 +246,13 @@ def _iso(us: int | None) -> str | None:
 
 
 def _report(
-    city: CityConfig, feed: FeedConfig, date: str, accepted: pa.Table, quarantined: pa.Table, version: str
+    city: CityConfig,
+    feed: FeedConfig,
+    date: str,
+    accepted: pa.Table,
+    quarantined: pa.Table,
+    version: str,
+    until: pd.Timestamp | None = None,
 ) -> dict[str, Any]:
     reasons = pd.Series(quarantined.column("reason").to_numpy(zero_copy_only=False), dtype="string").value_counts()
     ts = accepted.column("timestamp").cast(pa.int64()).to_numpy()
@@ -255,6 +270,8 @@ def _report(
         "first_timestamp": _iso(int(ts.min())) if len(ts) else None,
         "last_timestamp": _iso(int(ts.max())) if len(ts) else None,
         "registry_version": version,
+        "until": intraday.iso(until),
+        "partial": until is not None,
     }
     return report
 
@@ -302,7 +319,13 @@ def ingest_partition(city: CityConfig, feed: FeedConfig, date: str) -> dict[str,
 
 
 def ingest_range(
-    city: CityConfig, feed: FeedConfig, start: str, end: str, progress: bool = False
+    city: CityConfig,
+    feed: FeedConfig,
+    start: str,
+    end: str,
+    progress: bool = False,
+    *,
+    until: str | pd.Timestamp | None = None,
 ) -> list[dict[str, Any]]:
     """Ingest every local date from ``start`` to ``end`` (both included), reading the raw files once.
 
@@ -310,6 +333,9 @@ def ingest_range(
     timestamp; UTC), rejected rows to ``quarantine/`` (reason + landing row JSON) and a
     ``quality/.../report.json``. A date without rows still gets empty partitions and a
     report. Re-running gives byte-identical files.
+
+    With ``until``, rows timestamped at or after it are left out (not delivered yet) and
+    the day it ends early is written as a partial day (module docstring).
 
     Parameters
     ----------
@@ -319,6 +345,9 @@ def ingest_range(
         Local dates ``YYYY-MM-DD``.
     progress : bool
         Show a tqdm progress bar over the dates.
+    until : str or pandas.Timestamp, optional
+        Keep only rows before this moment: local ``YYYY-MM-DD HH:MM`` or ISO 8601 with an
+        offset (:func:`traffic.intraday.parse_until`). Default: every row.
 
     Returns
     -------
@@ -330,11 +359,13 @@ def ingest_range(
     IngestError
         Unreadable raw file or schema drift.
     ValueError
-        Bad dates.
+        Bad dates, a bad ``until``, or a date that begins at or after ``until``.
     """
     from tqdm.auto import tqdm
 
     days = _dates(start, end)
+    cut = None if until is None else intraday.parse_until(until, city.timezone)
+    day_until = [intraday.until_for_day(d, cut, city.timezone) for d in days]  # raises for days after the cut
     known, version = registry_sources(city, feed)
     landing = read_observations(feed)
     checked = check_observations(landing, tz=city.timezone, known_sources=known)
@@ -351,6 +382,8 @@ def ingest_range(
     # one sort for every partition: (day, source_id, timestamp, file order)
     src_code = pd.factorize(checked["source_id"], sort=True, use_na_sentinel=True)[0]
     ts_int = timestamp_us(checked["timestamp"])
+    if cut is not None:  # rows at or after the cut have not been delivered yet
+        in_range &= ~dated | (ts_int < cut.value // 1000)
     rows = np.flatnonzero(in_range)
     order = rows[np.lexsort((rows, ts_int[rows], src_code[rows], rel[rows]))]
     bounds = np.searchsorted(rel[order], np.arange(len(days) + 1))
@@ -376,7 +409,9 @@ def ingest_range(
         bad = rejected[part]
         accepted = table.take(part[~bad])
         quarantined = q_table.take(q_pos[part[bad]])
-        reports.append(_write_day(city, feed, day, accepted, quarantined, version, keys, rows_read=len(part)))
+        reports.append(
+            _write_day(city, feed, day, accepted, quarantined, version, keys, rows_read=len(part), until=day_until[i])
+        )
 
     undated_rows = np.flatnonzero(undated)
     if len(undated_rows):
@@ -404,17 +439,23 @@ def _write_day(
     keys: dict[str, str],
     *,
     rows_read: int,
+    until: pd.Timestamp | None = None,
 ) -> dict[str, Any]:
-    report = _report(city, feed, day, accepted, quarantined, version)
+    report = _report(city, feed, day, accepted, quarantined, version, until)
     if report["rows_read"] != rows_read or rows_read != report["rows_accepted"] + report["rows_quarantined"]:
         raise AssertionError(
             f"{city.name}/{feed.name} {day}: rows_read {rows_read} != accepted {report['rows_accepted']} "
             f"+ quarantined {report['rows_quarantined']}"
         )
     meta = {"registry_version": version}
+    if until is not None:
+        meta[intraday.UNTIL_KEY] = intraday.iso(until) or ""
+    report_path = lake.partition("quality", **keys, date=day) / "report.json"
+    if until is not None:  # partial: say so before the data change (see the module docstring)
+        lake.write_json(report, report_path)
     obs = lake.write_partition(accepted, "observations", metadata=meta, **keys, date=day) if day != UNDATED else None
     qua = lake.write_partition(quarantined, "quarantine", metadata=meta, **keys, date=day)
-    rep = lake.write_json(report, lake.partition("quality", **keys, date=day) / "report.json")
+    rep = lake.write_json(report, report_path)
     return {
         **report,
         "observations_path": str(obs) if obs else None,

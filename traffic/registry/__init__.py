@@ -19,6 +19,7 @@ __all__ = [
     "experiment_name",
     "load_intervals",
     "load_module",
+    "load_serving_module",
     "load_version_module",
     "log_training",
     "logged_metrics",

@@ -54,6 +54,10 @@ from traffic.forecast.intervals import INTERVAL_METHOD  # noqa: E402  (numpy onl
 
 #: Artifact of a training run holding its 80 % interval model (traffic.forecast.intervals).
 INTERVALS_ARTIFACT = "intervals/intervals.npz"
+#: Artifact folder of a training run holding the eager module (``traffic.gridded.save_model``:
+#: state dict + config): loads in a fraction of a second, where deserializing the exported
+#: program takes seconds (what an hourly refresh would pay in every fresh task process).
+EAGER_ARTIFACT = "eager"
 #: Default model card template (``string.Template`` placeholders).
 MODEL_CARD_TEMPLATE = PROJECT_ROOT / "models" / "model_card.md"
 #: Relative tolerance under which two mean RMSEs count as a tie (a tie never promotes).
@@ -606,9 +610,9 @@ def _metrics(result: TrainResult, timestamp_ms: int, city: CityConfig | None = N
         step = int(r[step_key]) if r.get(step_key) is not None else i
         elapsed_ms = int(1000 * float(r.get("elapsed_s") or 0.0))
         for key in ("train_loss", "val_loss"):
-            v = r.get(key)
-            if v is not None and math.isfinite(float(v)):
-                rows.append(Metric(f"curve.{key}", float(v), timestamp_ms + elapsed_ms, step))
+            loss = r.get(key)
+            if loss is not None and math.isfinite(float(loss)):
+                rows.append(Metric(f"curve.{key}", float(loss), timestamp_ms + elapsed_ms, step))
     return rows
 
 
@@ -765,6 +769,13 @@ def log_training(
                     path = Path(tmp) / INTERVALS_ARTIFACT.rsplit("/", 1)[-1]
                     path.write_bytes(result.intervals.to_bytes())
                     client.log_artifact(run_id, str(path), artifact_path=INTERVALS_ARTIFACT.rsplit("/", 1)[0])
+
+            if getattr(module, "config", None) is not None and hasattr(module.config, "to_dict"):
+                from traffic.gridded import save_model
+
+                with tempfile.TemporaryDirectory(prefix="traffic-eager-") as tmp:
+                    save_model(module, tmp)
+                    client.log_artifacts(run_id, tmp, artifact_path=EAGER_ARTIFACT)
 
             info = mlflow.pytorch.log_model(
                 module,
@@ -945,6 +956,42 @@ def load_intervals(run_id: str) -> Any:
             return None
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=INTERVALS_ARTIFACT, dst_path=tmp)
         return IntervalModel.from_bytes(Path(local).read_bytes())
+
+
+def load_serving_module(run_id: str, model_uri: str) -> Any:
+    """The module of a registered version for inference, the fast way when it can be.
+
+    A run logged with the eager module (artifact ``eager/``: state dict + config of a
+    :class:`~traffic.model.Forecaster`, the very module the exported program was checked
+    against when it was logged) is rebuilt from it in a fraction of a second; any other
+    run is loaded with :func:`load_version_module` (deserializing the exported program).
+
+    Parameters
+    ----------
+    run_id : str
+        The training run of the version (``champion(city)["run_id"]``).
+    model_uri : str
+        Its model URI, for the fallback.
+
+    Returns
+    -------
+    torch.nn.Module
+        CPU, inference mode, parameters without grad; ``(B, T_in, F, H, W)`` -> ``(B, H_out, C, H, W)``.
+    """
+    import mlflow
+
+    from traffic.gridded import MODEL_CONFIG, MODEL_WEIGHTS, load_model
+
+    with _mlflow_session() as client:
+        names = {Path(a.path).name for a in client.list_artifacts(run_id, EAGER_ARTIFACT)}
+        if not {MODEL_CONFIG, MODEL_WEIGHTS} <= names:
+            return load_version_module(model_uri)
+        with tempfile.TemporaryDirectory(prefix="traffic-eager-") as tmp:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=EAGER_ARTIFACT, dst_path=tmp)
+            module = load_model(local)
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
 
 
 def load_module(city: CityConfig | str, alias: str = CHAMPION) -> Any:
