@@ -996,8 +996,10 @@ def _train(
     metrics: dict[str, HorizonMetrics] = {}
     intervals = None
     if dist.is_main:  # data-parallel: the holdout is scored once, on rank 0
-        # 80 % intervals from the validation residuals (never trained on, never the holdout)
-        val_ho = _spread(split.val, 4 * int(tr["max_val_samples"]))
+        # 80 % intervals from the residuals of training and validation samples (never the holdout):
+        # the validation days alone can be too few to hold every kind of day (traffic.forecast.intervals)
+        n_cal = 4 * int(tr["max_val_samples"])
+        val_ho = np.concatenate([_spread(split.train, n_cal), _spread(split.val, n_cal)])
         intervals = fit_intervals(
             (
                 (_predict(module, grid, te, context_steps, horizon_steps), grid.values[ti], grid.mask[ti])
