@@ -39,7 +39,7 @@ def refresh_through_airflow(env: dict[str, str], until: str, logical_date: str) 
 
 
 @pytest.mark.slow
-def test_refresh_los_angeles_through_airflow(traffic_home):
+def test_refresh_los_angeles_through_airflow(traffic_home, monkeypatch):
     la = load_city("los_angeles")
     env = migrated_env()
 
@@ -100,3 +100,11 @@ def test_refresh_los_angeles_through_airflow(traffic_home):
     n_ctx = la.forecast.context_steps
     exported = run_forecast(load_version_module(champ["model_uri"]), grid, -1, context_steps=n_ctx)
     np.testing.assert_allclose(run_forecast(fast, grid, -1, context_steps=n_ctx), exported, rtol=1e-4, atol=1e-3)
+
+    # under other model code the state dict may no longer be that model: the exported program is served
+    from traffic.registry import mlflow_registry
+
+    monkeypatch.setattr(mlflow_registry, "eager_fingerprint", lambda: {"model_py_sha256": "changed", "torch": "x"})
+    served = load_serving_module(champ["run_id"], champ["model_uri"])
+    assert not isinstance(served, Forecaster)
+    np.testing.assert_allclose(run_forecast(served, grid, -1, context_steps=n_ctx), exported, rtol=1e-6, atol=1e-6)

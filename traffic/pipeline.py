@@ -528,7 +528,12 @@ def publish(city: str | CityConfig, forecast_meta: dict[str, Any]) -> dict[str, 
     )
     from traffic.publish.export import log_published_maps  # never raises: a map must not fail a publish
 
-    res["maps"] = log_published_maps(db, c.name, res["run_id"], run["mlflow_run_id"])
+    if forecast_meta.get("kind") == "refresh":
+        # an hourly refresh logs no maps: they would cost seconds per refresh and pile 24 sets a day
+        # onto the champion's training run (maps of any run: `traffic export`)
+        res["maps"] = []
+    else:
+        res["maps"] = log_published_maps(db, c.name, res["run_id"], run["mlflow_run_id"])
     return {"city": c.name, "db": str(db), **res}
 
 

@@ -21,6 +21,8 @@ call only, so MLflow's process-wide state and environment are left as they were.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
 import subprocess
@@ -52,12 +54,32 @@ MODEL_ARTIFACT = "model"
 SERIALIZATION_FORMAT = "pt2"
 from traffic.forecast.intervals import INTERVAL_METHOD  # noqa: E402  (numpy only)
 
+_log = logging.getLogger(__name__)
+
 #: Artifact of a training run holding its 80 % interval model (traffic.forecast.intervals).
 INTERVALS_ARTIFACT = "intervals/intervals.npz"
 #: Artifact folder of a training run holding the eager module (``traffic.gridded.save_model``:
 #: state dict + config): loads in a fraction of a second, where deserializing the exported
 #: program takes seconds (what an hourly refresh would pay in every fresh task process).
 EAGER_ARTIFACT = "eager"
+#: In :data:`EAGER_ARTIFACT`: the code the state dict belongs to (``traffic/model.py`` digest, torch).
+EAGER_FINGERPRINT = "fingerprint.json"
+
+
+def eager_fingerprint() -> dict[str, str]:
+    """What an eager copy depends on: the source of ``traffic/model.py`` and the torch version.
+
+    The exported program is self-contained; a state dict is only the same model under the same
+    ``Forecaster`` code (a changed layer shape fails to load, a changed ``forward`` would not).
+    """
+    import hashlib
+
+    import torch
+
+    source = (PROJECT_ROOT / "traffic" / "model.py").read_bytes()
+    return {"model_py_sha256": hashlib.sha256(source).hexdigest(), "torch": str(torch.__version__)}
+
+
 #: Default model card template (``string.Template`` placeholders).
 MODEL_CARD_TEMPLATE = PROJECT_ROOT / "models" / "model_card.md"
 #: Relative tolerance under which two mean RMSEs count as a tie (a tie never promotes).
@@ -775,6 +797,7 @@ def log_training(
 
                 with tempfile.TemporaryDirectory(prefix="traffic-eager-") as tmp:
                     save_model(module, tmp)
+                    (Path(tmp) / EAGER_FINGERPRINT).write_text(json.dumps(eager_fingerprint(), sort_keys=True))
                     client.log_artifacts(run_id, tmp, artifact_path=EAGER_ARTIFACT)
 
             info = mlflow.pytorch.log_model(
@@ -963,8 +986,11 @@ def load_serving_module(run_id: str, model_uri: str) -> Any:
 
     A run logged with the eager module (artifact ``eager/``: state dict + config of a
     :class:`~traffic.model.Forecaster`, the very module the exported program was checked
-    against when it was logged) is rebuilt from it in a fraction of a second; any other
-    run is loaded with :func:`load_version_module` (deserializing the exported program).
+    against when it was logged) is rebuilt from it in a fraction of a second, provided the
+    code is still the code it was logged with (:func:`eager_fingerprint`); any other run,
+    or a model logged under other ``traffic/model.py`` code, is loaded with
+    :func:`load_version_module` (deserializing the exported program, which does not depend
+    on the code).
 
     Parameters
     ----------
@@ -984,10 +1010,14 @@ def load_serving_module(run_id: str, model_uri: str) -> Any:
 
     with _mlflow_session() as client:
         names = {Path(a.path).name for a in client.list_artifacts(run_id, EAGER_ARTIFACT)}
-        if not {MODEL_CONFIG, MODEL_WEIGHTS} <= names:
+        if not {MODEL_CONFIG, MODEL_WEIGHTS, EAGER_FINGERPRINT} <= names:
             return load_version_module(model_uri)
         with tempfile.TemporaryDirectory(prefix="traffic-eager-") as tmp:
             local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=EAGER_ARTIFACT, dst_path=tmp)
+            logged = json.loads((Path(local) / EAGER_FINGERPRINT).read_text())
+            if logged != eager_fingerprint():
+                _log.info("run %s: eager copy made under other code %s; loading the exported program", run_id, logged)
+                return load_version_module(model_uri)
             module = load_model(local)
     for p in module.parameters():
         p.requires_grad_(False)
