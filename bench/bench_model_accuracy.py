@@ -156,6 +156,8 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
         )
         acc.append(accuracy_table(r))
     replace_block("accuracy", "\n".join(acc))
+    if len({r["variant"] for r in results}) < 2:  # a default-only run leaves the variants section as it was
+        return
     var = ["## Model variants (same seed, budget and holdout)\n", head]
     var.append("| city | variant | mean RMSE | skill vs best baseline | steps | s/step | parameters |")
     var.append("|---|---|---:|---:|---:|---:|---:|")

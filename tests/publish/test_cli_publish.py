@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_case, metr_la_case
+from publish_cases import make_case, metr_la_case
 
 from traffic.cli import main
 from traffic.publish import duckdb_publish as dp

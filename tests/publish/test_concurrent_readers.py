@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import make_case
+from publish_cases import make_case
 
 from traffic.publish import duckdb_publish as dp
 from traffic.publish.congestion import congestion

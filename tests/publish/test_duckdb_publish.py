@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import make_case, metr_la_case
+from publish_cases import make_case, metr_la_case
 
 from traffic.config import PROJECT_ROOT
 from traffic.publish import duckdb_publish as dp
@@ -289,7 +289,7 @@ def test_constraint_violation_in_the_schema_writes_nothing(db, monkeypatch):
 KILL_CHILD = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
-from conftest import make_case, metr_la_case
+from publish_cases import make_case, metr_la_case
 from traffic.publish import duckdb_publish as dp
 point = {point!r}
 def die(*a, **k):
@@ -601,7 +601,7 @@ def test_a_reader_session_never_blocks_a_publish_and_keeps_its_snapshot(db):
 
 def _publish_in_child(db: str, city: str, issued: str, barrier) -> dict:
     sys.path.insert(0, str(PROJECT_ROOT / "tests/publish"))
-    from conftest import make_case as mk
+    from publish_cases import make_case as mk
 
     barrier.wait(timeout=60)
     return dp.publish_forecast(db, **mk(city=city, issued_at=issued, shape=(20, 20)).kwargs())

@@ -14,8 +14,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_case
 from PIL import Image
+from publish_cases import make_case
 
 from traffic.cli import main
 from traffic.forecast.horizons import HorizonGroup, group_tag, horizon_groups

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from publish_cases import make_case
 
-from tests.publish.conftest import make_case
 from tests.publish.test_duckdb_publish import _hotspot_case
 from traffic.publish import duckdb_publish as dp
 
