@@ -48,7 +48,24 @@ def partition(dataset: str, **keys: Any) -> UPath:
     return p
 
 
-def _atomic_bytes(target: UPath, write: Any) -> None:
+def atomic_write(target: UPath | str, write: Any) -> UPath:
+    """Write ``target`` atomically: ``write(fh)`` fills a temporary binary file next to it, renamed into place.
+
+    Readers see the old file or the whole new one, never a part (also after kill -9: the
+    temporary name starts with a dot and is never read). Local paths and fsspec URIs.
+
+    Parameters
+    ----------
+    target : UPath or str
+    write : callable
+        ``write(fh)`` with a binary file handle open for writing.
+
+    Returns
+    -------
+    UPath
+        ``target``.
+    """
+    target = UPath(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
     try:
@@ -58,6 +75,7 @@ def _atomic_bytes(target: UPath, write: Any) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+    return target
 
 
 def write_table(table: pa.Table, target: UPath, *, metadata: dict[str, str] | None = None) -> UPath:
@@ -75,14 +93,14 @@ def write_table(table: pa.Table, target: UPath, *, metadata: dict[str, str] | No
         md = dict(table.schema.metadata or {})
         md.update({k.encode(): v.encode() for k, v in metadata.items()})
         table = table.replace_schema_metadata(md)
-    _atomic_bytes(target, lambda fh: pq.write_table(table, fh, compression="zstd"))
+    atomic_write(target, lambda fh: pq.write_table(table, fh, compression="zstd"))
     return target
 
 
 def write_json(obj: Any, target: UPath) -> UPath:
     """Write ``obj`` as pretty JSON atomically."""
     data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
-    _atomic_bytes(target, lambda fh: fh.write(data))
+    atomic_write(target, lambda fh: fh.write(data))
     return target
 
 

@@ -45,6 +45,7 @@ quoted by :func:`_sql_string`.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 import shutil
@@ -110,6 +111,9 @@ _KIND_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 _STATEMENT_RE = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 _VERSION_RE = re.compile(r"^v-(\d{8}T\d{12}Z)-[0-9a-f]{8}$")
 _LOCK_WAIT_S = 0.05
+
+
+log = logging.getLogger(__name__)
 
 
 class PublishError(ValueError):
@@ -481,12 +485,24 @@ def _target_times(target_times: Any, h_out: int) -> pd.DatetimeIndex:
     return tt
 
 
-def _default_timezone(city: str) -> str:
-    from traffic.config import ConfigError, load_city
+def city_timezone(city: str) -> str:
+    """IANA timezone of a configured city (``cities/<city>.toml``); UTC, with a warning, otherwise.
+
+    Parameters
+    ----------
+    city : str
+
+    Returns
+    -------
+    str
+        E.g. ``"Europe/Berlin"``.
+    """
+    from traffic.config import load_city
 
     try:
         return load_city(city).timezone
-    except (ConfigError, FileNotFoundError, OSError):
+    except (OSError, ValueError) as exc:  # ConfigError is a ValueError
+        log.warning("city %r has no readable city file (%s); local times are shown in UTC", city, exc)
         return "UTC"
 
 
@@ -535,7 +551,7 @@ def _run_row(city: str, run: Mapping[str, Any], tt: pd.DatetimeIndex, has_bounds
         method = "unspecified" if method is None else str(method)
     else:
         level, method = None, None  # no bounds: no interval to describe
-    tz = str(run.get("timezone") or _default_timezone(city))
+    tz = str(run.get("timezone") or city_timezone(city))
     try:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError) as exc:

@@ -132,27 +132,6 @@ def default_out_dir() -> Path:
     return home() / "exports"
 
 
-def city_timezone(city: str) -> str:
-    """IANA timezone of a configured city (``cities/<city>.toml``); UTC, with a warning, otherwise.
-
-    Parameters
-    ----------
-    city : str
-
-    Returns
-    -------
-    str
-        E.g. ``"Europe/Berlin"``.
-    """
-    from traffic.config import load_city
-
-    try:
-        return load_city(city).timezone
-    except (OSError, ValueError) as exc:
-        log.warning("city %r has no readable city file (%s); local times are shown in UTC", city, exc)
-        return "UTC"
-
-
 # --------------------------------------------------------------------------- reading
 
 
@@ -367,15 +346,18 @@ def cells_geodataframe(cells: pd.DataFrame) -> Any:
 # --------------------------------------------------------------------------- files
 
 
-def _atomic(path: Path, write) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+def _city_timezone(city: str) -> str:
+    from traffic.publish.duckdb_publish import city_timezone
+
+    return city_timezone(city)
+
+
+def _written(path: str | Path, write) -> Path:
+    """``path`` written atomically by the project's one atomic writer (:func:`traffic.lake.atomic_write`)."""
+    from traffic.lake import atomic_write
+
+    atomic_write(str(path), write)
+    return Path(path)
 
 
 def write_geoparquet(gdf: Any, path: str | Path) -> Path:
@@ -391,7 +373,7 @@ def write_geoparquet(gdf: Any, path: str | Path) -> Path:
     -------
     Path
     """
-    return _atomic(Path(path), lambda p: gdf.to_parquet(p, index=False))
+    return _written(path, lambda fh: gdf.to_parquet(fh, index=False))
 
 
 def geojson_dict(gdf: Any) -> dict[str, Any]:
@@ -428,7 +410,7 @@ def write_geojson(gdf: Any, path: str | Path) -> Path:
     Path
     """
     text = json.dumps(geojson_dict(gdf), separators=(",", ":"), allow_nan=False)
-    return _atomic(Path(path), lambda p: p.write_text(text, encoding="utf-8"))
+    return _written(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def _time_window(times: pd.Series, bin_seconds: int, timezone: str) -> str:
@@ -533,7 +515,7 @@ def write_pngs(
         fig.subplots_adjust(left=0.06, right=1.0 - 1.4 / (4.2 * n + 1.6), top=0.83, bottom=0.08, wspace=0.25)
         FigureCanvasAgg(fig)
         path = out_dir / f"{run.run_id}{suffix}_{group_tag(group.label)}.png"
-        paths.append(_atomic(path, lambda p, fig=fig: fig.savefig(p, dpi=_PNG_DPI, format="png")))
+        paths.append(_written(path, lambda fh, fig=fig: fig.savefig(fh, dpi=_PNG_DPI, format="png")))
     return paths
 
 
@@ -738,7 +720,7 @@ def write_html(gdf: Any, cells: Any, run: RunInfo, path: str | Path, *, timezone
     Path
     """
     text = render_html(html_payload(gdf, cells, run, timezone))
-    return _atomic(Path(path), lambda p: p.write_text(text, encoding="utf-8"))
+    return _written(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 # --------------------------------------------------------------------------- entry points
@@ -805,7 +787,7 @@ def export_run(
     """
     check_format(fmt)
     run, rows, cell_rows = read_run(db_path, city, run_id, channel)
-    tz = timezone or city_timezone(city)
+    tz = timezone or _city_timezone(city)
     gdf = to_geodataframe(rows, run, tz)
     suffix = "" if channel is None else "_" + _safe(channel)
     target = Path(out) if out is not None else default_out_dir()
@@ -889,7 +871,7 @@ def log_published_maps(
         return []
     try:
         run, rows, cells = read_run(db_path, city, run_id)
-        tz = city_timezone(city)
+        tz = _city_timezone(city)
         gdf, grid = to_geodataframe(rows, run, tz), cells_geodataframe(cells)
         paths = write_pngs(gdf, grid, run, out_dir or default_out_dir(), timezone=tz)
         return log_maps(mlflow_run_id, paths, tracking_uri=tracking_uri)
