@@ -118,6 +118,10 @@ class TrainResult:
     intervals : IntervalModel, optional
         The 80 % interval model fitted on the validation samples
         (:mod:`traffic.forecast.intervals`); ``metrics["model"].coverage`` is its holdout coverage.
+    ablation : dict
+        The trained module with parts switched off, on the same holdout: ``"base"`` (the linear
+        base alone) and ``"base_head"`` (base + per-cell head, hidden state zero: no recurrent or
+        attention path). ``metrics["model"]`` is the full network. Logged as ``ablation.<name>.*``.
     """
 
     module: Any
@@ -136,6 +140,7 @@ class TrainResult:
     stopped_reason: str
     extra: dict[str, Any] = field(default_factory=dict)
     intervals: Any = None
+    ablation: dict[str, HorizonMetrics] = field(default_factory=dict)
 
     @property
     def baselines(self) -> dict[str, HorizonMetrics]:
