@@ -126,15 +126,20 @@ class ForecastConfig:
     holdout_days : int
         Last days of the window kept for evaluation; must hold at least one full horizon
         (default 7).
+    train_steps : int
+        Optimiser steps of the nightly training: the budget that decides what ships, the same
+        on every machine, so two runs on the same data give the same model (default 600).
     train_budget_s : float
-        Wall-clock cap of the training loop on CPU (a safety net; default 60).
+        Wall-clock safety net of the training loop (default 900 s). When it fires before
+        ``train_steps`` the run records it (``stopped_reason = "wall_clock_cap"``).
     """
 
     context_steps: int = 12
     horizon_steps: int = 0  # 0 = one local day of bins, resolved by parse_city
     train_days: int = 28
     holdout_days: int = 7
-    train_budget_s: float = 60.0
+    train_steps: int = 600
+    train_budget_s: float = 900.0
 
     @property
     def window_days(self) -> int:
@@ -148,6 +153,7 @@ FORECAST_KEYS = {
     "horizon_steps": int,
     "train_days": int,
     "holdout_days": int,
+    "train_steps": int,
     "train_budget_s": float,
 }
 
@@ -175,7 +181,7 @@ def parse_forecast(raw: dict[str, Any], bin_seconds: int, source: str) -> Foreca
     per_day = 86400 // bin_seconds
     if fc.horizon_steps == 0:
         fc = dataclasses.replace(fc, horizon_steps=per_day)
-    for key, lo in (("context_steps", 1), ("horizon_steps", 1), ("train_days", 1), ("holdout_days", 1)):
+    for key, lo in (("context_steps", 1), ("horizon_steps", 1), ("train_days", 1), ("holdout_days", 1), ("train_steps", 0)):
         if getattr(fc, key) < lo:
             raise ConfigError(f"{source}: [forecast] {key} = {getattr(fc, key)} must be >= {lo}")
     if fc.train_budget_s <= 0:
