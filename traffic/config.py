@@ -12,17 +12,32 @@ local disk later without code changes.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import math
 import os
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from traffic.calendar import HolidayCalendar
+from traffic.errors import ConfigError, IngestError
+
+_T = TypeVar("_T", bound=BaseModel)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,10 +49,6 @@ CHANNELS = {
     "camera": ("car", "heavy", "bike", "pedestrian", "speed_kmh"),
 }
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-
-
-class ConfigError(ValueError):
-    """A city file is missing a key or has a value outside what is allowed."""
 
 
 def home() -> Path:
@@ -70,6 +81,15 @@ def duckdb_path() -> Path:
     return Path(os.environ.get("TRAFFIC_DUCKDB", home() / "forecasts.duckdb"))
 
 
+#: Feed options (``[feeds.options]``): key -> (adapters that read it, what it is). Any other key is an error.
+FEED_OPTIONS = {
+    "interval_s": ("all", "seconds one delivered row covers (whole number, 1 .. 86400)"),
+    "start_local": ("metr_la", "local time of the first row of a feed without timestamps (ISO 8601)"),
+    "counts_extrapolated": ("telraam", "whether delivered counts are already scaled up for uptime (true/false)"),
+    "min_uptime": ("all", "rows with a smaller camera uptime are not rasterized (0 .. 1)"),
+}
+
+
 @dataclass(frozen=True)
 class FeedConfig:
     """One data feed of a city.
@@ -83,11 +103,16 @@ class FeedConfig:
     adapter : {"telraam", "metr_la", "canonical"}
         How raw files become the landing contract.
     observations, registry : str
-        Paths (relative to the project root) or URIs of the raw files.
+        Paths or URIs of the raw files; a relative path resolves against ``base``.
     channels : tuple of str
         Observation columns rasterized as model channels.
     options : dict
-        Adapter-specific options.
+        Adapter-specific options (keys in :data:`FEED_OPTIONS`).
+    base : str
+        Folder relative paths resolve against: the folder of the city file (set by
+        :func:`load_city`); empty = the project root (a config built in code).
+    source : str
+        The city file, for messages.
     """
 
     name: str
@@ -97,13 +122,47 @@ class FeedConfig:
     registry: str
     channels: tuple[str, ...]
     options: dict[str, Any] = field(default_factory=dict)
+    base: str = ""
+    source: str = ""
+
+    def resolve(self, which: str) -> str:
+        """``observations`` or ``registry`` as an absolute path or URI (no file system access).
+
+        A URI or an absolute path is returned as written; a relative path is joined to
+        :attr:`base` (the city file's folder), or to the project root when ``base`` is empty.
+        """
+        raw = str(getattr(self, which))
+        if "://" in raw or Path(raw).is_absolute():
+            return raw
+        return os.path.normpath(Path(self.base or PROJECT_ROOT) / raw)
 
     def path(self, which: str) -> str:
-        """Resolve ``observations`` or ``registry`` against the project root."""
-        raw = getattr(self, which)
-        if "://" in raw or Path(raw).is_absolute():
-            return str(raw)
-        return str(PROJECT_ROOT / raw)
+        """:meth:`resolve`, and for a relative local path, an error that says where it was looked for.
+
+        Raises
+        ------
+        IngestError
+            A relative path (not a glob) that does not exist; the message names the city file,
+            the key, the rule (relative to the city file's folder) and, when the path exists
+            relative to the project root (the rule before), how to write it.
+        """
+        raw = str(getattr(self, which))
+        resolved = self.resolve(which)
+        if resolved == raw or any(ch in raw for ch in "*?[") or Path(resolved).exists():
+            return resolved
+        base = Path(self.base or PROJECT_ROOT)
+        rule = "the city file's folder" if self.base else "the project root (a config built in code)"
+        msg = (
+            f"cannot read {resolved}: file does not exist ({self.source or 'city config'}: feed {self.name!r} "
+            f"{which} = {raw!r}; a relative path resolves against {rule}, {base})"
+        )
+        legacy = PROJECT_ROOT / raw
+        if self.base and legacy.exists():
+            msg += (
+                f"; {raw!r} exists relative to the project root: write {os.path.relpath(legacy, base)!r} "
+                "or an absolute path"
+            )
+        raise IngestError(msg, file=resolved, key=which, value=raw, allowed="an existing file, folder, glob or URI")
 
 
 @dataclass(frozen=True)
@@ -158,41 +217,313 @@ FORECAST_KEYS = {
 }
 
 
+# --------------------------------------------------------------------------- validation (pydantic)
+
+
+def _whole(v: Any) -> Any:
+    """A float with no fraction (``600.0``) as an int; anything else unchanged (then type-checked)."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def _real(v: Any) -> Any:
+    """An int as a float (TOML ``60`` for ``60.0``); inf and nan refused; the rest unchanged (then type-checked)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError("must be a finite number")
+    return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+def _text(v: Any) -> Any:
+    """A TOML date or date-time literal as its ISO text; anything else unchanged."""
+    return v.isoformat() if isinstance(v, dt.date | dt.time) else v
+
+
+Whole = Annotated[int, BeforeValidator(_whole)]
+Real = Annotated[float, BeforeValidator(_real)]
+Text = Annotated[str, BeforeValidator(_text)]
+Name = Annotated[str, StringConstraints(pattern=_NAME_RE.pattern)]
+
+
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class _ForecastTable(_Table):
+    context_steps: Whole = Field(12, ge=1, le=100_000)
+    horizon_steps: Whole = Field(0, ge=0, le=100_000)
+    train_days: Whole = Field(28, ge=1, le=3660)
+    holdout_days: Whole = Field(7, ge=1, le=3660)
+    train_steps: Whole = Field(600, ge=0, le=100_000_000)
+    train_budget_s: Real = Field(900.0, gt=0, le=7 * 86400)
+
+
+class _CalendarTable(_Table):
+    holidays_country: str | None = None
+    holidays_subdiv: str | None = None
+    extra_holidays: list[Text] = []
+
+
+class _OptionsTable(_Table):
+    interval_s: Whole | None = Field(None, ge=1, le=86400)
+    start_local: Text | None = None
+    counts_extrapolated: bool | None = None
+    min_uptime: Real | None = Field(None, ge=0, le=1)
+
+    @field_validator("start_local")
+    @classmethod
+    def _iso_time(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                pd.Timestamp(v)
+            except ValueError:
+                raise ValueError("is not a local time; allowed: ISO 8601 like '2012-03-01T00:00:00'") from None
+        return v
+
+
+class _FeedTable(_Table):
+    name: Name
+    kind: Literal["sensor", "camera"]
+    adapter: Literal["telraam", "metr_la", "canonical"]
+    observations: str = Field(min_length=1)
+    registry: str = Field(min_length=1)
+    channels: list[str]
+    options: _OptionsTable = _OptionsTable()
+
+    @model_validator(mode="after")
+    def _channels_of_kind(self) -> _FeedTable:
+        bad = [c for c in self.channels if c not in CHANNELS[self.kind]]
+        if bad or not self.channels:
+            raise ValueError(
+                f"channels {bad or self.channels} not allowed for kind {self.kind!r}; allowed: {CHANNELS[self.kind]}"
+            )
+        return self
+
+
+class _CityTable(_Table):
+    name: Name
+    timezone: str
+    crs_epsg: Whole
+    bbox: list[Real]
+    cell_size_m: Real = Field(gt=0, le=100_000)
+    time_bin: str
+    feeds: list[_FeedTable]
+    calendar: _CalendarTable = _CalendarTable()
+    forecast: _ForecastTable = _ForecastTable()
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                "is not an IANA zone; allowed: a name like 'Europe/Berlin' or 'America/Los_Angeles'"
+            ) from None
+        return v
+
+    @field_validator("crs_epsg")
+    @classmethod
+    def _epsg(cls, v: int) -> int:
+        from pyproj import CRS
+        from pyproj.exceptions import CRSError
+
+        try:
+            crs = CRS.from_epsg(v)
+        except CRSError:
+            raise ValueError(f"is not an EPSG code pyproj knows; allowed: {_EPSG_ALLOWED}") from None
+        if not crs.is_projected or crs.axis_info[0].unit_name not in ("metre", "meter"):
+            unit = crs.axis_info[0].unit_name if crs.axis_info else "?"
+            raise ValueError(f"is {crs.name!r} (unit {unit}); allowed: {_EPSG_ALLOWED}")
+        return v
+
+    @field_validator("bbox")
+    @classmethod
+    def _bbox(cls, v: list[float]) -> list[float]:
+        if len(v) != 4 or not (v[0] < v[2] and v[1] < v[3]):
+            raise ValueError("must be [lon_min, lat_min, lon_max, lat_max] with min < max")
+        if not all(-180 <= x <= 180 for x in v[::2]) or not all(-90 <= y <= 90 for y in v[1::2]):
+            raise ValueError("is not in WGS84 degrees; allowed: lon -180 .. 180, lat -90 .. 90")
+        return v
+
+    @field_validator("time_bin")
+    @classmethod
+    def _time_bin(cls, v: str) -> str:
+        try:
+            secs = pd.Timedelta(v).total_seconds()
+        except ValueError:
+            raise ValueError("is not a duration like '15min' or '1h'") from None
+        if secs < 1 or secs != int(secs) or 86400 % secs:
+            raise ValueError("must divide a day into whole seconds; allowed: e.g. '5min', '15min', '30min', '1h'")
+        return v
+
+    @field_validator("feeds")
+    @classmethod
+    def _feeds(cls, v: list[_FeedTable]) -> list[_FeedTable]:
+        if not v:
+            raise ValueError("at least one [[feeds]] entry is required")
+        names = [f.name for f in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"feed names must be unique; got {names}")
+        return v
+
+
+_EPSG_ALLOWED = "a projected CRS in metres, e.g. 25833 (ETRS89 / UTM 33N) or 26945 (NAD83 / California zone 5)"
+
+#: Model of each table, by its place in the file (list indices dropped), for "unknown key" messages.
+_TABLES: dict[tuple[str, ...], type[BaseModel]] = {
+    (): _CityTable,
+    ("forecast",): _ForecastTable,
+    ("calendar",): _CalendarTable,
+    ("feeds",): _FeedTable,
+    ("feeds", "options"): _OptionsTable,
+}
+_SECTIONS = ("forecast", "calendar")
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    """``("forecast", "context_steps")`` -> ``[forecast] context_steps``; ``("feeds", 0, "kind")`` -> ``feeds[0].kind``."""
+    if loc and loc[0] in _SECTIONS:
+        return f"[{loc[0]}]" + (" " + _where(loc[1:]) if len(loc) > 1 else "")
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _bound(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+_PROBLEMS = {
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "finite_number": "must be a finite number",
+    "string_type": "must be a string",
+    "bool_type": "must be true or false",
+    "list_type": "must be a list [...]",
+    "model_type": "must be a table",
+    "dict_type": "must be a table",
+}
+
+
+def _problem(err: dict[str, Any]) -> str:
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind in _PROBLEMS:
+        return _PROBLEMS[kind]
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
+        bound = next(iter(ctx.values()))
+        return f"must be {op} {_bound(bound)}"
+    if kind == "literal_error":
+        return f"is not allowed; allowed: {ctx['expected']}"
+    if kind == "string_pattern_mismatch":
+        return f"must match {ctx['pattern']}"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    return str(err["msg"])[:1].lower() + str(err["msg"])[1:]
+
+
+def config_error(exc: ValidationError, source: str, prefix: tuple[str, ...] = ()) -> ConfigError:
+    """Pydantic's errors of a city file as one :class:`ConfigError` in the project's one-line form.
+
+    Parameters
+    ----------
+    exc : pydantic.ValidationError
+        Errors of validating (part of) a city file.
+    source : str
+        The city file, named first in the message.
+    prefix : tuple of str
+        Location of the validated table in the file (``("forecast",)`` for ``[forecast]`` alone).
+
+    Returns
+    -------
+    ConfigError
+        ``<file>: <key> = <value> <what is allowed>``, every fault joined by ``; ``; unknown keys
+        of a table are grouped with the keys the table allows. ``key``/``value``/``allowed`` of
+        the first fault are set as attributes.
+    """
+    parts: list[str] = []
+    unknown: dict[tuple[Any, ...], list[str]] = {}
+    first: tuple[str, Any, str] | None = None
+    for err in exc.errors(include_url=False):
+        loc = prefix + tuple(err["loc"])
+        if err["type"] == "extra_forbidden":
+            unknown.setdefault(loc[:-1], []).append(str(loc[-1]))
+            continue
+        where, value = _where(loc), err.get("input")
+        if err["type"] == "missing":
+            parent = _where(loc[:-1])
+            parts.append(f"{parent + ': ' if parent else ''}missing key {loc[-1]!r}")
+            first = first or (where, None, "a value")
+            continue
+        problem = _problem(err)
+        compound = isinstance(value, dict) or (
+            isinstance(value, list) and (not value or any(isinstance(x, dict) for x in value))
+        )
+        parts.append(f"{where}: {problem}" if compound else f"{where} = {value!r} {problem}")
+        first = first or (where, value, problem)
+    for parent, keys in unknown.items():
+        model = _TABLES.get(tuple(p for p in parent if isinstance(p, str)), _CityTable)
+        table = _where(parent)
+        allowed = sorted(model.model_fields)
+        parts.insert(0, f"{table + ' ' if table else ''}keys {sorted(keys)} unknown; allowed: {allowed}")
+        first = first or (f"{table} {keys[0]}".strip(), None, f"one of {allowed}")
+    key, value, allowed = first or ("", None, "")
+    return ConfigError(f"{source}: " + "; ".join(parts), file=source, key=key, value=value, allowed=allowed)
+
+
+def _validate(model: type[_T], raw: Any, source: str, prefix: tuple[str, ...] = ()) -> _T:
+    if not isinstance(raw, dict):
+        where = _where(prefix) or "the file"
+        raise ConfigError(f"{source}: {where} must be a table, got {raw!r}", file=source, key=where, value=raw)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise config_error(exc, source, prefix) from None
+
+
+def _resolve_forecast(table: _ForecastTable, bin_seconds: int, source: str) -> ForecastConfig:
+    fc = ForecastConfig(**table.model_dump())
+    per_day = 86400 // bin_seconds
+    if fc.horizon_steps == 0:
+        fc = dataclasses.replace(fc, horizon_steps=per_day)
+    if fc.horizon_steps > fc.holdout_days * per_day:
+        raise ConfigError(
+            f"{source}: [forecast] horizon_steps = {fc.horizon_steps} ({fc.horizon_steps * bin_seconds / 3600:g} h) "
+            f"does not fit in holdout_days = {fc.holdout_days}: the holdout must hold a full horizon "
+            f"(raise holdout_days to >= {-(-fc.horizon_steps // per_day)} or lower horizon_steps)",
+            file=source,
+            key="[forecast] horizon_steps",
+            value=fc.horizon_steps,
+            allowed=f"<= holdout_days x {per_day} bins",
+        )
+    return fc
+
+
 def parse_forecast(raw: dict[str, Any], bin_seconds: int, source: str) -> ForecastConfig:
     """Validate a ``[forecast]`` table; ``horizon_steps`` defaults to one day of bins.
+
+    Parameters
+    ----------
+    raw : dict
+        The table as read from TOML.
+    bin_seconds : int
+        The city's bin length (resolves ``horizon_steps = 0``).
+    source : str
+        The city file, for messages.
+
+    Returns
+    -------
+    ForecastConfig
 
     Raises
     ------
     ConfigError
         Naming the file, the key, the value and what is allowed.
     """
-    unknown = sorted(set(raw) - set(FORECAST_KEYS))
-    if unknown:
-        raise ConfigError(f"{source}: [forecast] keys {unknown} unknown; allowed: {sorted(FORECAST_KEYS)}")
-    vals: dict[str, Any] = {}
-    for key, typ in FORECAST_KEYS.items():
-        if key not in raw:
-            continue
-        v = raw[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (typ is int and not float(v).is_integer()):
-            raise ConfigError(f"{source}: [forecast] {key} = {v!r} must be a {'whole ' if typ is int else ''}number")
-        vals[key] = typ(v)
-    fc = ForecastConfig(**vals)
-    per_day = 86400 // bin_seconds
-    if fc.horizon_steps == 0:
-        fc = dataclasses.replace(fc, horizon_steps=per_day)
-    for key, lo in (("context_steps", 1), ("horizon_steps", 1), ("train_days", 1), ("holdout_days", 1), ("train_steps", 0)):
-        if getattr(fc, key) < lo:
-            raise ConfigError(f"{source}: [forecast] {key} = {getattr(fc, key)} must be >= {lo}")
-    if fc.train_budget_s <= 0:
-        raise ConfigError(f"{source}: [forecast] train_budget_s = {fc.train_budget_s} must be > 0")
-    if fc.horizon_steps > fc.holdout_days * per_day:
-        raise ConfigError(
-            f"{source}: [forecast] horizon_steps = {fc.horizon_steps} ({fc.horizon_steps * bin_seconds / 3600:g} h) "
-            f"does not fit in holdout_days = {fc.holdout_days}: the holdout must hold a full horizon "
-            f"(raise holdout_days to >= {-(-fc.horizon_steps // per_day)} or lower horizon_steps)"
-        )
-    return fc
+    return _resolve_forecast(_validate(_ForecastTable, raw, source, ("forecast",)), bin_seconds, source)
 
 
 @dataclass(frozen=True)
@@ -227,126 +558,138 @@ class CityConfig:
         for f in self.feeds:
             if f.name == name:
                 return f
-        raise ConfigError(f"city {self.name!r} has no feed {name!r}; feeds: {[f.name for f in self.feeds]}")
+        raise ConfigError(
+            f"city {self.name!r} has no feed {name!r}; feeds: {[f.name for f in self.feeds]}",
+            file=self.source or None,
+            key="feed",
+            value=name,
+            allowed=str([f.name for f in self.feeds]),
+        )
 
 
-def _require(d: dict[str, Any], key: str, where: str) -> Any:
-    if key not in d:
-        raise ConfigError(f"{where}: missing key {key!r}")
-    return d[key]
-
-
-def parse_city(data: dict[str, Any], source: str = "<dict>") -> CityConfig:
+def parse_city(data: dict[str, Any], source: str = "<dict>", base: str | Path | None = None) -> CityConfig:
     """Validate a parsed city TOML and build a :class:`CityConfig`.
+
+    Parameters
+    ----------
+    data : dict
+        The file as read by ``tomllib``.
+    source : str
+        Where it came from, named in every message.
+    base : str or Path, optional
+        Folder relative feed paths resolve against (:func:`load_city` passes the city file's
+        folder); None = the project root, for a config built in code.
+
+    Returns
+    -------
+    CityConfig
 
     Raises
     ------
     ConfigError
-        Naming the file, the key and what is allowed.
+        Naming the file, the key, the value and what is allowed: a missing or unknown key, a
+        wrong type, a value out of range, an EPSG code pyproj does not know or that is not a
+        projected CRS in metres, a bad calendar.
     """
-    name = _require(data, "name", source)
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ConfigError(f"{source}: name {name!r} must match {_NAME_RE.pattern}")
-    tzname = _require(data, "timezone", source)
-    try:
-        ZoneInfo(tzname)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(f"{source}: timezone {tzname!r} is not an IANA zone") from exc
-    epsg = int(_require(data, "crs_epsg", source))
-    from pyproj import CRS
-
-    crs = CRS.from_epsg(epsg)
-    if not crs.is_projected or crs.axis_info[0].unit_name not in ("metre", "meter"):
-        raise ConfigError(f"{source}: crs_epsg {epsg} must be a projected CRS in metres")
-    bbox = tuple(float(v) for v in _require(data, "bbox", source))
-    if len(bbox) != 4 or not (bbox[0] < bbox[2] and bbox[1] < bbox[3]):
-        raise ConfigError(f"{source}: bbox {bbox} must be [lon_min, lat_min, lon_max, lat_max]")
-    if not (-180 <= bbox[0] <= 180 and -180 <= bbox[2] <= 180 and -90 <= bbox[1] <= 90 and -90 <= bbox[3] <= 90):
-        raise ConfigError(f"{source}: bbox {bbox} is not in WGS84 degrees")
-    cell = float(_require(data, "cell_size_m", source))
-    if cell <= 0:
-        raise ConfigError(f"{source}: cell_size_m must be > 0, got {cell}")
-    time_bin = str(_require(data, "time_bin", source))
-    try:
-        secs = pd.Timedelta(time_bin).total_seconds()
-    except ValueError as exc:
-        raise ConfigError(f"{source}: time_bin {time_bin!r} is not a duration like '15min' or '1h'") from exc
-    if secs <= 0 or 86400 % secs:
-        raise ConfigError(f"{source}: time_bin {time_bin!r} must divide a day")
-    feeds = []
-    raw_feeds = _require(data, "feeds", source)
-    if not raw_feeds:
-        raise ConfigError(f"{source}: at least one [[feeds]] entry is required")
-    for i, f in enumerate(raw_feeds):
-        where = f"{source}: feeds[{i}]"
-        fname = _require(f, "name", where)
-        if not _NAME_RE.match(str(fname)):
-            raise ConfigError(f"{where}: name {fname!r} must match {_NAME_RE.pattern}")
-        kind = _require(f, "kind", where)
-        if kind not in FEED_KINDS:
-            raise ConfigError(f"{where}: kind {kind!r} not in {FEED_KINDS}")
-        adapter = _require(f, "adapter", where)
-        if adapter not in ADAPTERS:
-            raise ConfigError(f"{where}: adapter {adapter!r} not in {ADAPTERS}")
-        channels = tuple(_require(f, "channels", where))
-        bad = [c for c in channels if c not in CHANNELS[kind]]
-        if bad or not channels:
-            raise ConfigError(
-                f"{where}: channels {bad or channels} not allowed for kind {kind!r}; allowed: {CHANNELS[kind]}"
-            )
-        feeds.append(
-            FeedConfig(
-                name=fname,
-                kind=kind,
-                adapter=adapter,
-                observations=str(_require(f, "observations", where)),
-                registry=str(_require(f, "registry", where)),
-                channels=channels,
-                options=dict(f.get("options", {})),
-            )
-        )
-    if len({f.name for f in feeds}) != len(feeds):
-        raise ConfigError(f"{source}: feed names must be unique")
-    fc = parse_forecast(dict(data.get("forecast", {})), int(secs), source)
-    cal = dict(data.get("calendar", {}))
-    unknown = set(cal) - {"holidays_country", "holidays_subdiv", "extra_holidays"}
-    if unknown:
-        raise ConfigError(
-            f"{source}: [calendar] keys {sorted(unknown)} unknown; allowed: holidays_country, holidays_subdiv, "
-            "extra_holidays"
-        )
+    city = _validate(_CityTable, data, source)
+    secs = int(pd.Timedelta(city.time_bin).total_seconds())
+    fc = _resolve_forecast(city.forecast, secs, source)
     try:
         calendar = HolidayCalendar(
-            country=cal.get("holidays_country"),
-            subdiv=cal.get("holidays_subdiv"),
-            extra=tuple(str(d) for d in cal.get("extra_holidays", ())),
+            country=city.calendar.holidays_country,
+            subdiv=city.calendar.holidays_subdiv,
+            extra=tuple(city.calendar.extra_holidays),
         )
     except ValueError as exc:
-        raise ConfigError(f"{source}: [calendar] {exc}") from exc
+        raise ConfigError(f"{source}: [calendar] {exc}", file=source, key="[calendar]") from exc
+    feeds = tuple(
+        FeedConfig(
+            name=f.name,
+            kind=f.kind,
+            adapter=f.adapter,
+            observations=f.observations,
+            registry=f.registry,
+            channels=tuple(f.channels),
+            options=f.options.model_dump(exclude_none=True),
+            base="" if base is None else str(base),
+            source=source,
+        )
+        for f in city.feeds
+    )
     return CityConfig(
-        name=name,
-        timezone=tzname,
-        crs_epsg=epsg,
-        bbox=bbox,  # type: ignore[arg-type]
-        cell_size_m=cell,
-        time_bin=time_bin,
-        feeds=tuple(feeds),
+        name=city.name,
+        timezone=city.timezone,
+        crs_epsg=city.crs_epsg,
+        bbox=tuple(city.bbox),  # type: ignore[arg-type]
+        cell_size_m=city.cell_size_m,
+        time_bin=city.time_bin,
+        feeds=feeds,
         forecast=fc,
         source=source,
         calendar=calendar,
     )
 
 
+def city_file(name: str) -> Path:
+    """The TOML file of city ``name`` in :func:`cities_dir`; a name can never leave that folder.
+
+    Raises
+    ------
+    ConfigError
+        ``name`` is not a city name (``../../x``, ``x.toml``, ``Berlin``: it must match
+        ``^[a-z][a-z0-9_]{0,62}$``), or no such file; the message lists the known cities.
+    """
+    known = list_cities()
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ConfigError(
+            f"city {name!r} is not a city name: a name matches {_NAME_RE.pattern} and is the file "
+            f"{cities_dir()}/<name>.toml; known cities: {known}",
+            key="city",
+            value=name,
+            allowed=str(known),
+        )
+    p = cities_dir() / f"{name}.toml"
+    if not p.is_file():
+        raise ConfigError(f"no city file {p}; known cities: {known}", file=str(p), key="city", value=name)
+    return p
+
+
 def load_city(name_or_path: str | Path) -> CityConfig:
-    """Load a city by name (``cities/<name>.toml``) or by path to its TOML file."""
-    p = Path(name_or_path)
-    if p.suffix != ".toml":
-        p = cities_dir() / f"{name_or_path}.toml"
-    if not p.exists():
-        known = sorted(x.stem for x in cities_dir().glob("*.toml"))
-        raise ConfigError(f"no city file {p}; known cities: {known}")
-    with p.open("rb") as fh:
-        return parse_city(tomllib.load(fh), source=str(p))
+    """Load a city by name (``<cities_dir>/<name>.toml``) or, from code, by the :class:`~pathlib.Path` of its file.
+
+    A name (a ``str``) must match the city name pattern, so that no input can reach a file
+    outside the cities folder; the file's ``name`` key must equal the file name. Relative
+    feed paths in the file resolve against the file's folder.
+
+    Raises
+    ------
+    ConfigError
+        A name that is not a city name or has no file, a file that is not TOML, or any fault
+        :func:`parse_city` finds.
+    """
+    if isinstance(name_or_path, Path):
+        p, stem = name_or_path, None
+    else:
+        p = city_file(name_or_path)
+        stem = name_or_path
+    try:
+        with p.open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read city file {p}: {exc.strerror or exc}", file=str(p)) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}", file=str(p)) from exc
+    city = parse_city(data, source=str(p), base=p.resolve().parent)
+    if stem is not None and city.name != stem:
+        raise ConfigError(
+            f"{p}: name = {city.name!r} must equal the file name {stem!r} (DAGs are named after the file, the lake "
+            "after `name`)",
+            file=str(p),
+            key="name",
+            value=city.name,
+            allowed=repr(stem),
+        )
+    return city
 
 
 def list_cities() -> list[str]:

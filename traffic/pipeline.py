@@ -22,18 +22,11 @@ import pandas as pd
 from upath import UPath
 
 from traffic.config import PROJECT_ROOT, CityConfig, duckdb_path, home, load_city, mlflow_uri
+from traffic.errors import NoChampion, QualityError
 from traffic.lake import list_dates, partition, read_json, write_json
 
 #: What made a published run (``forecast_runs.kind``).
 FORECAST_KINDS = ("nightly", "refresh")
-
-
-class QualityError(RuntimeError):
-    """The data for a nightly run is stale or fails the quality gate."""
-
-
-class NoChampion(RuntimeError):
-    """The city has no champion model yet: there is nothing approved to forecast with."""
 
 
 def _city(city: str | CityConfig) -> CityConfig:

@@ -61,6 +61,7 @@ import numpy as np
 import torch
 
 from traffic.config import PROJECT_ROOT
+from traffic.errors import TrainingDiverged
 from traffic.forecast import distributed as ddp
 from traffic.forecast.baselines import (
     SeasonalProfile,
@@ -88,10 +89,6 @@ MODEL_SPEC = PROJECT_ROOT / "models" / "convlstm_attention.toml"
 
 #: Model fields that come from the data, not from the spec or overrides.
 DATA_FIELDS = ("channels", "grid_shape", "context_steps", "horizon", "bin_minutes", "profile_period")
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss, a gradient, the parameters or a forecast became NaN or infinite."""
 
 
 def load_model_spec(path: str | Path = MODEL_SPEC) -> dict[str, dict[str, Any]]:

@@ -32,12 +32,9 @@ from upath import UPath
 
 from traffic import lake
 from traffic.config import CityConfig
+from traffic.errors import GridMismatchError
 
 GRID_FILENAME = "cells.parquet"
-
-
-class GridMismatchError(RuntimeError):
-    """The grid stored in the lake differs from the one the city config describes."""
 
 
 @dataclass(frozen=True)

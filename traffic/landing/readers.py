@@ -14,26 +14,11 @@ import numpy as np
 import pandas as pd
 from upath import UPath
 
+from traffic.errors import IngestError
+
 #: File suffixes the canonical reader understands.
 CSV_SUFFIXES = (".csv", ".csv.gz", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq", ".geoparquet")
-
-
-class IngestError(ValueError):
-    """A delivered file cannot be ingested: unreadable, schema drift or wrong dtype.
-
-    Parameters
-    ----------
-    message : str
-        Human-readable message naming the file, the column and what was expected.
-    file, column : str, optional
-        The offending file and column (also available as attributes).
-    """
-
-    def __init__(self, message: str, *, file: str | None = None, column: str | None = None) -> None:
-        super().__init__(message)
-        self.file = file
-        self.column = column
 
 
 def resolve_files(path: str, suffixes: Sequence[str]) -> list[UPath]:

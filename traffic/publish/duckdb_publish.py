@@ -66,6 +66,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from traffic.config import PROJECT_ROOT, duckdb_path
+from traffic.errors import HotspotError, PublishError
 from traffic.publish.congestion import LEVEL_EDGES, LEVELS, NO_LEVEL, congestion
 
 SQL_DIR = PROJECT_ROOT / "sql"
@@ -114,14 +115,6 @@ _LOCK_WAIT_S = 0.05
 
 
 log = logging.getLogger(__name__)
-
-
-class PublishError(ValueError):
-    """Inputs of a publish do not fit together; nothing was written."""
-
-
-class HotspotError(ValueError):
-    """A hotspot question the published runs cannot answer (the message says what is allowed)."""
 
 
 # --------------------------------------------------------------------------- SQL files

@@ -60,6 +60,7 @@ import numpy as np
 import pandas as pd
 
 from traffic.config import home
+from traffic.errors import ExportError
 from traffic.forecast.horizons import group_tag, horizon_groups
 from traffic.publish.congestion import LEVELS, congestion_levels
 
@@ -96,10 +97,6 @@ _HTML_FIELDS = {"value": "value", "lower": "lower", "upper": "upper", "index": "
 #: Most run ids listed in an "unknown run" message.
 _MAX_LISTED = 10
 _PNG_DPI = 90
-
-
-class ExportError(ValueError):
-    """A city, run, channel or format that the catalog does not have; the message lists what it has."""
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from traffic.config import PROJECT_ROOT, CityConfig, mlflow_artifact_root, mlflow_uri
+from traffic.errors import RegistryError
 from traffic.forecast.result import MAPE_MIN_TARGET, HorizonMetrics, TrainResult
 
 # A batch job: MLflow must not phone home (nor wait on a network that is not there), and
@@ -86,10 +87,6 @@ MODEL_CARD_TEMPLATE = PROJECT_ROOT / "models" / "model_card.md"
 TIE_RTOL = 1e-9
 #: Tolerance of the check that the logged model reproduces the in-memory module.
 ROUNDTRIP_RTOL, ROUNDTRIP_ATOL = 1e-4, 1e-5
-
-
-class RegistryError(RuntimeError):
-    """The registry is not in the state an operation needs (no such alias, export mismatch...)."""
 
 
 def _city_name(city: CityConfig | str) -> str:
