@@ -16,15 +16,95 @@ Examples::
     traffic replay los_angeles --date 2012-03-07 --from 05:00 --to 10:00   # a morning, hour by hour, via Airflow
     traffic grid evaluate flows.npz --context 12 --horizon 12 --holdout-days 1 --budget 60 --json report.json
     traffic grid info flows.parquet --bin-minutes 30 --start 2015-01-01T00:00Z
+
+A fault in the input (a city file, a delivered file, an option out of range) is printed as one
+line on stderr, naming the file, key or option, the value and what is allowed, and the exit
+code is 2; any other error is one line with exit code 1. ``--debug`` (before or after the
+sub-command) also prints the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
+import math
 import sys
+import traceback
+from collections.abc import Callable
 from typing import Any
+
+from traffic.errors import TrafficError, UsageError, one_line
+
+#: Most seconds a training budget may be (one week).
+MAX_BUDGET_S = 7 * 86400.0
+#: Most bins a context or horizon may be.
+MAX_STEPS = 100_000
+#: Most days a holdout or training window may be (100 years).
+MAX_DAYS = 36_600.0
+#: ``traffic hotspots`` ranges: those of :func:`traffic.publish.find_hotspots` (checked by a test).
+MAX_HOURS, MAX_LIMIT = 744, 100_000
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the option, the value, what is allowed), exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+def number(
+    kind: type, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False, name: str = "x"
+) -> Callable[[str], Any]:
+    """An argparse ``type`` for a number in a range: ``int`` or ``float`` with ``lo <= x <= hi``.
+
+    Parameters
+    ----------
+    kind : {int, float}
+        ``int`` accepts whole numbers only (``10``, not ``1e20`` or ``2.5``).
+    lo, hi : float
+        Bounds of the allowed range.
+    lo_open, hi_open : bool
+        Exclude the bound itself (``0 < x`` rather than ``0 <= x``).
+    name : str
+        What the range calls the value (``0 < hours <= 744``).
+
+    Returns
+    -------
+    callable
+        Parses the text; out of range, not finite or not a number raises
+        :class:`argparse.ArgumentTypeError`, which argparse prints as one line naming the option.
+    """
+    left = f"{_num(lo)} {'<' if lo_open else '<='} {name}"
+    right = f"{'<' if hi_open else '<='} {_num(hi)}"
+    what = "a whole number" if kind is int else "a number"
+
+    def parse(text: str) -> Any:
+        try:
+            value = int(text.strip()) if kind is int else float(text)
+        except ValueError:
+            value = None
+        ok = value is not None and math.isfinite(value)
+        ok = ok and (lo < value if lo_open else lo <= value) and (value < hi if hi_open else value <= hi)  # type: ignore[operator]
+        if not ok:
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed: {what} with {left} {right}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def iso_date(text: str) -> str:
+    """An argparse ``type`` for a local date ``YYYY-MM-DD``."""
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date; allowed: YYYY-MM-DD, e.g. 2024-10-01") from None
 
 
 def _print(obj: Any) -> None:
@@ -58,7 +138,7 @@ def _until_dates(args) -> tuple[str, str]:
         try:
             day = local_date(parse_until(args.until, tz), tz)
         except ValueError as exc:
-            raise SystemExit(f"traffic {args.cmd}: --until {exc}") from exc
+            raise UsageError(f"--until {exc}", key="--until", value=args.until) from exc
         return day, day
     return _dates(args)
 
@@ -266,7 +346,7 @@ def _grid_load(args):
             holidays=args.holidays,
         )
     except (ValueError, FileNotFoundError) as exc:
-        raise SystemExit(f"traffic grid: {exc}") from exc
+        raise UsageError(str(exc), file=args.path) from exc
 
 
 def _grid_overrides(items: list[str]) -> dict[str, Any]:
@@ -277,7 +357,9 @@ def _grid_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE, e.g. --set hidden_dims=[16,16]")
+            raise UsageError(
+                f"--set {item!r}: expected KEY=VALUE, e.g. --set hidden_dims=[16,16]", key="--set", value=item
+            )
         try:
             out[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
@@ -313,7 +395,7 @@ def cmd_grid_evaluate(args) -> None:
             save_model_dir=args.save_model,
         )
     except ValueError as exc:  # an unusable split, setting or override
-        raise SystemExit(f"traffic grid evaluate: {exc}") from exc
+        raise UsageError(str(exc)) from exc
     print(format_report(report))
     if args.json:
         out = Path(args.json)
@@ -334,7 +416,7 @@ def _grid_parser(sub) -> None:
     ):
         s = gsub.add_parser(name, help=hlp)
         s.add_argument("path", help="*.npz or *.parquet (formats: README, traffic/gridded.py)")
-        s.add_argument("--bin-minutes", type=int, help="bin length, when the file has no times")
+        s.add_argument("--bin-minutes", type=number(int, 1, 1440), help="bin length, when the file has no times")
         s.add_argument("--start", help="first bin start (ISO 8601, naive = UTC), when the file has no times")
         s.add_argument("--channels", help="comma-separated channel names, in channel order")
         s.add_argument("--fill-gaps", action="store_true", help="insert missing time bins of an npz as unobserved")
@@ -343,14 +425,27 @@ def _grid_parser(sub) -> None:
         s.set_defaults(fn=fn)
         loaders.append(s)
     s = loaders[1]
-    s.add_argument("--context", type=int, default=12, help="context bins (default 12)")
-    s.add_argument("--horizon", type=int, default=12, help="bins predicted (default 12)")
+    s.add_argument("--context", type=number(int, 1, MAX_STEPS), default=12, help="context bins (default 12)")
+    s.add_argument("--horizon", type=number(int, 1, MAX_STEPS), default=12, help="bins predicted (default 12)")
     ho = s.add_mutually_exclusive_group(required=True)
-    ho.add_argument("--holdout-days", type=float, help="holdout = the last N days")
-    ho.add_argument("--holdout-fraction", type=float, help="holdout = the last share of the bins, e.g. 0.1")
-    s.add_argument("--train-days", type=float, help="training window before the holdout (default: all of it)")
-    s.add_argument("--budget", type=float, default=60.0, help="training wall-clock budget in seconds (default 60)")
-    s.add_argument("--seed", type=int, default=0)
+    ho.add_argument("--holdout-days", type=number(float, 0, MAX_DAYS, lo_open=True), help="holdout = the last N days")
+    ho.add_argument(
+        "--holdout-fraction",
+        type=number(float, 0, 1, lo_open=True, hi_open=True),
+        help="holdout = the last share of the bins, e.g. 0.1",
+    )
+    s.add_argument(
+        "--train-days",
+        type=number(float, 0, MAX_DAYS, lo_open=True),
+        help="training window before the holdout (default: all of it)",
+    )
+    s.add_argument(
+        "--budget",
+        type=number(float, 0, MAX_BUDGET_S, lo_open=True),
+        default=60.0,
+        help="training wall-clock budget in seconds (default 60)",
+    )
+    s.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0)
     s.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     s.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="model/training override (repeatable)"
@@ -361,9 +456,7 @@ def _grid_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="traffic", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = _Parser(prog="traffic", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("cities", help="list configured cities").set_defaults(fn=cmd_cities)
@@ -373,8 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         s = sub.add_parser(name, help=hlp)
         s.add_argument("city")
-        s.add_argument("--start", help="first local date (default: first in the raw data)")
-        s.add_argument("--end", help="last local date (default: last in the raw data)")
+        s.add_argument("--start", type=iso_date, help="first local date (default: first in the raw data)")
+        s.add_argument("--end", type=iso_date, help="last local date (default: last in the raw data)")
         s.add_argument(
             "--until",
             metavar='"YYYY-MM-DD HH:MM"',
@@ -383,33 +476,48 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(fn=fn)
     s = sub.add_parser("train", help="train, log and register a challenger")
     s.add_argument("city")
-    s.add_argument("--as-of")
-    s.add_argument("--budget", type=float, default=None, help="training wall-clock budget in seconds")
+    s.add_argument("--as-of", type=iso_date)
+    s.add_argument(
+        "--budget",
+        type=number(float, 0, MAX_BUDGET_S, lo_open=True),
+        default=None,
+        help="training wall-clock budget in seconds",
+    )
     s.add_argument("--promote", action="store_true", help="also apply the promotion rule")
     s.set_defaults(fn=cmd_train)
     s = sub.add_parser("forecast", help="forecast with the champion")
     s.add_argument("city")
-    s.add_argument("--as-of")
+    s.add_argument("--as-of", type=iso_date)
     s.add_argument("--publish", action="store_true")
     s.set_defaults(fn=cmd_forecast)
     s = sub.add_parser("publish", help="forecast with the champion and publish to DuckDB")
     s.add_argument("city")
-    s.add_argument("--as-of")
+    s.add_argument("--as-of", type=iso_date)
     s.set_defaults(fn=cmd_forecast, publish=True)
     s = sub.add_parser("run", help="all stages for one city in-process (no Airflow)")
     s.add_argument("city")
-    s.add_argument("--as-of")
+    s.add_argument("--as-of", type=iso_date)
     s.set_defaults(fn=cmd_run)
     s = sub.add_parser("nightly", help="ingest + nightly DAGs for all cities through Airflow")
     s.add_argument("cities", nargs="*")
-    s.add_argument("--as-of")
+    s.add_argument("--as-of", type=iso_date)
     s.set_defaults(fn=cmd_nightly)
     s = sub.add_parser("hotspots", help="where will it jam in the next hours (cells at level moderate or worse)")
     s.add_argument("city")
     s.add_argument("--at", help="window start: local time of the city ('2012-03-08 07:00') or ISO with offset")
-    s.add_argument("--hours", default="3", help="window length in hours (default 3)")
+    s.add_argument(
+        "--hours",
+        type=number(float, 0, MAX_HOURS, lo_open=True, name="hours"),
+        default="3",
+        help=f"window length in hours, 0 < hours <= {MAX_HOURS} (default 3)",
+    )
     s.add_argument("--channel", help="only this channel, e.g. metr.speed_kmh")
-    s.add_argument("--limit", default="20", help="most cells listed (default 20)")
+    s.add_argument(
+        "--limit",
+        type=number(int, 1, MAX_LIMIT, name="limit"),
+        default="20",
+        help=f"most cells listed, 1 <= limit <= {MAX_LIMIT} (default 20)",
+    )
     s.set_defaults(fn=cmd_hotspots)
     _export_parser(sub)
     s = sub.add_parser("sql", help="query the analysts' catalog read-only (never blocks a publish)")
@@ -421,22 +529,80 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_refresh)
     s = sub.add_parser("replay", help="replay a past day hour by hour through the refresh DAG (Airflow)")
     s.add_argument("city")
-    s.add_argument("--date", required=True, help="local date of the shipped data, YYYY-MM-DD")
+    s.add_argument("--date", required=True, type=iso_date, help="local date of the shipped data, YYYY-MM-DD")
     s.add_argument("--from", dest="start", default="05:00", help="first step, local HH:MM (default 05:00)")
     s.add_argument("--to", dest="end", default="10:00", help="last step, local HH:MM (default 10:00)")
-    s.add_argument("--every", type=int, default=60, help="minutes between steps (default 60)")
-    s.add_argument("--top", type=int, default=3, help="hotspots shown per step (default 3)")
+    s.add_argument("--every", type=number(int, 1, 1440), default=60, help="minutes between steps (default 60)")
+    s.add_argument("--top", type=number(int, 1, 1000), default=3, help="hotspots shown per step (default 3)")
     s.set_defaults(fn=cmd_replay)
     _grid_parser(sub)
+    _add_debug(p)
     return p
 
 
+def _add_debug(parser: argparse.ArgumentParser, top: bool = True) -> None:
+    """``--debug`` on the parser and on every sub-command, so it works before or after the sub-command."""
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="on an error, also print the traceback",
+    )
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                _add_debug(sub, top=False)
+
+
+def error_line(prog: str, exc: BaseException, *, debug: bool = False) -> str:
+    """The one line ``traffic`` prints for an error.
+
+    Parameters
+    ----------
+    prog : str
+        ``traffic <sub-command>``.
+    exc : BaseException
+        A :class:`~traffic.errors.TrafficError` (a fault in the input: its message as is) or
+        anything else (its type and message, and a hint to rerun with ``--debug``).
+    debug : bool
+        The traceback is printed already: no hint.
+
+    Returns
+    -------
+    str
+        One line, without a newline.
+    """
+    if isinstance(exc, TrafficError):
+        return f"{prog}: {exc.one_line()}"
+    hint = "" if debug else " (an unexpected error: run again with --debug for the traceback)"
+    return f"{prog}: {type(exc).__name__}: {one_line(str(exc)) or '(no message)'}{hint}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``traffic`` command; returns the exit code.
+
+    Returns
+    -------
+    int
+        0 on success; 2 for a fault in the input (:class:`~traffic.errors.TrafficError`, a bad
+        option), printed as one line on stderr; 1 for any other error, also one line; 130 on
+        Ctrl-C. With ``--debug`` the traceback is printed before the line.
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    return args.fn(args) or 0
+    prog = " ".join(["traffic", args.cmd] + ([args.grid_cmd] if getattr(args, "grid_cmd", None) else []))
+    try:
+        return args.fn(args) or 0
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc(file=sys.stderr)
+        print(error_line(prog, exc, debug=args.debug), file=sys.stderr)
+        return 2 if isinstance(exc, TrafficError) else 1
 
 
 if __name__ == "__main__":

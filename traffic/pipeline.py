@@ -22,7 +22,7 @@ import pandas as pd
 from upath import UPath
 
 from traffic.config import PROJECT_ROOT, CityConfig, duckdb_path, home, load_city, mlflow_uri
-from traffic.errors import NoChampion, QualityError
+from traffic.errors import NoChampion, QualityError, UsageError
 from traffic.lake import list_dates, partition, read_json, write_json
 
 #: What made a published run (``forecast_runs.kind``).
@@ -36,7 +36,7 @@ def _city(city: str | CityConfig) -> CityConfig:
 def _days(start: str, end: str) -> list[str]:
     d0, d1 = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
     if d1 < d0:
-        raise ValueError(f"end date {end} is before start date {start}")
+        raise UsageError(f"end date {end} is before start date {start}", key="end", value=end, allowed=f">= {start}")
     return [(d0 + dt.timedelta(days=i)).isoformat() for i in range((d1 - d0).days + 1)]
 
 
