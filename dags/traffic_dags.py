@@ -27,7 +27,10 @@ Per city:
     hour over a past day.
 
 This file only wires tasks: the work lives in ``traffic.pipeline`` and heavy imports
-(torch, geopandas, mlflow) happen inside the tasks, never at parse time.
+(torch, geopandas, mlflow) happen inside the tasks, never at parse time. Every task is
+wrapped in :func:`traffic.airflow_runner.fail_fast`: a fault that a retry cannot fix (a bad
+city file, an unreadable delivery, a failed quality gate) is logged as one line and fails
+the task without its retries; the retries stay for transient faults.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Any
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
+from traffic.airflow_runner import fail_fast
 from traffic.config import list_cities, load_city
 
 log = logging.getLogger(__name__)
@@ -90,18 +94,21 @@ def make_ingest_dag(city: str):
     )
     def ingest_dag():
         @task
+        @fail_fast
         def partition_range() -> dict[str, str | None]:
             params = get_current_context()["params"]
             start = params.get("start") or _yesterday_local(cfg.timezone)
             return {"start": start, "end": params.get("end") or start, "until": params.get("until")}
 
         @task
+        @fail_fast
         def ingest(window: dict[str, str]) -> dict[str, Any]:
             from traffic import pipeline
 
             return pipeline.ingest(city, window["start"], window["end"], until=window.get("until"))
 
         @task(outlets=[asset])
+        @fail_fast
         def rasterize(window: dict[str, str], ingested: dict[str, Any]) -> dict[str, Any]:
             from traffic import pipeline
 
@@ -135,6 +142,7 @@ def make_nightly_dag(city: str):
     )
     def nightly_dag():
         @task(retries=0)
+        @fail_fast
         def resolve_as_of() -> str:
             ctx = get_current_context()
             if ctx["params"].get("as_of"):
@@ -154,30 +162,35 @@ def make_nightly_dag(city: str):
             return _yesterday_local(cfg.timezone)
 
         @task(retries=1)
+        @fail_fast
         def check_quality(as_of: str) -> dict[str, Any]:
             from traffic import pipeline
 
             return pipeline.check_quality(city, as_of)
 
         @task
+        @fail_fast
         def training_window(as_of: str, quality: dict[str, Any]) -> dict[str, str]:
             from traffic import pipeline
 
             return pipeline.training_window(city, as_of)
 
         @task(queue="gpu", pool="gpu", execution_timeout=dt.timedelta(hours=2))
+        @fail_fast
         def train(window: dict[str, str]) -> dict[str, Any]:
             from traffic import pipeline
 
             return pipeline.train(city, window["as_of"])
 
         @task
+        @fail_fast
         def evaluate_and_promote(window: dict[str, str], trained: dict[str, Any]) -> dict[str, Any]:
             from traffic import pipeline
 
             return pipeline.evaluate_and_promote(city, window["as_of"], trained)
 
         @task
+        @fail_fast
         def forecast(window: dict[str, str], promotion: dict[str, Any]) -> dict[str, Any]:
             from airflow.sdk.exceptions import AirflowSkipException
 
@@ -189,6 +202,7 @@ def make_nightly_dag(city: str):
                 raise AirflowSkipException(str(exc)) from exc
 
         @task
+        @fail_fast
         def publish(meta: dict[str, Any]) -> dict[str, Any]:
             from traffic import pipeline
 
@@ -234,6 +248,7 @@ def make_refresh_dag(city: str):
     )
     def refresh_dag():
         @task(retries=0)
+        @fail_fast
         def resolve_window() -> dict[str, str]:
             from traffic import pipeline
 
@@ -247,6 +262,7 @@ def make_refresh_dag(city: str):
             return window
 
         @task
+        @fail_fast
         def ingest(window: dict[str, str]) -> dict[str, Any]:
             from traffic import pipeline
 
@@ -255,6 +271,7 @@ def make_refresh_dag(city: str):
             return out
 
         @task
+        @fail_fast
         def rasterize(window: dict[str, str], ingested: dict[str, Any]) -> dict[str, Any]:
             from traffic import pipeline
 
@@ -263,6 +280,7 @@ def make_refresh_dag(city: str):
             return out
 
         @task
+        @fail_fast
         def refresh(window: dict[str, str], rasterized: dict[str, Any]) -> dict[str, Any]:
             from airflow.sdk.exceptions import AirflowSkipException
 

@@ -5,20 +5,84 @@
 pool), then for each city runs ``airflow dags test`` on the ingest DAG for every day
 the raw data holds, and on the nightly DAG for the newest day. ``airflow dags test``
 exits non-zero when the DagRun fails, so a failure stops the command.
+
+:func:`fail_fast` wraps every task of ``dags/``: a :class:`~traffic.errors.TrafficError` that
+a retry cannot fix (a bad city file, a bad delivered file, a failed quality gate) is logged as
+one line (``traffic fault: ...``) and fails the task at once, without its retries; anything
+else (a lost connection, a killed worker) keeps the task's retries.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from traffic.config import PROJECT_ROOT, duckdb_path, home, list_cities, mlflow_uri
+from traffic.errors import TrafficError
+
+log = logging.getLogger(__name__)
+
+#: Marks the log line of a fault :func:`fail_fast` stopped a task for; :func:`fault_in` finds it.
+FAULT_MARK = "traffic fault: "
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def fail_fast(fn: _F) -> _F:
+    """Decorate an Airflow task's function: a fault a retry cannot fix fails the task without retries.
+
+    Parameters
+    ----------
+    fn : callable
+        The task body (put ``@task(...)`` above ``@fail_fast``).
+
+    Returns
+    -------
+    callable
+        Same signature and name. A :class:`~traffic.errors.TrafficError` with ``retryable``
+        False is logged as one line (``traffic fault: <Type>: <message>``) and re-raised as
+        Airflow's ``AirflowFailException``, which fails the task instance at once whatever its
+        ``retries``; every other exception (and a retryable fault) propagates unchanged, so
+        the task's retries still cover transient faults.
+    """
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TrafficError as exc:
+            line = f"{type(exc).__name__}: {exc.one_line()}"
+            if exc.retryable:
+                log.warning("%s (may be retried)", line)
+                raise
+            from airflow.sdk.exceptions import AirflowFailException
+
+            log.error("%s%s (not retried: a retry cannot fix it)", FAULT_MARK, line)
+            raise AirflowFailException(line) from exc
+
+    return run  # type: ignore[return-value]
+
+
+def fault_in(output: str) -> str | None:
+    """The last fault :func:`fail_fast` logged in an Airflow output (``airflow dags test``), or None."""
+    lines = [ln for ln in output.splitlines() if FAULT_MARK in ln]
+    if not lines:
+        return None
+    text = lines[-1].split(FAULT_MARK, 1)[1]
+    return text.split(" (not retried", 1)[0].strip()
+
+
+class AirflowRunError(TrafficError, RuntimeError):
+    """A DAG run that ``traffic nightly``/``replay`` started failed on a fault in the input (named in the message)."""
 
 
 def airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -50,7 +114,11 @@ def _airflow(args: list[str], env: dict[str, str], *, quiet: bool = True) -> sub
     exe = shutil.which("airflow", path=str(Path(sys.executable).parent)) or "airflow"
     proc = subprocess.run([exe, *args], env=env, capture_output=quiet, text=True)
     if proc.returncode != 0:
-        tail = "\n".join(((proc.stdout or "") + (proc.stderr or "")).splitlines()[-60:])
+        output = (proc.stdout or "") + (proc.stderr or "")
+        fault = fault_in(output)
+        if fault:
+            raise AirflowRunError(f"`airflow {' '.join(args)}` failed: {fault}")
+        tail = "\n".join(output.splitlines()[-60:])
         raise RuntimeError(f"`airflow {' '.join(args)}` failed (exit {proc.returncode}):\n{tail}")
     return proc
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import pandas as pd
 
+from traffic.errors import UsageError
+
 _LOCAL_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?$")
 _OFFSET_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$")
 #: Metadata / report key that marks a partial partition.
@@ -46,24 +48,24 @@ def parse_until(until: str | dt.datetime | pd.Timestamp, tz: str) -> pd.Timestam
 
     Raises
     ------
-    ValueError
-        ``until`` is neither form; the message names the value and the allowed forms.
+    traffic.errors.UsageError
+        (a ``ValueError``) ``until`` is neither form; the message names the value and the allowed forms.
     """
     if isinstance(until, str):
         text = until.strip()
         if not (_LOCAL_RE.match(text) or _OFFSET_RE.match(text)):
-            raise ValueError(
+            raise UsageError(
                 f"until {until!r}: expected local time 'YYYY-MM-DD HH:MM' (timezone {tz}) "
                 "or ISO 8601 with an offset such as '2012-03-07T16:00Z'"
             )
         try:
             ts = pd.Timestamp(text)
         except ValueError as exc:
-            raise ValueError(f"until {until!r} is not a valid date and time (timezone {tz})") from exc
+            raise UsageError(f"until {until!r} is not a valid date and time (timezone {tz})") from exc
     elif isinstance(until, dt.datetime):
         ts = pd.Timestamp(until)
     else:
-        raise ValueError(
+        raise UsageError(
             f"until {until!r}: expected a str 'YYYY-MM-DD HH:MM' or a datetime, got {type(until).__name__}"
         )
     if ts.tzinfo is None:
@@ -88,13 +90,13 @@ def until_for_day(date: str, cut: pd.Timestamp | None, tz: str) -> pd.Timestamp 
 
     Raises
     ------
-    ValueError
-        ``date`` begins at or after ``cut``: there is nothing of it yet.
+    traffic.errors.UsageError
+        (a ``ValueError``) ``date`` begins at or after ``cut``: there is nothing of it yet.
     """
     if cut is None:
         return None
     if local_midnight_utc(date, tz) >= cut:
-        raise ValueError(
+        raise UsageError(
             f"local date {date} begins at or after until {cut.isoformat()} (timezone {tz}): "
             "no row of that day can have arrived yet; ingest dates up to until's local date"
         )

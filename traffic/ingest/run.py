@@ -41,6 +41,7 @@ import shapely
 
 from traffic import intraday, lake
 from traffic.config import CityConfig, FeedConfig
+from traffic.errors import UsageError
 from traffic.ingest.validate import REASONS, check_observations, check_registry, normalise_timestamps, timestamp_us
 from traffic.landing.adapters import read_observations, read_registry
 from traffic.landing.contract import OBSERVATION_SCHEMAS, QUARANTINE_SCHEMA, REGISTRY_SCHEMA, TS_TYPE
@@ -196,11 +197,11 @@ def _dates(start: str, end: str) -> list[str]:
     try:
         first, last = pd.Timestamp(start), pd.Timestamp(end)
     except ValueError as exc:
-        raise ValueError(f"dates must be YYYY-MM-DD; got start={start!r}, end={end!r}") from exc
+        raise UsageError(f"dates must be YYYY-MM-DD; got start={start!r}, end={end!r}") from exc
     if first != first.normalize() or last != last.normalize() or first.tzinfo or last.tzinfo:
-        raise ValueError(f"dates must be plain local calendar dates YYYY-MM-DD; got start={start!r}, end={end!r}")
+        raise UsageError(f"dates must be plain local calendar dates YYYY-MM-DD; got start={start!r}, end={end!r}")
     if last < first:
-        raise ValueError(f"end {end!r} is before start {start!r}")
+        raise UsageError(f"end {end!r} is before start {start!r}")
     return [d.strftime("%Y-%m-%d") for d in pd.date_range(first, last, freq="D")]
 
 
