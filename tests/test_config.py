@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import copy
 import tomllib
+from pathlib import Path
 
 import pytest
 
 from traffic.config import PROJECT_ROOT, ConfigError, list_cities, load_city, parse_city
+from traffic.errors import IngestError
 
 
 def _berlin() -> dict:
@@ -86,3 +88,152 @@ def test_forecast_table_is_validated(forecast, message):
     d["forecast"].update(forecast)
     with pytest.raises(ConfigError, match=message):
         parse_city(d, source="cities/berlin.toml")
+
+
+# ------------------------------------------------------------------ issue 9: one validator, one-line errors
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        # an EPSG code pyproj does not know: a ConfigError naming the file and key, not a raw pyproj error
+        (
+            lambda d: d.update(crs_epsg=99999),
+            r"crs_epsg = 99999 is not an EPSG code pyproj knows; allowed: a projected",
+        ),
+        (lambda d: d.update(crs_epsg="25833"), r"crs_epsg = '25833' must be a whole number"),
+        (lambda d: d.update(nme="berlin"), r"keys \['nme'\] unknown; allowed: \['bbox', 'calendar'"),
+        (lambda d: d["feeds"][0].update(registy="x"), r"feeds\[0\] keys \['registy'\] unknown; allowed: \["),
+        (lambda d: d["feeds"][0].pop("registry"), r"feeds\[0\]: missing key 'registry'"),
+        (
+            lambda d: d["feeds"][0].update(options={"intervl_s": 300}),
+            r"feeds\[0\].options keys \['intervl_s'\] unknown",
+        ),
+        (
+            lambda d: d["feeds"][0].update(options={"interval_s": -300}),
+            r"feeds\[0\].options.interval_s = -300 must be >= 1",
+        ),
+        (lambda d: d["feeds"][0].update(options={"min_uptime": 2}), r"options.min_uptime = 2 must be <= 1"),
+        (lambda d: d["feeds"][0].update(observations=""), r"feeds\[0\].observations = '' must not be empty"),
+        (lambda d: d["feeds"][0].update(channels="car"), r"feeds\[0\].channels = 'car' must be a list"),
+        (lambda d: d.update(bbox=["13.0", 52.2, 13.7, 52.7]), r"bbox\[0\] = '13.0' must be a number"),
+        (lambda d: d.update(bbox=[200.0, 52.2, 213.7, 52.7]), r"bbox = \[200.0, .*\] is not in WGS84 degrees"),
+        (lambda d: d.update(cell_size_m=float("inf")), r"cell_size_m = inf must be a finite number"),
+        (lambda d: d.update(cell_size_m=1e9), r"cell_size_m = 1000000000.0 must be <= 100000"),
+        (lambda d: d.update(timezone=1), r"timezone = 1 must be a string"),
+        (lambda d: d.update(forecast=[1]), r"\[forecast\] = \[1\] must be a table"),
+        (lambda d: d["forecast"].update(contxt_steps=12), r"\[forecast\] keys \['contxt_steps'\] unknown; allowed:"),
+        (lambda d: d["forecast"].update(train_steps=True), r"\[forecast\] train_steps = True must be a whole number"),
+        (lambda d: d["forecast"].update(train_steps=-1), r"\[forecast\] train_steps = -1 must be >= 0"),
+        (lambda d: d["forecast"].update(train_budget_s=float("nan")), r"train_budget_s = nan must be a finite number"),
+        (lambda d: d["forecast"].update(horizon_steps=-1), r"\[forecast\] horizon_steps = -1 must be >= 0"),
+        (lambda d: d["forecast"].update(train_days=10**12), r"\[forecast\] train_days = 1000000000000 must be <= 3660"),
+    ],
+)
+def test_every_fault_is_one_config_error_naming_file_key_value_and_allowed(mutate, message):
+    data = copy.deepcopy(_berlin())
+    mutate(data)
+    with pytest.raises(ConfigError, match=message) as err:
+        parse_city(data, source="cities/berlin.toml")
+    text = str(err.value)
+    assert text.startswith("cities/berlin.toml: ") and "\n" not in text
+    assert err.value.file == "cities/berlin.toml" and err.value.key
+
+
+def test_several_faults_are_reported_together():
+    data = copy.deepcopy(_berlin())
+    data.update(crs_epsg=99999, cell_size_m=-1)
+    data["forecast"]["context_steps"] = -5
+    with pytest.raises(ConfigError) as err:
+        parse_city(data, source="cities/berlin.toml")
+    text = str(err.value)
+    assert "crs_epsg = 99999" in text and "cell_size_m = -1.0 must be > 0" in text
+    assert "[forecast] context_steps = -5 must be >= 1" in text
+
+
+def test_whole_floats_and_toml_dates_are_accepted_as_before():
+    d = _berlin()
+    d["forecast"].update(train_steps=600.0, train_budget_s=60)
+    d["calendar"]["extra_holidays"] = [__import__("datetime").date(2024, 12, 24), "2024-12-31"]
+    c = parse_city(d)
+    assert c.forecast.train_steps == 600 and isinstance(c.forecast.train_steps, int)
+    assert c.forecast.train_budget_s == 60.0 and isinstance(c.forecast.train_budget_s, float)
+    assert c.calendar.extra == ("2024-12-24", "2024-12-31")
+
+
+@pytest.mark.parametrize("name", ["../../x", "../cities/berlin", "../../x.toml", "/etc/passwd", "Berlin", "a/b", ""])
+def test_a_city_name_cannot_leave_the_cities_folder(tmp_path, monkeypatch, name):
+    outside = tmp_path / "x.toml"  # a valid city file outside the cities folder
+    outside.write_text((PROJECT_ROOT / "cities" / "berlin.toml").read_text().replace('"berlin"', '"x"'))
+    monkeypatch.chdir(tmp_path / "..")
+    with pytest.raises(ConfigError, match=r"is not a city name: a name matches .* known cities: \['berlin', "):
+        load_city(name)
+
+
+def test_the_name_in_the_file_is_the_file_name(tmp_path, monkeypatch):
+    (tmp_path / "potsdam.toml").write_text((PROJECT_ROOT / "cities" / "berlin.toml").read_text())
+    monkeypatch.setenv("TRAFFIC_CITIES", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"potsdam.toml: name = 'berlin' must equal the file name 'potsdam'"):
+        load_city("potsdam")
+
+
+def test_a_city_file_that_is_not_toml(tmp_path, monkeypatch):
+    (tmp_path / "broken.toml").write_text('name = "broken"\ntimezone = \n')
+    monkeypatch.setenv("TRAFFIC_CITIES", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"broken.toml: not valid TOML: .*line 2"):
+        load_city("broken")
+
+
+def test_feed_paths_resolve_against_the_city_file(tmp_path, monkeypatch):
+    # a city folder elsewhere, its delivery next to it: found whatever the working directory
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "obs.csv").write_text("x\n")
+    (tmp_path / "raw" / "reg.csv").write_text("x\n")
+    (tmp_path / "cities").mkdir()
+    text = (PROJECT_ROOT / "cities" / "berlin.toml").read_text().replace('"berlin"', '"potsdam"')
+    text = text.replace(
+        'observations = "../data/samples/berlin_telraam/traffic_df_2024_10-2024_12.parquet"',
+        'observations = "../raw/obs.csv"',
+    ).replace('registry = "../data/samples/berlin_telraam/bzm_telraam_segments.geojson"', 'registry = "../raw/reg.csv"')
+    (tmp_path / "cities" / "potsdam.toml").write_text(text)
+    monkeypatch.setenv("TRAFFIC_CITIES", str(tmp_path / "cities"))
+    monkeypatch.chdir(PROJECT_ROOT / "data")
+    feed = load_city("potsdam").feeds[0]
+    assert feed.path("observations") == str(tmp_path / "raw" / "obs.csv")
+    assert feed.path("registry") == str(tmp_path / "raw" / "reg.csv")
+
+
+def test_shipped_city_paths_are_written_relative_to_the_cities_folder(monkeypatch):
+    monkeypatch.chdir(PROJECT_ROOT / "data")  # whatever the working directory
+    for city in ("berlin", "los_angeles"):
+        for f in load_city(city).feeds:
+            assert f.observations.startswith("../data/samples/") and f.registry.startswith("../data/samples/")
+            assert Path(f.path("observations")).is_file() and Path(f.path("registry")).is_file()
+            assert Path(f.resolve("observations")).is_relative_to(PROJECT_ROOT / "data" / "samples")
+
+
+def test_a_path_written_relative_to_the_project_root_says_the_rule_and_the_fix(tmp_path, monkeypatch):
+    (tmp_path / "potsdam.toml").write_text(
+        (PROJECT_ROOT / "cities" / "berlin.toml")
+        .read_text()
+        .replace('"berlin"', '"potsdam"')
+        .replace('"../data/', '"data/')
+    )
+    monkeypatch.setenv("TRAFFIC_CITIES", str(tmp_path))
+    feed = load_city("potsdam").feeds[0]
+    with pytest.raises(IngestError) as err:
+        feed.path("observations")
+    text = str(err.value)
+    assert text.startswith(f"cannot read {tmp_path}/data/samples/berlin_telraam/traffic_df_2024_10-2024_12.parquet: ")
+    assert f"({tmp_path / 'potsdam.toml'}: feed 'telraam' observations = 'data/samples/" in text
+    assert f"a relative path resolves against the city file's folder, {tmp_path})" in text
+    rel = Path(__import__("os").path.relpath(PROJECT_ROOT, tmp_path)) / "data" / "samples" / "berlin_telraam"
+    assert f"exists relative to the project root: write '{rel}/traffic_df_2024_10-2024_12.parquet'" in text
+    assert err.value.key == "observations" and err.value.value.startswith("data/samples/")
+
+
+def test_a_path_object_loads_a_city_file_from_code(tmp_path):
+    p = tmp_path / "anywhere.toml"
+    p.write_text((PROJECT_ROOT / "cities" / "los_angeles.toml").read_text())
+    c = load_city(p)  # code may name any file; only names (str) are confined to the cities folder
+    assert c.name == "los_angeles" and c.feeds[0].base == str(tmp_path)
