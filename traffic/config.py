@@ -248,12 +248,12 @@ class _Table(BaseModel):
 
 
 class _ForecastTable(_Table):
-    context_steps: Whole = Field(12, ge=1, le=100_000)
-    horizon_steps: Whole = Field(0, ge=0, le=100_000)
-    train_days: Whole = Field(28, ge=1, le=3660)
-    holdout_days: Whole = Field(7, ge=1, le=3660)
-    train_steps: Whole = Field(600, ge=0, le=100_000_000)
-    train_budget_s: Real = Field(900.0, gt=0, le=7 * 86400)
+    context_steps: Whole = Field(default=12, ge=1, le=100_000)
+    horizon_steps: Whole = Field(default=0, ge=0, le=100_000)
+    train_days: Whole = Field(default=28, ge=1, le=3660)
+    holdout_days: Whole = Field(default=7, ge=1, le=3660)
+    train_steps: Whole = Field(default=600, ge=0, le=100_000_000)
+    train_budget_s: Real = Field(default=900.0, gt=0, le=7 * 86400)
 
 
 class _CalendarTable(_Table):
@@ -263,10 +263,10 @@ class _CalendarTable(_Table):
 
 
 class _OptionsTable(_Table):
-    interval_s: Whole | None = Field(None, ge=1, le=86400)
+    interval_s: Whole | None = Field(default=None, ge=1, le=86400)
     start_local: Text | None = None
     counts_extrapolated: bool | None = None
-    min_uptime: Real | None = Field(None, ge=0, le=1)
+    min_uptime: Real | None = Field(default=None, ge=0, le=1)
 
     @field_validator("start_local")
     @classmethod
@@ -454,11 +454,11 @@ def config_error(exc: ValidationError, source: str, prefix: tuple[str, ...] = ()
             continue
         where, value = _where(loc), err.get("input")
         if err["type"] == "missing":
-            parent = _where(loc[:-1])
-            parts.append(f"{parent + ': ' if parent else ''}missing key {loc[-1]!r}")
+            table = _where(loc[:-1])
+            parts.append(f"{table + ': ' if table else ''}missing key {loc[-1]!r}")
             first = first or (where, None, "a value")
             continue
-        problem = _problem(err)
+        problem = _problem(dict(err))
         compound = isinstance(value, dict) or (
             isinstance(value, list) and (not value or any(isinstance(x, dict) for x in value))
         )
@@ -467,9 +467,9 @@ def config_error(exc: ValidationError, source: str, prefix: tuple[str, ...] = ()
     for parent, keys in unknown.items():
         model = _TABLES.get(tuple(p for p in parent if isinstance(p, str)), _CityTable)
         table = _where(parent)
-        allowed = sorted(model.model_fields)
-        parts.insert(0, f"{table + ' ' if table else ''}keys {sorted(keys)} unknown; allowed: {allowed}")
-        first = first or (f"{table} {keys[0]}".strip(), None, f"one of {allowed}")
+        fields = sorted(model.model_fields)
+        parts.insert(0, f"{table + ' ' if table else ''}keys {sorted(keys)} unknown; allowed: {fields}")
+        first = first or (f"{table} {keys[0]}".strip(), None, f"one of {fields}")
     key, value, allowed = first or ("", None, "")
     return ConfigError(f"{source}: " + "; ".join(parts), file=source, key=key, value=value, allowed=allowed)
 
