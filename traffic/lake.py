@@ -16,13 +16,18 @@ timestamps inside files are UTC.
 Every write replaces a whole partition: the data goes to a temporary name in the same
 folder, then is renamed over the target, so a reader sees the old or the new
 partition and never half of one, and re-running a task for the same partition gives
-the same result.
+the same result. A temporary name (``.<target>.<host>-<pid>.<random>.tmp``) says which
+process writes it, so a later run removes the ones whose process is gone
+(:func:`remove_stale_temporaries`) without touching a live writer's.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
+import time
 import uuid
 from typing import Any
 
@@ -67,7 +72,7 @@ def atomic_write(target: UPath | str, write: Any) -> UPath:
     """
     target = UPath(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    tmp = target.parent / f".{target.name}.{_WRITER}-{os.getpid()}.{uuid.uuid4().hex}.tmp"
     try:
         with tmp.open("wb") as fh:
             write(fh)
@@ -76,6 +81,69 @@ def atomic_write(target: UPath | str, write: Any) -> UPath:
         if tmp.exists():
             tmp.unlink()
     return target
+
+
+_WRITER = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
+_TMP = re.compile(r"^\.(?P<target>.+)\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.[0-9a-f]{32}\.tmp$")
+_OLD_TMP = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")  # names written before the host-pid part
+#: A temporary file of another host (or of the old naming) older than this is abandoned.
+STALE_AFTER_S = 6 * 3600
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: UPath | str, *, recursive: bool = False) -> list[str]:
+    """Delete temporary files that a killed writer left under ``folder``.
+
+    A temporary file of this host is stale when its process no longer runs; one of
+    another host (or without a writer in its name) when it is older than
+    :data:`STALE_AFTER_S`. Readers never read temporary names, so this is housekeeping:
+    it keeps a lake that saw ``kill -9`` free of leftovers.
+
+    Parameters
+    ----------
+    folder : UPath or str
+        A partition folder (or a dataset prefix with ``recursive=True``).
+    recursive : bool
+        Also look in every sub-folder.
+
+    Returns
+    -------
+    list of str
+        The removed files.
+    """
+    folder = UPath(folder)
+    if not folder.exists():
+        return []
+    removed = []
+    now = time.time()
+    for p in folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp"):
+        m = _TMP.match(p.name)
+        if m and m["host"] == _WRITER:
+            stale = not _pid_alive(int(m["pid"]))
+        elif m or _OLD_TMP.match(p.name):
+            try:
+                mtime = p.stat().st_mtime
+            except (OSError, AttributeError):
+                continue
+            stale = mtime is not None and now - float(mtime) > STALE_AFTER_S
+        else:
+            continue
+        if stale:
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(str(p))
+    return removed
 
 
 def write_table(table: pa.Table, target: UPath, *, metadata: dict[str, str] | None = None) -> UPath:
@@ -120,6 +188,7 @@ def write_partition(
     """Replace one partition of ``dataset`` with ``table`` (one file per partition)."""
     folder = partition(dataset, **keys)
     target = folder / filename
+    remove_stale_temporaries(folder)
     write_table(table, target, metadata=metadata)
     # a partition is exactly one file: drop leftovers from older layouts
     for other in folder.iterdir():

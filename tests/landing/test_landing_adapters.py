@@ -102,7 +102,15 @@ def test_metr_la_keeps_blank_and_zero_cells(tmp_path):
     csv = tmp_path / "speed.csv"
     csv.write_text("s1,s2\n60,0\n,55.5\n")
     out = read_observations(
-        feed("metr_la", "sensor", csv, LOCATIONS, start_local="2012-03-01T00:00:00", interval_s=300)
+        feed(
+            "metr_la",
+            "sensor",
+            csv,
+            LOCATIONS,
+            start_local="2012-03-01T00:00:00",
+            interval_s=300,
+            end_local="2012-03-01T00:10:00",  # issue 9: a timestamp-less file must fit days or say where it ends
+        )
     )
     assert out["source_id"].tolist() == ["s1", "s2", "s1", "s2"]
     assert out["timestamp"].tolist() == [pd.Timestamp("2012-03-01 00:00")] * 2 + [pd.Timestamp("2012-03-01 00:05")] * 2
