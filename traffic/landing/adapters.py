@@ -291,12 +291,13 @@ def _csv_records(text: CsvText, cells: np.ndarray) -> Callable[[np.ndarray], lis
     return records
 
 
-def _delimiter(feed: FeedConfig) -> str:
-    value = str(feed.options.get("csv_delimiter", ","))
+def _delimiter(feed: FeedConfig, key: str = "csv_delimiter") -> str:
+    """Field delimiter of the feed's observation CSVs (``csv_delimiter``) or registry CSV (``registry_csv_delimiter``)."""
+    value = str(feed.options.get(key, ","))
     if value not in DELIMITER_NAMES:
         raise IngestError(
-            f"feed {feed.name!r}: option `csv_delimiter` = {value!r}; expected one of {list(DELIMITER_NAMES)}",
-            column="csv_delimiter",
+            f"feed {feed.name!r}: option `{key}` = {value!r}; expected one of {list(DELIMITER_NAMES)}",
+            column=key,
             value=value,
             allowed=str(list(DELIMITER_NAMES)),
         )
@@ -529,11 +530,12 @@ def _line_steps(
         expected = int(span // interval)
         surplus = n - expected
         rule = f"{expected} lines from start_local {start.isoformat()} to end_local {end.isoformat()}"
+        found = f"{n} lines, {surplus:+d}"
     elif 86400 % interval == 0:
         per_day = 86400 // interval
         surplus = n % per_day
-        expected = n - surplus
         rule = f"whole days of {per_day} lines ({interval} s each) from start_local {start.isoformat()}"
+        found = f"{n // per_day} days and {surplus} lines"
     else:
         return np.arange(n, dtype=np.int64)
     if surplus == 0:
@@ -548,7 +550,7 @@ def _line_steps(
         return np.cumsum(~repeat) - 1
     shown = text.lines[repeat][:5].tolist()
     raise IngestError(
-        f"{text.file}: {n} data lines do not fit {rule}: {surplus:+d} lines against the nearest fit, "
+        f"{text.file}: {n} data lines do not fit {rule} ({found}), "
         f"and {n_repeat} lines repeat the line before them{f' (lines {shown})' if shown else ''}. "
         "Without timestamps every later reading would shift; deliver the whole file again, or set `end_local` "
         "in the feed's [feeds.options] if it covers a shorter span",
@@ -738,8 +740,8 @@ def _canonical_registry_file(feed: FeedConfig, path) -> pd.DataFrame:
 
 def _registry_csv(feed: FeedConfig, path: Any, dtype: dict[str, str]) -> pd.DataFrame:
     """A registry CSV through pandas, after the delimiter/truncation checks of :func:`read_csv_text`."""
-    delimiter = _delimiter(feed)
-    read_csv_text(path, delimiter=delimiter)
+    delimiter = _delimiter(feed, "registry_csv_delimiter")
+    read_csv_text(path, delimiter=delimiter, option="registry_csv_delimiter")
     return read_csv(path, dtype=dtype, sep=delimiter, encoding="utf-8-sig")
 
 

@@ -263,7 +263,7 @@ class CsvText:
         return out
 
 
-def read_csv_text(path: UPath | str, *, delimiter: str = ",") -> CsvText:
+def read_csv_text(path: UPath | str, *, delimiter: str = ",", option: str = "csv_delimiter") -> CsvText:
     """Read a CSV file into delivered text fields, refusing files that cannot be trusted.
 
     Parameters
@@ -272,6 +272,8 @@ def read_csv_text(path: UPath | str, *, delimiter: str = ",") -> CsvText:
         ``.csv``, ``.txt`` or ``.csv.gz``.
     delimiter : str
         The field delimiter the feed uses (feed option ``csv_delimiter``, default ``,``).
+    option : str
+        The feed option that sets ``delimiter`` (named in the error message).
 
     Returns
     -------
@@ -313,7 +315,7 @@ def read_csv_text(path: UPath | str, *, delimiter: str = ",") -> CsvText:
             raise IngestError(
                 f"{file}: the header line is delimited by {DELIMITER_NAMES[found]} {found!r}, "
                 f"expected {name} {delimiter!r}; save the file {name}-separated or set "
-                f"`csv_delimiter = {found!r}` in the feed's [feeds.options]",
+                f"`{option} = {found!r}` in the feed's [feeds.options]",
                 file=file,
                 value=found,
                 allowed=delimiter,
