@@ -18,11 +18,14 @@ folder, then is renamed over the target, so a reader sees the old or the new
 partition and never half of one, and re-running a task for the same partition gives
 the same result. A temporary name (``.<target>.<host>-<pid>.<random>.tmp``) says which
 process writes it, so a later run removes the ones whose process is gone
-(:func:`remove_stale_temporaries`) without touching a live writer's.
+(:func:`remove_stale_temporaries`) without touching a live writer's. On an object store
+(``s3://`` ...) a partition is one object uploaded in one call, which the store publishes
+whole or not at all: no temporary objects, nothing left by a killed writer.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -53,11 +56,22 @@ def partition(dataset: str, **keys: Any) -> UPath:
     return p
 
 
-def atomic_write(target: UPath | str, write: Any) -> UPath:
-    """Write ``target`` atomically: ``write(fh)`` fills a temporary binary file next to it, renamed into place.
+#: fsspec protocols of object stores: an object appears only once its upload completes
+#: (one PUT, or a completed multipart upload), so a direct write is all-or-nothing there.
+OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"})
 
-    Readers see the old file or the whole new one, never a part (also after kill -9: the
-    temporary name starts with a dot and is never read). Local paths and fsspec URIs.
+
+def atomic_write(target: UPath | str, write: Any) -> UPath:
+    """Write ``target`` atomically: readers see the old file or the whole new one, never a part.
+
+    * Local files: ``write(fh)`` fills a temporary file next to the target (a dot name
+      that readers never read, see :func:`remove_stale_temporaries`), renamed into place.
+    * Object stores (:data:`OBJECT_STORES`, e.g. ``s3://``): copy-then-rename is not
+      atomic there (a rename is a copy and a delete, and a killed writer leaves the
+      temporary object behind). The bytes are built in memory and uploaded to the target
+      in one call: the object store publishes the new object only when the upload
+      completes, so a writer killed mid-upload leaves the old object and nothing else.
+    * Other fsspec file systems: temporary file, then ``fs.mv``.
 
     Parameters
     ----------
@@ -71,6 +85,11 @@ def atomic_write(target: UPath | str, write: Any) -> UPath:
         ``target``.
     """
     target = UPath(target)
+    if target.protocol in OBJECT_STORES:
+        buf = io.BytesIO()
+        write(buf)  # a failure here uploads nothing
+        target.fs.pipe_file(target.path, buf.getvalue())
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.{_WRITER}-{os.getpid()}.{uuid.uuid4().hex}.tmp"
     try:

@@ -569,7 +569,8 @@ def ingest_range(
             if stale.exists():
                 for f in stale.iterdir():
                     f.unlink()
-                stale.rmdir()
+                if stale.exists():  # an object store has no folder once its objects are gone
+                    stale.rmdir()
     return reports
 
 
