@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -241,3 +242,19 @@ def test_registry_without_geometry_columns(tmp_path):
     path.write_text("source_id,x,y\na,1,2\n")
     with pytest.raises(IngestError, match=r"reg.csv: missing column `lon`/`lat` or `geometry`"):
         read_registry(feed("canonical", "sensor", path, path))
+
+
+def test_adapter_options_table_names_every_option_the_code_reads():
+    import re
+
+    from traffic.ingest import run
+    from traffic.landing import adapters
+
+    code = Path(adapters.__file__).read_text() + Path(run.__file__).read_text()
+    read = set(re.findall(r'options(?:\.get\(|\[)"([a-z_]+)"', code)) | set(
+        re.findall(r'_option\(feed, "([a-z_]+)"', code)
+    )
+    read |= set(re.findall(r'_delimiter\(feed, "([a-z_]+)"\)', code)) | {"csv_delimiter"}
+    listed = set().union(*(set(v) for v in adapters.ADAPTER_OPTIONS.values()))
+    assert read <= listed, read - listed
+    assert set(adapters.ADAPTER_OPTIONS) == set(adapters.OBSERVATION_ADAPTERS)

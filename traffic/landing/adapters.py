@@ -59,6 +59,32 @@ MEASUREMENTS: dict[str, tuple[str, ...]] = {
     for kind, schema in OBSERVATION_SCHEMAS.items()
 }
 
+#: Feed options (``[feeds.options]``) each adapter understands, with what they mean
+#: (for config validation and the README). ``registry_max_rejected_share`` applies to every adapter.
+ADAPTER_OPTIONS: dict[str, dict[str, str]] = {
+    "telraam": {
+        "interval_s": "seconds one row covers (default 3600)",
+        "counts_extrapolated": "the *_total counts are extrapolated to the full hour (default true)",
+        "registry_max_rejected_share": "share of rejected sources (0..1) above which ingest fails (default 0.5)",
+    },
+    "metr_la": {
+        "start_local": "local wall-clock time of the first line (required)",
+        "interval_s": "seconds between lines (required)",
+        "end_local": "local time the file ends (exclusive) when it does not cover whole days",
+        "csv_delimiter": "field delimiter of the observation CSV (default ',')",
+        "registry_csv_delimiter": "field delimiter of the registry CSV (default ',')",
+        "registry_crs": "CRS of the registry's longitude/latitude columns when not WGS84, e.g. 'EPSG:2229'",
+        "registry_max_rejected_share": "share of rejected sources (0..1) above which ingest fails (default 0.5)",
+    },
+    "canonical": {
+        "interval_s": "seconds every row covers, when the files have no interval_s column",
+        "csv_delimiter": "field delimiter of the observation CSVs (default ',')",
+        "registry_csv_delimiter": "field delimiter of a CSV registry (default ',')",
+        "registry_crs": "CRS of a CSV registry (or a vector file without one) when not WGS84, e.g. 'EPSG:25833'",
+        "registry_max_rejected_share": "share of rejected sources (0..1) above which ingest fails (default 0.5)",
+    },
+}
+
 #: Telraam parquet column -> landing column.
 TELRAAM_COLUMNS = {
     "segment_id": "source_id",
