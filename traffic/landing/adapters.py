@@ -38,6 +38,7 @@ from traffic.landing.contract import OBSERVATION_SCHEMAS
 from traffic.landing.readers import (
     CSV_SUFFIXES,
     DELIMITER_NAMES,
+    DRIFT_SHARE,
     PARQUET_SUFFIXES,
     CsvText,
     IngestError,
@@ -227,8 +228,10 @@ def _delivery(
     frame = frame.reset_index(drop=True)
     frame["fault"] = pd.array(list(fault), dtype="string") if len(fault) else pd.array([], dtype="string")
     frame["marked"] = np.asarray(marked, dtype=np.int16)
-    at = pd.NaT if delivered_at is None else delivered_at
-    frame["delivered_at"] = pd.Series(pd.DatetimeIndex([at] * len(frame), tz="UTC").as_unit("us"), index=frame.index)
+    at = np.datetime64("NaT", "us") if delivered_at is None else np.datetime64(delivered_at.tz_convert(None), "us")
+    frame["delivered_at"] = pd.Series(
+        np.full(len(frame), at, dtype="datetime64[us]"), index=frame.index
+    ).dt.tz_localize("UTC")
     return Delivery(frame, records or _no_records)
 
 
@@ -475,13 +478,15 @@ def metr_la_observations(feed: FeedConfig) -> Delivery:
     speeds = np.full((n_rows, n_cols), np.nan)
     garbage = np.zeros((n_rows, n_cols), dtype=bool)
     marker = np.zeros((n_rows, n_cols), dtype=bool)
-    for j in range(n_cols):
-        parsed = parse_numbers(
-            pd.Series(cells[~bad_line, j], dtype="string"), file=file, column=str(ids[j]), expected="speeds in mph"
-        )
-        speeds[~bad_line, j] = parsed.values
-        garbage[~bad_line, j] = parsed.garbage
-        marker[~bad_line, j] = parsed.marker
+    good = cells[~bad_line]
+    parsed = parse_numbers(pd.Series(good.ravel(), dtype="string"), file=file, column="", drift=False)
+    shape = good.shape
+    speeds[~bad_line] = parsed.values.reshape(shape)
+    garbage[~bad_line] = parsed.garbage.reshape(shape)
+    marker[~bad_line] = parsed.marker.reshape(shape)
+    filled = (good != "").sum(axis=0) - marker[~bad_line].sum(axis=0)
+    for j in np.flatnonzero(garbage.sum(axis=0) > DRIFT_SHARE * filled):  # a column of text: schema drift
+        parse_numbers(pd.Series(good[:, j], dtype="string"), file=file, column=str(ids[j]), expected="speeds in mph")
     step = _line_steps(feed, text, cells, bad_line, start, interval)
     times = start + pd.to_timedelta(step * interval, unit="s")
     fault = _fault_codes(garbage)

@@ -368,7 +368,7 @@ class ParsedNumbers:
 
 
 def parse_numbers(
-    values: pd.Series | np.ndarray, *, file: str, column: str, expected: str = "a number"
+    values: pd.Series | np.ndarray, *, file: str, column: str, expected: str = "a number", drift: bool = True
 ) -> ParsedNumbers:
     """Parse a delivered column cell by cell; schema drift only when most cells are not numbers.
 
@@ -376,7 +376,8 @@ def parse_numbers(
     :data:`MISSING_MARKERS` (``N/A``, ``NaN``, ``null`` ...) are null *and* flagged as
     markers. Any other cell that is not a number is flagged as garbage, to be quarantined
     on its own. When more than :data:`DRIFT_SHARE` of the non-blank, non-marker cells are
-    garbage (or the column is boolean), the column is not numeric at all: schema drift.
+    garbage (or the column is boolean), the column is not numeric at all: schema drift
+    (unless ``drift=False``: the caller checks it per column).
 
     Raises
     ------
@@ -399,7 +400,7 @@ def parse_numbers(
     parsed = pd.to_numeric(candidate, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     garbage = np.isnan(parsed) & ~blank & ~marker
     filled = int((~blank & ~marker).sum())
-    if garbage.any() and garbage.sum() > DRIFT_SHARE * filled:
+    if drift and garbage.any() and garbage.sum() > DRIFT_SHARE * filled:
         examples = pd.unique(text[garbage].to_numpy(dtype=object))[:5].tolist()
         raise IngestError(
             f"{file}: column `{column}` has wrong dtype {series.dtype} with {int(garbage.sum())} non-numeric values "
