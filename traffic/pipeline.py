@@ -106,7 +106,9 @@ def ingest(
         out["feeds"][feed.name] = {
             "registry_version": reg["version"],
             "n_sources": reg["n_sources"],
-            "partitions": len(reports),
+            "registry_rejected": reg["n_invalid"],
+            "registry_rejected_by_reason": reg["by_reason"],
+            "partitions": len(reports),  # the dates, plus date=undated when rows had no timestamp
             "rows_read": sum(r["rows_read"] for r in reports),
             "rows_accepted": sum(r["rows_accepted"] for r in reports),
             "rows_quarantined": sum(r["rows_quarantined"] for r in reports),
