@@ -81,13 +81,8 @@ def duckdb_path() -> Path:
     return Path(os.environ.get("TRAFFIC_DUCKDB", home() / "forecasts.duckdb"))
 
 
-#: Feed options (``[feeds.options]``): key -> (adapters that read it, what it is). Any other key is an error.
-FEED_OPTIONS = {
-    "interval_s": ("all", "seconds one delivered row covers (whole number, 1 .. 86400)"),
-    "start_local": ("metr_la", "local time of the first row of a feed without timestamps (ISO 8601)"),
-    "counts_extrapolated": ("telraam", "whether delivered counts are already scaled up for uptime (true/false)"),
-    "min_uptime": ("all", "rows with a smaller camera uptime are not rasterized (0 .. 1)"),
-}
+#: Feed options every adapter takes (read by rasterize), besides ``traffic.landing.adapters.ADAPTER_OPTIONS``.
+COMMON_FEED_OPTIONS = {"min_uptime": "camera rows with a smaller uptime are not rasterized (0 .. 1, default 0)"}
 
 
 @dataclass(frozen=True)
@@ -107,7 +102,8 @@ class FeedConfig:
     channels : tuple of str
         Observation columns rasterized as model channels.
     options : dict
-        Adapter-specific options (keys in :data:`FEED_OPTIONS`).
+        Adapter-specific options (``traffic.landing.adapters.ADAPTER_OPTIONS`` of the adapter,
+        plus :data:`COMMON_FEED_OPTIONS`).
     base : str
         Folder relative paths resolve against: the folder of the city file (set by
         :func:`load_city`); empty = the project root (a config built in code).
@@ -262,20 +258,50 @@ class _CalendarTable(_Table):
     extra_holidays: list[Text] = []
 
 
+def _crs_text(v: Any) -> Any:
+    """``registry_crs = 2229`` as ``"EPSG:2229"``; anything else unchanged (then type-checked)."""
+    return f"EPSG:{v}" if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+Delimiter = Literal[",", ";", "\t", "|"]
+
+
 class _OptionsTable(_Table):
+    """Every feed option any adapter reads, typed; which ones an adapter reads is checked by :class:`_FeedTable`."""
+
     interval_s: Whole | None = Field(default=None, ge=1, le=86400)
     start_local: Text | None = None
+    end_local: Text | None = None
     counts_extrapolated: bool | None = None
     min_uptime: Real | None = Field(default=None, ge=0, le=1)
+    csv_delimiter: Delimiter | None = None
+    registry_csv_delimiter: Delimiter | None = None
+    registry_crs: Annotated[str, BeforeValidator(_crs_text)] | None = None
+    registry_max_rejected_share: Real | None = Field(default=None, ge=0, le=1)
 
-    @field_validator("start_local")
+    @field_validator("start_local", "end_local")
     @classmethod
     def _iso_time(cls, v: str | None) -> str | None:
         if v is not None:
             try:
-                pd.Timestamp(v)
+                ts = pd.Timestamp(v)
             except ValueError:
-                raise ValueError("is not a local time; allowed: ISO 8601 like '2012-03-01T00:00:00'") from None
+                ts = None
+            if ts is None or ts.tzinfo is not None:
+                raise ValueError("is not a local time; allowed: ISO 8601 without offset, like '2012-03-01T00:00:00'")
+        return v
+
+    @field_validator("registry_crs")
+    @classmethod
+    def _crs(cls, v: str | None) -> str | None:
+        if v is not None:
+            from pyproj import CRS
+            from pyproj.exceptions import CRSError
+
+            try:
+                CRS.from_user_input(v)
+            except CRSError:
+                raise ValueError("is not a CRS pyproj knows; allowed: e.g. 'EPSG:25833' or 'EPSG:2229'") from None
         return v
 
 
@@ -296,6 +322,25 @@ class _FeedTable(_Table):
                 f"channels {bad or self.channels} not allowed for kind {self.kind!r}; allowed: {CHANNELS[self.kind]}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _options_of_adapter(self) -> _FeedTable:
+        allowed = adapter_options(self.adapter)
+        unread = sorted(set(self.options.model_dump(exclude_none=True)) - set(allowed))
+        if unread:
+            raise ValueError(f"options {unread} are not read by adapter {self.adapter!r}; allowed: {sorted(allowed)}")
+        return self
+
+
+def adapter_options(adapter: str) -> dict[str, str]:
+    """The feed options adapter ``adapter`` reads, with what they mean.
+
+    ``traffic.landing.adapters.ADAPTER_OPTIONS[adapter]`` plus :data:`COMMON_FEED_OPTIONS`
+    (imported here, not at the top: the adapters import this module).
+    """
+    from traffic.landing.adapters import ADAPTER_OPTIONS
+
+    return {**ADAPTER_OPTIONS.get(adapter, {}), **COMMON_FEED_OPTIONS}
 
 
 class _CityTable(_Table):

@@ -157,7 +157,7 @@ class RegistryError(TrafficError, RuntimeError):
 
 
 class TrainingDiverged(TrafficError, RuntimeError):
-    """The loss, a gradient, the parameters or a forecast became NaN or infinite."""
+    """The loss, a gradient, the parameters, the linear base or a forecast became NaN or infinite."""
 
 
 class PublishError(TrafficError, ValueError):

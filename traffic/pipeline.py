@@ -99,7 +99,9 @@ def ingest(
         out["feeds"][feed.name] = {
             "registry_version": reg["version"],
             "n_sources": reg["n_sources"],
-            "partitions": len(reports),
+            "registry_rejected": reg["n_invalid"],
+            "registry_rejected_by_reason": reg["by_reason"],
+            "partitions": len(reports),  # the dates, plus date=undated when rows had no timestamp
             "rows_read": sum(r["rows_read"] for r in reports),
             "rows_accepted": sum(r["rows_accepted"] for r in reports),
             "rows_quarantined": sum(r["rows_quarantined"] for r in reports),
@@ -237,9 +239,19 @@ def code_version() -> str | None:
 
 
 def train(
-    city: str | CityConfig, as_of: str, *, progress: bool = False, budget_s: float | None = None
+    city: str | CityConfig,
+    as_of: str,
+    *,
+    progress: bool = False,
+    budget_s: float | None = None,
+    steps: int | None = None,
 ) -> dict[str, Any]:
-    """Train a challenger on the window of ``as_of``, log and register it in MLflow."""
+    """Train a challenger on the window of ``as_of``, log and register it in MLflow.
+
+    ``steps`` (default: ``TRAFFIC_TRAIN_STEPS``, else the city's ``[forecast] train_steps``) is the
+    optimiser-step budget that decides the model; ``budget_s`` (default ``TRAFFIC_TRAIN_BUDGET_S``,
+    else ``train_budget_s``) the wall-clock safety net, recorded on the run when it fires.
+    """
     import mlflow
 
     from traffic.forecast.train import train_forecaster
@@ -250,6 +262,8 @@ def train(
     fc = c.forecast
     if budget_s is None:
         budget_s = float(os.environ.get("TRAFFIC_TRAIN_BUDGET_S", fc.train_budget_s))
+    if steps is None:
+        steps = int(os.environ.get("TRAFFIC_TRAIN_STEPS", fc.train_steps))
     result = train_forecaster(
         grid,
         context_steps=fc.context_steps,
@@ -258,6 +272,7 @@ def train(
         train_days=fc.train_days,
         budget_s=budget_s,
         progress=progress,
+        max_steps=steps,
     )
     logged = log_training(c, result, data_window=win, code_version=code_version())
     worker = os.environ.get("TRAFFIC_WORKER_NAME", socket.gethostname())
@@ -285,8 +300,8 @@ def train(
 
 def evaluate_and_promote(city: str | CityConfig, as_of: str, trained: dict[str, Any]) -> dict[str, Any]:
     """Score the current champion on the challenger's holdout and apply the promotion rule."""
+    from traffic.forecast.inference import evaluate_module
     from traffic.forecast.result import HorizonMetrics
-    from traffic.forecast.train import evaluate_module
     from traffic.registry import champion, decide_promotion, load_version_module, promote, run_metrics
 
     c = _city(city)
@@ -341,7 +356,7 @@ def evaluate_and_promote(city: str | CityConfig, as_of: str, trained: dict[str, 
 
 def _predicted_steps(module: Any, grid: Any, context_steps: int) -> int:
     """Bins a (registered) module predicts: one probe forecast from the grid's last bin."""
-    from traffic.forecast.train import forecast as run_forecast
+    from traffic.forecast.inference import forecast as run_forecast
 
     return int(run_forecast(module, grid, -1, context_steps=context_steps).shape[0])
 
@@ -386,7 +401,7 @@ def forecast(
     """
     import numpy as np
 
-    from traffic.forecast.train import forecast as run_forecast
+    from traffic.forecast.inference import forecast as run_forecast
     from traffic.publish import reference_stats
     from traffic.registry import champion, load_intervals, load_serving_module
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from traffic.errors import TrainingDiverged  # noqa: F401  (defined with the other errors, re-exported)
+
 #: Metric names, all masked (missing cells/bins never count) and in original units; ``mape`` in
 #: percent over the targets that pass the zero-denominator rule of :mod:`traffic.forecast.metrics`.
 METRICS = ("mae", "rmse", "mape")
