@@ -237,3 +237,44 @@ def test_a_path_object_loads_a_city_file_from_code(tmp_path):
     p.write_text((PROJECT_ROOT / "cities" / "los_angeles.toml").read_text())
     c = load_city(p)  # code may name any file; only names (str) are confined to the cities folder
     assert c.name == "los_angeles" and c.feeds[0].base == str(tmp_path)
+
+
+def test_feed_options_are_those_the_adapter_reads_and_typed():
+    from traffic.config import COMMON_FEED_OPTIONS, _OptionsTable, adapter_options
+    from traffic.landing.adapters import ADAPTER_OPTIONS
+    from traffic.landing.readers import DELIMITER_NAMES
+
+    # every option an adapter reads has a type in the validator (a new option must be typed here)
+    every = set(COMMON_FEED_OPTIONS).union(*ADAPTER_OPTIONS.values())
+    assert every == set(_OptionsTable.model_fields)
+    assert set(_OptionsTable.model_fields["csv_delimiter"].annotation.__args__[0].__args__) == set(DELIMITER_NAMES)
+    assert "start_local" in adapter_options("metr_la") and "start_local" not in adapter_options("telraam")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"start_local": "2012-03-01T00:00:00"},
+            r"feeds\[0\]: options \['start_local'\] are not read by adapter 'telraam'",
+        ),
+        ({"registry_crs": 99999}, r"feeds\[0\].options.registry_crs = 99999 is not a CRS pyproj knows"),
+        ({"csv_delimiter": ":"}, r"feeds\[0\].options.csv_delimiter = ':' is not allowed; allowed: ','"),
+        ({"registry_max_rejected_share": 1.5}, r"registry_max_rejected_share = 1.5 must be <= 1"),
+        ({"counts_extrapolated": "yes"}, r"counts_extrapolated = 'yes' must be true or false"),
+    ],
+)
+def test_bad_feed_options_are_config_errors(options, message):
+    d = _berlin()
+    d["feeds"][0]["options"] = options
+    with pytest.raises(ConfigError, match=message):
+        parse_city(d, source="cities/berlin.toml")
+
+
+def test_metr_options_are_kept_as_read():
+    la = load_city("los_angeles").feeds[0]
+    assert la.options == {"interval_s": 300, "start_local": "2012-03-01T00:00:00"}
+    d = tomllib.loads((PROJECT_ROOT / "cities" / "los_angeles.toml").read_text())
+    d["feeds"][0]["options"].update(start_local=__import__("datetime").datetime(2012, 3, 1), registry_crs=4326)
+    opts = parse_city(d).feeds[0].options
+    assert opts["start_local"] == "2012-03-01T00:00:00" and opts["registry_crs"] == "EPSG:4326"
