@@ -30,19 +30,23 @@ This file only wires tasks: the work lives in ``traffic.pipeline`` and heavy imp
 (torch, geopandas, mlflow) happen inside the tasks, never at parse time. Every task is
 wrapped in :func:`traffic.airflow_runner.fail_fast`: a fault that a retry cannot fix (a bad
 city file, an unreadable delivery, a failed quality gate) is logged as one line and fails
-the task without its retries; the retries stay for transient faults.
+the task without its retries; the retries stay for transient faults. A city file that does
+not validate gets only a stand-in ``ingest_<city>`` whose one task fails with the error, so the
+other cities keep their DAGs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from typing import Any
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from traffic.airflow_runner import fail_fast
 from traffic.config import list_cities, load_city
+from traffic.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +305,43 @@ def make_refresh_dag(city: str):
     return refresh_dag()
 
 
+def make_config_error_dag(city: str, error: ConfigError):
+    """Stand-in ``ingest_<city>`` for a city file that does not validate: its one task fails with the error.
+
+    One bad file must not take the other cities' DAGs down (an exception at parse time would
+    discard every DAG of this file), and must not vanish silently either: the daily run of
+    this DAG fails at once, without retries, with the one-line error in its log.
+    """
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", city)
+
+    @dag(
+        dag_id=f"ingest_{safe}",
+        description=f"city file of {city!r} is invalid: {error.one_line()}"[:500],
+        schedule="0 1 * * *",
+        start_date=dt.datetime(2000, 1, 1, tzinfo=dt.UTC),
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["traffic", "ingest", "config-error", safe],
+    )
+    def config_error_dag():
+        @task
+        @fail_fast
+        def city_config() -> str:
+            return load_city(city).name  # still invalid: ConfigError, the task fails without retries
+
+        city_config()
+
+    return config_error_dag()
+
+
 for _city in list_cities():
+    try:
+        load_city(_city)
+    except ConfigError as _exc:
+        log.error("city %r: %s; only ingest_%s is generated, and it fails", _city, _exc.one_line(), _city)
+        globals()[f"ingest_{_city}"] = make_config_error_dag(_city, _exc)
+        continue
     globals()[f"ingest_{_city}"] = make_ingest_dag(_city)
     globals()[f"nightly_{_city}"] = make_nightly_dag(_city)
     globals()[f"refresh_{_city}"] = make_refresh_dag(_city)
