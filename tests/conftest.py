@@ -15,6 +15,8 @@ def traffic_home(tmp_path, monkeypatch):
     monkeypatch.setenv("TRAFFIC_HOME", str(home))
     for var in ("TRAFFIC_LAKE", "TRAFFIC_DUCKDB", "MLFLOW_TRACKING_URI", "TRAFFIC_MLFLOW_ARTIFACTS"):
         monkeypatch.delenv(var, raising=False)
+    # pipeline runs in tests train a few steps, not the cities' nightly budgets (tests check wiring, not skill)
+    monkeypatch.setenv("TRAFFIC_TRAIN_STEPS", "20")
     return home
 
 

@@ -216,7 +216,7 @@ def test_transfer_moves_whole_layers_only():
     rep = transfer_parameters(_module(("a.x",), hidden=(8,)), _module(("a.x",), hidden=(4,)))
     assert not any(n.startswith(("encoder.", "forecaster.", "attention.")) for n in rep["copied"])
     assert "attention.qkv.bias" in rep["skipped"]  # the same shape, but its weight differs
-    assert {"fusion.embed.a.weight", "fusion.embed.a.bias", "fc_calendar.weight"} <= set(rep["copied"])
+    assert {"fusion.embed.a.weight", "fusion.embed.a.bias", "head_time_in.weight"} <= set(rep["copied"])
 
 
 def test_transfer_rejects_other_sources():

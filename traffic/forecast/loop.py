@@ -243,6 +243,7 @@ class Loop:
     progress: bool = False
     extra_state: dict[str, Any] = field(default_factory=dict)  # saved with every checkpoint as is
     train_horizons: int = 0  # target bins drawn per step (parallel decoder); 0 = all
+    select_best: bool = True  # keep the best validation state and stop early; False = the last state ships
 
     def _save(self, st: LoopState, t_loop: float, saved_at: list[int]) -> None:
         """Checkpoint the loop (rank 0); never a diverged state: the guard has run before."""
@@ -301,6 +302,10 @@ class Loop:
             }
         )
         st.run_loss, st.run_n = 0.0, 0
+        if not self.select_best:  # the step budget decides: the newest state is the one that ships
+            st.best_val, st.best_step = val, st.step
+            st.best_state = copy.deepcopy(m.state_dict())
+            return False
         if val < st.best_val:
             st.best_val, st.best_step, st.bad_evals = val, st.step, 0
             st.best_state = copy.deepcopy(m.state_dict())
@@ -389,6 +394,9 @@ class Loop:
             self._validate(st, t_loop, loss_sum, gnorm_max)
         elif st.run_n and ddp.any_rank(dist, not bool(torch.isfinite(loss_sum + gnorm_max)), dev):
             raise TrainingDiverged(f"training loss or gradient norm is NaN/inf before step {st.step}")
+        if not self.select_best and st.best_step != st.step:  # the last state ships, validated or not
+            check_finite_module(m, f"at step {st.step}")
+            st.best_state, st.best_step = copy.deepcopy(m.state_dict()), st.step
         self._save(st, t_loop, saved_at)  # where the loop stopped: a later run can go on from here
         if bar is not None:
             bar.close()

@@ -410,7 +410,12 @@ def _train(
     )
     bs, eval_bs = int(tr["batch_size"]), int(tr["eval_batch_size"])
     opt = torch.optim.AdamW(param_groups(module, float(tr["weight_decay"])), lr=float(tr["lr"]))
-    steps_per_epoch = math.ceil(math.ceil(len(split.train) / dist.world) / bs)  # per rank
+    # fit_on_validation: the network also learns from the validation days (the ones nearest the
+    # holdout, which the baselines fit on too); the step budget then decides alone and the last
+    # state ships (the validation loss is still reported, in-sample)
+    on_val = bool(tr["fit_on_validation"])
+    loop_t = np.concatenate([split.train, split.val]) if on_val else split.train
+    steps_per_epoch = math.ceil(math.ceil(len(loop_t) / dist.world) / bs)  # per rank
     max_steps = int(tr["max_steps"])  # 0 = no cap
     schedule_steps = int(tr["schedule_steps"]) or max_steps or int(tr["max_epochs"]) * steps_per_epoch
     warmup, min_ratio = float(tr["warmup_fraction"]), float(tr["min_lr_ratio"])
@@ -433,7 +438,7 @@ def _train(
         head_loss = pretrain_head(
             module,
             batcher,
-            spread(split.train, int(tr["head_pretrain_samples"])),
+            spread(split.train, int(tr["head_pretrain_samples"])),  # never the validation days: they judge it
             int(tr["head_pretrain_steps"]),
             float(tr["head_pretrain_lr"]),
             int(tr["head_pretrain_batch"]),
@@ -501,8 +506,9 @@ def _train(
         opt=opt,
         sched=sched,
         batcher=batcher,
-        train_t=split.train,
+        train_t=loop_t,
         val_t=val_t_end,
+        select_best=not on_val,
         horizon_w=horizon_w,
         batch_size=bs,
         eval_batch_size=eval_bs,
