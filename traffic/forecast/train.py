@@ -434,11 +434,15 @@ def _train(
     if ck is None:
         module.eval()
         base_val = val_loss(module.set_paths("base"), batcher, val_t_end, eval_bs, dist, horizon_w)
+        # the head's pre-fit: on the training days, judged on the validation days (kept only if it helps
+        # there), or, with head_fit_on_validation, on both and kept (its step count is the budget)
+        head_on_val = bool(tr["head_fit_on_validation"])
+        head_t = loop_t if head_on_val else split.train
         before = copy.deepcopy(module.state_dict())
         head_loss = pretrain_head(
             module,
             batcher,
-            spread(split.train, int(tr["head_pretrain_samples"])),  # never the validation days: they judge it
+            spread(head_t, int(tr["head_pretrain_samples"])),
             int(tr["head_pretrain_steps"]),
             float(tr["head_pretrain_lr"]),
             int(tr["head_pretrain_batch"]),
@@ -446,7 +450,7 @@ def _train(
             horizon_w,
         )
         head_val = val_loss(module.set_paths("base_head"), batcher, val_t_end, eval_bs, dist, horizon_w)
-        if head_loss is not None and not head_val < base_val:  # the pre-fitted head did not help on validation
+        if head_loss is not None and not head_on_val and not head_val < base_val:  # no help on validation
             module.load_state_dict(before)  # back to the untrained head: base + head is the base
             head_val, head_loss = base_val, None
         module.set_paths("full")
