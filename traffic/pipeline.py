@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -253,20 +254,27 @@ def train(
     from traffic.registry import log_training
 
     c = _city(city)
+    _before_training(c)
     win, grid = _load_window(c, as_of)
     fc = c.forecast
     if budget_s is None:
         budget_s = float(os.environ.get("TRAFFIC_TRAIN_BUDGET_S", fc.train_budget_s))
-    result = train_forecaster(
-        grid,
-        context_steps=fc.context_steps,
-        horizon_steps=fc.horizon_steps,
-        holdout_days=fc.holdout_days,
-        train_days=fc.train_days,
-        budget_s=budget_s,
-        progress=progress,
+    ckpt = _checkpoint_dir(c, as_of)
+    result = _train_resumable(
+        ckpt,
+        lambda **resume_kw: train_forecaster(
+            grid,
+            context_steps=fc.context_steps,
+            horizon_steps=fc.horizon_steps,
+            holdout_days=fc.holdout_days,
+            train_days=fc.train_days,
+            budget_s=budget_s,
+            progress=progress,
+            **resume_kw,
+        ),
     )
     logged = log_training(c, result, data_window=win, code_version=code_version())
+    _drop_checkpoint(ckpt)
     worker = os.environ.get("TRAFFIC_WORKER_NAME", socket.gethostname())
     mlflow.MlflowClient(tracking_uri=mlflow_uri()).set_tag(logged["run_id"], "worker", worker)
     best_name, best = result.best_baseline()
@@ -288,6 +296,43 @@ def train(
         "stopped_reason": result.stopped_reason,
         "holdout_digest": result.holdout.digest,
     }
+
+
+def _before_training(c: CityConfig) -> None:
+    """Fail in seconds when MLflow is down; finish what a crashed nightly left in the registry."""
+    from traffic.registry.health import check_tracking_server, recover_unfinished
+
+    check_tracking_server()
+    recover_unfinished(c)
+
+
+def _checkpoint_dir(c: CityConfig, as_of: str) -> Path:
+    """Where the nightly training of ``as_of`` checkpoints: ``<home>/checkpoints/<city>/<as_of>``."""
+    return home() / "checkpoints" / c.name / as_of
+
+
+def _train_resumable(ckpt: Path, run: Any) -> Any:
+    """``run(checkpoint_dir=..., resume=True)``: a killed training resumes from its checkpoint.
+
+    A checkpoint that cannot be resumed (written by other code or another configuration) is
+    dropped with a warning and the training starts afresh.
+    """
+    import logging
+
+    try:
+        return run(checkpoint_dir=ckpt, resume=True)
+    except ValueError as exc:
+        if "checkpoint" not in str(exc) or not ckpt.exists():
+            raise
+        logging.getLogger(__name__).warning("%s: %s; dropping it and training afresh", ckpt, exc)
+        _drop_checkpoint(ckpt)
+        return run(checkpoint_dir=ckpt, resume=False)
+
+
+def _drop_checkpoint(ckpt: Path) -> None:
+    import shutil
+
+    shutil.rmtree(ckpt, ignore_errors=True)
 
 
 def evaluate_and_promote(city: str | CityConfig, as_of: str, trained: dict[str, Any]) -> dict[str, Any]:

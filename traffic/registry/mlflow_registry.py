@@ -718,6 +718,7 @@ def log_training(
     from mlflow.models import infer_signature
 
     from traffic.registry import plots
+    from traffic.registry.health import REGISTRATION_TAG, owner_tags
     from traffic.registry.safe_load import load_pt2_model_dir
 
     if "model" not in result.metrics or not result.baselines:
@@ -755,7 +756,8 @@ def log_training(
     with _mlflow_session() as client:
         exp_id = _ensure_experiment(client, city)
         run_name = f"{city.name}-{result.train_window[1][:10]}"
-        with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
+        # owner tags: a run its process left RUNNING (kill -9) is told from a live one (health.py)
+        with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=owner_tags()) as run:
             run_id = run.info.run_id
             now_ms = int(time.time() * 1000)
             client.log_batch(
@@ -853,6 +855,8 @@ def log_training(
                 ),
             )
             client.log_text(run_id, card(version=version, run_id=run_id), "model_card.md")
+            # written last: a version without it was cut short (recovered by health.recover_unfinished)
+            client.set_model_version_tag(name, version, REGISTRATION_TAG, "complete")
     return {"run_id": run_id, "model_name": name, "version": version, "model_uri": f"models:/{name}/{version}"}
 
 
