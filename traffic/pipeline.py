@@ -425,9 +425,10 @@ def forecast(
     Returns
     -------
     dict
-        The run's metadata, with ``path``: the forecast ``.npz`` (``forecast``, ``lower``,
-        ``upper`` ``(H_out, C, H, W)``; ``target_times``; ``has_data`` (the cell observed the
-        channel in the window); ``coverage`` ``(C, H, W)``; ``reference``; ``cell_ids``; ``channels``).
+        The run's metadata, with ``path``: the forecast ``.npz``, relative to the lake root
+        (:func:`lake_file` resolves it) (``forecast``, ``lower``, ``upper`` ``(H_out, C, H, W)``;
+        ``target_times``; ``has_data`` (the cell observed the channel in the window); ``coverage``
+        ``(C, H, W)``; ``reference``; ``cell_ids``; ``channels``).
 
     Raises
     ------
@@ -504,10 +505,27 @@ def forecast(
         "bin_seconds": c.bin_seconds,
         "interval_level": INTERVAL_LEVEL if intervals is not None else None,
         "interval_method": INTERVAL_METHOD if intervals is not None else None,
-        "path": str(out),
+        "path": lake_relative(out),  # relative to the lake: a copied TRAFFIC_HOME reads its own file
     }
     write_json(meta, out.parent / "meta.json")
     return meta
+
+
+def lake_relative(path: UPath | str) -> str:
+    """``path`` relative to the lake root (as stored in ``meta.json``); unchanged when outside the lake."""
+    from traffic.lake import lake_root
+
+    root, text = str(lake_root()).rstrip("/"), str(path)
+    return text[len(root) + 1 :] if text.startswith(root + "/") else text
+
+
+def lake_file(path: str) -> UPath:
+    """A path stored by :func:`lake_relative`: relative ones under the current lake root, others as they are."""
+    from pathlib import PurePosixPath
+
+    from traffic.lake import lake_root
+
+    return UPath(path) if "://" in path or PurePosixPath(path).is_absolute() else lake_root() / path
 
 
 def _utc(value: str | pd.Timestamp) -> pd.Timestamp:
@@ -523,7 +541,8 @@ _PUBLISH_META_OPTIONAL = ("model_kind", "kind", "interval_level", "interval_meth
 def publish(city: str | CityConfig, forecast_meta: dict[str, Any]) -> dict[str, Any]:
     """Publish a forecast written by :func:`forecast` to the analysts' store (atomic per run).
 
-    Reads the forecast ``.npz`` named by ``forecast_meta["path"]``: ``forecast``, ``target_times``
+    Reads the forecast ``.npz`` named by ``forecast_meta["path"]`` (relative to the lake root, or
+    absolute as older runs wrote it): ``forecast``, ``target_times``
     (int64 µs UTC), ``has_data``, ``reference``, ``cell_ids``, ``channels`` and, when present,
     ``lower``/``upper`` (interval bounds; NULL bounds without them) and ``coverage`` (per
     channel share of observed window bins); an optional ``cell_coverage`` (H, W) is used too.
@@ -535,7 +554,7 @@ def publish(city: str | CityConfig, forecast_meta: dict[str, Any]) -> dict[str, 
     from traffic.publish import publish_forecast
 
     c = _city(city)
-    with UPath(forecast_meta["path"]).open("rb") as fh:
+    with lake_file(forecast_meta["path"]).open("rb") as fh:
         z = dict(np.load(fh, allow_pickle=False))
     grid = read_grid(c)
     cent = grid.geometry.centroid.to_crs(4326)

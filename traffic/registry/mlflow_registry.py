@@ -230,7 +230,11 @@ def _mlflow_session() -> Iterator[Any]:
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
+    from traffic.config import home
+    from traffic.registry.relocate import rebase_copied_home
+
     uri = mlflow_uri()
+    rebase_copied_home(uri, mlflow_artifact_root(), home())  # a copied TRAFFIC_HOME uses its own artifacts
     env_keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
     old_env = {k: os.environ.get(k) for k in env_keys}
     old_tracking = getattr(tracking_utils, "_tracking_uri", None)
