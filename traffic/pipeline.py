@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
+import logging
 import os
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import pandas as pd
 from upath import UPath
@@ -27,6 +30,140 @@ from traffic.lake import list_dates, partition, read_json, write_json
 
 #: What made a published run (``forecast_runs.kind``).
 FORECAST_KINDS = ("nightly", "refresh")
+
+_log = logging.getLogger(__name__)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _logged(stage: str, summary: Callable[[Any], str]) -> Callable[[_F], _F]:
+    """Log a stage's start, its outcome (``summary(result)``: counts, decisions) and its duration.
+
+    Records go to the module logger ``traffic.pipeline`` (INFO; a failure at ERROR, with the
+    exception's type and message, before it propagates): in an Airflow task they are part of
+    the task log.
+    """
+
+    def wrap(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def inner(city: Any, *args: Any, **kwargs: Any) -> Any:
+            name = city.name if isinstance(city, CityConfig) else str(city)
+            shown = ", ".join([*(_short(a) for a in args), *(f"{k}={_short(v)}" for k, v in kwargs.items())])
+            _log.info("%s %s: start (%s)", stage, name, shown)
+            t0 = time.perf_counter()
+            try:
+                out = fn(city, *args, **kwargs)
+            except Exception as exc:
+                _log.error(
+                    "%s %s: failed after %.1f s: %s: %s", stage, name, time.perf_counter() - t0, type(exc).__name__, exc
+                )
+                raise
+            try:
+                what = summary(out)
+            except Exception as exc:  # a summary must never fail a stage
+                what = f"(no summary: {type(exc).__name__}: {exc})"
+            _log.info("%s %s: done in %.1f s: %s", stage, name, time.perf_counter() - t0, what)
+            return out
+
+        return cast(_F, inner)
+
+    return wrap
+
+
+def _ingest_summary(out: dict[str, Any]) -> str:
+    return "; ".join(
+        f"feed {f}: {v['partitions']} day(s), read {v['rows_read']:,}, accepted {v['rows_accepted']:,}, "
+        f"quarantined {v['rows_quarantined']:,}, {v['n_sources']} sources (registry {v['registry_version']})"
+        + (f", partial {v['partial']}" if v["partial"] else "")
+        for f, v in out["feeds"].items()
+    )
+
+
+def _rasterize_summary(out: dict[str, Any]) -> str:
+    partial = f", partial days {out['partial']}" if out["partial"] else ""
+    return f"{out['partitions']} day(s) {out['start']}..{out['end']}, {out['rows']:,} raster rows{partial}"
+
+
+def _quality_summary(out: dict[str, Any]) -> str:
+    feeds = "; ".join(
+        f"feed {f}: accepted {v['rows_accepted']:,} of {v['rows_read']:,} rows, {v['days_with_data']} days with data"
+        for f, v in out["feeds"].items()
+    )
+    return f"passed for window {out['start']}..{out['end']}: {feeds}"
+
+
+def _train_summary(out: dict[str, Any]) -> str:
+    return (
+        f"registered {out['model_name']} v{out['version']} (run {out['run_id']}): mean RMSE {out['rmse_mean']:.4f} "
+        f"vs gate baseline {out['gate_baseline']!r} {out['gate_baseline_rmse_mean']:.4f}; trained "
+        f"{out['train_seconds']:.1f} s on {out['device']} ({out['worker']}), stopped: {out['stopped_reason']}"
+    )
+
+
+def _promotion_summary(out: dict[str, Any]) -> str:
+    verdict = "PROMOTED" if out["promoted"] else "not promoted"
+    return (
+        f"v{out['version']} {verdict} (champion before: {out['champion_before']}, now: {out.get('champion')}): "
+        f"{out['reason']}"
+    )
+
+
+def _forecast_summary(out: dict[str, Any]) -> str:
+    return (
+        f"{out['kind']} forecast issued at {out['issued_at']} with {out['model_name']} v{out['model_version']}: "
+        f"{out['horizon_steps']} bins, data {out['data_start']}..{out['data_end']}, written to {out['path']}"
+    )
+
+
+def _publish_summary(out: dict[str, Any]) -> str:
+    return f"published run {out.get('run_id')} to {out['db']}: {out.get('n_rows')} rows, {out.get('n_cells')} cells"
+
+
+def _refresh_summary(out: dict[str, Any]) -> str:
+    return f"newest bin {out['newest_bin']}, issued at {out['issued_at']}, timings {out['timings_s']}"
+
+
+def as_of_from_events(events: Iterable[Any]) -> tuple[str | None, str | None]:
+    """The ``as_of`` a nightly run takes from its queued asset events: the newest complete day.
+
+    Several ``traffic://raster/<city>`` events may be queued when the nightly run starts (a
+    backfill, a slow previous run); each has ``extra["as_of"]`` and, for a partial day,
+    ``extra["until"]``. The run trains on the newest ``as_of`` among the complete days (an
+    older one would publish a stale forecast).
+
+    Parameters
+    ----------
+    events : iterable
+        Asset events with an ``extra`` mapping (Airflow's ``triggering_asset_events`` values).
+
+    Returns
+    -------
+    (as_of, skip_reason)
+        The newest complete day's ``as_of`` and None; or None and why the run has nothing to
+        train on (only partial days queued); or (None, None) when no event names an ``as_of``.
+    """
+    complete: list[str] = []
+    partial: list[tuple[str, str]] = []
+    for ev in events:
+        extra = getattr(ev, "extra", None) or {}
+        if not extra.get("as_of"):
+            continue
+        if extra.get("until"):
+            partial.append((str(extra["as_of"]), str(extra["until"])))
+        else:
+            complete.append(str(extra["as_of"]))
+    if complete:
+        newest = max(complete)
+        _log.info("queued as_of %s: taking the newest complete day %s", sorted(set(complete)), newest)
+        return newest, None
+    if partial:
+        day, until = max(partial)
+        return None, (f"raster of {day} is a partial day (until {until}); the nightly run waits for the complete day")
+    return None, None
 
 
 class QualityError(RuntimeError):
@@ -86,6 +223,7 @@ def training_window(city: str | CityConfig, as_of: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- ingest
 
 
+@_logged("ingest", _ingest_summary)
 def ingest(
     city: str | CityConfig, start: str, end: str, until: str | None = None, *, progress: bool = False
 ) -> dict[str, Any]:
@@ -116,6 +254,7 @@ def ingest(
     return out
 
 
+@_logged("rasterize", _rasterize_summary)
 def rasterize(
     city: str | CityConfig, start: str, end: str, until: str | None = None, *, progress: bool = False
 ) -> dict[str, Any]:
@@ -143,6 +282,7 @@ def rasterize(
 # --------------------------------------------------------------------------- nightly
 
 
+@_logged("check_quality", _quality_summary)
 def check_quality(
     city: str | CityConfig, as_of: str, *, max_quarantine_share: float = 0.5, min_days_with_data: float = 0.8
 ) -> dict[str, Any]:
@@ -244,6 +384,7 @@ def code_version() -> str | None:
         return None
 
 
+@_logged("train", _train_summary)
 def train(
     city: str | CityConfig, as_of: str, *, progress: bool = False, budget_s: float | None = None
 ) -> dict[str, Any]:
@@ -317,14 +458,12 @@ def _train_resumable(ckpt: Path, run: Any) -> Any:
     A checkpoint that cannot be resumed (written by other code or another configuration) is
     dropped with a warning and the training starts afresh.
     """
-    import logging
-
     try:
         return run(checkpoint_dir=ckpt, resume=True)
     except ValueError as exc:
         if "checkpoint" not in str(exc) or not ckpt.exists():
             raise
-        logging.getLogger(__name__).warning("%s: %s; dropping it and training afresh", ckpt, exc)
+        _log.warning("%s: %s; dropping it and training afresh", ckpt, exc)
         _drop_checkpoint(ckpt)
         return run(checkpoint_dir=ckpt, resume=False)
 
@@ -335,6 +474,7 @@ def _drop_checkpoint(ckpt: Path) -> None:
     shutil.rmtree(ckpt, ignore_errors=True)
 
 
+@_logged("evaluate_and_promote", _promotion_summary)
 def evaluate_and_promote(city: str | CityConfig, as_of: str, trained: dict[str, Any]) -> dict[str, Any]:
     """Score the current champion on the challenger's holdout and apply the promotion rule."""
     from traffic.forecast.result import HorizonMetrics
@@ -405,6 +545,7 @@ def forecast_origin(city: str | CityConfig, as_of: str) -> pd.Timestamp:
     return pd.Timestamp(nxt.isoformat()).tz_localize(c.timezone).tz_convert("UTC")
 
 
+@_logged("forecast", _forecast_summary)
 def forecast(
     city: str | CityConfig, as_of: str, *, issued_at: str | pd.Timestamp | None = None, kind: str = "nightly"
 ) -> dict[str, Any]:
@@ -538,6 +679,7 @@ def _utc(value: str | pd.Timestamp) -> pd.Timestamp:
 _PUBLISH_META_OPTIONAL = ("model_kind", "kind", "interval_level", "interval_method")
 
 
+@_logged("publish", _publish_summary)
 def publish(city: str | CityConfig, forecast_meta: dict[str, Any]) -> dict[str, Any]:
     """Publish a forecast written by :func:`forecast` to the analysts' store (atomic per run).
 
@@ -624,6 +766,7 @@ def refresh_window(city: str | CityConfig, until: str | None = None) -> dict[str
     }
 
 
+@_logged("refresh", _refresh_summary)
 def refresh(city: str | CityConfig, *, until: str | None = None) -> dict[str, Any]:
     """Re-forecast from the newest ingested bin with the current champion and publish it (no training).
 

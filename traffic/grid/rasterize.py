@@ -42,6 +42,7 @@ partition's metadata (key ``until``, ISO UTC), so the freshness gate sees a part
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
@@ -76,6 +77,7 @@ _BLOCK_ROWS = 1 << 18
 #: Most (bin, source) slots held densely per statistic; longer time spans are cut into windows.
 _DENSE_KEY_LIMIT = 1 << 23
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_log = logging.getLogger(__name__)
 _UNIT_PER_S = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 
@@ -593,6 +595,8 @@ def check_ingested(city: CityConfig, dates: list[str]) -> None:
     """
     bad = {d: p for d in dates if (p := _day_problems(city, d))}
     if not bad:
+        if dates:
+            _log.info("%s: %d day(s) %s..%s ingested whole in every feed", city.name, len(dates), dates[0], dates[-1])
         return
     days = sorted(bad)
     shown = "; ".join(f"{d}: {', '.join(bad[d])}" for d in days[:3])
@@ -710,6 +714,15 @@ def _rasterize_partition(
     if day_cut is not None:
         metadata[intraday.UNTIL_KEY] = intraday.iso(day_cut) or ""
     target = lake.write_partition(raster.cast(RASTER_SCHEMA), "raster", city=city.name, date=date, metadata=metadata)
+    _log.debug(
+        "rasterized %s %s: %d observations of feeds %s -> %d raster rows%s",
+        city.name,
+        date,
+        n_obs,
+        sorted(versions),
+        raster.num_rows,
+        f" (cut at {intraday.iso(day_cut)})" if day_cut is not None else "",
+    )
     return {
         "date": date,
         "path": str(target),

@@ -103,7 +103,7 @@ def check_tracking_server(uri: str | None = None, *, timeout_s: float = CHECK_TI
     user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
     if user and password:
         headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-    if token := os.environ.get("MLFLOW_TRACKING_TOKEN"):
+    if token := os.environ.get("MLFLOW_TRACKING_TOKEN", ""):
         headers["Authorization"] = f"Bearer {token}"
     status = get("/api/2.0/mlflow/experiments/search?max_results=1", headers)
     if status in (401, 403):
