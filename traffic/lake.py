@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from typing import Any
 
 import pyarrow as pa
@@ -52,7 +51,8 @@ def atomic_write(target: UPath | str, write: Any) -> UPath:
     """Write ``target`` atomically: ``write(fh)`` fills a temporary binary file next to it, renamed into place.
 
     Readers see the old file or the whole new one, never a part (also after kill -9: the
-    temporary name starts with a dot and is never read). Local paths and fsspec URIs.
+    temporary name starts with a dot and is never read, and the next write of the target
+    removes it: :func:`traffic.tempfiles.sweep`). Local paths and fsspec URIs.
 
     Parameters
     ----------
@@ -65,9 +65,12 @@ def atomic_write(target: UPath | str, write: Any) -> UPath:
     UPath
         ``target``.
     """
+    from traffic.tempfiles import sweep, temp_path
+
     target = UPath(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    sweep(target.parent, target.name)  # what a killed writer of this file left
+    tmp = temp_path(target)
     try:
         with tmp.open("wb") as fh:
             write(fh)

@@ -615,7 +615,10 @@ def forecast(
     ref = reference_stats(grid.values, grid.mask, list(grid.channels))
     out = partition("forecasts", city=c.name, issued_at=origin.strftime("%Y%m%dT%H%M%SZ")) / "forecast.npz"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".forecast.npz.{os.getpid()}.tmp"
+    from traffic.tempfiles import sweep, temp_path
+
+    sweep(out.parent, out.name)  # a forecast killed while writing left its temporary file
+    tmp = temp_path(out)
     with tmp.open("wb") as fh:
         np.savez_compressed(
             fh,
