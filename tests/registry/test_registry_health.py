@@ -144,32 +144,38 @@ def test_a_registration_killed_half_way_is_marked_failed_on_the_next_run(berlin,
     assert client.get_run(v2.run_id).info.status == "RUNNING"  # what the crash leaves
 
     out = recover_unfinished(berlin)
-    assert out["failed_versions"] == ["2"] and out["failed_runs"] == [v2.run_id]
+    assert out["failed_versions"] == ["2"] and out["failed_runs"] == [v2.run_id] and out["undecided_versions"] == []
     v2 = client.get_model_version("traffic-berlin", "2")
     assert v2.tags[REGISTRATION_TAG] == "failed" and v2.tags["promoted"] == "false"
     assert "registration did not finish" in v2.tags[DECISION_TAG] and v2.description == v2.tags[DECISION_TAG]
     assert client.get_run(v2.run_id).info.status == "FAILED"
     assert champion(berlin)["version"] == "1" and champion(berlin, CHALLENGER)["version"] == "1"
     # re-running the recovery changes nothing; the next nightly registers and decides normally
-    assert recover_unfinished(berlin) == {"failed_runs": [], "failed_versions": [], "challenger": "1"}
+    assert recover_unfinished(berlin) == {
+        "failed_runs": [],
+        "failed_versions": [],
+        "undecided_versions": [],
+        "challenger": "1",
+    }
     nxt = make_result(make_module(0.02))
     info3 = log_training(berlin, nxt, data_window=DATA_WINDOW, code_version="ok")
     assert info3["version"] == "3" and champion(berlin, CHALLENGER)["version"] == "3"
 
 
 @pytest.mark.usefixtures("mlflow_db")
-def test_a_version_whose_promotion_never_ran_is_marked_failed(berlin, make_module, make_result):
-    """The train task registered it, then the nightly stopped (e.g. MLflow went down before promote)."""
+def test_a_version_whose_promotion_never_ran_gets_a_not_promoted_decision(berlin, make_module, make_result):
+    """The train task registered it whole, then the nightly stopped (e.g. MLflow went down before promote)."""
     result = make_result(make_module(0.1))
     info = log_training(berlin, result, data_window=DATA_WINDOW, code_version="ok")
     client = _client()
     run = client.get_run(info["run_id"])
     assert run.info.status == "FINISHED"
     out = recover_unfinished(berlin)
-    assert out == {"failed_runs": [], "failed_versions": ["1"], "challenger": None}
+    assert out == {"failed_runs": [], "failed_versions": [], "undecided_versions": ["1"], "challenger": "1"}
     mv = client.get_model_version("traffic-berlin", "1")
-    assert "never decided" in mv.tags[DECISION_TAG] and mv.tags["promoted"] == "false"
-    assert champion(berlin, CHALLENGER) is None
+    assert "no promotion decision was made" in mv.tags[DECISION_TAG] and mv.tags["promoted"] == "false"
+    assert mv.tags[REGISTRATION_TAG] == "complete" and mv.description == mv.tags[DECISION_TAG]
+    assert champion(berlin) is None and champion(berlin, CHALLENGER)["version"] == "1"
 
 
 @pytest.mark.usefixtures("mlflow_db")

@@ -14,10 +14,11 @@
     <traffic.registry.mlflow_registry.log_training>` writes the version tag
     :data:`REGISTRATION_TAG` = ``complete`` last, and :func:`promote
     <traffic.registry.mlflow_registry.promote>` writes ``promotion_decision``. At the start
-    of the next nightly ``train``, this marks every version without a decision as failed
-    (tags ``registration`` = ``failed``, ``promoted`` = ``false``, ``promotion_decision`` and
-    description saying why), keeps ``challenger`` off it, and ends the runs its crashed
-    process left ``RUNNING`` as ``FAILED``.
+    of the next ``train``, every version without a decision gets one: ``promoted`` =
+    ``false`` and a ``promotion_decision`` and description saying why; a version whose
+    registration was cut short is also marked ``registration`` = ``failed`` and ``challenger``
+    moves off it to the newest version registered whole. Runs that a dead process left
+    ``RUNNING`` end ``FAILED``.
 """
 
 from __future__ import annotations
@@ -154,7 +155,9 @@ def recover_unfinished(city: CityConfig | str, *, stale_after_s: float = STALE_A
     Returns
     -------
     dict
-        ``{"failed_runs": [run ids], "failed_versions": [versions], "challenger": version or None}``.
+        ``{"failed_runs": [run ids], "failed_versions": [versions whose registration was cut
+        short], "undecided_versions": [versions registered whole but never decided],
+        "challenger": version or None}``.
     """
     from traffic.registry.mlflow_registry import (
         CHALLENGER,
@@ -169,6 +172,7 @@ def recover_unfinished(city: CityConfig | str, *, stale_after_s: float = STALE_A
     now_ms = int(now.timestamp() * 1000)
     failed_runs: list[str] = []
     failed_versions: list[str] = []
+    undecided_versions: list[str] = []
     with _mlflow_session() as client:
         exp = client.get_experiment_by_name(experiment_name(city))
         if exp is not None:
@@ -184,17 +188,20 @@ def recover_unfinished(city: CityConfig | str, *, stale_after_s: float = STALE_A
             tags = dict(mv.tags or {})
             if DECISION_TAG in tags:
                 continue
-            complete = tags.get(REGISTRATION_TAG) == "complete"
-            reason = (
-                "not promoted: the promotion was never decided (the nightly stopped after registering it); "
-                if complete
-                else "not promoted: registration did not finish (the nightly crashed while registering it); "
-            ) + f"marked failed by the nightly of {now:%Y-%m-%dT%H:%M:%SZ}"
-            client.set_model_version_tag(name, mv.version, REGISTRATION_TAG, "failed")
+            when = f"{now:%Y-%m-%dT%H:%M:%SZ}"
+            if tags.get(REGISTRATION_TAG) == "complete":  # registered whole; no promotion ran after it
+                reason = f"not promoted: no promotion decision was made before the next training ({when})"
+                undecided_versions.append(str(mv.version))
+            else:
+                reason = (
+                    "not promoted: registration did not finish (the process crashed while registering it); "
+                    f"marked failed by the training of {when}"
+                )
+                client.set_model_version_tag(name, mv.version, REGISTRATION_TAG, "failed")
+                failed_versions.append(str(mv.version))
             client.set_model_version_tag(name, mv.version, "promoted", "false")
             client.update_model_version(name, mv.version, description=reason)
             client.set_model_version_tag(name, mv.version, DECISION_TAG, reason)  # written last: the decision
-            failed_versions.append(str(mv.version))
             if mv.run_id and mv.run_id not in failed_runs:
                 try:
                     run = client.get_run(mv.run_id)
@@ -203,25 +210,29 @@ def recover_unfinished(city: CityConfig | str, *, stale_after_s: float = STALE_A
                 if run is not None and run.info.status == "RUNNING":
                     client.set_terminated(mv.run_id, status="FAILED")
                     failed_runs.append(mv.run_id)
-        challenger = None
-        if failed_versions:
+        challenger = _aliases(client, name).get(CHALLENGER) if versions else None
+        if failed_versions:  # challenger: the newest version registered whole
             failed = set(failed_versions)
-            ok = sorted(
-                (int(v.version) for v in versions if str(v.version) not in failed and DECISION_TAG in (v.tags or {})),
-            )
+            ok = sorted(int(v.version) for v in versions if str(v.version) not in failed)
             if ok:
                 challenger = str(ok[-1])
                 client.set_registered_model_alias(name, CHALLENGER, challenger)
-            elif _aliases(client, name).get(CHALLENGER) in failed:
+            elif challenger in failed:
                 client.delete_registered_model_alias(name, CHALLENGER)
-        else:
-            challenger = _aliases(client, name).get(CHALLENGER) if versions else None
-    if failed_runs or failed_versions:
+                challenger = None
+    if failed_runs or failed_versions or undecided_versions:
         _log.warning(
-            "%s: recovered after a crash: runs %s ended FAILED, versions %s marked failed; challenger now %s",
+            "%s: finished what an earlier run left: runs %s ended FAILED, versions %s marked failed "
+            "(registration cut short), versions %s given a not-promoted decision; challenger now %s",
             name,
             failed_runs,
             failed_versions,
+            undecided_versions,
             challenger,
         )
-    return {"failed_runs": failed_runs, "failed_versions": failed_versions, "challenger": challenger}
+    return {
+        "failed_runs": failed_runs,
+        "failed_versions": failed_versions,
+        "undecided_versions": undecided_versions,
+        "challenger": challenger,
+    }
