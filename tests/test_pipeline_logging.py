@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from types import SimpleNamespace
 
 import pandas as pd
@@ -30,12 +31,46 @@ def test_a_newer_partial_day_does_not_hide_a_complete_one_and_alone_skips():
     assert pipeline.as_of_from_events([_event(), SimpleNamespace(extra=None)]) == (None, None)
 
 
-def test_the_nightly_dag_resolves_as_of_through_the_newest_rule():
-    """The DAG's resolve_as_of task uses the rule (no first-event-wins loop left in the DAG file)."""
-    from traffic.config import PROJECT_ROOT
+RESOLVE_AS_OF = """
+import datetime as dt, json, os
+from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk.api.datamodels._generated import AssetEventDagRunReference, AssetReferenceAssetEventDagRun
+from airflow.sdk.execution_time.context import set_current_context
 
-    text = (PROJECT_ROOT / "dags" / "traffic_dags.py").read_text()
-    assert "pipeline.as_of_from_events(" in text and "for ev in evs:" not in text.split("as_of_from_events(")[1][:200]
+bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+task = bag.dags["nightly_los_angeles"].get_task("resolve_as_of")
+asset = AssetReferenceAssetEventDagRun(name="raster_los_angeles", uri="traffic://raster/los_angeles", extra={})
+
+def event(**extra):
+    return AssetEventDagRunReference(
+        asset=asset, extra=extra, source_task_id="rasterize", source_dag_id="ingest_los_angeles",
+        source_run_id="r", source_map_index=-1, source_aliases=[], timestamp=dt.datetime.now(dt.timezone.utc),
+    )
+
+cases = {
+    "queued": [event(as_of="2012-03-05"), event(as_of="2012-03-07"), event(as_of="2012-03-06")],
+    "partial_only": [event(as_of="2012-03-08", until="2012-03-08 08:00")],
+}
+out = {}
+for name, events in cases.items():
+    with set_current_context({"params": {"as_of": None}, "triggering_asset_events": {"raster_los_angeles": events}}):
+        try:
+            out[name] = task.python_callable()
+        except Exception as exc:
+            out[name] = type(exc).__name__ + ": " + str(exc)
+print(json.dumps(out))
+"""
+
+
+def test_the_nightly_dag_takes_the_newest_queued_as_of(tmp_path):
+    """The real ``resolve_as_of`` task of the parsed DAG, with Airflow's own asset-event records."""
+    from tests.airflow_helpers import run_python
+    from traffic.airflow_runner import airflow_env
+
+    env = airflow_env({**os.environ, "TRAFFIC_HOME": str(tmp_path), "AIRFLOW_HOME": str(tmp_path / "airflow")})
+    out = run_python(RESOLVE_AS_OF, env)
+    assert out["queued"] == "2012-03-07"  # not the first (oldest) event
+    assert out["partial_only"].startswith("AirflowSkipException") and "partial day" in out["partial_only"]
 
 
 @pytest.fixture
