@@ -14,7 +14,8 @@ Per city:
     freshness/quality gate → training window → train (``queue="gpu"``, ``pool="gpu"``)
     → evaluate and promote → forecast → publish to DuckDB.
     Asset-triggered runs have no logical date, so the partition travels explicitly:
-    ``params.as_of``, else the triggering asset event's ``extra["as_of"]``.
+    ``params.as_of``, else the newest ``extra["as_of"]`` among the queued asset events of
+    complete days (``traffic.pipeline.as_of_from_events``); only partial days queued = skipped.
 
 ``refresh_<city>`` (hourly at minute 5, no catch-up, one run at a time)
     resolve the window (``params.until``, local ``YYYY-MM-DD HH:MM``; default: the run's
@@ -148,22 +149,24 @@ def make_nightly_dag(city: str):
         @task(retries=0)
         @fail_fast
         def resolve_as_of() -> str:
+            from traffic import pipeline
+
             ctx = get_current_context()
             if ctx["params"].get("as_of"):
+                log.info("nightly %s: as_of %s from params", city, ctx["params"]["as_of"])
                 return ctx["params"]["as_of"]
             events = ctx.get("triggering_asset_events") or {}
-            for evs in events.values():
-                for ev in evs:
-                    if ev.extra and ev.extra.get("until"):  # a partial day: nothing complete to train on
-                        from airflow.sdk.exceptions import AirflowSkipException
+            # several events may be queued: the newest complete day wins (pipeline.as_of_from_events)
+            as_of, skip = pipeline.as_of_from_events(ev for evs in events.values() for ev in evs)
+            if skip:
+                from airflow.sdk.exceptions import AirflowSkipException
 
-                        raise AirflowSkipException(
-                            f"raster of {ev.extra.get('as_of')} is a partial day (until {ev.extra['until']}); "
-                            "the nightly run waits for the complete day"
-                        )
-                    if ev.extra and ev.extra.get("as_of"):
-                        return ev.extra["as_of"]
-            return _yesterday_local(cfg.timezone)
+                raise AirflowSkipException(skip)
+            if as_of:
+                return as_of
+            day = _yesterday_local(cfg.timezone)
+            log.info("nightly %s: no asset event names an as_of; taking yesterday %s", city, day)
+            return day
 
         @task(retries=1)
         @fail_fast

@@ -36,17 +36,23 @@ OPTIONAL_ENV = {
     "TRAFFIC_TRAIN_BUDGET_S": "override of the per-city [forecast] train_budget_s; the TOML value applies when unset",
     "WORLD_SIZE": "set by torchrun for data-parallel training; unset = one process",
     "LOCAL_RANK": "set by torchrun: the GPU of this rank; unset = 0",
+    "MLFLOW_TRACKING_TOKEN": "bearer token of a tracking server behind token auth; this stack uses basic auth",
 }
 #: Variables only the Celery workers need (tasks run there), and why.
 WORKER_ONLY_ENV = {
     "TRAFFIC_WORKER_NAME": "names the worker that trained a model (read inside the train task)",
 }
 _INTERP = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+#: ``${VAR:?message}``: compose refuses to start while VAR is unset or empty.
+_REQUIRED = re.compile(r"\$\{(\w+):\?([^}]*)\}")
+#: What a secret is called; each must be required from the environment, never defaulted.
+_SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET|_KEY$")
 
 
 def _resolve(value: object) -> str:
-    """``${VAR:-default}`` -> default (what compose does with an empty environment)."""
-    return _INTERP.sub(lambda m: m.group(2) or "", str(value))
+    """``${VAR:-default}`` -> default (what compose does with an empty environment); required -> ``<VAR>``."""
+    value = _REQUIRED.sub(lambda m: f"given-{m.group(1).lower()}", str(value))
+    return _INTERP.sub(lambda m: m.group(2) or "", value)
 
 
 @pytest.fixture(scope="module")
@@ -368,3 +374,72 @@ def test_dockerfile_copies_what_the_code_needs_next_to_the_package():
         assert (PROJECT_ROOT / folder).is_dir()
     assert "pip install --no-deps -e ." in text
     assert re.search(r"torch==\$\{TORCH_VERSION\}.*download\.pytorch\.org/whl/\$\{TORCH_VARIANT\}", text)
+
+
+# ------------------------------------------------------------------ secrets, authentication
+
+
+def _interpolations(text: str) -> list[tuple[str, str]]:
+    """``(variable, whole expression)`` of every ``${...}`` in the compose file (comments left out)."""
+    body = "\n".join(line.split(" #", 1)[0] for line in text.splitlines() if not line.lstrip().startswith("#"))
+    return [(m.group(1), m.group(0)) for m in re.finditer(r"\$\{(\w+)[^}]*\}", body)]
+
+
+def test_secrets_are_required_from_the_environment_without_fallbacks():
+    text = COMPOSE.read_text()
+    assert "change-me" not in text
+    secrets = {var for var, _ in _interpolations(text) if _SECRET_NAME.search(var)}
+    assert {"AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "MLFLOW_ADMIN_PASSWORD", "AIRFLOW_DB_PASSWORD"} <= secrets
+    for var, expr in _interpolations(text):
+        if _SECRET_NAME.search(var):
+            assert _REQUIRED.fullmatch(expr), f"secret {var} must be required (${{{var}:?message}}), not {expr}"
+            assert _REQUIRED.fullmatch(expr).group(2).strip(), f"{expr}: say what to set"
+
+
+def test_no_secret_reaches_a_container_as_a_literal(services):
+    for name, svc in services.items():
+        raw = svc.get("environment", {}) or {}
+        raw = dict(item.split("=", 1) for item in raw) if isinstance(raw, list) else raw
+        for key, value in raw.items():
+            if _SECRET_NAME.search(key) and value is not None:
+                assert _REQUIRED.search(str(value)), f"{name}: {key} is not taken from the environment: {value!r}"
+    for key, value in _env_file(COMPOSE.parent / "docker/traffic.env").items():
+        assert not _SECRET_NAME.search(key), f"docker/traffic.env holds the secret {key}={value!r}"
+
+
+def test_mlflow_server_requires_authentication(services):
+    from importlib.metadata import entry_points
+
+    svc = services["mlflow"]
+    cmd = _command(svc).split()
+    assert "--app-name=basic-auth" in cmd or ("--app-name" in cmd and cmd[cmd.index("--app-name") + 1] == "basic-auth")
+    assert "basic-auth" in {e.name for e in entry_points(group="mlflow.app")}, "this MLflow has no basic-auth app"
+    env = _env(svc)
+    ini = _mounts(svc)
+    config = env["MLFLOW_AUTH_CONFIG_PATH"]
+    source = ini.get(config)
+    assert source and (COMPOSE.parent / source).is_file(), f"{config} is not mounted from the project"
+    import configparser
+
+    parser = configparser.ConfigParser()
+    parser.read(COMPOSE.parent / source)
+    auth = parser["mlflow"]
+    assert auth["default_permission"] == "NO_PERMISSIONS"
+    assert "admin_password" not in auth, "the admin password must come from the environment"
+    db_folder = str(Path(auth["database_uri"].removeprefix("sqlite:///")).parent)
+    assert db_folder in _mounts(svc), f"the user database {auth['database_uri']} is not on a volume"
+    for key in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert _REQUIRED.search(str(svc["environment"][key])), key
+    # the tasks log in as that user, with the same secret
+    for name in WORKERS:
+        w = _env(services[name])
+        assert w["MLFLOW_TRACKING_USERNAME"] == env["MLFLOW_AUTH_ADMIN_USERNAME"]
+        assert w["MLFLOW_TRACKING_PASSWORD"] == env["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    # the image can run the auth app (Flask-WTF, for CSRF) and has the user database folder
+    import tomllib
+
+    prod = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["prod"]
+    assert any(re.match(r"(?i)flask-wtf\b", r) for r in prod), prod
+    assert db_folder in (PROJECT_ROOT / "docker/Dockerfile").read_text()
+    # its health check stays unauthenticated (/health is open in the auth app)
+    assert "/health" in " ".join(svc["healthcheck"]["test"])

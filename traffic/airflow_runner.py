@@ -100,7 +100,10 @@ def airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{af_home / 'airflow.db'}",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        # INFO: the stages' own records (counts, timings, decisions) are in the task logs (Airflow's
+        # stdlib handler filters at this level); Airflow's own loggers stay at WARNING
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "AIRFLOW__LOGGING__NAMESPACE_LEVELS": "airflow=WARNING",
         "TRAFFIC_HOME": str(home()),
         "MLFLOW_TRACKING_URI": mlflow_uri(),
         "GIT_PYTHON_REFRESH": "quiet",

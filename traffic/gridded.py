@@ -62,7 +62,6 @@ import datetime as dt
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -642,9 +641,11 @@ def _load_parquet(path: Path, *, bin_minutes, start, channels, fill_gaps, timezo
 # ----------------------------------------------------------------------------------------- saving
 def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Write through a temporary file in the same folder, then rename over ``path``."""
+    from traffic.tempfiles import sweep, temp_path
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    sweep(path.parent, path.name)  # a write killed part-way left its temporary file
+    tmp = temp_path(path)
     try:
         write(Path(tmp))
         os.replace(tmp, path)

@@ -27,11 +27,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import socket
-import time
-import uuid
 from typing import Any
 
 import pyarrow as pa
@@ -65,7 +61,8 @@ def atomic_write(target: UPath | str, write: Any) -> UPath:
     """Write ``target`` atomically: readers see the old file or the whole new one, never a part.
 
     * Local files: ``write(fh)`` fills a temporary file next to the target (a dot name
-      that readers never read, see :func:`remove_stale_temporaries`), renamed into place.
+      that readers never read), renamed into place; the next write of the target removes what a
+      killed writer left (:func:`traffic.tempfiles.sweep`).
     * Object stores (:data:`OBJECT_STORES`, e.g. ``s3://``): copy-then-rename is not
       atomic there (a rename is a copy and a delete, and a killed writer leaves the
       temporary object behind). The bytes are built in memory and uploaded to the target
@@ -84,6 +81,8 @@ def atomic_write(target: UPath | str, write: Any) -> UPath:
     UPath
         ``target``.
     """
+    from traffic.tempfiles import sweep, temp_path
+
     target = UPath(target)
     if target.protocol in OBJECT_STORES:
         buf = io.BytesIO()
@@ -91,7 +90,8 @@ def atomic_write(target: UPath | str, write: Any) -> UPath:
         target.fs.pipe_file(target.path, buf.getvalue())
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{_WRITER}-{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    sweep(target.parent, target.name)  # what a killed writer of this file left
+    tmp = temp_path(target)
     try:
         with tmp.open("wb") as fh:
             write(fh)
@@ -102,67 +102,11 @@ def atomic_write(target: UPath | str, write: Any) -> UPath:
     return target
 
 
-_WRITER = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
-_TMP = re.compile(r"^\.(?P<target>.+)\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.[0-9a-f]{32}\.tmp$")
-_OLD_TMP = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")  # names written before the host-pid part
-#: A temporary file of another host (or of the old naming) older than this is abandoned.
-STALE_AFTER_S = 6 * 3600
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale_temporaries(folder: UPath | str, *, recursive: bool = False) -> list[str]:
-    """Delete temporary files that a killed writer left under ``folder``.
+    """Delete the temporary files killed writers left under ``folder`` (:func:`traffic.tempfiles.sweep_folder`)."""
+    from traffic.tempfiles import sweep_folder
 
-    A temporary file of this host is stale when its process no longer runs; one of
-    another host (or without a writer in its name) when it is older than
-    :data:`STALE_AFTER_S`. Readers never read temporary names, so this is housekeeping:
-    it keeps a lake that saw ``kill -9`` free of leftovers.
-
-    Parameters
-    ----------
-    folder : UPath or str
-        A partition folder (or a dataset prefix with ``recursive=True``).
-    recursive : bool
-        Also look in every sub-folder.
-
-    Returns
-    -------
-    list of str
-        The removed files.
-    """
-    folder = UPath(folder)
-    if not folder.exists():
-        return []
-    removed = []
-    now = time.time()
-    for p in folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp"):
-        m = _TMP.match(p.name)
-        if m and m["host"] == _WRITER:
-            stale = not _pid_alive(int(m["pid"]))
-        elif m or _OLD_TMP.match(p.name):
-            try:
-                mtime = p.stat().st_mtime
-            except (OSError, AttributeError):
-                continue
-            stale = mtime is not None and now - float(mtime) > STALE_AFTER_S
-        else:
-            continue
-        if stale:
-            try:
-                p.unlink()
-            except FileNotFoundError:
-                continue
-            removed.append(str(p))
-    return removed
+    return sweep_folder(UPath(folder), recursive=recursive)
 
 
 def write_table(table: pa.Table, target: UPath, *, metadata: dict[str, str] | None = None) -> UPath:

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
+import logging
 import os
 import socket
 import subprocess
 import time
-from typing import Any
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import pandas as pd
 from upath import UPath
@@ -27,6 +31,140 @@ from traffic.lake import list_dates, partition, read_json, write_json
 
 #: What made a published run (``forecast_runs.kind``).
 FORECAST_KINDS = ("nightly", "refresh")
+
+_log = logging.getLogger(__name__)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _logged(stage: str, summary: Callable[[Any], str]) -> Callable[[_F], _F]:
+    """Log a stage's start, its outcome (``summary(result)``: counts, decisions) and its duration.
+
+    Records go to the module logger ``traffic.pipeline`` (INFO; a failure at ERROR, with the
+    exception's type and message, before it propagates): in an Airflow task they are part of
+    the task log.
+    """
+
+    def wrap(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def inner(city: Any, *args: Any, **kwargs: Any) -> Any:
+            name = city.name if isinstance(city, CityConfig) else str(city)
+            shown = ", ".join([*(_short(a) for a in args), *(f"{k}={_short(v)}" for k, v in kwargs.items())])
+            _log.info("%s %s: start (%s)", stage, name, shown)
+            t0 = time.perf_counter()
+            try:
+                out = fn(city, *args, **kwargs)
+            except Exception as exc:
+                _log.error(
+                    "%s %s: failed after %.1f s: %s: %s", stage, name, time.perf_counter() - t0, type(exc).__name__, exc
+                )
+                raise
+            try:
+                what = summary(out)
+            except Exception as exc:  # a summary must never fail a stage
+                what = f"(no summary: {type(exc).__name__}: {exc})"
+            _log.info("%s %s: done in %.1f s: %s", stage, name, time.perf_counter() - t0, what)
+            return out
+
+        return cast(_F, inner)
+
+    return wrap
+
+
+def _ingest_summary(out: dict[str, Any]) -> str:
+    return "; ".join(
+        f"feed {f}: {v['partitions']} day(s), read {v['rows_read']:,}, accepted {v['rows_accepted']:,}, "
+        f"quarantined {v['rows_quarantined']:,}, {v['n_sources']} sources (registry {v['registry_version']})"
+        + (f", partial {v['partial']}" if v["partial"] else "")
+        for f, v in out["feeds"].items()
+    )
+
+
+def _rasterize_summary(out: dict[str, Any]) -> str:
+    partial = f", partial days {out['partial']}" if out["partial"] else ""
+    return f"{out['partitions']} day(s) {out['start']}..{out['end']}, {out['rows']:,} raster rows{partial}"
+
+
+def _quality_summary(out: dict[str, Any]) -> str:
+    feeds = "; ".join(
+        f"feed {f}: accepted {v['rows_accepted']:,} of {v['rows_read']:,} rows, {v['days_with_data']} days with data"
+        for f, v in out["feeds"].items()
+    )
+    return f"passed for window {out['start']}..{out['end']}: {feeds}"
+
+
+def _train_summary(out: dict[str, Any]) -> str:
+    return (
+        f"registered {out['model_name']} v{out['version']} (run {out['run_id']}): mean RMSE {out['rmse_mean']:.4f} "
+        f"vs gate baseline {out['gate_baseline']!r} {out['gate_baseline_rmse_mean']:.4f}; trained "
+        f"{out['train_seconds']:.1f} s on {out['device']} ({out['worker']}), stopped: {out['stopped_reason']}"
+    )
+
+
+def _promotion_summary(out: dict[str, Any]) -> str:
+    verdict = "PROMOTED" if out["promoted"] else "not promoted"
+    return (
+        f"v{out['version']} {verdict} (champion before: {out['champion_before']}, now: {out.get('champion')}): "
+        f"{out['reason']}"
+    )
+
+
+def _forecast_summary(out: dict[str, Any]) -> str:
+    return (
+        f"{out['kind']} forecast issued at {out['issued_at']} with {out['model_name']} v{out['model_version']}: "
+        f"{out['horizon_steps']} bins, data {out['data_start']}..{out['data_end']}, written to {out['path']}"
+    )
+
+
+def _publish_summary(out: dict[str, Any]) -> str:
+    return f"published run {out.get('run_id')} to {out['db']}: {out.get('n_rows')} rows, {out.get('n_cells')} cells"
+
+
+def _refresh_summary(out: dict[str, Any]) -> str:
+    return f"newest bin {out['newest_bin']}, issued at {out['issued_at']}, timings {out['timings_s']}"
+
+
+def as_of_from_events(events: Iterable[Any]) -> tuple[str | None, str | None]:
+    """The ``as_of`` a nightly run takes from its queued asset events: the newest complete day.
+
+    Several ``traffic://raster/<city>`` events may be queued when the nightly run starts (a
+    backfill, a slow previous run); each has ``extra["as_of"]`` and, for a partial day,
+    ``extra["until"]``. The run trains on the newest ``as_of`` among the complete days (an
+    older one would publish a stale forecast).
+
+    Parameters
+    ----------
+    events : iterable
+        Asset events with an ``extra`` mapping (Airflow's ``triggering_asset_events`` values).
+
+    Returns
+    -------
+    (as_of, skip_reason)
+        The newest complete day's ``as_of`` and None; or None and why the run has nothing to
+        train on (only partial days queued); or (None, None) when no event names an ``as_of``.
+    """
+    complete: list[str] = []
+    partial: list[tuple[str, str]] = []
+    for ev in events:
+        extra = getattr(ev, "extra", None) or {}
+        if not extra.get("as_of"):
+            continue
+        if extra.get("until"):
+            partial.append((str(extra["as_of"]), str(extra["until"])))
+        else:
+            complete.append(str(extra["as_of"]))
+    if complete:
+        newest = max(complete)
+        _log.info("queued as_of %s: taking the newest complete day %s", sorted(set(complete)), newest)
+        return newest, None
+    if partial:
+        day, until = max(partial)
+        return None, (f"raster of {day} is a partial day (until {until}); the nightly run waits for the complete day")
+    return None, None
 
 
 def _city(city: str | CityConfig) -> CityConfig:
@@ -78,6 +216,7 @@ def training_window(city: str | CityConfig, as_of: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- ingest
 
 
+@_logged("ingest", _ingest_summary)
 def ingest(
     city: str | CityConfig, start: str, end: str, until: str | None = None, *, progress: bool = False
 ) -> dict[str, Any]:
@@ -110,6 +249,7 @@ def ingest(
     return out
 
 
+@_logged("rasterize", _rasterize_summary)
 def rasterize(
     city: str | CityConfig, start: str, end: str, until: str | None = None, *, progress: bool = False
 ) -> dict[str, Any]:
@@ -137,6 +277,7 @@ def rasterize(
 # --------------------------------------------------------------------------- nightly
 
 
+@_logged("check_quality", _quality_summary)
 def check_quality(
     city: str | CityConfig, as_of: str, *, max_quarantine_share: float = 0.5, min_days_with_data: float = 0.8
 ) -> dict[str, Any]:
@@ -238,6 +379,7 @@ def code_version() -> str | None:
         return None
 
 
+@_logged("train", _train_summary)
 def train(
     city: str | CityConfig,
     as_of: str,
@@ -258,23 +400,30 @@ def train(
     from traffic.registry import log_training
 
     c = _city(city)
+    _before_training(c)
     win, grid = _load_window(c, as_of)
     fc = c.forecast
     if budget_s is None:
         budget_s = float(os.environ.get("TRAFFIC_TRAIN_BUDGET_S", fc.train_budget_s))
     if steps is None:
         steps = int(os.environ.get("TRAFFIC_TRAIN_STEPS", fc.train_steps))
-    result = train_forecaster(
-        grid,
-        context_steps=fc.context_steps,
-        horizon_steps=fc.horizon_steps,
-        holdout_days=fc.holdout_days,
-        train_days=fc.train_days,
-        budget_s=budget_s,
-        progress=progress,
-        max_steps=steps,
+    ckpt = _checkpoint_dir(c, as_of)
+    result = _train_resumable(
+        ckpt,
+        lambda **resume_kw: train_forecaster(
+            grid,
+            context_steps=fc.context_steps,
+            horizon_steps=fc.horizon_steps,
+            holdout_days=fc.holdout_days,
+            train_days=fc.train_days,
+            budget_s=budget_s,
+            progress=progress,
+            max_steps=steps,
+            **resume_kw,
+        ),
     )
     logged = log_training(c, result, data_window=win, code_version=code_version())
+    _drop_checkpoint(ckpt)
     worker = os.environ.get("TRAFFIC_WORKER_NAME", socket.gethostname())
     mlflow.MlflowClient(tracking_uri=mlflow_uri()).set_tag(logged["run_id"], "worker", worker)
     best_name, best = result.best_baseline()
@@ -298,6 +447,42 @@ def train(
     }
 
 
+def _before_training(c: CityConfig) -> None:
+    """Fail in seconds when MLflow is down; finish what a crashed nightly left in the registry."""
+    from traffic.registry.health import check_tracking_server, recover_unfinished
+
+    check_tracking_server()
+    recover_unfinished(c)
+
+
+def _checkpoint_dir(c: CityConfig, as_of: str) -> Path:
+    """Where the nightly training of ``as_of`` checkpoints: ``<home>/checkpoints/<city>/<as_of>``."""
+    return home() / "checkpoints" / c.name / as_of
+
+
+def _train_resumable(ckpt: Path, run: Any) -> Any:
+    """``run(checkpoint_dir=..., resume=True)``: a killed training resumes from its checkpoint.
+
+    A checkpoint that cannot be resumed (written by other code or another configuration) is
+    dropped with a warning and the training starts afresh.
+    """
+    try:
+        return run(checkpoint_dir=ckpt, resume=True)
+    except ValueError as exc:
+        if "checkpoint" not in str(exc) or not ckpt.exists():
+            raise
+        _log.warning("%s: %s; dropping it and training afresh", ckpt, exc)
+        _drop_checkpoint(ckpt)
+        return run(checkpoint_dir=ckpt, resume=False)
+
+
+def _drop_checkpoint(ckpt: Path) -> None:
+    import shutil
+
+    shutil.rmtree(ckpt, ignore_errors=True)
+
+
+@_logged("evaluate_and_promote", _promotion_summary)
 def evaluate_and_promote(city: str | CityConfig, as_of: str, trained: dict[str, Any]) -> dict[str, Any]:
     """Score the current champion on the challenger's holdout and apply the promotion rule."""
     from traffic.forecast.inference import evaluate_module
@@ -368,6 +553,7 @@ def forecast_origin(city: str | CityConfig, as_of: str) -> pd.Timestamp:
     return pd.Timestamp(nxt.isoformat()).tz_localize(c.timezone).tz_convert("UTC")
 
 
+@_logged("forecast", _forecast_summary)
 def forecast(
     city: str | CityConfig, as_of: str, *, issued_at: str | pd.Timestamp | None = None, kind: str = "nightly"
 ) -> dict[str, Any]:
@@ -388,9 +574,10 @@ def forecast(
     Returns
     -------
     dict
-        The run's metadata, with ``path``: the forecast ``.npz`` (``forecast``, ``lower``,
-        ``upper`` ``(H_out, C, H, W)``; ``target_times``; ``has_data`` (the cell observed the
-        channel in the window); ``coverage`` ``(C, H, W)``; ``reference``; ``cell_ids``; ``channels``).
+        The run's metadata, with ``path``: the forecast ``.npz``, relative to the lake root
+        (:func:`lake_file` resolves it) (``forecast``, ``lower``, ``upper`` ``(H_out, C, H, W)``;
+        ``target_times``; ``has_data`` (the cell observed the channel in the window); ``coverage``
+        ``(C, H, W)``; ``reference``; ``cell_ids``; ``channels``).
 
     Raises
     ------
@@ -436,7 +623,10 @@ def forecast(
     ref = reference_stats(grid.values, grid.mask, list(grid.channels))
     out = partition("forecasts", city=c.name, issued_at=origin.strftime("%Y%m%dT%H%M%SZ")) / "forecast.npz"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".forecast.npz.{os.getpid()}.tmp"
+    from traffic.tempfiles import sweep, temp_path
+
+    sweep(out.parent, out.name)  # a forecast killed while writing left its temporary file
+    tmp = temp_path(out)
     with tmp.open("wb") as fh:
         np.savez_compressed(
             fh,
@@ -467,10 +657,27 @@ def forecast(
         "bin_seconds": c.bin_seconds,
         "interval_level": INTERVAL_LEVEL if intervals is not None else None,
         "interval_method": INTERVAL_METHOD if intervals is not None else None,
-        "path": str(out),
+        "path": lake_relative(out),  # relative to the lake: a copied TRAFFIC_HOME reads its own file
     }
     write_json(meta, out.parent / "meta.json")
     return meta
+
+
+def lake_relative(path: UPath | str) -> str:
+    """``path`` relative to the lake root (as stored in ``meta.json``); unchanged when outside the lake."""
+    from traffic.lake import lake_root
+
+    root, text = str(lake_root()).rstrip("/"), str(path)
+    return text[len(root) + 1 :] if text.startswith(root + "/") else text
+
+
+def lake_file(path: str) -> UPath:
+    """A path stored by :func:`lake_relative`: relative ones under the current lake root, others as they are."""
+    from pathlib import PurePosixPath
+
+    from traffic.lake import lake_root
+
+    return UPath(path) if "://" in path or PurePosixPath(path).is_absolute() else lake_root() / path
 
 
 def _utc(value: str | pd.Timestamp) -> pd.Timestamp:
@@ -483,10 +690,12 @@ def _utc(value: str | pd.Timestamp) -> pd.Timestamp:
 _PUBLISH_META_OPTIONAL = ("model_kind", "kind", "interval_level", "interval_method")
 
 
+@_logged("publish", _publish_summary)
 def publish(city: str | CityConfig, forecast_meta: dict[str, Any]) -> dict[str, Any]:
     """Publish a forecast written by :func:`forecast` to the analysts' store (atomic per run).
 
-    Reads the forecast ``.npz`` named by ``forecast_meta["path"]``: ``forecast``, ``target_times``
+    Reads the forecast ``.npz`` named by ``forecast_meta["path"]`` (relative to the lake root, or
+    absolute as older runs wrote it): ``forecast``, ``target_times``
     (int64 µs UTC), ``has_data``, ``reference``, ``cell_ids``, ``channels`` and, when present,
     ``lower``/``upper`` (interval bounds; NULL bounds without them) and ``coverage`` (per
     channel share of observed window bins); an optional ``cell_coverage`` (H, W) is used too.
@@ -498,7 +707,7 @@ def publish(city: str | CityConfig, forecast_meta: dict[str, Any]) -> dict[str, 
     from traffic.publish import publish_forecast
 
     c = _city(city)
-    with UPath(forecast_meta["path"]).open("rb") as fh:
+    with lake_file(forecast_meta["path"]).open("rb") as fh:
         z = dict(np.load(fh, allow_pickle=False))
     grid = read_grid(c)
     cent = grid.geometry.centroid.to_crs(4326)
@@ -568,6 +777,7 @@ def refresh_window(city: str | CityConfig, until: str | None = None) -> dict[str
     }
 
 
+@_logged("refresh", _refresh_summary)
 def refresh(city: str | CityConfig, *, until: str | None = None) -> dict[str, Any]:
     """Re-forecast from the newest ingested bin with the current champion and publish it (no training).
 

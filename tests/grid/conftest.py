@@ -68,9 +68,13 @@ def write_registry():
 
 @pytest.fixture
 def write_observations():
-    """Write a frame (source_id, timestamp, value columns) as an observation partition of a feed kind."""
+    """Write a frame (source_id, timestamp, value columns) as an ingested day of a feed kind.
 
-    def _write(city: CityConfig, feed: str, date: str, kind: str, frame: pd.DataFrame):
+    As ingest does: the observation partition, then the day's quality report (what rasterize
+    checks the partition against); ``report=False`` leaves the report out (an ingest cut short).
+    """
+
+    def _write(city: CityConfig, feed: str, date: str, kind: str, frame: pd.DataFrame, *, report: bool = True):
         schema = OBSERVATION_SCHEMAS[kind]
         cols = {}
         for field in schema:
@@ -78,6 +82,31 @@ def write_observations():
                 cols[field.name] = pa.array(frame[field.name], type=field.type, from_pandas=True)
             else:
                 cols[field.name] = pa.nulls(len(frame), field.type)
-        return lake.write_partition(pa.table(cols, schema=schema), "observations", city=city.name, feed=feed, date=date)
+        path = lake.write_partition(pa.table(cols, schema=schema), "observations", city=city.name, feed=feed, date=date)
+        if report:
+            counts = {"rows_read": len(frame), "rows_accepted": len(frame), "rows_quarantined": 0}
+            lake.write_json(
+                {"city": city.name, "feed": feed, "date": date, **counts, "until": None, "partial": False},
+                lake.partition("quality", city=city.name, feed=feed, date=date) / "report.json",
+            )
+        return path
+
+    return _write
+
+
+@pytest.fixture
+def write_empty_days(write_observations):
+    """Ingest days without rows for every feed of a city (empty partitions and reports, as ingest writes them)."""
+
+    def _write(city: CityConfig, *dates: str) -> None:
+        for date in dates:
+            for feed in city.feeds:
+                write_observations(
+                    city,
+                    feed.name,
+                    date,
+                    feed.kind,
+                    pd.DataFrame({"source_id": pd.Series([], dtype=str), "timestamp": pd.DatetimeIndex([], tz="UTC")}),
+                )
 
     return _write

@@ -31,11 +31,12 @@ def test_time_axis_covers_local_days(tiny_city, start, end, hours):
 
 
 @pytest.fixture
-def gap_lake(tiny_city, write_registry, write_observations):
+def gap_lake(tiny_city, write_registry, write_observations, write_empty_days):
     """One sensor in cell (row 1, col 2) with data on the 6th and 8th of May; nothing on the 7th."""
     spec = grid_spec(tiny_city)
     pt = to_wgs84([shapely.Point(spec.x0 + 2500, spec.y0 + 1500)], 25833)[0]
     write_registry(tiny_city, "loop", {"s": pt}, version="v")
+    write_empty_days(tiny_city, "2024-05-06", "2024-05-07", "2024-05-08")  # the camera feed has no rows
     for date in ("2024-05-06", "2024-05-08"):
         ts = utc(f"{date} 06:00+02:00", f"{date} 06:05+02:00", f"{date} 23:50+02:00")
         frame = pd.DataFrame({"source_id": "s", "timestamp": ts, "speed_kmh": [40.0, 50.0, 0.0]})

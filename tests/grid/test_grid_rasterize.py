@@ -283,7 +283,8 @@ def test_rasterize_partition_writes_channels_per_feed(tiny_city, tiny_lake):
     assert (lake.partition("raster", city="tiny", date="2024-05-06") / "part.parquet").read_bytes() == first
 
 
-def test_rasterize_range_writes_empty_days(tiny_city, tiny_lake):
+def test_rasterize_range_writes_empty_days(tiny_city, tiny_lake, write_empty_days):
+    write_empty_days(tiny_city, "2024-05-05", "2024-05-07")  # ingested, without rows
     outs = rasterize_range(tiny_city, "2024-05-05", "2024-05-07")
     assert [o["rows"] for o in outs] == [0, 7, 0]
     assert lake.list_dates("raster", city="tiny") == ["2024-05-05", "2024-05-06", "2024-05-07"]

@@ -32,7 +32,7 @@ import pytest
 import shapely
 from pyproj import Transformer
 
-from traffic import lake, pipeline
+from traffic import lake, pipeline, tempfiles
 from traffic.config import PROJECT_ROOT, CityConfig, parse_city
 from traffic.ingest import REASONS, UNDATED, IngestError, ingest_range, ingest_registry
 
@@ -649,7 +649,7 @@ def test_kill_9_mid_ingest_then_rerun_leaves_no_temporaries_and_the_same_lake(tm
     dead.wait()
     folder = Path(str(lake.partition("observations", city=city.name, feed=feed.name, date=days[3])))
     folder.mkdir(parents=True, exist_ok=True)
-    stale = folder / f".part.parquet.{lake._WRITER}-{dead.pid}.{'0' * 32}.tmp"
+    stale = folder / f".part.parquet.{tempfiles._HOST}.{dead.pid}.{'0' * 16}.tmp"
     stale.write_bytes(b"half a parquet file")
 
     ingest_registry(city, feed)

@@ -46,9 +46,12 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     -------
     Path
     """
+    from traffic.tempfiles import sweep, temp_path
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    sweep(path.parent, path.name)  # a checkpoint write killed part-way left its temporary file
+    tmp = temp_path(path)
     try:
         torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
         os.replace(tmp, path)

@@ -22,6 +22,8 @@ _EXPORTS = {
     "assignment_for": "traffic.grid.assign",
     "rejected_for": "traffic.grid.assign",
     "aggregate": "traffic.grid.rasterize",
+    "check_ingested": "traffic.grid.rasterize",
+    "IncompleteIngestError": "traffic.grid.rasterize",
     "rasterize_partition": "traffic.grid.rasterize",
     "rasterize_range": "traffic.grid.rasterize",
     "load_tensor": "traffic.grid.loader",

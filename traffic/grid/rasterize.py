@@ -42,6 +42,7 @@ partition's metadata (key ``until``, ISO UTC), so the freshness gate sees a part
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
@@ -76,6 +77,7 @@ _BLOCK_ROWS = 1 << 18
 #: Most (bin, source) slots held densely per statistic; longer time spans are cut into windows.
 _DENSE_KEY_LIMIT = 1 << 23
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_log = logging.getLogger(__name__)
 _UNIT_PER_S = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 
@@ -527,16 +529,95 @@ def _read_observations(path: Any, columns: list[str]) -> pa.Table:
         return pq.read_table(fh, columns=columns, read_dictionary=["source_id"])
 
 
+class IncompleteIngestError(RuntimeError):
+    """A day's observations are missing or were not written whole: rasterizing it would lose data."""
+
+
+def _day_problems(city: CityConfig, date: str) -> list[str]:
+    """Why a local date of a city cannot be rasterized (empty when every feed's day is ingested whole).
+
+    Ingest writes, per feed and date, the observations, the quarantine, then the quality report
+    (``traffic.ingest.run``; a partial day's report first, then again last). A day is
+    complete when both files exist and agree: the observations hold as many rows as the report
+    accepted and the same ``until``. A day without rows is ingested as empty files and a report.
+    """
+    problems = []
+    for feed in city.feeds:
+        obs = lake.partition("observations", city=city.name, feed=feed.name, date=date) / "part.parquet"
+        report = lake.partition("quality", city=city.name, feed=feed.name, date=date) / "report.json"
+        if not obs.exists():
+            problems.append(f"feed {feed.name}: no observations partition {obs} (the day was not ingested)")
+            continue
+        if not report.exists():
+            problems.append(f"feed {feed.name}: no quality report {report} (the ingest of the day did not finish)")
+            continue
+        try:
+            rep = lake.read_json(report)
+            with obs.open("rb") as fh:
+                pf = pq.ParquetFile(fh)
+                n_rows = pf.metadata.num_rows
+                raw_until = (pf.schema_arrow.metadata or {}).get(intraday.UNTIL_KEY.encode(), b"").decode()
+        except (OSError, ValueError) as exc:
+            problems.append(f"feed {feed.name}: {obs} or {report} is unreadable ({type(exc).__name__}: {exc})")
+            continue
+        accepted = rep.get("rows_accepted")
+        if accepted != n_rows:
+            problems.append(
+                f"feed {feed.name}: {obs} holds {n_rows} rows but {report} accepted {accepted} "
+                "(the ingest of the day did not finish)"
+            )
+        elif (rep.get("until") or "") != raw_until and not (
+            rep.get("until")
+            and raw_until
+            and intraday.parse_until(rep["until"], "UTC") == intraday.parse_until(raw_until, "UTC")
+        ):
+            problems.append(
+                f"feed {feed.name}: {obs} was ingested until {raw_until or '(complete day)'} but {report} says "
+                f"{rep.get('until') or '(complete day)'} (the ingest of the day did not finish)"
+            )
+    return problems
+
+
+def check_ingested(city: CityConfig, dates: list[str]) -> None:
+    """Refuse to rasterize dates whose observations are missing or incomplete in any feed.
+
+    Parameters
+    ----------
+    city : CityConfig
+    dates : list of str
+        Local dates ``YYYY-MM-DD``.
+
+    Raises
+    ------
+    IncompleteIngestError
+        Naming the first dates, feeds and files, and the ingest command that completes them.
+        Nothing has been written.
+    """
+    bad = {d: p for d in dates if (p := _day_problems(city, d))}
+    if not bad:
+        if dates:
+            _log.info("%s: %d day(s) %s..%s ingested whole in every feed", city.name, len(dates), dates[0], dates[-1])
+        return
+    days = sorted(bad)
+    shown = "; ".join(f"{d}: {', '.join(bad[d])}" for d in days[:3])
+    more = f" (and {len(days) - 3} more days)" if len(days) > 3 else ""
+    raise IncompleteIngestError(
+        f"city {city.name}: {len(days)} of {len(dates)} day(s) are not ingested whole, nothing rasterized: {shown}{more}; "
+        f"ingest them first: traffic ingest {city.name} --start {days[0]} --end {days[-1]}"
+    )
+
+
 def rasterize_partition(city: CityConfig, date: str, *, until: str | pd.Timestamp | None = None) -> dict[str, Any]:
     """Rasterize one local date of a city: every feed's observations onto the grid.
 
-    Reads ``observations/city=<c>/feed=<f>/date=<date>/part.parquet`` of each feed
-    (a feed without that partition is skipped), joins them to the feed's cached
-    assignment (:func:`traffic.grid.assign.assignment_for`), aggregates them with
-    :func:`aggregate` (``min_uptime`` from the feed's ``options``, default 0) and
-    replaces ``raster/city=<c>/date=<date>/part.parquet``. Channel names are
-    ``<feed>.<channel>``. A date without any observations gets an empty partition, so
-    re-running is idempotent and the loader masks that day.
+    Reads ``observations/city=<c>/feed=<f>/date=<date>/part.parquet`` of each feed,
+    joins them to the feed's cached assignment (:func:`traffic.grid.assign.assignment_for`),
+    aggregates them with :func:`aggregate` (``min_uptime`` from the feed's ``options``,
+    default 0) and replaces ``raster/city=<c>/date=<date>/part.parquet``. Channel names are
+    ``<feed>.<channel>``. Every feed's day must be ingested whole (:func:`check_ingested`:
+    observations and quality report present and in agreement), else nothing is written: a
+    missing or half-written day never replaces a good raster. A day ingested without rows
+    gets an empty raster partition, so re-running is idempotent and the loader masks that day.
 
     Parameters
     ----------
@@ -557,13 +638,16 @@ def rasterize_partition(city: CityConfig, date: str, *, until: str | pd.Timestam
 
     Raises
     ------
+    IncompleteIngestError
+        A feed's observations of the day are missing or incomplete (nothing written).
     FileNotFoundError
         A feed has observations but no registry partition.
     ValueError
         Bad date, or an observation file lacks a column (the message names the file).
     """
     cut = None if until is None else intraday.parse_until(until, city.timezone)
-    return _rasterize_partition(city, _check_date(date), {}, cut)
+    check_ingested(city, [_check_date(date)])
+    return _rasterize_partition(city, date, {}, cut)
 
 
 def _until_of(table: pa.Table, path: Any) -> pd.Timestamp | None:
@@ -610,6 +694,8 @@ def _rasterize_partition(
             ts = table.column("timestamp").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
             table = table.filter(pc.less(ts, last_bin_end))
         n_obs += table.num_rows
+        if table.num_rows == 0:  # a day ingested without rows (or none before the cut): nothing to aggregate
+            continue
         if feed.name not in assignments:
             assignments[feed.name] = assignment_for(city, feed.name)
         assignment = assignments[feed.name]
@@ -628,6 +714,15 @@ def _rasterize_partition(
     if day_cut is not None:
         metadata[intraday.UNTIL_KEY] = intraday.iso(day_cut) or ""
     target = lake.write_partition(raster.cast(RASTER_SCHEMA), "raster", city=city.name, date=date, metadata=metadata)
+    _log.debug(
+        "rasterized %s %s: %d observations of feeds %s -> %d raster rows%s",
+        city.name,
+        date,
+        n_obs,
+        sorted(versions),
+        raster.num_rows,
+        f" (cut at {intraday.iso(day_cut)})" if day_cut is not None else "",
+    )
     return {
         "date": date,
         "path": str(target),
@@ -646,6 +741,8 @@ def rasterize_range(
     """Rasterize every local date from ``start`` to ``end`` inclusive (see :func:`rasterize_partition`).
 
     ``until`` cuts every date of the range (a date that begins at or after it is an error).
+    Every date is checked first (:func:`check_ingested`): when one is missing or incomplete
+    in any feed, nothing of the range is written.
 
     Returns
     -------
@@ -657,13 +754,14 @@ def rasterize_range(
     if end < start:
         raise ValueError(f"end {end!r} is before start {start!r}")
     dates = [d.strftime("%Y-%m-%d") for d in pd.date_range(start, end, freq="D")]
-    if progress:
-        from tqdm import tqdm
-
-        dates = tqdm(dates, desc=f"rasterize {city.name}", unit="day")
     cut = None if until is None else intraday.parse_until(until, city.timezone)
     if cut is not None:
         for d in (start, end):
             intraday.until_for_day(d, cut, city.timezone)  # a date after the cut: error before any write
+    check_ingested(city, dates)
+    if progress:
+        from tqdm import tqdm
+
+        dates = tqdm(dates, desc=f"rasterize {city.name}", unit="day")
     assignments: dict[str, pd.DataFrame] = {}  # read the registries once for the whole range
     return [_rasterize_partition(city, d, assignments, cut) for d in dates]

@@ -10,9 +10,12 @@ Flow of a nightly run for a city::
 
 Names: experiment and registered model are both ``traffic-<city>``. Stages are not used
 (deprecated in MLflow); the registry is driven by the aliases :data:`CHAMPION` and
-:data:`CHALLENGER`. Models are logged in the ``pt2`` format (``torch.export``), which
-loads without unpickling code: the module must be exportable (no Python branching on
-tensor values) and is exported with a dynamic batch dimension.
+:data:`CHALLENGER`. Models are logged in the ``pt2`` format (``torch.export``): the module must be exportable
+(no Python branching on tensor values) and is exported with a dynamic batch dimension.
+Loading never unpickles: pickle deserialization is off for the process
+(:mod:`traffic.mlflow_env`), a version is loaded only when its archive holds raw tensors
+and graphs (:mod:`traffic.registry.safe_load`), and the eager copy is a state dict read with
+``torch.load(weights_only=True)``; anything else is refused with :class:`RegistryError`.
 
 The tracking URI is :func:`traffic.config.mlflow_uri` (SQLite under ``TRAFFIC_HOME``
 unless ``MLFLOW_TRACKING_URI`` names another store); it is set for the duration of each
@@ -224,7 +227,11 @@ def _mlflow_session() -> Iterator[Any]:
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
+    from traffic.config import home
+    from traffic.registry.relocate import rebase_copied_home
+
     uri = mlflow_uri()
+    rebase_copied_home(uri, mlflow_artifact_root(), home())  # a copied TRAFFIC_HOME uses its own artifacts
     env_keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
     old_env = {k: os.environ.get(k) for k in env_keys}
     old_tracking = getattr(tracking_utils, "_tracking_uri", None)
@@ -712,6 +719,8 @@ def log_training(
     from mlflow.models import infer_signature
 
     from traffic.registry import plots
+    from traffic.registry.health import REGISTRATION_TAG, owner_tags
+    from traffic.registry.safe_load import load_pt2_model_dir
 
     if "model" not in result.metrics or not result.baselines:
         raise ValueError(f"result.metrics needs 'model' and at least one baseline; got {sorted(result.metrics)}")
@@ -748,7 +757,8 @@ def log_training(
     with _mlflow_session() as client:
         exp_id = _ensure_experiment(client, city)
         run_name = f"{city.name}-{result.train_window[1][:10]}"
-        with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
+        # owner tags: a run its process left RUNNING (kill -9) is told from a live one (health.py)
+        with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=owner_tags()) as run:
             run_id = run.info.run_id
             now_ms = int(time.time() * 1000)
             client.log_batch(
@@ -811,8 +821,10 @@ def log_training(
                 },
                 validate_serving_input=False,  # checked below, on the loaded module itself
             )
-            with tempfile.TemporaryDirectory(prefix="traffic-model-") as tmp:
-                loaded = mlflow.pytorch.load_model(info.model_uri, dst_path=tmp)
+            with tempfile.TemporaryDirectory(prefix="traffic-model-") as tmp:  # the way a version is loaded
+                loaded = load_pt2_model_dir(
+                    mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri, dst_path=tmp), what=info.model_uri
+                )
             with torch.no_grad():
                 again = loaded(torch.from_numpy(example)).numpy()
             if not np.allclose(again, out, rtol=ROUNDTRIP_RTOL, atol=ROUNDTRIP_ATOL, equal_nan=True):
@@ -844,6 +856,8 @@ def log_training(
                 ),
             )
             client.log_text(run_id, card(version=version, run_id=run_id), "model_card.md")
+            # written last: a version without it was cut short (recovered by health.recover_unfinished)
+            client.set_model_version_tag(name, version, REGISTRATION_TAG, "complete")
     return {"run_id": run_id, "model_name": name, "version": version, "model_uri": f"models:/{name}/{version}"}
 
 
@@ -948,12 +962,25 @@ def load_version_module(model_uri: str) -> Any:
         Callable on ``(B, T_in, F, H, W)`` float32 tensors (any ``B``), returning
         ``(B, H_out, C, H, W)``. It is an exported graph: it is always in inference mode
         (``.eval()``/``.train()`` are not supported) and its parameters do not require grad.
+
+    Raises
+    ------
+    RegistryError
+        When the model is not a ``pt2`` archive of tensors and graphs only (a
+        ``pickle``-format model, pickled weights, constants or sample inputs, AOTInductor
+        libraries): it is refused before anything of it runs (:mod:`traffic.registry.safe_load`).
     """
     import mlflow
 
+    from traffic.registry.safe_load import UnsafeModelError, load_pt2_model_dir
+
     # download into a folder removed afterwards: the exported program is read into memory
     with _mlflow_session(), tempfile.TemporaryDirectory(prefix="traffic-model-") as tmp:
-        module = mlflow.pytorch.load_model(model_uri, dst_path=tmp, device="cpu")
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+        try:
+            module = load_pt2_model_dir(local, what=model_uri)
+        except UnsafeModelError as exc:
+            raise RegistryError(f"refused to load {exc}") from exc
     for p in module.parameters():
         p.requires_grad_(False)
     return module
