@@ -913,7 +913,9 @@ def log_lake_inputs(inputs: Sequence[Mapping[str, Any]]) -> None:
         missing = [k for k in ("path", "name", "sha256") if not entry.get(k)]
         if missing:
             raise ValueError(f"lake input {dict(entry)} lacks {missing}; each input needs path, name and sha256")
-        source = resolve_dataset_source(str(entry["path"]))
+        with warnings.catch_warnings():  # a file URI matches two equivalent local sources; MLflow picks one
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            source = resolve_dataset_source(str(entry["path"]))
         datasets.append(MetaDataset(source, name=str(entry["name"]), digest=str(entry["sha256"])[:32]))
         contexts.append(str(entry["context"]) if entry.get("context") else None)
         tags_list.append({k: str(v) for k, v in entry.items() if k not in ("path", "name", "context")})
@@ -1403,6 +1405,19 @@ def run_metrics(run_id: str, name: str = "model") -> HorizonMetrics:
         mape=[m.value for m in hist["mape"]],  # empty for runs logged before MAPE existed
         n_mape=[int(m.value) for m in hist["n_mape"]],
     )
+
+
+def run_data(run_id: str) -> dict[str, dict[str, Any]]:
+    """Latest metrics, params and tags of a run: ``{"metrics": {...}, "params": {...}, "tags": {...}}``.
+
+    Raises
+    ------
+    mlflow.exceptions.MlflowException
+        If there is no such run.
+    """
+    with _mlflow_session() as client:
+        run = client.get_run(run_id)
+    return {"metrics": dict(run.data.metrics), "params": dict(run.data.params), "tags": dict(run.data.tags)}
 
 
 def logged_metrics(
