@@ -97,8 +97,8 @@ def scorer():
 def make_result(berlin, holdout_data, make_module):
     """Build a real :class:`TrainResult` for a module, scored against real baselines.
 
-    ``gbm_error`` adds a strong baseline named ``gbm``: the true network with that output-scale
-    error, scored like the others (the registry treats baseline names alike). The ablation rows
+    ``gbm_error`` / ``ridge_error`` add baselines named ``gbm`` / ``ridge``: the true network with
+    that output-scale error, scored like the others (the registry treats baseline names alike). The ablation rows
     are the true network with larger errors (the base alone worst), scored on the same holdout,
     as the training code scores the module with parts switched off.
     """
@@ -117,11 +117,14 @@ def make_result(berlin, holdout_data, make_module):
         *,
         train_seconds: float = 1.5,
         gbm_error: float | None = None,
+        ridge_error: float | None = None,
         ablation_errors: tuple[float, float] | None = (0.6, 0.35),
     ) -> TrainResult:
         with torch.no_grad():
             fc = module(torch.from_numpy(x)).numpy()
         extra_baselines = {}
+        if ridge_error is not None:
+            extra_baselines["ridge"] = score(make_module(ridge_error), x, y, mask)
         if gbm_error is not None:
             extra_baselines["gbm"] = score(make_module(gbm_error), x, y, mask)
         ablation = {}
