@@ -908,7 +908,9 @@ def log_lake_inputs(inputs: Sequence[Mapping[str, Any]]) -> None:
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
-    datasets, contexts, tags_list = [], [], []
+    datasets: list[Any] = []
+    contexts: list[str | None] = []
+    tags_list: list[dict[str, str] | None] = []
     for entry in inputs:
         missing = [k for k in ("path", "name", "sha256") if not entry.get(k)]
         if missing:
@@ -916,7 +918,9 @@ def log_lake_inputs(inputs: Sequence[Mapping[str, Any]]) -> None:
         with warnings.catch_warnings():  # a file URI matches two equivalent local sources; MLflow picks one
             warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
             source = resolve_dataset_source(str(entry["path"]))
-        datasets.append(MetaDataset(source, name=str(entry["name"]), digest=str(entry["sha256"])[:32]))
+        # MetaDataset: MLflow's documented metadata-only dataset (its base marks `profile` abstract, unenforced)
+        meta = MetaDataset(source, name=str(entry["name"]), digest=str(entry["sha256"])[:32])  # type: ignore[abstract]
+        datasets.append(meta)
         contexts.append(str(entry["context"]) if entry.get("context") else None)
         tags_list.append({k: str(v) for k, v in entry.items() if k not in ("path", "name", "context")})
     mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=tags_list)
