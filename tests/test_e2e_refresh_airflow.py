@@ -88,7 +88,7 @@ def test_refresh_los_angeles_through_airflow(traffic_home, monkeypatch):
     assert n_h == la.forecast.horizon_steps
 
     # the refresh served the champion from its eager copy, which forecasts what the exported program does
-    from traffic.forecast.train import forecast as run_forecast
+    from traffic.forecast.inference import forecast as run_forecast
     from traffic.grid import load_tensor
     from traffic.model import Forecaster
     from traffic.registry import load_serving_module, load_version_module

@@ -12,7 +12,7 @@ import pytest
 
 from traffic.cli import main
 from traffic.forecast.baselines import BASELINES
-from traffic.forecast.train import evaluate_module
+from traffic.forecast.inference import evaluate_module
 from traffic.grid.tensor import GridTensor
 from traffic.gridded import (
     describe,

@@ -100,7 +100,8 @@ def test_config_validates_names_and_box():
 
 @pytest.mark.parametrize("box", [None, (1, 3, 1, 4)])
 def test_untrained_model_is_damped_anomaly_persistence(box):
-    """Head starts at zero: forecast = prior + share * (last observation - prior at its bin)."""
+    """The base path: forecast = prior + share * (last observation - prior at its bin); the untrained
+    network adds only a small correction (its output layers start small, not zero)."""
     hw = (4, 5)
     m = _model(("loop.speed_kmh",), hw, horizon=2, context=3, active_box=box)
     profile = np.arange(24, dtype=np.float32)[:, None, None, None] * np.ones((1, 1, *hw), dtype=np.float32)
@@ -111,12 +112,19 @@ def test_untrained_model_is_damped_anomaly_persistence(box):
     mask = np.zeros(vals.shape, dtype=bool)
     vals[1, 0, 2, 3], mask[1, 0, 2, 3] = 16.0, True  # anomaly +10 at hour 6 in cell (2, 3)
     g = GridTensor(vals, mask, mask.astype(np.int32), times, ("loop.speed_kmh",), np.zeros(hw, dtype=np.int32))
+    x = torch.from_numpy(build_inputs(g, np.array([2]), 3, 2))
     with torch.no_grad():
-        y = m(torch.from_numpy(build_inputs(g, np.array([2]), 3, 2)))[0, :, 0].numpy()  # (2, H, W)
+        y = m.set_paths("base")(x)[0, :, 0].numpy()  # (2, H, W)
+        full = m.set_paths("full")(x)[0, :, 0].numpy()
     expected = np.stack([np.full(hw, 8.0), np.full(hw, 9.0)])  # prior of hours 8 and 9
     expected[0, 2, 3] += 0.5 * 10
     expected[1, 2, 3] += 0.25 * 10
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-4)
+    assert 0 < np.abs(full - expected).max() < 1.0  # a small correction: std 2 x a head started at 1e-2
+    if box is not None:  # outside the active box the forecast is the base alone
+        outside = np.ones(hw, dtype=bool)
+        outside[box[0] : box[1], box[2] : box[3]] = False
+        np.testing.assert_allclose(full[:, outside], expected[:, outside], rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("freq", ["5min", "15min", "1h"])
@@ -134,7 +142,7 @@ def test_bin_of_week_decodes_calendar_features(freq):
 def test_linear_base_features():
     """prior, level-scaled prior, last anomaly, mean anomaly, last value and a constant, in normalised units."""
     hw = (1, 2)
-    m = _model(("loop.speed_kmh",), hw, horizon=1, context=3)
+    m = _model(("loop.speed_kmh",), hw, horizon=1, context=3).set_paths("base")
     m.set_statistics(np.array([0.0]), np.array([1.0]), np.full((24, 1, *hw), 10.0, dtype=np.float32))
     times = pd.date_range("2024-03-04", periods=3, freq="1h", tz="UTC")
     vals = np.array([[12.0, np.nan], [np.nan, np.nan], [16.0, np.nan]], dtype=np.float32)[:, None, None, :]
@@ -280,10 +288,15 @@ def test_holiday_reads_sundays_prior():
         {"cell": "convgru", "decoder": "autoregressive", "hidden_dims": (4, 4)},
         {"patch": 2},  # 5 x 6 grid: packed to 3 x 3 positions with zero padding
         {"patch": 3, "decoder": "autoregressive"},
+        {"decoder": "direct"},
+        {"decoder": "parallel", "patch": 2},
+        {"decoder": "parallel", "head_hidden": 0},
+        {},
     ],
 )
 def test_variants_share_the_interface(variant):
-    """ConvGRU, the autoregressive decoder, peepholes and the plain path: same shapes, untrained = the base."""
+    """Every variant: same shapes, the base path equals the plain model's, and every parameter of every
+    path (embeddings, encoder, attention, decoder, head) gets gradient on the very first step."""
     hw, channels = (5, 6), ("loop.speed_kmh", "cam.car")
     g = _grid(20, channels, hw)
     x = torch.from_numpy(build_inputs(g, np.array([5, 19]), 4, 3))
@@ -292,11 +305,14 @@ def test_variants_share_the_interface(variant):
     with torch.no_grad():
         y = m(x)
         assert y.shape == (2, 3, 2, *hw)
-        np.testing.assert_allclose(y.numpy(), plain(x).numpy(), rtol=1e-5, atol=1e-4)  # zero head: the base
+        base = m.set_paths("base")(x)
+        np.testing.assert_allclose(base.numpy(), plain.set_paths("base")(x).numpy(), rtol=1e-5, atol=1e-4)
+        m.set_paths("full")
     assert (m.attention is None) == (variant.get("attention") is False)
     loss = masked_mse(m.normalise(m(x)), m.normalise(torch.zeros_like(y)), torch.ones_like(y, dtype=torch.bool))
     loss.backward()
-    assert m.head.weight.grad is not None and m.head.weight.grad.abs().sum() > 0
+    no_grad = [n for n, p in m.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert no_grad == [], f"parameters without gradient at step 0: {no_grad}"
 
 
 def test_variant_config_is_validated():
@@ -306,3 +322,33 @@ def test_variant_config_is_validated():
         ForecasterConfig(decoder="beam")
     with pytest.raises(ValueError, match="peepholes"):
         Forecaster(ForecasterConfig(cell="convgru", peephole=True))
+
+
+@pytest.mark.parametrize("paths", ["full", "base_head", "base"])
+def test_a_subset_of_horizons_is_the_same_forecast(paths):
+    """Training draws target bins per step: the forecast of a subset equals those rows of the whole."""
+    hw, channels = (5, 6), ("loop.speed_kmh", "cam.car")
+    g = _grid(30, channels, hw, seed=2)
+    m = _model(channels, hw, horizon=5, head_cells=(0, 3, 7, 11, 29)).set_paths(paths)
+    x = torch.from_numpy(build_inputs(g, np.array([10, 20]), 4, 5))
+    hz = torch.tensor([0, 2, 4])
+    with torch.no_grad():
+        np.testing.assert_allclose(m(x, horizons=hz).numpy(), m(x)[:, hz].numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_the_head_runs_on_its_cells_only():
+    """Off the head cells (never observed in training) the forecast is the linear base."""
+    hw, channels = (5, 6), ("loop.speed_kmh",)
+    g = _grid(30, channels, hw, seed=3)
+    cells = (1, 8, 20)
+    m = _model(channels, hw, horizon=2, head_cells=cells)
+    x = torch.from_numpy(build_inputs(g, np.array([12]), 4, 2))
+    with torch.no_grad():
+        full, base = m(x)[0, :, 0].numpy(), m.set_paths("base")(x)[0, :, 0].numpy()  # (H_out, H, W)
+    on = np.zeros(hw, dtype=bool).ravel()
+    on[list(cells)] = True
+    on = on.reshape(hw)
+    np.testing.assert_allclose(full[:, ~on], base[:, ~on], rtol=1e-6, atol=1e-6)
+    assert np.abs(full[:, on] - base[:, on]).min() > 0
+    with pytest.raises(ValueError, match="head_cells"):
+        ForecasterConfig(grid_shape=(2, 2), head_cells=(0, 4))

@@ -2,7 +2,7 @@
 
 The nightly stages run in-process (``pipeline.train`` / ``evaluate_and_promote`` / ``forecast`` /
 ``publish`` / ``refresh``) on the shipped METR-LA week. The network is trained for one optimiser
-step (``[training] max_steps = 1`` in the model spec the test reads), so that the first night's
+step (``pipeline.train(..., steps=1)``, no head pre-fit in the model spec the test reads), so that the first night's
 outcome does not depend on how good training gets: a one-step network does not beat gradient
 boosting on LA (the premise is asserted). The second night's spec gates on persistence alone,
 which the same network beats by far, so that a version passes and takes over.
@@ -24,6 +24,7 @@ from traffic.forecast import train
 from traffic.forecast.fallback import fit_baseline
 from traffic.forecast.features import target_index
 from traffic.forecast.metrics import MetricAccumulator
+from traffic.forecast.split import make_split
 from traffic.registry import run_metrics
 
 AS_OF = "2012-03-07"
@@ -31,7 +32,7 @@ AS_OF = "2012-03-07"
 
 def _spec(monkeypatch, **promotion):
     spec = copy.deepcopy(train.load_model_spec())
-    spec["training"] |= {"max_steps": 1, "head_pretrain_steps": 0}
+    spec["training"] |= {"head_pretrain_steps": 0}
     spec["promotion"] |= promotion
     monkeypatch.setattr(train, "load_model_spec", lambda *a, **k: spec)
     return spec
@@ -58,8 +59,8 @@ def test_first_night_publishes_the_best_baseline_then_a_passing_version_takes_ov
     # ---- night 1: every baseline gates (the shipped spec); a one-step network passes none of GBM
     spec = _spec(monkeypatch)
     assert tuple(spec["promotion"]["gate_baselines"]) == ("persistence", "seasonal_average", "ridge", "gbm")
-    trained = pipeline.train(la, AS_OF, budget_s=60)
-    assert trained["steps"] in (None, 1)
+    trained = pipeline.train(la, AS_OF, budget_s=60, steps=1)
+    assert trained["steps"] == 1
     model = run_metrics(trained["run_id"], "model")
     gbm = run_metrics(trained["run_id"], "gbm")
     assert model.rmse_mean > gbm.rmse_mean, "premise: a one-step network does not beat GBM on LA"
@@ -99,7 +100,7 @@ def test_first_night_publishes_the_best_baseline_then_a_passing_version_takes_ov
         val_fraction=float(tr["val_fraction"]),
         ridge_lags=int(tr["ridge_lags"]),
     )
-    holdout = train.make_split(
+    holdout = make_split(
         grid,
         context_steps=fc_cfg.context_steps,
         horizon_steps=fc_cfg.horizon_steps,
@@ -135,7 +136,7 @@ def test_first_night_publishes_the_best_baseline_then_a_passing_version_takes_ov
 
     # ---- night 2: a version passes (the spec gates on persistence only) and serves from then on
     _spec(monkeypatch, gate_baselines=["persistence"])
-    again = pipeline.train(la, AS_OF, budget_s=60)
+    again = pipeline.train(la, AS_OF, budget_s=60, steps=1)
     decided = pipeline.evaluate_and_promote(la, AS_OF, again)
     assert decided["promoted"] is True and decided["champion"] == again["version"] == "2"
     assert decided["serving"] == {"kind": "model", "version": "2"}

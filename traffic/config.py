@@ -181,7 +181,13 @@ def parse_forecast(raw: dict[str, Any], bin_seconds: int, source: str) -> Foreca
     per_day = 86400 // bin_seconds
     if fc.horizon_steps == 0:
         fc = dataclasses.replace(fc, horizon_steps=per_day)
-    for key, lo in (("context_steps", 1), ("horizon_steps", 1), ("train_days", 1), ("holdout_days", 1), ("train_steps", 0)):
+    for key, lo in (
+        ("context_steps", 1),
+        ("horizon_steps", 1),
+        ("train_days", 1),
+        ("holdout_days", 1),
+        ("train_steps", 0),
+    ):
         if getattr(fc, key) < lo:
             raise ConfigError(f"{source}: [forecast] {key} = {getattr(fc, key)} must be >= {lo}")
     if fc.train_budget_s <= 0:

@@ -16,13 +16,21 @@ timestamps inside files are UTC.
 Every write replaces a whole partition: the data goes to a temporary name in the same
 folder, then is renamed over the target, so a reader sees the old or the new
 partition and never half of one, and re-running a task for the same partition gives
-the same result.
+the same result. A temporary name (``.<target>.<host>-<pid>.<random>.tmp``) says which
+process writes it, so a later run removes the ones whose process is gone
+(:func:`remove_stale_temporaries`) without touching a live writer's. On an object store
+(``s3://`` ...) a partition is one object uploaded in one call, which the store publishes
+whole or not at all: no temporary objects, nothing left by a killed writer.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
+import socket
+import time
 import uuid
 from typing import Any
 
@@ -48,11 +56,22 @@ def partition(dataset: str, **keys: Any) -> UPath:
     return p
 
 
-def atomic_write(target: UPath | str, write: Any) -> UPath:
-    """Write ``target`` atomically: ``write(fh)`` fills a temporary binary file next to it, renamed into place.
+#: fsspec protocols of object stores: an object appears only once its upload completes
+#: (one PUT, or a completed multipart upload), so a direct write is all-or-nothing there.
+OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"})
 
-    Readers see the old file or the whole new one, never a part (also after kill -9: the
-    temporary name starts with a dot and is never read). Local paths and fsspec URIs.
+
+def atomic_write(target: UPath | str, write: Any) -> UPath:
+    """Write ``target`` atomically: readers see the old file or the whole new one, never a part.
+
+    * Local files: ``write(fh)`` fills a temporary file next to the target (a dot name
+      that readers never read, see :func:`remove_stale_temporaries`), renamed into place.
+    * Object stores (:data:`OBJECT_STORES`, e.g. ``s3://``): copy-then-rename is not
+      atomic there (a rename is a copy and a delete, and a killed writer leaves the
+      temporary object behind). The bytes are built in memory and uploaded to the target
+      in one call: the object store publishes the new object only when the upload
+      completes, so a writer killed mid-upload leaves the old object and nothing else.
+    * Other fsspec file systems: temporary file, then ``fs.mv``.
 
     Parameters
     ----------
@@ -66,8 +85,13 @@ def atomic_write(target: UPath | str, write: Any) -> UPath:
         ``target``.
     """
     target = UPath(target)
+    if target.protocol in OBJECT_STORES:
+        buf = io.BytesIO()
+        write(buf)  # a failure here uploads nothing
+        target.fs.pipe_file(target.path, buf.getvalue())
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    tmp = target.parent / f".{target.name}.{_WRITER}-{os.getpid()}.{uuid.uuid4().hex}.tmp"
     try:
         with tmp.open("wb") as fh:
             write(fh)
@@ -76,6 +100,69 @@ def atomic_write(target: UPath | str, write: Any) -> UPath:
         if tmp.exists():
             tmp.unlink()
     return target
+
+
+_WRITER = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
+_TMP = re.compile(r"^\.(?P<target>.+)\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.[0-9a-f]{32}\.tmp$")
+_OLD_TMP = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")  # names written before the host-pid part
+#: A temporary file of another host (or of the old naming) older than this is abandoned.
+STALE_AFTER_S = 6 * 3600
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: UPath | str, *, recursive: bool = False) -> list[str]:
+    """Delete temporary files that a killed writer left under ``folder``.
+
+    A temporary file of this host is stale when its process no longer runs; one of
+    another host (or without a writer in its name) when it is older than
+    :data:`STALE_AFTER_S`. Readers never read temporary names, so this is housekeeping:
+    it keeps a lake that saw ``kill -9`` free of leftovers.
+
+    Parameters
+    ----------
+    folder : UPath or str
+        A partition folder (or a dataset prefix with ``recursive=True``).
+    recursive : bool
+        Also look in every sub-folder.
+
+    Returns
+    -------
+    list of str
+        The removed files.
+    """
+    folder = UPath(folder)
+    if not folder.exists():
+        return []
+    removed = []
+    now = time.time()
+    for p in folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp"):
+        m = _TMP.match(p.name)
+        if m and m["host"] == _WRITER:
+            stale = not _pid_alive(int(m["pid"]))
+        elif m or _OLD_TMP.match(p.name):
+            try:
+                mtime = p.stat().st_mtime
+            except (OSError, AttributeError):
+                continue
+            stale = mtime is not None and now - float(mtime) > STALE_AFTER_S
+        else:
+            continue
+        if stale:
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(str(p))
+    return removed
 
 
 def write_table(table: pa.Table, target: UPath, *, metadata: dict[str, str] | None = None) -> UPath:
@@ -120,6 +207,7 @@ def write_partition(
     """Replace one partition of ``dataset`` with ``table`` (one file per partition)."""
     folder = partition(dataset, **keys)
     target = folder / filename
+    remove_stale_temporaries(folder)
     write_table(table, target, metadata=metadata)
     # a partition is exactly one file: drop leftovers from older layouts
     for other in folder.iterdir():

@@ -19,15 +19,15 @@ One module, read top to bottom:
    learned scalar gate ``sigmoid(g_m)``; :meth:`Forecaster.modality_weights` returns them.
 4. **Encoder**: stacked recurrent cells (ConvLSTM, or ConvGRU with ``cell="convgru"``) read
    the context. **Attention**: one linear-attention block mixes the top encoder state across
-   all cells. **Forecaster**: a second stack starts from the encoder states and unrolls over
-   the ``H_out`` target bins, fed with what is known about them (calendar, seasonal prior,
-   the linear base below and its features). ``decoder="direct"`` (the default) never feeds a
-   prediction back: every step is conditioned on known inputs only, so errors do not compound;
-   ``decoder="autoregressive"`` also feeds each step its previous step's prediction (the
-   last observation for the first). ``bench/bench_model_accuracy.py`` compares the two and the
-   cells on both cities. One shared 1x1 head reads each step. The network runs on the grid's
-   active box only (the cells observed in training plus a margin), which saves the
-   convolutions over empty outskirts.
+   all cells. **Decoder**: with ``decoder="parallel"`` (the default) the per-cell head reads the
+   attended encoder state once per target bin, together with what is known about that bin
+   (its calendar and lead, seasonal prior, the linear base and its features): all ``H_out``
+   bins in one batch, so a 96-bin day-ahead horizon costs one head pass, not 96 recurrent
+   steps. ``decoder="direct"`` unrolls a second recurrent stack over the target bins from
+   known inputs only; ``decoder="autoregressive"`` also feeds each step its previous step's
+   prediction. ``bench/bench_model_accuracy.py`` compares the decoders and the cells on both
+   cities. The network runs on the grid's active box only (the cells observed in training
+   plus a margin), which saves the convolutions over empty outskirts.
 5. **Output**, per target bin ``j``, channel and cell, in normalised units::
 
        base_j = b0 * prior_j + b1 * level * prior_j + b2 * anomaly_last + b3 * anomaly_mean
@@ -40,13 +40,14 @@ One module, read top to bottom:
    volume keeps running at 60 %, which an additive anomaly cannot express.
 
    ``base`` is a linear blend of :data:`BASE_FEATURES` with coefficients per horizon and
-   channel (a buffer). Training fits it by least squares on the training samples, choosing
-   between the damped anomaly persistence ``prior + b1 * anomaly_last`` and the free blend
-   on the validation samples (see ``traffic.forecast.train``). The network adds a per-cell
-   correction ``delta`` of the anomaly's weight and a ``residual``; its head starts at zero,
-   so an untrained module is exactly the base, and outside the active box (cells never
-   observed in training) the forecast is the base alone. The output is mapped back to
-   original units ``(B, H_out, C, H, W)``. The loss lives in ``traffic.forecast.train``.
+   channel (a buffer), fitted by least squares (:mod:`traffic.linear_base`). The network adds a
+   per-cell correction ``delta`` of the anomaly's weight and a ``residual``. Its output layers
+   start small but not zero (:data:`OUT_INIT_STD`), so every path gets gradient from the first
+   step; outside the active box (cells never observed in training) the forecast is the base
+   alone. :meth:`Forecaster.set_paths` switches the network off (``"base"``) or runs the head
+   with a zero hidden state (``"base_head"``): the ablations on every model card. The output is
+   mapped back to original units ``(B, H_out, C, H, W)``. The loss lives in
+   ``traffic.forecast.metrics`` and the training in ``traffic.forecast.train``.
 
 Why linear attention (Katharopoulos et al., 2020, feature map ``elu(x) + 1``) rather than
 softmax attention or CBAM: detectors on the same corridor are correlated over distances far
@@ -82,7 +83,15 @@ N_TARGET_BASE = 2
 #: Bounds of the context's level ratio ``r`` (observed / prior).
 LEVEL_RATIO_MAX = 3.0
 CELLS = ("convlstm", "convgru")
-DECODERS = ("direct", "autoregressive")
+#: What :meth:`Forecaster.forward` runs (:meth:`Forecaster.set_paths`): the whole network; the
+#: linear base and the per-cell head with a zero hidden state (no recurrent or attention path);
+#: the linear base alone. The last two are the ablations on every model card.
+PATHS = ("full", "base_head", "base")
+DECODERS = ("parallel", "direct", "autoregressive")
+#: Standard deviation of the initial weights of the output layers (the head's last layer and the
+#: attention's output projection): small, so an untrained module forecasts close to the linear
+#: base, but not zero, so every path (encoder, attention, head) gets gradient from the first step.
+OUT_INIT_STD = 1e-2
 N_BASE = len(BASE_FEATURES)
 #: Features of a horizon's lead that the head reads (:func:`lead_features`); independent of the
 #: horizon count, so a 96-step day-ahead head costs what a 3-step one does per horizon.
@@ -139,8 +148,11 @@ class ForecasterConfig:
     cell: str = "convlstm"
     # ConvLSTM peepholes (the gates also read the cell memory); off = the common modern variant
     peephole: bool = False
-    # "direct": every target step from known inputs only; "autoregressive": also the previous prediction
-    decoder: str = "direct"
+    # "parallel": the attended encoder state is read by the per-cell head once per target bin, all target
+    # bins in one batch (no recurrence over the horizon: a 96-bin day-ahead costs one head pass);
+    # "direct": a recurrent forecaster stack unrolled over the target bins from known inputs only;
+    # "autoregressive": the recurrent forecaster also fed each step's previous prediction
+    decoder: str = "parallel"
     # the linear-attention block after the encoder (False = the plain encoder-forecaster)
     attention: bool = True
     # width of the per-cell MLP head that reads each step's hidden state together with the cell's own
@@ -163,6 +175,10 @@ class ForecasterConfig:
     # observed in training plus a margin); outside it the forecast is the linear base alone.
     # None = the whole grid.
     active_box: tuple[int, int, int, int] | None = None
+    # flat indices (row-major inside the active box) of the cells the per-cell head runs on: the cells
+    # observed in training. Elsewhere the forecast is the linear base (nothing there to learn from).
+    # None = every cell of the box.
+    head_cells: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -175,6 +191,15 @@ class ForecasterConfig:
                     f"active_box {self.active_box} must be (row0, row1, col0, col1) inside {self.grid_shape}"
                 )
             self.active_box = (r0, r1, c0, c1)
+        if self.head_cells is not None:
+            r0, r1, c0, c1 = self.active_box or (0, self.grid_shape[0], 0, self.grid_shape[1])
+            cells = tuple(int(v) for v in self.head_cells)
+            if not cells or min(cells) < 0 or max(cells) >= (r1 - r0) * (c1 - c0) or len(set(cells)) != len(cells):
+                raise ValueError(
+                    f"head_cells must be distinct flat indices inside the {r1 - r0} x {c1 - c0} active box, "
+                    f"got {len(cells)} from {min(cells, default=None)} to {max(cells, default=None)}"
+                )
+            self.head_cells = tuple(sorted(cells))
         if self.cell not in CELLS:
             raise ValueError(f"cell {self.cell!r} not in {CELLS}")
         if self.patch < 1:
@@ -315,7 +340,8 @@ class LinearAttention(nn.Module):
 
     ``out_i = sum_j phi(q_i)^T phi(k_j) v_j / sum_j phi(q_i)^T phi(k_j)``, ``phi(x) = elu(x) + 1``,
     computed as ``phi(Q) (phi(K)^T V)``: the ``(d, d)`` summary is built once, never ``(HW, HW)``.
-    The output projection starts at zero, so the block starts as the identity.
+    The output projection starts small (:data:`OUT_INIT_STD`), so the block starts close to the
+    identity while its queries, keys and values already get gradient.
     """
 
     def __init__(self, dim: int, heads: int, head_dim: int) -> None:
@@ -324,7 +350,7 @@ class LinearAttention(nn.Module):
         self.norm = nn.GroupNorm(1, dim)
         self.qkv = nn.Conv2d(dim, 3 * heads * head_dim, 1)
         self.proj = nn.Conv2d(heads * head_dim, dim, 1)
-        nn.init.zeros_(self.proj.weight)
+        nn.init.normal_(self.proj.weight, std=OUT_INIT_STD)
         nn.init.zeros_(self.proj.bias)  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -377,6 +403,14 @@ class Terms(NamedTuple):
     prior_level: torch.Tensor  # (B, H_out, C, H, W) level * prior of the target bins in raw units / std
 
 
+class HeadInputs(NamedTuple):
+    """The head's skip features at the head cells, broadcastable against ``(B, H_out, N, .)``."""
+
+    sample: torch.Tensor  # (B, 1, N, 2 T C + 2C) context anomalies and masks, has/age
+    step: torch.Tensor  # (B, H_out, N, 3C) target prior, base, prior_level
+    time: torch.Tensor  # (B, H_out, 1, N_PERIODIC + 1 + N_LEAD) target calendar and lead
+
+
 class Forecaster(nn.Module):
     """Recurrent encoder-forecaster with linear attention; raw inputs in, raw-unit forecasts out.
 
@@ -389,6 +423,7 @@ class Forecaster(nn.Module):
     std: torch.Tensor
     profile: torch.Tensor
     base_coef: torch.Tensor
+    head_index: torch.Tensor
 
     def __init__(self, config: ForecasterConfig) -> None:
         super().__init__()
@@ -411,35 +446,58 @@ class Forecaster(nn.Module):
         self.fusion = ModalityFusion(enc_dims, e)
         # forecaster input: calendar of the target bin (periodic + holiday flag);
         # prior = [prior, base forecast, prior_level, 3 per-sample base features, has, age]
-        self.fc_calendar = nn.Conv2d(N_PERIODIC + 1, e, 1)
-        self.fc_prior = nn.Conv2d((N_BASE + 2) * c * p2, e, 1)
-        self.horizon_embed = nn.Parameter(torch.zeros(cfg.horizon, e, 1, 1))  # (H_out, E, 1, 1)
-        # autoregressive decoder: each step also reads the previous step's prediction (normalised)
-        self.ar_embed = nn.Conv2d(c * p2, e, 1) if cfg.decoder == "autoregressive" else None
         dims = cfg.hidden_dims
         cell_type = CELL_TYPES[cfg.cell]
         self.encoder = nn.ModuleList(
             cell_type(e if i == 0 else dims[i - 1], d, k, cfg.forget_bias, cfg.peephole) for i, d in enumerate(dims)
         )
         self.attention = LinearAttention(dims[-1], cfg.attn_heads, cfg.attn_head_dim) if cfg.attention else None
-        self.forecaster = nn.ModuleList(
-            cell_type(e if i == 0 else dims[i - 1], d, k, cfg.forget_bias, cfg.peephole) for i, d in enumerate(dims)
-        )
-        # head: per step, a residual (C) and a per-cell correction of the last anomaly's coefficient (C),
-        # from the hidden state and the cell's skip features (context anomalies and masks 2 T C, target
-        # prior, base and prior_level 3C, has/age 2C, target calendar N_PERIODIC + 1, horizon one-hot H_out)
-        n_skip = 2 * cfg.context_steps * c + 5 * c + N_PERIODIC + 1 + N_LEAD
+        self.recurrent_decoder = cfg.decoder != "parallel"
+        self.fc_calendar: nn.Conv2d | None = None
+        self.fc_prior: nn.Conv2d | None = None
+        self.horizon_embed: nn.Parameter | None = None
+        self.ar_embed: nn.Conv2d | None = None
+        self.forecaster: nn.ModuleList | None = None
+        if self.recurrent_decoder:
+            self.fc_calendar = nn.Conv2d(N_PERIODIC + 1, e, 1)
+            self.fc_prior = nn.Conv2d((N_BASE + 2) * c * p2, e, 1)
+            self.horizon_embed = nn.Parameter(torch.zeros(cfg.horizon, e, 1, 1))  # (H_out, E, 1, 1)
+            # autoregressive decoder: each step also reads the previous step's prediction (normalised)
+            self.ar_embed = nn.Conv2d(c * p2, e, 1) if cfg.decoder == "autoregressive" else None
+            self.forecaster = nn.ModuleList(
+                cell_type(e if i == 0 else dims[i - 1], d, k, cfg.forget_bias, cfg.peephole) for i, d in enumerate(dims)
+            )
+        # head: per target bin and head cell, a residual (C) and a per-cell correction of the last anomaly's
+        # coefficient (C), from the hidden state and the cell's skip features: per sample its context
+        # anomalies and masks (2 T C) and has/age (2C); per target bin its prior, base and prior_level (3C);
+        # per target bin for every cell its calendar (N_PERIODIC + 1) and lead (N_LEAD). The first layer is
+        # a sum of one linear map per group, so nothing (B, H_out, S, cells) is ever materialised.
         # packed stacks: each position's hidden state -> p^2 cells' hidden states
         self.unpack = nn.Conv2d(dims[-1], dims[-1] * p2, 1) if cfg.patch > 1 else None
-        self.head_mlp: nn.Sequential | None = None
-        if cfg.head_hidden > 0:
-            first = nn.Conv2d(dims[-1] + n_skip, cfg.head_hidden, 1)
-            with torch.no_grad():  # the hidden state enters at zero weight: the pointwise part can be fitted
-                first.weight[:, : dims[-1]].zero_()  # first (traffic.forecast.train) without the recurrent stacks
-            self.head_mlp = nn.Sequential(first, nn.GELU())
-        self.head = nn.Conv2d(cfg.head_hidden or dims[-1], 2 * c, 1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)  # type: ignore[arg-type]
+        hh = cfg.head_hidden
+        self.head_hidden_in: nn.Linear | None = None
+        self.head_sample_in: nn.Linear | None = None
+        self.head_step_in: nn.Linear | None = None
+        self.head_time_in: nn.Linear | None = None
+        if hh > 0:
+            self.head_hidden_in = nn.Linear(dims[-1], hh)
+            self.head_sample_in = nn.Linear(2 * cfg.context_steps * c + 2 * c, hh, bias=False)
+            self.head_step_in = nn.Linear(3 * c, hh, bias=False)
+            self.head_time_in = nn.Linear(N_PERIODIC + 1 + N_LEAD, hh, bias=False)
+        self.head = nn.Linear(hh or dims[-1], 2 * c)
+        nn.init.normal_(self.head.weight, std=OUT_INIT_STD)  # small, not zero: gradient reaches every path
+        nn.init.zeros_(self.head.bias)
+        r0, r1, c0, c1 = cfg.active_box or (0, h, 0, w)
+        cells = torch.tensor(cfg.head_cells if cfg.head_cells is not None else range((r1 - r0) * (c1 - c0)))
+        self.register_buffer("head_index", cells.long(), persistent=False)  # (N,) from the config
+        self.paths = "full"  # not saved: every loaded module runs the full network
+
+    def set_paths(self, paths: str) -> Forecaster:
+        """Run ``"full"``, ``"base_head"`` (hidden state 0: no encoder, attention or decoder) or ``"base"``."""
+        if paths not in PATHS:
+            raise ValueError(f"paths {paths!r} not in {PATHS}")
+        self.paths = paths
+        return self
 
     # ----------------------------------------------------------------------------------- stats
     def set_statistics(self, mean, std, profile) -> None:
@@ -554,34 +612,81 @@ class Forecaster(nn.Module):
         tgt_bins = week_bin[:, None] + torch.arange(1, n_out + 1, device=calendar.device)[None, :]  # (B, H_out)
         return torch.cat([self.calendar_at(tgt_bins), self.target_holidays(calendar)[..., None]], dim=-1)
 
-    def skip_features(self, t: Terms, base: torch.Tensor, tgt_cal: torch.Tensor) -> torch.Tensor:
-        """What the head reads about each cell besides the hidden state, ``(B, H_out, S, h, w)``.
+    @property
+    def has_head_mlp(self) -> bool:
+        return self.head_hidden_in is not None
 
-        Per cell: its context anomalies and masks (``context_steps`` long: shorter contexts are
-        zero-padded at the start, longer ones cut), whether and how long ago it was observed,
-        and per target bin its prior, linear base, level term, calendar and its lead (:func:`lead_features`).
+    def head_inputs(
+        self, t: Terms, base: torch.Tensor, tgt_cal: torch.Tensor, horizons: torch.Tensor | None = None
+    ) -> HeadInputs:
+        """What the head reads about each head cell besides the hidden state (:class:`HeadInputs`).
+
+        ``t`` and ``base`` are cropped to the active box. Per cell: its context anomalies and masks
+        (``context_steps`` long: shorter contexts are zero-padded at the start, longer ones cut),
+        whether and how long ago it was observed; per target bin its prior, linear base and level
+        term; per target bin for all cells its calendar and lead (:func:`lead_features`).
+        ``horizons`` (0-based, ``(K,)``) keeps those target bins only (``base`` holds just them).
         """
         b, t_in, c, h, w = t.vn.shape  # (B, T, C, h, w)
+        idx = self.head_index
+
+        def cells(z: torch.Tensor) -> torch.Tensor:  # (..., h, w) -> (..., N) the head cells
+            return z.flatten(-2).index_select(-1, idx)
+
         k_ctx = self.config.context_steps
         lags = torch.cat([t.anomaly, t.mask], dim=2)[:, -k_ctx:].flatten(1, 2)  # (B, <=2 T C, h, w)
         lags = F.pad(lags, (0, 0, 0, 0, 2 * k_ctx * c - lags.shape[1], 0))  # (B, 2 T C, h, w)
-        per_sample = torch.cat([lags, t.has_last, t.age], dim=1)  # (B, 2 T C + 2C, h, w)
-        n_out = base.shape[1]
-        cal = tgt_cal[:, :, :, None, None].expand(-1, -1, -1, h, w)  # (B, H_out, N_PERIODIC + 1, h, w)
-        lead = lead_features(n_out, base.device, base.dtype)  # (H_out, N_LEAD): which horizon
-        lead = lead[None, :, :, None, None].expand(b, -1, -1, h, w)  # (B, H_out, N_LEAD, h, w)
-        per_step = torch.cat([t.prior_n[:, t_in:], base, t.prior_level, cal, lead], dim=2)  # (B, H_out, ., h, w)
-        return torch.cat([per_sample[:, None].expand(-1, n_out, -1, -1, -1), per_step], dim=2)  # (B, H_out, S, h, w)
+        sample = cells(torch.cat([lags, t.has_last, t.age], dim=1)).transpose(1, 2)  # (B, N, 2 T C + 2C)
+        prior_t, prior_level = t.prior_n[:, t_in:], t.prior_level  # (B, H_out, C, h, w) each
+        lead = lead_features(self.config.horizon, base.device, base.dtype)  # (H_out, N_LEAD)
+        if horizons is not None:  # (B, K, ...) the chosen target bins only
+            prior_t, prior_level, lead, tgt_cal = (
+                prior_t[:, horizons],
+                prior_level[:, horizons],
+                lead[horizons],
+                tgt_cal[:, horizons],
+            )
+        step = cells(torch.cat([prior_t, base, prior_level], dim=2)).transpose(2, 3)  # (B, H, N, 3C)
+        lead = lead[None].expand(b, -1, -1)  # (B, H_out, N_LEAD)
+        time = torch.cat([tgt_cal.to(base.dtype), lead], dim=-1)[:, :, None]  # (B, H_out, 1, N_PERIODIC + 1 + N_LEAD)
+        return HeadInputs(sample[:, None], step, time)
 
-    def head_out(self, hidden: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
-        """Head of one step ``(B, 2C, h, w)`` (residual, coefficient correction) from ``hidden`` and ``skip``."""
-        if self.head_mlp is not None:
-            assert skip is not None
-            hidden = self.head_mlp(torch.cat([hidden, skip], dim=1))  # (B, head_hidden, h, w)
-        return self.head(hidden)
+    def head_out(self, hidden: torch.Tensor | None, inp: HeadInputs | None) -> torch.Tensor:
+        """The head ``(..., 2C)`` (residual, coefficient correction) on broadcastable ``(..., features)`` inputs.
+
+        ``hidden`` ``(..., hid)`` is the decoder's hidden state at the head cells (None = zero, the
+        base + head ablation); ``inp`` the :meth:`head_inputs` (None without an MLP head).
+        ``h1 = gelu(W_h hidden + W_s sample + W_p step + W_t time + b)``, ``out = W_o h1 + b_o``.
+        """
+        if self.head_hidden_in is None:
+            if hidden is None:
+                raise ValueError("a linear head (head_hidden = 0) needs the hidden state")
+            return self.head(hidden)
+        assert inp is not None and self.head_sample_in is not None
+        assert self.head_step_in is not None and self.head_time_in is not None
+        z = self.head_sample_in(inp.sample) + self.head_step_in(inp.step) + self.head_time_in(inp.time)
+        z = z + (self.head_hidden_in(hidden) if hidden is not None else self.head_hidden_in.bias)
+        return self.head(F.gelu(z))  # (..., 2C)
+
+    def _scatter(self, out: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Head output at the head cells ``(B, H_out, N, 2C)`` -> residual and correction ``(B, H_out, C, h, w)``."""
+        b, n_out, _, c2 = out.shape
+        full = out.new_zeros(b, n_out, c2, h * w)  # (B, H_out, 2C, h*w): 0 off the head cells (the base alone)
+        full = full.index_copy(3, self.head_index, out.transpose(2, 3))
+        full = full.view(b, n_out, 2, c2 // 2, h, w)  # (B, H_out, 2, C, h, w)
+        return full[:, :, 0], full[:, :, 1]
+
+    def _head_only(self, t: Terms, calendar: torch.Tensor, base: torch.Tensor, horizons: torch.Tensor | None = None):
+        """The head with a zero hidden state on a (cropped) grid: the base + head ablation."""
+        h, w = t.vn.shape[-2:]
+        if not self.has_head_mlp:  # a linear head on a zero hidden state: its bias alone
+            out = self.head.bias.expand(base.shape[0], base.shape[1], len(self.head_index), -1)
+            return self._scatter(out, h, w)
+        out = self.head_out(None, self.head_inputs(t, base, self.target_calendar(calendar), horizons))  # (B, H, N, 2C)
+        return self._scatter(out, h, w)
 
     # ------------------------------------------------------------------------------- network
-    def _network(self, t: Terms, calendar: torch.Tensor, base: torch.Tensor):
+    def _network(self, t: Terms, calendar: torch.Tensor, base: torch.Tensor, horizons: torch.Tensor | None = None):
         """Encoder, attention, forecaster and head on a (cropped) grid; returns residual and coefficient correction.
 
         ``t`` holds cropped :class:`Terms` ``(..., h, w)``; ``calendar`` ``(B, T, K)``; ``base`` ``(B, H_out, C, h, w)``.
@@ -617,10 +722,25 @@ class Forecaster(nn.Module):
         if self.attention is not None:  # global context across all cells, on the top layer's hidden state
             states[-1] = (self.attention(states[-1][0]), *states[-1][1:])
 
-        # forecaster: unroll over the target bins with what is known about them
+        tgt_cal = self.target_calendar(calendar)  # (B, H_out, N_PERIODIC + 1)
+        head_in = self.head_inputs(t, base, tgt_cal, horizons) if self.has_head_mlp else None
+
+        def at_cells(z: torch.Tensor) -> torch.Tensor:  # hidden (B, hid, hp, wp) -> (B, 1, N, hid) at the head cells
+            if self.unpack is not None:
+                z = F.pixel_shuffle(self.unpack(z), p)[..., :h, :w]  # (B, hid, h, w): every cell again
+            return z.flatten(-2).index_select(-1, self.head_index).transpose(1, 2)[:, None]
+
+        if not self.recurrent_decoder:
+            # parallel decoder: every target bin reads the attended encoder state through the head,
+            # all H_out bins in one batch (broadcast over the target bins, never copied)
+            out = self.head_out(at_cells(states[-1][0]), head_in)  # (B, H_out, N, 2C)
+            return self._scatter(out, h, w)
+        # recurrent decoders: unroll a forecaster stack over the target bins with what is known about them
+        if horizons is not None:
+            raise ValueError(f"decoder {cfg.decoder!r} unrolls every target bin: horizons must be None")
+        assert self.fc_calendar is not None and self.fc_prior is not None and self.forecaster is not None
         gates = self.fusion.weights()
         g_cal, g_prior = gates[self.fusion.names.index("calendar")], gates[self.fusion.names.index("prior")]
-        tgt_cal = self.target_calendar(calendar)  # (B, H_out, N_PERIODIC + 1)
         fc_cal = self.fc_calendar(tgt_cal.reshape(b * n_out, N_PERIODIC + 1, 1, 1)).view(b, n_out, -1, 1, 1)
         known = torch.cat([t.base_features[:, :, :-1].flatten(1, 2), t.has_last, t.age], dim=1)  # (B, 5C, h, w)
         fc_prior = self.fc_prior(
@@ -634,7 +754,6 @@ class Forecaster(nn.Module):
 
         anomaly_last = t.base_features[:, :, 0]  # (B, C, h, w)
         prev = t.base_features[:, :, 2]  # (B, C, h, w) the last observed value: the first step's "previous"
-        skip = self.skip_features(t, base, tgt_cal) if self.head_mlp is not None else None  # (B, H_out, S, h, w)
         residuals, fixes = [], []
         for j in range(n_out):
             inp = fc_in[:, j]  # (B, E, h, w)
@@ -642,17 +761,20 @@ class Forecaster(nn.Module):
                 inp = inp + self.ar_embed(pack(prev))
             for li, cell in enumerate(self.forecaster):
                 inp, states[li] = cell(inp, states[li])
-            if self.unpack is not None:
-                inp = F.pixel_shuffle(self.unpack(inp), p)[..., :h, :w]  # (B, hid, h, w): every cell again
-            out = self.head_out(inp, None if skip is None else skip[:, j]).view(b, 2, c, h, w)  # (B, 2, C, h, w)
-            residuals.append(out[:, 0])
-            fixes.append(out[:, 1])
+            step_in = (
+                None if head_in is None else HeadInputs(*(v[:, j : j + 1] if v.shape[1] > 1 else v for v in head_in))
+            )
+            res, fix = self._scatter(self.head_out(at_cells(inp), step_in), h, w)  # (B, 1, C, h, w) each
+            residuals.append(res[:, 0])
+            fixes.append(fix[:, 0])
             if self.ar_embed is not None:
-                prev = base[:, j] + out[:, 1] * anomaly_last + out[:, 0]  # this step's prediction, normalised
+                prev = base[:, j] + fix[:, 0] * anomaly_last + res[:, 0]  # this step's prediction, normalised
         return torch.stack(residuals, dim=1), torch.stack(fixes, dim=1)  # (B, H_out, C, h, w) each
 
     # -------------------------------------------------------------------------------- forward
-    def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, prior: torch.Tensor | None = None, horizons: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Forecast the next ``H_out`` bins.
 
         Parameters
@@ -662,11 +784,15 @@ class Forecaster(nn.Module):
         prior : torch.Tensor, optional
             ``(B, T_in + H_out, C, H, W)`` seasonal prior in raw units, replacing the module's
             own (training passes a leave-one-out prior so a target never sees itself).
+        horizons : torch.Tensor, optional
+            ``(K,)`` 0-based target bins to forecast (parallel decoder only): training draws a
+            subset each step, an unbiased estimate of the loss over every horizon at ``K / H_out``
+            of the head's cost. Default: all ``H_out``.
 
         Returns
         -------
         torch.Tensor
-            ``(B, H_out, C, H, W)`` in original units.
+            ``(B, H_out, C, H, W)`` (``(B, K, C, H, W)`` with ``horizons``) in original units.
         """
         cfg = self.config
         b, t_in, f, h, w = x.shape  # (B, T, F, H, W)
@@ -678,11 +804,19 @@ class Forecaster(nn.Module):
             )
         terms = self.terms(x, prior)
         base = self.base_forecast(terms)  # (B, H_out, C, H, W)
+        if horizons is not None:
+            base = base[:, horizons]  # (B, K, C, H, W)
+        if self.paths == "base":
+            return base * self.std.view(1, 1, c, 1, 1) + self.mean.view(1, 1, c, 1, 1)
 
         # the network sees the active box only; (r0, r1, c0, c1) crops every (..., H, W) tensor
         r0, r1, c0, c1 = cfg.active_box or (0, h, 0, w)
         crop = Terms(*(v[..., r0:r1, c0:c1] for v in terms))
-        residual, coef_fix = self._network(crop, x[:, :, 2 * c :, 0, 0].float(), base[..., r0:r1, c0:c1])
+        calendar = x[:, :, 2 * c :, 0, 0].float()  # (B, T, K)
+        if self.paths == "base_head":
+            residual, coef_fix = self._head_only(crop, calendar, base[..., r0:r1, c0:c1], horizons)
+        else:
+            residual, coef_fix = self._network(crop, calendar, base[..., r0:r1, c0:c1], horizons)
         pad = (c0, w - c1, r0, h - r1)  # zero outside the box: the linear base alone
         residual, coef_fix = F.pad(residual, pad), F.pad(coef_fix, pad)  # (B, H_out, C, H, W)
         anomaly_last = terms.base_features[:, None, :, 0]  # (B, 1, C, H, W)

@@ -106,7 +106,9 @@ def ingest(
         out["feeds"][feed.name] = {
             "registry_version": reg["version"],
             "n_sources": reg["n_sources"],
-            "partitions": len(reports),
+            "registry_rejected": reg["n_invalid"],
+            "registry_rejected_by_reason": reg["by_reason"],
+            "partitions": len(reports),  # the dates, plus date=undated when rows had no timestamp
             "rows_read": sum(r["rows_read"] for r in reports),
             "rows_accepted": sum(r["rows_accepted"] for r in reports),
             "rows_quarantined": sum(r["rows_quarantined"] for r in reports),
@@ -290,9 +292,18 @@ def code_version() -> str | None:
 
 
 def train(
-    city: str | CityConfig, as_of: str, *, progress: bool = False, budget_s: float | None = None
+    city: str | CityConfig,
+    as_of: str,
+    *,
+    progress: bool = False,
+    budget_s: float | None = None,
+    steps: int | None = None,
 ) -> dict[str, Any]:
     """Train a challenger on the window of ``as_of``, log and register it in MLflow.
+
+    ``steps`` (default: ``TRAFFIC_TRAIN_STEPS``, else the city's ``[forecast] train_steps``) is the
+    optimiser-step budget that decides the model; ``budget_s`` (default ``TRAFFIC_TRAIN_BUDGET_S``,
+    else ``train_budget_s``) the wall-clock safety net, recorded on the run when it fires.
 
     Before the run is logged, the current champion (if any) is scored on the challenger's
     holdout, so that the model card shows it next to the challenger and the baselines, and
@@ -310,6 +321,8 @@ def train(
     fc = c.forecast
     if budget_s is None:
         budget_s = float(os.environ.get("TRAFFIC_TRAIN_BUDGET_S", fc.train_budget_s))
+    if steps is None:
+        steps = int(os.environ.get("TRAFFIC_TRAIN_STEPS", fc.train_steps))
     result = train_forecaster(
         grid,
         context_steps=fc.context_steps,
@@ -318,6 +331,7 @@ def train(
         train_days=fc.train_days,
         budget_s=budget_s,
         progress=progress,
+        max_steps=steps,
     )
     gates = promotion_gate_baselines()
     current = champion(c)
@@ -331,7 +345,7 @@ def train(
         champion_version=current["version"] if current is not None else None,
         gate_baselines=gates,
         inputs=lake_inputs(c, win),
-        train_steps=getattr(fc, "train_steps", None),
+        train_steps=steps,
     )
     worker = os.environ.get("TRAFFIC_WORKER_NAME", socket.gethostname())
     mlflow.MlflowClient(tracking_uri=mlflow_uri()).set_tag(logged["run_id"], "worker", worker)
@@ -369,8 +383,8 @@ def _score_champion(c: CityConfig, current: dict[str, Any], grid: Any) -> tuple[
     horizon changed) cannot serve this horizon: its metrics are NaN (it counts as beaten) and the
     note says why.
     """
+    from traffic.forecast.inference import evaluate_module
     from traffic.forecast.result import HorizonMetrics
-    from traffic.forecast.train import evaluate_module
     from traffic.registry import load_version_module
 
     fc = c.forecast
@@ -506,7 +520,7 @@ def _pct(a: float, b: float) -> str:
 
 def _predicted_steps(module: Any, grid: Any, context_steps: int) -> int:
     """Bins a (registered) module predicts: one probe forecast from the grid's last bin."""
-    from traffic.forecast.train import forecast as run_forecast
+    from traffic.forecast.inference import forecast as run_forecast
 
     return int(run_forecast(module, grid, -1, context_steps=context_steps).shape[0])
 
@@ -603,8 +617,8 @@ def forecast(
     """
     import numpy as np
 
+    from traffic.forecast.inference import forecast as run_forecast
     from traffic.forecast.intervals import INTERVAL_LEVEL, INTERVAL_METHOD
-    from traffic.forecast.train import forecast as run_forecast
     from traffic.publish import reference_stats
     from traffic.registry import load_intervals, load_serving_module
 

@@ -19,7 +19,7 @@ from traffic.forecast.baselines import (
     seasonal_forecast,
     seasonal_period,
 )
-from traffic.forecast.train import make_split
+from traffic.forecast.split import make_split
 from traffic.grid.tensor import GridTensor
 
 from .synth import synthetic_grid

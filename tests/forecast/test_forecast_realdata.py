@@ -15,7 +15,8 @@ import time
 import numpy as np
 import pytest
 
-from traffic.forecast.train import holdout_indices, make_split, train_forecaster
+from traffic.forecast.split import holdout_indices, make_split
+from traffic.forecast.train import train_forecaster
 
 from .realgrid import berlin_grid, la_grid
 

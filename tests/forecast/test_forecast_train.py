@@ -9,16 +9,12 @@ import pytest
 import torch
 
 from traffic.forecast.baselines import fit_seasonal_profile, seasonal_period, time_positions
+from traffic.forecast.batching import Batcher
+from traffic.forecast.features import build_inputs
+from traffic.forecast.inference import evaluate_module, forecast
 from traffic.forecast.result import TrainResult
-from traffic.forecast.train import (
-    TrainingDiverged,
-    _Batcher,
-    evaluate_module,
-    forecast,
-    holdout_indices,
-    make_split,
-    train_forecaster,
-)
+from traffic.forecast.split import holdout_indices, make_split
+from traffic.forecast.train import TrainingDiverged, train_forecaster
 from traffic.grid.tensor import GridTensor
 
 from .synth import synthetic_grid
@@ -74,9 +70,11 @@ def test_leave_one_out_prior_never_sees_its_own_value(grid):
     s = make_split(grid, context_steps=6, horizon_steps=3, holdout_days=1, train_days=5)
     win = grid.slice_time(s.fit_start, s.fit_end)
     prof = fit_seasonal_profile(win.values, win.mask, win.times, 60, seasonal_period(len(win.times), 60))
-    b = _Batcher(grid, 6, 3, prof, time_positions(grid.times, 60, prof.period), s.fit_start, s.fit_end)
+    b = Batcher(grid, 6, 3, prof, time_positions(grid.times, 60, prof.period), s.fit_start, s.fit_end, "cpu")
     t_end = s.train[20:22]
-    prior = b.loo_prior(t_end)  # (B, 9, C, H, W)
+    prior = b.loo_prior(t_end).numpy()  # (B, 9, C, H, W)
+    # the batch's inputs are exactly what serving builds (features.build_inputs)
+    np.testing.assert_array_equal(b.inputs(t_end).numpy(), build_inputs(grid, t_end, 6, 3))
     bins = t_end[:, None] + np.arange(-5, 4)[None, :]
     t = int(bins[0, -1])  # a target bin inside the window
     c, r, q = 0, 0, 0  # cell (0, 0) is always observed where the mask says so
@@ -103,12 +101,13 @@ def test_result_contract(result, grid):
     assert r.example_forecast.shape == r.example_target.shape == r.example_mask.shape == (3, 2, 5, 6)
     assert np.isnan(r.example_target[~r.example_mask]).all()
     assert r.channels == grid.channels
-    assert r.stopped_reason in ("budget", "early_stopping", "max_epochs")
+    assert r.stopped_reason in ("wall_clock_cap", "early_stopping", "max_epochs")
     assert r.learning_curve[0]["step"] == 0 and set(r.learning_curve[-1]) == {
         "epoch",
         "step",
         "train_loss",
         "val_loss",
+        "lr",
         "elapsed_s",
     }
     assert r.device == "cpu" and not r.module.training
@@ -196,7 +195,7 @@ def test_budget_stops_training(grid):
         budget_s=0.5,
         model_overrides={"max_epochs": 1000, "patience": 1000},
     )
-    assert r.stopped_reason == "budget"
+    assert r.stopped_reason == "wall_clock_cap" and r.extra["wall_clock_cap"]
     assert r.train_seconds < 5.0
 
 

@@ -17,7 +17,8 @@ from traffic.forecast.checkpoint import (
     transfer_parameters,
 )
 from traffic.forecast.features import build_inputs
-from traffic.forecast.train import TrainingDiverged, load_model_spec, make_split, train_forecaster
+from traffic.forecast.split import make_split
+from traffic.forecast.train import TrainingDiverged, load_model_spec, train_forecaster
 from traffic.grid.tensor import GridTensor
 from traffic.model import Forecaster, ForecasterConfig
 
@@ -67,6 +68,21 @@ def test_step_cap_and_seed_give_bit_identical_weights(grid):
     assert a.extra["steps"] == b.extra["steps"] == 7
     _assert_same_state(a.module.state_dict(), b.module.state_dict())  # parameters and buffers
     assert not _same_state(a.module.state_dict(), c.module.state_dict())
+    # the same metrics, model and ablations: a step budget makes the run reproducible
+    assert a.metrics["model"].rmse == b.metrics["model"].rmse
+    assert {k: v.rmse for k, v in a.ablation.items()} == {k: v.rmse for k, v in b.ablation.items()}
+    assert [r["val_loss"] for r in a.learning_curve] == [r["val_loss"] for r in b.learning_curve]
+
+
+def test_step_budget_wins_over_a_loose_wall_clock_and_the_cap_is_recorded(grid):
+    """``max_steps`` decides; the wall clock only stops a run that would overrun it, and says so."""
+    r = train_forecaster(grid, **{**SPLIT, "budget_s": 600}, max_steps=5, model_overrides=FAST)
+    assert r.stopped_reason == "max_steps" and r.extra["steps"] == 5 and not r.extra["wall_clock_cap"]
+    capped = train_forecaster(grid, **{**SPLIT, "budget_s": 1e-3}, max_steps=50, model_overrides=FAST)
+    assert capped.stopped_reason == "wall_clock_cap" and capped.extra["wall_clock_cap"]
+    assert capped.extra["steps"] < 50
+    with pytest.raises(ValueError, match="max_steps"):
+        train_forecaster(grid, **SPLIT, max_steps=-1, model_overrides=FAST)
 
 
 # --------------------------------------------------------------------------- checkpoint / resume
@@ -104,10 +120,11 @@ def test_resume_after_a_crash_reaches_the_uninterrupted_weights(grid, tmp_path, 
     it, the generators) and the CPU kernels are deterministic at a fixed thread count.
     """
     n = 16  # crosses the epoch boundary at step 12
-    straight = _train(grid, seed=1, checkpoint_dir=tmp_path / "a", overrides={"max_steps": n})
-    crashed = _train(grid, seed=1, checkpoint_dir=tmp_path / "b", overrides={"max_steps": crash_at})
+    sched = {"schedule_steps": n}  # the learning-rate schedule of the N-step run, crashed or not
+    straight = _train(grid, seed=1, checkpoint_dir=tmp_path / "a", overrides={"max_steps": n, **sched})
+    crashed = _train(grid, seed=1, checkpoint_dir=tmp_path / "b", overrides={"max_steps": crash_at, **sched})
     assert crashed.extra["steps"] == crash_at and crashed.stopped_reason == "max_steps"
-    resumed = _train(grid, seed=1, checkpoint_dir=tmp_path / "b", resume=True, overrides={"max_steps": n})
+    resumed = _train(grid, seed=1, checkpoint_dir=tmp_path / "b", resume=True, overrides={"max_steps": n, **sched})
     assert resumed.extra["resumed_from_step"] == crash_at and resumed.extra["steps"] == n
     _assert_same_state(straight.module.state_dict(), resumed.module.state_dict())  # the best state
     ca, cb = load_checkpoint(tmp_path / "a" / CHECKPOINT_NAME), load_checkpoint(tmp_path / "b" / CHECKPOINT_NAME)

@@ -66,18 +66,19 @@ def messy(tmp_path, points_registry):
 def test_partitions_reports_and_quarantine(messy):
     feed = messy.feeds[0]
     reports = ingest_range(messy, feed, "2024-05-31", "2024-06-03")
-    assert [r["date"] for r in reports] == ["2024-05-31", "2024-06-01", "2024-06-02", "2024-06-03"]
+    # issue 9: the undated partition's report is returned too (totals reconcile over every partition)
+    assert [r["date"] for r in reports] == ["2024-05-31", "2024-06-01", "2024-06-02", "2024-06-03", UNDATED]
     for r in reports:
         assert r["rows_read"] == r["rows_accepted"] + r["rows_quarantined"]
         assert r["rows_quarantined"] == sum(r["by_reason"].values())
         assert report(messy, r["date"]) == {k: v for k, v in r.items() if not k.endswith("_path")}
-    empty, day1, day2, _ = reports
+    empty, day1, day2, _, _ = reports
     assert empty["rows_read"] == 0 and empty["first_timestamp"] is None
     assert read("observations", messy, "2024-05-31").num_rows == 0  # empty day: empty partition, not missing
     assert read("observations", messy, "2024-05-31").schema.equals(OBSERVATION_SCHEMAS["sensor"])
     assert day1["rows_read"] == 6 and day1["rows_accepted"] == 2
     assert {k: v for k, v in day1["by_reason"].items() if v} == {
-        "duplicate": 1,
+        "conflicting_duplicate": 1,  # issue 9: other values than the kept copy -> own code
         "speed_out_of_range": 1,
         "unknown_source": 1,
         "all_values_null": 1,
@@ -98,15 +99,15 @@ def test_partitions_reports_and_quarantine(messy):
     qd = q.to_pandas()
     rows = [json.loads(r) for r in qd["row"]]
     by_reason = dict(zip(qd["reason"], rows, strict=True))
-    assert by_reason["speed_out_of_range"]["speed_kmh"] == 0.0
+    # issue 9: the quarantine keeps the row as delivered (CSV text + its line), not landing values
+    assert by_reason["speed_out_of_range"]["speed_kmh"] == "0.0"
     assert by_reason["unknown_source"]["source_id"] == "zzz"
-    assert by_reason["duplicate"] == {
+    assert by_reason["conflicting_duplicate"] == {
+        "_line": 3,
         "source_id": "a",
         "timestamp": "2024-06-01T10:00:00",
-        "interval_s": 300.0,
-        "count": None,
-        "speed_kmh": 51.0,
-        "occupancy": None,
+        "interval_s": "300",
+        "speed_kmh": "51.0",
     }
 
     undated = read("quarantine", messy, UNDATED).to_pandas()
@@ -181,7 +182,12 @@ def test_metr_zero_and_blank_speeds_are_quarantined_with_reasons(tmp_path):
                     "observations": str(speeds),
                     "registry": str(LOCATIONS),
                     "channels": ["speed_kmh"],
-                    "options": {"start_local": "2012-03-01T00:00:00", "interval_s": 300},
+                    # issue 9: a timestamp-less file must fit whole days, or say where it ends
+                    "options": {
+                        "start_local": "2012-03-01T00:00:00",
+                        "interval_s": 300,
+                        "end_local": "2012-03-01T00:10",
+                    },
                 }
             ],
         }
@@ -212,7 +218,8 @@ def test_registry_partition_version_and_rejections(tmp_path):
         }
     )
     obs = pd.DataFrame({"source_id": ["a"], "timestamp": ["2024-06-01T10:00"], "interval_s": [300], "speed_kmh": [3.0]})
-    city = canonical_city(tmp_path / "raw", obs, registry)
+    # issue 9: 3 of 5 sources rejected is more than the default share that fails ingest
+    city = canonical_city(tmp_path / "raw", obs, registry, options={"registry_max_rejected_share": 0.8})
     feed = city.feeds[0]
     info = ingest_registry(city, feed)
     assert (info["n_sources"], info["n_invalid"]) == (2, 3)

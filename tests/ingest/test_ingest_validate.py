@@ -147,7 +147,7 @@ def test_duplicate_keeps_first_valid_copy():
     out = check_observations(frame, tz="Europe/Berlin", known_sources=KNOWN)
     assert out["reason"].iloc[0] == "speed_out_of_range"
     assert pd.isna(out["reason"].iloc[1])
-    assert out["reason"].iloc[2] == "duplicate"
+    assert out["reason"].iloc[2] == "conflicting_duplicate"  # issue 9: 49 != 48 -> not an exact copy
     assert out["speed_kmh"].iloc[1] == 48.0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -102,7 +103,15 @@ def test_metr_la_keeps_blank_and_zero_cells(tmp_path):
     csv = tmp_path / "speed.csv"
     csv.write_text("s1,s2\n60,0\n,55.5\n")
     out = read_observations(
-        feed("metr_la", "sensor", csv, LOCATIONS, start_local="2012-03-01T00:00:00", interval_s=300)
+        feed(
+            "metr_la",
+            "sensor",
+            csv,
+            LOCATIONS,
+            start_local="2012-03-01T00:00:00",
+            interval_s=300,
+            end_local="2012-03-01T00:10:00",  # issue 9: a timestamp-less file must fit days or say where it ends
+        )
     )
     assert out["source_id"].tolist() == ["s1", "s2", "s1", "s2"]
     assert out["timestamp"].tolist() == [pd.Timestamp("2012-03-01 00:00")] * 2 + [pd.Timestamp("2012-03-01 00:05")] * 2
@@ -233,3 +242,19 @@ def test_registry_without_geometry_columns(tmp_path):
     path.write_text("source_id,x,y\na,1,2\n")
     with pytest.raises(IngestError, match=r"reg.csv: missing column `lon`/`lat` or `geometry`"):
         read_registry(feed("canonical", "sensor", path, path))
+
+
+def test_adapter_options_table_names_every_option_the_code_reads():
+    import re
+
+    from traffic.ingest import run
+    from traffic.landing import adapters
+
+    code = Path(adapters.__file__).read_text() + Path(run.__file__).read_text()
+    read = set(re.findall(r'options(?:\.get\(|\[)"([a-z_]+)"', code)) | set(
+        re.findall(r'_option\(feed, "([a-z_]+)"', code)
+    )
+    read |= set(re.findall(r'_delimiter\(feed, "([a-z_]+)"\)', code)) | {"csv_delimiter"}
+    listed = set().union(*(set(v) for v in adapters.ADAPTER_OPTIONS.values()))
+    assert read <= listed, read - listed
+    assert set(adapters.ADAPTER_OPTIONS) == set(adapters.OBSERVATION_ADAPTERS)

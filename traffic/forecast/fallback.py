@@ -37,6 +37,7 @@ from traffic.forecast.baselines import (
 )
 from traffic.forecast.features import bin_minutes, target_index
 from traffic.forecast.intervals import IntervalModel, cell_scale, fit_intervals
+from traffic.forecast.split import make_split, spread
 from traffic.grid.tensor import GridTensor
 
 #: Training/validation samples (evenly spread) whose residuals fit the interval quantiles.
@@ -127,7 +128,7 @@ def fit_baseline(
 ) -> FittedBaseline:
     """Fit one baseline on ``grid`` as the nightly run fitted it for the holdout, with 80 % bounds.
 
-    The split is :func:`traffic.forecast.train.make_split` of ``grid`` with the same arguments
+    The split is :func:`traffic.forecast.split.make_split` of ``grid`` with the same arguments
     as the training run, so on the nightly window this is the very baseline that was scored on
     the holdout: seasonal profile and fallbacks on ``[fit_start, fit_end)``, ridge and GBM
     fitted on the training and validation samples with ``seed`` (as
@@ -159,8 +160,6 @@ def fit_baseline(
     ValueError
         On an unknown baseline name (naming the allowed ones) or an unusable split.
     """
-    from traffic.forecast.train import make_split
-
     if name not in BASELINES:
         raise ValueError(f"baseline {name!r} unknown; allowed: {list(BASELINES)}")
     split = make_split(
@@ -207,7 +206,7 @@ def fit_baseline(
         predict = batched(lambda te, where: gbm.predict(ext, te, where=where))
 
     # residuals of training and validation samples only (never the holdout), like the network's bounds
-    cal = _spread(fit_t_end, calibration_samples)
+    cal = spread(fit_t_end, calibration_samples)
     batches = []
     for s in range(0, len(cal), BATCH):
         te = cal[s : s + BATCH]
@@ -216,10 +215,3 @@ def fit_baseline(
         batches.append((predict(te, mask), grid.values[ti], mask))  # residuals at observed targets only
     intervals = fit_intervals(batches, cell_scale(win.values, win.mask))
     return FittedBaseline(name, horizon_steps, ext, predict, intervals, (split.fit_start, split.fit_end))
-
-
-def _spread(t_end: np.ndarray, k: int) -> np.ndarray:
-    """At most ``k`` samples evenly spread over ``t_end`` (all of them if fewer)."""
-    if len(t_end) <= k:
-        return t_end
-    return t_end[np.unique(np.linspace(0, len(t_end) - 1, k).round().astype(int))]

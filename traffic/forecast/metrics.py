@@ -33,7 +33,14 @@ import torch
 
 from traffic.forecast.result import MAPE_MIN_TARGET, HorizonMetrics
 
-__all__ = ["MAPE_MIN_TARGET", "MetricAccumulator", "masked_metrics", "masked_mse"]
+__all__ = [
+    "MAPE_MIN_TARGET",
+    "MetricAccumulator",
+    "horizon_weighted_mse",
+    "masked_metrics",
+    "masked_mse",
+    "weighted_masked_mse",
+]
 
 
 class MetricAccumulator:
@@ -137,3 +144,23 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     diff = torch.where(m, pred - torch.where(m, target, torch.zeros_like(target)), torch.zeros_like(pred))
     n = m.sum().clamp_min(1).to(pred.dtype)
     return (diff.float() ** 2).sum() / n.float()
+
+
+def horizon_weighted_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor):
+    """Masked MSE with each horizon's squared errors weighted by ``weights`` ``(H_out,)``.
+
+    ``pred``/``target``/``mask`` are ``(B, H_out, ...)``. The metric the registry ranks by is
+    the *mean over horizons of the RMSE*; its gradient weights horizon ``j``'s squared errors by
+    ``1 / RMSE_j``. Training uses ``weights = 1 / RMSE_j`` of the linear base (normalised to mean
+    1), so short horizons, whose errors are small, are not drowned by long ones.
+    """
+    return weighted_masked_mse(pred, target, mask, weights.to(pred.device).view(1, -1, *([1] * (pred.ndim - 2))))
+
+
+def weighted_masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, w: torch.Tensor):
+    """Masked MSE with per-element weights ``w`` (broadcast to ``pred``): sum w e^2 / sum w over observed."""
+    m = mask.to(dtype=torch.bool)
+    w = w.expand_as(pred)
+    diff = torch.where(m, pred - torch.where(m, target, torch.zeros_like(target)), torch.zeros_like(pred))
+    den = torch.where(m, w, torch.zeros_like(w)).sum().clamp_min(1e-12)
+    return (w * diff.float() ** 2).sum() / den

@@ -85,6 +85,10 @@ class Holdout:
     digest: str  # sha256 of the holdout values+mask bytes: same digest = same data
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss, a gradient, the parameters, the linear base or a forecast became NaN or infinite."""
+
+
 @dataclass
 class TrainResult:
     """Everything a training run produced.

@@ -1,45 +1,38 @@
-"""Training and evaluation of the forecaster on a :class:`~traffic.grid.tensor.GridTensor`.
+"""Training of the forecaster on a :class:`~traffic.grid.tensor.GridTensor`: one run, start to end.
 
-Time split (all in bins of the grid, a sample = the context ending at bin ``t_end`` and
-the ``horizon`` bins after it; a sample counts only if one of its targets is observed):
+:func:`train_forecaster` wires the parts, each in its own module:
 
-* holdout: samples whose targets all lie in the last ``holdout_days`` of the grid;
-* training window: the ``train_days`` before the holdout. Its last ``val_fraction`` (15 %)
-  holds the validation samples (early stopping), the rest the training samples; a sample
-  never straddles two parts. Contexts may reach back before the window.
-
-Statistics of the module (channel mean/std, seasonal profile) are fitted on the training
-window only. During training the seasonal prior of an observed bin inside the window is
-taken leave-one-out, so that no target (nor context value) ever sees its own value through
-the prior; the holdout uses the module's own prior, fitted on the whole window.
-
-The model and the baselines (``traffic.forecast.baselines.BASELINES``) are scored on the same
-holdout samples with the same masked metrics. Batches are built lazily from sample indices (nothing is pre-materialised).
-The training loop:
+1. the time split (:mod:`traffic.forecast.split`): training, validation and holdout samples;
+2. statistics fitted on the training window only: channel mean/std, the seasonal profile
+   (:mod:`traffic.forecast.baselines`), and the linear base by least squares
+   (:mod:`traffic.linear_base`);
+3. batches gathered on the training device (:mod:`traffic.forecast.batching`);
+4. the per-cell head pre-fitted on its skip features (hidden state 0): the ``base_head`` state;
+5. the optimisation loop (:mod:`traffic.forecast.loop`): a step budget, AdamW without decay on
+   biases and gates, warm-up + cosine schedule, validation, early stopping, checkpoints;
+6. holdout scoring (:mod:`traffic.forecast.inference`) of the full model, its ablations (the
+   linear base alone, base + head) and every baseline on the same samples, with the masked
+   metrics of :mod:`traffic.forecast.metrics`, and the 80 % intervals
+   (:mod:`traffic.forecast.intervals`).
 
 * **Seeds.** ``seed`` seeds Python's, numpy's and torch's generators and draws the sample
-  order. With a step cap (training key ``max_steps``) instead of the wall-clock budget, two
-  CPU runs with the same seed and thread count give bit-identical weights; with a budget the
-  number of steps depends on the machine's speed.
-* **Stopping.** Early stopping on the validation loss (``patience`` validations without
-  improvement), ``max_epochs``, ``max_steps`` and the wall-clock ``budget_s``; the best
-  validation state is returned. Gradients are clipped (``grad_clip``).
+  order. With a step budget (``max_steps``: the city's ``[forecast] train_steps``) two CPU runs
+  with the same seed and thread count give bit-identical weights and metrics; the wall-clock
+  ``budget_s`` is only a safety net, recorded when it fires.
 * **NaN/inf guard.** A non-finite loss, gradient norm, validation loss, parameter, base
   coefficient or holdout forecast raises :class:`TrainingDiverged` before anything is returned
   or checkpointed, so nothing downstream (the registry) ever sees a diverged model.
-* **Checkpoint and resume** (``checkpoint_dir``, ``resume``; :mod:`traffic.forecast.checkpoint`).
-  After every validation and when the loop stops, ``checkpoint.pt`` is replaced atomically:
-  weights, optimizer, position in the epoch's sample order, generator states, best state,
-  best validation loss and the learning curve. ``resume=True`` continues from it and reaches
-  the same weights as an uninterrupted run (bit-identical on CPU).
+* **Checkpoint and resume** (``checkpoint_dir``, ``resume``; :mod:`traffic.forecast.checkpoint`):
+  ``resume=True`` continues from the checkpoint and reaches the same weights as an
+  uninterrupted run (bit-identical on CPU).
 * **Data-parallel** when launched with ``torchrun`` (``WORLD_SIZE > 1``): see
   :mod:`traffic.forecast.distributed`.
-* **CUDA**: bf16 autocast and channels_last convolution weights; ``compile = true`` wraps
-  the training forward in ``torch.compile``. The CPU path is plain eager float32.
+* **CUDA**: inputs gathered on the device, bf16 autocast, channels_last convolution weights,
+  no host sync per step; ``compile = true`` wraps the training forward in ``torch.compile``.
+  The CPU path is plain eager float32.
 * **Warm start** (``warm_start``): parameters of another model (another city's champion) with
   the same name and shape are copied before training; the statistics buffers are always fitted
   on this grid. ``extra["warm_start"]`` lists what was copied and skipped.
-* **Progress bar** (tqdm) with ``progress=True``.
 """
 
 from __future__ import annotations
@@ -53,7 +46,7 @@ import random
 import time
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -62,36 +55,33 @@ import torch
 
 from traffic.config import PROJECT_ROOT
 from traffic.forecast import distributed as ddp
-from traffic.forecast.baselines import (
-    SeasonalProfile,
-    evaluate_baselines,
-    fit_seasonal_profile,
-    seasonal_period,
-    time_positions,
-)
-from traffic.forecast.checkpoint import (
-    checkpoint_path,
-    load_checkpoint,
-    restore_rng_states,
-    rng_states,
-    save_checkpoint,
-    transfer_parameters,
-)
+from traffic.forecast.baselines import evaluate_baselines, fit_seasonal_profile, seasonal_period, time_positions
+from traffic.forecast.batching import Batcher, masked_channel_stats
+from traffic.forecast.checkpoint import checkpoint_path, load_checkpoint, restore_rng_states, transfer_parameters
 from traffic.forecast.features import MINUTES_PER_DAY, bin_minutes, build_inputs, target_index
-from traffic.forecast.intervals import CoverageAccumulator, IntervalModel, cell_scale, fit_intervals
-from traffic.forecast.metrics import MetricAccumulator
-from traffic.forecast.result import Holdout, HorizonMetrics, TrainResult
+from traffic.forecast.inference import evaluate_module, predict
+from traffic.forecast.intervals import cell_scale, fit_intervals
+from traffic.forecast.loop import (
+    Loop,
+    LoopState,
+    check_finite_module,
+    lr_factor,
+    param_groups,
+    pretrain_head,
+    val_loss,
+)
+from traffic.forecast.result import Holdout, HorizonMetrics, TrainingDiverged, TrainResult
+from traffic.forecast.split import Split, active_box, make_split, spread
 from traffic.grid.tensor import GridTensor
-from traffic.model import N_BASE, Forecaster, ForecasterConfig, Terms
+from traffic.linear_base import fit_base
+from traffic.model import Forecaster, ForecasterConfig
+
+__all__ = ["MODEL_SPEC", "TrainingDiverged", "load_model_spec", "train_forecaster"]
 
 MODEL_SPEC = PROJECT_ROOT / "models" / "convlstm_attention.toml"
 
 #: Model fields that come from the data, not from the spec or overrides.
 DATA_FIELDS = ("channels", "grid_shape", "context_steps", "horizon", "bin_minutes", "profile_period")
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss, a gradient, the parameters or a forecast became NaN or infinite."""
 
 
 def load_model_spec(path: str | Path = MODEL_SPEC) -> dict[str, dict[str, Any]]:
@@ -102,123 +92,6 @@ def load_model_spec(path: str | Path = MODEL_SPEC) -> dict[str, dict[str, Any]]:
         if section not in spec:
             raise ValueError(f"{path}: missing section [{section}]")
     return spec
-
-
-@dataclass(frozen=True)
-class Split:
-    """Time split of a grid into training, validation and holdout samples.
-
-    A sample is identified by ``t_end``, the index of its last context bin; its targets
-    are bins ``t_end + 1 .. t_end + horizon``. Every sample has at least one observed target.
-
-    Attributes
-    ----------
-    bins_per_day : int
-    fit_start, fit_end : int
-        Training window ``[fit_start, fit_end)``: the target bins of training and validation
-        samples; ``fit_end`` is the first holdout bin.
-    val_start : int
-        First target bin of the validation samples (the last ``val_fraction`` of the window).
-    train, val, holdout : np.ndarray
-        ``t_end`` of the samples, ascending.
-    """
-
-    bins_per_day: int
-    fit_start: int
-    fit_end: int
-    val_start: int
-    train: np.ndarray
-    val: np.ndarray
-    holdout: np.ndarray
-
-
-def _observed_windows(grid: GridTensor, horizon: int) -> np.ndarray:
-    """``ok[t]``: True if any target of a sample ending at bin ``t`` is observed (False past the end)."""
-    n_t = grid.mask.shape[0]
-    any_obs = np.asarray(grid.mask.reshape(n_t, -1).any(axis=1), dtype=np.int64)
-    csum = np.concatenate([[0], np.cumsum(any_obs)])
-    t = np.arange(n_t)
-    ok = (csum[np.minimum(t + horizon + 1, n_t)] - csum[np.minimum(t + 1, n_t)]) > 0
-    return ok & (t + horizon < n_t)
-
-
-def make_split(
-    grid: GridTensor,
-    *,
-    context_steps: int,
-    horizon_steps: int,
-    holdout_days: float,
-    train_days: float,
-    val_fraction: float = 0.15,
-) -> Split:
-    """Split ``grid`` by time: holdout = last ``holdout_days`` of target bins, training window before it.
-
-    Raises
-    ------
-    ValueError
-        When a window is empty, naming the sizes that were asked for.
-    """
-    n_t = grid.shape[0]
-    bpd = MINUTES_PER_DAY // bin_minutes(grid.times)
-    fit_end = n_t - int(round(holdout_days * bpd))
-    fit_start = max(0, fit_end - int(round(train_days * bpd)))
-    if fit_end <= 0 or fit_end >= n_t:
-        raise ValueError(
-            f"holdout_days={holdout_days} ({n_t - fit_end} bins) must leave bins on both sides of {n_t} bins"
-        )
-    # the validation window holds at least one and a half horizons, so that a day-ahead
-    # horizon still has validation samples (their targets never reach into the holdout)
-    val_start = fit_end - max(1, int(round(val_fraction * (fit_end - fit_start))), horizon_steps + horizon_steps // 2)
-    ok = _observed_windows(grid, horizon_steps)
-    t = np.arange(n_t)
-    valid = ok & (t - context_steps + 1 >= 0)
-    train = np.flatnonzero(valid & (t + 1 >= fit_start) & (t + horizon_steps < val_start))
-    val = np.flatnonzero(valid & (t + 1 >= val_start) & (t + horizon_steps < fit_end))
-    holdout = np.flatnonzero(valid & (t + 1 >= fit_end))
-    for name, arr in (("training", train), ("validation", val), ("holdout", holdout)):
-        if len(arr) == 0:
-            raise ValueError(
-                f"no {name} samples: grid of {n_t} bins ({bpd}/day) from {grid.times[0]} to {grid.times[-1]}, "
-                f"holdout_days={holdout_days}, train_days={train_days}, context_steps={context_steps}, "
-                f"horizon_steps={horizon_steps} (a sample needs its context inside the grid and an observed target)"
-            )
-    return Split(bpd, fit_start, fit_end, val_start, train, val, holdout)
-
-
-def holdout_indices(grid: GridTensor, *, context_steps: int, horizon_steps: int, holdout_days: float) -> np.ndarray:
-    """``t_end`` of the holdout samples: every target in the last ``holdout_days``, at least one observed."""
-    n_t = grid.shape[0]
-    bpd = MINUTES_PER_DAY // bin_minutes(grid.times)
-    fit_end = n_t - int(round(holdout_days * bpd))
-    if fit_end <= 0 or fit_end >= n_t:
-        raise ValueError(
-            f"holdout_days={holdout_days} ({n_t - fit_end} bins) must leave bins on both sides of {n_t} bins"
-        )
-    ok = _observed_windows(grid, horizon_steps)
-    t = np.arange(n_t)
-    return np.flatnonzero(ok & (t - context_steps + 1 >= 0) & (t + 1 >= fit_end))
-
-
-def active_box(mask: np.ndarray, margin: int) -> tuple[int, int, int, int] | None:
-    """Smallest ``(row0, row1, col0, col1)`` box holding every observed cell of ``mask`` ``(T, C, H, W)``, plus ``margin``."""
-    seen = np.asarray(mask.any(axis=(0, 1)))  # (H, W)
-    if not seen.any():
-        return None
-    rows, cols = np.flatnonzero(seen.any(axis=1)), np.flatnonzero(seen.any(axis=0))
-    h, w = seen.shape
-    return (
-        max(0, int(rows[0]) - margin),
-        min(h, int(rows[-1]) + 1 + margin),
-        max(0, int(cols[0]) - margin),
-        min(w, int(cols[-1]) + 1 + margin),
-    )
-
-
-def _spread(t_end: np.ndarray, k: int) -> np.ndarray:
-    """At most ``k`` samples evenly spread over ``t_end`` (all of them if fewer)."""
-    if len(t_end) <= k:
-        return t_end
-    return t_end[np.unique(np.linspace(0, len(t_end) - 1, k).round().astype(int))]
 
 
 def _cpu_threads(setting: int, default: int) -> int:
@@ -253,65 +126,6 @@ def _holdout_digest(grid: GridTensor, start: int, stop: int) -> str:
     return h.hexdigest()
 
 
-def _masked_channel_stats(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Masked per-channel mean and std of ``(T, C, H, W)`` arrays (0 / 1 for a channel never observed)."""
-    m = mask.astype(bool)
-    n = m.sum(axis=(0, 2, 3)).astype(np.float64)
-    v = np.where(m, values, 0.0).astype(np.float64)
-    mean = v.sum(axis=(0, 2, 3)) / np.maximum(n, 1)
-    var = (np.where(m, v - mean[None, :, None, None], 0.0) ** 2).sum(axis=(0, 2, 3)) / np.maximum(n, 1)
-    std = np.sqrt(var)
-    std = np.where((n > 1) & (std > 1e-6), std, 1.0)
-    return mean.astype(np.float32), std.astype(np.float32)
-
-
-@dataclass
-class _Batcher:
-    """Builds training batches lazily from sample indices."""
-
-    grid: GridTensor
-    context_steps: int
-    horizon: int
-    profile: SeasonalProfile
-    positions: np.ndarray  # (T,) bin of the profile period of every grid bin
-    fit_start: int
-    fit_end: int
-
-    def __post_init__(self) -> None:
-        self._sums32 = self.profile.sums.astype(np.float32)
-
-    def loo_prior(self, t_end: np.ndarray) -> np.ndarray:
-        """Leave-one-out seasonal prior ``(B, T_in + H_out, C, H, W)`` for the bins of samples ``t_end``."""
-        idx = t_end[:, None] + np.arange(-self.context_steps + 1, self.horizon + 1)[None, :]  # (B, S)
-        pos = self.positions[idx]
-        prof = self.profile
-        prior = prof.profile[pos]  # (B, S, C, H, W)
-        own = self.grid.mask[idx] & ((idx >= self.fit_start) & (idx < self.fit_end))[:, :, None, None, None]
-        if own.any():
-            n = prof.counts[pos]
-            v = np.where(own, self.grid.values[idx], np.float32(0.0))
-            with np.errstate(invalid="ignore", divide="ignore"):
-                loo = (self._sums32[pos] - v) / (n - 1).astype(np.float32)
-            prior = np.where(own & (n > 1), loo, prior)
-            prior = np.where(own & (n == 1), prof.cell_mean[None, None], prior)
-        return prior.astype(np.float32)
-
-    def __call__(self, t_end: np.ndarray, device: torch.device, loo: bool = True):
-        """``x``, prior (leave-one-out, or None for the module's own), target (0 where missing) and mask."""
-        x = build_inputs(self.grid, t_end, self.context_steps, self.horizon)
-        tidx = target_index(t_end, self.horizon)
-        y, m = self.grid.values[tidx], self.grid.mask[tidx]
-        out = [torch.from_numpy(x), torch.from_numpy(self.loo_prior(t_end)) if loo else None]
-        out += [torch.from_numpy(np.where(m, y, 0.0).astype(np.float32)), torch.from_numpy(m)]
-        return [o.to(device, non_blocking=True) if o is not None else None for o in out]
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return torch.autocast(device_type="cpu", enabled=False)
-
-
 def _split_overrides(spec: dict[str, dict[str, Any]], overrides: dict[str, Any] | None):
     model_kw = dict(spec["model"])
     train_kw = dict(spec["training"])
@@ -333,251 +147,12 @@ def _split_overrides(spec: dict[str, dict[str, Any]], overrides: dict[str, Any] 
 
 def _flat_params(cfg: ForecasterConfig, train_kw: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for k, v in {**cfg.to_dict(), **train_kw, **extra}.items():
+    conf = cfg.to_dict()
+    cells = conf.pop("head_cells")  # one index per observed cell: its count is the parameter
+    conf["n_head_cells"] = len(cells) if cells is not None else None
+    for k, v in {**conf, **train_kw, **extra}.items():
         out[k] = ",".join(str(x) for x in v) if isinstance(v, list | tuple) else ("none" if v is None else v)
     return out
-
-
-def _check_finite_module(module: torch.nn.Module, where: str) -> None:
-    for name, p in module.named_parameters():
-        if not torch.isfinite(p).all():
-            raise TrainingDiverged(f"parameter {name} is NaN/inf {where}")
-
-
-#: Candidate linear bases: ``None`` = fitted, a number = fixed, per feature of ``traffic.model.BASE_FEATURES``.
-BASE_CANDIDATES: dict[str, tuple[float | None, ...]] = {
-    # the seasonal prior plus a fitted share of the last anomaly per horizon and channel
-    "damped_anomaly": (1.0, 0.0, None, 0.0, 0.0, 0.0),
-    # ... plus a fitted share of the context's multiplicative level
-    "level_anomaly": (1.0, None, None, 0.0, 0.0, 0.0),
-    # a free linear blend of prior, scaled prior, last anomaly, mean anomaly, last value and a constant
-    "linear": (None, None, None, None, None, None),
-}
-
-
-@torch.no_grad()
-def _base_moments(
-    module: Forecaster, batcher: _Batcher, t_end: np.ndarray, batch_size: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Normal-equation moments of the linear base per horizon and channel over observed targets.
-
-    Returns ``G`` ``(H_out, C, N, N)`` = sum X X^T, ``r`` ``(H_out, C, N)`` = sum X y,
-    ``yy`` ``(H_out, C)`` = sum y^2 and ``n`` ``(H_out, C)``, in float64, normalised units.
-    """
-    cfg = module.config
-    nb = N_BASE
-    g = torch.zeros(cfg.horizon, cfg.n_channels, nb, nb, dtype=torch.float64)
-    r = torch.zeros(cfg.horizon, cfg.n_channels, nb, dtype=torch.float64)
-    yy = torch.zeros(cfg.horizon, cfg.n_channels, dtype=torch.float64)
-    n = torch.zeros(cfg.horizon, cfg.n_channels, dtype=torch.float64)
-    r0, r1, c0, c1 = cfg.active_box or (0, cfg.grid_shape[0], 0, cfg.grid_shape[1])  # observed targets lie inside
-    for s in range(0, len(t_end), batch_size):
-        x, prior, y, m = batcher(t_end[s : s + batch_size], device)
-        t = module.terms(x, prior)
-        t_in = x.shape[1]
-        feats = t.base_features[..., r0:r1, c0:c1].double()  # (B, C, N - N_TARGET_BASE, h, w)
-        for j in range(cfg.horizon):  # one horizon at a time: memory of one sample's inputs
-            per_target = torch.stack([t.prior_n[:, t_in + j], t.prior_level[:, j]], dim=2)  # (B, C, 2, H, W)
-            xx = torch.cat([per_target[..., r0:r1, c0:c1].double(), feats], dim=2)  # (B, C, N, h, w)
-            mj = m[:, j, :, r0:r1, c0:c1]  # (B, C, h, w)
-            yj = torch.where(mj, module.normalise(y[:, j], channel_dim=1)[..., r0:r1, c0:c1], 0.0).double()
-            xm = xx * mj[:, :, None].double()  # (B, C, N, h, w), 0 at unobserved targets
-            g[j] += torch.einsum("bckhw,bclhw->ckl", xm, xx).cpu()
-            r[j] += torch.einsum("bckhw,bchw->ck", xm, yj).cpu()
-            yy[j] += (yj**2).sum(dim=(0, 2, 3)).cpu()
-            n[j] += mj.sum(dim=(0, 2, 3)).double().cpu()
-    return g, r, yy, n
-
-
-def _solve_base(g: torch.Tensor, r: torch.Tensor, spec: tuple[float | None, ...], default: torch.Tensor, ridge: float):
-    """Least-squares coefficients ``(H_out, C, N)`` with the fixed entries of ``spec`` held."""
-    coef = default.double().clone()
-    free = [i for i, v in enumerate(spec) if v is None]
-    fixed = [i for i, v in enumerate(spec) if v is not None]
-    for i in fixed:
-        coef[..., i] = float(spec[i])  # type: ignore[arg-type]
-    for j in range(g.shape[0]):
-        for c in range(g.shape[1]):  # tiny (N x N) solves, one per horizon and channel
-            if g[j, c].trace() <= 0:
-                continue
-            gff = g[j, c][free][:, free] + ridge * torch.eye(len(free), dtype=torch.float64)
-            rhs = r[j, c][free] - g[j, c][free][:, fixed] @ coef[j, c][fixed]
-            coef[j, c, free] = torch.linalg.solve(gff, rhs)
-    return coef
-
-
-def _base_sse(g, r, yy, coef) -> torch.Tensor:
-    """Sum of squared errors ``(H_out, C)`` (normalised units) of a linear base, from its normal-equation moments."""
-    return (yy - 2 * (coef * r).sum(-1) + torch.einsum("jck,jckl,jcl->jc", coef, g, coef)).clamp_min(0)
-
-
-def _base_rmse_per_horizon(g, r, yy, n, coef, std: torch.Tensor) -> torch.Tensor:
-    """RMSE per horizon ``(H_out,)`` (original units, pooled over channels) of a linear base."""
-    sse_raw = (_base_sse(g, r, yy, coef) * std.double() ** 2).sum(dim=1)
-    return torch.sqrt(sse_raw / n.sum(dim=1).clamp_min(1))
-
-
-def _fit_base(
-    module: Forecaster,
-    batcher: _Batcher,
-    train_t: np.ndarray,
-    val_t: np.ndarray,
-    batch_size: int,
-    device,
-    weighting: bool = False,
-):
-    """Fit every :data:`BASE_CANDIDATES` on the training samples, pick the best on validation, refit on both.
-
-    Returns the chosen name and the validation RMSE of every candidate.
-    """
-    tr = _base_moments(module, batcher, train_t, batch_size, device)
-    va = _base_moments(module, batcher, val_t, batch_size, device)
-    default = module.base_coef.detach().cpu()
-    std = module.std.detach().cpu()
-    per_h = {
-        name: _base_rmse_per_horizon(*va, _solve_base(tr[0], tr[1], spec, default, ridge=1.0), std)
-        for name, spec in BASE_CANDIDATES.items()
-    }  # name -> (H_out,) validation RMSE
-    scores = {name: float(v.mean()) for name, v in per_h.items()}
-    names = list(per_h)
-    choice = torch.stack([per_h[k] for k in names]).argmin(dim=0)  # (H_out,) the best candidate per horizon
-    g, r = tr[0] + va[0], tr[1] + va[1]
-    fits = {k: _solve_base(g, r, BASE_CANDIDATES[k], default, ridge=1.0) for k in names}
-    coef = torch.stack([fits[names[int(i)]][j] for j, i in enumerate(choice)])  # (H_out, C, N)
-    chosen = [names[int(i)] for i in choice]
-    best = ",".join(f"{k}x{chosen.count(k)}" for k in dict.fromkeys(chosen))  # e.g. "linear x1, damped x11"
-    if not torch.isfinite(coef).all():
-        raise TrainingDiverged(f"the least-squares base {best!r} has NaN/inf coefficients")
-    module.set_base(coef.float())
-    yy, n = tr[2] + va[2], tr[3] + va[3]
-    mse = _base_sse(g, r, yy, coef).sum(dim=1) / n.sum(dim=1).clamp_min(1)  # (H_out,) normalised units
-    weights = 1.0 / mse.clamp_min(1e-6).sqrt() if weighting else torch.ones_like(mse)
-    weights = torch.where(n.sum(dim=1) > 0, weights / weights[n.sum(dim=1) > 0].mean(), 0.0)
-    return best, scores, weights.float()
-
-
-def horizon_weighted_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor):
-    """Masked MSE with each horizon's squared errors weighted by ``weights`` ``(H_out,)``.
-
-    ``pred``/``target``/``mask`` are ``(B, H_out, ...)``. The metric the registry ranks by is
-    the *mean over horizons of the RMSE*; its gradient weights horizon ``j``'s squared errors by
-    ``1 / RMSE_j``. Training uses ``weights = 1 / RMSE_j`` of the linear base (normalised to mean
-    1), so short horizons, whose errors are small, are not drowned by long ones.
-    """
-    return weighted_masked_mse(pred, target, mask, weights.to(pred.device).view(1, -1, *([1] * (pred.ndim - 2))))
-
-
-def weighted_masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, w: torch.Tensor):
-    """Masked MSE with per-element weights ``w`` (broadcast to ``pred``): sum w e^2 / sum w over observed."""
-    m = mask.to(dtype=torch.bool)
-    w = w.expand_as(pred)
-    diff = torch.where(m, pred - torch.where(m, target, torch.zeros_like(target)), torch.zeros_like(pred))
-    den = torch.where(m, w, torch.zeros_like(w)).sum().clamp_min(1e-12)
-    return (w * diff.float() ** 2).sum() / den
-
-
-def _pretrain_head(
-    module: Forecaster,
-    batcher: _Batcher,
-    t_end: np.ndarray,
-    steps: int,
-    lr: float,
-    batch_size: int,
-    device: torch.device,
-    seed: int,
-    weights: torch.Tensor,
-) -> float | None:
-    """Fit the per-cell head on its skip features alone (hidden state 0) before the network trains.
-
-    The head's skip path sees each cell's own context and target-bin features (what a
-    pointwise model such as the gradient-boosting baseline sees). Fitting that part first on
-    every observed target of ``t_end``'s samples costs a few 1x1 convolutions per row, far less
-    than a step through the recurrent stacks, so the network starts from a good pointwise
-    forecast and its steps go to what only it can learn (neighbours, attention, memory).
-    Returns the last batch loss (normalised MSE), or None when there is nothing to fit.
-    """
-    cfg = module.config
-    if module.head_mlp is None or steps <= 0 or len(t_end) == 0:
-        return None
-    r0, r1, c0, c1 = cfg.active_box or (0, cfg.grid_shape[0], 0, cfg.grid_shape[1])
-    c = cfg.n_channels
-    rows: dict[str, list[torch.Tensor]] = {"skip": [], "base": [], "anom": [], "y": [], "m": [], "w": []}
-    with torch.no_grad():
-        for s in range(0, len(t_end), 32):
-            x, prior, y, m = batcher(t_end[s : s + 32], device)
-            t = module.terms(x, prior)
-            base = module.base_forecast(t)[..., r0:r1, c0:c1]  # (B, H_out, C, h, w)
-            crop = Terms(*(v[..., r0:r1, c0:c1] for v in t))
-            skip = module.skip_features(crop, base, module.target_calendar(x[:, :, 2 * c :, 0, 0].float()))
-            mm = m[..., r0:r1, c0:c1]  # (B, H_out, C, h, w)
-            keep = mm.any(dim=2).flatten()  # (B * H_out * h * w,) rows with an observed target
-
-            def rows_of(v: torch.Tensor, keep: torch.Tensor = keep) -> torch.Tensor:  # (B, H_out, K, h, w) -> (rows, K)
-                return v.permute(0, 1, 3, 4, 2).reshape(-1, v.shape[2])[keep]
-
-            anom = crop.base_features[:, None, :, 0].expand(-1, base.shape[1], -1, -1, -1)  # (B, H_out, C, h, w)
-            rows["skip"].append(rows_of(skip))
-            rows["base"].append(rows_of(base))
-            rows["anom"].append(rows_of(anom))
-            rows["y"].append(rows_of(module.normalise(y[..., r0:r1, c0:c1])))
-            rows["m"].append(rows_of(mm))
-            hw = weights.to(device).view(1, -1, 1, 1, 1).expand(mm.shape[0], -1, 1, *mm.shape[-2:])
-            rows["w"].append(rows_of(hw))  # (rows, 1) the horizon's weight
-    data = {k: torch.cat(v) for k, v in rows.items()}
-    n = len(data["y"])
-    if n == 0:
-        return None
-    params = [*module.head_mlp.parameters(), *module.head.parameters()]
-    opt = torch.optim.Adam(params, lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    hid = cfg.hidden_dims[-1]
-    loss = torch.zeros(())
-    for _ in range(steps):
-        idx = torch.randint(0, n, (min(batch_size, n),), generator=gen).to(device)
-        skip = data["skip"][idx][:, :, None, None]  # (R, S, 1, 1)
-        out = module.head_out(skip.new_zeros(len(idx), hid, 1, 1), skip)[:, :, 0, 0]  # (R, 2C)
-        pred = data["base"][idx] + out[:, c:] * data["anom"][idx] + out[:, :c]  # (R, C) normalised
-        loss = weighted_masked_mse(pred, data["y"][idx], data["m"][idx], data["w"][idx])  # rows' horizon weights
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"head pre-training loss is {loss.item()}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return float(loss.detach())
-
-
-@torch.no_grad()
-def _val_loss(
-    module: Forecaster,
-    batcher: _Batcher,
-    t_end: np.ndarray,
-    batch_size: int,
-    device: torch.device,
-    dist: ddp.DistContext | None = None,
-    weights: torch.Tensor | None = None,
-) -> float:
-    """Masked MSE (normalised units, horizons weighted by ``weights``) over the validation samples ``t_end``.
-
-    Data-parallel: each rank scores ``t_end[rank::world]`` and the squared errors and counts
-    are summed over ranks, so every rank returns the same loss.
-    """
-    dist = dist or ddp.DistContext()
-    if dist.active:
-        t_end = t_end[dist.rank :: dist.world]
-    sq, n = 0.0, 0.0
-    for s in range(0, len(t_end), batch_size):
-        x, prior, y, m = batcher(t_end[s : s + batch_size], device)
-        with _autocast(device):
-            pred = module(x, prior)
-        w = torch.ones(m.shape[1]) if weights is None else weights
-        k = float((w.to(m.device).view(1, -1, 1, 1, 1) * m).sum())
-        sq += float(horizon_weighted_mse(module.normalise(pred.float()), module.normalise(y), m, w)) * k
-        n += k
-    sq, n_all = ddp.sum_ranks(dist, [sq, float(n)], device)
-    loss = sq / max(n_all, 1.0)
-    if not math.isfinite(loss):
-        raise TrainingDiverged(f"validation loss is {loss}")
-    return loss
 
 
 def train_forecaster(
@@ -595,6 +170,7 @@ def train_forecaster(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     warm_start: torch.nn.Module | Mapping[str, torch.Tensor] | None = None,
+    max_steps: int | None = None,
 ) -> TrainResult:
     """Train the forecaster on ``grid`` and score it and the baselines on the holdout.
 
@@ -607,7 +183,8 @@ def train_forecaster(
     holdout_days, train_days : float
         Holdout length and training-window length (days).
     budget_s : float
-        Wall-clock cap of the training loop (the baselines and the holdout scoring come on top).
+        Wall-clock safety net of the training loop (the baselines and the holdout scoring come on
+        top); ``stopped_reason = "wall_clock_cap"`` when it fires before ``max_steps``.
     seed : int
         Seeds Python's, numpy's and torch's generators (sample order, initial weights).
     device : str or torch.device, optional
@@ -627,6 +204,9 @@ def train_forecaster(
         A model (or state dict) whose parameters with the same name and shape initialise this
         one (see :func:`traffic.forecast.checkpoint.transfer_parameters`); statistics buffers
         are never copied. ``extra["warm_start"]`` = ``{"copied": [...], "skipped": [...]}``.
+    max_steps : int, optional
+        Optimiser steps: the budget that decides the model (the city's ``[forecast] train_steps``).
+        Default: the training key ``max_steps`` (0 = no cap: epochs, early stopping and the wall clock).
 
     Returns
     -------
@@ -638,8 +218,8 @@ def train_forecaster(
     Raises
     ------
     TrainingDiverged
-        If the loss, gradients, validation loss, parameters or holdout forecasts become NaN/inf;
-        raised before anything is returned or checkpointed.
+        If the loss, gradients, validation loss, parameters, the linear base or holdout forecasts
+        become NaN/inf; raised before anything is returned or checkpointed.
     ValueError
         On an unusable split, an unknown override, ``resume`` without ``checkpoint_dir``, or a
         checkpoint from another configuration.
@@ -647,6 +227,10 @@ def train_forecaster(
     t_start = time.perf_counter()
     spec = load_model_spec()
     model_kw, tr = _split_overrides(spec, model_overrides)
+    if max_steps is not None:
+        if max_steps < 0:
+            raise ValueError(f"max_steps = {max_steps} must be >= 0 (0 = no step cap)")
+        tr["max_steps"] = int(max_steps)
     if checkpoint_dir is None and str(tr.get("checkpoint_dir") or ""):
         checkpoint_dir = Path(str(tr["checkpoint_dir"])).expanduser()
     if resume and checkpoint_dir is None:
@@ -739,6 +323,19 @@ def _resume_from(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | No
     return ck
 
 
+def head_cells(mask: np.ndarray, box: tuple[int, int, int, int] | None) -> tuple[int, ...] | None:
+    """Flat indices (row-major inside ``box``) of the cells observed anywhere in ``mask`` ``(T, C, H, W)``."""
+    if box is None:
+        return None
+    r0, r1, c0, c1 = box
+    seen = np.asarray(mask.any(axis=(0, 1)))[r0:r1, c0:c1]  # (h, w)
+    return tuple(int(i) for i in np.flatnonzero(seen)) or None
+
+
+def _state_on_cpu(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
 def _train(
     grid,
     context_steps,
@@ -764,6 +361,7 @@ def _train(
     rng = np.random.default_rng(seed)
     _check_finite_observations(grid)
 
+    # 1. split and the statistics of the training window
     split = make_split(
         grid,
         context_steps=context_steps,
@@ -776,12 +374,13 @@ def _train(
     win = grid.slice_time(split.fit_start, split.fit_end)
     period = seasonal_period(split.fit_end - split.fit_start, bm, int(tr["min_weeks_for_weekly_profile"]))
     profile = fit_seasonal_profile(win.values, win.mask, win.times, bm, period, win.holiday)
-    mean, std = _masked_channel_stats(win.values, win.mask)
+    mean, std = masked_channel_stats(win.values, win.mask)
 
+    seen_mask = grid.mask[max(0, split.fit_start - context_steps) : split.fit_end]
+    box = active_box(seen_mask, int(tr["box_margin"]))
     cfg = ForecasterConfig(
-        active_box=active_box(
-            grid.mask[max(0, split.fit_start - context_steps) : split.fit_end], int(tr["box_margin"])
-        ),
+        active_box=box,
+        head_cells=head_cells(seen_mask, box),
         channels=grid.channels,
         grid_shape=grid.shape[2:],
         context_steps=context_steps,
@@ -799,7 +398,7 @@ def _train(
     module.to(dev)
     if dev.type == "cuda":
         module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # (torch's stubs lack it)
-    batcher = _Batcher(
+    batcher = Batcher(
         grid,
         context_steps,
         horizon_steps,
@@ -807,202 +406,140 @@ def _train(
         time_positions(grid.times, bm, period, grid.holiday),
         split.fit_start,
         split.fit_end,
+        dev,
     )
     bs, eval_bs = int(tr["batch_size"]), int(tr["eval_batch_size"])
-    opt = torch.optim.AdamW(module.parameters(), lr=float(tr["lr"]), weight_decay=float(tr["weight_decay"]))
+    opt = torch.optim.AdamW(param_groups(module, float(tr["weight_decay"])), lr=float(tr["lr"]))
     steps_per_epoch = math.ceil(math.ceil(len(split.train) / dist.world) / bs)  # per rank
-    eval_every = max(1, min(steps_per_epoch, int(tr["eval_every_steps"])))
-    patience = int(tr["patience"])
-    max_epochs = int(tr["max_epochs"])
     max_steps = int(tr["max_steps"])  # 0 = no cap
+    schedule_steps = int(tr["schedule_steps"]) or max_steps or int(tr["max_epochs"]) * steps_per_epoch
+    warmup, min_ratio = float(tr["warmup_fraction"]), float(tr["min_lr_ratio"])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(i, schedule_steps, warmup, min_ratio))
 
-    t_loop = time.perf_counter()
-    val_t_end = _spread(split.val, int(tr["max_val_samples"]))
-    base_name, base_scores, horizon_w = _fit_base(
-        module,
-        batcher,
-        _spread(split.train, int(tr["max_base_fit_samples"])),
-        val_t_end,
-        eval_bs,
-        dev,
-        weighting=bool(tr["horizon_weighting"]),
+    # 2. the linear base by least squares; 3. the head pre-fitted on its skip features
+    val_t_end = spread(split.val, int(tr["max_val_samples"]))
+    fit_t_end = spread(split.train, int(tr["max_base_fit_samples"]))
+    base_name, base_scores, horizon_w = fit_base(
+        module, batcher, fit_t_end, val_t_end, eval_bs, weighting=bool(tr["horizon_weighting"])
     )
+    horizon_w = horizon_w.to(dev)
     fingerprint = _fingerprint(cfg, tr, seed, split, dist.world)
     ck = _resume_from(ckpt, fingerprint) if resume and ckpt is not None else None
-    perm: np.ndarray | None = None  # the current epoch's sample order (the same on every rank)
     head_loss = None
     if ck is None:
         module.eval()
-        base_val = _val_loss(module, batcher, val_t_end, eval_bs, dev, dist, horizon_w)  # the linear base alone
+        base_val = val_loss(module.set_paths("base"), batcher, val_t_end, eval_bs, dist, horizon_w)
         before = copy.deepcopy(module.state_dict())
-        head_loss = _pretrain_head(
+        head_loss = pretrain_head(
             module,
             batcher,
-            _spread(split.train, int(tr["max_base_fit_samples"])),
+            spread(split.train, int(tr["head_pretrain_samples"])),
             int(tr["head_pretrain_steps"]),
-            float(tr["lr"]),
-            4096,
-            dev,
+            float(tr["head_pretrain_lr"]),
+            int(tr["head_pretrain_batch"]),
             seed,
             horizon_w,
         )
-        module.eval()
+        head_val = val_loss(module.set_paths("base_head"), batcher, val_t_end, eval_bs, dist, horizon_w)
+        if head_loss is not None and not head_val < base_val:  # the pre-fitted head did not help on validation
+            module.load_state_dict(before)  # back to the untrained head: base + head is the base
+            head_val, head_loss = base_val, None
+        module.set_paths("full")
         t_val = time.perf_counter()
-        best_val = _val_loss(module, batcher, val_t_end, eval_bs, dev, dist, horizon_w)
-        if head_loss is not None and not best_val < base_val:  # the fitted head did not help on validation
-            module.load_state_dict(before)
-            best_val, head_loss = base_val, None
-        eval_s = time.perf_counter() - t_val  # one validation pass (s)
-        best_state = copy.deepcopy(module.state_dict())
-        curve = [{"epoch": 0.0, "step": 0, "train_loss": float("nan"), "val_loss": best_val, "elapsed_s": 0.0}]
-        step, bad_evals, run_loss, run_n, epoch, offset = 0, 0, 0.0, 0, 0, 0
-        step_s = 0.0  # running estimate of one optimisation step (s)
-        elapsed0 = 0.0  # loop time of the run before this invocation (resume)
+        full_val = val_loss(module, batcher, val_t_end, eval_bs, dist, horizon_w)  # step 0: random recurrent path
+        eval_s = time.perf_counter() - t_val
+        state = LoopState(
+            best_state=copy.deepcopy(module.state_dict()),
+            best_val=full_val,
+            curve=[
+                {
+                    "epoch": 0.0,
+                    "step": 0,
+                    "train_loss": float("nan"),
+                    "val_loss": full_val,
+                    "lr": float(sched.get_last_lr()[0]),
+                    "elapsed_s": 0.0,
+                }
+            ],
+            eval_s=eval_s,
+        )
+        head_state = _state_on_cpu(module)  # the base + head ablation: the head as pre-fitted
+        ablation_val = {"base": base_val, "base_head": head_val}
     else:
         module.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
         restore_rng_states(rng, ck["rng"])
-        best_state, best_val, bad_evals = ck["best_state"], float(ck["best_val"]), int(ck["bad_evals"])
-        curve, run_loss, run_n = list(ck["curve"]), float(ck["run_loss"]), int(ck["run_n"])
-        step, epoch, offset = int(ck["step"]), int(ck["epoch"]), int(ck["offset"])
-        perm = ck["perm"].numpy() if ck["perm"] is not None else None
-        eval_s, step_s, elapsed0 = float(ck["eval_s"]), float(ck["step_s"]), float(ck["elapsed_s"])
-    resumed_from = step if ck is not None else None
+        state = LoopState(
+            best_state=ck["best_state"],
+            best_val=float(ck["best_val"]),
+            curve=list(ck["curve"]),
+            step=int(ck["step"]),
+            best_step=int(ck["best_step"]),
+            epoch=int(ck["epoch"]),
+            offset=int(ck["offset"]),
+            perm=ck["perm"].numpy() if ck["perm"] is not None else None,
+            bad_evals=int(ck["bad_evals"]),
+            run_loss=float(ck["run_loss"]),
+            run_n=int(ck["run_n"]),
+            eval_s=float(ck["eval_s"]),
+            step_s=float(ck["step_s"]),
+            elapsed_s=float(ck["elapsed_s"]),
+        )
+        head_state = ck["head_state"]
+        ablation_val = dict(ck["ablation_val"])
+    resumed_from = state.step if ck is not None else None
     del ck
 
-    # the training forward: DDP around the module when data-parallel, torch.compile on request
+    # 4. the loop; the training forward: DDP around the module when data-parallel, torch.compile on request
     fwd: Any = ddp.wrap(module, dist, dev)
     if bool(tr["compile"]):
         fwd = torch.compile(fwd)
+    loop = Loop(
+        module=module,
+        fwd=fwd,
+        opt=opt,
+        sched=sched,
+        batcher=batcher,
+        train_t=split.train,
+        val_t=val_t_end,
+        horizon_w=horizon_w,
+        batch_size=bs,
+        eval_batch_size=eval_bs,
+        eval_every=max(1, min(steps_per_epoch, int(tr["eval_every_steps"]))),
+        patience=int(tr["patience"]),
+        max_epochs=int(tr["max_epochs"]),
+        max_steps=max_steps,
+        schedule_steps=schedule_steps,
+        budget_s=budget_s,
+        grad_clip=float(tr["grad_clip"]),
+        rng=rng,
+        dist=dist,
+        ckpt=ckpt,
+        fingerprint=fingerprint,
+        progress=progress,
+        extra_state={"head_state": head_state, "ablation_val": ablation_val},
+        train_horizons=int(tr["train_horizons"]) if cfg.decoder == "parallel" else 0,
+    )
+    state = loop.run(state)
+    train_seconds = state.elapsed_s
 
-    bar = None
-    if progress and dist.is_main:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=max_epochs * steps_per_epoch, initial=step, desc=f"train {grid.shape}", unit="step")
-
-    saved_at = -1  # step of the last checkpoint written
-
-    def save_state() -> None:
-        """Checkpoint the loop (rank 0); never a diverged state: the guard has run on the loss and gradients."""
-        nonlocal saved_at
-        if ckpt is None or not dist.is_main or saved_at == step:
-            return
-        _check_finite_module(module, f"at step {step}")
-        save_checkpoint(
-            ckpt,
-            {
-                "fingerprint": fingerprint,
-                "model": {k: v.detach().cpu() for k, v in module.state_dict().items()},
-                "optimizer": opt.state_dict(),
-                "step": step,
-                "epoch": epoch,
-                "offset": offset,
-                "perm": torch.from_numpy(np.asarray(perm, dtype=np.int64)) if perm is not None else None,
-                "rng": rng_states(rng),
-                "best_state": {k: v.detach().cpu() for k, v in best_state.items()},
-                "best_val": best_val,
-                "bad_evals": bad_evals,
-                "curve": curve,
-                "run_loss": run_loss,
-                "run_n": run_n,
-                "eval_s": eval_s,
-                "step_s": step_s,
-                "elapsed_s": elapsed0 + time.perf_counter() - t_loop,
-            },
-        )
-        saved_at = step
-
-    stopped = "early_stopping" if bad_evals >= patience else "max_epochs"
-    done = bad_evals >= patience  # a resumed run that had already stopped early
-    while not done and epoch < max_epochs:
-        if perm is None:  # a new epoch: the same permutation on every rank
-            perm, offset = rng.permutation(split.train), 0
-        order = ddp.shard(perm, dist)  # this rank's share
-        module.train()
-        while offset < len(order):
-            if max_steps and step >= max_steps:
-                stopped, done = "max_steps", True
-                break
-            elapsed = time.perf_counter() - t_loop
-            late = elapsed + step_s + (eval_s if (step + 1) % eval_every == 0 else 0.0) > budget_s
-            if ddp.any_rank(dist, late, dev):
-                stopped, done = "budget", True
-                break
-            t0 = time.perf_counter()
-            x, prior, y, m = batcher(order[offset : offset + bs], dev)
-            with _autocast(dev):
-                pred = fwd(x, prior)
-            loss = horizon_weighted_mse(module.normalise(pred.float()), module.normalise(y), m, horizon_w)
-            if ddp.any_rank(dist, not bool(torch.isfinite(loss)), dev):
-                raise TrainingDiverged(f"training loss is {loss.item()} (or NaN/inf on another rank) at step {step}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()  # DDP: gradients averaged over ranks here, so the guard below agrees on every rank
-            gnorm = torch.nn.utils.clip_grad_norm_(module.parameters(), float(tr["grad_clip"]))
-            if not torch.isfinite(gnorm):
-                raise TrainingDiverged(f"gradient norm is {gnorm.item()} at step {step} (epoch {epoch})")
-            opt.step()
-            step += 1
-            offset += bs
-            run_loss += float(loss.detach())
-            run_n += 1
-            dt = time.perf_counter() - t0
-            step_s = dt if step == 1 else 0.8 * step_s + 0.2 * dt
-            if bar is not None:
-                bar.update(1)
-            if step % eval_every == 0:
-                t1 = time.perf_counter()
-                module.eval()
-                val = _val_loss(module, batcher, val_t_end, eval_bs, dev, dist, horizon_w)
-                module.train()
-                eval_s = time.perf_counter() - t1
-                curve.append(
-                    {
-                        "epoch": step / steps_per_epoch,
-                        "step": step,
-                        "train_loss": run_loss / max(run_n, 1),
-                        "val_loss": val,
-                        "elapsed_s": elapsed0 + time.perf_counter() - t_loop,
-                    }
-                )
-                run_loss, run_n = 0.0, 0
-                if bar is not None:
-                    bar.set_postfix(train=f"{curve[-1]['train_loss']:.4f}", val=f"{val:.4f}", best=f"{best_val:.4f}")
-                if val < best_val:
-                    best_val, bad_evals = val, 0
-                    best_state = copy.deepcopy(module.state_dict())
-                else:
-                    bad_evals += 1
-                    if bad_evals >= patience:
-                        stopped, done = "early_stopping", True
-                save_state()
-                if done:
-                    break
-        if done:
-            break
-        epoch, perm = epoch + 1, None
-    save_state()  # where the loop stopped (budget, max_steps, ...): a later run can go on from here
-    if bar is not None:
-        bar.close()
-    train_seconds = time.perf_counter() - t_loop
-
-    module.load_state_dict(best_state)
+    module.load_state_dict(state.best_state)
     module.eval()
-    _check_finite_module(module, "after training")
-    module.to("cpu")
-    if dev.type == "cuda":
-        module.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    check_finite_module(module, "after training")
 
+    # 5. holdout scores of the model, its ablations and the baselines, on the training device
     metrics: dict[str, HorizonMetrics] = {}
+    ablation: dict[str, HorizonMetrics] = {}
     intervals = None
     if dist.is_main:  # data-parallel: the holdout is scored once, on rank 0
         # 80 % intervals from the residuals of training and validation samples (never the holdout):
         # the validation days alone can be too few to hold every kind of day (traffic.forecast.intervals)
         n_cal = 4 * int(tr["max_val_samples"])
-        val_ho = np.concatenate([_spread(split.train, n_cal), _spread(split.val, n_cal)])
+        val_ho = np.concatenate([spread(split.train, n_cal), spread(split.val, n_cal)])
         intervals = fit_intervals(
             (
-                (_predict(module, grid, te, context_steps, horizon_steps), grid.values[ti], grid.mask[ti])
+                (predict(module, grid, te, context_steps, horizon_steps), grid.values[ti], grid.mask[ti])
                 for te in np.array_split(val_ho, max(1, math.ceil(len(val_ho) / eval_bs)))
                 for ti in (target_index(te, horizon_steps),)
             ),
@@ -1011,6 +548,15 @@ def _train(
         metrics["model"] = evaluate_module(
             module, grid, holdout_days=holdout_days, batch_size=eval_bs, intervals=intervals
         )
+        ablated = copy.deepcopy(module)
+        ablated.load_state_dict(head_state)
+        ablation["base_head"] = evaluate_module(
+            ablated.set_paths("base_head"), grid, holdout_days=holdout_days, batch_size=eval_bs
+        )
+        ablation["base"] = evaluate_module(
+            ablated.set_paths("base"), grid, holdout_days=holdout_days, batch_size=eval_bs
+        )
+        del ablated
         metrics.update(
             evaluate_baselines(
                 grid,
@@ -1025,6 +571,9 @@ def _train(
                 batch_size=eval_bs,
             )
         )
+    module.to("cpu")
+    if dev.type == "cuda":
+        module.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
 
     ho = split.holdout
     obs_per_bin = grid.mask.reshape(grid.shape[0], -1).sum(axis=1)
@@ -1062,7 +611,7 @@ def _train(
         module=module,
         metrics=metrics,
         holdout=holdout,
-        learning_curve=curve,
+        learning_curve=state.curve,
         params=params,
         input_example=ex_x.astype(np.float32),
         example_forecast=ex_pred.astype(np.float32),
@@ -1072,17 +621,22 @@ def _train(
         train_window=(grid.times[first_bin].isoformat(), grid.times[last_bin].isoformat()),
         train_seconds=train_seconds,
         device=str(dev),
-        stopped_reason=stopped,
+        stopped_reason=state.stopped,
         intervals=intervals,
+        ablation=ablation,
         extra={
             "modality_weights": module.modality_weights(),
             "base": base_name,
             "base_val_rmse": base_scores,
             "head_pretrain_loss": head_loss,
+            "ablation_val_loss": ablation_val,
             "n_train_samples": len(split.train),
             "n_val_samples": len(split.val),
-            "best_val_loss": best_val,
-            "steps": step,
+            "best_val_loss": state.best_val,
+            "steps": state.step,
+            "best_step": state.best_step,
+            "max_steps": max_steps,
+            "wall_clock_cap": state.stopped == "wall_clock_cap",
             "resumed_from_step": resumed_from,
             "checkpoint": str(ckpt) if ckpt is not None else None,
             "warm_start": warm,
@@ -1092,122 +646,3 @@ def _train(
             "total_seconds": time.perf_counter() - t_start,
         },
     )
-
-
-def _module_device(module: torch.nn.Module) -> torch.device:
-    p = next(module.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-def _inference_mode(module: torch.nn.Module) -> None:
-    """``eval()`` a :class:`Forecaster`; an exported graph (pt2, from the registry) is always in inference mode."""
-    if isinstance(module, Forecaster):
-        module.eval()
-
-
-def _context_steps(module: torch.nn.Module, context_steps: int | None) -> int:
-    """Context length: given, else the module's config, else the input shape an exported graph was traced with."""
-    if context_steps is not None:
-        return int(context_steps)
-    cfg = getattr(module, "config", None)
-    if cfg is not None:
-        return int(cfg.context_steps)
-    graph = getattr(module, "graph", None)
-    for node in graph.nodes if graph is not None else ():
-        val = node.meta.get("val") if node.op == "placeholder" else None
-        if val is not None and getattr(val, "ndim", 0) == 5:
-            return int(val.shape[1])  # (B, T_in, F, H, W)
-    raise ValueError(f"cannot tell the context length of {type(module).__name__}: pass context_steps")
-
-
-def _horizon(module: torch.nn.Module, grid: GridTensor, t_in: int, horizon_steps: int | None) -> int:
-    """Bins predicted: the module's config, else one probe forecast; ``horizon_steps`` must agree."""
-    cfg = getattr(module, "config", None)
-    if cfg is not None:
-        h_out = int(cfg.horizon)
-    else:
-        h_out = _predict(module, grid, np.array([t_in - 1]), t_in, horizon_steps or 1).shape[1]
-    if horizon_steps is not None and horizon_steps != h_out:
-        raise ValueError(f"horizon_steps={horizon_steps} but the module predicts {h_out} bins")
-    return h_out
-
-
-@torch.no_grad()
-def _predict(module: torch.nn.Module, grid: GridTensor, t_end: np.ndarray, t_in: int, horizon: int) -> np.ndarray:
-    dev = _module_device(module)
-    x = torch.from_numpy(build_inputs(grid, t_end, t_in, horizon)).to(dev)
-    with _autocast(dev):
-        pred = module(x)
-    pred = pred.float().cpu().numpy()
-    if pred.ndim != 5 or pred.shape[0] != len(t_end) or pred.shape[2:] != grid.shape[1:]:
-        raise ValueError(f"module output {pred.shape} is not (B, H_out, C, H, W) for the grid {grid.shape}")
-    if not np.isfinite(pred).all():
-        raise TrainingDiverged(f"the module forecast NaN/inf for samples ending at bins {t_end[:3].tolist()}...")
-    return pred
-
-
-def evaluate_module(
-    module: torch.nn.Module,
-    grid: GridTensor,
-    *,
-    holdout_days: float,
-    context_steps: int | None = None,
-    horizon_steps: int | None = None,
-    batch_size: int = 32,
-    intervals: IntervalModel | None = None,
-) -> HorizonMetrics:
-    """Score ``module`` on the holdout of ``grid`` (the same definition and metrics as training).
-
-    Parameters
-    ----------
-    module : torch.nn.Module
-        A :class:`~traffic.model.Forecaster` or the exported graph the registry loads back.
-    grid : GridTensor
-    holdout_days : float
-    context_steps, horizon_steps : int, optional
-        Default to the module's own; a ``horizon_steps`` the module does not predict is an error.
-    batch_size : int
-    intervals : IntervalModel, optional
-        When given, ``coverage`` holds the share of observed holdout targets inside its bounds.
-
-    Returns
-    -------
-    HorizonMetrics
-    """
-    _inference_mode(module)
-    t_in = _context_steps(module, context_steps)
-    h_out = _horizon(module, grid, t_in, horizon_steps)
-    ho = holdout_indices(grid, context_steps=t_in, horizon_steps=h_out, holdout_days=holdout_days)
-    if len(ho) == 0:
-        raise ValueError(f"no holdout samples in grid {grid.shape} for holdout_days={holdout_days}")
-    acc = MetricAccumulator(h_out)
-    cov = CoverageAccumulator(h_out)
-    for s in range(0, len(ho), batch_size):
-        te = ho[s : s + batch_size]
-        tidx = target_index(te, h_out)
-        pred = _predict(module, grid, te, t_in, h_out)
-        acc.update(pred, grid.values[tidx], grid.mask[tidx])
-        if intervals is not None:
-            cov.update(*intervals.bounds(pred), grid.values[tidx], grid.mask[tidx])
-    out = acc.result()
-    if intervals is not None:
-        out.coverage = cov.result()
-    return out
-
-
-def forecast(
-    module: torch.nn.Module, grid: GridTensor, issued_index: int, *, context_steps: int | None = None
-) -> np.ndarray:
-    """Forecast ``(H_out, C, H, W)`` in original units for the bins after bin ``issued_index`` of ``grid``.
-
-    ``issued_index`` is the last bin of the context (negative counts from the end, -1 = last bin).
-    ``module`` is a :class:`~traffic.model.Forecaster` or the exported graph the registry loads
-    back (its context length is read from the traced input shape unless ``context_steps`` is given).
-    """
-    n_t = grid.shape[0]
-    i = issued_index + n_t if issued_index < 0 else issued_index
-    _inference_mode(module)
-    t_in = _context_steps(module, context_steps)
-    if not (t_in - 1 <= i < n_t):
-        raise ValueError(f"issued_index {issued_index} needs {t_in - 1} <= index < {n_t} (grid of {n_t} bins)")
-    return _predict(module, grid, np.array([i]), t_in, 1)[0]

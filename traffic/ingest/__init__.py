@@ -5,8 +5,9 @@ Public API::
     ingest_registry(city, feed) -> dict
     available_dates(city, feed) -> list[str]
     ingest_partition(city, feed, date) -> dict
-    ingest_range(city, feed, start, end, progress=False) -> list[dict]
-    IngestError                    # unreadable file / schema drift (names file, column, expectation)
+    ingest_range(city, feed, start, end, progress=False) -> list[dict]   # + the undated report
+    IngestError                    # file-level fault: unreadable, truncated, wrong delimiter, schema
+                                   # drift, a registry losing too many sources (file, column, value, allowed)
     REASONS, REGISTRY_REASONS      # quarantine / registry rejection reason codes, in check order
 """
 

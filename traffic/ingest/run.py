@@ -10,11 +10,21 @@ Lake outputs (hive keys ``city=``, ``feed=``, ``date=`` = local date)::
     registry/.../registry.parquet     REGISTRY_SCHEMA, WKB in EPSG:4326, metadata ``version``
     registry/.../rejected.parquet     sources kept out (REJECTED_SCHEMA, with reason)
     observations/.../part.parquet     accepted rows, OBSERVATION_SCHEMAS[kind], sorted (source_id, timestamp)
-    quarantine/.../part.parquet       QUARANTINE_SCHEMA (reason + the landing row as JSON)
+    quarantine/.../part.parquet       QUARANTINE_SCHEMA (reason + the row as delivered, JSON)
     quality/.../report.json           counts per partition
 
 Rows whose timestamp is missing or unparseable have no local date: they go to the
 quarantine and quality partitions ``date=undated`` (written only when there are any).
+
+A quarantine row keeps the delivered values *as delivered* (``row``: the delivered
+fields under their delivered names, CSV cells as text, Parquet values as stored, ``inf``
+as ``"inf"``, plus ``_line`` for a CSV), never the converted landing values (no km/h, no
+counts x uptime). A file-level fault (unreadable, truncated, wrong delimiter, schema
+drift, a line count that does not fit a timestamp-less feed) raises
+:class:`~traffic.landing.readers.IngestError` before anything is written.
+
+Temporary files that a killed run left in the feed's partitions are removed when the
+next run starts (:func:`traffic.lake.remove_stale_temporaries`).
 
 Partial days (``until``, see :mod:`traffic.intraday`): only rows with a timestamp before
 ``until`` are kept, as if the feed had delivered nothing later yet. A day that ``until``
@@ -41,9 +51,17 @@ import shapely
 
 from traffic import intraday, lake
 from traffic.config import CityConfig, FeedConfig
-from traffic.ingest.validate import REASONS, check_observations, check_registry, normalise_timestamps, timestamp_us
-from traffic.landing.adapters import read_observations, read_registry
+from traffic.ingest.validate import (
+    REASONS,
+    REGISTRY_REASONS,
+    check_observations,
+    check_registry,
+    normalise_timestamps,
+    timestamp_us,
+)
+from traffic.landing.adapters import read_delivery, read_observations, read_registry
 from traffic.landing.contract import OBSERVATION_SCHEMAS, QUARANTINE_SCHEMA, REGISTRY_SCHEMA, TS_TYPE
+from traffic.landing.readers import IngestError
 
 #: Sources kept out of the registry, and why.
 REJECTED_SCHEMA = pa.schema(
@@ -59,6 +77,8 @@ UNDATED = "undated"
 REGISTRY_FILE = "registry.parquet"
 _GEO_TYPE_NAMES = {0: "Point", 1: "LineString", 3: "Polygon", 4: "MultiPoint", 5: "MultiLineString", 6: "MultiPolygon"}
 REJECTED_FILE = "rejected.parquet"
+#: Default of feed option ``registry_max_rejected_share``: a registry losing more than this fails ingest.
+REGISTRY_MAX_REJECTED_SHARE = 0.5
 
 
 # --------------------------------------------------------------------------------------
@@ -154,11 +174,16 @@ def ingest_registry(city: CityConfig, feed: FeedConfig) -> dict[str, Any]:
     Raises
     ------
     IngestError
-        The registry file is unreadable or lacks id/geometry columns.
+        The registry file is unreadable or lacks id/geometry columns, or it loses more
+        than feed option ``registry_max_rejected_share`` (default
+        :data:`REGISTRY_MAX_REJECTED_SHARE`) of its sources (:func:`check_registry_loss`);
+        nothing is written then and the lake keeps the previous registry.
     """
     frame = read_registry(feed)
     registry, rejected, version = registry_tables(frame)
+    check_registry_loss(feed, registry, rejected)
     folder = lake.partition("registry", city=city.name, feed=feed.name)
+    lake.remove_stale_temporaries(folder)
     path = lake.write_table(
         registry,
         folder / REGISTRY_FILE,
@@ -174,6 +199,108 @@ def ingest_registry(city: CityConfig, feed: FeedConfig) -> dict[str, Any]:
         "rejected_path": str(rejected_path),
         "by_reason": {r: reasons.count(r) for r in sorted(set(reasons))},
     }
+
+
+def _max_rejected_share(feed: FeedConfig) -> float:
+    raw = feed.options.get("registry_max_rejected_share", REGISTRY_MAX_REJECTED_SHARE)
+    try:
+        share = float(raw)
+    except (TypeError, ValueError):
+        share = -1.0
+    if not 0 <= share <= 1:
+        raise IngestError(
+            f"feed {feed.name!r}: option `registry_max_rejected_share` = {raw!r}; expected a number from 0 to 1",
+            file=feed.path("registry"),
+            column="registry_max_rejected_share",
+            value=str(raw),
+            allowed="a number from 0 to 1",
+        )
+    return share
+
+
+def registry_hint(rejected: pa.Table) -> str:
+    """What most likely went wrong with a registry, from its rejected sources (empty if nothing specific).
+
+    Parameters
+    ----------
+    rejected : pyarrow.Table
+        :data:`REJECTED_SCHEMA` rows.
+
+    Returns
+    -------
+    str
+    """
+    reasons = rejected.column("reason").to_pylist()
+    if not reasons:
+        return ""
+    top = max(set(reasons), key=reasons.count)
+    if top == "out_of_bounds":
+        wkt = [w for w, r in zip(rejected.column("geometry_wkt").to_pylist(), reasons, strict=True) if r == top and w]
+        geoms = shapely.from_wkt(np.array(wkt, dtype=object), on_invalid="ignore")
+        b = shapely.bounds(geoms)
+        b = b[np.isfinite(b).all(axis=1)]
+        if len(b):
+            x, y = float(np.median(b[:, 0])), float(np.median(b[:, 1]))
+            if abs(x) > 360 or abs(y) > 360:
+                return (
+                    f"coordinates look projected (e.g. x={x:.1f}, y={y:.1f}, metres rather than degrees): "
+                    "deliver GeoParquet/GeoJSON with a CRS, or declare `registry_crs` (e.g. 'EPSG:25833') "
+                    "in the feed's [feeds.options]"
+                )
+            if abs(x) <= 90 and abs(y) <= 180:
+                return f"longitude and latitude look swapped (e.g. lon={x:.5f}, lat={y:.5f}): swap the two columns"
+        return "coordinates are outside WGS84 degrees (lon -180..180, lat -90..90)"
+    if top == "missing_geometry":
+        return "the geometry is empty for most sources: check the lon/lat (or geometry) columns are filled"
+    if top in ("invalid_geometry", "empty_geometry"):
+        return "most geometries cannot be parsed: deliver WKT, WKB or GeoJSON geometries in WGS84"
+    if top == "unsupported_geometry_type":
+        return "sources must be points or (multi)lines, not polygons"
+    if top == "duplicate_source_id":
+        return "most source ids repeat: check the id column is the detector/segment id"
+    if top == "missing_source_id":
+        return "the source_id column is empty for most sources"
+    return ""
+
+
+def check_registry_loss(feed: FeedConfig, registry: pa.Table, rejected: pa.Table) -> None:
+    """Refuse a registry that loses more than the feed's allowed share of its sources.
+
+    Parameters
+    ----------
+    feed : FeedConfig
+        Option ``registry_max_rejected_share`` (default :data:`REGISTRY_MAX_REJECTED_SHARE`).
+    registry, rejected : pyarrow.Table
+        Kept and rejected sources (:func:`registry_tables`).
+
+    Raises
+    ------
+    IngestError
+        Names the registry file, the rejections per reason, examples and a hint.
+    """
+    total = registry.num_rows + rejected.num_rows
+    share = _max_rejected_share(feed)
+    if total == 0:
+        raise IngestError(
+            f"{feed.path('registry')}: the registry has no sources; expected at least one",
+            file=feed.path("registry"),
+        )
+    if rejected.num_rows <= share * total:
+        return
+    reasons = rejected.column("reason").to_pylist()
+    counts = {r: reasons.count(r) for r in REGISTRY_REASONS if r in reasons}
+    ids = [i for i in rejected.column("source_id").to_pylist()[:3]]
+    hint = registry_hint(rejected)
+    file = feed.path("registry")
+    raise IngestError(
+        f"{file}: registry rejects {rejected.num_rows} of {total} sources "
+        f"({rejected.num_rows / total:.0%}, more than the allowed {share:.0%} of option "
+        f"`registry_max_rejected_share`): {counts}, e.g. source ids {ids}" + (f"; {hint}" if hint else ""),
+        file=file,
+        column="geometry" if "out_of_bounds" in counts or "missing_geometry" in counts else None,
+        value=str(counts),
+        allowed=f"at most {share:.0%} of the sources rejected",
+    )
 
 
 def registry_sources(city: CityConfig, feed: FeedConfig) -> tuple[np.ndarray, str]:
@@ -202,20 +329,6 @@ def _dates(start: str, end: str) -> list[str]:
     if last < first:
         raise ValueError(f"end {end!r} is before start {start!r}")
     return [d.strftime("%Y-%m-%d") for d in pd.date_range(first, last, freq="D")]
-
-
-def _row_json(landing: pd.DataFrame) -> np.ndarray:
-    """The landing rows as JSON objects (timestamp as delivered, local text)."""
-    if len(landing) == 0:
-        return np.array([], dtype=object)
-    rows = landing.reset_index(drop=True)
-    ts = rows["timestamp"]
-    if isinstance(ts.dtype, pd.DatetimeTZDtype):
-        rows["timestamp"] = ts.dt.strftime("%Y-%m-%dT%H:%M:%S%z")
-    elif pd.api.types.is_datetime64_dtype(ts.dtype):
-        rows["timestamp"] = ts.dt.strftime("%Y-%m-%dT%H:%M:%S")
-    text = rows.to_json(orient="records", lines=True, double_precision=15, force_ascii=False)
-    return np.array(text.rstrip("\n").split("\n"), dtype=object)
 
 
 def _observation_table(checked: pd.DataFrame, kind: str) -> pa.Table:
@@ -253,6 +366,7 @@ def _report(
     quarantined: pa.Table,
     version: str,
     until: pd.Timestamp | None = None,
+    marked: int = 0,
 ) -> dict[str, Any]:
     reasons = pd.Series(quarantined.column("reason").to_numpy(zero_copy_only=False), dtype="string").value_counts()
     ts = accepted.column("timestamp").cast(pa.int64()).to_numpy()
@@ -266,6 +380,7 @@ def _report(
         "rows_accepted": accepted.num_rows,
         "rows_quarantined": quarantined.num_rows,
         "by_reason": {code: int(reasons.get(code, 0)) for code in REASONS},
+        "values_marked_missing": int(marked),
         "n_sources": int(pc.count_distinct(accepted.column("source_id")).as_py()),
         "first_timestamp": _iso(int(ts.min())) if len(ts) else None,
         "last_timestamp": _iso(int(ts.max())) if len(ts) else None,
@@ -352,12 +467,17 @@ def ingest_range(
     Returns
     -------
     list of dict
-        One report per date (in date order), each with the written paths.
+        One report per date (in date order), each with the written paths, then the
+        report of the ``date=undated`` partition when rows without a usable timestamp
+        were quarantined (``date == UNDATED``): the reports together reconcile
+        ``rows_read = rows_accepted + rows_quarantined``.
 
     Raises
     ------
     IngestError
-        Unreadable raw file or schema drift.
+        File-level fault (unreadable, truncated, wrong delimiter, schema drift, a line
+        count that does not fit a timestamp-less feed) or a registry that loses too many
+        sources; nothing is written for the delivery.
     ValueError
         Bad dates, a bad ``until``, or a date that begins at or after ``until``.
     """
@@ -366,10 +486,15 @@ def ingest_range(
     days = _dates(start, end)
     cut = None if until is None else intraday.parse_until(until, city.timezone)
     day_until = [intraday.until_for_day(d, cut, city.timezone) for d in days]  # raises for days after the cut
+    keys = {"city": city.name, "feed": feed.name}
+    for dataset in ("observations", "quarantine", "quality"):  # what a killed run left behind
+        lake.remove_stale_temporaries(lake.partition(dataset, **keys), recursive=True)
     known, version = registry_sources(city, feed)
-    landing = read_observations(feed)
-    checked = check_observations(landing, tz=city.timezone, known_sources=known)
+    delivery = read_delivery(feed)  # file-level faults raise here, before anything is written
+    landing = delivery.frame
+    checked = check_observations(landing, tz=city.timezone, known_sources=known, future_slack_s=city.bin_seconds)
     n = len(checked)
+    marked = np.where(pd.isna(checked["reason"].to_numpy(dtype=object, na_value=None)), landing["marked"], 0)
 
     reason = checked["reason"].to_numpy(dtype=object, na_value=None)
     rejected = pd.notna(reason)
@@ -397,12 +522,11 @@ def ingest_range(
             pa.array(reason[q_rows], pa.string()),
             table.column("source_id").take(q_rows),
             table.column("timestamp").take(q_rows),
-            pa.array(_row_json(landing.iloc[q_rows]), pa.string()),
+            pa.array(delivery.records(q_rows), pa.string()),
         ],
         schema=QUARANTINE_SCHEMA,
     )
 
-    keys = {"city": city.name, "feed": feed.name}
     reports = []
     for i, day in enumerate(tqdm(days, desc=f"ingest {city.name}/{feed.name}", unit="day", disable=not progress)):
         part = order[bounds[i] : bounds[i + 1]]
@@ -410,14 +534,34 @@ def ingest_range(
         accepted = table.take(part[~bad])
         quarantined = q_table.take(q_pos[part[bad]])
         reports.append(
-            _write_day(city, feed, day, accepted, quarantined, version, keys, rows_read=len(part), until=day_until[i])
+            _write_day(
+                city,
+                feed,
+                day,
+                accepted,
+                quarantined,
+                version,
+                keys,
+                rows_read=len(part),
+                until=day_until[i],
+                marked=int(marked[part].sum()),
+            )
         )
 
     undated_rows = np.flatnonzero(undated)
     if len(undated_rows):
         order_u = undated_rows[np.lexsort((undated_rows, src_code[undated_rows]))]
-        _write_day(
-            city, feed, UNDATED, table.slice(0, 0), q_table.take(q_pos[order_u]), version, keys, rows_read=len(order_u)
+        reports.append(
+            _write_day(
+                city,
+                feed,
+                UNDATED,
+                table.slice(0, 0),
+                q_table.take(q_pos[order_u]),
+                version,
+                keys,
+                rows_read=len(order_u),
+            )
         )
     else:
         for dataset in ("quarantine", "quality"):
@@ -425,7 +569,8 @@ def ingest_range(
             if stale.exists():
                 for f in stale.iterdir():
                     f.unlink()
-                stale.rmdir()
+                if stale.exists():  # an object store has no folder once its objects are gone
+                    stale.rmdir()
     return reports
 
 
@@ -440,8 +585,9 @@ def _write_day(
     *,
     rows_read: int,
     until: pd.Timestamp | None = None,
+    marked: int = 0,
 ) -> dict[str, Any]:
-    report = _report(city, feed, day, accepted, quarantined, version, until)
+    report = _report(city, feed, day, accepted, quarantined, version, until, marked)
     if report["rows_read"] != rows_read or rows_read != report["rows_accepted"] + report["rows_quarantined"]:
         raise AssertionError(
             f"{city.name}/{feed.name} {day}: rows_read {rows_read} != accepted {report['rows_accepted']} "

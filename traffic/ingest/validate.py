@@ -9,23 +9,37 @@ Observation reason codes, in the order they are checked (a row with several prob
 gets the first one):
 
 =========================  =================================================================
+``wrong_field_count``       a CSV line with more or fewer fields than the header (the adapter
+                            cannot tell which value belongs to which column)
 ``missing_timestamp``       no timestamp, or text that is not ISO 8601
 ``nonexistent_local_time``  naive local time inside the skipped spring-forward DST hour
+``future_timestamp``        starts later than the delivery (its file's modification time)
+                            plus one time bin of the city
 ``unknown_source``          ``source_id`` empty or not in the feed's registry
+``unparseable_value``       a measurement or ``interval_s`` cell that is not a number
 ``bad_interval``            ``interval_s`` missing, not an integer, <= 0 or > 86400
+``marked_missing``          no measurement value, and at least one cell said so explicitly
+                            (``N/A``, ``NaN``, ``null`` ...; see
+                            :data:`traffic.landing.readers.MISSING_MARKERS`)
 ``all_values_null``         every measurement column is null (``uptime`` does not count)
 ``negative_count``          a count (``count``, ``car``, ``heavy``, ``bike``, ``pedestrian``)
                             is negative or infinite
 ``speed_out_of_range``      ``speed_kmh`` <= 0 or > 200 (a 0 speed is a detector fault)
 ``occupancy_out_of_range``  ``occupancy`` < 0 or > 1
 ``uptime_out_of_range``     ``uptime`` < 0 or > 1 + :data:`UPTIME_TOLERANCE`
-``duplicate``               same ``source_id`` and UTC ``timestamp`` as an earlier row that
-                            passed every other rule (the first is kept)
+``zero_uptime``             ``uptime`` is 0: the camera did not count, so its counts say
+                            nothing (kept as delivered in the quarantine, never as zeros)
+``duplicate``               same ``source_id``, UTC ``timestamp`` and values as an earlier
+                            row that passed every other rule (the first is kept)
+``conflicting_duplicate``   same ``source_id`` and UTC ``timestamp`` as an earlier accepted
+                            row, but other values (the first is kept)
 =========================  =================================================================
 
-A null in an individual measurement column is *not* a reason: the columns are nullable.
-``duplicate`` is checked last, among rows that passed every other rule, so a broken
-first copy never costs the good second copy.
+A null (blank) in an individual measurement column is *not* a reason: the columns are
+nullable. A missing marker next to real values in the same row is null as well; the
+quality report counts such cells (``values_marked_missing``). ``duplicate`` and
+``conflicting_duplicate`` are checked last, among rows that passed every other rule, so
+a broken first copy never costs the good second copy.
 
 Registry reason codes, in order: ``missing_source_id``, ``missing_geometry``,
 ``empty_geometry``, ``invalid_geometry`` (unparseable or not valid per GEOS),
@@ -192,11 +206,14 @@ class RuleContext:
         bool per row: True while no earlier rule has claimed the row.
     source_codes : numpy.ndarray
         int64 per row: ``pandas.factorize`` codes of ``source_id`` (-1 for NA).
+    future_slack_us : int
+        How far (microseconds) a row may start after its delivery time (one time bin).
     """
 
     known_sources: pd.Index
     pending: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     source_codes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    future_slack_us: int = 0
 
 
 @dataclass(frozen=True)
@@ -230,6 +247,24 @@ def _nonexistent(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
     return f["nonexistent"].to_numpy(dtype=bool)
 
 
+def _fault(code: str) -> Callable[[pd.DataFrame, RuleContext], np.ndarray]:
+    def check(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
+        if "fault" not in f.columns:
+            return np.zeros(len(f), dtype=bool)
+        return (f["fault"] == code).fillna(False).to_numpy(dtype=bool)
+
+    return check
+
+
+def _future(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
+    if "delivered_at" not in f.columns:
+        return np.zeros(len(f), dtype=bool)
+    ts = timestamp_us(f["timestamp"])
+    at = timestamp_us(f["delivered_at"])
+    nat = np.iinfo(np.int64).min
+    return (ts != nat) & (at != nat) & (ts > at + ctx.future_slack_us)
+
+
 def _unknown_source(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
     sid = f["source_id"]
     return (sid.isna() | ~sid.isin(ctx.known_sources)).to_numpy(dtype=bool)
@@ -243,13 +278,23 @@ def _bad_interval(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
         return ~((v > 0) & (v <= MAX_INTERVAL_S) & (v == np.round(v)))
 
 
-def _all_values_null(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
+def _no_value(f: pd.DataFrame) -> np.ndarray:
     present = np.zeros(len(f), dtype=bool)
     for name in VALUE_COLUMNS:
         v = _col(f, name)
         if v is not None:
             present |= ~np.isnan(v)
     return ~present
+
+
+def _marked_missing(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
+    if "marked" not in f.columns:
+        return np.zeros(len(f), dtype=bool)
+    return _no_value(f) & (f["marked"].to_numpy(dtype=np.int64) > 0)
+
+
+def _all_values_null(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
+    return _no_value(f)
 
 
 def _negative_count(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
@@ -268,27 +313,64 @@ def _uptime(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
     return _any_of(f, ("uptime",), lambda v: (v < 0) | (v > 1 + UPTIME_TOLERANCE))
 
 
-def _duplicate(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
-    out = np.zeros(len(f), dtype=bool)
+def _zero_uptime(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
+    return _any_of(f, ("uptime",), lambda v: v == 0)
+
+
+def _copies(f: pd.DataFrame, ctx: RuleContext) -> tuple[np.ndarray, np.ndarray]:
+    """Later copies among pending rows (same source, same instant) and whether each equals the kept first."""
+    later = np.zeros(len(f), dtype=bool)
+    same = np.zeros(len(f), dtype=bool)
     idx = np.flatnonzero(ctx.pending)
-    if len(idx):
-        sub = pd.DataFrame({"s": ctx.source_codes[idx], "t": timestamp_us(f["timestamp"])[idx]})
-        out[idx] = sub.duplicated(keep="first").to_numpy(dtype=bool)
-    return out
+    if len(idx) == 0:
+        return later, same
+    key = pd.DataFrame({"s": ctx.source_codes[idx], "t": timestamp_us(f["timestamp"])[idx]})
+    group = key.groupby(["s", "t"], sort=False).ngroup().to_numpy()
+    _, first = np.unique(group, return_index=True)  # ngroup numbers groups 0..G-1
+    kept = idx[first[group]]
+    dup = kept != idx
+    equal = np.ones(len(idx), dtype=bool)
+    for name in ("interval_s",) + VALUE_COLUMNS + ("uptime",):
+        v = _col(f, name)
+        if v is not None:
+            a, b = v[idx], v[kept]
+            equal &= (a == b) | (np.isnan(a) & np.isnan(b))
+    later[idx] = dup
+    same[idx] = dup & equal
+    return later, same
+
+
+def _duplicate(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
+    return _copies(f, ctx)[1]
+
+
+def _conflicting_duplicate(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
+    later, same = _copies(f, ctx)
+    return later & ~same
 
 
 #: Observation rules in the order they are applied (the first violated rule names the row).
 RULES: tuple[Rule, ...] = (
+    Rule("wrong_field_count", "a CSV line with more or fewer fields than the header", _fault("wrong_field_count")),
     Rule("missing_timestamp", "no timestamp, or text that is not ISO 8601", _missing_timestamp),
     Rule("nonexistent_local_time", "naive local time in the skipped DST hour", _nonexistent),
+    Rule("future_timestamp", "starts after the delivery time plus one time bin", _future),
     Rule("unknown_source", "source_id empty or not in the registry", _unknown_source),
+    Rule("unparseable_value", "a measurement or interval_s cell that is not a number", _fault("unparseable_value")),
     Rule("bad_interval", f"interval_s missing, not an integer, <= 0 or > {MAX_INTERVAL_S}", _bad_interval),
+    Rule("marked_missing", "no measurement value; a cell said N/A (or another missing marker)", _marked_missing),
     Rule("all_values_null", "every measurement column is null", _all_values_null),
     Rule("negative_count", "a count is negative or infinite", _negative_count),
     Rule("speed_out_of_range", f"speed_kmh <= 0 or > {SPEED_MAX_KMH:g}", _speed),
     Rule("occupancy_out_of_range", "occupancy < 0 or > 1", _occupancy),
     Rule("uptime_out_of_range", f"uptime < 0 or > {1 + UPTIME_TOLERANCE:g}", _uptime),
-    Rule("duplicate", "same source_id and UTC timestamp as an earlier accepted row", _duplicate),
+    Rule("zero_uptime", "uptime is 0: the camera did not count", _zero_uptime),
+    Rule("duplicate", "same source_id, UTC timestamp and values as an earlier accepted row", _duplicate),
+    Rule(
+        "conflicting_duplicate",
+        "same source_id and UTC timestamp as an earlier accepted row, other values",
+        _conflicting_duplicate,
+    ),
 )
 #: Reason codes in rule order.
 REASONS: tuple[str, ...] = tuple(r.code for r in RULES)
@@ -302,7 +384,7 @@ def _labels(codes: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
     return out
 
 
-def validate(frame: pd.DataFrame, known_sources: Iterable[str]) -> pd.Series:
+def validate(frame: pd.DataFrame, known_sources: Iterable[str], *, future_slack_s: int = 0) -> pd.Series:
     """Reason code per row of a normalised frame (NA = accepted).
 
     Parameters
@@ -313,6 +395,8 @@ def validate(frame: pd.DataFrame, known_sources: Iterable[str]) -> pd.Series:
         columns are skipped by their rules).
     known_sources : iterable of str
         Source ids of the registry.
+    future_slack_s : int
+        Seconds a row may start after its ``delivered_at`` (one time bin of the city).
 
     Returns
     -------
@@ -324,6 +408,7 @@ def validate(frame: pd.DataFrame, known_sources: Iterable[str]) -> pd.Series:
         known_sources=pd.Index(pd.Series(list(known_sources), dtype="string")),
         pending=np.ones(n, dtype=bool),
         source_codes=pd.factorize(frame["source_id"])[0],
+        future_slack_us=int(future_slack_s) * 1_000_000,
     )
     codes = np.full(n, -1, dtype=np.int16)
     for i, rule in enumerate(RULES):
@@ -334,18 +419,23 @@ def validate(frame: pd.DataFrame, known_sources: Iterable[str]) -> pd.Series:
     return pd.Series(out, index=frame.index, dtype="string")
 
 
-def check_observations(landing: pd.DataFrame, *, tz: str, known_sources: Iterable[str]) -> pd.DataFrame:
+def check_observations(
+    landing: pd.DataFrame, *, tz: str, known_sources: Iterable[str], future_slack_s: int = 0
+) -> pd.DataFrame:
     """Normalise timestamps and validate a landing frame.
 
     Parameters
     ----------
     landing : pandas.DataFrame
         Landing observation frame (``source_id``, ``timestamp`` as delivered,
-        ``interval_s``, measurement columns).
+        ``interval_s``, measurement columns; optionally the adapter's ``fault``,
+        ``marked`` and ``delivered_at``, see :class:`traffic.landing.adapters.Delivery`).
     tz : str
         IANA timezone of the city.
     known_sources : iterable of str
         Source ids of the registry.
+    future_slack_s : int
+        Seconds a row may start after its delivery time (the city's time bin).
 
     Returns
     -------
@@ -356,7 +446,7 @@ def check_observations(landing: pd.DataFrame, *, tz: str, known_sources: Iterabl
     """
     times = normalise_timestamps(landing["source_id"], landing["timestamp"], tz)
     frame = landing.drop(columns=["timestamp"]).join(times)
-    frame["reason"] = validate(frame, known_sources)
+    frame["reason"] = validate(frame, known_sources, future_slack_s=future_slack_s)
     return frame
 
 

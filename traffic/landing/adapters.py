@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,11 +37,16 @@ from traffic.config import FeedConfig
 from traffic.landing.contract import OBSERVATION_SCHEMAS
 from traffic.landing.readers import (
     CSV_SUFFIXES,
+    DELIMITER_NAMES,
+    DRIFT_SHARE,
     PARQUET_SUFFIXES,
+    CsvText,
     IngestError,
     file_format,
     numeric_column,
+    parse_numbers,
     read_csv,
+    read_csv_text,
     read_parquet,
     require_columns,
     resolve_files,
@@ -51,6 +58,32 @@ MPH_TO_KMH = 1.609344
 MEASUREMENTS: dict[str, tuple[str, ...]] = {
     kind: tuple(n for n in schema.names if n not in ("source_id", "timestamp", "interval_s"))
     for kind, schema in OBSERVATION_SCHEMAS.items()
+}
+
+#: Feed options (``[feeds.options]``) each adapter understands, with what they mean
+#: (for config validation and the README). ``registry_max_rejected_share`` applies to every adapter.
+ADAPTER_OPTIONS: dict[str, dict[str, str]] = {
+    "telraam": {
+        "interval_s": "seconds one row covers (default 3600)",
+        "counts_extrapolated": "the *_total counts are extrapolated to the full hour (default true)",
+        "registry_max_rejected_share": "share of rejected sources (0..1) above which ingest fails (default 0.5)",
+    },
+    "metr_la": {
+        "start_local": "local wall-clock time of the first line (required)",
+        "interval_s": "seconds between lines (required)",
+        "end_local": "local time the file ends (exclusive) when it does not cover whole days",
+        "csv_delimiter": "field delimiter of the observation CSV (default ',')",
+        "registry_csv_delimiter": "field delimiter of the registry CSV (default ',')",
+        "registry_crs": "CRS of the registry's longitude/latitude columns when not WGS84, e.g. 'EPSG:2229'",
+        "registry_max_rejected_share": "share of rejected sources (0..1) above which ingest fails (default 0.5)",
+    },
+    "canonical": {
+        "interval_s": "seconds every row covers, when the files have no interval_s column",
+        "csv_delimiter": "field delimiter of the observation CSVs (default ',')",
+        "registry_csv_delimiter": "field delimiter of a CSV registry (default ',')",
+        "registry_crs": "CRS of a CSV registry (or a vector file without one) when not WGS84, e.g. 'EPSG:25833'",
+        "registry_max_rejected_share": "share of rejected sources (0..1) above which ingest fails (default 0.5)",
+    },
 }
 
 #: Telraam parquet column -> landing column.
@@ -149,10 +182,162 @@ def _option(feed: FeedConfig, key: str, file: str) -> object:
 
 
 # --------------------------------------------------------------------------------------
+# deliveries: the landing frame plus what a quarantine row needs
+
+
+@dataclass
+class Delivery:
+    """What an adapter read: the landing frame, per-row faults and the delivered values.
+
+    Attributes
+    ----------
+    frame : pandas.DataFrame
+        The landing frame (columns of ``OBSERVATION_SCHEMAS[kind]``, file order) plus
+        ``fault`` (``string``: ``wrong_field_count`` or ``unparseable_value`` where the
+        adapter could not read a row, NA elsewhere), ``marked`` (int16: cells of the row
+        that held a missing marker such as ``N/A``) and ``delivered_at``
+        (``datetime64[us, UTC]``: modification time of the row's file, NaT if unknown).
+    records : callable
+        ``records(rows)`` -> JSON object text per landing row position: the delivered
+        fields under their delivered names, as delivered (CSV text, Parquet values;
+        ``inf`` as the text ``"inf"``), plus ``_line`` (1-based line in a CSV file).
+    """
+
+    frame: pd.DataFrame
+    records: Callable[[np.ndarray], list[str]]
+
+
+def _fault_codes(garbage: np.ndarray) -> np.ndarray:
+    """object array: ``unparseable_value`` where ``garbage``, None elsewhere (same shape)."""
+    out = np.full(garbage.shape, None, dtype=object)
+    out[garbage] = "unparseable_value"
+    return out
+
+
+def _no_records(rows: np.ndarray) -> list[str]:
+    return ["{}" for _ in range(len(rows))]
+
+
+def _delivery(
+    frame: pd.DataFrame,
+    fault: np.ndarray,
+    marked: np.ndarray,
+    delivered_at: pd.Timestamp | None,
+    records: Callable[[np.ndarray], list[str]] | None,
+) -> Delivery:
+    frame = frame.reset_index(drop=True)
+    frame["fault"] = pd.array(list(fault), dtype="string") if len(fault) else pd.array([], dtype="string")
+    frame["marked"] = np.asarray(marked, dtype=np.int16)
+    at = np.datetime64("NaT", "us") if delivered_at is None else np.datetime64(delivered_at.tz_convert(None), "us")
+    frame["delivered_at"] = pd.Series(
+        np.full(len(frame), at, dtype="datetime64[us]"), index=frame.index
+    ).dt.tz_localize("UTC")
+    return Delivery(frame, records or _no_records)
+
+
+def _combine(parts: list[Delivery]) -> Delivery:
+    if len(parts) == 1:
+        return parts[0]
+    offsets = np.cumsum([0] + [len(p.frame) for p in parts])
+    frame = pd.concat([p.frame for p in parts], ignore_index=True)
+
+    def records(rows: np.ndarray) -> list[str]:
+        rows = np.asarray(rows, dtype=np.int64)
+        which = np.searchsorted(offsets, rows, side="right") - 1
+        out = np.empty(len(rows), dtype=object)
+        for k in np.unique(which):
+            sel = which == k
+            out[sel] = parts[k].records(rows[sel] - offsets[k])
+        return out.tolist()
+
+    return Delivery(frame, records)
+
+
+def _delivered_at(path: Any) -> pd.Timestamp | None:
+    """Modification time of a delivered file (the delivery time of its rows), None if unknown."""
+    try:
+        mtime = path.stat().st_mtime
+    except (OSError, AttributeError, NotImplementedError, ValueError):
+        return None
+    if mtime is None:
+        return None
+    return pd.Timestamp(float(mtime), unit="s", tz="UTC").floor("us")
+
+
+def _json_value(v: Any) -> Any:
+    if v is None or v is pd.NA or v is pd.NaT:
+        return None
+    if isinstance(v, float | np.floating):
+        f = float(v)
+        if np.isnan(f):
+            return None
+        if np.isinf(f):
+            return "inf" if f > 0 else "-inf"
+        return f
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, pd.Timestamp):
+        return v.isoformat()
+    if isinstance(v, bytes | bytearray | memoryview):
+        return bytes(v).hex()
+    if isinstance(v, str | int | bool):
+        return v
+    return str(v)
+
+
+def _frame_records(raw: pd.DataFrame) -> Callable[[np.ndarray], list[str]]:
+    """Delivered records of a typed (Parquet) frame: every column, values as delivered."""
+    names = [str(c) for c in raw.columns]
+
+    def records(rows: np.ndarray) -> list[str]:
+        sub = raw.iloc[np.asarray(rows, dtype=np.int64)]
+        cols = [sub[c].to_numpy(dtype=object) for c in raw.columns]
+        return [
+            json.dumps({n: _json_value(c[i]) for n, c in zip(names, cols, strict=True)}, ensure_ascii=False)
+            for i in range(len(sub))
+        ]
+
+    return records
+
+
+def _csv_records(text: CsvText, cells: np.ndarray) -> Callable[[np.ndarray], list[str]]:
+    """Delivered records of a CSV: the fields as text under the header names (all fields of a bad line)."""
+    bad = text.bad_lines()
+
+    def records(rows: np.ndarray) -> list[str]:
+        out = []
+        for i in np.asarray(rows, dtype=np.int64).tolist():
+            rec: dict[str, Any] = {"_line": int(text.lines[i])}
+            if bad[i]:
+                rec["_fields"] = text.rows[i]
+            else:
+                rec.update(zip(text.header, cells[i].tolist(), strict=True))
+            out.append(json.dumps(rec, ensure_ascii=False))
+        return out
+
+    return records
+
+
+def _delimiter(feed: FeedConfig, key: str = "csv_delimiter") -> str:
+    """Field delimiter of the feed's observation CSVs (``csv_delimiter``) or registry CSV (``registry_csv_delimiter``)."""
+    value = str(feed.options.get(key, ","))
+    if value not in DELIMITER_NAMES:
+        raise IngestError(
+            f"feed {feed.name!r}: option `{key}` = {value!r}; expected one of {list(DELIMITER_NAMES)}",
+            column=key,
+            value=value,
+            allowed=str(list(DELIMITER_NAMES)),
+        )
+    return value
+
+
+# --------------------------------------------------------------------------------------
 # telraam
 
 
-def telraam_observations(feed: FeedConfig) -> pd.DataFrame:
+def telraam_observations(feed: FeedConfig) -> Delivery:
     """Telraam hourly parquet -> camera landing frame.
 
     ``source_id`` = ``str(segment_id)``, ``timestamp`` = ``date_local`` (naive
@@ -165,32 +350,41 @@ def telraam_observations(feed: FeedConfig) -> pd.DataFrame:
     contract wants the vehicles counted *while the camera was up*, so the adapter emits
     ``*_total * uptime``; rasterization divides by uptime again, which gives back the
     full-hour volume instead of correcting it twice. Set feed option
-    ``counts_extrapolated = false`` for a Telraam export with raw counts.
+    ``counts_extrapolated = false`` for a Telraam export with raw counts. A row with
+    uptime 0 would turn its totals into zeros: validation quarantines it
+    (``zero_uptime``) with the totals as delivered.
 
     Raises
     ------
     IngestError
-        A file is unreadable or lacks one of :data:`TELRAAM_COLUMNS`.
+        A file is unreadable or lacks one of :data:`TELRAAM_COLUMNS`, or a column is
+        mostly not numbers.
     """
     parts = []
     for path in resolve_files(feed.path("observations"), PARQUET_SUFFIXES):
         file = str(path)
         raw = read_parquet(path, columns=list(TELRAAM_COLUMNS))
-        out = {
+        out: dict[str, object] = {
             "source_id": source_ids(raw["segment_id"]),
             "timestamp": _timestamp_column(raw["date_local"], file=file, column="date_local"),
             "interval_s": np.full(len(raw), float(feed.options.get("interval_s", 3600))),
         }
+        garbage = np.zeros(len(raw), dtype=bool)
+        marked = np.zeros(len(raw), dtype=np.int16)
         for src, dst in TELRAAM_COLUMNS.items():
             if dst not in out:
-                out[dst] = numeric_column(raw[src], file=file, column=src)
+                parsed = parse_numbers(raw[src], file=file, column=src)
+                out[dst] = parsed.values
+                garbage |= parsed.garbage
+                marked += parsed.marker
         if feed.options.get("counts_extrapolated", True):
             up = np.asarray(out["uptime"], dtype=float)
             for dst in ("car", "heavy", "bike", "pedestrian"):
                 out[dst] = np.asarray(out[dst], dtype=float) * up
-        parts.append(pd.DataFrame(out))
-    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    return frame[list(OBSERVATION_SCHEMAS["camera"].names)]
+        frame = pd.DataFrame(out)[list(OBSERVATION_SCHEMAS["camera"].names)]
+        fault = _fault_codes(garbage)
+        parts.append(_delivery(frame, fault, marked, _delivered_at(path), _frame_records(raw)))
+    return _combine(parts)
 
 
 def telraam_registry(feed: FeedConfig) -> pd.DataFrame:
@@ -231,33 +425,36 @@ def telraam_registry(feed: FeedConfig) -> pd.DataFrame:
 # metr_la
 
 
-def metr_la_observations(feed: FeedConfig) -> pd.DataFrame:
+def metr_la_observations(feed: FeedConfig) -> Delivery:
     """METR-LA wide CSV -> sensor landing frame.
 
-    The header row holds the sensor ids; each following row is one interval. Row ``i``
+    The header row holds the sensor ids; each following line is one interval. Line ``i``
     starts at ``start_local + i * interval_s`` on the local wall clock (options
     ``start_local`` and ``interval_s``), exactly like the publisher's own regular index;
     the timezone rule of the contract then turns it into UTC. Speeds are mph and become
     ``speed_kmh``; ``count`` and ``occupancy`` are null. Blank cells stay NaN and zero
     speeds stay zero: validation quarantines them (``all_values_null``,
-    ``speed_out_of_range``).
+    ``speed_out_of_range``). A cell that is not a number is quarantined on its own
+    (``unparseable_value``), a missing marker such as ``N/A`` too (``marked_missing``),
+    and every cell of a line with the wrong number of fields (``wrong_field_count``).
+
+    The file has no timestamps, so its line count must fit: whole local days of
+    ``86400 / interval_s`` lines from ``start_local``, or exactly up to option
+    ``end_local`` (exclusive) when it is set. When it does not fit and exactly the
+    surplus of lines repeat the line before them (a delivery that doubled lines), each
+    repeat keeps the time of the line it repeats, so its values are quarantined as
+    ``duplicate`` and no later reading shifts. Otherwise the file is refused.
 
     Raises
     ------
     IngestError
-        Missing options, unreadable file or a non-numeric column.
+        Missing options, unreadable/truncated file, wrong delimiter, a column that is
+        mostly not numbers, or a line count that does not fit.
     """
     path = resolve_files(feed.path("observations"), CSV_SUFFIXES)[0]
     file = str(path)
     raw_start = str(_option(feed, "start_local", file))
-    try:
-        start = pd.Timestamp(raw_start)
-    except ValueError as exc:
-        raise IngestError(
-            f"{file}: feed {feed.name!r} option `start_local` = {raw_start!r}; expected an ISO 8601 local time",
-            file=file,
-            column="start_local",
-        ) from exc
+    start = _local_time_option(feed, "start_local", raw_start, file)
     raw_interval = str(_option(feed, "interval_s", file))
     try:
         interval = int(raw_interval)
@@ -268,18 +465,32 @@ def metr_la_observations(feed: FeedConfig) -> pd.DataFrame:
             f"{file}: feed {feed.name!r} option `interval_s` = {raw_interval!r}; expected a positive integer of seconds",
             file=file,
             column="interval_s",
+            value=raw_interval,
+            allowed="a positive integer of seconds",
         )
-    header = read_csv(path, nrows=1, header=None, dtype="string", keep_default_na=False)
-    ids = header.iloc[0].to_numpy(dtype=object) if len(header) else np.array([], dtype=object)
-    if len(ids) == 0:
-        raise IngestError(f"{file}: empty file; expected a header row of sensor ids", file=file)
-    body = read_csv(path, header=None, skiprows=1, names=range(len(ids)))
-    if not all(pd.api.types.is_numeric_dtype(t) for t in body.dtypes):
-        for j in range(len(ids)):  # finds and names the offending column (raises)
-            numeric_column(body[j], file=file, column=str(ids[j]), expected="speeds in mph")
-    speeds = body.to_numpy(dtype="float64", na_value=np.nan)
-    n_rows, n_cols = speeds.shape
-    times = start + pd.to_timedelta(np.arange(n_rows, dtype="int64") * interval, unit="s")
+    text = read_csv_text(path, delimiter=_delimiter(feed))
+    ids = np.array(text.header, dtype=object)
+    if len(ids) == 0 or all(not str(i).strip() for i in ids):
+        raise IngestError(f"{file}: empty header; expected a header row of sensor ids", file=file)
+    cells = text.matrix()
+    n_rows, n_cols = cells.shape
+    bad_line = text.bad_lines()
+    speeds = np.full((n_rows, n_cols), np.nan)
+    garbage = np.zeros((n_rows, n_cols), dtype=bool)
+    marker = np.zeros((n_rows, n_cols), dtype=bool)
+    good = cells[~bad_line]
+    parsed = parse_numbers(pd.Series(good.ravel(), dtype="string"), file=file, column="", drift=False)
+    shape = good.shape
+    speeds[~bad_line] = parsed.values.reshape(shape)
+    garbage[~bad_line] = parsed.garbage.reshape(shape)
+    marker[~bad_line] = parsed.marker.reshape(shape)
+    filled = (good != "").sum(axis=0) - marker[~bad_line].sum(axis=0)
+    for j in np.flatnonzero(garbage.sum(axis=0) > DRIFT_SHARE * filled):  # a column of text: schema drift
+        parse_numbers(pd.Series(good[:, j], dtype="string"), file=file, column=str(ids[j]), expected="speeds in mph")
+    step = _line_steps(feed, text, cells, bad_line, start, interval)
+    times = start + pd.to_timedelta(step * interval, unit="s")
+    fault = _fault_codes(garbage)
+    fault[bad_line] = "wrong_field_count"
     frame = pd.DataFrame(
         {
             "source_id": _repeat_ids(source_ids(pd.Series(ids, dtype="string")), np.tile(np.arange(n_cols), n_rows)),
@@ -289,18 +500,111 @@ def metr_la_observations(feed: FeedConfig) -> pd.DataFrame:
             "speed_kmh": speeds.ravel() * MPH_TO_KMH,
             "occupancy": np.nan,
         }
+    )[list(OBSERVATION_SCHEMAS["sensor"].names)]
+    lines = text.lines
+
+    def records(rows: np.ndarray) -> list[str]:
+        out = []
+        for r in np.asarray(rows, dtype=np.int64).tolist():
+            i, j = divmod(r, n_cols)
+            rec: dict[str, object] = {
+                "_line": int(lines[i]),
+                str(ids[j]): cells[i, j] if j < text.n_fields[i] else None,
+            }
+            if bad_line[i]:
+                rec["_fields"] = int(text.n_fields[i])
+            out.append(json.dumps(rec, ensure_ascii=False))
+        return out
+
+    return _delivery(frame, fault.ravel(), marker.ravel().astype(np.int16), _delivered_at(path), records)
+
+
+def _local_time_option(feed: FeedConfig, key: str, raw: str, file: str) -> pd.Timestamp:
+    try:
+        value = pd.Timestamp(raw)
+    except ValueError as exc:
+        raise IngestError(
+            f"{file}: feed {feed.name!r} option `{key}` = {raw!r}; expected an ISO 8601 local time",
+            file=file,
+            column=key,
+            value=raw,
+            allowed="ISO 8601 local time, e.g. 2012-03-01T00:00:00",
+        ) from exc
+    if value.tzinfo is not None:
+        raise IngestError(
+            f"{file}: feed {feed.name!r} option `{key}` = {raw!r} has a UTC offset; expected a local wall-clock time",
+            file=file,
+            column=key,
+            value=raw,
+            allowed="ISO 8601 local time without offset",
+        )
+    return value
+
+
+def _line_steps(
+    feed: FeedConfig, text: CsvText, cells: np.ndarray, bad_line: np.ndarray, start: pd.Timestamp, interval: int
+) -> np.ndarray:
+    """Interval index of every line of a timestamp-less file (see :func:`metr_la_observations`)."""
+    n = len(cells)
+    if "end_local" in feed.options:
+        end = _local_time_option(feed, "end_local", str(feed.options["end_local"]), text.file)
+        span = (end - start).total_seconds()
+        if span <= 0 or span % interval:
+            raise IngestError(
+                f"{text.file}: feed {feed.name!r} option `end_local` = {feed.options['end_local']!r} is not a whole "
+                f"number of intervals ({interval} s) after start_local {start.isoformat()}",
+                file=text.file,
+                column="end_local",
+                value=str(feed.options["end_local"]),
+                allowed=f"start_local + k * {interval} s, k >= 1",
+            )
+        expected = int(span // interval)
+        surplus = n - expected
+        rule = f"{expected} lines from start_local {start.isoformat()} to end_local {end.isoformat()}"
+        found = f"{n} lines, {surplus:+d}"
+    elif 86400 % interval == 0:
+        per_day = 86400 // interval
+        surplus = n % per_day
+        rule = f"whole days of {per_day} lines ({interval} s each) from start_local {start.isoformat()}"
+        found = f"{n // per_day} days and {surplus} lines"
+    else:
+        return np.arange(n, dtype=np.int64)
+    if surplus == 0:
+        return np.arange(n, dtype=np.int64)
+    repeat = np.zeros(n, dtype=bool)
+    if n > 1:
+        same = (cells[1:] == cells[:-1]).all(axis=1) & ~bad_line[1:] & ~bad_line[:-1]
+        informative = (cells[1:] != "").any(axis=1)
+        repeat[1:] = same & informative
+    n_repeat = int(repeat.sum())
+    if surplus > 0 and n_repeat == surplus:
+        return np.cumsum(~repeat) - 1
+    shown = text.lines[repeat][:5].tolist()
+    raise IngestError(
+        f"{text.file}: {n} data lines do not fit {rule} ({found}), "
+        f"and {n_repeat} lines repeat the line before them{f' (lines {shown})' if shown else ''}. "
+        "Without timestamps every later reading would shift; deliver the whole file again, or set `end_local` "
+        "in the feed's [feeds.options] if it covers a shorter span",
+        file=text.file,
+        value=str(n),
+        allowed=rule,
     )
-    return frame[list(OBSERVATION_SCHEMAS["sensor"].names)]
 
 
 def metr_la_registry(feed: FeedConfig) -> pd.DataFrame:
-    """``graph_sensor_locations.csv`` (``index,sensor_id,latitude,longitude``) -> registry frame of points."""
+    """``graph_sensor_locations.csv`` (``index,sensor_id,latitude,longitude``) -> registry frame of points.
+
+    Coordinates are WGS84 degrees unless the feed declares option ``registry_crs`` (e.g.
+    ``"EPSG:2229"``): then ``longitude``/``latitude`` hold x/y in that CRS and are
+    reprojected.
+    """
     path = resolve_files(feed.path("registry"), CSV_SUFFIXES)[0]
     file = str(path)
-    raw = read_csv(path, dtype={"sensor_id": "string"})
+    raw = _registry_csv(feed, path, {"sensor_id": "string"})
     require_columns(raw, ["sensor_id", "latitude", "longitude"], file)
     lon = numeric_column(raw["longitude"], file=file, column="longitude", expected="WGS84 longitude in degrees")
     lat = numeric_column(raw["latitude"], file=file, column="latitude", expected="WGS84 latitude in degrees")
+    lon, lat = _declared_crs_points(feed, lon, lat, file)
     rest = raw.drop(columns=["sensor_id", "latitude", "longitude"])
     return pd.DataFrame(
         {
@@ -316,23 +620,20 @@ def metr_la_registry(feed: FeedConfig) -> pd.DataFrame:
 # canonical
 
 
-def _read_any(path, **csv_kwargs) -> pd.DataFrame:
-    if file_format(path) == "csv":
-        return read_csv(path, **csv_kwargs)
-    return read_parquet(path)
-
-
-def canonical_observations(feed: FeedConfig) -> pd.DataFrame:
+def canonical_observations(feed: FeedConfig) -> Delivery:
     """Canonical landing observations (CSV or Parquet; a file, a folder or a glob).
 
     Required: ``source_id``, ``timestamp``, and ``interval_s`` unless the feed has an
     ``interval_s`` option. Missing measurement columns (all nullable) become NaN; extra
-    columns are ignored.
+    columns are ignored (but kept in the quarantine's delivered row). A cell that is
+    not a number makes its row ``unparseable_value``; a CSV line with the wrong number
+    of fields is ``wrong_field_count``.
 
     Raises
     ------
     IngestError
-        Unreadable file, missing required column, or a non-numeric measurement column.
+        Unreadable/truncated file, wrong delimiter, missing required column, or a
+        measurement column that is mostly not numbers.
     """
     kind = feed.kind
     measurements = MEASUREMENTS[kind]
@@ -340,33 +641,59 @@ def canonical_observations(feed: FeedConfig) -> pd.DataFrame:
     parts = []
     for path in resolve_files(feed.path("observations"), CSV_SUFFIXES + PARQUET_SUFFIXES):
         file = str(path)
-        raw = _read_any(path, dtype={"source_id": "string", "timestamp": "string"})
+        bad_line: np.ndarray
+        if file_format(path) == "csv":
+            text = read_csv_text(path, delimiter=_delimiter(feed))
+            cells = text.matrix()
+            raw = pd.DataFrame({name: pd.Series(cells[:, j], dtype="string") for j, name in enumerate(text.header)})
+            bad_line = text.bad_lines()
+            records = _csv_records(text, cells)
+        else:
+            raw = read_parquet(path)
+            bad_line = np.zeros(len(raw), dtype=bool)
+            records = _frame_records(raw)
         required = ["source_id", "timestamp"] + ([] if "interval_s" in feed.options else ["interval_s"])
         require_columns(raw, required, file, expected=expected)
         out: dict[str, object] = {
             "source_id": source_ids(raw["source_id"]),
             "timestamp": _timestamp_column(raw["timestamp"], file=file, column="timestamp"),
         }
+        garbage = np.zeros(len(raw), dtype=bool)
+        marked = np.zeros(len(raw), dtype=np.int16)
         if "interval_s" in raw.columns:
-            out["interval_s"] = numeric_column(
-                raw["interval_s"], file=file, column="interval_s", expected="seconds (int)"
-            )
+            parsed = parse_numbers(raw["interval_s"], file=file, column="interval_s", expected="seconds (int)")
+            out["interval_s"] = parsed.values
+            garbage |= parsed.garbage
         else:
             out["interval_s"] = np.full(len(raw), float(feed.options["interval_s"]))
         for m in measurements:
-            out[m] = numeric_column(raw[m], file=file, column=m) if m in raw.columns else np.full(len(raw), np.nan)
-        parts.append(pd.DataFrame(out))
-    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    if len(parts) > 1 and not pd.api.types.is_datetime64_any_dtype(frame["timestamp"].dtype):
-        frame["timestamp"] = frame["timestamp"].astype("string")
-    return frame[expected]
+            if m in raw.columns:
+                parsed = parse_numbers(raw[m], file=file, column=m)
+                out[m] = parsed.values
+                garbage |= parsed.garbage
+                marked += parsed.marker
+            else:
+                out[m] = np.full(len(raw), np.nan)
+        fault = _fault_codes(garbage)
+        fault[bad_line] = "wrong_field_count"
+        frame = pd.DataFrame(out)
+        if not pd.api.types.is_datetime64_any_dtype(frame["timestamp"].dtype):
+            frame["timestamp"] = frame["timestamp"].astype("string")
+        parts.append(_delivery(frame[expected], fault, marked, _delivered_at(path), records))
+    delivery = _combine(parts)
+    if len(parts) > 1 and not pd.api.types.is_datetime64_any_dtype(delivery.frame["timestamp"].dtype):
+        delivery.frame["timestamp"] = delivery.frame["timestamp"].astype("string")
+    return delivery
 
 
 def canonical_registry(feed: FeedConfig) -> pd.DataFrame:
     """Canonical registry: CSV with ``lon``/``lat`` or ``geometry`` (WKT/WKB/GeoJSON), GeoJSON or GeoParquet.
 
     Every column other than ``source_id`` and the geometry is kept in ``attributes``.
-    GeoJSON/GeoParquet in another CRS are reprojected to WGS84.
+    GeoJSON/GeoParquet in another CRS are reprojected to WGS84. A CSV (or a vector file
+    without a CRS) is WGS84 unless the feed declares option ``registry_crs`` (any CRS
+    pyproj knows, e.g. ``"EPSG:25833"``): then ``lon``/``lat`` (x/y) or ``geometry`` are
+    in that CRS and are reprojected.
 
     Raises
     ------
@@ -375,11 +702,11 @@ def canonical_registry(feed: FeedConfig) -> pd.DataFrame:
     """
     frames = []
     for path in resolve_files(feed.path("registry"), CSV_SUFFIXES + PARQUET_SUFFIXES + (".geojson", ".json", ".gpkg")):
-        frames.append(_canonical_registry_file(path))
+        frames.append(_canonical_registry_file(feed, path))
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
-def _canonical_registry_file(path) -> pd.DataFrame:
+def _canonical_registry_file(feed: FeedConfig, path) -> pd.DataFrame:
     import geopandas as gpd
 
     file = str(path)
@@ -399,12 +726,14 @@ def _canonical_registry_file(path) -> pd.DataFrame:
         except Exception as exc:
             raise IngestError(f"cannot read {file} as Parquet: {exc}", file=file) from exc
     else:
-        raw = read_csv(path, dtype={"source_id": "string", "geometry": "string"})
+        raw = _registry_csv(feed, path, {"source_id": "string", "geometry": "string"})
     expected = ["source_id", "lon", "lat"]
     require_columns(raw, ["source_id"], file, expected=expected)
     if isinstance(raw, gpd.GeoDataFrame) and raw.geometry.name in raw.columns:
         gcol = raw.geometry.name
         gs = raw.geometry
+        if gs.crs is None and "registry_crs" in feed.options:
+            gs = gs.set_crs(_registry_crs(feed, file))
         if gs.crs is not None and not gs.crs.equals("EPSG:4326"):
             gs = gs.to_crs(4326)
         geometry = np.array(gs.array, dtype=object)
@@ -414,10 +743,13 @@ def _canonical_registry_file(path) -> pd.DataFrame:
     elif "lon" in raw.columns and "lat" in raw.columns:
         lon = numeric_column(raw["lon"], file=file, column="lon", expected="WGS84 longitude in degrees")
         lat = numeric_column(raw["lat"], file=file, column="lat", expected="WGS84 latitude in degrees")
+        lon, lat = _declared_crs_points(feed, lon, lat, file)
         geometry, unparsed = _points(lon, lat), np.zeros(len(raw), dtype=bool)
         drop = ["source_id", "lon", "lat"]
     elif "geometry" in raw.columns:
         geometry, unparsed = _parse_geometry(raw["geometry"])
+        if "registry_crs" in feed.options:
+            geometry = _declared_crs_geometry(feed, geometry, file)
         drop = ["source_id", "geometry"]
     else:
         raise IngestError(
@@ -435,6 +767,55 @@ def _canonical_registry_file(path) -> pd.DataFrame:
             "attributes": _attributes_json(rest),
         }
     )
+
+
+def _registry_csv(feed: FeedConfig, path: Any, dtype: dict[str, str]) -> pd.DataFrame:
+    """A registry CSV through pandas, after the delimiter/truncation checks of :func:`read_csv_text`."""
+    delimiter = _delimiter(feed, "registry_csv_delimiter")
+    read_csv_text(path, delimiter=delimiter, option="registry_csv_delimiter")
+    return read_csv(path, dtype=dtype, sep=delimiter, encoding="utf-8-sig")
+
+
+def _registry_crs(feed: FeedConfig, file: str) -> Any:
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    value = feed.options["registry_crs"]
+    try:
+        return CRS.from_user_input(value)
+    except CRSError as exc:
+        raise IngestError(
+            f"{file}: feed {feed.name!r} option `registry_crs` = {value!r} is not a CRS pyproj knows; "
+            "expected e.g. 'EPSG:25833' or 'EPSG:4326'",
+            file=file,
+            column="registry_crs",
+            value=str(value),
+            allowed="an EPSG code or CRS string pyproj knows",
+        ) from exc
+
+
+def _declared_crs_points(feed: FeedConfig, x: np.ndarray, y: np.ndarray, file: str) -> tuple[np.ndarray, np.ndarray]:
+    """x/y in the feed's declared ``registry_crs`` -> WGS84 lon/lat (unchanged without the option)."""
+    if "registry_crs" not in feed.options:
+        return x, y
+    from pyproj import Transformer
+
+    tr = Transformer.from_crs(_registry_crs(feed, file), "EPSG:4326", always_xy=True)
+    lon, lat = tr.transform(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
+    return np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
+
+
+def _declared_crs_geometry(feed: FeedConfig, geometry: np.ndarray, file: str) -> np.ndarray:
+    from pyproj import Transformer
+
+    tr = Transformer.from_crs(_registry_crs(feed, file), "EPSG:4326", always_xy=True)
+    out = geometry.copy()
+    ok = ~pd.isna(out)
+    if ok.any():
+        out[ok] = shapely.transform(
+            out[ok].astype(object), lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1]))
+        )
+    return out
 
 
 def _points(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
@@ -468,7 +849,7 @@ def _parse_geometry(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------------------
 # dispatch
 
-OBSERVATION_ADAPTERS: dict[str, Callable[[FeedConfig], pd.DataFrame]] = {
+OBSERVATION_ADAPTERS: dict[str, Callable[[FeedConfig], Delivery]] = {
     "telraam": telraam_observations,
     "metr_la": metr_la_observations,
     "canonical": canonical_observations,
@@ -480,12 +861,40 @@ REGISTRY_ADAPTERS: dict[str, Callable[[FeedConfig], pd.DataFrame]] = {
 }
 
 
-def _adapter(
-    table: dict[str, Callable[[FeedConfig], pd.DataFrame]], feed: FeedConfig
-) -> Callable[[FeedConfig], pd.DataFrame]:
+def _adapter(table: dict[str, Callable[[FeedConfig], Any]], feed: FeedConfig) -> Callable[[FeedConfig], Any]:
     if feed.adapter not in table:
         raise IngestError(f"feed {feed.name!r}: unknown adapter {feed.adapter!r}; known adapters: {sorted(table)}")
     return table[feed.adapter]
+
+
+def read_delivery(feed: FeedConfig) -> Delivery:
+    """Read a feed's raw observation files: landing frame, row faults and the delivered values.
+
+    Parameters
+    ----------
+    feed : FeedConfig
+        Dispatches on ``feed.adapter``; files from ``feed.path("observations")``.
+
+    Returns
+    -------
+    Delivery
+
+    Raises
+    ------
+    IngestError
+        File-level fault: unreadable, truncated, wrong delimiter or schema drift (message
+        names file, column and what was expected). Nothing has been written.
+    """
+    delivery = _adapter(OBSERVATION_ADAPTERS, feed)(feed)
+    names = list(OBSERVATION_SCHEMAS[feed.kind].names)
+    if list(delivery.frame.columns[: len(names)]) != names:
+        raise IngestError(
+            f"feed {feed.name!r}: adapter {feed.adapter!r} delivers {list(delivery.frame.columns)}, "
+            f"which does not match kind {feed.kind!r} ({names})"
+        )
+    if len(delivery.frame) == 0:
+        return _delivery(_empty_landing(feed.kind), np.array([], dtype=object), np.zeros(0, np.int16), None, None)
+    return delivery
 
 
 def read_observations(feed: FeedConfig) -> pd.DataFrame:
@@ -499,20 +908,16 @@ def read_observations(feed: FeedConfig) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        Columns of ``OBSERVATION_SCHEMAS[feed.kind]``; timestamps not yet normalised.
+        Columns of ``OBSERVATION_SCHEMAS[feed.kind]``; timestamps not yet normalised
+        (:func:`read_delivery` also gives the row faults and delivered values).
 
     Raises
     ------
     IngestError
         Unreadable file or schema drift (message names file, column and what was expected).
     """
-    frame = _adapter(OBSERVATION_ADAPTERS, feed)(feed)
-    if feed.adapter != "canonical" and list(frame.columns) != list(OBSERVATION_SCHEMAS[feed.kind].names):
-        raise IngestError(
-            f"feed {feed.name!r}: adapter {feed.adapter!r} delivers {list(frame.columns)}, "
-            f"which does not match kind {feed.kind!r} ({list(OBSERVATION_SCHEMAS[feed.kind].names)})"
-        )
-    return frame if len(frame) else _empty_landing(feed.kind)
+    frame = read_delivery(feed).frame
+    return frame[list(OBSERVATION_SCHEMAS[feed.kind].names)]
 
 
 def read_registry(feed: FeedConfig) -> pd.DataFrame:

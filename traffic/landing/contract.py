@@ -74,7 +74,7 @@ REGISTRY_SCHEMA = pa.schema(
     ]
 )
 
-#: Quarantine rows keep the offending row (as JSON) and why it was rejected.
+#: Quarantine rows keep the offending row as delivered (JSON of the delivered fields) and why it was rejected.
 QUARANTINE_SCHEMA = pa.schema(
     [
         ("reason", pa.string()),

@@ -1,14 +1,20 @@
 """Thin I/O helpers shared by the landing adapters: read files, check columns.
 
-Every problem with the *shape* of a delivered file (unreadable, missing column, wrong
-dtype) raises :class:`IngestError` naming the file, the column and what was expected.
-Problems with *values* in individual rows are not errors: they are quarantined by
-:mod:`traffic.ingest.validate`.
+Every problem with the *shape* of a delivered file (unreadable, not UTF-8, truncated in
+the middle of a line, wrong delimiter, missing column, a column whose values are mostly
+not numbers) raises :class:`IngestError` naming the file, the column and what was
+expected; nothing is written for the delivery. Problems with *values* in individual rows
+or cells (one cell that is not a number, a line with the wrong number of fields) are not
+errors: the adapters mark them and :mod:`traffic.ingest.validate` quarantines them.
 """
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -28,12 +34,26 @@ class IngestError(ValueError):
         Human-readable message naming the file, the column and what was expected.
     file, column : str, optional
         The offending file and column (also available as attributes).
+    value : str, optional
+        The offending value (or a short excerpt of it).
+    allowed : str, optional
+        What would have been accepted.
     """
 
-    def __init__(self, message: str, *, file: str | None = None, column: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        column: str | None = None,
+        value: str | None = None,
+        allowed: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.file = file
         self.column = column
+        self.value = value
+        self.allowed = allowed
 
 
 def resolve_files(path: str, suffixes: Sequence[str]) -> list[UPath]:
@@ -188,3 +208,206 @@ def numeric_column(values: pd.Series, *, file: str, column: str, expected: str =
             column=column,
         )
     return parsed.to_numpy(dtype="float64", na_value=np.nan)
+
+
+# --------------------------------------------------------------------------------------
+# CSV text: delimiter, truncation and field counts, values kept as delivered
+
+#: Delimiters recognised in a header line, with the name an error message gives them.
+DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+#: Cell texts that a feed uses to say "no value" (compared case-insensitively, stripped).
+MISSING_MARKERS = frozenset({"na", "n/a", "#n/a", "nan", "null", "none", "-", "--", "?"})
+#: A column whose non-blank cells are mostly (more than this share) not numbers is schema drift.
+DRIFT_SHARE = 0.5
+
+
+@dataclass
+class CsvText:
+    """A CSV file split into fields, every field kept as the delivered text.
+
+    Attributes
+    ----------
+    file : str
+    header : list of str
+        Fields of the first line (BOM removed).
+    rows : list of list of str
+        Fields of every following line, in file order (a blank line is one empty field).
+    lines : numpy.ndarray
+        int64, the 1-based line number where each row starts.
+    n_fields : numpy.ndarray
+        int64, fields per row; rows whose count differs from the header's are faults.
+    """
+
+    file: str
+    header: list[str]
+    rows: list[list[str]]
+    lines: np.ndarray
+    n_fields: np.ndarray
+
+    def bad_lines(self) -> np.ndarray:
+        """bool per row: the row's field count differs from the header's."""
+        return self.n_fields != len(self.header)
+
+    def matrix(self) -> np.ndarray:
+        """object array ``(rows, header fields)`` of the texts; short rows padded with ``""``, long ones cut."""
+        width = len(self.header)
+        out = np.full((len(self.rows), width), "", dtype=object)
+        good = ~self.bad_lines()
+        if good.any():
+            out[good] = np.array([r for r, g in zip(self.rows, good, strict=True) if g], dtype=object).reshape(
+                -1, width
+            )
+        for i in np.flatnonzero(~good):
+            fields = self.rows[i][:width]
+            out[i, : len(fields)] = fields
+        return out
+
+
+def read_csv_text(path: UPath | str, *, delimiter: str = ",", option: str = "csv_delimiter") -> CsvText:
+    """Read a CSV file into delivered text fields, refusing files that cannot be trusted.
+
+    Parameters
+    ----------
+    path : UPath or str
+        ``.csv``, ``.txt`` or ``.csv.gz``.
+    delimiter : str
+        The field delimiter the feed uses (feed option ``csv_delimiter``, default ``,``).
+    option : str
+        The feed option that sets ``delimiter`` (named in the error message).
+
+    Returns
+    -------
+    CsvText
+
+    Raises
+    ------
+    IngestError
+        Unreadable, empty, not UTF-8, quoting broken, a header that uses another
+        delimiter, or a last line cut short (no newline and fewer fields than the header:
+        the file was truncated in the middle of a line).
+    """
+    file = str(path)
+    try:
+        with UPath(path).open("rb") as fh:
+            data = fh.read()
+        if file.lower().endswith(".gz"):
+            data = gzip.decompress(data)
+    except (OSError, EOFError, ValueError) as exc:
+        raise IngestError(f"cannot read {file}: {exc}", file=file) from exc
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise IngestError(
+            f"cannot read {file} as CSV: byte 0x{data[exc.start]:02x} at offset {exc.start} is not UTF-8; "
+            "expected UTF-8 text",
+            file=file,
+            value=f"0x{data[exc.start]:02x}",
+            allowed="UTF-8 text",
+        ) from exc
+    if not text.strip():
+        raise IngestError(f"cannot read {file} as CSV: empty file; expected a header line", file=file)
+    first = text.split("\n", 1)[0].rstrip("\r")
+    if delimiter not in first:
+        others = [d for d in DELIMITER_NAMES if d != delimiter and d in first]
+        if others:
+            found = max(others, key=first.count)
+            name = DELIMITER_NAMES.get(delimiter, repr(delimiter))
+            raise IngestError(
+                f"{file}: the header line is delimited by {DELIMITER_NAMES[found]} {found!r}, "
+                f"expected {name} {delimiter!r}; save the file {name}-separated or set "
+                f"`{option} = {found!r}` in the feed's [feeds.options]",
+                file=file,
+                value=found,
+                allowed=delimiter,
+            )
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+        header = next(reader)
+        rows: list[list[str]] = []
+        lines: list[int] = []
+        start = reader.line_num + 1
+        for fields in reader:
+            rows.append(fields if fields else [""])
+            lines.append(start)
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise IngestError(f"cannot read {file} as CSV: line {reader.line_num}: {exc}", file=file) from exc
+    while rows and rows[-1] == [""] and len(header) > 1:  # blank lines at the very end
+        rows.pop()
+        lines.pop()
+    n_fields = np.array([len(r) for r in rows], dtype=np.int64)
+    if rows and not text.endswith(("\n", "\r")) and n_fields[-1] < len(header):
+        raise IngestError(
+            f"{file}: truncated: the last line ({lines[-1]}) ends without a newline after "
+            f"{n_fields[-1]} of {len(header)} fields; the file was cut in the middle of a line. "
+            "Deliver the whole file again",
+            file=file,
+            value=delimiter.join(rows[-1])[-40:],
+            allowed=f"{len(header)} fields per line",
+        )
+    return CsvText(file, header, rows, np.array(lines, dtype=np.int64), n_fields)
+
+
+@dataclass
+class ParsedNumbers:
+    """A text column parsed as numbers, with the cells that are not.
+
+    Attributes
+    ----------
+    values : numpy.ndarray
+        float64; NaN where the cell is blank, a missing marker or not a number.
+    garbage : numpy.ndarray
+        bool: the cell holds text that is not a number (``unparseable_value``).
+    marker : numpy.ndarray
+        bool: the cell is a missing marker such as ``N/A`` (see :data:`MISSING_MARKERS`).
+    """
+
+    values: np.ndarray
+    garbage: np.ndarray
+    marker: np.ndarray
+
+
+def parse_numbers(
+    values: pd.Series | np.ndarray, *, file: str, column: str, expected: str = "a number", drift: bool = True
+) -> ParsedNumbers:
+    """Parse a delivered column cell by cell; schema drift only when most cells are not numbers.
+
+    Blank cells are null (measurement columns are nullable). Cells in
+    :data:`MISSING_MARKERS` (``N/A``, ``NaN``, ``null`` ...) are null *and* flagged as
+    markers. Any other cell that is not a number is flagged as garbage, to be quarantined
+    on its own. When more than :data:`DRIFT_SHARE` of the non-blank, non-marker cells are
+    garbage (or the column is boolean), the column is not numeric at all: schema drift
+    (unless ``drift=False``: the caller checks it per column).
+
+    Raises
+    ------
+    IngestError
+        Schema drift (names file, column, example values and what was expected).
+    """
+    series = pd.Series(values) if not isinstance(values, pd.Series) else values
+    n = len(series)
+    if pd.api.types.is_bool_dtype(series.dtype):
+        raise IngestError(
+            f"{file}: column `{column}` has dtype bool; expected {expected}", file=file, column=column, allowed=expected
+        )
+    if pd.api.types.is_numeric_dtype(series.dtype):
+        none = np.zeros(n, dtype=bool)
+        return ParsedNumbers(series.to_numpy(dtype="float64", na_value=np.nan), none, none.copy())
+    text = series.astype("string").str.strip()
+    blank = (text.isna() | (text == "")).to_numpy(dtype=bool)
+    marker = text.str.lower().isin(MISSING_MARKERS).to_numpy(dtype=bool) & ~blank
+    candidate = text.mask(blank | marker)
+    parsed = pd.to_numeric(candidate, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    garbage = np.isnan(parsed) & ~blank & ~marker
+    filled = int((~blank & ~marker).sum())
+    if drift and garbage.any() and garbage.sum() > DRIFT_SHARE * filled:
+        examples = pd.unique(text[garbage].to_numpy(dtype=object))[:5].tolist()
+        raise IngestError(
+            f"{file}: column `{column}` has wrong dtype {series.dtype} with {int(garbage.sum())} non-numeric values "
+            f"of {filled} (e.g. {examples}); expected {expected}",
+            file=file,
+            column=column,
+            value=str(examples[0]),
+            allowed=expected,
+        )
+    return ParsedNumbers(parsed, garbage, marker)

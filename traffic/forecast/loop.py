@@ -1,0 +1,396 @@
+"""The optimisation loop of the forecaster: head pre-fit, schedule, steps, validation, checkpoints.
+
+* **Budget.** A step count (``max_steps``: the city's ``[forecast] train_steps``) decides what
+  ships: two runs with the same data, seed and thread count give the same weights. The
+  wall-clock ``budget_s`` is only a safety net; when it fires the run says so
+  (``stopped = "wall_clock_cap"``).
+* **Optimiser.** AdamW; weight decay only on convolution/linear weights, never on biases,
+  normalisation weights, modality gates, peepholes or the horizon embedding. The learning rate
+  warms up linearly over ``warmup_fraction`` of the steps, then follows a cosine down to
+  ``min_lr_ratio`` of its peak at the last step.
+* **Validation** every ``eval_every_steps``: the state with the best validation loss is kept
+  (the step-0 state, base + pre-fitted head, included), early stopping after ``patience``
+  validations without improvement.
+* **No host syncs per step.** The loss is summed on the device and its finiteness and the
+  gradient norms are checked when the loop validates (every ``eval_every_steps``), before any
+  checkpoint is written: a diverged state never reaches a checkpoint or the registry
+  (:class:`~traffic.forecast.result.TrainingDiverged`).
+* **Checkpoints** after every validation and when the loop stops: weights, optimiser and
+  schedule, position in the epoch's sample order, generator states, best state, curve.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from traffic.forecast import distributed as ddp
+from traffic.forecast.batching import Batcher
+from traffic.forecast.checkpoint import rng_states, save_checkpoint
+from traffic.forecast.inference import autocast
+from traffic.forecast.metrics import horizon_weighted_mse, weighted_masked_mse
+from traffic.forecast.result import TrainingDiverged
+from traffic.model import Forecaster, HeadInputs, Terms
+
+#: Parameter names (last part) that never get weight decay, besides every 1-D parameter (biases, norms).
+NO_DECAY = ("gate_logits", "peephole", "horizon_embed")
+
+
+def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on weights of rank >= 2, none on biases, norms, gates, peepholes, embeddings."""
+    decay: list[torch.nn.Parameter] = []
+    plain: list[torch.nn.Parameter] = []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        (plain if p.ndim < 2 or name.rsplit(".", 1)[-1] in NO_DECAY else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+def lr_factor(step: int, total: int, warmup_fraction: float, min_ratio: float) -> float:
+    """Multiplier of the peak learning rate at optimiser step ``step`` (0-based) of ``total``."""
+    warm = max(1, int(round(warmup_fraction * total)))
+    if step < warm:
+        return (step + 1) / warm
+    progress = min(1.0, (step - warm) / max(1, total - warm))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def check_finite_module(module: torch.nn.Module, where: str) -> None:
+    for name, p in module.named_parameters():
+        if not torch.isfinite(p).all():
+            raise TrainingDiverged(f"parameter {name} is NaN/inf {where}")
+
+
+def pretrain_head(
+    module: Forecaster,
+    batcher: Batcher,
+    t_end: np.ndarray,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    weights: torch.Tensor,
+    max_rows: int = 400_000,
+) -> float | None:
+    """Fit the per-cell head on its skip features alone (hidden state 0) before the network trains.
+
+    The head's skip path sees each cell's own context and target-bin features (what a
+    pointwise model such as the gradient-boosting baseline sees). Fitting that part first on
+    observed targets of ``t_end``'s samples (at most ``max_rows`` rows, drawn with the seed)
+    costs a few small matrix products per row, far less than a step through the recurrent
+    stack, so the network starts from a good pointwise forecast (the ``base_head`` ablation)
+    and its steps go to what only it can learn (neighbours, attention, memory). The learning
+    rate decays with a cosine over ``steps``. Returns the last batch loss (normalised MSE), or
+    None when there is nothing to fit.
+    """
+    cfg = module.config
+    if not module.has_head_mlp or steps <= 0 or len(t_end) == 0:
+        return None
+    r0, r1, c0, c1 = cfg.active_box or (0, cfg.grid_shape[0], 0, cfg.grid_shape[1])
+    c = cfg.n_channels
+    idx = module.head_index
+    gen = torch.Generator().manual_seed(seed)
+    chunk = 32
+    # the share of observed rows kept, so that about max_rows remain
+    n_obs = 0
+    for s in range(0, len(t_end), chunk):
+        _, m = batcher.targets(t_end[s : s + chunk])
+        n_obs += int(m[..., r0:r1, c0:c1].flatten(-2).index_select(-1, idx).any(dim=2).sum())
+    keep_p = min(1.0, max_rows / max(n_obs, 1))
+    rows: dict[str, list[torch.Tensor]] = {k: [] for k in ("sample", "step", "time", "base", "anom", "y", "m", "w")}
+    with torch.no_grad():
+        for s in range(0, len(t_end), chunk):
+            x, prior, y, m = batcher(t_end[s : s + chunk])
+            t = module.terms(x, prior)
+            base = module.base_forecast(t)[..., r0:r1, c0:c1]  # (B, H_out, C, h, w)
+            crop = Terms(*(v[..., r0:r1, c0:c1] for v in t))
+            inp = module.head_inputs(crop, base, module.target_calendar(x[:, :, 2 * c :, 0, 0].float()))
+
+            def cells(z: torch.Tensor) -> torch.Tensor:  # (B, H_out, C, h, w) -> (B, H_out, N, C)
+                return z.flatten(-2).index_select(-1, idx).transpose(2, 3)
+
+            mm = cells(m[..., r0:r1, c0:c1])  # (B, H_out, N, C)
+            keep = mm.any(dim=-1)  # (B, H_out, N) rows with an observed target
+            keep &= torch.rand(keep.shape, generator=gen).to(keep.device) < keep_p
+            b_i, j_i, n_i = keep.nonzero(as_tuple=True)
+            rows["sample"].append(inp.sample[b_i, 0, n_i])  # (R, S1)
+            rows["step"].append(inp.step[b_i, j_i, n_i])  # (R, 3C)
+            rows["time"].append(inp.time[b_i, j_i, 0])  # (R, S3)
+            rows["base"].append(cells(base)[b_i, j_i, n_i])  # (R, C)
+            anom = crop.base_features[:, None, :, 0].expand(-1, base.shape[1], -1, -1, -1)  # (B, H_out, C, h, w)
+            rows["anom"].append(cells(anom)[b_i, j_i, n_i])
+            rows["y"].append(cells(module.normalise(y[..., r0:r1, c0:c1]))[b_i, j_i, n_i])
+            rows["m"].append(mm[b_i, j_i, n_i])
+            rows["w"].append(weights.to(mm.device)[j_i][:, None])  # (R, 1) the horizon's weight
+    data = {k: torch.cat(v) for k, v in rows.items()}
+    n = len(data["y"])
+    if n == 0:
+        return None
+    assert module.head_hidden_in is not None and module.head_sample_in is not None
+    params = [
+        p
+        for mod in (module.head_hidden_in, module.head_sample_in, module.head_step_in, module.head_time_in, module.head)
+        if mod is not None
+        for p in mod.parameters()
+    ]
+    opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(i, steps, 0.05, 0.05))
+    loss = torch.zeros(())
+    for _ in range(steps):
+        r = torch.randint(0, n, (min(batch_size, n),), generator=gen).to(data["y"].device)
+        out = module.head_out(None, HeadInputs(data["sample"][r], data["step"][r], data["time"][r]))  # (R, 2C)
+        pred = data["base"][r] + out[:, c:] * data["anom"][r] + out[:, :c]  # (R, C) normalised
+        loss = weighted_masked_mse(pred, data["y"][r], data["m"][r], data["w"][r])  # rows' horizon weights
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(f"head pre-training loss is {loss.item()}")
+    check_finite_module(module, "after the head pre-fit")
+    return float(loss.detach())
+
+
+@torch.no_grad()
+def val_loss(
+    module: Forecaster,
+    batcher: Batcher,
+    t_end: np.ndarray,
+    batch_size: int,
+    dist: ddp.DistContext | None = None,
+    weights: torch.Tensor | None = None,
+) -> float:
+    """Masked MSE (normalised units, horizons weighted by ``weights``) over the validation samples ``t_end``.
+
+    Summed on the device, one host sync at the end. Data-parallel: each rank scores
+    ``t_end[rank::world]`` and the sums are added over ranks, so every rank returns the same loss.
+    """
+    dist = dist or ddp.DistContext()
+    dev = batcher.device
+    if dist.active:
+        t_end = t_end[dist.rank :: dist.world]
+    sq = torch.zeros((), dtype=torch.float64, device=dev)
+    n = torch.zeros((), dtype=torch.float64, device=dev)
+    for s in range(0, len(t_end), batch_size):
+        x, prior, y, m = batcher(t_end[s : s + batch_size])
+        with autocast(dev):
+            pred = module(x, prior)
+        w = torch.ones(m.shape[1], device=dev) if weights is None else weights.to(dev)
+        k = (w.view(1, -1, 1, 1, 1) * m).sum().double()
+        sq += horizon_weighted_mse(module.normalise(pred.float()), module.normalise(y), m, w).double() * k
+        n += k
+    total, n_all = ddp.sum_ranks(dist, [float(sq), float(n)], dev)
+    loss = total / max(n_all, 1.0)
+    if not math.isfinite(loss):
+        raise TrainingDiverged(f"validation loss is {loss}")
+    return loss
+
+
+@dataclass
+class LoopState:
+    """Where the loop is: everything a checkpoint holds besides the weights and the optimiser."""
+
+    best_state: dict[str, torch.Tensor]
+    best_val: float
+    curve: list[dict[str, float]]
+    step: int = 0
+    best_step: int = 0
+    epoch: int = 0
+    offset: int = 0
+    perm: np.ndarray | None = None  # the current epoch's sample order (the same on every rank)
+    bad_evals: int = 0
+    run_loss: float = 0.0
+    run_n: int = 0
+    eval_s: float = 0.0
+    step_s: float = 0.0
+    elapsed_s: float = 0.0  # loop time of the run before this invocation (resume)
+    stopped: str = "max_epochs"
+
+
+@dataclass
+class Loop:
+    """What the loop runs on; :meth:`run` advances a :class:`LoopState` until a budget stops it."""
+
+    module: Forecaster
+    fwd: Any  # the training forward: the module, DDP around it, or its torch.compile
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    batcher: Batcher
+    train_t: np.ndarray
+    val_t: np.ndarray
+    horizon_w: torch.Tensor
+    batch_size: int
+    eval_batch_size: int
+    eval_every: int
+    patience: int
+    max_epochs: int
+    max_steps: int  # 0 = no cap
+    schedule_steps: int  # the learning-rate schedule's length: its last step is always validated
+    budget_s: float
+    grad_clip: float
+    rng: np.random.Generator
+    dist: ddp.DistContext = field(default_factory=ddp.DistContext)
+    ckpt: Path | None = None
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    progress: bool = False
+    extra_state: dict[str, Any] = field(default_factory=dict)  # saved with every checkpoint as is
+    train_horizons: int = 0  # target bins drawn per step (parallel decoder); 0 = all
+
+    def _save(self, st: LoopState, t_loop: float, saved_at: list[int]) -> None:
+        """Checkpoint the loop (rank 0); never a diverged state: the guard has run before."""
+        if self.ckpt is None or not self.dist.is_main or saved_at[0] == st.step:
+            return
+        check_finite_module(self.module, f"at step {st.step}")
+        save_checkpoint(
+            self.ckpt,
+            {
+                "fingerprint": self.fingerprint,
+                "model": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
+                "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(),
+                "step": st.step,
+                "best_step": st.best_step,
+                "epoch": st.epoch,
+                "offset": st.offset,
+                "perm": torch.from_numpy(np.asarray(st.perm, dtype=np.int64)) if st.perm is not None else None,
+                "rng": rng_states(self.rng),
+                "best_state": {k: v.detach().cpu() for k, v in st.best_state.items()},
+                "best_val": st.best_val,
+                "bad_evals": st.bad_evals,
+                "curve": st.curve,
+                "run_loss": st.run_loss,
+                "run_n": st.run_n,
+                "eval_s": st.eval_s,
+                "step_s": st.step_s,
+                "elapsed_s": st.elapsed_s + time.perf_counter() - t_loop,
+                **self.extra_state,
+            },
+        )
+        saved_at[0] = st.step
+
+    def _validate(self, st: LoopState, t_loop: float, loss_sum: torch.Tensor, gnorm_max: torch.Tensor) -> bool:
+        """Guard, score and keep the best state; True when early stopping says stop."""
+        m, dev = self.module, self.batcher.device
+        if ddp.any_rank(self.dist, not bool(torch.isfinite(loss_sum + gnorm_max)), dev):
+            raise TrainingDiverged(
+                f"training loss or gradient norm is NaN/inf (or on another rank) before step {st.step} "
+                f"(epoch {st.epoch}): loss sum {float(loss_sum)}, largest gradient norm {float(gnorm_max)}"
+            )
+        t1 = time.perf_counter()
+        m.eval()
+        val = val_loss(m, self.batcher, self.val_t, self.eval_batch_size, self.dist, self.horizon_w)
+        m.train()
+        st.eval_s = time.perf_counter() - t1
+        st.run_loss += float(loss_sum)
+        st.curve.append(
+            {
+                "epoch": st.step / max(1, self._steps_per_epoch),
+                "step": st.step,
+                "train_loss": st.run_loss / max(st.run_n, 1),
+                "val_loss": val,
+                "lr": float(self.sched.get_last_lr()[0]),
+                "elapsed_s": st.elapsed_s + time.perf_counter() - t_loop,
+            }
+        )
+        st.run_loss, st.run_n = 0.0, 0
+        if val < st.best_val:
+            st.best_val, st.best_step, st.bad_evals = val, st.step, 0
+            st.best_state = copy.deepcopy(m.state_dict())
+            return False
+        st.bad_evals += 1
+        return st.bad_evals >= self.patience
+
+    @property
+    def _steps_per_epoch(self) -> int:
+        return math.ceil(math.ceil(len(self.train_t) / self.dist.world) / self.batch_size)
+
+    def run(self, st: LoopState) -> LoopState:
+        """Optimise from ``st`` until ``max_steps``, early stopping, ``max_epochs`` or the wall-clock cap."""
+        m, dev, dist = self.module, self.batcher.device, self.dist
+        t_loop = time.perf_counter()
+        saved_at = [-1]
+        bar = None
+        if self.progress and dist.is_main:
+            from tqdm.auto import tqdm
+
+            total = self.max_steps or self.max_epochs * self._steps_per_epoch
+            bar = tqdm(total=total, initial=st.step, desc="train", unit="step")
+        loss_sum = torch.zeros((), device=dev)
+        gnorm_max = torch.zeros((), device=dev)
+        done = st.bad_evals >= self.patience  # a resumed run that had already stopped early
+        if done:
+            st.stopped = "early_stopping"
+        while not done and st.epoch < self.max_epochs:
+            if st.perm is None:  # a new epoch: the same permutation on every rank
+                st.perm, st.offset = self.rng.permutation(self.train_t), 0
+            order = ddp.shard(st.perm, dist)  # this rank's share
+            m.train()
+            while st.offset < len(order):
+                if self.max_steps and st.step >= self.max_steps:
+                    st.stopped, done = "max_steps", True
+                    break
+                # the wall-clock safety net: every step alone, at validations only when data-parallel
+                at_eval = st.step % self.eval_every == 0
+                if not dist.active or at_eval:
+                    elapsed = time.perf_counter() - t_loop
+                    late = elapsed + st.step_s + (st.eval_s if (st.step + 1) % self.eval_every == 0 else 0.0)
+                    if ddp.any_rank(dist, late > self.budget_s, dev):
+                        st.stopped, done = "wall_clock_cap", True
+                        break
+                t0 = time.perf_counter()
+                x, prior, y, mask = self.batcher(order[st.offset : st.offset + self.batch_size])
+                h_out, weights = y.shape[1], self.horizon_w
+                if 0 < self.train_horizons < h_out:  # a random subset of the target bins: unbiased, cheaper
+                    hz = torch.from_numpy(np.sort(self.rng.choice(h_out, self.train_horizons, replace=False))).to(dev)
+                    y, mask, weights = y[:, hz], mask[:, hz], weights[hz]
+                    with autocast(dev):
+                        pred = self.fwd(x, prior, hz)
+                else:
+                    with autocast(dev):
+                        pred = self.fwd(x, prior)
+                loss = horizon_weighted_mse(m.normalise(pred.float()), m.normalise(y), mask, weights)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()  # DDP: gradients averaged over ranks here
+                gnorm = torch.nn.utils.clip_grad_norm_(m.parameters(), self.grad_clip)
+                self.opt.step()
+                self.sched.step()
+                loss_sum = loss_sum + loss.detach()
+                gnorm_max = torch.maximum(gnorm_max, gnorm.detach())
+                st.step += 1
+                st.offset += self.batch_size
+                st.run_n += 1
+                dt = time.perf_counter() - t0
+                st.step_s = dt if st.step == 1 else 0.8 * st.step_s + 0.2 * dt
+                if bar is not None:
+                    bar.update(1)
+                if st.step % self.eval_every == 0:
+                    stop = self._validate(st, t_loop, loss_sum, gnorm_max)
+                    loss_sum, gnorm_max = torch.zeros((), device=dev), torch.zeros((), device=dev)
+                    if bar is not None:
+                        bar.set_postfix(val=f"{st.curve[-1]['val_loss']:.4f}", best=f"{st.best_val:.4f}")
+                    if stop:
+                        st.stopped, done = "early_stopping", True
+                    self._save(st, t_loop, saved_at)
+                    if done:
+                        break
+            if done:
+                break
+            st.epoch, st.perm = st.epoch + 1, None
+        if st.run_n and self.schedule_steps and st.step >= self.schedule_steps:
+            # the schedule's last step, between validations: guard and score it (the last state competes too)
+            self._validate(st, t_loop, loss_sum, gnorm_max)
+        elif st.run_n and ddp.any_rank(dist, not bool(torch.isfinite(loss_sum + gnorm_max)), dev):
+            raise TrainingDiverged(f"training loss or gradient norm is NaN/inf before step {st.step}")
+        self._save(st, t_loop, saved_at)  # where the loop stopped: a later run can go on from here
+        if bar is not None:
+            bar.close()
+        st.elapsed_s += time.perf_counter() - t_loop
+        return st
