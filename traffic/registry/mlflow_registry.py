@@ -899,6 +899,9 @@ def log_lake_inputs(inputs: Sequence[Mapping[str, Any]]) -> None:
     inputs : sequence of mapping
         ``{"path": str, "name": str, "sha256": str, "context": str, ...}`` per partition.
 
+    A path whose URI scheme MLflow has no dataset source for is not logged as a dataset: a
+    warning names it and the run's tag ``inputs.unresolved`` lists such paths.
+
     Raises
     ------
     ValueError
@@ -907,23 +910,33 @@ def log_lake_inputs(inputs: Sequence[Mapping[str, Any]]) -> None:
     import mlflow
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.exceptions import MlflowException
 
     datasets: list[Any] = []
+    unresolved: list[str] = []
     contexts: list[str | None] = []
     tags_list: list[dict[str, str] | None] = []
     for entry in inputs:
         missing = [k for k in ("path", "name", "sha256") if not entry.get(k)]
         if missing:
             raise ValueError(f"lake input {dict(entry)} lacks {missing}; each input needs path, name and sha256")
-        with warnings.catch_warnings():  # a file URI matches two equivalent local sources; MLflow picks one
-            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-            source = resolve_dataset_source(str(entry["path"]))
+        try:
+            with warnings.catch_warnings():  # a file URI matches two equivalent local sources; MLflow picks one
+                warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+                source = resolve_dataset_source(str(entry["path"]))
+        except MlflowException as exc:  # a lake URI scheme MLflow has no dataset source for: say so, keep the run
+            _log.warning("lake input %s not logged: MLflow resolves no dataset source for it (%s)", entry["path"], exc)
+            unresolved.append(str(entry["path"]))
+            continue
         # MetaDataset: MLflow's documented metadata-only dataset (its base marks `profile` abstract, unenforced)
         meta = MetaDataset(source, name=str(entry["name"]), digest=str(entry["sha256"])[:32])  # type: ignore[abstract]
         datasets.append(meta)
         contexts.append(str(entry["context"]) if entry.get("context") else None)
         tags_list.append({k: str(v) for k, v in entry.items() if k not in ("path", "name", "context")})
-    mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=tags_list)
+    if datasets:
+        mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=tags_list)
+    if unresolved:  # the run still says which partitions it read
+        mlflow.set_tag("inputs.unresolved", json.dumps(unresolved)[:5000])
 
 
 def log_training(
