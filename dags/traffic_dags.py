@@ -12,7 +12,10 @@ Per city:
 
 ``nightly_<city>`` (triggered by that asset)
     freshness/quality gate → training window → train (``queue="gpu"``, ``pool="gpu"``)
-    → evaluate and promote → forecast → publish to DuckDB.
+    → evaluate and promote (the challenger must beat every gating baseline, GBM included, and
+    the champion) → forecast with the champion → publish to DuckDB. While no version has
+    passed (a city's first nights) the best gating baseline's forecast is published instead,
+    labelled with its name in ``forecast_runs.model_kind``.
     Asset-triggered runs have no logical date, so the partition travels explicitly:
     ``params.as_of``, else the newest ``extra["as_of"]`` among the queued asset events of
     complete days (``traffic.pipeline.as_of_from_events``); only partial days queued = skipped.
@@ -21,8 +24,9 @@ Per city:
     resolve the window (``params.until``, local ``YYYY-MM-DD HH:MM``; default: the run's
     time) → ingest today's partial day up to ``until`` (and yesterday, in the first two
     hours after midnight) → rasterize it (only the bins that had ended by ``until``) →
-    refresh: re-forecast from the newest observed bin with the current champion and
-    publish the run (no training). No champion yet = the refresh task is skipped. It emits
+    refresh: re-forecast from the newest observed bin with the current champion (or, without
+    one, the fallback baseline, as the nightly run) and publish the run (no training). No
+    version registered yet = the refresh task is skipped. It emits
     no asset: a partial day never triggers the nightly run, whose freshness gate refuses
     partial days anyway (see ``traffic.intraday``). ``traffic replay`` drives it hour by
     hour over a past day.
@@ -205,7 +209,7 @@ def make_nightly_dag(city: str):
 
             try:
                 return pipeline.forecast(city, window["as_of"])
-            except pipeline.NoChampion as exc:  # nothing approved to serve: publish nothing
+            except pipeline.NoChampion as exc:  # no version registered at all: nothing to serve, not even a baseline
                 raise AirflowSkipException(str(exc)) from exc
 
         @task
@@ -295,7 +299,7 @@ def make_refresh_dag(city: str):
 
             try:
                 out = pipeline.refresh(city, until=window["until"])
-            except pipeline.NoChampion as exc:  # nothing approved to serve: publish nothing
+            except pipeline.NoChampion as exc:  # no version registered at all: nothing to serve
                 raise AirflowSkipException(str(exc)) from exc
             log.info(
                 "published %s issued_at %s in %s s", out["publish"].get("run_id"), out["issued_at"], out["timings_s"]

@@ -7,12 +7,15 @@ migrated SQLite metadata DB under the test's TRAFFIC_HOME. The DagRun state is a
 
 from __future__ import annotations
 
+import re
+
 import duckdb
 import mlflow
 import pytest
 
 from tests.airflow_helpers import migrated_env, run_python
 from traffic.config import duckdb_path, mlflow_uri
+from traffic.forecast.baselines import BASELINES
 
 DAG_TEST = """
 import datetime as dt, json, os
@@ -46,17 +49,26 @@ def test_nightly_los_angeles_through_airflow(traffic_home):
     assert states["nightly"] == "success", states
     assert set(states["tasks"].values()) == {"success"}, states["tasks"]
 
-    # a champion in the registry
+    # the decision on version 1: champion if it beat every gating baseline (GBM included), else the
+    # best gating baseline serves, labelled as such (the city's first night: nothing passed yet)
     mlflow.set_tracking_uri(mlflow_uri())
     client = mlflow.MlflowClient()
-    champ = client.get_model_version_by_alias("traffic-los_angeles", "champion")
-    assert champ.tags["promoted"] == "true" and champ.tags["promotion_decision"]
+    v1 = client.get_model_version("traffic-los_angeles", "1")
+    decision = v1.tags["promotion_decision"]
+    if v1.tags["promoted"] == "true":
+        champ = client.get_model_version_by_alias("traffic-los_angeles", "champion")
+        assert str(champ.version) == "1"
+        expected = [("los_angeles", "1", "model")]
+    else:
+        served = re.search(r"publishing baseline '(\w+)'", decision)
+        assert served and served.group(1) in BASELINES, decision
+        expected = [("los_angeles", f"baseline-{served.group(1)}", served.group(1))]
 
     # the day-ahead forecast in DuckDB: every 15-min bin of 2012-03-08 (local), only cells with data
     con = duckdb.connect(str(duckdb_path()), read_only=True)
     try:
-        runs = con.execute("SELECT city, model_version, issued_at FROM forecast_runs").fetchall()
-        assert [(r[0], str(r[1])) for r in runs] == [("los_angeles", str(champ.version))]
+        runs = con.execute("SELECT city, model_version, model_kind, issued_at FROM forecast_runs").fetchall()
+        assert [(r[0], str(r[1]), r[2]) for r in runs] == expected
         n_h, min_t, max_t, n_rows, n_level, n_bounds = con.execute(
             "SELECT count(DISTINCT horizon), min(target_time), max(target_time), count(*), count(congestion_level), "
             "count(lower) FILTER (WHERE lower <= value AND value <= upper) "

@@ -345,6 +345,13 @@ def test_evaluate_reports_every_model_on_the_same_holdout(report, grid):
     assert "grid" in report["modality_weights"] and all(0 < w < 1 for w in report["modality_weights"].values())
     text = format_report(report)
     assert "RMSE per horizon" in text and "MAE per horizon" in text and f"best baseline (mean RMSE): {best}" in text
+    # the ablation and the GBM comparison per group of hours ahead (30-min bins, 3 steps: "1 h", "2–3 h")
+    comp = report["comparison"]
+    assert {"full", "gbm"} <= set(comp["columns"]) and [g["label"] for g in comp["groups"]] == ["1 h", "2–3 h", "all"]
+    assert comp["groups"][-1]["rmse"]["model"] == pytest.approx(metrics["model"]["rmse_mean"])
+    assert comp["groups"][-1]["rmse"]["gbm"] == pytest.approx(metrics["gbm"]["rmse_mean"])
+    assert set(report["ablation"]) <= {"base", "base_head"}
+    assert "RMSE per group of hours ahead: the network with parts switched off" in text
 
 
 @pytest.mark.slow
@@ -423,3 +430,46 @@ def test_cli_grid_info_and_errors(tmp_path, capsys):
     assert "expected KEY=VALUE" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # a holdout is required (argparse)
         main(["grid", "evaluate", str(tmp_path / "a.npz")])
+
+
+def test_ablation_and_gbm_comparison_per_horizon_group():
+    """What ``traffic grid evaluate`` prints besides the per-horizon tables, from the metrics of a result."""
+    from traffic.forecast.result import Holdout, HorizonMetrics, TrainResult
+    from traffic.gridded import _comparison_lines, comparison_by_group
+
+    def hm(*rmse: float) -> HorizonMetrics:
+        return HorizonMetrics(mae=[0.5 * v for v in rmse], rmse=list(rmse), n=[10] * len(rmse))
+
+    res = TrainResult(
+        module=None,
+        metrics={"model": hm(1.0, 2.0, 3.0), "gbm": hm(1.0, 2.5, 2.5), "persistence": hm(5.0, 5.0, 5.0)},
+        holdout=Holdout("a", "b", 1, "d"),
+        learning_curve=[],
+        params={},
+        input_example=np.zeros((1, 1, 1, 1, 1), np.float32),
+        example_forecast=np.zeros((3, 1, 1, 1)),
+        example_target=np.zeros((3, 1, 1, 1)),
+        example_mask=np.zeros((3, 1, 1, 1), bool),
+        channels=("grid.x",),
+        train_window=("a", "b"),
+        train_seconds=1.0,
+        device="cpu",
+        stopped_reason="max_steps",
+        ablation={"base": hm(2.0, 4.0, 6.0), "base_head": hm(1.0, 2.0, 4.0)},
+    )
+    comp = comparison_by_group(res, 1800)  # 30-min bins: step 1-2 = "1 h", step 3 = "2–3 h"
+    assert comp["columns"] == ["base", "base+head", "full", "gbm"]
+    one, two, mean = comp["groups"]
+    assert (one["label"], one["steps"], two["label"], two["steps"]) == ("1 h", [1, 2], "2–3 h", [3, 3])
+    assert one["rmse"] == {"base": 3.0, "base_head": 1.5, "model": 1.5, "gbm": 1.75}
+    assert two["mae"] == {"base": 3.0, "base_head": 2.0, "model": 1.5, "gbm": 1.25}
+    assert two["full_vs_base_head_pct"]["rmse"] == pytest.approx(-25.0)  # 3 vs 4
+    assert two["full_vs_gbm_pct"]["rmse"] == pytest.approx(20.0)  # 3 vs 2.5: GBM wins the later hours
+    assert mean["rmse"]["model"] == pytest.approx(2.0) and mean["full_vs_gbm_pct"]["rmse"] == pytest.approx(0.0)
+    assert mean["full_vs_base_head_pct"]["rmse"] == pytest.approx(100 * (2.0 - 7 / 3) / (7 / 3))
+    lines = _comparison_lines(comp, 10)
+    assert "full vs base+head" in lines[2] and "full vs gbm" in lines[2]
+    assert lines[5].split()[:2] == ["all", "1-3"] and lines[5].split()[-4:] == ["-14.3", "%", "+0.0", "%"]
+
+    res.ablation = {}  # a result without the ablation: the comparison is the model against GBM
+    assert comparison_by_group(res, 1800)["columns"] == ["full", "gbm"]

@@ -177,6 +177,8 @@ def report(summary: dict[str, Any]) -> str:
     import duckdb
     import mlflow
 
+    from traffic.forecast.baselines import BASELINES
+
     lines = []
     mlflow.set_tracking_uri(mlflow_uri())
     client = mlflow.MlflowClient()
@@ -194,11 +196,16 @@ def report(summary: dict[str, Any]) -> str:
         if latest is not None:
             run = client.get_run(str(latest.run_id))
             m = run.data.metrics
-            base = {k.split(".")[0]: v for k, v in m.items() if k.endswith(".rmse_mean") and not k.startswith("model")}
+            base = {b: m[f"{b}.rmse_mean"] for b in BASELINES if f"{b}.rmse_mean" in m}
+            ablation = {
+                k: m[f"ablation.{k}.rmse_mean"] for k in ("base", "base_head") if f"ablation.{k}.rmse_mean" in m
+            }
             lines.append(
                 f"   trained   {name} v{latest.version} (run {latest.run_id}) rmse_mean={m.get('model.rmse_mean', float('nan')):.3f}"
             )
             lines.append("   baselines " + ", ".join(f"{k}={v:.3f}" for k, v in sorted(base.items())))
+            if ablation:
+                lines.append("   ablation  " + ", ".join(f"{k}={v:.3f}" for k, v in ablation.items()))
             verdict = "promoted to champion" if latest.tags.get("promoted") == "true" else "stays challenger"
             lines.append(f"   decision  {verdict}: {latest.tags.get('promotion_decision', '')}".rstrip())
         lines.append(f"   champion  {f'v{champ.version}' if champ else 'none'}")
@@ -207,13 +214,15 @@ def report(summary: dict[str, Any]) -> str:
         con = duckdb.connect(str(db), read_only=True)
         try:
             runs = con.execute(
-                "SELECT city, model_version, issued_at, count(*) AS rows FROM forecast_runs JOIN forecasts USING (run_id, city) "
+                "SELECT city, model_version, model_kind, issued_at, count(*) AS rows "
+                "FROM forecast_runs JOIN forecasts USING (run_id, city) "
                 "GROUP BY ALL ORDER BY city, issued_at"
             ).fetchall()
         finally:
             con.close()
-        for city, ver, issued, n in runs:
-            lines.append(f"published {city}: model v{ver} issued_at {issued} ({n} forecast rows)")
+        for city, ver, model_kind, issued, n in runs:
+            who = f"model v{ver}" if model_kind == "model" else f"baseline {model_kind} (no champion yet)"
+            lines.append(f"published {city}: {who} issued_at {issued} ({n} forecast rows)")
     lines.append("")
     lines.append(f"DuckDB:   {db}   (e.g. `traffic hotspots los_angeles --hours 3`)")
     lines.append(f"MLflow:   {mlflow_uri()}   (`mlflow ui --backend-store-uri {mlflow_uri()}`)")
@@ -280,7 +289,8 @@ def run_replay(
     Raises
     ------
     traffic.pipeline.NoChampion
-        The city has no champion yet (``make nightly`` makes one).
+        The city has no registered version yet (``make nightly`` makes one); without a
+        champion the fallback baseline serves (:func:`traffic.pipeline.serving`).
     ValueError
         ``date`` is not in the shipped data, or bad ``start``/``end``/``every_min``.
     """
@@ -289,20 +299,21 @@ def run_replay(
     from traffic import pipeline
     from traffic.grid import newest_observed_bin
     from traffic.publish import hotspots, run_id_for
-    from traffic.registry import champion
 
     c = pipeline._city(city)
     steps = replay_steps(date, start, end, every_min)
     first, last = pipeline.source_dates(c)
     if not first <= date <= last:
         raise ValueError(f"--date {date}: {c.name}'s shipped data holds local dates {first} .. {last}")
-    current = champion(c)
-    if current is None:
-        raise pipeline.NoChampion(f"no champion model for {c.name} yet: run `make nightly` first")
+    try:
+        current = pipeline.serving(c)  # the champion, or the fallback baseline while none has passed
+    except pipeline.NoChampion as exc:
+        raise pipeline.NoChampion(f"no champion model for {c.name} yet: run `make nightly` first") from exc
+    who = f"champion v{current['version']}" if current["kind"] == "model" else f"baseline {current['baseline']}"
     env = airflow_env()
     log(f"airflow: metadata DB in {env['AIRFLOW_HOME']} ...")
     prepare(env)
-    log(f"replay {c.name} {date} {start}..{end} every {every_min} min with champion v{current['version']}")
+    log(f"replay {c.name} {date} {start}..{end} every {every_min} min with {who}")
     out: list[dict[str, Any]] = []
     try:
         for until in steps:

@@ -800,8 +800,12 @@ def evaluate_array(
         windows, holdout digest), ``horizon_minutes``, ``metrics`` (per model/baseline the
         ``HorizonMetrics.as_dict()``: per-horizon lists and means, ``n`` observed targets per
         horizon), ``best_baseline``, ``skill_pct`` (100 * (1 - model / best baseline), mean and
-        per horizon, per metric), ``training`` (seconds, device, steps, stop reason, samples/s,
-        parameters), ``modality_weights``, ``params``, ``learning_curve``, ``saved_model``.
+        per horizon, per metric), ``training`` (seconds, device, steps, best step, stop reason,
+        whether the wall-clock cap fired, samples/s, parameters), ``ablation``
+        (``HorizonMetrics.as_dict()`` of the trained network with parts switched off: ``base``, the
+        linear base alone; ``base_head``, base + per-cell head), ``comparison``
+        (:func:`comparison_by_group`: base, base + head, full model and GBM per horizon group),
+        ``modality_weights``, ``params``, ``learning_curve``, ``saved_model``.
 
     Raises
     ------
@@ -905,8 +909,12 @@ def evaluate_array(
             "train_samples_per_s": steps * batch / res.train_seconds if res.train_seconds > 0 else None,
             "n_parameters": res.params.get("n_parameters"),
             "best_val_loss": res.extra.get("best_val_loss"),
+            "best_step": res.extra.get("best_step"),
+            "wall_clock_cap": res.extra.get("wall_clock_cap"),
             "base": res.extra.get("base"),
         },
+        "ablation": {name: m.as_dict() for name, m in res.ablation.items()},
+        "comparison": comparison_by_group(res, bm * 60),
         "modality_weights": res.extra.get("modality_weights", {}),
         "params": res.params,
         "learning_curve": res.learning_curve,
@@ -916,6 +924,63 @@ def evaluate_array(
     if save_model_dir is not None:
         report["saved_model"] = str(save_model(res.module, save_model_dir, report))
     return report
+
+
+#: Columns of :func:`comparison_by_group`, in order: ``(key, label)``; ``base``/``base_head`` are ``TrainResult.ablation``'s.
+COMPARISON_COLUMNS = (("base", "base"), ("base_head", "base+head"), ("model", "full"), ("gbm", "gbm"))
+
+
+def comparison_by_group(res: Any, bin_seconds: int) -> dict[str, Any]:
+    """The ablation and the GBM comparison per horizon group: what ``traffic grid evaluate`` prints.
+
+    Parameters
+    ----------
+    res : TrainResult
+        With ``metrics["model"]``, ``metrics["gbm"]`` and ``ablation`` (``base``, ``base_head``)
+        on the same holdout; a column the result lacks is left out.
+    bin_seconds : int
+        Length of one bin (groups are hours ahead, :func:`traffic.forecast.horizons.horizon_groups`).
+
+    Returns
+    -------
+    dict
+        ``{"columns": [labels], "keys": [keys], "groups": [{"label", "steps": [first, last]
+        (1-based), "rmse": {key: v}, "mae": {key: v}, "full_vs_base_head_pct": {"rmse", "mae"},
+        "full_vs_gbm_pct": {"rmse", "mae"}}, ...]}``; the last group, ``"all"``, holds the means
+        over every horizon (the figure promotion compares). A group's value is the mean of its
+        horizons' values; a percentage is the full model's change against that column
+        (negative = the full model is better), None when it cannot be computed.
+    """
+    from traffic.forecast.horizons import horizon_groups
+
+    scored = {"model": res.metrics["model"], **dict(res.ablation)}
+    if "gbm" in res.metrics:
+        scored["gbm"] = res.metrics["gbm"]
+    cols = [(k, label) for k, label in COMPARISON_COLUMNS if k in scored]
+    n_h = len(res.metrics["model"].rmse)
+
+    def pct(a: float, b: float) -> float | None:
+        return 100.0 * (a - b) / b if b and math.isfinite(a) and math.isfinite(b) else None
+
+    def row(label: str, first: int, last: int, values: dict[str, dict[str, float]]) -> dict[str, Any]:
+        out: dict[str, Any] = {"label": label, "steps": [first, last], **values}
+        for ref, key in (("base_head", "full_vs_base_head_pct"), ("gbm", "full_vs_gbm_pct")):
+            if ref in scored:
+                out[key] = {m: pct(values[m]["model"], values[m][ref]) for m in ("rmse", "mae")}
+        return out
+
+    def group_mean(values: list[float], steps: slice) -> float:
+        part = np.asarray(values, dtype=float)[steps]
+        part = part[np.isfinite(part)]
+        return float(part.mean()) if part.size else math.nan
+
+    groups = []
+    for g in horizon_groups(int(bin_seconds), n_h):
+        values = {m: {k: group_mean(getattr(scored[k], m), g.steps) for k, _ in cols} for m in ("rmse", "mae")}
+        groups.append(row(g.label, g.steps.start + 1, g.steps.stop, values))
+    means = {m: {k: float(getattr(scored[k], f"{m}_mean")) for k, _ in cols} for m in ("rmse", "mae")}
+    groups.append(row("all", 1, n_h, means))
+    return {"columns": [label for _, label in cols], "keys": [k for k, _ in cols], "groups": groups}
 
 
 # ------------------------------------------------------------------------------------ model files
@@ -979,6 +1044,37 @@ def _fmt(v: Any, width: int) -> str:
     return str(v).rjust(width)
 
 
+def _pct_cell(v: float | None, width: int) -> str:
+    return ("-" if v is None else f"{v:+.1f} %").rjust(width)
+
+
+def _comparison_lines(comp: dict[str, Any], width: int) -> list[str]:
+    """The ablation and GBM tables of :func:`format_report` (one per metric, rows = horizon groups)."""
+    if not comp.get("groups"):
+        return []
+    keys, labels = comp["keys"], comp["columns"]
+    lines: list[str] = []
+    for metric in ("rmse", "mae"):
+        lines += [
+            "",
+            f"{metric.upper()} per group of hours ahead: the network with parts switched off (base = linear base "
+            "alone, base+head = no recurrent path), the full model and gradient boosting",
+            f"{'hours':>8} {'steps':>7} "
+            + " ".join(lab.rjust(width) for lab in labels)
+            + f" {'full vs base+head':>18} {'full vs gbm':>12}",
+        ]
+        for g in comp["groups"]:
+            steps = f"{g['steps'][0]}-{g['steps'][1]}"
+            vs_head = (g.get("full_vs_base_head_pct") or {}).get(metric)
+            vs_gbm = (g.get("full_vs_gbm_pct") or {}).get(metric)
+            lines.append(
+                f"{g['label']:>8} {steps:>7} "
+                + " ".join(_fmt(g[metric].get(k), width) for k in keys)
+                + f" {_pct_cell(vs_head, 18)} {_pct_cell(vs_gbm, 12)}"
+            )
+    return lines
+
+
 def format_report(report: dict[str, Any]) -> str:
     """Per-horizon tables (one per metric: model and every baseline) and a summary, as text."""
     d, sp, tr = report["data"], report["split"], report["training"]
@@ -1008,6 +1104,7 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(
             f"{'mean':>8} {'':>6} {'':>9} " + " ".join(_fmt(metrics[n].get(f"{key}_mean"), width) for n in names)
         )
+    lines += _comparison_lines(report.get("comparison") or {}, width)
     best = report["best_baseline"]
     skill = report["skill_pct"]
     lines += [

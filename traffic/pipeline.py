@@ -368,6 +368,52 @@ def _load_window(c: CityConfig, as_of: str):
     return win, load_tensor(c, win["start"], win["end"])
 
 
+def lake_inputs(city: str | CityConfig, window: dict[str, str]) -> list[dict[str, Any]]:
+    """The raster partitions a window reads, with their digests: what a training run logs as its inputs.
+
+    Parameters
+    ----------
+    city : str or CityConfig
+    window : dict
+        ``{"start", "end", ...}`` local dates (:func:`training_window`).
+
+    Returns
+    -------
+    list of dict
+        Per existing partition file, in date order: ``path`` (its URI), ``name``
+        (``raster/<city>/date=<date>``), ``sha256`` of the file, ``bytes``, ``date`` and
+        ``context``: ``holdout`` for the last ``holdout_days`` dates of the window (the days
+        whose bins the holdout scores), else ``training``.
+    """
+    import hashlib
+
+    c = _city(city)
+    days = _days(window["start"], window["end"])
+    holdout = set(days[-c.forecast.holdout_days :])
+    out: list[dict[str, Any]] = []
+    for d in days:
+        path = partition("raster", city=c.name, date=d) / "part.parquet"
+        if not path.exists():
+            continue
+        digest = hashlib.sha256()
+        size = 0
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+        out.append(
+            {
+                "path": str(path) if "://" in str(path) else path.as_uri(),
+                "name": f"raster/{c.name}/date={d}",
+                "sha256": digest.hexdigest(),
+                "bytes": size,
+                "date": d,
+                "context": "holdout" if d in holdout else "training",
+            }
+        )
+    return out
+
+
 def code_version() -> str | None:
     """Git commit of the project, when it runs from a checkout."""
     try:
@@ -393,11 +439,17 @@ def train(
     ``steps`` (default: ``TRAFFIC_TRAIN_STEPS``, else the city's ``[forecast] train_steps``) is the
     optimiser-step budget that decides the model; ``budget_s`` (default ``TRAFFIC_TRAIN_BUDGET_S``,
     else ``train_budget_s``) the wall-clock safety net, recorded on the run when it fires.
+
+    Before the run is logged, the current champion (if any) is scored on the challenger's
+    holdout, so that the model card shows it next to the challenger and the baselines, and
+    its scores are logged with the run (``champion.*``, tag ``champion.version``) for
+    :func:`evaluate_and_promote`. The run's inputs are the window's raster partitions with
+    their digests (:func:`lake_inputs`).
     """
     import mlflow
 
     from traffic.forecast.train import train_forecaster
-    from traffic.registry import log_training
+    from traffic.registry import champion, log_training
 
     c = _city(city)
     _before_training(c)
@@ -422,13 +474,26 @@ def train(
             **resume_kw,
         ),
     )
-    logged = log_training(c, result, data_window=win, code_version=code_version())
+    gates = promotion_gate_baselines()
+    current = champion(c)
+    champ_metrics, note = (None, "") if current is None else _score_champion(c, current, grid)
+    logged = log_training(
+        c,
+        result,
+        data_window=win,
+        code_version=code_version(),
+        champion_metrics=champ_metrics,
+        champion_version=current["version"] if current is not None else None,
+        gate_baselines=gates,
+        inputs=lake_inputs(c, win),
+        train_steps=steps,
+    )
     _drop_checkpoint(ckpt)
     worker = os.environ.get("TRAFFIC_WORKER_NAME", socket.gethostname())
     mlflow.MlflowClient(tracking_uri=mlflow_uri()).set_tag(logged["run_id"], "worker", worker)
     best_name, best = result.best_baseline()
-    gates = promotion_gate_baselines()
-    gate_name = min((k for k in result.baselines if k in gates), key=lambda k: result.baselines[k].rmse_mean)
+    scored_gates = [k for k in gates if k in result.baselines]
+    gate_name = min(scored_gates, key=lambda k: result.baselines[k].rmse_mean) if scored_gates else best_name
     return {
         "city": c.name,
         "as_of": as_of,
@@ -437,9 +502,15 @@ def train(
         "mape_mean": result.metrics["model"].mape_mean,
         "best_baseline": best_name,
         "best_baseline_rmse_mean": best.rmse_mean,
+        "gate_baselines": list(gates),
         "gate_baseline": gate_name,
         "gate_baseline_rmse_mean": result.baselines[gate_name].rmse_mean,
+        "ablation_rmse_mean": {k: v.rmse_mean for k, v in result.ablation.items()},
+        "champion_scored": current["version"] if current is not None else None,
+        "champion_rmse_mean": champ_metrics.rmse_mean if champ_metrics is not None else None,
+        "champion_note": note,
         "train_seconds": result.train_seconds,
+        "steps": result.extra.get("steps"),
         "device": result.device,
         "worker": worker,
         "stopped_reason": result.stopped_reason,
@@ -482,51 +553,129 @@ def _drop_checkpoint(ckpt: Path) -> None:
     shutil.rmtree(ckpt, ignore_errors=True)
 
 
-@_logged("evaluate_and_promote", _promotion_summary)
-def evaluate_and_promote(city: str | CityConfig, as_of: str, trained: dict[str, Any]) -> dict[str, Any]:
-    """Score the current champion on the challenger's holdout and apply the promotion rule."""
+def _score_champion(c: CityConfig, current: dict[str, Any], grid: Any) -> tuple[Any, str]:
+    """The champion's metrics on the holdout of ``grid`` (the challenger's), and a note when it cannot serve.
+
+    A champion that predicts another number of bins than ``[forecast] horizon_steps`` (the city's
+    horizon changed) cannot serve this horizon: its metrics are NaN (it counts as beaten) and the
+    note says why.
+    """
     from traffic.forecast.inference import evaluate_module
     from traffic.forecast.result import HorizonMetrics
-    from traffic.registry import champion, decide_promotion, load_version_module, promote, run_metrics
+    from traffic.registry import load_version_module
+
+    fc = c.forecast
+    module = load_version_module(current["model_uri"])
+    steps = _predicted_steps(module, grid, fc.context_steps)
+    if steps != fc.horizon_steps:
+        nan = [float("nan")] * fc.horizon_steps
+        note = (
+            f"; champion v{current['version']} predicts {steps} bins, not the {fc.horizon_steps} of "
+            "[forecast] horizon_steps: it cannot serve this horizon (no score)"
+        )
+        return HorizonMetrics(mae=nan, rmse=nan, n=[0] * fc.horizon_steps), note
+    metrics = evaluate_module(
+        module, grid, context_steps=fc.context_steps, horizon_steps=fc.horizon_steps, holdout_days=fc.holdout_days
+    )
+    return metrics, ""
+
+
+def _run_gates(data: dict[str, dict[str, Any]]) -> tuple[str, ...]:
+    """The gating baselines a run was logged with (tag ``promotion.gate_baselines``), else today's spec."""
+    tag = data["tags"].get("promotion.gate_baselines")
+    return tuple(g for g in tag.split(",") if g) if tag else promotion_gate_baselines()
+
+
+def fallback_baseline(scores: dict[str, float], gates: tuple[str, ...]) -> str:
+    """The baseline that serves while there is no champion: the gating baseline with the lowest mean RMSE.
+
+    Parameters
+    ----------
+    scores : dict
+        ``{baseline: mean RMSE on the holdout}`` (NaN or absent: not scored).
+    gates : tuple of str
+        The gating baselines, in order of preference when none was scored.
+
+    Returns
+    -------
+    str
+    """
+    import math
+
+    scored = [g for g in gates if math.isfinite(scores.get(g, math.nan))]
+    return min(scored, key=lambda g: scores[g]) if scored else gates[0]
+
+
+@_logged("evaluate_and_promote", _promotion_summary)
+def evaluate_and_promote(city: str | CityConfig, as_of: str, trained: dict[str, Any]) -> dict[str, Any]:
+    """Apply the promotion rule to a trained challenger: it must beat every gating baseline and the champion.
+
+    The gating baselines are ``[promotion] gate_baselines`` (every baseline, GBM included, by
+    default), as recorded on the run. The champion's scores on the challenger's holdout are
+    those :func:`train` logged with the run when the champion is still the version it scored;
+    otherwise (the champion moved since, or an older run) it is scored here.
+
+    When no champion exists after the decision (no version has passed yet: a city's first
+    nights), the reason says which baseline serves instead: :func:`forecast` publishes the best
+    gating baseline's forecast, labelled with its name in ``forecast_runs.model_kind``.
+
+    Returns
+    -------
+    dict
+        ``promoted``, ``reason``, ``champion_before``, ``champion_rmse_mean``, ``serving``
+        (``{"kind": "model", "version"}`` or ``{"kind": "baseline", "baseline"}``) and the
+        aliases after the decision (:func:`traffic.registry.promote`).
+    """
+    import math
+
+    from traffic.forecast.baselines import BASELINES
+    from traffic.forecast.result import HorizonMetrics
+    from traffic.registry import champion, decide_promotion, promote, run_data, run_metrics
 
     c = _city(city)
-    win, grid = _load_window(c, as_of)
-    fc = c.forecast
-    challenger = run_metrics(trained["run_id"], "model")
-    best_name = trained.get("gate_baseline", trained["best_baseline"])  # the best of the gating baselines
-    best = run_metrics(trained["run_id"], best_name)
+    run_id = trained["run_id"]
+    data = run_data(run_id)
+    challenger = run_metrics(run_id, "model")
+    n_h = len(challenger.rmse)
+    gates = _run_gates(data)
+    gate_metrics: dict[str, HorizonMetrics] = {}
+    unscored = []
+    for g in gates:
+        if f"{g}.rmse_mean" in data["metrics"]:
+            gate_metrics[g] = run_metrics(run_id, g)
+        else:  # a gate the run did not score cannot be shown to be beaten
+            unscored.append(g)
+            gate_metrics[g] = HorizonMetrics(mae=[math.nan] * n_h, rmse=[math.nan] * n_h, n=[0] * n_h)
     current = champion(c)
     champ_metrics = None
-    incomparable = ""
+    note = ""
     if current is not None and str(current["version"]) != str(trained["version"]):
-        module = load_version_module(current["model_uri"])
-        if _predicted_steps(module, grid, fc.context_steps) != fc.horizon_steps:
-            # the city's horizon changed ([forecast] horizon_steps): the champion cannot serve it any more
-            incomparable = (
-                f"; champion v{current['version']} predicts {_predicted_steps(module, grid, fc.context_steps)} bins, "
-                f"not the {fc.horizon_steps} of [forecast] horizon_steps: it cannot serve this horizon (no score)"
-            )
-            nan = [float("nan")] * fc.horizon_steps
-            champ_metrics = HorizonMetrics(mae=nan, rmse=nan, n=[0] * fc.horizon_steps)
+        if data["tags"].get("champion.version") == str(current["version"]) and "champion.rmse_mean" in data["metrics"]:
+            champ_metrics = run_metrics(run_id, "champion")  # scored by train() on this holdout
+            note = trained.get("champion_note") or ""
         else:
-            champ_metrics = evaluate_module(
-                module,
-                grid,
-                context_steps=fc.context_steps,
-                horizon_steps=fc.horizon_steps,
-                holdout_days=fc.holdout_days,
-            )
-    decision = decide_promotion(challenger, champ_metrics, (best_name, best))
-    if incomparable:
-        decision = dataclasses.replace(decision, reason=decision.reason + incomparable)
-    strongest = trained["best_baseline"]
-    if strongest != best_name:  # reported with the decision, not a gate (models/convlstm_attention.toml)
-        ref = run_metrics(trained["run_id"], strongest).rmse_mean
-        pct = 100.0 * (challenger.rmse_mean - ref) / ref
-        decision = dataclasses.replace(
-            decision,
-            reason=f"{decision.reason}; strongest baseline {strongest!r} {ref:.4f} ({pct:+.2f}%), reported, not a gate",
+            _, grid = _load_window(c, as_of)
+            champ_metrics, note = _score_champion(c, current, grid)
+    decision = decide_promotion(challenger, champ_metrics, gate_metrics)
+    extra = note
+    if unscored:
+        extra += f"; gating baseline(s) {unscored} were not scored in run {run_id}"
+    for name in (b for b in BASELINES if b not in gates and f"{b}.rmse_mean" in data["metrics"]):
+        # a baseline taken out of [promotion] gate_baselines is still scored: say so, with its number
+        ref = data["metrics"][f"{name}.rmse_mean"]
+        extra += f"; baseline {name!r} {ref:.4f} ({_pct(decision.challenger_rmse, ref)}) is not in [promotion] gate_baselines"
+    champion_after = str(trained["version"]) if decision.promote else (current["version"] if current else None)
+    serving: dict[str, Any] = {"kind": "model", "version": champion_after}
+    if champion_after is None:
+        base = fallback_baseline({k: v.rmse_mean for k, v in gate_metrics.items()}, gates)
+        score = gate_metrics[base].rmse_mean
+        extra += (
+            f"; no version passes yet (no champion): publishing baseline {base!r} "
+            f"(mean RMSE {score:.4f} on the same holdout) until one does"
         )
+        serving = {"kind": "baseline", "baseline": base}
+    if extra:
+        decision = dataclasses.replace(decision, reason=decision.reason + extra)
     promoted = promote(c, trained["version"], decision)
     return {
         "city": c.name,
@@ -535,8 +684,16 @@ def evaluate_and_promote(city: str | CityConfig, as_of: str, trained: dict[str, 
         "reason": decision.reason,
         "champion_before": current["version"] if current else None,
         "champion_rmse_mean": champ_metrics.rmse_mean if champ_metrics else None,
+        "gate_baselines": list(gates),
+        "serving": serving,
         **{k: v for k, v in promoted.items() if k not in ("city", "version")},
     }
+
+
+def _pct(a: float, b: float) -> str:
+    import math
+
+    return f"{100.0 * (a - b) / b:+.2f}%" if b and math.isfinite(b) else "n/a"
 
 
 def _predicted_steps(module: Any, grid: Any, context_steps: int) -> int:
@@ -553,11 +710,62 @@ def forecast_origin(city: str | CityConfig, as_of: str) -> pd.Timestamp:
     return pd.Timestamp(nxt.isoformat()).tz_localize(c.timezone).tz_convert("UTC")
 
 
+def serving(city: str | CityConfig) -> dict[str, Any]:
+    """What forecasts for a city now: its champion, or the fallback baseline while it has none.
+
+    Returns
+    -------
+    dict
+        ``{"kind": "model", "model_name", "version", "run_id", "model_uri", ...}`` (the champion,
+        :func:`traffic.registry.champion`), or, when no version has passed yet,
+        ``{"kind": "baseline", "baseline", "rmse_mean", "model_name", "version", "run_id"}``: the
+        gating baseline with the lowest mean RMSE on the holdout of the newest version's run
+        (the ``challenger``), which decided that nothing passes (:func:`evaluate_and_promote`).
+
+    Raises
+    ------
+    NoChampion
+        When the city has no registered version at all (nothing was trained and scored yet).
+    """
+    from traffic.registry import CHALLENGER, champion, run_data
+
+    c = _city(city)
+    current = champion(c)
+    if current is not None:
+        return {"kind": "model", **current}
+    newest = champion(c, CHALLENGER)
+    if newest is None or not newest["run_id"]:
+        raise NoChampion(
+            f"city {c.name}: no champion in the registry yet and no trained version to take a baseline from; "
+            "nothing approved to forecast with"
+        )
+    data = run_data(newest["run_id"])
+    gates = _run_gates(data)
+    scores = {g: float(data["metrics"][f"{g}.rmse_mean"]) for g in gates if f"{g}.rmse_mean" in data["metrics"]}
+    name = fallback_baseline(scores, gates)
+    return {
+        "kind": "baseline",
+        "baseline": name,
+        "rmse_mean": scores.get(name),
+        "model_name": newest["model_name"],
+        "version": newest["version"],
+        "run_id": newest["run_id"],
+    }
+
+
 @_logged("forecast", _forecast_summary)
 def forecast(
     city: str | CityConfig, as_of: str, *, issued_at: str | pd.Timestamp | None = None, kind: str = "nightly"
 ) -> dict[str, Any]:
-    """Forecast ``horizon_steps`` bins from an origin with the champion; write them to ``forecasts/``.
+    """Forecast ``horizon_steps`` bins from an origin with the champion (else a baseline); write ``forecasts/``.
+
+    Without a champion (no version has passed the promotion gate yet) the best gating baseline
+    of the newest version's run serves (:func:`serving`): it is fitted on the window's
+    training days exactly as that run scored it (:func:`traffic.forecast.fallback.fit_baseline`)
+    and forecasts from the same origin, with 80 % bounds from its residuals on training
+    samples. The run is labelled with the baseline's name (``model_kind``, e.g. ``gbm``) and
+    ``model_version`` ``baseline-<name>``; ``mlflow_run_id`` is the run that scored it. Once a
+    champion exists, the champion serves.
 
     Parameters
     ----------
@@ -577,27 +785,27 @@ def forecast(
         The run's metadata, with ``path``: the forecast ``.npz``, relative to the lake root
         (:func:`lake_file` resolves it) (``forecast``, ``lower``, ``upper`` ``(H_out, C, H, W)``;
         ``target_times``; ``has_data`` (the cell observed the channel in the window); ``coverage``
-        ``(C, H, W)``; ``reference``; ``cell_ids``; ``channels``).
+        ``(C, H, W)``; ``reference``; ``cell_ids``; ``channels``), and ``serving`` (what
+        :func:`serving` chose).
 
     Raises
     ------
     NoChampion
-        When the city has no champion yet.
+        When the city has no registered version yet (nothing to serve, not even a baseline).
     ValueError
         When the origin leaves fewer than ``context_steps`` bins of the window before it.
     """
     import numpy as np
 
     from traffic.forecast.inference import forecast as run_forecast
+    from traffic.forecast.intervals import INTERVAL_LEVEL, INTERVAL_METHOD
     from traffic.publish import reference_stats
-    from traffic.registry import champion, load_intervals, load_serving_module
+    from traffic.registry import load_intervals, load_serving_module
 
     if kind not in FORECAST_KINDS:
         raise ValueError(f"kind {kind!r} not in {FORECAST_KINDS}")
     c = _city(city)
-    current = champion(c)
-    if current is None:
-        raise NoChampion(f"city {c.name}: no champion in the registry yet; nothing approved to forecast with")
+    current = serving(c)
     win, grid = _load_window(c, as_of)
     origin = forecast_origin(c, as_of) if issued_at is None else _utc(issued_at)
     # the context ends with the last bin that starts before the origin
@@ -609,12 +817,20 @@ def forecast(
             f"{grid.times[0]} .. {grid.times[-1]} ([forecast] context_steps = {n_ctx}; the origin must be a bin edge)"
         )
     grid = grid.slice_time(0, t_last + 1)  # nothing at or after the origin is read
-    module = load_serving_module(current["run_id"], current["model_uri"])  # eager copy: no pt2 deserializing
-    pred = run_forecast(module, grid, t_last, context_steps=n_ctx)  # (H_out, C, H, W)
+    bounds: dict[str, Any] = {}
+    if current["kind"] == "model":
+        module = load_serving_module(current["run_id"], current["model_uri"])  # eager copy: no pt2 deserializing
+        pred = run_forecast(module, grid, t_last, context_steps=n_ctx)  # (H_out, C, H, W)
+        intervals = load_intervals(current["run_id"])
+        # a model logged before intervals existed has no bounds: the file holds none, the rows get NULL
+        if intervals is not None:
+            bounds = dict(zip(("lower", "upper"), intervals.bounds(pred), strict=True))
+        model_kind, model_version = "model", str(current["version"])
+    else:
+        pred, lower, upper = _baseline_forecast(c, grid, current["baseline"], t_last)
+        bounds = {"lower": lower, "upper": upper}
+        model_kind, model_version = current["baseline"], f"baseline-{current['baseline']}"
     h_out = pred.shape[0]
-    intervals = load_intervals(current["run_id"])
-    # a model logged before intervals existed has no bounds: the file holds none, the rows get NULL
-    bounds = dict(zip(("lower", "upper"), intervals.bounds(pred), strict=True)) if intervals is not None else {}
     targets = pd.date_range(origin, periods=h_out, freq=pd.Timedelta(seconds=c.bin_seconds))
     # has_data: the cell observed this channel somewhere in the window; coverage: in which share of its bins
     observed = grid.mask.any(axis=0)  # (C, H, W)
@@ -640,23 +856,23 @@ def forecast(
             channels=np.array(grid.channels),
         )
     tmp.rename(out)
-    from traffic.forecast.intervals import INTERVAL_LEVEL, INTERVAL_METHOD
 
     meta = {
         "city": c.name,
         "as_of": as_of,
         "kind": kind,
         "issued_at": origin.isoformat(),
-        "model_name": current["model_name"] if "model_name" in current else f"traffic-{c.name}",
-        "model_version": str(current["version"]),
-        "model_kind": "model",
+        "model_name": current.get("model_name") or f"traffic-{c.name}",
+        "model_version": model_version,
+        "model_kind": model_kind,
         "mlflow_run_id": current["run_id"],
         "data_start": grid.times[0].isoformat(),
         "data_end": grid.times[-1].isoformat(),
         "horizon_steps": h_out,
         "bin_seconds": c.bin_seconds,
-        "interval_level": INTERVAL_LEVEL if intervals is not None else None,
-        "interval_method": INTERVAL_METHOD if intervals is not None else None,
+        "interval_level": INTERVAL_LEVEL if bounds else None,
+        "interval_method": INTERVAL_METHOD if bounds else None,
+        "serving": {k: str(v) for k, v in current.items() if k in ("kind", "baseline", "version")},
         "path": lake_relative(out),  # relative to the lake: a copied TRAFFIC_HOME reads its own file
     }
     write_json(meta, out.parent / "meta.json")
@@ -678,6 +894,31 @@ def lake_file(path: str) -> UPath:
     from traffic.lake import lake_root
 
     return UPath(path) if "://" in path or PurePosixPath(path).is_absolute() else lake_root() / path
+
+
+def _baseline_forecast(c: CityConfig, grid: Any, name: str, t_last: int) -> tuple[Any, Any, Any]:
+    """Forecast and 80 % bounds ``(H_out, C, H, W)`` of baseline ``name`` after bin ``t_last`` of ``grid``.
+
+    Fitted as the nightly run fitted it for its holdout: the city's ``[forecast]`` split and the
+    model spec's ``[training]`` ``val_fraction`` and ``ridge_lags``, seed 0 (that of
+    :func:`train`).
+    """
+    from traffic.forecast.fallback import fit_baseline
+    from traffic.forecast.train import load_model_spec
+
+    tr = load_model_spec()["training"]
+    fc = c.forecast
+    fitted = fit_baseline(
+        grid,
+        name,
+        context_steps=fc.context_steps,
+        horizon_steps=fc.horizon_steps,
+        holdout_days=fc.holdout_days,
+        train_days=fc.train_days,
+        val_fraction=float(tr["val_fraction"]),
+        ridge_lags=int(tr["ridge_lags"]),
+    )
+    return fitted.forecast(t_last)
 
 
 def _utc(value: str | pd.Timestamp) -> pd.Timestamp:
@@ -785,6 +1026,12 @@ def refresh(city: str | CityConfig, *, until: str | None = None) -> dict[str, An
     given: local ``YYYY-MM-DD HH:MM`` or ISO 8601 with an offset), forecasts from the end
     of that bin (``kind="refresh"``) and publishes the run.
 
+    Without a champion it behaves as the nightly :func:`forecast` does: the fallback baseline
+    of the newest version's run (:func:`serving`) is refitted on the window ending at the
+    refresh origin (the same split rule, so its training days move with the window) and
+    forecasts from the newest bin, labelled with its name in ``model_kind``. Refitting costs
+    seconds (GBM: one fit per refresh) and lasts only until a version passes.
+
     Returns
     -------
     dict
@@ -794,7 +1041,7 @@ def refresh(city: str | CityConfig, *, until: str | None = None) -> dict[str, An
     Raises
     ------
     NoChampion
-        No champion yet: nothing approved to forecast with.
+        No registered version yet: nothing to forecast with, not even a baseline.
     QualityError
         No observed bin in the newest raster partitions (before ``until``).
     """

@@ -94,8 +94,14 @@ def scorer():
 
 
 @pytest.fixture(scope="session")
-def make_result(berlin, holdout_data):
-    """Build a real :class:`TrainResult` for a module, scored against real baselines."""
+def make_result(berlin, holdout_data, make_module):
+    """Build a real :class:`TrainResult` for a module, scored against real baselines.
+
+    ``gbm_error`` / ``ridge_error`` add baselines named ``gbm`` / ``ridge``: the true network with
+    that output-scale error, scored like the others (the registry treats baseline names alike). The ablation rows
+    are the true network with larger errors (the base alone worst), scored on the same holdout,
+    as the training code scores the module with parts switched off.
+    """
     x, y, mask, _ = holdout_data
     n_channels, h_out = len(berlin.channels), berlin.forecast.horizon_steps
     # persistence: last observed input frame of each target channel, for every horizon
@@ -106,9 +112,27 @@ def make_result(berlin, holdout_data):
     )
     digest = hashlib.sha256(y.tobytes() + mask.tobytes()).hexdigest()
 
-    def make(module: torch.nn.Module, *, train_seconds: float = 1.5) -> TrainResult:
+    def make(
+        module: torch.nn.Module,
+        *,
+        train_seconds: float = 1.5,
+        gbm_error: float | None = None,
+        ridge_error: float | None = None,
+        ablation_errors: tuple[float, float] | None = (0.6, 0.35),
+    ) -> TrainResult:
         with torch.no_grad():
             fc = module(torch.from_numpy(x)).numpy()
+        extra_baselines = {}
+        if ridge_error is not None:
+            extra_baselines["ridge"] = score(make_module(ridge_error), x, y, mask)
+        if gbm_error is not None:
+            extra_baselines["gbm"] = score(make_module(gbm_error), x, y, mask)
+        ablation = {}
+        if ablation_errors is not None:
+            ablation = {
+                name: score(make_module(e), x, y, mask)
+                for name, e in zip(("base", "base_head"), ablation_errors, strict=True)
+            }
         curve = [
             {
                 "epoch": e,
@@ -126,6 +150,7 @@ def make_result(berlin, holdout_data):
                 "model": masked_metrics(fc, y, mask),
                 "persistence": masked_metrics(persistence, y, mask),
                 "seasonal_average": masked_metrics(mean_fc, y, mask),
+                **extra_baselines,
             },
             holdout=Holdout(
                 start="2024-12-01T00:00:00+00:00", end="2024-12-07T23:00:00+00:00", n_samples=len(x), digest=digest
@@ -149,7 +174,14 @@ def make_result(berlin, holdout_data):
             train_seconds=train_seconds,
             device="cpu",
             stopped_reason="early_stopping",
-            extra={"modality_weights": dict(MODALITY_WEIGHTS)},
+            extra={
+                "modality_weights": dict(MODALITY_WEIGHTS),
+                "steps": 50,
+                "best_step": 30,
+                "wall_clock_cap": False,
+                "warm_start": None,
+            },
+            ablation=ablation,
         )
 
     return make

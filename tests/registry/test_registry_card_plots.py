@@ -27,6 +27,10 @@ def _table_rows(card: str, title: str) -> list[list[str]]:
     return [[c.strip() for c in line.strip("|").split("|")] for line in table]
 
 
+def _finite(v) -> bool:
+    return v is not None and math.isfinite(float(v))
+
+
 def _num(cell: str) -> float:
     cell = cell.strip("*")
     return math.nan if cell == "n/a" else float(cell)
@@ -184,7 +188,10 @@ def test_learning_curve_png(tmp_path, rows):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     fig = plots.learning_curve_figure(rows)
     ax = fig.axes[0]
-    assert ax.get_xlabel() == ("epoch" if len(rows) < 2 else "step")
+    # the x axis is the optimiser step (as the MLflow metric steps), never the epoch of rows that have a step
+    assert ax.get_xlabel() == "optimiser step"
+    xs = sorted(float(x) for line in ax.get_lines() for x in line.get_xdata())
+    assert xs == sorted(float(r["step"]) for r in rows for k in ("train_loss", "val_loss") if _finite(r.get(k)))
     n_points = sum(len(line.get_xdata()) for line in ax.get_lines())
     expected = sum(np.isfinite(float(r[k])) for r in rows for k in ("train_loss", "val_loss") if r.get(k) is not None)
     assert n_points == expected

@@ -156,7 +156,9 @@ def test_run_contents(berlin, make_module, make_result, monkeypatch):
         for key, value in hm.as_dict().items():
             assert getattr(again, key) == pytest.approx(value), key
     with pytest.raises(
-        RegistryError, match=r"no metrics for 'ridge'; it has: \['model', 'persistence', 'seasonal_average'\]"
+        RegistryError,
+        match=r"no metrics for 'ridge'; it has: \['ablation.base', 'ablation.base_head', 'model', 'persistence', "
+        r"'seasonal_average'\]",
     ):
         run_metrics(info["run_id"], "ridge")
     curve = client.get_metric_history(info["run_id"], "curve.val_loss")

@@ -71,3 +71,42 @@ def test_metrics_of_different_horizon_counts_are_not_comparable():
         decide_promotion(hm(1.0, 2.0), hm(1.0, 2.0, 3.0), ("persistence", hm(2.0, 2.0)))
     with pytest.raises(ValueError, match="baseline 'persistence'"):
         decide_promotion(hm(1.0, 2.0), None, ("persistence", hm(2.0)))
+
+
+GATES = {
+    "persistence": hm(4.0, 4.0),
+    "seasonal_average": hm(3.0, 3.0),
+    "ridge": hm(2.5, 2.5),
+    "gbm": hm(2.0, 2.0),
+}
+
+
+def test_gbm_gates_a_challenger_that_beats_every_other_baseline():
+    challenger = hm(2.2, 2.2)  # beats persistence, seasonal average and ridge, not gbm
+    d = decide_promotion(challenger, None, GATES)
+    assert not d.promote
+    assert d.baseline == "gbm" and d.baseline_rmse == pytest.approx(2.0)
+    assert d.reason.startswith("not promoted: challenger mean RMSE 2.2000 does not beat best baseline 'gbm' 2.0000")
+    # every gate is named with its number and the challenger's change against it
+    for name, m in GATES.items():
+        assert f"{m.rmse_mean:.4f}" in d.reason and name in d.reason
+    assert dict(d.gates) == {k: v.rmse_mean for k, v in GATES.items()}
+    assert "not a gate" not in d.reason
+
+    # without gbm among the gates, the same challenger passes: gbm is what stopped it
+    assert decide_promotion(challenger, None, {k: v for k, v in GATES.items() if k != "gbm"}).promote
+
+
+def test_a_challenger_that_beats_every_baseline_and_the_champion_is_promoted():
+    d = decide_promotion(hm(1.5, 1.5), hm(1.8, 1.8), GATES)
+    assert d.promote and d.baseline == "gbm"
+    assert "beats best baseline 'gbm' 2.0000 (-25.00%)" in d.reason and "champion 1.8000" in d.reason
+    assert not decide_promotion(hm(1.9, 1.9), hm(1.8, 1.8), GATES).promote  # beats gbm, not the champion
+
+
+def test_an_unscored_gate_blocks_promotion():
+    nan_gbm = {**GATES, "gbm": hm(math.nan, math.nan)}
+    d = decide_promotion(hm(0.1, 0.1), None, nan_gbm)
+    assert not d.promote and d.baseline == "gbm" and "not finite, cannot compare" in d.reason
+    with pytest.raises(ValueError, match="at least one gating baseline"):
+        decide_promotion(hm(1.0), None, {})

@@ -21,13 +21,16 @@ __all__ = [
     "load_module",
     "load_serving_module",
     "load_version_module",
+    "log_lake_inputs",
     "log_training",
     "logged_metrics",
     "model_name",
     "promote",
     "render_model_card",
     "resolve_code_version",
+    "run_data",
     "run_metrics",
+    "with_decision",
 ]
 
 

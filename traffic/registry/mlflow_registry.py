@@ -31,9 +31,10 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -123,11 +124,13 @@ class Decision:
     challenger_rmse, baseline_rmse : float
         Mean RMSE over horizons.
     baseline : str
-        Name of the best baseline.
+        Name of the strongest gating baseline (the lowest mean RMSE of those compared with).
     champion_rmse : float or None
         Mean RMSE of the current champion on the same holdout; None when there was no
         champion to compare with (then :func:`promote` refuses to promote over an
         existing champion).
+    gates : dict
+        ``{name: mean RMSE}`` of every baseline the challenger had to beat, in the order given.
     """
 
     promote: bool
@@ -136,6 +139,7 @@ class Decision:
     baseline: str = ""
     baseline_rmse: float = math.nan
     champion_rmse: float | None = None
+    gates: Mapping[str, float] = field(default_factory=dict)
 
 
 def _beats(a: float, b: float) -> bool:
@@ -150,15 +154,15 @@ def _pct(a: float, b: float) -> str:
 def decide_promotion(
     challenger: HorizonMetrics,
     champion: HorizonMetrics | None,
-    best_baseline: tuple[str, HorizonMetrics],
+    baselines: tuple[str, HorizonMetrics] | Mapping[str, HorizonMetrics],
 ) -> Decision:
     """Decide whether a challenger becomes champion.
 
-    Promote only when the challenger's mean RMSE over horizons is strictly lower than the
-    best baseline's and, when there is a champion, strictly lower than the champion's
-    scored on the same holdout. Ties (within :data:`TIE_RTOL`) and non-finite challenger or
-    baseline scores do not promote. A champion whose score is not finite (it forecasts NaN)
-    counts as beaten.
+    Promote only when the challenger's mean RMSE over horizons is strictly lower than that
+    of **every** gating baseline and, when there is a champion, strictly lower than the
+    champion's scored on the same holdout. Ties (within :data:`TIE_RTOL`) and non-finite
+    challenger or baseline scores do not promote. A champion whose score is not finite (it
+    forecasts NaN) counts as beaten.
 
     Parameters
     ----------
@@ -166,9 +170,11 @@ def decide_promotion(
         The new model on the holdout.
     champion : HorizonMetrics or None
         The current champion on the *same* holdout, None if there is no champion yet.
-    best_baseline : (str, HorizonMetrics)
-        Name and metrics of the best baseline on the same holdout
-        (:meth:`TrainResult.best_baseline`).
+    baselines : mapping or (str, HorizonMetrics)
+        The gating baselines on the same holdout, ``{name: metrics}`` (the pipeline passes
+        every baseline of ``[promotion] gate_baselines``, GBM included by default), or one
+        ``(name, metrics)`` pair such as :meth:`TrainResult.best_baseline`. Beating every
+        one of them is beating the strongest, whose name and score the decision records.
 
     Returns
     -------
@@ -177,21 +183,33 @@ def decide_promotion(
     Raises
     ------
     ValueError
-        If the metrics do not cover the same number of horizons (not the same holdout).
+        If no baseline is given, or the metrics do not cover the same number of horizons
+        (not the same holdout).
     """
-    base_name, base = best_baseline
-    lengths = {"challenger": len(challenger.rmse), f"baseline {base_name!r}": len(base.rmse)}
+    gates = dict([baselines]) if isinstance(baselines, tuple) else dict(baselines)
+    if not gates:
+        raise ValueError("decide_promotion needs at least one gating baseline; got none")
+    lengths = {"challenger": len(challenger.rmse), **{f"baseline {k!r}": len(v.rmse) for k, v in gates.items()}}
     if champion is not None:
         lengths["champion"] = len(champion.rmse)
     if len(set(lengths.values())) != 1 or 0 in lengths.values():
         raise ValueError(f"metrics must cover the same (non-zero) number of horizons; got {lengths}")
-    c, b = challenger.rmse_mean, base.rmse_mean
+    scores = {k: v.rmse_mean for k, v in gates.items()}
+    unscored = [k for k, v in scores.items() if not math.isfinite(v)]
+    # the strongest gate: a non-finite one first (nothing can be shown to beat it), else the lowest
+    base_name = unscored[0] if unscored else min(scores, key=lambda k: scores[k])
+    c, b = challenger.rmse_mean, scores[base_name]
     ch = None if champion is None else champion.rmse_mean
 
     def verdict(promote: bool, reason: str) -> Decision:
-        return Decision(promote, reason, challenger_rmse=c, baseline=base_name, baseline_rmse=b, champion_rmse=ch)
+        return Decision(
+            promote, reason, challenger_rmse=c, baseline=base_name, baseline_rmse=b, champion_rmse=ch, gates=scores
+        )
 
     vs_base = f"best baseline {base_name!r} {b:.4f} ({_pct(c, b)})"
+    if len(scores) > 1:
+        others = ", ".join(f"{k} {v:.4f} ({_pct(c, v)})" for k, v in scores.items() if k != base_name)
+        vs_base += f" (gating baselines also: {others})"
     head = f"challenger mean RMSE {c:.4f}"
     if not math.isfinite(c):
         return verdict(False, f"not promoted: {head} is not finite; {vs_base}")
@@ -451,6 +469,124 @@ def _params_table(params: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: Names of the ablation rows on the card, in order (``TrainResult.ablation`` keys, then the full model).
+ABLATION_ROWS = (("base", "base (linear)"), ("base_head", "base + head"))
+#: Markers around the promotion decision on the card: :func:`promote` rewrites what lies between.
+DECISION_START, DECISION_END = "<!-- promotion-decision -->", "<!-- /promotion-decision -->"
+#: The card's decision before :func:`promote` has run.
+DECISION_PENDING = "Not decided yet: the version was registered as `challenger`; the nightly run decides next."
+
+
+def _decision_block(text: str) -> str:
+    return f"{DECISION_START}\n{text}\n{DECISION_END}"
+
+
+def with_decision(card: str, text: str) -> str:
+    """The card with its promotion-decision block replaced by ``text`` (idempotent).
+
+    Parameters
+    ----------
+    card : str
+        A card rendered by :func:`render_model_card` (it holds the block once).
+    text : str
+        Markdown of the decision.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ValueError
+        If the card has no decision block (a card made from another template).
+    """
+    i, j = card.find(DECISION_START), card.find(DECISION_END)
+    if i < 0 or j < i:
+        raise ValueError(f"the model card has no {DECISION_START} ... {DECISION_END} block to write the decision in")
+    return card[:i] + _decision_block(text) + card[j + len(DECISION_END) :]
+
+
+def _group_values(values: list[float], n_h: int, city: CityConfig) -> list[float]:
+    """Mean of per-horizon ``values`` over each horizon group (as the metric tables), NaN where none."""
+    v = np.asarray(_per_horizon(values, n_h), dtype=float)
+    return [float(np.nanmean(v[g.steps])) if np.isfinite(v[g.steps]).any() else math.nan for g in _groups(city, n_h)]
+
+
+def _ablation_table(metric: str, result: TrainResult, city: CityConfig) -> str:
+    """The model with parts switched off, per horizon group: base, base + head, full, and GBM.
+
+    Every column is scored on the same holdout (``TrainResult.ablation``); the last two columns
+    say how much the recurrent/attention path (full vs base + head) and the whole network (full
+    vs GBM) change the error, negative = better.
+    """
+    ablation = getattr(result, "ablation", None) or {}
+    if not ablation:
+        return "Not recorded for this run (the training code did not score the model with parts switched off)."
+    model = result.metrics["model"]
+    n_h = len(model.rmse)
+    cols: dict[str, HorizonMetrics] = {label: ablation[k] for k, label in ABLATION_ROWS if k in ablation}
+    cols.update({f"{k} (ablation)": v for k, v in ablation.items() if k not in dict(ABLATION_ROWS)})
+    cols["full model"] = model
+    gbm = result.metrics.get("gbm")
+    if gbm is not None:
+        cols["gbm"] = gbm
+    head_key = dict(ABLATION_ROWS)["base_head"]
+    header = "| hours ahead | " + " | ".join(cols) + " | full vs base + head | full vs gbm |"
+    lines = [header, "|---|" + "---:|" * (len(cols) + 2)]
+    per_group = {k: _group_values(getattr(m, metric), n_h, city) for k, m in cols.items()}
+    labels = [g.label for g in _groups(city, n_h)]
+    rows = [(lab, {k: v[i] for k, v in per_group.items()}) for i, lab in enumerate(labels)]
+    rows.append(("all (mean)", {k: float(getattr(m, f"{metric}_mean")) for k, m in cols.items()}))
+    for label, vals in rows:
+        full = vals["full model"]
+        vs_head = _pct(full, vals[head_key]) if head_key in vals else "n/a"
+        vs_gbm = _pct(full, vals["gbm"]) if "gbm" in vals else "n/a"
+        lines.append(f"| {label} | " + " | ".join(_fmt(v) for v in vals.values()) + f" | {vs_head} | {vs_gbm} |")
+    return "\n".join(lines)
+
+
+def _yes_no(v: Any) -> str:
+    if v is None:
+        return "(not recorded)"
+    return "yes" if bool(v) else "no"
+
+
+def _count(v: Any) -> str:
+    if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+        return f"{int(v):,}"
+    return "(not recorded)"
+
+
+def _warm_start_text(warm: Any) -> str:
+    """What a warm start copied (``TrainResult.extra["warm_start"]``): ``{"copied": [...], "skipped": [...]}``."""
+    if warm is None:
+        return "none (trained from freshly initialised weights)"
+    if not isinstance(warm, Mapping):
+        return f"`{warm}`"
+    copied, skipped = list(warm.get("copied") or ()), list(warm.get("skipped") or ())
+
+    def names(xs: list[Any]) -> str:
+        shown = ", ".join(f"`{x}`" for x in xs[:12])
+        return shown + (f" and {len(xs) - 12} more" if len(xs) > 12 else "")
+
+    text = f"{len(copied)} parameter tensors copied" + (f" ({names(copied)})" if copied else "")
+    text += f"; {len(skipped)} skipped (name or shape differs)" + (f": {names(skipped)}" if skipped else "")
+    src = warm.get("source")
+    return text + (f"; from {src}" if src else "")
+
+
+def _champion_line(champion_metrics: HorizonMetrics | None, champion_version: str | None) -> str:
+    """The summary's sentence on the current champion (scored on the same holdout, or why not)."""
+    who = f"v{champion_version}" if champion_version else "current champion"
+    if champion_metrics is not None:
+        if math.isfinite(champion_metrics.rmse_mean):
+            return f"; current champion {who} on the same holdout {_fmt(champion_metrics.rmse_mean)}"
+        return f"; current champion {who} could not be scored on this holdout (no finite forecast for it)"
+    if champion_version:
+        return f"; current champion {who} not scored on this holdout"
+    return "; no current champion: this version is compared with the baselines only"
+
+
 def render_model_card(
     city: CityConfig,
     result: TrainResult,
@@ -462,6 +598,10 @@ def render_model_card(
     version: str | int | None = None,
     run_id: str | None = None,
     template: str | Path | None = None,
+    champion_version: str | int | None = None,
+    gate_baselines: Sequence[str] | None = None,
+    train_steps: int | None = None,
+    decision: str | None = None,
 ) -> str:
     """Render the Markdown model card of a training run.
 
@@ -479,6 +619,14 @@ def render_model_card(
         Registry coordinates, when known.
     template : path, optional
         ``string.Template`` file; defaults to :data:`MODEL_CARD_TEMPLATE`.
+    champion_version : str or int, optional
+        Registry version of the champion ``champion_metrics`` belongs to (None: no champion).
+    gate_baselines : sequence of str, optional
+        Baselines that gate promotion (``[promotion] gate_baselines``); default every baseline.
+    train_steps : int, optional
+        The step budget of the run (``[forecast] train_steps``), shown next to the steps done.
+    decision : str, optional
+        The promotion decision; default :data:`DECISION_PENDING` (:func:`promote` writes it later).
 
     Returns
     -------
@@ -497,10 +645,10 @@ def render_model_card(
     base_name, base = result.best_baseline()
     shape = np.shape(result.example_forecast)
     grid = f"{shape[-2]} x {shape[-1]}" if len(shape) >= 2 else "?"
-    if champion_metrics is not None:
-        champion_line = f"; current champion on the same holdout {_fmt(champion_metrics.rmse_mean)}"
-    else:
-        champion_line = "; no current champion scored on this holdout"
+    champion_line = _champion_line(champion_metrics, None if champion_version is None else str(champion_version))
+    gates = list(result.baselines) if gate_baselines is None else [g for g in gate_baselines]
+    extra = result.extra or {}
+    budget = f" of a budget of {train_steps:,} (`[forecast] train_steps`)" if train_steps else ""
     skill = 1.0 - model.rmse_mean / base.rmse_mean if base.rmse_mean else math.nan
     text = Path(template or MODEL_CARD_TEMPLATE).read_text(encoding="utf-8")
     values = {
@@ -542,6 +690,14 @@ def render_model_card(
         "device": result.device,
         "train_seconds": f"{result.train_seconds:.1f} s",
         "stopped_reason": result.stopped_reason,
+        "steps": _count(extra.get("steps")) + budget,
+        "best_step": _count(extra.get("best_step")),
+        "wall_clock_cap": _yes_no(extra.get("wall_clock_cap")),
+        "warm_start": _warm_start_text(extra.get("warm_start")),
+        "ablation_rmse_table": _ablation_table("rmse", result, city),
+        "ablation_mae_table": _ablation_table("mae", result, city),
+        "gate_baselines": ", ".join(f"`{g}`" for g in gates) or "(none)",
+        "decision": _decision_block(decision or DECISION_PENDING),
         "params_table": _params_table(result.params),
         "model_variant": _variant(result.params),
         "modality_table": _modality_table(result.extra.get("modality_weights")),
@@ -583,6 +739,7 @@ def _params(city: CityConfig, result: TrainResult, data_window: Mapping[str, Any
         "forecast.horizon_steps": fc.horizon_steps,
         "forecast.train_days": fc.train_days,
         "forecast.holdout_days": fc.holdout_days,
+        "forecast.train_steps": getattr(fc, "train_steps", None),
         "forecast.train_budget_s": fc.train_budget_s,
         "train.start": result.train_window[0],
         "train.end": result.train_window[1],
@@ -594,34 +751,73 @@ def _params(city: CityConfig, result: TrainResult, data_window: Mapping[str, Any
     return {k: str(v) for k, v in out.items()}
 
 
-def _metrics(result: TrainResult, timestamp_ms: int, city: CityConfig | None = None) -> list[Any]:
-    """MLflow metrics of a run: per horizon (``step = h + 1``), means, per horizon group (``<name>.<metric>.<hNN>``)."""
+def _horizon_metric_rows(name: str, hm: HorizonMetrics, timestamp_ms: int, city: CityConfig | None) -> list[Any]:
+    """Rows of one scored forecaster: per horizon (``step = h + 1``), means, per horizon group."""
     from mlflow.entities import Metric
 
     from traffic.forecast.horizons import group_tag
 
     rows: list[Metric] = []
+    # mape/n_mape are empty for metrics made without them; coverage exists for the model only
+    for key in ("mae", "rmse", "n", "mape", "n_mape", "coverage"):
+        rows += [Metric(f"{name}.{key}", float(v), timestamp_ms, h + 1) for h, v in enumerate(getattr(hm, key))]
+    rows.append(Metric(f"{name}.mae_mean", hm.mae_mean, timestamp_ms, 0))
+    rows.append(Metric(f"{name}.rmse_mean", hm.rmse_mean, timestamp_ms, 0))
+    if hm.mape:
+        rows.append(Metric(f"{name}.mape_mean", hm.mape_mean, timestamp_ms, 0))
+    if hm.coverage:
+        rows.append(Metric(f"{name}.coverage_mean", hm.coverage_mean, timestamp_ms, 0))
+    if city is not None and hm.rmse:
+        n = np.asarray(hm.n, dtype=float)
+        for g in _groups(city, len(hm.rmse)):
+            tag = group_tag(g.label)
+            for key in ("rmse", "mae", "coverage"):
+                vals = np.asarray(getattr(hm, key), dtype=float)[g.steps]
+                if not len(vals) or not np.isfinite(vals).any():
+                    continue
+                # errors: the mean over the group's horizons (as the card); coverage: pooled over its targets
+                v = _group_mean(vals, n[g.steps]) if key == "coverage" else float(np.nanmean(vals))
+                rows.append(Metric(f"{name}.{key}.{tag}", v, timestamp_ms, 0))
+    return rows
+
+
+#: Prefix of the ablation metrics (``ablation.base.rmse_mean``, ``ablation.base_head.rmse.h01``...).
+ABLATION_PREFIX = "ablation"
+#: Name under which the current champion's scores on the challenger's holdout are logged.
+CHAMPION_METRICS = "champion"
+
+
+def _curve_step(row: Mapping[str, Any], i: int) -> int:
+    """MLflow step of a learning-curve row: its optimiser step (``step``), else its position in the curve."""
+    v = row.get("step")
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return i
+    return int(v)
+
+
+def _metrics(
+    result: TrainResult,
+    timestamp_ms: int,
+    city: CityConfig | None = None,
+    champion_metrics: HorizonMetrics | None = None,
+) -> list[Any]:
+    """MLflow metrics of a run.
+
+    Per horizon (``step = h + 1``), means and per horizon group (``<name>.<metric>.<hNN>``) of
+    the model, every baseline, the ablation (``ablation.base``, ``ablation.base_head``) and,
+    when given, the current champion on the same holdout (``champion``); the skill vs the
+    best baseline; ``train.seconds``, ``train.steps`` and ``train.best_step``; the learning
+    curve with the optimiser step of each row as the MLflow step.
+    """
+    from mlflow.entities import Metric
+
+    rows: list[Metric] = []
     for name, hm in result.metrics.items():
-        # mape/n_mape are empty for metrics made without them; coverage exists for the model only
-        for key in ("mae", "rmse", "n", "mape", "n_mape", "coverage"):
-            rows += [Metric(f"{name}.{key}", float(v), timestamp_ms, h + 1) for h, v in enumerate(getattr(hm, key))]
-        rows.append(Metric(f"{name}.mae_mean", hm.mae_mean, timestamp_ms, 0))
-        rows.append(Metric(f"{name}.rmse_mean", hm.rmse_mean, timestamp_ms, 0))
-        if hm.mape:
-            rows.append(Metric(f"{name}.mape_mean", hm.mape_mean, timestamp_ms, 0))
-        if hm.coverage:
-            rows.append(Metric(f"{name}.coverage_mean", hm.coverage_mean, timestamp_ms, 0))
-        if city is not None:
-            n = np.asarray(hm.n, dtype=float)
-            for g in _groups(city, len(hm.rmse)):
-                tag = group_tag(g.label)
-                for key in ("rmse", "mae", "coverage"):
-                    vals = np.asarray(getattr(hm, key), dtype=float)[g.steps]
-                    if not len(vals) or not np.isfinite(vals).any():
-                        continue
-                    # errors: the mean over the group's horizons (as the card); coverage: pooled over its targets
-                    v = _group_mean(vals, n[g.steps]) if key == "coverage" else float(np.nanmean(vals))
-                    rows.append(Metric(f"{name}.{key}.{tag}", v, timestamp_ms, 0))
+        rows += _horizon_metric_rows(name, hm, timestamp_ms, city)
+    for name, hm in (getattr(result, "ablation", None) or {}).items():
+        rows += _horizon_metric_rows(f"{ABLATION_PREFIX}.{name}", hm, timestamp_ms, city)
+    if champion_metrics is not None:
+        rows += _horizon_metric_rows(CHAMPION_METRICS, champion_metrics, timestamp_ms, city)
     base_name, base = result.best_baseline()
     model = result.metrics["model"]
     if base.rmse_mean:
@@ -629,16 +825,17 @@ def _metrics(result: TrainResult, timestamp_ms: int, city: CityConfig | None = N
             Metric("model.rmse_skill_vs_best_baseline", 1.0 - model.rmse_mean / base.rmse_mean, timestamp_ms, 0)
         )
     rows.append(Metric("train.seconds", float(result.train_seconds), timestamp_ms, 0))
-    curve = result.learning_curve
-    epochs = [r.get("epoch") for r in curve]
-    step_key = "epoch" if None not in epochs and len(set(epochs)) == len(epochs) else "step"
-    for i, r in enumerate(curve):
-        step = int(r[step_key]) if r.get(step_key) is not None else i
+    for key in ("steps", "best_step"):
+        v = result.extra.get(key)
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            rows.append(Metric(f"train.{key}", float(v), timestamp_ms, 0))
+    for i, r in enumerate(result.learning_curve):
+        step = _curve_step(r, i)
         elapsed_ms = int(1000 * float(r.get("elapsed_s") or 0.0))
-        for key in ("train_loss", "val_loss"):
-            loss = r.get(key)
-            if loss is not None and math.isfinite(float(loss)):
-                rows.append(Metric(f"curve.{key}", float(loss), timestamp_ms + elapsed_ms, step))
+        for key in ("train_loss", "val_loss", "epoch"):
+            v = r.get(key)
+            if v is not None and math.isfinite(float(v)):
+                rows.append(Metric(f"curve.{key}", float(v), timestamp_ms + elapsed_ms, step))
     return rows
 
 
@@ -665,6 +862,87 @@ def _check_module(result: TrainResult) -> tuple[Any, np.ndarray, np.ndarray]:
     return module, example, out
 
 
+#: The model's input example: one sample ``(1, T_in, F, H, W)`` as float16 in a compressed ``.npz``
+#: (array ``x``), in the logged model's ``extra_files/``.
+INPUT_EXAMPLE_FILE = "input_example.npz"
+
+
+def _write_input_example(x: np.ndarray, folder: Path) -> Path:
+    """Write one sample as :data:`INPUT_EXAMPLE_FILE` (float16, compressed) into ``folder``."""
+    path = folder / INPUT_EXAMPLE_FILE
+    with path.open("wb") as fh:
+        np.savez_compressed(fh, x=np.asarray(x[:1], dtype=np.float16))
+    return path
+
+
+def _export_example(example: np.ndarray) -> np.ndarray:
+    """The example ``torch.export`` traces the module on: one sample seen as a batch of two.
+
+    A batch of two keeps the exported batch dimension dynamic (``torch.export`` specialises a
+    batch of one to a constant); as a broadcast view it holds one sample's memory, so the
+    ``.pt2`` archive stores one sample, not two. Passed to MLflow inside a list: MLflow traces
+    with it but writes no JSON copy of it (``input_example.json`` and
+    ``serving_input_example.json`` of a Berlin-sized tensor are tens of MB of text); the small
+    example lives in :data:`INPUT_EXAMPLE_FILE`.
+    """
+    one = np.ascontiguousarray(example[:1], dtype=np.float32)
+    return np.broadcast_to(one, (2, *one.shape[1:]))
+
+
+def log_lake_inputs(inputs: Sequence[Mapping[str, Any]]) -> None:
+    """Log lake partitions as the active run's dataset inputs (``mlflow.data``).
+
+    One :class:`mlflow.data.meta_dataset.MetaDataset` per partition: ``source`` its path (any
+    URI the lake uses), ``name`` e.g. ``raster/berlin/date=2024-10-20``, ``digest`` the first 32
+    hex digits of the file's SHA-256 (MLflow keeps at most 36 characters); the input's tags
+    hold the full ``sha256`` and every other key given; ``context`` (e.g. ``training`` or
+    ``holdout``) is MLflow's ``mlflow.data.context`` tag.
+
+    Parameters
+    ----------
+    inputs : sequence of mapping
+        ``{"path": str, "name": str, "sha256": str, "context": str, ...}`` per partition.
+
+    A path whose URI scheme MLflow has no dataset source for is not logged as a dataset: a
+    warning names it and the run's tag ``inputs.unresolved`` lists such paths.
+
+    Raises
+    ------
+    ValueError
+        If an entry lacks ``path``, ``name`` or ``sha256``, naming the entry.
+    """
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.exceptions import MlflowException
+
+    datasets: list[Any] = []
+    unresolved: list[str] = []
+    contexts: list[str | None] = []
+    tags_list: list[dict[str, str] | None] = []
+    for entry in inputs:
+        missing = [k for k in ("path", "name", "sha256") if not entry.get(k)]
+        if missing:
+            raise ValueError(f"lake input {dict(entry)} lacks {missing}; each input needs path, name and sha256")
+        try:
+            with warnings.catch_warnings():  # a file URI matches two equivalent local sources; MLflow picks one
+                warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+                source = resolve_dataset_source(str(entry["path"]))
+        except MlflowException as exc:  # a lake URI scheme MLflow has no dataset source for: say so, keep the run
+            _log.warning("lake input %s not logged: MLflow resolves no dataset source for it (%s)", entry["path"], exc)
+            unresolved.append(str(entry["path"]))
+            continue
+        # MetaDataset: MLflow's documented metadata-only dataset (its base marks `profile` abstract, unenforced)
+        meta = MetaDataset(source, name=str(entry["name"]), digest=str(entry["sha256"])[:32])  # type: ignore[abstract]
+        datasets.append(meta)
+        contexts.append(str(entry["context"]) if entry.get("context") else None)
+        tags_list.append({k: str(v) for k, v in entry.items() if k not in ("path", "name", "context")})
+    if datasets:
+        mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=tags_list)
+    if unresolved:  # the run still says which partitions it read
+        mlflow.set_tag("inputs.unresolved", json.dumps(unresolved)[:5000])
+
+
 def log_training(
     city: CityConfig,
     result: TrainResult,
@@ -672,6 +950,10 @@ def log_training(
     data_window: Mapping[str, Any],
     code_version: str | None = None,
     champion_metrics: HorizonMetrics | None = None,
+    champion_version: str | int | None = None,
+    gate_baselines: Sequence[str] | None = None,
+    inputs: Sequence[Mapping[str, Any]] = (),
+    train_steps: int | None = None,
 ) -> dict[str, Any]:
     """Log a training run, register its model and point the ``challenger`` alias at it.
 
@@ -698,7 +980,18 @@ def log_training(
     code_version : str, optional
         Defaults to :func:`resolve_code_version`.
     champion_metrics : HorizonMetrics, optional
-        The current champion scored on the same holdout, shown on the model card.
+        The current champion scored on the same holdout: shown on the model card and logged
+        as ``champion.*`` metrics (same names as ``model.*``), which
+        :func:`traffic.pipeline.evaluate_and_promote` reuses instead of scoring it again.
+    champion_version : str or int, optional
+        The version ``champion_metrics`` belong to (tag ``champion.version``).
+    gate_baselines : sequence of str, optional
+        Baselines that gate promotion (tag ``promotion.gate_baselines``, shown on the card).
+    inputs : sequence of mapping
+        The lake partitions the run read, logged as MLflow dataset inputs
+        (:func:`log_lake_inputs`): ``{"path", "name", "sha256", "context", ...}`` each.
+    train_steps : int, optional
+        The run's step budget, shown on the card next to the steps done.
 
     Returns
     -------
@@ -740,8 +1033,14 @@ def log_training(
         "train.stopped_reason": result.stopped_reason,
         "train.device": result.device,
         "best_baseline": base_name,
+        "train.wall_clock_cap": _yes_no(result.extra.get("wall_clock_cap")),
+        "train.warm_start": _warm_start_text(result.extra.get("warm_start")),
         **{f"data_window.{k}": str(v) for k, v in data_window.items()},
     }
+    if gate_baselines is not None:
+        tags["promotion.gate_baselines"] = ",".join(gate_baselines)
+    if champion_metrics is not None and champion_version is not None:
+        tags["champion.version"] = str(champion_version)
     leads = _lead_labels(city, len(model_m.rmse))
     card = partial(
         render_model_card,
@@ -751,6 +1050,9 @@ def log_training(
         champion_metrics=champion_metrics,
         code_version=code_version,
         registered_name=name,
+        champion_version=champion_version,
+        gate_baselines=gate_baselines,
+        train_steps=train_steps,
     )
     card()  # template errors surface before anything is logged
 
@@ -763,10 +1065,12 @@ def log_training(
             now_ms = int(time.time() * 1000)
             client.log_batch(
                 run_id,
-                metrics=_metrics(result, now_ms, city),
+                metrics=_metrics(result, now_ms, city, champion_metrics),
                 params=[Param(k, v) for k, v in _params(city, result, data_window).items()],
                 tags=[RunTag(k, v) for k, v in tags.items()],
             )
+            if inputs:
+                log_lake_inputs(inputs)
             with tempfile.TemporaryDirectory(prefix="traffic-mlflow-") as tmp:
                 plots.save_learning_curve(
                     result.learning_curve,
@@ -807,20 +1111,26 @@ def log_training(
                     (Path(tmp) / EAGER_FINGERPRINT).write_text(json.dumps(eager_fingerprint(), sort_keys=True))
                     client.log_artifacts(run_id, tmp, artifact_path=EAGER_ARTIFACT)
 
-            info = mlflow.pytorch.log_model(
-                module,
-                name=MODEL_ARTIFACT,
-                signature=signature,
-                input_example=example,
-                serialization_format=SERIALIZATION_FORMAT,
-                pip_requirements=_pip_requirements(),
-                metadata={
-                    "city": city.name,
-                    "channels": list(result.channels),
-                    "holdout_digest": result.holdout.digest,
-                },
-                validate_serving_input=False,  # checked below, on the loaded module itself
-            )
+            with tempfile.TemporaryDirectory(prefix="traffic-example-") as tmp, warnings.catch_warnings():
+                # torch.from_numpy of the read-only broadcast view of _export_example (never written to)
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                info = mlflow.pytorch.log_model(
+                    module,
+                    name=MODEL_ARTIFACT,
+                    signature=signature,
+                    input_example=[_export_example(example)],
+                    serialization_format=SERIALIZATION_FORMAT,
+                    pip_requirements=_pip_requirements(),
+                    extra_files=[str(_write_input_example(example[:1], Path(tmp)))],
+                    metadata={
+                        "city": city.name,
+                        "channels": list(result.channels),
+                        "holdout_digest": result.holdout.digest,
+                        "input_example": f"extra_files/{INPUT_EXAMPLE_FILE} (array 'x': one sample, "
+                        "float16; cast to float32 to call the model)",
+                    },
+                    validate_serving_input=False,  # checked below, on the loaded module itself
+                )
             with tempfile.TemporaryDirectory(prefix="traffic-model-") as tmp:  # the way a version is loaded
                 loaded = load_pt2_model_dir(
                     mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri, dst_path=tmp), what=info.model_uri
@@ -866,11 +1176,47 @@ def log_training(
 # --------------------------------------------------------------------------------------
 
 
+def _decision_text(decision: Decision, version: str, champion_after: str | None) -> str:
+    """Markdown of a decision for the card: the verdict, the reason with its numbers, who serves."""
+    verdict = f"**Promoted**: version {version} is `champion`." if decision.promote else "**Not promoted**."
+    lines = [verdict, "", decision.reason]
+    if decision.gates:
+        lines += ["", "| gating baseline | mean RMSE | challenger vs it |", "|---|---:|---:|"]
+        lines += [f"| {k} | {_fmt(v)} | {_pct(decision.challenger_rmse, v)} |" for k, v in decision.gates.items()]
+    if decision.champion_rmse is not None:
+        lines += ["", f"Champion before the decision, on the same holdout: mean RMSE {_fmt(decision.champion_rmse)}."]
+    lines += ["", f"Champion after the decision: {f'version {champion_after}' if champion_after else 'none'}."]
+    return "\n".join(lines)
+
+
+def _write_card_decision(client: Any, name: str, version: str, decision: Decision, champion_after: str | None) -> None:
+    """Write the decision into the ``model_card.md`` of the version's run (replaces the block: re-runnable).
+
+    A run without a card, or with a card from a template without the decision block, is left as it is.
+    """
+    import mlflow
+
+    run_id = client.get_model_version(name, version).run_id
+    if not run_id or "model_card.md" not in {a.path for a in client.list_artifacts(run_id)}:
+        return
+    with tempfile.TemporaryDirectory(prefix="traffic-card-") as tmp:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_card.md", dst_path=tmp)
+        card = Path(local).read_text(encoding="utf-8")
+    try:
+        updated = with_decision(card, _decision_text(decision, version, champion_after))
+    except ValueError:
+        _log.info("%s v%s: model card has no decision block; decision only on the version", name, version)
+        return
+    client.log_text(run_id, updated, "model_card.md")
+
+
 def promote(city: CityConfig | str, version: str | int, decision: Decision) -> dict[str, Any]:
     """Apply a promotion decision to a registered version.
 
     Always writes ``decision.reason`` on the version (description and tag
-    ``promotion_decision``, plus tag ``promoted`` = ``true``/``false``) and keeps
+    ``promotion_decision``, plus tag ``promoted`` = ``true``/``false``) and into the
+    "Promotion decision" section of the run's ``model_card.md`` (replaced, so a re-run
+    writes the same card), and keeps
     ``challenger`` on the newest version; moves ``champion`` to ``version`` only if
     ``decision.promote``.
 
@@ -911,6 +1257,7 @@ def promote(city: CityConfig | str, version: str | int, decision: Decision) -> d
         if newest is not None:
             client.set_registered_model_alias(name, CHALLENGER, newest)
         aliases = _aliases(client, name)
+        _write_card_decision(client, name, version, decision, aliases.get(CHAMPION))
     return {
         "model_name": name,
         "version": version,
@@ -1099,6 +1446,19 @@ def run_metrics(run_id: str, name: str = "model") -> HorizonMetrics:
         mape=[m.value for m in hist["mape"]],  # empty for runs logged before MAPE existed
         n_mape=[int(m.value) for m in hist["n_mape"]],
     )
+
+
+def run_data(run_id: str) -> dict[str, dict[str, Any]]:
+    """Latest metrics, params and tags of a run: ``{"metrics": {...}, "params": {...}, "tags": {...}}``.
+
+    Raises
+    ------
+    mlflow.exceptions.MlflowException
+        If there is no such run.
+    """
+    with _mlflow_session() as client:
+        run = client.get_run(run_id)
+    return {"metrics": dict(run.data.metrics), "params": dict(run.data.params), "tags": dict(run.data.tags)}
 
 
 def logged_metrics(

@@ -37,7 +37,7 @@ def _save(fig: Figure, path: str | Path) -> Path:
 
 
 def learning_curve_figure(rows: Sequence[dict[str, float]], *, title: str = "learning curve") -> Figure:
-    """Train and validation loss against epoch.
+    """Train and validation loss against the optimiser step.
 
     Parameters
     ----------
@@ -55,8 +55,8 @@ def learning_curve_figure(rows: Sequence[dict[str, float]], *, title: str = "lea
     ax = fig.add_axes((0.12, 0.14, 0.84, 0.76))
     ax.set_title(title, fontsize=10)
     ax.set_ylabel("loss")
-    epochs = [r.get("epoch") for r in rows]
-    x_key = "epoch" if None not in epochs and len(set(epochs)) == len(epochs) else "step"
+    # x: the optimiser step of each row (what MLflow logs the curve at); epochs only for rows without one
+    x_key = "step" if all(r.get("step") is not None for r in rows) else "epoch"
     x = np.array([i if r.get(x_key) is None else r[x_key] for i, r in enumerate(rows)], dtype=np.float64)
     plotted = False
     for key, style in (("train_loss", "-o"), ("val_loss", "-s")):
@@ -70,7 +70,7 @@ def learning_curve_figure(rows: Sequence[dict[str, float]], *, title: str = "lea
         ax.grid(alpha=0.3)
     else:
         ax.text(0.5, 0.5, "no losses recorded", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel(x_key)
+    ax.set_xlabel("optimiser step" if x_key == "step" else x_key)
     return fig
 
 

@@ -1,0 +1,217 @@
+"""A baseline that serves while a city has no champion: fitted as the nightly run scored it, with 80 % bounds.
+
+On a city's first nights no registered version may pass the promotion gate (it must beat every
+gating baseline, GBM included). Analysts still get a forecast: the best gating baseline of the
+latest nightly run, refitted here exactly as :func:`traffic.forecast.baselines.evaluate_baselines`
+fitted it for the holdout (same split of the same window, same seed, same settings), then run
+from the forecast origin. The publisher labels such a run with the baseline's name in
+``forecast_runs.model_kind`` (never ``model``).
+
+Bounds: the 80 % interval of :mod:`traffic.forecast.intervals`, with quantiles of the baseline's
+residuals on the training and validation samples of the window (never the holdout), scaled per
+cell like the network's. For the fitted baselines (ridge, gbm) those residuals are in-sample, so
+the bounds can be a little narrower than out-of-sample errors need; the holdout coverage of the
+network's bounds (model card) is the reference for how that method behaves.
+
+Targets past the last bin of the grid (a forecast from the newest bin) are appended as
+unobserved bins, so every baseline predicts them from the context and the calendar only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from traffic.forecast.baselines import (
+    BASELINES,
+    GradientBoostingLagBaseline,
+    RidgeLagBaseline,
+    fit_seasonal_profile,
+    persistence_forecast,
+    seasonal_forecast,
+    seasonal_period,
+)
+from traffic.forecast.features import bin_minutes, target_index
+from traffic.forecast.intervals import IntervalModel, cell_scale, fit_intervals
+from traffic.forecast.split import make_split, spread
+from traffic.grid.tensor import GridTensor
+
+#: Training/validation samples (evenly spread) whose residuals fit the interval quantiles.
+CALIBRATION_SAMPLES = 64
+#: Samples predicted at a time (bounds the rows a fitted baseline predicts at once).
+BATCH = 16
+
+
+def extend_time(grid: GridTensor, n: int) -> GridTensor:
+    """``grid`` followed by ``n`` unobserved bins (NaN values, False mask) on the same time step.
+
+    Bin indices of ``grid`` stay valid in the result, so a baseline fitted on ``grid`` predicts
+    on it; the new bins' holiday flags come from the grid's calendar (``GridTensor.holidays``).
+    """
+    if n <= 0:
+        return grid
+    step = grid.times[1] - grid.times[0]
+    times = grid.times.append(pd.DatetimeIndex([grid.times[-1] + step * (k + 1) for k in range(n)]))
+    shape = (n, *grid.shape[1:])
+    return dataclasses.replace(
+        grid,
+        values=np.concatenate([grid.values, np.full(shape, np.nan, dtype=grid.values.dtype)]),
+        mask=np.concatenate([grid.mask, np.zeros(shape, dtype=bool)]),
+        coverage=np.concatenate([grid.coverage, np.zeros(shape, dtype=grid.coverage.dtype)]),
+        times=times,
+    )
+
+
+@dataclass
+class FittedBaseline:
+    """A baseline fitted on a grid's training window, ready to forecast on that grid.
+
+    Attributes
+    ----------
+    name : str
+        One of :data:`traffic.forecast.baselines.BASELINES`.
+    horizon : int
+        Bins forecast.
+    grid : GridTensor
+        The grid it was fitted on, extended by ``horizon`` unobserved bins (forecasts from its
+        last bin reach past the data).
+    predict : callable
+        ``predict(t_end, where=None) -> (N, H_out, C, H, W)`` float32 forecasts after bins ``t_end``
+        of ``grid``; with ``where`` (bool, same shape) ridge and GBM predict only there (NaN elsewhere).
+    intervals : IntervalModel
+        80 % bounds from the residuals of the window's training and validation samples.
+    fit_window : tuple of int
+        ``[fit_start, fit_end)``: the bins the baseline was fitted on (the holdout comes after).
+    """
+
+    name: str
+    horizon: int
+    grid: GridTensor
+    predict: Callable[..., np.ndarray]
+    intervals: IntervalModel
+    fit_window: tuple[int, int]
+
+    def forecast(self, t_end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Forecast and 80 % bounds after bin ``t_end`` (negative counts from the last data bin).
+
+        Returns
+        -------
+        forecast, lower, upper : np.ndarray
+            ``(H_out, C, H, W)`` float32.
+        """
+        n_data = len(self.grid.times) - self.horizon
+        t = int(t_end) + n_data if t_end < 0 else int(t_end)
+        if not 0 <= t < n_data:
+            raise ValueError(f"t_end {t_end} outside the {n_data} data bins the baseline was fitted with")
+        pred = self.predict(np.array([t]))[0].astype(np.float32)
+        lower, upper = self.intervals.bounds(pred)
+        return pred, lower, upper
+
+
+def fit_baseline(
+    grid: GridTensor,
+    name: str,
+    *,
+    context_steps: int,
+    horizon_steps: int,
+    holdout_days: float,
+    train_days: float,
+    val_fraction: float,
+    ridge_lags: int,
+    seed: int = 0,
+    gbm_max_rows: int = 100_000,
+    calibration_samples: int = CALIBRATION_SAMPLES,
+) -> FittedBaseline:
+    """Fit one baseline on ``grid`` as the nightly run fitted it for the holdout, with 80 % bounds.
+
+    The split is :func:`traffic.forecast.split.make_split` of ``grid`` with the same arguments
+    as the training run, so on the nightly window this is the very baseline that was scored on
+    the holdout: seasonal profile and fallbacks on ``[fit_start, fit_end)``, ridge and GBM
+    fitted on the training and validation samples with ``seed`` (as
+    :func:`traffic.forecast.baselines.evaluate_baselines`).
+
+    Parameters
+    ----------
+    grid : GridTensor
+        The window, ending with the last bin before the forecast origin.
+    name : str
+        One of :data:`traffic.forecast.baselines.BASELINES`.
+    context_steps, horizon_steps : int
+    holdout_days, train_days, val_fraction : float
+        The split of the training run (``[forecast]`` of the city, ``[training] val_fraction``).
+    ridge_lags : int
+        ``[training] ridge_lags`` (lags of ridge and GBM).
+    seed : int
+    gbm_max_rows : int
+        Training rows of the GBM (as :func:`~traffic.forecast.baselines.evaluate_baselines`).
+    calibration_samples : int
+        Training and validation samples, evenly spread, whose residuals fit the bounds.
+
+    Returns
+    -------
+    FittedBaseline
+
+    Raises
+    ------
+    ValueError
+        On an unknown baseline name (naming the allowed ones) or an unusable split.
+    """
+    if name not in BASELINES:
+        raise ValueError(f"baseline {name!r} unknown; allowed: {list(BASELINES)}")
+    split = make_split(
+        grid,
+        context_steps=context_steps,
+        horizon_steps=horizon_steps,
+        holdout_days=holdout_days,
+        train_days=train_days,
+        val_fraction=val_fraction,
+    )
+    bm = bin_minutes(grid.times)
+    win = grid.slice_time(split.fit_start, split.fit_end)
+    prof = fit_seasonal_profile(
+        win.values, win.mask, win.times, bm, seasonal_period(split.fit_end - split.fit_start, bm), win.holiday
+    )
+    fit_t_end = np.concatenate([split.train, split.val])
+    ext = extend_time(grid, horizon_steps)
+
+    Predict = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
+
+    def batched(fn: Predict) -> Callable[..., np.ndarray]:
+        def run(t_end: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+            t_end = np.asarray(t_end, dtype=np.int64)
+            parts = [
+                fn(t_end[s : s + BATCH], None if where is None else where[s : s + BATCH])
+                for s in range(0, len(t_end), BATCH)
+            ]
+            return np.concatenate(parts).astype(np.float32)
+
+        return run
+
+    if name == "persistence":
+        predict = batched(lambda te, _: persistence_forecast(ext, te, context_steps, horizon_steps, prof.cell_mean))
+    elif name == "seasonal_average":
+        predict = batched(lambda te, _: seasonal_forecast(prof, ext, bm, te, horizon_steps))
+    elif name == "ridge":
+        ridge = RidgeLagBaseline(ridge_lags, context_steps, horizon_steps, seed=seed).fit(
+            grid, fit_t_end, prof.cell_mean
+        )
+        predict = batched(lambda te, where: ridge.predict(ext, te, where=where))
+    else:
+        gbm = GradientBoostingLagBaseline(ridge_lags, context_steps, horizon_steps, max_rows=gbm_max_rows, seed=seed)
+        gbm.fit(grid, fit_t_end, prof, split.fit_start, split.fit_end)
+        predict = batched(lambda te, where: gbm.predict(ext, te, where=where))
+
+    # residuals of training and validation samples only (never the holdout), like the network's bounds
+    cal = spread(fit_t_end, calibration_samples)
+    batches = []
+    for s in range(0, len(cal), BATCH):
+        te = cal[s : s + BATCH]
+        ti = target_index(te, horizon_steps)
+        mask = grid.mask[ti]
+        batches.append((predict(te, mask), grid.values[ti], mask))  # residuals at observed targets only
+    intervals = fit_intervals(batches, cell_scale(win.values, win.mask))
+    return FittedBaseline(name, horizon_steps, ext, predict, intervals, (split.fit_start, split.fit_end))
