@@ -34,6 +34,7 @@ WORKERS = {"worker-cpu": "default", "worker-gpu": "gpu"}
 #: Variables the code reads that the stack leaves unset on purpose, and why.
 OPTIONAL_ENV = {
     "TRAFFIC_TRAIN_BUDGET_S": "override of the per-city [forecast] train_budget_s; the TOML value applies when unset",
+    "TRAFFIC_TRAIN_STEPS": "override of the per-city [forecast] train_steps (the step budget); the TOML value applies when unset",
     "WORLD_SIZE": "set by torchrun for data-parallel training; unset = one process",
     "LOCAL_RANK": "set by torchrun: the GPU of this rank; unset = 0",
     "MLFLOW_TRACKING_TOKEN": "bearer token of a tracking server behind token auth; this stack uses basic auth",
