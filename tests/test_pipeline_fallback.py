@@ -77,7 +77,7 @@ def test_first_night_publishes_the_best_baseline_then_a_passing_version_takes_ov
         trained["run_id"],
     )
     assert meta["interval_level"] == 0.8
-    with np.load(meta["path"]) as z:
+    with np.load(str(pipeline.lake_file(meta["path"]))) as z:
         fc, lo, hi = z["forecast"], z["lower"], z["upper"]
     assert fc.shape == (la.forecast.horizon_steps, 1, *fc.shape[2:]) and np.isfinite(fc).all()
     assert (lo <= fc).all() and (fc <= hi).all() and (hi > lo).mean() > 0.5

@@ -182,8 +182,9 @@ def test_celery_postgres_redis_topology(traffic_home, databases):
         c = duckdb.connect(str(db), read_only=True)
         assert c.execute("SELECT count(*) FROM forecast_runs WHERE city = 'los_angeles'").fetchone()[0] == 1
         c.close()
-    else:  # no approved model: the forecast is skipped and nothing is published
-        assert (
-            not db.exists()
-            or duckdb.connect(str(db), read_only=True).execute("SELECT count(*) FROM forecast_runs").fetchone()[0] == 0
-        )
+    else:  # no version passed the gate: the best baseline is published, labelled with its name
+        c = duckdb.connect(str(db), read_only=True)
+        rows = c.execute("SELECT model_kind, model_version FROM forecast_runs WHERE city = 'los_angeles'").fetchall()
+        c.close()
+        assert len(rows) == 1 and rows[0][0] in ("persistence", "seasonal_average", "ridge", "gbm"), rows
+        assert rows[0][1] == f"baseline-{rows[0][0]}"
