@@ -11,7 +11,7 @@ out, batch 8. One training step = forward + masked MSE (normalised units) + back
 step. Compared in the same run, interleaved (A B C D E, A B C D E, ...) after a warm-up step
 each: (a) the naive reference of ``bench/reference_convlstm.py`` (8 convolutions per cell
 step, per-cell peepholes, Python loop), (b) ``Forecaster`` (ConvLSTM, linear attention, direct
-decoder), (c) the same without attention (the plain path), (d) ConvGRU cells, (e) the
+decoder, the default parallel one), (c) the same without attention (the plain path), (d) ConvGRU cells, (e) the
 autoregressive decoder. Reported per model: median samples/s and the spread (min-max) over
 the repetitions, with the 1-minute load average sampled next to every measurement; the speed
 ratio ours/reference and the time ratio attention/plain are taken per repetition from
@@ -100,13 +100,15 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "ours_plain": {"attention": False},
     "ours_convgru": {"cell": "convgru"},
     "ours_autoregressive": {"decoder": "autoregressive"},
+    "ours_direct": {"decoder": "direct"},
 }
 LABELS = {
     "reference": "(a) naive reference ConvLSTM (8 convs/step, peepholes)",
-    "ours": "(b) Forecaster: ConvLSTM + linear attention, direct decoder",
+    "ours": "(b) Forecaster: ConvLSTM + linear attention, parallel decoder (the default)",
     "ours_plain": "(c) Forecaster, attention=False (plain path)",
     "ours_convgru": "(d) Forecaster, cell=convgru",
     "ours_autoregressive": "(e) Forecaster, decoder=autoregressive",
+    "ours_direct": "(g) Forecaster, decoder=direct (a recurrent forecaster stack over the target bins)",
 }
 if "patch" in {f.name for f in fields(ForecasterConfig)}:  # space-to-depth packing, where the model has it
     VARIANTS["ours_patch2"] = {"patch": 2}
