@@ -133,8 +133,11 @@ class ForecasterConfig:
     horizon: int = 3
     # length of one bin in minutes (decodes the bin of the week from calendar features)
     bin_minutes: int = 60
-    # bins in one period of the seasonal prior: bins per week (time-of-week) or per day
+    # bins in one period of the seasonal prior: bins per week (time-of-week), per two days (day type:
+    # weekdays; weekends and holidays) or per day (time-of-day); see traffic.forecast.baselines.time_positions
     profile_period: int = 24 * 7
+    # minutes local time is ahead of UTC: the seasonal prior is looked up in local time
+    utc_offset_minutes: int = 0
     # --- the network (defaults sized for 2 CPU cores and ~1 minute of training) ---
     # width of every modality embedding and of the fused encoder/forecaster input
     embed_dim: int = 8
@@ -213,9 +216,9 @@ class ForecasterConfig:
         if clash:
             raise ValueError(f"feed names {sorted(clash)} are reserved for modalities {EXTRA_MODALITIES}")
         per_day = MINUTES_PER_DAY // self.bin_minutes
-        if MINUTES_PER_DAY % self.bin_minutes or self.profile_period not in (per_day, 7 * per_day):
+        if MINUTES_PER_DAY % self.bin_minutes or self.profile_period not in (per_day, 2 * per_day, 7 * per_day):
             raise ValueError(
-                f"profile_period {self.profile_period} must be bins per day ({per_day}) or per week "
+                f"profile_period {self.profile_period} must be bins per day ({per_day}), per two days or per week "
                 f"({7 * per_day}) for bin_minutes={self.bin_minutes}"
             )
 
@@ -553,13 +556,21 @@ class Forecaster(nn.Module):
         t_in = x.shape[1]
         c = cfg.n_channels
         calendar = x[:, :, 2 * c :, 0, 0].float()  # (B, T_in, K)
-        last = self.bin_of_week(calendar[:, -1])  # (B,)
+        last = self.bin_of_week(calendar[:, -1])  # (B,) UTC bin of the week of the last context bin
         steps = torch.arange(-t_in + 1, cfg.horizon + 1, device=x.device)  # (T_in + H_out,)
-        pos = torch.remainder(last[:, None] + steps[None, :], cfg.profile_period)  # (B, T_in + H_out)
-        per_day = MINUTES_PER_DAY // cfg.bin_minutes
+        bm, per_day = cfg.bin_minutes, MINUTES_PER_DAY // cfg.bin_minutes
+        utc_min = (last[:, None] + steps[None, :]) * bm  # (B, T_in + H_out) UTC minutes since Monday 00:00
+        local = torch.remainder(utc_min + cfg.utc_offset_minutes, MINUTES_PER_WEEK)  # local minutes of the week
+        week_bin = torch.div(local, bm, rounding_mode="floor")  # (B, T_in + H_out)
+        tod = torch.remainder(week_bin, per_day)
+        hol = torch.cat([calendar[:, :, HOLIDAY], self.target_holidays(calendar)], dim=1) > 0.5  # (B, T + H_out)
+        # the same positions as traffic.forecast.baselines.time_positions
         if cfg.profile_period == 7 * per_day:  # a holiday reads the Sunday at the same time of day
-            hol = torch.cat([calendar[:, :, HOLIDAY], self.target_holidays(calendar)], dim=1) > 0.5  # (B, T + H_out)
-            pos = torch.where(hol, 6 * per_day + torch.remainder(pos, per_day), pos)
+            pos = torch.where(hol, 6 * per_day + tod, week_bin)
+        elif cfg.profile_period == 2 * per_day:  # day type: weekends and holidays are the second day
+            pos = tod + per_day * ((local >= 5 * MINUTES_PER_DAY) | hol).long()
+        else:
+            pos = tod
         return self.profile[pos]  # (B, T_in + H_out, C, H, W)
 
     # --------------------------------------------------------------------------- linear base

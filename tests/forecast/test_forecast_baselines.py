@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from traffic.forecast import baselines
 from traffic.forecast.baselines import (
@@ -18,6 +19,7 @@ from traffic.forecast.baselines import (
     persistence_forecast,
     seasonal_forecast,
     seasonal_period,
+    time_positions,
 )
 from traffic.forecast.split import make_split
 from traffic.grid.tensor import GridTensor
@@ -50,8 +52,53 @@ def test_persistence_carries_the_last_observation_else_falls_back():
 
 def test_seasonal_period_needs_two_weeks_for_time_of_week():
     assert seasonal_period(14 * 24, 60) == 168
-    assert seasonal_period(13 * 24, 60) == 24
-    assert seasonal_period(5 * 96, 15) == 96
+    assert seasonal_period(13 * 24, 60) == 48  # shorter windows: the day-type profile (two days of bins)
+    assert seasonal_period(5 * 96, 15) == 192
+
+
+def test_day_type_positions_are_local_weekday_or_weekend_and_holiday():
+    """Los Angeles is UTC-8: Friday 20:00 local (Saturday 04:00 UTC) is a weekday, Sunday 20:00 a weekend."""
+    times = pd.DatetimeIndex(["2012-03-03 04:00", "2012-03-05 04:00", "2012-03-05 16:00"], tz="UTC")
+    pos = time_positions(times, 60, 48, holiday=np.array([False, False, True]), offset_minutes=-480)
+    assert pos.tolist() == [20, 24 + 20, 24 + 8]  # Fri 20:00 weekday; Sun 20:00 weekend; a Monday holiday at 08:00
+    utc = time_positions(times, 60, 48)
+    assert utc.tolist() == [24 + 4, 4, 16]  # in UTC the first would be a Saturday
+
+
+def test_module_prior_uses_the_same_local_day_type_positions():
+    """The module's own prior (decoded from the calendar features) equals the baselines' lookup."""
+    from traffic.forecast.features import build_inputs
+    from traffic.model import Forecaster, ForecasterConfig
+
+    times = pd.date_range("2012-03-01 08:00", periods=7 * 96, freq="15min", tz="UTC")
+    g = GridTensor(
+        np.ones((len(times), 1, 1, 1), dtype=np.float32),
+        np.ones((len(times), 1, 1, 1), dtype=bool),
+        np.ones((len(times), 1, 1, 1), dtype=np.int32),
+        times,
+        ("metr.speed_kmh",),
+        np.zeros((1, 1), dtype=np.int32),
+    )
+    cfg = ForecasterConfig(
+        channels=("metr.speed_kmh",),
+        grid_shape=(1, 1),
+        context_steps=4,
+        horizon=96,
+        bin_minutes=15,
+        profile_period=192,
+        utc_offset_minutes=-480,
+    )
+    m = Forecaster(cfg)
+    prof = np.arange(192, dtype=np.float32)[:, None, None, None]
+    m.set_statistics(np.zeros(1), np.ones(1), prof)
+    t_end = np.array([3, 200, 500])
+    x = torch.from_numpy(build_inputs(g, t_end, 4, 96))
+    got = m.prior_for(x)[:, :, 0, 0, 0].numpy()  # (B, T_in + H_out)
+    idx = t_end[:, None] + np.arange(-3, 97)[None, :]
+    want = time_positions(times.append(pd.date_range(times[-1], periods=100, freq="15min")[1:]), 15, 192, None, -480)[
+        idx
+    ]
+    np.testing.assert_array_equal(got, want.astype(np.float32))
 
 
 def test_seasonal_profile_levels_and_fallbacks():

@@ -48,25 +48,52 @@ GBM_SCAN_TARGETS = 4_000_000
 
 
 def seasonal_period(n_fit_bins: int, bin_minutes: int, min_weeks: int = 2) -> int:
-    """Period of the seasonal profile in bins: a week if the fit window holds ``min_weeks`` weeks, else a day."""
+    """Period of the seasonal profile in bins: a week if the fit window holds ``min_weeks`` weeks, else
+    two days, the *day type* profile (time of day on weekdays; on weekends and public holidays).
+
+    A window of a few days holds too few of each weekday for a time-of-week mean, but a pure
+    time-of-day mean mixes weekend traffic into the weekday rush hours (Los Angeles, 5 days:
+    holdout RMSE 11.41 with time of day, 9.74 with the day type in local time).
+    """
     per_week = MINUTES_PER_WEEK // bin_minutes
-    return per_week if n_fit_bins >= min_weeks * per_week else MINUTES_PER_DAY // bin_minutes
+    return per_week if n_fit_bins >= min_weeks * per_week else 2 * (MINUTES_PER_DAY // bin_minutes)
+
+
+def utc_offset_minutes(timezone: str, at: pd.Timestamp) -> int:
+    """Minutes local time is ahead of UTC in ``timezone`` at ``at`` (the profile's one offset)."""
+    off = pd.Timestamp(at).tz_convert(timezone).utcoffset() if pd.Timestamp(at).tzinfo else None
+    return int(off.total_seconds() // 60) if off is not None else 0
 
 
 def time_positions(
-    times: pd.DatetimeIndex, bin_minutes: int, period: int, holiday: np.ndarray | None = None
+    times: pd.DatetimeIndex,
+    bin_minutes: int,
+    period: int,
+    holiday: np.ndarray | None = None,
+    offset_minutes: int = 0,
 ) -> np.ndarray:
-    """Bin of the week (UTC, Monday 00:00 = 0) of every bin start, modulo ``period`` bins.
+    """Position in the seasonal profile of every bin start, in local time (UTC + ``offset_minutes``).
 
-    With a weekly period, a bin flagged in ``holiday`` ``(T,)`` takes the position of the Sunday
-    at the same time of day: a public holiday's traffic is a Sunday's (``traffic.calendar``).
-    A daily period has no weekdays, so holidays do not move it.
+    * weekly period (bins per week): the bin of the local week, Monday 00:00 = 0; a bin flagged in
+      ``holiday`` ``(T,)`` takes the Sunday at the same time of day (a public holiday's traffic
+      is a Sunday's, ``traffic.calendar``);
+    * day type (two days of bins): the bin of the local day, plus one day on Saturdays, Sundays
+      and holidays;
+    * daily period: the bin of the local day; holidays do not move it.
+
+    The offset is one number for the whole profile (the city's at the end of its fit window): a
+    daylight-saving switch shifts local time by an hour, as it did for the UTC profile before.
     """
-    pos = (minute_of_week(times) // bin_minutes) % period
+    local = (minute_of_week(times) + int(offset_minutes)) % MINUTES_PER_WEEK  # minutes since local Monday 00:00
     per_day = MINUTES_PER_DAY // bin_minutes
-    if holiday is not None and period == 7 * per_day:
-        pos = np.where(np.asarray(holiday, dtype=bool), 6 * per_day + pos % per_day, pos)
-    return pos
+    week_bin = local // bin_minutes
+    tod = week_bin % per_day
+    hol = np.zeros(len(local), dtype=bool) if holiday is None else np.asarray(holiday, dtype=bool)
+    if period == 7 * per_day:
+        return np.where(hol, 6 * per_day + tod, week_bin)
+    if period == 2 * per_day:
+        return tod + per_day * ((local >= 5 * MINUTES_PER_DAY) | hol)
+    return tod % period
 
 
 @dataclass
@@ -93,6 +120,7 @@ class SeasonalProfile:
     counts: np.ndarray
     cell_mean: np.ndarray
     channel_mean: np.ndarray
+    offset_minutes: int = 0  # local time = UTC + offset (time_positions)
 
 
 def _group_sums(
@@ -119,6 +147,7 @@ def fit_seasonal_profile(
     bin_minutes: int,
     period: int,
     holiday: np.ndarray | None = None,
+    offset_minutes: int = 0,
 ) -> SeasonalProfile:
     """Fit a seasonal mean per bin of ``period``, cell and channel, with fallbacks.
 
@@ -131,20 +160,25 @@ def fit_seasonal_profile(
     bin_minutes : int
         Bin length.
     period : int
-        Bins per week (time-of-week profile) or per day (time-of-day profile).
+        Bins per week (time-of-week profile), per two days (day-type profile) or per day
+        (time-of-day profile).
     holiday : np.ndarray, optional
-        ``(T,)`` bool holiday flags: holiday bins count towards Sunday's profile (see
-        :func:`time_positions`).
+        ``(T,)`` bool holiday flags: holiday bins count towards Sunday's (or the weekend's)
+        profile (see :func:`time_positions`).
+    offset_minutes : int
+        Local time = UTC + this (:func:`time_positions`).
 
     Returns
     -------
     SeasonalProfile
     """
     per_day = MINUTES_PER_DAY // bin_minutes
-    if period not in (per_day, 7 * per_day):
-        raise ValueError(f"period {period} must be bins per day ({per_day}) or per week ({7 * per_day})")
+    if period not in (per_day, 2 * per_day, 7 * per_day):
+        raise ValueError(
+            f"period {period} must be bins per day ({per_day}), per two days ({2 * per_day}) or per week ({7 * per_day})"
+        )
     mask = mask.astype(bool)
-    pos = time_positions(times, bin_minutes, period, holiday)
+    pos = time_positions(times, bin_minutes, period, holiday, offset_minutes)
     sums, counts = _group_sums(values, mask, pos, period)
     n_cell = counts.sum(axis=0)
     s_cell = sums.sum(axis=0)
@@ -169,6 +203,7 @@ def fit_seasonal_profile(
         counts=counts,
         cell_mean=cell_mean.astype(np.float32),
         channel_mean=channel_mean.astype(np.float32),
+        offset_minutes=int(offset_minutes),
     )
 
 
@@ -205,7 +240,7 @@ def seasonal_forecast(
     t_end = np.asarray(t_end)
     steps = np.tile(np.arange(1, horizon + 1), len(t_end))  # (N * H_out,)
     tgt = grid.times[np.repeat(t_end, horizon)] + pd.to_timedelta(steps * bin_minutes, unit="min")  # target starts
-    pos = time_positions(tgt, bin_minutes, profile.period, grid.holiday_at(tgt))
+    pos = time_positions(tgt, bin_minutes, profile.period, grid.holiday_at(tgt), profile.offset_minutes)
     return profile.profile[pos.reshape(len(t_end), horizon)]
 
 
@@ -465,7 +500,9 @@ class GradientBoostingLagBaseline:
         from traffic.forecast.features import bin_minutes as _bin_minutes
 
         assert self._profile is not None
-        return time_positions(grid.times, _bin_minutes(grid.times), self._profile.period, hol)
+        return time_positions(
+            grid.times, _bin_minutes(grid.times), self._profile.period, hol, self._profile.offset_minutes
+        )
 
     def _check_range(self, grid: GridTensor, t_end: np.ndarray) -> None:
         bad = (t_end - self.context_steps + 1 < 0) | (t_end + self.horizon >= len(grid.times))
@@ -632,7 +669,13 @@ def evaluate_baselines(
     bm = _bin_minutes(grid.times)
     win = grid.slice_time(fit_start, fit_end)
     prof = fit_seasonal_profile(
-        win.values, win.mask, win.times, bm, seasonal_period(fit_end - fit_start, bm), win.holiday
+        win.values,
+        win.mask,
+        win.times,
+        bm,
+        seasonal_period(fit_end - fit_start, bm),
+        win.holiday,
+        utc_offset_minutes(grid.timezone, grid.times[fit_end - 1]),
     )
     ridge = RidgeLagBaseline(ridge_lags, context_steps, horizon, seed=seed).fit(grid, train_t_end, prof.cell_mean)
     gbm = GradientBoostingLagBaseline(ridge_lags, context_steps, horizon, max_rows=gbm_max_rows, seed=seed)

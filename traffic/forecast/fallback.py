@@ -34,6 +34,7 @@ from traffic.forecast.baselines import (
     persistence_forecast,
     seasonal_forecast,
     seasonal_period,
+    utc_offset_minutes,
 )
 from traffic.forecast.features import bin_minutes, target_index
 from traffic.forecast.intervals import IntervalModel, cell_scale, fit_intervals
@@ -173,7 +174,13 @@ def fit_baseline(
     bm = bin_minutes(grid.times)
     win = grid.slice_time(split.fit_start, split.fit_end)
     prof = fit_seasonal_profile(
-        win.values, win.mask, win.times, bm, seasonal_period(split.fit_end - split.fit_start, bm), win.holiday
+        win.values,
+        win.mask,
+        win.times,
+        bm,
+        seasonal_period(split.fit_end - split.fit_start, bm),
+        win.holiday,
+        utc_offset_minutes(grid.timezone, grid.times[split.fit_end - 1]),
     )
     fit_t_end = np.concatenate([split.train, split.val])
     ext = extend_time(grid, horizon_steps)

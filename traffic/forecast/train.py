@@ -55,7 +55,13 @@ import torch
 
 from traffic.config import PROJECT_ROOT
 from traffic.forecast import distributed as ddp
-from traffic.forecast.baselines import evaluate_baselines, fit_seasonal_profile, seasonal_period, time_positions
+from traffic.forecast.baselines import (
+    evaluate_baselines,
+    fit_seasonal_profile,
+    seasonal_period,
+    time_positions,
+    utc_offset_minutes,
+)
 from traffic.forecast.batching import Batcher, masked_channel_stats
 from traffic.forecast.checkpoint import checkpoint_path, load_checkpoint, restore_rng_states, transfer_parameters
 from traffic.forecast.features import MINUTES_PER_DAY, bin_minutes, build_inputs, target_index
@@ -81,7 +87,15 @@ __all__ = ["MODEL_SPEC", "TrainingDiverged", "load_model_spec", "train_forecaste
 MODEL_SPEC = PROJECT_ROOT / "models" / "convlstm_attention.toml"
 
 #: Model fields that come from the data, not from the spec or overrides.
-DATA_FIELDS = ("channels", "grid_shape", "context_steps", "horizon", "bin_minutes", "profile_period")
+DATA_FIELDS = (
+    "channels",
+    "grid_shape",
+    "context_steps",
+    "horizon",
+    "bin_minutes",
+    "profile_period",
+    "utc_offset_minutes",
+)
 
 
 def load_model_spec(path: str | Path = MODEL_SPEC) -> dict[str, dict[str, Any]]:
@@ -373,7 +387,8 @@ def _train(
     bm = bin_minutes(grid.times)
     win = grid.slice_time(split.fit_start, split.fit_end)
     period = seasonal_period(split.fit_end - split.fit_start, bm, int(tr["min_weeks_for_weekly_profile"]))
-    profile = fit_seasonal_profile(win.values, win.mask, win.times, bm, period, win.holiday)
+    offset = utc_offset_minutes(grid.timezone, grid.times[split.fit_end - 1])  # local time of the profile
+    profile = fit_seasonal_profile(win.values, win.mask, win.times, bm, period, win.holiday, offset)
     mean, std = masked_channel_stats(win.values, win.mask)
 
     seen_mask = grid.mask[max(0, split.fit_start - context_steps) : split.fit_end]
@@ -387,6 +402,7 @@ def _train(
         horizon=horizon_steps,
         bin_minutes=bm,
         profile_period=period,
+        utc_offset_minutes=offset,
         **model_kw,
     )
     module = Forecaster(cfg)
@@ -403,7 +419,7 @@ def _train(
         context_steps,
         horizon_steps,
         profile,
-        time_positions(grid.times, bm, period, grid.holiday),
+        time_positions(grid.times, bm, period, grid.holiday, offset),
         split.fit_start,
         split.fit_end,
         dev,
@@ -612,7 +628,7 @@ def _train(
             "seed": seed,
             "n_parameters": n_params,
             "base": base_name,
-            "profile_kind": "time_of_week" if period * bm == 7 * MINUTES_PER_DAY else "time_of_day",
+            "profile_kind": {7: "time_of_week", 2: "day_type"}.get(period * bm // MINUTES_PER_DAY, "time_of_day"),
             "world_size": dist.world,
             "warm_start_copied": len(warm["copied"]) if warm is not None else None,
         },
