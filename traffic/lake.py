@@ -18,7 +18,7 @@ folder, then is renamed over the target, so a reader sees the old or the new
 partition and never half of one, and re-running a task for the same partition gives
 the same result. A temporary name (``.<target>.<host>-<pid>.<random>.tmp``) says which
 process writes it, so a later run removes the ones whose process is gone
-(:func:`remove_stale_temporaries`) without touching a live writer's. On an object store
+(:func:`traffic.tempfiles.sweep_folder`) without touching a live writer's. On an object store
 (``s3://`` ...) a partition is one object uploaded in one call, which the store publishes
 whole or not at all: no temporary objects, nothing left by a killed writer.
 """
@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from traffic.config import lake_uri
+from traffic.tempfiles import sweep_folder
 
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -102,13 +103,6 @@ def atomic_write(target: UPath | str, write: Any) -> UPath:
     return target
 
 
-def remove_stale_temporaries(folder: UPath | str, *, recursive: bool = False) -> list[str]:
-    """Delete the temporary files killed writers left under ``folder`` (:func:`traffic.tempfiles.sweep_folder`)."""
-    from traffic.tempfiles import sweep_folder
-
-    return sweep_folder(UPath(folder), recursive=recursive)
-
-
 def write_table(table: pa.Table, target: UPath, *, metadata: dict[str, str] | None = None) -> UPath:
     """Write ``table`` to ``target`` atomically (temp file + rename), replacing what was there.
 
@@ -151,7 +145,7 @@ def write_partition(
     """Replace one partition of ``dataset`` with ``table`` (one file per partition)."""
     folder = partition(dataset, **keys)
     target = folder / filename
-    remove_stale_temporaries(folder)
+    sweep_folder(folder)
     write_table(table, target, metadata=metadata)
     # a partition is exactly one file: drop leftovers from older layouts
     for other in folder.iterdir():

@@ -24,7 +24,7 @@ drift, a line count that does not fit a timestamp-less feed) raises
 :class:`~traffic.landing.readers.IngestError` before anything is written.
 
 Temporary files that a killed run left in the feed's partitions are removed when the
-next run starts (:func:`traffic.lake.remove_stale_temporaries`).
+next run starts (:func:`traffic.tempfiles.sweep_folder`).
 
 Partial days (``until``, see :mod:`traffic.intraday`): only rows with a timestamp before
 ``until`` are kept, as if the feed had delivered nothing later yet. A day that ``until``
@@ -63,6 +63,7 @@ from traffic.ingest.validate import (
 from traffic.landing.adapters import read_delivery, read_observations, read_registry
 from traffic.landing.contract import OBSERVATION_SCHEMAS, QUARANTINE_SCHEMA, REGISTRY_SCHEMA, TS_TYPE
 from traffic.landing.readers import IngestError
+from traffic.tempfiles import sweep_folder
 
 #: Sources kept out of the registry, and why.
 REJECTED_SCHEMA = pa.schema(
@@ -184,7 +185,7 @@ def ingest_registry(city: CityConfig, feed: FeedConfig) -> dict[str, Any]:
     registry, rejected, version = registry_tables(frame)
     check_registry_loss(feed, registry, rejected)
     folder = lake.partition("registry", city=city.name, feed=feed.name)
-    lake.remove_stale_temporaries(folder)
+    sweep_folder(folder)
     path = lake.write_table(
         registry,
         folder / REGISTRY_FILE,
@@ -489,7 +490,7 @@ def ingest_range(
     day_until = [intraday.until_for_day(d, cut, city.timezone) for d in days]  # raises for days after the cut
     keys = {"city": city.name, "feed": feed.name}
     for dataset in ("observations", "quarantine", "quality"):  # what a killed run left behind
-        lake.remove_stale_temporaries(lake.partition(dataset, **keys), recursive=True)
+        sweep_folder(lake.partition(dataset, **keys), recursive=True)
     known, version = registry_sources(city, feed)
     delivery = read_delivery(feed)  # file-level faults raise here, before anything is written
     landing = delivery.frame
