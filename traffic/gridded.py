@@ -61,7 +61,6 @@ import dataclasses
 import datetime as dt
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -640,18 +639,11 @@ def _load_parquet(path: Path, *, bin_minutes, start, channels, fill_gaps, timezo
 
 # ----------------------------------------------------------------------------------------- saving
 def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``."""
-    from traffic.tempfiles import sweep, temp_path
+    """``write(tmp)`` a temporary path that then replaces ``path`` (:func:`traffic.tempfiles.atomic_path`)."""
+    from traffic.tempfiles import atomic_path
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sweep(path.parent, path.name)  # a write killed part-way left its temporary file
-    tmp = temp_path(path)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def save_array(grid: GridTensor, path: str | Path) -> Path:

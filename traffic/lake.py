@@ -13,7 +13,8 @@ Layout under :func:`traffic.config.lake_uri` (hive-style keys)::
 ``date`` is the city's *local* calendar date (so a DST day holds 23 or 25 hours);
 timestamps inside files are UTC.
 
-Every write replaces a whole partition: the data goes to a temporary name in the same
+Every write replaces a whole partition through the project's one atomic writer
+(:func:`traffic.tempfiles.atomic_write`): the data goes to a temporary name in the same
 folder, then is renamed over the target, so a reader sees the old or the new
 partition and never half of one, and re-running a task for the same partition gives
 the same result. A temporary name (``.<target>.<host>-<pid>.<random>.tmp``) says which
@@ -25,7 +26,6 @@ whole or not at all: no temporary objects, nothing left by a killed writer.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from typing import Any
@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from traffic.config import lake_uri
-from traffic.tempfiles import sweep_folder
+from traffic.tempfiles import atomic_write, sweep_folder
 
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -51,56 +51,6 @@ def partition(dataset: str, **keys: Any) -> UPath:
     for k, v in keys.items():
         p = p / f"{k}={v}"
     return p
-
-
-#: fsspec protocols of object stores: an object appears only once its upload completes
-#: (one PUT, or a completed multipart upload), so a direct write is all-or-nothing there.
-OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"})
-
-
-def atomic_write(target: UPath | str, write: Any) -> UPath:
-    """Write ``target`` atomically: readers see the old file or the whole new one, never a part.
-
-    * Local files: ``write(fh)`` fills a temporary file next to the target (a dot name
-      that readers never read), renamed into place; the next write of the target removes what a
-      killed writer left (:func:`traffic.tempfiles.sweep`).
-    * Object stores (:data:`OBJECT_STORES`, e.g. ``s3://``): copy-then-rename is not
-      atomic there (a rename is a copy and a delete, and a killed writer leaves the
-      temporary object behind). The bytes are built in memory and uploaded to the target
-      in one call: the object store publishes the new object only when the upload
-      completes, so a writer killed mid-upload leaves the old object and nothing else.
-    * Other fsspec file systems: temporary file, then ``fs.mv``.
-
-    Parameters
-    ----------
-    target : UPath or str
-    write : callable
-        ``write(fh)`` with a binary file handle open for writing.
-
-    Returns
-    -------
-    UPath
-        ``target``.
-    """
-    from traffic.tempfiles import sweep, temp_path
-
-    target = UPath(target)
-    if target.protocol in OBJECT_STORES:
-        buf = io.BytesIO()
-        write(buf)  # a failure here uploads nothing
-        target.fs.pipe_file(target.path, buf.getvalue())
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    sweep(target.parent, target.name)  # what a killed writer of this file left
-    tmp = temp_path(target)
-    try:
-        with tmp.open("wb") as fh:
-            write(fh)
-        tmp.rename(target) if target.protocol in ("", "file", "local") else tmp.fs.mv(tmp.path, target.path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return target
 
 
 def write_table(table: pa.Table, target: UPath, *, metadata: dict[str, str] | None = None) -> UPath:

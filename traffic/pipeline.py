@@ -838,13 +838,11 @@ def forecast(
     coverage = grid.mask.mean(axis=0).astype(np.float32)  # (C, H, W)
     ref = reference_stats(grid.values, grid.mask, list(grid.channels))
     out = partition("forecasts", city=c.name, issued_at=origin.strftime("%Y%m%dT%H%M%SZ")) / "forecast.npz"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from traffic.tempfiles import sweep, temp_path
+    from traffic.tempfiles import atomic_write
 
-    sweep(out.parent, out.name)  # a forecast killed while writing left its temporary file
-    tmp = temp_path(out)
-    with tmp.open("wb") as fh:
-        np.savez_compressed(
+    atomic_write(
+        out,
+        lambda fh: np.savez_compressed(
             fh,
             forecast=pred.astype(np.float32),
             **bounds,
@@ -854,8 +852,8 @@ def forecast(
             reference=ref.astype(np.float32),
             cell_ids=grid.cell_ids,
             channels=np.array(grid.channels),
-        )
-    tmp.rename(out)
+        ),
+    )
 
     meta = {
         "city": c.name,

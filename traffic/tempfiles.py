@@ -1,7 +1,9 @@
-"""Temporary files of atomic writes, and the sweep that removes what a killed writer left.
+"""The project's one atomic writer, its temporary files, and the sweep that removes what a killed writer left.
 
-Every atomic write of the project fills a hidden temporary file next to its target and
-renames it into place; readers never see it. A writer killed with SIGKILL cannot remove its
+Every write of the project goes through :func:`atomic_write` (a binary handle) or
+:func:`atomic_path` (a local path, for writers that want a file name): the data fills a
+hidden temporary file next to its target, which is renamed into place; readers never see it.
+On an object store (``s3://`` ...) the bytes are uploaded in one call instead. A writer killed with SIGKILL cannot remove its
 temporary file, so the next write of the same target removes it instead (:func:`sweep`).
 
 A temporary name says who wrote it: ``.<target>.<host>.<pid>.<random>.tmp``. A sweep removes
@@ -13,13 +15,19 @@ never taken from under it.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import re
 import socket
 import time
 import uuid
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from upath import UPath
 
 _log = logging.getLogger(__name__)
 
@@ -129,3 +137,98 @@ def _target_name(tmp_name: str) -> str:
     if m:
         return m["name"]
     return tmp_name[1:].rsplit(".", 2)[0]  # ".<target>.<random>.tmp"
+
+
+#: fsspec protocols of object stores: an object appears only once its upload completes
+#: (one PUT, or a completed multipart upload), so a direct write is all-or-nothing there.
+OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"})
+_LOCAL = ("", "file", "local")
+
+
+def fsync(path: str | Path) -> None:
+    """Flush a file (or a folder's entries) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path, *, durable: bool = False) -> Iterator[Path]:
+    """A local temporary path that becomes ``target`` when the ``with`` block ends without error.
+
+    For writers that want a file name (``torch.save``, ``duckdb.connect``); :func:`atomic_write`
+    is the same write for writers of a binary handle. The temporary file sits next to the
+    target under a name :func:`sweep` knows; what a killed writer of the same target left is
+    removed first. On error the temporary file is removed and ``target`` is left as it was.
+
+    Parameters
+    ----------
+    target : str or Path
+        Final local file; its folder is created when missing.
+    durable : bool
+        Flush the file to disk before the rename (a power cut then leaves old or new).
+
+    Yields
+    ------
+    Path
+        The temporary path to write.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sweep(target.parent, target.name)  # what a killed writer of this file left
+    tmp = temp_path(target)
+    try:
+        yield tmp
+        if durable:
+            fsync(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(target: UPath | Path | str, write: Callable[[IO[bytes]], object]) -> UPath:
+    """Write ``target`` atomically: readers see the old file or the whole new one, never a part.
+
+    * Local files: ``write(fh)`` fills a temporary file next to the target (a dot name
+      that readers never read), renamed into place (:func:`atomic_path`).
+    * Object stores (:data:`OBJECT_STORES`, e.g. ``s3://``): copy-then-rename is not
+      atomic there (a rename is a copy and a delete, and a killed writer leaves the
+      temporary object behind). The bytes are built in memory and uploaded to the target
+      in one call: the object store publishes the new object only when the upload
+      completes, so a writer killed mid-upload leaves the old object and nothing else.
+    * Other fsspec file systems: temporary file, then ``fs.mv``.
+
+    Parameters
+    ----------
+    target : UPath, Path or str
+    write : callable
+        ``write(fh)`` with a binary file handle open for writing.
+
+    Returns
+    -------
+    UPath
+        ``target``.
+    """
+    target = UPath(target)
+    if target.protocol in OBJECT_STORES:
+        buf = io.BytesIO()
+        write(buf)  # a failure here uploads nothing
+        target.fs.pipe_file(target.path, buf.getvalue())
+        return target
+    if target.protocol in _LOCAL:
+        with atomic_path(target.path) as tmp, tmp.open("wb") as fh:
+            write(fh)
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sweep(target.parent, target.name)
+    utmp = temp_path(target)
+    try:
+        with utmp.open("wb") as fh:
+            write(fh)
+        utmp.fs.mv(utmp.path, target.path)
+    finally:
+        if utmp.exists():
+            utmp.unlink()
+    return target

@@ -1,6 +1,6 @@
 """The lake on a real S3 API (moto's server on 127.0.0.1): all-or-nothing partitions, kill -9, re-runs.
 
-On an object store a partition is one object uploaded in one call (:func:`traffic.lake.atomic_write`):
+On an object store a partition is one object uploaded in one call (:func:`traffic.tempfiles.atomic_write`):
 S3 publishes an object only when its upload completes, so readers see the old or the new
 partition and a killed writer leaves nothing behind (no temporary objects to clean).
 """

@@ -12,7 +12,6 @@ Files are written atomically: to a temporary file in the same directory, then
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,7 +32,7 @@ def checkpoint_path(checkpoint_dir: str | Path) -> Path:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically (temporary file + ``os.replace``).
+    """Write ``state`` to ``path`` atomically (:func:`traffic.tempfiles.atomic_path`).
 
     Parameters
     ----------
@@ -46,17 +45,11 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     -------
     Path
     """
-    from traffic.tempfiles import sweep, temp_path
+    from traffic.tempfiles import atomic_path
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sweep(path.parent, path.name)  # a checkpoint write killed part-way left its temporary file
-    tmp = temp_path(path)
-    try:
+    with atomic_path(path) as tmp:
         torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

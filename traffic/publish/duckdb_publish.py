@@ -68,6 +68,7 @@ import pyarrow.parquet as pq
 from traffic.config import PROJECT_ROOT, duckdb_path
 from traffic.errors import HotspotError, PublishError
 from traffic.publish.congestion import LEVEL_EDGES, LEVELS, NO_LEVEL, congestion
+from traffic.tempfiles import atomic_path, fsync
 
 SQL_DIR = PROJECT_ROOT / "sql"
 TABLES = ("forecast_runs",)
@@ -299,17 +300,6 @@ def _catalog_lock(store: Path, timeout_s: float) -> Iterator[None]:
         os.close(fd)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-# --------------------------------------------------------------------------- catalog
-
-
 def _source(table: str, files: Sequence[Path]) -> str:
     if not files:
         return _stmt("source_empty").replace("{layout}", check_identifier(table, LAYOUT_TABLES).strip('"'))
@@ -400,16 +390,13 @@ def rebuild_catalog(
     with _catalog_lock(store, lock_timeout_s):
         removed = _collect_garbage(store, path, grace_s)
         versions = list_runs(path)
-        tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            _build_catalog(tmp, versions)
-            _fsync(tmp)
+        with atomic_path(path, durable=True) as tmp:
+            try:
+                _build_catalog(tmp, versions)
+            finally:
+                Path(f"{tmp}.wal").unlink(missing_ok=True)
             # a WAL left by a writer of the old (single-file) design must not be replayed into the new file
             Path(f"{path}.wal").unlink(missing_ok=True)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-            Path(f"{tmp}.wal").unlink(missing_ok=True)
     return {
         "db_path": str(path),
         "runs": len(versions),
@@ -840,9 +827,9 @@ def _write_version(run_dir: Path, version: str, tables: Mapping[str, pa.Table]) 
                 order = [("target_time", "ascending"), ("channel", "ascending"), ("cell_id", "ascending")]
                 table = table.sort_by(order)
             pq.write_table(table, target, compression="zstd", row_group_size=FORECAST_ROW_GROUP)
-            _fsync(target)
+            fsync(target)
         os.rename(tmp, final)  # the version appears whole or not at all
-        _fsync(run_dir)
+        fsync(run_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

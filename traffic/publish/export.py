@@ -350,8 +350,8 @@ def _city_timezone(city: str) -> str:
 
 
 def _written(path: str | Path, write) -> Path:
-    """``path`` written atomically by the project's one atomic writer (:func:`traffic.lake.atomic_write`)."""
-    from traffic.lake import atomic_write
+    """``path`` written atomically by the project's one atomic writer (:func:`traffic.tempfiles.atomic_write`)."""
+    from traffic.tempfiles import atomic_write
 
     atomic_write(str(path), write)
     return Path(path)
