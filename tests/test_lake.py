@@ -42,3 +42,33 @@ def test_lake_uri_override(tmp_path, monkeypatch):
     monkeypatch.setenv("TRAFFIC_LAKE", f"file://{tmp_path}/elsewhere")
     lake.write_json({"k": 1}, lake.partition("quality", city="x") / "r.json")
     assert (tmp_path / "elsewhere" / "quality" / "city=x" / "r.json").exists()
+
+
+def test_lake_object_uses_its_own_root_not_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAFFIC_LAKE", str(tmp_path / "configured"))
+    own = lake.Lake(tmp_path / "own")
+    t = pa.table({"a": [4, 5]})
+    p = own.write_partition(t, "raster", city="x", date="2024-02-01", metadata={"k": "v"})
+    assert p == own.root / "raster" / "city=x" / "date=2024-02-01" / "part.parquet"
+    assert not (tmp_path / "configured").exists()
+    back = own.read_partition("raster", city="x", date="2024-02-01")
+    assert back.column("a").to_pylist() == [4, 5]
+    assert back.schema.metadata[b"k"] == b"v"
+    assert own.list_dates("raster", city="x") == ["2024-02-01"]
+    assert own.list_dates("raster", city="nowhere") == []
+    j = own.write_json({"n": 1}, own.partition("quality", city="x") / "r.json")
+    assert own.read_json(j) == {"n": 1}
+    with pytest.raises(FileNotFoundError, match="date=2024-02-02"):
+        own.read_partition("raster", city="x", date="2024-02-02")
+
+
+def test_lake_from_config_follows_traffic_lake(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAFFIC_LAKE", str(tmp_path / "configured"))
+    assert lake.Lake.from_config() == lake.Lake(tmp_path / "configured")
+    assert lake.lake_root() == lake.Lake.from_config().root
+
+
+def test_list_dates_leaves_out_undated(traffic_home):
+    lake.write_partition(pa.table({"a": [1]}), "quarantine", city="x", feed="f", date="undated")
+    lake.write_partition(pa.table({"a": [1]}), "quarantine", city="x", feed="f", date="2024-03-01")
+    assert lake.list_dates("quarantine", city="x", feed="f") == ["2024-03-01"]

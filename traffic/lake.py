@@ -1,4 +1,4 @@
-"""The data lake: partition paths and atomic, re-runnable writes.
+"""The data lake resource: :class:`Lake` owns partition paths, atomic re-runnable writes and partition reads.
 
 Layout under :func:`traffic.config.lake_uri` (hive-style keys)::
 
@@ -40,17 +40,116 @@ from traffic.tempfiles import atomic_write, sweep_folder
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
-def lake_root() -> UPath:
-    """The lake root as a :class:`upath.UPath` (local path or object-store URI)."""
-    return UPath(lake_uri())
+class Lake:
+    """One data lake under ``root`` (a local folder or an fsspec URI such as ``s3://bucket/lake``).
 
+    Built once (:meth:`from_config` reads :func:`traffic.config.lake_uri`) and passed to what
+    reads or writes partitions, so compute code needs no environment look-ups.
 
-def partition(dataset: str, **keys: Any) -> UPath:
-    """Folder of one partition, e.g. ``partition("observations", city="berlin", feed="telraam", date="2024-10-01")``."""
-    p = lake_root() / dataset
-    for k, v in keys.items():
-        p = p / f"{k}={v}"
-    return p
+    Parameters
+    ----------
+    root : str or UPath
+        The lake root.
+    """
+
+    def __init__(self, root: str | UPath) -> None:
+        self.root = UPath(root)
+
+    @classmethod
+    def from_config(cls) -> Lake:
+        """The lake configured for this process (``TRAFFIC_LAKE`` or ``<home>/lake``)."""
+        return cls(lake_uri())
+
+    def __repr__(self) -> str:
+        return f"Lake({str(self.root)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Lake) and str(self.root) == str(other.root)
+
+    def __hash__(self) -> int:
+        return hash(str(self.root))
+
+    def partition(self, dataset: str, **keys: Any) -> UPath:
+        """Folder of one partition, e.g. ``partition("observations", city="berlin", feed="telraam", date="2024-10-01")``."""
+        p = self.root / dataset
+        for k, v in keys.items():
+            p = p / f"{k}={v}"
+        return p
+
+    def write_partition(
+        self,
+        table: pa.Table,
+        dataset: str,
+        *,
+        filename: str = "part.parquet",
+        metadata: dict[str, str] | None = None,
+        **keys: Any,
+    ) -> UPath:
+        """Replace one partition of ``dataset`` with ``table`` (one file per partition).
+
+        Parameters
+        ----------
+        table : pyarrow.Table
+        dataset : str
+            Top folder of the dataset (``observations``, ``raster`` ...).
+        filename : str
+            The partition's one file.
+        metadata : dict, optional
+            Extra key/value pairs stored in the Parquet schema metadata.
+        **keys
+            Partition keys in folder order (``city=``, ``feed=``, ``date=`` ...).
+
+        Returns
+        -------
+        UPath
+            The file written.
+        """
+        folder = self.partition(dataset, **keys)
+        target = folder / filename
+        sweep_folder(folder)
+        write_table(table, target, metadata=metadata)
+        # a partition is exactly one file: drop leftovers from older layouts
+        for other in folder.iterdir():
+            if other.name != filename and not other.name.startswith("."):
+                other.unlink()
+        return target
+
+    def read_partition(self, dataset: str, *, filename: str = "part.parquet", **keys: Any) -> pa.Table:
+        """Read one partition written by :meth:`write_partition`.
+
+        Raises
+        ------
+        FileNotFoundError
+            The partition's file does not exist (the message names it).
+        """
+        target = self.partition(dataset, **keys) / filename
+        if not target.exists():
+            raise FileNotFoundError(f"partition {target} does not exist")
+        with target.open("rb") as fh:
+            return pq.read_table(fh)
+
+    def list_dates(self, dataset: str, **keys: Any) -> list[str]:
+        """Sorted ``date=YYYY-MM-DD`` values under a dataset's partition prefix.
+
+        Special partitions such as ``date=undated`` (quarantined rows without a timestamp)
+        are not dates and are left out.
+        """
+        folder = self.partition(dataset, **keys)
+        if not folder.exists():
+            return []
+        values = (p.name.split("=", 1)[1] for p in folder.iterdir() if p.name.startswith("date="))
+        return sorted(v for v in values if _ISO_DATE.match(v))
+
+    def write_json(self, obj: Any, target: UPath) -> UPath:
+        """Write ``obj`` as pretty JSON atomically to ``target`` (a path in this lake)."""
+        data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
+        atomic_write(target, lambda fh: fh.write(data))
+        return target
+
+    def read_json(self, target: UPath) -> Any:
+        """Read the JSON file ``target`` (a path in this lake)."""
+        with target.open("rb") as fh:
+            return json.loads(fh.read())
 
 
 def write_table(table: pa.Table, target: UPath, *, metadata: dict[str, str] | None = None) -> UPath:
@@ -72,16 +171,18 @@ def write_table(table: pa.Table, target: UPath, *, metadata: dict[str, str] | No
     return target
 
 
-def write_json(obj: Any, target: UPath) -> UPath:
-    """Write ``obj`` as pretty JSON atomically."""
-    data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
-    atomic_write(target, lambda fh: fh.write(data))
-    return target
+# Module-level delegates to the configured lake (built per call, so a changed TRAFFIC_LAKE is seen),
+# until every caller is handed a Lake.
 
 
-def read_json(target: UPath) -> Any:
-    with target.open("rb") as fh:
-        return json.loads(fh.read())
+def lake_root() -> UPath:
+    """The configured lake root as a :class:`upath.UPath` (local path or object-store URI)."""
+    return Lake.from_config().root
+
+
+def partition(dataset: str, **keys: Any) -> UPath:
+    """:meth:`Lake.partition` of the configured lake."""
+    return Lake.from_config().partition(dataset, **keys)
 
 
 def write_partition(
@@ -92,35 +193,25 @@ def write_partition(
     metadata: dict[str, str] | None = None,
     **keys: Any,
 ) -> UPath:
-    """Replace one partition of ``dataset`` with ``table`` (one file per partition)."""
-    folder = partition(dataset, **keys)
-    target = folder / filename
-    sweep_folder(folder)
-    write_table(table, target, metadata=metadata)
-    # a partition is exactly one file: drop leftovers from older layouts
-    for other in folder.iterdir():
-        if other.name != filename and not other.name.startswith("."):
-            other.unlink()
-    return target
+    """:meth:`Lake.write_partition` of the configured lake."""
+    return Lake.from_config().write_partition(table, dataset, filename=filename, metadata=metadata, **keys)
 
 
 def read_partition(dataset: str, *, filename: str = "part.parquet", **keys: Any) -> pa.Table:
-    """Read one partition written by :func:`write_partition`."""
-    target = partition(dataset, **keys) / filename
-    if not target.exists():
-        raise FileNotFoundError(f"partition {target} does not exist")
-    with target.open("rb") as fh:
-        return pq.read_table(fh)
+    """:meth:`Lake.read_partition` of the configured lake."""
+    return Lake.from_config().read_partition(dataset, filename=filename, **keys)
 
 
 def list_dates(dataset: str, **keys: Any) -> list[str]:
-    """Sorted ``date=YYYY-MM-DD`` values under a dataset's partition prefix.
+    """:meth:`Lake.list_dates` of the configured lake."""
+    return Lake.from_config().list_dates(dataset, **keys)
 
-    Special partitions such as ``date=undated`` (quarantined rows without a timestamp)
-    are not dates and are left out.
-    """
-    folder = partition(dataset, **keys)
-    if not folder.exists():
-        return []
-    values = (p.name.split("=", 1)[1] for p in folder.iterdir() if p.name.startswith("date="))
-    return sorted(v for v in values if _ISO_DATE.match(v))
+
+def write_json(obj: Any, target: UPath) -> UPath:
+    """:meth:`Lake.write_json` of the configured lake."""
+    return Lake.from_config().write_json(obj, target)
+
+
+def read_json(target: UPath) -> Any:
+    """:meth:`Lake.read_json` of the configured lake."""
+    return Lake.from_config().read_json(target)
