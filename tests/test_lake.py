@@ -72,3 +72,89 @@ def test_list_dates_leaves_out_undated(traffic_home):
     lake.write_partition(pa.table({"a": [1]}), "quarantine", city="x", feed="f", date="undated")
     lake.write_partition(pa.table({"a": [1]}), "quarantine", city="x", feed="f", date="2024-03-01")
     assert lake.list_dates("quarantine", city="x", feed="f") == ["2024-03-01"]
+
+
+def _loop_read(own: lake.Lake, dataset: str, dates: list[str], columns: list[str], **keys) -> pa.Table:
+    """What the readers did before :meth:`Lake.read_dataset`: one file per date, concatenated."""
+    parts = [own.read_partition(dataset, **keys, date=d).select(columns) for d in dates]
+    return pa.concat_tables(parts, promote_options="permissive")
+
+
+def test_read_dataset_matches_the_loop_over_dates(tmp_path):
+    import pyarrow.dataset as ds
+
+    own = lake.Lake(tmp_path / "lake")
+    dates = ["2024-03-30", "2024-03-31", "2024-04-01", "2024-04-02"]
+    for i, d in enumerate(reversed(dates)):  # written out of order: the read still comes in date order
+        n = 5 + i
+        own.write_partition(
+            pa.table(
+                {
+                    "bin_start": pa.array(range(n * i, n * i + n), pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+                    "cell_id": pa.array(range(n), pa.int32()),
+                    "channel": ["speed"] * n,
+                    "value": [float(i)] * n,
+                }
+            ),
+            "raster",
+            city="x",
+            date=d,
+        )
+    cols = ["bin_start", "cell_id", "channel", "value"]
+    got = own.read_dataset("raster", columns=cols, city="x")
+    assert got.equals(_loop_read(own, "raster", dates, cols, city="x"))
+    assert got.schema.field("bin_start").type == pa.timestamp("us", tz="UTC")
+    assert got.schema.field("cell_id").type == pa.int32()
+
+    window = own.read_dataset("raster", columns=cols, filter=ds.field("date").isin(dates[1:3]), city="x")
+    assert window.equals(_loop_read(own, "raster", dates[1:3], cols, city="x"))
+    # the date key is a column when asked for, in path order
+    assert own.read_dataset("raster", columns=["date"], city="x").column("date").unique().to_pylist() == dates
+
+
+def test_read_dataset_never_opens_filtered_out_partitions(tmp_path):
+    import pyarrow.dataset as ds
+
+    own = lake.Lake(tmp_path / "lake")
+    own.write_partition(pa.table({"a": [1, 2]}), "raster", city="x", date="2024-01-01")
+    bad = own.partition("raster", city="x", date="2024-01-02") / "part.parquet"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"not parquet")
+    assert own.read_dataset("raster", filter=ds.field("date") == "2024-01-01", city="x").column("a").to_pylist() == [
+        1,
+        2,
+    ]
+    with pytest.raises(pa.ArrowInvalid):
+        own.read_dataset("raster", city="x")
+
+
+def test_read_dataset_missing_partitions_undated_and_columns(tmp_path):
+    import pyarrow.dataset as ds
+
+    own = lake.Lake(tmp_path / "lake")
+    empty = own.read_dataset("raster", columns=["a", "b"], city="nowhere")
+    assert empty.num_rows == 0 and empty.column_names == ["a", "b"]
+    schema = pa.schema([("a", pa.int64())])
+    assert own.read_dataset("raster", schema=schema, city="nowhere").schema == schema
+
+    own.write_partition(pa.table({"a": pa.array([1], pa.int32())}), "quarantine", city="x", feed="f", date="undated")
+    own.write_partition(pa.table({"a": pa.array([2], pa.int64())}), "quarantine", city="x", feed="f", date="2024-01-01")
+    own.write_partition(pa.table({"a": pa.array([3], pa.int64())}), "quarantine", city="x", feed="g", date="2024-01-01")
+    # a temporary file of a running writer and a file of another name are not partitions
+    (own.partition("quarantine", city="x", feed="f", date="2024-01-01") / ".part.parquet.h.1.abcdef12.tmp").write_bytes(
+        b"half"
+    )
+    own.write_json({"n": 1}, own.partition("quarantine", city="x", feed="f", date="2024-01-01") / "report.json")
+
+    every = own.read_dataset("quarantine", city="x")  # int32 and int64 files: promoted, as concat_tables does
+    assert every.schema.field("a").type == pa.int64()
+    assert every.to_pylist() == [
+        {"a": 2, "feed": "f", "date": "2024-01-01"},
+        {"a": 1, "feed": "f", "date": "undated"},
+        {"a": 3, "feed": "g", "date": "2024-01-01"},
+    ]
+    assert own.read_dataset("quarantine", columns=["a"], city="x", feed="f").column("a").to_pylist() == [2, 1]
+    dated = own.read_dataset("quarantine", columns=["a"], filter=ds.field("date") != "undated", city="x", feed="f")
+    assert dated.column("a").to_pylist() == [2]
+    with pytest.raises(ValueError, match=r"no column \['b'\].*\['a', 'date'\]"):
+        own.read_dataset("quarantine", columns=["b"], city="x", feed="f")

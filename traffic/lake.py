@@ -10,6 +10,9 @@ Layout under :func:`traffic.config.lake_uri` (hive-style keys)::
     assignment/city=<c>/feed=<f>/version=<digest>/part.parquet   source -> cell weights
     raster/city=<c>/date=<YYYY-MM-DD>/part.parquet         (bin, cell, channel) aggregates
 
+Reads of many partitions go through :meth:`Lake.read_dataset` (:mod:`pyarrow.dataset`: hive keys,
+partition pruning and row-group filters pushed down, column projection), not loops over dates.
+
 ``date`` is the city's *local* calendar date (so a DST day holds 23 or 25 hours);
 timestamps inside files are UTC.
 
@@ -31,11 +34,15 @@ import re
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from upath import UPath
 
 from traffic.config import lake_uri
 from traffic.tempfiles import atomic_write, sweep_folder
+
+_LOCAL_PROTOCOLS = ("", "file", "local")
 
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -128,6 +135,114 @@ class Lake:
         with target.open("rb") as fh:
             return pq.read_table(fh)
 
+    def partition_files(self, dataset: str, *, filename: str = "part.parquet", **keys: Any) -> list[UPath]:
+        """The partition files named ``filename`` under a dataset's partition prefix, sorted by path.
+
+        One recursive listing of the prefix; temporary and hidden files (``.``/``_`` names) are left out.
+        A missing prefix has no files.
+        """
+        folder = self.partition(dataset, **keys)
+        fs, base = folder.fs, folder.path.rstrip("/")
+        fs.invalidate_cache(base)  # an object store's listing cache may predate the last write
+        try:
+            found = fs.find(base)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        out = []
+        for path in sorted(found):
+            rel = path[len(base) :].lstrip("/").split("/")
+            if rel[-1] == filename and not any(part[:1] in "._" for part in rel):
+                out.append(folder.joinpath(*rel))
+        return out
+
+    def read_dataset(
+        self,
+        dataset: str,
+        *,
+        columns: list[str] | None = None,
+        filter: ds.Expression | None = None,
+        schema: pa.Schema | None = None,
+        filename: str = "part.parquet",
+        **keys: Any,
+    ) -> pa.Table:
+        """Read the partitions of ``dataset`` under ``keys`` as one table (:mod:`pyarrow.dataset`).
+
+        The partition keys below the prefix (e.g. ``date`` under ``city=``/``feed=``) are hive
+        fields of type string: ``filter`` may use them, and the partitions it excludes are never
+        opened (``ds.field("date") >= "2024-10-01"``); conditions on data columns are pushed down
+        to the Parquet row groups. Rows come in path order (key values sorted as text, so dates
+        in calendar order), each partition's rows in file order, as reading the files one by one.
+        ``date=undated`` (quarantined rows without a timestamp) is a partition like any other:
+        filter it out where only dates are wanted. Local folders are read with Arrow's own file
+        system, others (``s3://`` ...) through the lake's fsspec file system.
+
+        Parameters
+        ----------
+        dataset : str
+            Top folder of the dataset (``observations``, ``quarantine``, ``raster`` ...).
+        columns : list of str, optional
+            Columns to read (data columns or partition keys). Default: all data columns and the
+            partition keys below the prefix.
+        filter : pyarrow.dataset.Expression, optional
+            Rows (and partitions) to keep.
+        schema : pyarrow.Schema, optional
+            The schema to read the files as. Default: the schemas of all files, unified with
+            permissive type promotion (as ``pyarrow.concat_tables(promote_options="permissive")``).
+        filename : str
+            The partition file name.
+        **keys
+            Partition keys of the prefix in folder order (``city=``, ``feed=`` ...).
+
+        Returns
+        -------
+        pyarrow.Table
+            No partition: an empty table of ``schema`` (or of ``columns``, typed null).
+
+        Raises
+        ------
+        ValueError
+            A column of ``columns`` is in none of the files (the message lists the ones there).
+        """
+        files = self.partition_files(dataset, filename=filename, **keys)
+        if not files:
+            if schema is not None:
+                empty = schema.empty_table()
+                return empty.select(columns) if columns is not None else empty
+            return pa.table({c: pa.array([], pa.null()) for c in columns or []})
+        folder = self.partition(dataset, **keys)
+        base = folder.path.rstrip("/")
+        rel_dirs = ["/".join(f.path[len(base) :].lstrip("/").split("/")[:-1]) for f in files]
+        keys_below = [part.split("=", 1)[0] for part in rel_dirs[0].split("/") if part]
+        parts_schema = pa.schema([(n, pa.string()) for n in keys_below])
+        hive = ds.partitioning(parts_schema, flavor="hive")
+        fs: pafs.FileSystem
+        if folder.protocol in _LOCAL_PROTOCOLS:
+            fs = pafs.LocalFileSystem()
+        else:
+            fs = pafs.PyFileSystem(pafs.FSSpecHandler(folder.fs))
+        fmt = ds.ParquetFileFormat()
+        fragments = [
+            fmt.make_fragment(f.path, fs, partition_expression=hive.parse(d + "/"))  # a folder: ends with "/"
+            for f, d in zip(files, rel_dirs, strict=True)
+        ]
+        if filter is not None:  # partitions the filter excludes are dropped before any of their files is opened
+            probe_schema = schema if schema is not None else fragments[0].physical_schema
+            probe = ds.FileSystemDataset(fragments, _with_fields(probe_schema, parts_schema), fmt, fs)
+            fragments = list(probe.get_fragments(filter=filter))
+        if schema is None:
+            if not fragments:  # every partition filtered out
+                schema = probe_schema
+            else:
+                schema = pa.unify_schemas([f.physical_schema for f in fragments], promote_options="permissive")
+        data = ds.FileSystemDataset(fragments, _with_fields(schema, parts_schema), fmt, fs)
+        if columns is not None:
+            missing = [c for c in columns if c not in data.schema.names]
+            if missing:
+                raise ValueError(
+                    f"{folder}: no column {missing} in the {dataset} partitions; they have {data.schema.names}"
+                )
+        return data.to_table(columns=columns, filter=filter)
+
     def list_dates(self, dataset: str, **keys: Any) -> list[str]:
         """Sorted ``date=YYYY-MM-DD`` values under a dataset's partition prefix.
 
@@ -150,6 +265,14 @@ class Lake:
         """Read the JSON file ``target`` (a path in this lake)."""
         with target.open("rb") as fh:
             return json.loads(fh.read())
+
+
+def _with_fields(schema: pa.Schema, extra: pa.Schema) -> pa.Schema:
+    """``schema`` followed by the fields of ``extra`` it lacks (the partition keys of a dataset)."""
+    for field in extra:
+        if field.name not in schema.names:
+            schema = schema.append(field)
+    return schema
 
 
 def write_table(table: pa.Table, target: UPath, *, metadata: dict[str, str] | None = None) -> UPath:
@@ -200,6 +323,21 @@ def write_partition(
 def read_partition(dataset: str, *, filename: str = "part.parquet", **keys: Any) -> pa.Table:
     """:meth:`Lake.read_partition` of the configured lake."""
     return Lake.from_config().read_partition(dataset, filename=filename, **keys)
+
+
+def read_dataset(
+    dataset: str,
+    *,
+    columns: list[str] | None = None,
+    filter: ds.Expression | None = None,
+    schema: pa.Schema | None = None,
+    filename: str = "part.parquet",
+    **keys: Any,
+) -> pa.Table:
+    """:meth:`Lake.read_dataset` of the configured lake."""
+    return Lake.from_config().read_dataset(
+        dataset, columns=columns, filter=filter, schema=schema, filename=filename, **keys
+    )
 
 
 def list_dates(dataset: str, **keys: Any) -> list[str]:

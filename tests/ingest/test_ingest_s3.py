@@ -117,6 +117,34 @@ def test_ingest_on_s3_matches_the_local_lake_and_reruns_identically(tmp_path, s3
     assert local_files(local) == first  # the same bytes as on local files
 
 
+def test_read_dataset_on_s3_matches_the_loop_over_dates_and_the_local_lake(tmp_path, s3_lake, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    city = delivery(tmp_path)
+    run(city)
+    s3 = lake.Lake.from_config()
+    dates = s3.list_dates("observations", city=city.name, feed="f")
+    assert dates == ["2012-03-01", "2012-03-02", "2012-03-03"]
+    loop = pa.concat_tables([s3.read_partition("observations", city=city.name, feed="f", date=d) for d in dates])
+    columns = loop.column_names
+    whole = s3.read_dataset("observations", columns=columns, city=city.name, feed="f")
+    assert whole.equals(loop)
+    last = s3.read_dataset(
+        "observations", columns=columns, filter=ds.field("date") >= "2012-03-02", city=city.name, feed="f"
+    )
+    assert last.equals(
+        pa.concat_tables([s3.read_partition("observations", city=city.name, feed="f", date=d) for d in dates[1:]])
+    )
+    quarantined = s3.read_dataset("quarantine", city=city.name, feed="f")
+    assert quarantined.num_rows >= 1 and set(quarantined.column("date").to_pylist()) <= set(dates)
+
+    local = lake.Lake(tmp_path / "local_lake")
+    monkeypatch.setenv("TRAFFIC_LAKE", str(local.root))
+    run(city)
+    assert local.read_dataset("observations", columns=columns, city=city.name, feed="f").equals(whole)
+
+
 def test_a_failed_write_leaves_the_old_object_and_nothing_else(s3_lake):
     target = UPath(s3_lake) / "observations" / "city=x" / "feed=f" / "date=2024-01-01" / "part.parquet"
     lake.atomic_write(target, lambda fh: fh.write(b"old partition"))

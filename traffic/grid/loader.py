@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import pyarrow.dataset as ds
 
 from traffic import intraday, lake
 from traffic.calendar import city_holidays
@@ -16,6 +16,8 @@ from traffic.config import CityConfig
 from traffic.grid.cells import grid_spec
 from traffic.grid.tensor import GridTensor
 
+#: The raster columns the loader reads.
+RASTER_COLUMNS = ("bin_start", "cell_id", "channel", "value", "coverage")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -47,15 +49,12 @@ def time_axis(city: CityConfig, start: str, end: str) -> pd.DatetimeIndex:
 
 
 def _read_raster(city: CityConfig, dates: list[str]) -> pa.Table:
-    tables = []
-    for d in dates:
-        path = lake.partition("raster", city=city.name, date=d) / "part.parquet"
-        if path.exists():
-            with path.open("rb") as fh:
-                tables.append(pq.read_table(fh, columns=["bin_start", "cell_id", "channel", "value", "coverage"]))
-    if not tables:
-        return pa.table({"bin_start": [], "cell_id": [], "channel": [], "value": [], "coverage": []})
-    return pa.concat_tables(tables, promote_options="permissive")
+    return lake.read_dataset(
+        "raster",
+        columns=list(RASTER_COLUMNS),
+        filter=ds.field("date").isin(dates),
+        city=city.name,
+    )
 
 
 def load_tensor(city: CityConfig, start: str | None = None, end: str | None = None) -> GridTensor:
@@ -173,7 +172,7 @@ def newest_observed_bin(
     step = city.bin_seconds * 1_000_000
     channels = pa.array(tuple(city.channels), pa.string())
     for d in reversed(dates[-max_days:] if max_days > 0 else []):
-        table = _read_raster(city, [d])
+        table = lake.read_dataset("raster", columns=list(RASTER_COLUMNS), city=city.name, date=d)
         if table.num_rows == 0:
             continue
         channel = table.column("channel")
