@@ -158,3 +158,35 @@ def test_read_dataset_missing_partitions_undated_and_columns(tmp_path):
     assert dated.column("a").to_pylist() == [2]
     with pytest.raises(ValueError, match=r"no column \['b'\].*\['a', 'date'\]"):
         own.read_dataset("quarantine", columns=["b"], city="x", feed="f")
+
+
+def test_geoparquet_is_written_by_geopandas_with_the_lake_metadata(tmp_path):
+    import json
+
+    import geopandas as gpd
+    import pyarrow.parquet as pq
+    import shapely
+
+    own = lake.Lake(tmp_path / "lake")
+    frame = gpd.GeoDataFrame(
+        {"source_id": ["a", "b"], "geometry": [shapely.Point(13.4, 52.5), None]}, geometry="geometry", crs=4326
+    )
+    target = own.partition("registry", city="x", feed="f") / "registry.parquet"
+    schema = pa.schema([("source_id", pa.string()), ("geometry", pa.binary())])
+    lake.write_geoparquet(frame, target, schema=schema, metadata={"version": "v1"})
+    stored = pq.read_schema(str(target))
+    assert stored.remove_metadata().equals(schema)  # string, not pandas' large_string
+    geo = json.loads(stored.metadata[b"geo"])
+    assert geo["creator"]["library"] == "geopandas" and geo["columns"]["geometry"]["encoding"] == "WKB"
+    assert stored.metadata[b"version"] == b"v1"
+    back, md = lake.read_geoparquet(target)
+    assert md["version"] == "v1" and len(md["file_sha256"]) == 64
+    assert back.crs.to_epsg() == 4326 and back["source_id"].tolist() == ["a", "b"]
+    assert back.geometry.iloc[0].equals(shapely.Point(13.4, 52.5)) and back.geometry.iloc[1] is None
+    leftovers = sorted(p.name for p in target.parent.iterdir())
+    assert leftovers == ["registry.parquet"]  # atomic: no temporary file left
+
+    plain = own.partition("registry", city="x", feed="g") / "registry.parquet"
+    own.write_partition(pa.table({"source_id": ["a"]}), "registry", filename="registry.parquet", city="x", feed="g")
+    with pytest.raises(ValueError, match=r"registry\.parquet is not GeoParquet"):
+        lake.read_geoparquet(plain)

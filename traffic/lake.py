@@ -29,15 +29,20 @@ whole or not at all: no temporary objects, nothing left by a killed writer.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from upath import UPath
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 from traffic.config import lake_uri
 from traffic.tempfiles import atomic_write, sweep_folder
@@ -294,6 +299,69 @@ def write_table(table: pa.Table, target: UPath, *, metadata: dict[str, str] | No
     return target
 
 
+def write_geoparquet(
+    frame: gpd.GeoDataFrame,
+    target: UPath,
+    *,
+    schema: pa.Schema | None = None,
+    metadata: dict[str, str] | None = None,
+) -> UPath:
+    """Write a GeoDataFrame as GeoParquet atomically, with ``metadata`` in the file's schema metadata.
+
+    GeoPandas writes the file (:meth:`geopandas.GeoDataFrame.to_parquet`: the WKB geometry
+    column and the GeoParquet ``geo`` metadata: version, CRS, geometry types, bbox). Its writer
+    takes no schema metadata, so its file is read back as an Arrow table and written with the
+    lake's keys added by :func:`write_table` (the grid and the registries are small tables).
+
+    Parameters
+    ----------
+    frame : geopandas.GeoDataFrame
+        Written without its index.
+    target : UPath
+        File path of the GeoParquet file.
+    schema : pyarrow.Schema, optional
+        Arrow types of the columns, in this order (e.g. ``string`` where pandas gives
+        ``large_string``); GeoPandas' schema and field metadata are kept.
+    metadata : dict, optional
+        Extra key/value pairs (e.g. the registry's ``version`` digest).
+    """
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False, compression=None)
+    table = pq.read_table(pa.BufferReader(buf.getvalue()))
+    if schema is not None:
+        fields = [f.with_metadata(table.schema.field(f.name).metadata) for f in schema]
+        table = table.select(schema.names).cast(pa.schema(fields, metadata=table.schema.metadata))
+    return write_table(table, target, metadata=metadata)
+
+
+def read_geoparquet(target: UPath) -> tuple[gpd.GeoDataFrame, dict[str, str]]:
+    """Read a GeoParquet file with GeoPandas, and its schema metadata.
+
+    Returns
+    -------
+    frame : geopandas.GeoDataFrame
+    metadata : dict
+        The file's schema metadata as text (``geo``, ``pandas`` and what :func:`write_geoparquet` added),
+        plus ``file_sha256``: the SHA-256 of the file's bytes.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``target`` does not exist.
+    ValueError
+        ``target`` is not GeoParquet (no ``geo`` metadata); the message names it.
+    """
+    import geopandas as gpd
+
+    with target.open("rb") as fh:
+        raw = fh.read()
+    md = {k.decode(): v.decode() for k, v in (pq.read_schema(pa.BufferReader(raw)).metadata or {}).items()}
+    if "geo" not in md:
+        raise ValueError(f"{target} is not GeoParquet: its schema metadata has no 'geo' key (keys: {sorted(md)})")
+    md["file_sha256"] = hashlib.sha256(raw).hexdigest()
+    return gpd.read_parquet(pa.BufferReader(raw)), md
+
+
 # Module-level delegates to the configured lake (built per call, so a changed TRAFFIC_LAKE is seen),
 # until every caller is handed a Lake.
 
@@ -323,21 +391,6 @@ def write_partition(
 def read_partition(dataset: str, *, filename: str = "part.parquet", **keys: Any) -> pa.Table:
     """:meth:`Lake.read_partition` of the configured lake."""
     return Lake.from_config().read_partition(dataset, filename=filename, **keys)
-
-
-def read_dataset(
-    dataset: str,
-    *,
-    columns: list[str] | None = None,
-    filter: ds.Expression | None = None,
-    schema: pa.Schema | None = None,
-    filename: str = "part.parquet",
-    **keys: Any,
-) -> pa.Table:
-    """:meth:`Lake.read_dataset` of the configured lake."""
-    return Lake.from_config().read_dataset(
-        dataset, columns=columns, filter=filter, schema=schema, filename=filename, **keys
-    )
 
 
 def list_dates(dataset: str, **keys: Any) -> list[str]:

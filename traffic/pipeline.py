@@ -258,11 +258,11 @@ def rasterize(
     A partial day (its observations' ``until``, or the ``until`` given here, whichever is
     earlier) keeps only the bins that had ended by then (:mod:`traffic.grid.rasterize`).
     """
-    from traffic.grid import rasterize_range, write_grid
+    from traffic.grid import assignments_for, rasterize_range, write_grid
 
     c = _city(city)
     write_grid(c)
-    reports = rasterize_range(c, start, end, progress=progress, until=until)
+    reports = rasterize_range(c, start, end, assignments_for(c), progress=progress, until=until)
     return {
         "city": c.name,
         "start": start,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import geopandas as gpd
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -50,18 +51,21 @@ def tiny_city() -> CityConfig:
 
 @pytest.fixture
 def write_registry():
-    """Write ``{source_id: shapely geometry in EPSG:4326}`` as a registry partition (REGISTRY_SCHEMA)."""
+    """Write ``{source_id: shapely geometry in EPSG:4326}`` as a registry partition, as ingest writes it.
+
+    GeoParquet by GeoPandas with the columns of REGISTRY_SCHEMA (:func:`traffic.lake.write_geoparquet`).
+    """
 
     def _write(city: CityConfig, feed: str, geoms: dict[str, shapely.Geometry | None], version: str | None = None):
         ids = list(geoms)
-        wkb = [None if g is None else shapely.to_wkb(g) for g in geoms.values()]
-        table = pa.table(
-            {"source_id": ids, "geometry": wkb, "attributes": [json.dumps({}) for _ in ids]}, schema=REGISTRY_SCHEMA
+        frame = gpd.GeoDataFrame(
+            {"source_id": ids, "geometry": list(geoms.values()), "attributes": [json.dumps({}) for _ in ids]},
+            geometry="geometry",
+            crs="EPSG:4326",
         )
         meta = {"version": version} if version is not None else None
-        return lake.write_partition(
-            table, "registry", filename="registry.parquet", metadata=meta, city=city.name, feed=feed
-        )
+        target = lake.partition("registry", city=city.name, feed=feed) / "registry.parquet"
+        return lake.write_geoparquet(frame, target, schema=REGISTRY_SCHEMA, metadata=meta)
 
     return _write
 

@@ -10,7 +10,7 @@ import shapely
 from tests.grid.helpers import to_wgs84
 from traffic import lake
 from traffic.grid.assign import assign_sources, assignment_for, rejected_for
-from traffic.grid.cells import build_grid, grid_spec
+from traffic.grid.cells import build_grid, grid_spec, write_grid
 
 
 def _registry(geoms: dict, crs) -> gpd.GeoDataFrame:
@@ -121,6 +121,7 @@ def test_rejections(tiny_city):
 
 
 def test_assignment_for_caches_per_registry_version(tiny_city, write_registry):
+    write_grid(tiny_city)
     spec = grid_spec(tiny_city)
     pts = to_wgs84([shapely.Point(spec.x0 + 100, spec.y0 + 100), shapely.Point(spec.x0 - 900, spec.y0)], 25833)
     write_registry(tiny_city, "loop", {"a": pts[0], "out": pts[1]}, version="v1")

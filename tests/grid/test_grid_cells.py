@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import shapely
 from pyproj import Transformer
 
+from traffic import lake
 from traffic.grid.cells import GridMismatchError, build_grid, grid_path, grid_shape, read_grid, write_grid
 
 
@@ -66,10 +68,26 @@ def test_write_grid_geoparquet_once_and_idempotent(tiny_city):
     assert back.geometry.geom_equals(built.geometry).all()
 
 
-def test_read_grid_writes_it_when_absent(tiny_city):
+def _lake_files() -> dict[str, bytes]:
+    root = Path(str(lake.lake_root()))
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_read_grid_never_writes(tiny_city):
+    """Issue 10: a read leaves the lake unchanged; the rasterize stage writes the grid."""
     assert not grid_path(tiny_city).exists()
+    with pytest.raises(FileNotFoundError, match=r"cells\.parquet does not exist.*traffic rasterize tiny"):
+        read_grid(tiny_city)
+    assert _lake_files() == {}
+    write_grid(tiny_city)
+    before = _lake_files()
+    mtime = grid_path(tiny_city).stat().st_mtime_ns
     assert len(read_grid(tiny_city)) == math.prod(grid_shape(tiny_city))
-    assert grid_path(tiny_city).exists()
+    assert _lake_files() == before and grid_path(tiny_city).stat().st_mtime_ns == mtime
+    # a config that no longer matches the stored grid is refused by the read too, and nothing is written
+    with pytest.raises(GridMismatchError, match="cells.parquet"):
+        read_grid(dataclasses.replace(tiny_city, cell_size_m=500.0))
+    assert _lake_files() == before
 
 
 def test_changed_grid_is_refused_unless_replaced(tiny_city):

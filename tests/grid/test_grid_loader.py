@@ -8,7 +8,8 @@ import shapely
 
 from tests.grid.helpers import to_wgs84, utc
 from traffic import lake
-from traffic.grid.cells import grid_shape, grid_spec
+from traffic.grid.assign import assignments_for
+from traffic.grid.cells import grid_shape, grid_spec, write_grid
 from traffic.grid.loader import load_tensor, time_axis
 from traffic.grid.rasterize import rasterize_range
 
@@ -41,7 +42,8 @@ def gap_lake(tiny_city, write_registry, write_observations, write_empty_days):
         ts = utc(f"{date} 06:00+02:00", f"{date} 06:05+02:00", f"{date} 23:50+02:00")
         frame = pd.DataFrame({"source_id": "s", "timestamp": ts, "speed_kmh": [40.0, 50.0, 0.0]})
         write_observations(tiny_city, "loop", date, "sensor", frame)
-    rasterize_range(tiny_city, "2024-05-06", "2024-05-08")
+    write_grid(tiny_city)
+    rasterize_range(tiny_city, "2024-05-06", "2024-05-08", assignments_for(tiny_city, ["loop"]))
     return spec
 
 

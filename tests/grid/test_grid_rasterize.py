@@ -9,7 +9,8 @@ import shapely
 from tests.grid.helpers import to_wgs84, utc
 from traffic import lake
 from traffic.grid import rasterize as rz
-from traffic.grid.cells import grid_spec
+from traffic.grid.assign import assignments_for
+from traffic.grid.cells import grid_spec, write_grid
 from traffic.grid.rasterize import aggregate, rasterize_partition, rasterize_range
 
 NAN = float("nan")
@@ -229,7 +230,8 @@ def test_camera_min_uptime_option():
 
 @pytest.fixture
 def tiny_lake(tiny_city, write_registry, write_observations):
-    """Registries of both feeds of the tiny city and observations on 2024-05-06 (local)."""
+    """The grid, registries of both feeds of the tiny city and observations on 2024-05-06 (local)."""
+    write_grid(tiny_city)
     spec = grid_spec(tiny_city)
     pt = lambda dx, dy: shapely.Point(spec.x0 + dx, spec.y0 + dy)  # noqa: E731
     p = to_wgs84(
@@ -260,7 +262,7 @@ def tiny_lake(tiny_city, write_registry, write_observations):
 
 def test_rasterize_partition_writes_channels_per_feed(tiny_city, tiny_lake):
     w = tiny_lake.width
-    out = rasterize_partition(tiny_city, "2024-05-06")
+    out = rasterize_partition(tiny_city, "2024-05-06", assignments_for(tiny_city))
     assert out["path"].endswith("raster/city=tiny/date=2024-05-06/part.parquet")
     table = lake.read_partition("raster", city="tiny", date="2024-05-06")
     assert table.schema.equals(rz.RASTER_SCHEMA)
@@ -279,15 +281,31 @@ def test_rasterize_partition_writes_channels_per_feed(tiny_city, tiny_lake):
     assert out["observations"] == 6 and out["feeds"] == ["cam", "loop"]
     # idempotent: same bytes again
     first = (lake.partition("raster", city="tiny", date="2024-05-06") / "part.parquet").read_bytes()
-    assert rasterize_partition(tiny_city, "2024-05-06") == out
+    assert rasterize_partition(tiny_city, "2024-05-06", assignments_for(tiny_city)) == out
     assert (lake.partition("raster", city="tiny", date="2024-05-06") / "part.parquet").read_bytes() == first
+
+
+def test_rasterize_takes_the_assignment_tables_and_names_a_missing_one(tiny_city, tiny_lake):
+    with pytest.raises(
+        ValueError, match=r"feed=loop/date=2024-05-06/part.parquet: no assignment table for feed 'loop'"
+    ):
+        rasterize_partition(tiny_city, "2024-05-06", assignments_for(tiny_city, ["cam"]))
+    assert lake.list_dates("raster", city="tiny") == []  # nothing written
+    # the tables given are the ones used: no assignment is computed here
+    given = assignments_for(tiny_city)
+    only_c1 = given["cam"][given["cam"]["source_id"] == "c1"].copy()
+    only_c1.attrs = dict(given["cam"].attrs)
+    out = rasterize_partition(tiny_city, "2024-05-06", {"cam": only_c1, "loop": given["loop"]})
+    df = lake.read_partition("raster", city="tiny", date="2024-05-06").to_pandas()
+    assert set(df.loc[df["channel"].str.startswith("cam."), "cell_id"]) == {0}
+    assert out["observations"] == 6
 
 
 def test_rasterize_range_writes_empty_days(tiny_city, tiny_lake, write_empty_days):
     write_empty_days(tiny_city, "2024-05-05", "2024-05-07")  # ingested, without rows
-    outs = rasterize_range(tiny_city, "2024-05-05", "2024-05-07")
+    outs = rasterize_range(tiny_city, "2024-05-05", "2024-05-07", assignments_for(tiny_city))
     assert [o["rows"] for o in outs] == [0, 7, 0]
     assert lake.list_dates("raster", city="tiny") == ["2024-05-05", "2024-05-06", "2024-05-07"]
     assert lake.read_partition("raster", city="tiny", date="2024-05-07").schema.equals(rz.RASTER_SCHEMA)
     with pytest.raises(ValueError, match="YYYY-MM-DD"):
-        rasterize_partition(tiny_city, "2024-5-6")
+        rasterize_partition(tiny_city, "2024-5-6", assignments_for(tiny_city))

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import shapely
 
 from traffic.config import PROJECT_ROOT
-from traffic.grid.assign import assign_sources
-from traffic.grid.cells import build_grid, grid_spec
+from traffic.grid.assign import assign_sources, assignments_for
+from traffic.grid.cells import build_grid, grid_spec, write_grid
 from traffic.grid.loader import load_tensor
 from traffic.grid.rasterize import rasterize_partition
 
@@ -97,7 +97,8 @@ def test_la_first_day_through_lake_raster_and_loader(los_angeles, write_registry
     # METR-LA writes 0 mph for "no reading" (as the adapter treats it)
     long["speed_kmh"] = long["mph"].where(long["mph"] > 0) * 1.609344
     write_observations(los_angeles, "metr", "2012-03-01", "sensor", long[["source_id", "timestamp", "speed_kmh"]])
-    out = rasterize_partition(los_angeles, "2012-03-01")
+    write_grid(los_angeles)
+    out = rasterize_partition(los_angeles, "2012-03-01", assignments_for(los_angeles))
     g = load_tensor(los_angeles, "2012-03-01", "2012-03-01")
     assert g.shape[0] == 96 and g.channels == ("metr.speed_kmh",)
     assert out["bins"] == 96 and out["observations"] == 288 * 207

@@ -250,6 +250,51 @@ def test_registry_partition_version_and_rejections(tmp_path):
     assert r["rows_accepted"] == 1
 
 
+def test_registry_is_geoparquet_by_geopandas_and_reading_it_never_writes(tmp_path):
+    """Issue 10: the registry written by GeoPandas; registry_sources only reads."""
+    import geopandas as gpd
+
+    from traffic.grid.assign import read_lake_registry
+    from traffic.ingest import registry_sources
+
+    registry = pd.DataFrame({"source_id": ["b", "a"], "lon": [13.41, 13.40], "lat": [52.51, 52.50]})
+    obs = pd.DataFrame({"source_id": ["a"], "timestamp": ["2024-06-01T10:00"], "interval_s": [300], "speed_kmh": [3.0]})
+    city = canonical_city(tmp_path / "raw", obs, registry)
+    feed = city.feeds[0]
+    with pytest.raises(FileNotFoundError, match=r"registry\.parquet does not exist.*traffic ingest"):
+        registry_sources(city, feed)
+    with pytest.raises(FileNotFoundError, match=r"registry\.parquet does not exist.*traffic ingest"):
+        read_lake_registry(city, feed.name)
+    assert lake_files() == {}  # the reads wrote nothing
+
+    info = ingest_registry(city, feed)
+    md = pq.read_schema(info["path"]).metadata
+    geo = json.loads(md[b"geo"])
+    assert geo["creator"]["library"] == "geopandas" and geo["primary_column"] == "geometry"
+    assert geo["columns"]["geometry"]["encoding"] == "WKB" and geo["columns"]["geometry"]["geometry_types"] == ["Point"]
+    assert md[b"version"].decode() == info["version"]
+    assert pq.read_schema(info["path"]).remove_metadata().equals(REGISTRY_SCHEMA)
+    g = gpd.read_parquet(info["path"])
+    assert g.crs.to_epsg() == 4326 and g["source_id"].tolist() == ["a", "b"]
+
+    before = lake_files()
+    ids, version = registry_sources(city, feed)
+    assert ids.tolist() == ["a", "b"] and version == info["version"]
+    back, version = read_lake_registry(city, feed.name)
+    assert version == info["version"] and back["source_id"].tolist() == ["a", "b"]
+    assert shapely.get_x(back.geometry.to_numpy()).tolist() == [13.40, 13.41]
+    assert lake_files() == before
+
+
+def test_ingest_range_writes_an_absent_registry_first(tmp_path):
+    registry = pd.DataFrame({"source_id": ["a"], "lon": [13.40], "lat": [52.50]})
+    obs = pd.DataFrame({"source_id": ["a"], "timestamp": ["2024-06-01T10:00"], "interval_s": [300], "speed_kmh": [3.0]})
+    city = canonical_city(tmp_path / "raw", obs, registry)
+    [r] = ingest_range(city, city.feeds[0], "2024-06-01", "2024-06-01")
+    assert r["rows_accepted"] == 1
+    assert (lake.partition("registry", city=city.name, feed=city.feeds[0].name) / "registry.parquet").exists()
+
+
 def test_bad_dates_are_rejected(messy):
     with pytest.raises(ValueError, match="before start"):
         ingest_range(messy, messy.feeds[0], "2024-06-02", "2024-06-01")

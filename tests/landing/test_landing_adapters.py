@@ -12,7 +12,7 @@ import shapely
 
 from traffic.config import PROJECT_ROOT, FeedConfig, load_city
 from traffic.ingest import IngestError
-from traffic.landing.adapters import MPH_TO_KMH, read_observations, read_registry
+from traffic.landing.adapters import MPH_TO_KMH, read_feed_registry, read_observations
 from traffic.landing.contract import OBSERVATION_SCHEMAS
 
 TELRAAM = PROJECT_ROOT / "data/samples/berlin_telraam/traffic_df_2024_10-2024_12.parquet"
@@ -54,7 +54,7 @@ def test_telraam_observations_map_every_raw_row(telraam_raw):
 
 
 def test_telraam_registry_has_every_segment_with_osm_attributes():
-    out = read_registry(load_city("berlin").feed("telraam"))
+    out = read_feed_registry(load_city("berlin").feed("telraam"))
     raw = json.loads(SEGMENTS.read_text())["features"]
     assert len(out) == len(raw) == 255
     assert out["source_id"].is_unique
@@ -87,7 +87,7 @@ def test_metr_la_melts_wide_csv_in_file_order():
 
 
 def test_metr_la_registry_points_match_the_csv():
-    out = read_registry(load_city("los_angeles").feed("metr"))
+    out = read_feed_registry(load_city("los_angeles").feed("metr"))
     raw = pd.read_csv(LOCATIONS)
     assert len(out) == 207
     assert list(out["source_id"]) == raw["sensor_id"].astype(str).tolist()
@@ -159,7 +159,7 @@ def test_canonical_reads_a_folder_of_daily_files_and_interval_option(tmp_path):
 def test_canonical_registry_geometry_forms(tmp_path, columns, n_valid):
     path = tmp_path / "reg.csv"
     pd.DataFrame({"source_id": ["a", "b"], **columns, "district": ["x", "y"]}).to_csv(path, index=False)
-    out = read_registry(feed("canonical", "sensor", path, path))
+    out = read_feed_registry(feed("canonical", "sensor", path, path))
     assert out["source_id"].tolist() == ["a", "b"]
     assert int(out["geometry"].notna().sum()) == n_valid
     assert json.loads(out["attributes"].iloc[0]) == {"district": "x"}
@@ -172,7 +172,7 @@ def test_canonical_registry_geojson_in_other_crs_is_reprojected(tmp_path):
     g = gpd.GeoDataFrame({"source_id": ["a"]}, geometry=[Point(13.4, 52.5)], crs=4326).to_crs(25833)
     path = tmp_path / "reg.geojson"
     g.to_file(path, driver="GeoJSON")
-    out = read_registry(feed("canonical", "sensor", path, path))
+    out = read_feed_registry(feed("canonical", "sensor", path, path))
     pt = out["geometry"].iloc[0]
     assert (pt.x, pt.y) == pytest.approx((13.4, 52.5), abs=1e-6)
 
@@ -241,7 +241,7 @@ def test_registry_without_geometry_columns(tmp_path):
     path = tmp_path / "reg.csv"
     path.write_text("source_id,x,y\na,1,2\n")
     with pytest.raises(IngestError, match=r"reg.csv: missing column `lon`/`lat` or `geometry`"):
-        read_registry(feed("canonical", "sensor", path, path))
+        read_feed_registry(feed("canonical", "sensor", path, path))
 
 
 def test_adapter_options_table_names_every_option_the_code_reads():

@@ -120,9 +120,10 @@ def test_sql_cli_reads_statements_from_stdin(la, capsys, monkeypatch):
 def _forecast_files(home, *, with_new_keys: bool) -> dict:
     """A forecast .npz + meta.json as pipeline.forecast writes them, on the real LA grid."""
     from traffic.config import load_city
-    from traffic.grid import read_grid
+    from traffic.grid import read_grid, write_grid
 
     c = load_city("los_angeles")
+    write_grid(c)  # as the rasterize stage does
     grid = read_grid(c)
     h, w = int(grid["row"].max()) + 1, int(grid["col"].max()) + 1
     rng = np.random.default_rng(0)

@@ -452,8 +452,9 @@ def test_pipeline_publish_logs_the_maps_and_a_failure_never_fails_it(home, los_a
     """`traffic.pipeline.publish` on the real Los Angeles grid: maps per group in MLflow, or a warning."""
     from traffic import pipeline
     from traffic.config import mlflow_uri
-    from traffic.grid import read_grid
+    from traffic.grid import read_grid, write_grid
 
+    write_grid(los_angeles)  # as the rasterize stage does
     grid = read_grid(los_angeles)
     n_rows, n_cols = int(grid["row"].max()) + 1, int(grid["col"].max()) + 1
     steps, rng = los_angeles.forecast.horizon_steps, np.random.default_rng(3)

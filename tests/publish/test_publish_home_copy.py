@@ -14,8 +14,9 @@ from traffic.config import load_city
 
 def _write_forecast(c) -> dict:
     """A forecast .npz and meta.json where and as :func:`pipeline.forecast` writes them (real LA grid)."""
-    from traffic.grid import read_grid
+    from traffic.grid import read_grid, write_grid
 
+    write_grid(c)  # as the rasterize stage does
     grid = read_grid(c)
     h, w = int(grid["row"].max()) + 1, int(grid["col"].max()) + 1
     issued = pd.Timestamp("2012-03-08T08:00Z")

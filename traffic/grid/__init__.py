@@ -20,6 +20,7 @@ _EXPORTS = {
     "read_grid": "traffic.grid.cells",
     "assign_sources": "traffic.grid.assign",
     "assignment_for": "traffic.grid.assign",
+    "assignments_for": "traffic.grid.assign",
     "rejected_for": "traffic.grid.assign",
     "aggregate": "traffic.grid.rasterize",
     "check_ingested": "traffic.grid.rasterize",

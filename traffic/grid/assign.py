@@ -1,16 +1,16 @@
-"""Which grid cells each traffic source feeds, and with what weight.
+"""The source-to-cell assignment: which grid cells each traffic source feeds, with what weight.
 
-This is the only place where observation sources meet geometry: it runs with GeoPandas
-once per registry version, and the result (a small ``source_id -> cell_id, weight``
-table) is cached in the lake at
+This is the only place where observation sources meet geometry: it reads a feed's lake
+registry (:func:`read_lake_registry`) and the lake's grid, runs with GeoPandas once per
+registry version, and caches the result (a small ``source_id -> cell_id, weight`` table) at
 ``assignment/city=<c>/feed=<f>/version=<registry version>/part.parquet`` with the
-rejected sources next to it in ``rejected.parquet``. Rasterizing then joins
+rejected sources next to it in ``rejected.parquet``. Rasterizing
+(:mod:`traffic.grid.rasterize`) takes these tables (:func:`assignments_for`) and joins
 observations to cells on integer codes only.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import geopandas as gpd
@@ -211,44 +211,37 @@ def assign_sources(
     return assignment, rej
 
 
-def read_registry(city: CityConfig, feed: str) -> tuple[gpd.GeoDataFrame, str]:
-    """Read a feed's registry partition as a GeoDataFrame plus its version digest.
+def read_lake_registry(city: CityConfig, feed: str) -> tuple[gpd.GeoDataFrame, str]:
+    """Read a feed's registry partition in the lake (GeoParquet, read with GeoPandas) and its version.
 
-    Undecodable WKB becomes a missing geometry (rejected later as ``invalid_geometry``).
-    Without a ``version`` key in the Parquet metadata, the digest of the file bytes is used.
+    The partition is what :func:`traffic.ingest.ingest_registry` wrote. Without a ``version``
+    key in its metadata, the digest of the file bytes is the version.
 
     Returns
     -------
     registry : geopandas.GeoDataFrame
-        ``source_id``, ``attributes``, geometry in EPSG:4326.
+        ``source_id``, ``attributes``, geometry in EPSG:4326 (None where missing).
     version : str
 
     Raises
     ------
     FileNotFoundError
-        Naming the registry partition that is missing.
+        Naming the registry partition that is missing and the command that writes it.
     ValueError
-        The file lacks ``source_id`` or ``geometry``.
+        The file is not GeoParquet or lacks ``source_id`` (the message names the file).
     """
     path = lake.partition("registry", city=city.name, feed=feed) / "registry.parquet"
     if not path.exists():
         raise FileNotFoundError(
-            f"registry partition {path} does not exist (ingest the feed {feed!r} of {city.name!r} first)"
+            f"registry partition {path} does not exist: the ingest stage writes it "
+            f"(`traffic ingest {city.name}`: ingest the feed {feed!r} of {city.name!r} first)"
         )
-    with path.open("rb") as fh:
-        raw = fh.read()
-    table = pq.read_table(pa.BufferReader(raw))
-    missing = [c for c in ("source_id", "geometry") if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{path}: missing columns {missing}; has {table.column_names}")
-    md = table.schema.metadata or {}
-    version = md[b"version"].decode() if b"version" in md else hashlib.sha256(raw).hexdigest()[:16]
-    wkb = table.column("geometry").to_numpy(zero_copy_only=False)
-    geoms = shapely.from_wkb(wkb, on_invalid="ignore")
-    df = {"source_id": table.column("source_id").to_pandas().astype("str").to_numpy()}
-    if "attributes" in table.column_names:
-        df["attributes"] = table.column("attributes").to_pandas().to_numpy()
-    return gpd.GeoDataFrame(df, geometry=geoms, crs="EPSG:4326"), version
+    registry, md = lake.read_geoparquet(path)
+    if "source_id" not in registry.columns:
+        raise ValueError(f"{path}: missing columns ['source_id']; has {list(registry.columns)}")
+    version = md.get("version") or md["file_sha256"][:16]
+    registry["source_id"] = registry["source_id"].astype("str")
+    return registry.set_crs(4326, allow_override=True), version  # stored in WGS84 lon/lat
 
 
 def _assignment_dir(city: CityConfig, feed: str, version: str):
@@ -276,7 +269,7 @@ def assignment_for(city: CityConfig, feed: str) -> pd.DataFrame:
         is in ``df.attrs["registry_version"]``. Rejected sources: :func:`rejected_for`.
     """
     city.feed(feed)  # validates the feed name
-    registry, version = read_registry(city, feed)
+    registry, version = read_lake_registry(city, feed)
     folder = _assignment_dir(city, feed, version)
     target, rejected_path = folder / "part.parquet", folder / "rejected.parquet"
     digest = grid_spec(city).digest()
@@ -310,6 +303,24 @@ def assignment_for(city: CityConfig, feed: str) -> pd.DataFrame:
     )
     assignment.attrs["registry_version"] = version
     return assignment
+
+
+def assignments_for(city: CityConfig, feeds: list[str] | None = None) -> dict[str, pd.DataFrame]:
+    """:func:`assignment_for` of the city's feeds: what rasterizing takes.
+
+    Parameters
+    ----------
+    city : CityConfig
+    feeds : list of str, optional
+        Feed names. Default: every feed of the city.
+
+    Returns
+    -------
+    dict
+        Feed name -> assignment frame (``attrs["registry_version"]`` set), in the order given.
+    """
+    names = [feed.name for feed in city.feeds] if feeds is None else feeds
+    return {name: assignment_for(city, name) for name in names}
 
 
 def rejected_for(city: CityConfig, feed: str) -> pd.DataFrame:

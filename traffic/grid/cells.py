@@ -1,4 +1,4 @@
-"""The city grid: square cells in the city's projected CRS.
+"""The city grid: its square cells, computed from the config, and the one grid file in the lake.
 
 The grid covers the city's WGS84 ``bbox`` once projected to ``EPSG:city.crs_epsg``
 (the envelope of the projected, densified bbox outline, so no corner of the lon/lat box
@@ -12,14 +12,16 @@ row 0 on the southern edge and column 0 on the western edge (the layout of
 ``[x0, x0 + size) x [y0, y0 + size)``; the grid's outer east/north edges belong to the
 last column/row.
 
-The grid is written once per city to ``grid/city=<c>/cells.parquet`` (GeoParquet) and
-is frozen for the life of the city's lake: rasters and assignments refer to its cell ids.
+:func:`build_grid` computes the cells (pure: no I/O). :func:`write_grid` writes them once per
+city to ``grid/city=<c>/cells.parquet`` (GeoParquet, written by GeoPandas); the rasterize stage
+(:func:`traffic.pipeline.rasterize`) calls it before anything refers to cell ids. The file is
+frozen for the life of the city's lake: rasters and assignments refer to its cell ids.
+:func:`read_grid` only reads it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 from dataclasses import dataclass
@@ -176,6 +178,14 @@ def _stored_digest(path: UPath) -> str | None:
     return raw.decode() if raw is not None else None
 
 
+def _mismatch(path: UPath, stored: str | None, spec: GridSpec, city: CityConfig) -> GridMismatchError:
+    return GridMismatchError(
+        f"{path} holds grid {stored!r} but city {city.name!r} ({city.source or 'config'}) describes grid "
+        f"{spec.digest()!r} (crs EPSG:{spec.crs_epsg}, {spec.height}x{spec.width} cells of {spec.cell_size_m} m); "
+        "the grid is frozen for the life of the lake: restore the config or call write_grid(city, replace=True)"
+    )
+
+
 def write_grid(city: CityConfig, *, replace: bool = False) -> UPath:
     """Write the city grid to ``grid/city=<c>/cells.parquet`` (GeoParquet), once.
 
@@ -206,21 +216,13 @@ def write_grid(city: CityConfig, *, replace: bool = False) -> UPath:
         stored = _stored_digest(path)
         if stored == spec.digest():
             return path
-        raise GridMismatchError(
-            f"{path} holds grid {stored!r} but city {city.name!r} ({city.source or 'config'}) describes grid "
-            f"{spec.digest()!r} (crs EPSG:{spec.crs_epsg}, {spec.height}x{spec.width} cells of {spec.cell_size_m} m); "
-            "the grid is frozen for the life of the lake: restore the config or call write_grid(city, replace=True)"
-        )
-    # GeoPandas writes the GeoParquet ``geo`` metadata; the lake writes the file atomically.
-    buf = io.BytesIO()
-    cells_from_spec(spec).to_parquet(buf, index=False)
-    buf.seek(0)
-    lake.write_table(pq.read_table(buf), path, metadata=spec.as_metadata())
+        raise _mismatch(path, stored, spec, city)
+    lake.write_geoparquet(cells_from_spec(spec), path, metadata=spec.as_metadata())
     return path
 
 
 def read_grid(city: CityConfig) -> gpd.GeoDataFrame:
-    """Read the city grid from the lake, writing it first if it is not there yet.
+    """Read the city grid from the lake (a read: it never writes; :func:`write_grid` does).
 
     Returns
     -------
@@ -229,11 +231,19 @@ def read_grid(city: CityConfig) -> gpd.GeoDataFrame:
 
     Raises
     ------
+    FileNotFoundError
+        No grid file yet; the message names it and the command that writes it.
     GridMismatchError
         The stored grid differs from the configured one (see :func:`write_grid`).
     """
-    path = write_grid(city)
-    with path.open("rb") as fh:
-        table = pq.read_table(fh)
-    gdf = gpd.GeoDataFrame.from_arrow(table)
+    spec = grid_spec(city)
+    path = grid_path(city)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"grid {path} does not exist: the rasterize stage writes it "
+            f"(`traffic rasterize {city.name}`, or traffic.grid.write_grid(city))"
+        )
+    gdf, md = lake.read_geoparquet(path)
+    if md.get("grid_digest") != spec.digest():
+        raise _mismatch(path, md.get("grid_digest"), spec, city)
     return gdf.astype({"cell_id": np.int32, "row": np.int32, "col": np.int32})

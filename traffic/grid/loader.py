@@ -49,7 +49,7 @@ def time_axis(city: CityConfig, start: str, end: str) -> pd.DatetimeIndex:
 
 
 def _read_raster(city: CityConfig, dates: list[str]) -> pa.Table:
-    return lake.read_dataset(
+    return lake.Lake.from_config().read_dataset(
         "raster",
         columns=list(RASTER_COLUMNS),
         filter=ds.field("date").isin(dates),
@@ -172,7 +172,7 @@ def newest_observed_bin(
     step = city.bin_seconds * 1_000_000
     channels = pa.array(tuple(city.channels), pa.string())
     for d in reversed(dates[-max_days:] if max_days > 0 else []):
-        table = lake.read_dataset("raster", columns=list(RASTER_COLUMNS), city=city.name, date=d)
+        table = lake.Lake.from_config().read_dataset("raster", columns=list(RASTER_COLUMNS), city=city.name, date=d)
         if table.num_rows == 0:
             continue
         channel = table.column("channel")

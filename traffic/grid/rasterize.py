@@ -1,7 +1,8 @@
-"""Observations to grid cells: a columnar aggregation on integer keys.
+"""Rasterizing: a day's observations to grid cells, a columnar aggregation on integer keys.
 
-No geometry is touched here. The source-to-cell assignment (:mod:`traffic.grid.assign`,
-computed once per registry version) is turned into a small weight matrix, the
+No geometry is touched here. The caller passes each feed's source-to-cell assignment table
+(:func:`traffic.grid.assign.assignments_for`, computed with GeoPandas once per registry
+version); it is turned into a small weight matrix, the
 observations' ``source_id`` strings are mapped to integer codes once (dictionary
 encoding), timestamps to integer bin numbers, and everything else is ``np.bincount``
 over ``bin * n_sources + source`` keys, in cache-sized blocks of rows, followed by a
@@ -44,6 +45,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -607,11 +609,17 @@ def check_ingested(city: CityConfig, dates: list[str]) -> None:
     )
 
 
-def rasterize_partition(city: CityConfig, date: str, *, until: str | pd.Timestamp | None = None) -> dict[str, Any]:
+def rasterize_partition(
+    city: CityConfig,
+    date: str,
+    assignments: Mapping[str, pd.DataFrame],
+    *,
+    until: str | pd.Timestamp | None = None,
+) -> dict[str, Any]:
     """Rasterize one local date of a city: every feed's observations onto the grid.
 
     Reads ``observations/city=<c>/feed=<f>/date=<date>/part.parquet`` of each feed,
-    joins them to the feed's cached assignment (:func:`traffic.grid.assign.assignment_for`),
+    joins them to the feed's assignment table in ``assignments``,
     aggregates them with :func:`aggregate` (``min_uptime`` from the feed's ``options``,
     default 0) and replaces ``raster/city=<c>/date=<date>/part.parquet``. Channel names are
     ``<feed>.<channel>``. Every feed's day must be ingested whole (:func:`check_ingested`:
@@ -624,6 +632,10 @@ def rasterize_partition(city: CityConfig, date: str, *, until: str | pd.Timestam
     city : CityConfig
     date : str
         Local calendar date ``YYYY-MM-DD``.
+    assignments : mapping
+        Feed name -> assignment table (``source_id``, ``cell_id``, ``weight``; the registry
+        version in ``attrs["registry_version"]``), as :func:`traffic.grid.assign.assignments_for`
+        gives; needed for every feed with observations on the date.
     until : str or pandas.Timestamp, optional
         Rasterize only the bins that ended by then (module docstring); local
         ``YYYY-MM-DD HH:MM`` or ISO 8601 with an offset. Default: the observations' own
@@ -640,14 +652,13 @@ def rasterize_partition(city: CityConfig, date: str, *, until: str | pd.Timestam
     ------
     IncompleteIngestError
         A feed's observations of the day are missing or incomplete (nothing written).
-    FileNotFoundError
-        A feed has observations but no registry partition.
     ValueError
-        Bad date, or an observation file lacks a column (the message names the file).
+        Bad date, an observation file lacks a column (the message names the file), or a feed
+        with observations has no table in ``assignments``.
     """
     cut = None if until is None else intraday.parse_until(until, city.timezone)
     check_ingested(city, [_check_date(date)])
-    return _rasterize_partition(city, date, {}, cut)
+    return _rasterize_partition(city, date, assignments, cut)
 
 
 def _until_of(table: pa.Table, path: Any) -> pd.Timestamp | None:
@@ -662,11 +673,9 @@ def _until_of(table: pa.Table, path: Any) -> pd.Timestamp | None:
 
 
 def _rasterize_partition(
-    city: CityConfig, date: str, assignments: dict[str, pd.DataFrame], cut: pd.Timestamp | None = None
+    city: CityConfig, date: str, assignments: Mapping[str, pd.DataFrame], cut: pd.Timestamp | None = None
 ) -> dict[str, Any]:
-    """:func:`rasterize_partition` with a cache of feed assignments shared across dates."""
-    from traffic.grid.assign import assignment_for
-
+    """:func:`rasterize_partition` after its checks."""
     parts: list[pa.Table] = []
     versions: dict[str, str] = {}
     n_obs = 0
@@ -697,7 +706,10 @@ def _rasterize_partition(
         if table.num_rows == 0:  # a day ingested without rows (or none before the cut): nothing to aggregate
             continue
         if feed.name not in assignments:
-            assignments[feed.name] = assignment_for(city, feed.name)
+            raise ValueError(
+                f"{path}: no assignment table for feed {feed.name!r} (given: {sorted(assignments)}); "
+                "pass traffic.grid.assign.assignments_for(city)"
+            )
         assignment = assignments[feed.name]
         versions[feed.name] = str(assignment.attrs.get("registry_version", ""))
         min_uptime = float(feed.options.get("min_uptime", 0.0))
@@ -736,9 +748,17 @@ def _rasterize_partition(
 
 
 def rasterize_range(
-    city: CityConfig, start: str, end: str, progress: bool = False, *, until: str | pd.Timestamp | None = None
+    city: CityConfig,
+    start: str,
+    end: str,
+    assignments: Mapping[str, pd.DataFrame],
+    progress: bool = False,
+    *,
+    until: str | pd.Timestamp | None = None,
 ) -> list[dict[str, Any]]:
     """Rasterize every local date from ``start`` to ``end`` inclusive (see :func:`rasterize_partition`).
+
+    ``assignments`` are the feeds' assignment tables, as for :func:`rasterize_partition`.
 
     ``until`` cuts every date of the range (a date that begins at or after it is an error).
     Every date is checked first (:func:`check_ingested`): when one is missing or incomplete
@@ -763,5 +783,4 @@ def rasterize_range(
         from tqdm import tqdm
 
         dates = tqdm(dates, desc=f"rasterize {city.name}", unit="day")
-    assignments: dict[str, pd.DataFrame] = {}  # read the registries once for the whole range
     return [_rasterize_partition(city, d, assignments, cut) for d in dates]

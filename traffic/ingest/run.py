@@ -7,7 +7,7 @@ and slices. Writes go through :mod:`traffic.lake`, one whole partition at a time
 
 Lake outputs (hive keys ``city=``, ``feed=``, ``date=`` = local date)::
 
-    registry/.../registry.parquet     REGISTRY_SCHEMA, WKB in EPSG:4326, metadata ``version``
+    registry/.../registry.parquet     GeoParquet (GeoPandas), REGISTRY_SCHEMA, EPSG:4326, metadata ``version``
     registry/.../rejected.parquet     sources kept out (REJECTED_SCHEMA, with reason)
     observations/.../part.parquet     accepted rows, OBSERVATION_SCHEMAS[kind], sorted (source_id, timestamp)
     quarantine/.../part.parquet       QUARANTINE_SCHEMA (reason + the row as delivered, JSON)
@@ -60,7 +60,7 @@ from traffic.ingest.validate import (
     normalise_timestamps,
     timestamp_us,
 )
-from traffic.landing.adapters import read_delivery, read_observations, read_registry
+from traffic.landing.adapters import read_delivery, read_feed_registry, read_observations
 from traffic.landing.contract import OBSERVATION_SCHEMAS, QUARANTINE_SCHEMA, REGISTRY_SCHEMA, TS_TYPE
 from traffic.landing.readers import IngestError
 from traffic.tempfiles import sweep_folder
@@ -77,7 +77,6 @@ REJECTED_SCHEMA = pa.schema(
 #: ``date=`` key of quarantined rows that have no local date (missing/unparseable timestamp).
 UNDATED = "undated"
 REGISTRY_FILE = "registry.parquet"
-_GEO_TYPE_NAMES = {0: "Point", 1: "LineString", 3: "Polygon", 4: "MultiPoint", 5: "MultiLineString", 6: "MultiPolygon"}
 REJECTED_FILE = "rejected.parquet"
 #: Default of feed option ``registry_max_rejected_share``: a registry losing more than this fails ingest.
 REGISTRY_MAX_REJECTED_SHARE = 0.5
@@ -140,27 +139,15 @@ def registry_tables(frame: pd.DataFrame) -> tuple[pa.Table, pa.Table, str]:
     return registry, rejected, digest.hexdigest()[:16]
 
 
-def _geo_metadata(table: pa.Table) -> str:
-    geoms = shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False))
-    types = sorted(set(shapely.get_type_id(geoms).tolist()))
-    names = [_GEO_TYPE_NAMES[t] for t in types if t in _GEO_TYPE_NAMES]
-    return json.dumps(
-        {
-            "version": "1.0.0",
-            "primary_column": "geometry",
-            "columns": {"geometry": {"encoding": "WKB", "geometry_types": names}},  # no crs = OGC:CRS84 (WGS84 lon/lat)
-        },
-        sort_keys=True,
-    )
-
-
 def ingest_registry(city: CityConfig, feed: FeedConfig) -> dict[str, Any]:
     """Read a feed's registry, keep the valid sources and write them to the lake.
 
-    Writes ``registry/city=/feed=/registry.parquet`` (:data:`REGISTRY_SCHEMA`, WKB in
-    EPSG:4326, GeoParquet ``geo`` metadata, content digest under metadata key
-    ``version``) and ``rejected.parquet`` next to it (sources with a missing, empty,
-    invalid, unsupported or out-of-range geometry, a missing id, or a repeated id).
+    Writes ``registry/city=/feed=/registry.parquet``: GeoParquet written by GeoPandas
+    (:func:`traffic.lake.write_geoparquet`; columns of :data:`REGISTRY_SCHEMA`, WKB in
+    EPSG:4326), the content digest under metadata key ``version``; and ``rejected.parquet``
+    next to it (sources with a missing, empty, invalid, unsupported or out-of-range
+    geometry, a missing id, or a repeated id). This is the one writer of the registry
+    partition; :func:`ingest_range` calls it when the partition is absent.
 
     Parameters
     ----------
@@ -181,15 +168,27 @@ def ingest_registry(city: CityConfig, feed: FeedConfig) -> dict[str, Any]:
         :data:`REGISTRY_MAX_REJECTED_SHARE`) of its sources (:func:`check_registry_loss`);
         nothing is written then and the lake keeps the previous registry.
     """
-    frame = read_registry(feed)
+    import geopandas as gpd
+
+    frame = read_feed_registry(feed)
     registry, rejected, version = registry_tables(frame)
     check_registry_loss(feed, registry, rejected)
     folder = lake.partition("registry", city=city.name, feed=feed.name)
     sweep_folder(folder)
-    path = lake.write_table(
-        registry,
+    sources = gpd.GeoDataFrame(
+        {
+            "source_id": registry.column("source_id").to_numpy(zero_copy_only=False),
+            "geometry": shapely.from_wkb(registry.column("geometry").to_numpy(zero_copy_only=False)),
+            "attributes": registry.column("attributes").to_numpy(zero_copy_only=False),
+        },
+        geometry="geometry",
+        crs="EPSG:4326",
+    )
+    path = lake.write_geoparquet(
+        sources,
         folder / REGISTRY_FILE,
-        metadata={"version": version, "crs": "EPSG:4326", "adapter": feed.adapter, "geo": _geo_metadata(registry)},
+        schema=REGISTRY_SCHEMA,
+        metadata={"version": version, "crs": "EPSG:4326", "adapter": feed.adapter},
     )
     rejected_path = lake.write_table(rejected, folder / REJECTED_FILE, metadata={"registry_version": version})
     reasons = rejected.column("reason").to_pylist()
@@ -306,10 +305,26 @@ def check_registry_loss(feed: FeedConfig, registry: pa.Table, rejected: pa.Table
 
 
 def registry_sources(city: CityConfig, feed: FeedConfig) -> tuple[np.ndarray, str]:
-    """Source ids and version of the feed's lake registry (ingesting it first if absent)."""
+    """Source ids and version of the feed's lake registry (a read: it never writes).
+
+    Returns
+    -------
+    ids : numpy.ndarray
+        ``source_id`` of every kept source.
+    version : str
+        The registry's ``version`` metadata.
+
+    Raises
+    ------
+    FileNotFoundError
+        The registry partition is missing; the message names it and the command that writes it.
+    """
     target = lake.partition("registry", city=city.name, feed=feed.name) / REGISTRY_FILE
     if not target.exists():
-        ingest_registry(city, feed)
+        raise FileNotFoundError(
+            f"registry partition {target} does not exist: the ingest stage writes it "
+            f"(`traffic ingest {city.name}`, or traffic.ingest.ingest_registry(city, feed {feed.name!r}))"
+        )
     with target.open("rb") as fh:
         pf = pq.ParquetFile(fh)
         version = (pf.schema_arrow.metadata or {}).get(b"version", b"").decode()
@@ -449,7 +464,9 @@ def ingest_range(
     For each date it writes accepted rows to ``observations/`` (sorted by source_id,
     timestamp; UTC), rejected rows to ``quarantine/`` (reason + landing row JSON) and a
     ``quality/.../report.json``. A date without rows still gets empty partitions and a
-    report. Re-running gives byte-identical files.
+    report. Re-running gives byte-identical files. Rows are checked against the feed's lake
+    registry (:func:`registry_sources`); when that partition is absent it is ingested first
+    (:func:`ingest_registry`).
 
     With ``until``, rows timestamped at or after it are left out (not delivered yet) and
     the day it ends early is written as a partial day (module docstring).
@@ -491,6 +508,8 @@ def ingest_range(
     keys = {"city": city.name, "feed": feed.name}
     for dataset in ("observations", "quarantine", "quality"):  # what a killed run left behind
         sweep_folder(lake.partition(dataset, **keys), recursive=True)
+    if not (lake.partition("registry", **keys) / REGISTRY_FILE).exists():
+        ingest_registry(city, feed)  # the ingest stage writes the registry it validates against
     known, version = registry_sources(city, feed)
     delivery = read_delivery(feed)  # file-level faults raise here, before anything is written
     landing = delivery.frame

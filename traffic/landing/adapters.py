@@ -920,7 +920,7 @@ def read_observations(feed: FeedConfig) -> pd.DataFrame:
     return frame[list(OBSERVATION_SCHEMAS[feed.kind].names)]
 
 
-def read_registry(feed: FeedConfig) -> pd.DataFrame:
+def read_feed_registry(feed: FeedConfig) -> pd.DataFrame:
     """Read a feed's raw registry file into a landing registry frame (see module docstring).
 
     Parameters
