@@ -2,7 +2,7 @@
 
 Layout under :func:`traffic.config.lake_uri` (hive-style keys)::
 
-    registry/city=<c>/feed=<f>/registry.parquet            sources, WGS84, + version digest
+    registry/city=<c>/feed=<f>/registry.parquet            GeoParquet of sources, WGS84, + version digest
     observations/city=<c>/feed=<f>/date=<YYYY-MM-DD>/part.parquet   accepted rows, UTC
     quarantine/city=<c>/feed=<f>/date=<YYYY-MM-DD>/part.parquet     rejected rows + reason
     quality/city=<c>/feed=<f>/date=<YYYY-MM-DD>/report.json         counts per partition
@@ -10,8 +10,10 @@ Layout under :func:`traffic.config.lake_uri` (hive-style keys)::
     assignment/city=<c>/feed=<f>/version=<digest>/part.parquet   source -> cell weights
     raster/city=<c>/date=<YYYY-MM-DD>/part.parquet         (bin, cell, channel) aggregates
 
-Reads of many partitions go through :meth:`Lake.read_dataset` (:mod:`pyarrow.dataset`: hive keys,
-partition pruning and row-group filters pushed down, column projection), not loops over dates.
+GeoParquet files (the grid, the registries) are written and read by GeoPandas
+(:func:`write_geoparquet`, :func:`read_geoparquet`). Reads of many partitions go through
+:meth:`Lake.read_dataset` (:mod:`pyarrow.dataset`: hive keys, partition pruning and row-group
+filters pushed down, column projection), not loops over dates.
 
 ``date`` is the city's *local* calendar date (so a DST day holds 23 or 25 hours);
 timestamps inside files are UTC.

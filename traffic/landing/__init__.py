@@ -1,0 +1,1 @@
+"""Landing: each feed's delivered files read into the canonical landing frames (adapters, readers, contract)."""
