@@ -144,6 +144,19 @@ def test_assignment_for_caches_per_registry_version(tiny_city, write_registry):
     assert (lake.partition("assignment", city="tiny", feed="loop", version="v2") / "part.parquet").exists()
 
 
+def test_rejected_for_only_reads(tiny_city, write_registry):
+    """Issue 10: reads never write; the assignment (and its rejections) is computed by assignment_for."""
+    write_grid(tiny_city)
+    spec = grid_spec(tiny_city)
+    pts = to_wgs84([shapely.Point(spec.x0 + 100, spec.y0 + 100), shapely.Point(spec.x0 - 900, spec.y0)], 25833)
+    write_registry(tiny_city, "loop", {"a": pts[0], "out": pts[1]}, version="v1")
+    with pytest.raises(FileNotFoundError, match=r"version=v1/rejected\.parquet does not exist.*traffic rasterize tiny"):
+        rejected_for(tiny_city, "loop")
+    assert not lake.partition("assignment", city="tiny").exists()
+    assignment_for(tiny_city, "loop")
+    assert rejected_for(tiny_city, "loop").to_dict("list") == {"source_id": ["out"], "reason": ["outside_grid"]}
+
+
 def test_assignment_for_missing_registry_names_the_path(tiny_city):
     with pytest.raises(FileNotFoundError, match="registry.parquet"):
         assignment_for(tiny_city, "loop")

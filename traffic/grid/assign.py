@@ -326,8 +326,20 @@ def assignments_for(city: CityConfig, feeds: list[str] | None = None) -> dict[st
 def rejected_for(city: CityConfig, feed: str) -> pd.DataFrame:
     """Sources of the feed's current registry that got no cell: ``source_id``, ``reason``.
 
-    Computes the assignment first if it is not cached (see :func:`assignment_for`).
+    A read: the table is the one :func:`assignment_for` cached for the current registry version.
+
+    Raises
+    ------
+    FileNotFoundError
+        The registry partition is missing, or no assignment of its version was computed yet
+        (the message names the file and the command that writes it).
     """
-    version = assignment_for(city, feed).attrs["registry_version"]
-    with (_assignment_dir(city, feed, version) / "rejected.parquet").open("rb") as fh:
+    _, version = read_lake_registry(city, feed)
+    path = _assignment_dir(city, feed, version) / "rejected.parquet"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist: the assignment of registry version {version!r} is computed by the "
+            f"rasterize stage (`traffic rasterize {city.name}`, or traffic.grid.assign.assignment_for(city, {feed!r}))"
+        )
+    with path.open("rb") as fh:
         return pq.read_table(fh).to_pandas().astype({"source_id": "str", "reason": "str"})
