@@ -55,6 +55,7 @@ from results import load_average, machine, replace_block, today  # noqa: E402
 from upath import UPath  # noqa: E402
 
 from traffic.grid.rasterize import RASTER_SCHEMA  # noqa: E402
+from traffic.ingest.run import registry_frame  # noqa: E402
 from traffic.lake import Lake, read_geoparquet, write_geoparquet, write_table  # noqa: E402
 from traffic.landing.contract import REGISTRY_SCHEMA  # noqa: E402
 
@@ -127,16 +128,8 @@ def old_registry_write(registry: pa.Table, target: Any, version: str) -> None:
 
 def new_registry_write(registry: pa.Table, target: Any, version: str) -> None:
     """As ``traffic.ingest.ingest_registry`` writes it now."""
-    frame = gpd.GeoDataFrame(
-        {
-            "source_id": registry.column("source_id").to_numpy(zero_copy_only=False),
-            "geometry": shapely.from_wkb(registry.column("geometry").to_numpy(zero_copy_only=False)),
-            "attributes": registry.column("attributes").to_numpy(zero_copy_only=False),
-        },
-        geometry="geometry",
-        crs="EPSG:4326",
-    )
-    write_geoparquet(frame, target, schema=REGISTRY_SCHEMA, metadata={"version": version, "crs": "EPSG:4326"})
+    meta = {"version": version, "crs": "EPSG:4326"}
+    write_geoparquet(registry_frame(registry), target, schema=REGISTRY_SCHEMA, metadata=meta)
 
 
 def old_registry_read(target: Any) -> gpd.GeoDataFrame:

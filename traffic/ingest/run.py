@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -64,6 +64,9 @@ from traffic.landing.adapters import read_delivery, read_feed_registry, read_obs
 from traffic.landing.contract import OBSERVATION_SCHEMAS, QUARANTINE_SCHEMA, REGISTRY_SCHEMA, TS_TYPE
 from traffic.landing.readers import IngestError
 from traffic.tempfiles import sweep_folder
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 #: Sources kept out of the registry, and why.
 REJECTED_SCHEMA = pa.schema(
@@ -139,6 +142,32 @@ def registry_tables(frame: pd.DataFrame) -> tuple[pa.Table, pa.Table, str]:
     return registry, rejected, digest.hexdigest()[:16]
 
 
+def registry_frame(registry: pa.Table) -> gpd.GeoDataFrame:
+    """The kept sources of :func:`registry_tables` as a GeoDataFrame in EPSG:4326 (what the lake stores).
+
+    Parameters
+    ----------
+    registry : pyarrow.Table
+        :data:`REGISTRY_SCHEMA` rows (WKB geometry).
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        ``source_id``, ``geometry``, ``attributes``, in that order.
+    """
+    import geopandas as gpd
+
+    return gpd.GeoDataFrame(
+        {
+            "source_id": registry.column("source_id").to_numpy(zero_copy_only=False),
+            "geometry": shapely.from_wkb(registry.column("geometry").to_numpy(zero_copy_only=False)),
+            "attributes": registry.column("attributes").to_numpy(zero_copy_only=False),
+        },
+        geometry="geometry",
+        crs="EPSG:4326",
+    )
+
+
 def ingest_registry(city: CityConfig, feed: FeedConfig) -> dict[str, Any]:
     """Read a feed's registry, keep the valid sources and write them to the lake.
 
@@ -168,24 +197,13 @@ def ingest_registry(city: CityConfig, feed: FeedConfig) -> dict[str, Any]:
         :data:`REGISTRY_MAX_REJECTED_SHARE`) of its sources (:func:`check_registry_loss`);
         nothing is written then and the lake keeps the previous registry.
     """
-    import geopandas as gpd
-
     frame = read_feed_registry(feed)
     registry, rejected, version = registry_tables(frame)
     check_registry_loss(feed, registry, rejected)
     folder = lake.partition("registry", city=city.name, feed=feed.name)
     sweep_folder(folder)
-    sources = gpd.GeoDataFrame(
-        {
-            "source_id": registry.column("source_id").to_numpy(zero_copy_only=False),
-            "geometry": shapely.from_wkb(registry.column("geometry").to_numpy(zero_copy_only=False)),
-            "attributes": registry.column("attributes").to_numpy(zero_copy_only=False),
-        },
-        geometry="geometry",
-        crs="EPSG:4326",
-    )
     path = lake.write_geoparquet(
-        sources,
+        registry_frame(registry),
         folder / REGISTRY_FILE,
         schema=REGISTRY_SCHEMA,
         metadata={"version": version, "crs": "EPSG:4326", "adapter": feed.adapter},
