@@ -156,6 +156,8 @@ def test_read_dataset_missing_partitions_undated_and_columns(tmp_path):
     assert own.read_dataset("quarantine", columns=["a"], city="x", feed="f").column("a").to_pylist() == [2, 1]
     dated = own.read_dataset("quarantine", columns=["a"], filter=ds.field("date") != "undated", city="x", feed="f")
     assert dated.column("a").to_pylist() == [2]
+    none = own.read_dataset("quarantine", columns=["a"], filter=ds.field("date") == "2030-01-01", city="x", feed="f")
+    assert none.num_rows == 0 and none.column_names == ["a"]
     with pytest.raises(ValueError, match=r"no column \['b'\].*\['a', 'date'\]"):
         own.read_dataset("quarantine", columns=["b"], city="x", feed="f")
 

@@ -236,11 +236,10 @@ class Lake:
             probe_schema = schema if schema is not None else fragments[0].physical_schema
             probe = ds.FileSystemDataset(fragments, _with_fields(probe_schema, parts_schema), fmt, fs)
             fragments = list(probe.get_fragments(filter=filter))
-        if schema is None:
-            if not fragments:  # every partition filtered out
+            if not fragments:  # every partition filtered out: the columns of the first file
                 schema = probe_schema
-            else:
-                schema = pa.unify_schemas([f.physical_schema for f in fragments], promote_options="permissive")
+        if schema is None:
+            schema = pa.unify_schemas([f.physical_schema for f in fragments], promote_options="permissive")
         data = ds.FileSystemDataset(fragments, _with_fields(schema, parts_schema), fmt, fs)
         if columns is not None:
             missing = [c for c in columns if c not in data.schema.names]
