@@ -16,7 +16,6 @@ import functools
 import logging
 import os
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any, TypeVar, cast
 import pandas as pd
 from upath import UPath
 
-from traffic.config import PROJECT_ROOT, CityConfig, duckdb_path, home, load_city, mlflow_uri
+from traffic.config import CityConfig, duckdb_path, home, load_city, mlflow_uri
 from traffic.errors import NoChampion, QualityError, UsageError
 from traffic.lake import list_dates, partition, read_json, write_json
 
@@ -414,17 +413,6 @@ def lake_inputs(city: str | CityConfig, window: dict[str, str]) -> list[dict[str
     return out
 
 
-def code_version() -> str | None:
-    """Git commit of the project, when it runs from a checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 @_logged("train", _train_summary)
 def train(
     city: str | CityConfig,
@@ -449,6 +437,7 @@ def train(
     import mlflow
 
     from traffic.forecast.train import train_forecaster
+    from traffic.provenance import code_version
     from traffic.registry import champion, log_training
 
     c = _city(city)
@@ -631,6 +620,7 @@ def evaluate_and_promote(city: str | CityConfig, as_of: str, trained: dict[str, 
     from traffic.forecast.baselines import BASELINES
     from traffic.forecast.result import HorizonMetrics
     from traffic.registry import champion, decide_promotion, promote, run_data, run_metrics
+    from traffic.registry.promotion import pct_change
 
     c = _city(city)
     run_id = trained["run_id"]
@@ -663,7 +653,7 @@ def evaluate_and_promote(city: str | CityConfig, as_of: str, trained: dict[str, 
     for name in (b for b in BASELINES if b not in gates and f"{b}.rmse_mean" in data["metrics"]):
         # a baseline taken out of [promotion] gate_baselines is still scored: say so, with its number
         ref = data["metrics"][f"{name}.rmse_mean"]
-        extra += f"; baseline {name!r} {ref:.4f} ({_pct(decision.challenger_rmse, ref)}) is not in [promotion] gate_baselines"
+        extra += f"; baseline {name!r} {ref:.4f} ({pct_change(decision.challenger_rmse, ref)}) is not in [promotion] gate_baselines"
     champion_after = str(trained["version"]) if decision.promote else (current["version"] if current else None)
     serving: dict[str, Any] = {"kind": "model", "version": champion_after}
     if champion_after is None:
@@ -688,12 +678,6 @@ def evaluate_and_promote(city: str | CityConfig, as_of: str, trained: dict[str, 
         "serving": serving,
         **{k: v for k, v in promoted.items() if k not in ("city", "version")},
     }
-
-
-def _pct(a: float, b: float) -> str:
-    import math
-
-    return f"{100.0 * (a - b) / b:+.2f}%" if b and math.isfinite(b) else "n/a"
 
 
 def _predicted_steps(module: Any, grid: Any, context_steps: int) -> int:

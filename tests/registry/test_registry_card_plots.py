@@ -5,16 +5,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import subprocess
 
 import matplotlib.image
 import numpy as np
 import pytest
 
-from traffic.config import PROJECT_ROOT
 from traffic.forecast.horizons import horizon_groups
 from traffic.forecast.result import MAPE_MIN_TARGET, HorizonMetrics
-from traffic.registry import plots, render_model_card, resolve_code_version
+from traffic.registry import plots
+from traffic.registry.card import render_model_card
 
 WINDOW = {"start": "2024-10-20", "end": "2024-12-07", "days": 49}
 
@@ -135,20 +134,6 @@ def test_model_card_template_is_strict(berlin, make_module, make_result, tmp_pat
     assert render_model_card(berlin, result, WINDOW, code_version="x", template=template) == (
         f"# berlin ({result.best_baseline()[0]})\n"
     )
-
-
-def test_code_version_from_env_or_git(monkeypatch):
-    monkeypatch.setenv("TRAFFIC_CODE_VERSION", "v1.2.3")
-    assert resolve_code_version() == "v1.2.3"
-    monkeypatch.delenv("TRAFFIC_CODE_VERSION")
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        assert resolve_code_version() == "unknown"
-        return
-    assert re.fullmatch(rf"{head}(-dirty)?", resolve_code_version())
 
 
 def test_forecast_maps_one_png_per_channel(tmp_path):

@@ -23,7 +23,8 @@ from traffic.registry import (
     render_model_card,
     run_metrics,
 )
-from traffic.registry.mlflow_registry import DECISION_END, DECISION_PENDING, DECISION_START, INPUT_EXAMPLE_FILE
+from traffic.registry.card import DECISION_END, DECISION_PENDING, DECISION_START
+from traffic.registry.mlflow_registry import INPUT_EXAMPLE_FILE
 
 pytestmark = pytest.mark.usefixtures("mlflow_db")
 

@@ -159,13 +159,8 @@ def recover_unfinished(city: CityConfig | str, *, stale_after_s: float = STALE_A
         short], "undecided_versions": [versions registered whole but never decided],
         "challenger": version or None}``.
     """
-    from traffic.registry.mlflow_registry import (
-        CHALLENGER,
-        _aliases,
-        _mlflow_session,
-        experiment_name,
-        model_name,
-    )
+    from traffic.registry.mlflow_registry import _aliases, _mlflow_session
+    from traffic.registry.names import CHALLENGER, experiment_name, model_name
 
     name = model_name(city)
     now = datetime.now(UTC)

@@ -1,4 +1,4 @@
-"""MLflow tracking and model registry: one experiment and one registered model per city.
+"""MLflow I/O of the registry: one experiment and one registered model per city, logged and loaded.
 
 Flow of a nightly run for a city::
 
@@ -8,10 +8,13 @@ Flow of a nightly run for a city::
     decision = decide_promotion(result.metrics["model"], champ_metrics, result.best_baseline())
     promote(city, info["version"], decision)                    # alias "champion" moves only if better
 
-Names: experiment and registered model are both ``traffic-<city>``. Stages are not used
-(deprecated in MLflow); the registry is driven by the aliases :data:`CHAMPION` and
-:data:`CHALLENGER`. Models are logged in the ``pt2`` format (``torch.export``): the module must be exportable
-(no Python branching on tensor values) and is exported with a dynamic batch dimension.
+The rule itself is :mod:`traffic.registry.promotion` and the model card
+:mod:`traffic.registry.card` (both pure); this module does what touches MLflow.
+Names (:mod:`traffic.registry.names`): experiment and registered model are both
+``traffic-<city>``. Stages are not used (deprecated in MLflow); the registry is driven by the
+aliases :data:`CHAMPION` and :data:`CHALLENGER`. Models are logged in the ``pt2`` format
+(``torch.export``): the module must be exportable (no Python branching on tensor values) and is
+exported with a dynamic batch dimension.
 Loading never unpickles: pickle deserialization is off for the process
 (:mod:`traffic.mlflow_env`), a version is loaded only when its archive holds raw tensors
 and graphs (:mod:`traffic.registry.safe_load`), and the eager copy is a state dict read with
@@ -28,36 +31,43 @@ import json
 import logging
 import math
 import os
-import subprocess
 import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from string import Template
 from typing import Any
 
 import numpy as np
 
 from traffic.config import PROJECT_ROOT, CityConfig, mlflow_artifact_root, mlflow_uri
 from traffic.errors import RegistryError
-from traffic.forecast.result import MAPE_MIN_TARGET, HorizonMetrics, TrainResult
+from traffic.forecast.horizons import horizon_groups
+from traffic.forecast.result import HorizonMetrics, TrainResult
+from traffic.provenance import code_version as current_code_version
+from traffic.registry.card import (
+    decision_markdown,
+    fmt,
+    lead_labels,
+    pooled_mean,
+    render_model_card,
+    warm_start_text,
+    with_decision,
+    yes_no,
+)
+from traffic.registry.names import CHALLENGER, CHAMPION, city_name, experiment_name, model_name
+from traffic.registry.promotion import Decision
 
 # A batch job: MLflow must not phone home (nor wait on a network that is not there), and
 # artifact progress bars only clutter task logs. Explicit settings in the environment win.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 #: Name of the model's artifact folder inside a run / logged model.
 MODEL_ARTIFACT = "model"
 SERIALIZATION_FORMAT = "pt2"
-from traffic.forecast.intervals import INTERVAL_METHOD  # noqa: E402  (numpy only)
 
 _log = logging.getLogger(__name__)
 
@@ -85,146 +95,8 @@ def eager_fingerprint() -> dict[str, str]:
     return {"model_py_sha256": hashlib.sha256(source).hexdigest(), "torch": str(torch.__version__)}
 
 
-#: Default model card template (``string.Template`` placeholders).
-MODEL_CARD_TEMPLATE = PROJECT_ROOT / "models" / "model_card.md"
-#: Relative tolerance under which two mean RMSEs count as a tie (a tie never promotes).
-TIE_RTOL = 1e-9
 #: Tolerance of the check that the logged model reproduces the in-memory module.
 ROUNDTRIP_RTOL, ROUNDTRIP_ATOL = 1e-4, 1e-5
-
-
-def _city_name(city: CityConfig | str) -> str:
-    return city.name if isinstance(city, CityConfig) else str(city)
-
-
-def model_name(city: CityConfig | str) -> str:
-    """Registered model name of a city: ``traffic-<city>``."""
-    return f"traffic-{_city_name(city)}"
-
-
-def experiment_name(city: CityConfig | str) -> str:
-    """Experiment name of a city: ``traffic-<city>``."""
-    return f"traffic-{_city_name(city)}"
-
-
-# --------------------------------------------------------------------------------------
-# Promotion rule (pure)
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Decision:
-    """Outcome of :func:`decide_promotion`.
-
-    Attributes
-    ----------
-    promote : bool
-    reason : str
-        One sentence with the numbers it was decided on.
-    challenger_rmse, baseline_rmse : float
-        Mean RMSE over horizons.
-    baseline : str
-        Name of the strongest gating baseline (the lowest mean RMSE of those compared with).
-    champion_rmse : float or None
-        Mean RMSE of the current champion on the same holdout; None when there was no
-        champion to compare with (then :func:`promote` refuses to promote over an
-        existing champion).
-    gates : dict
-        ``{name: mean RMSE}`` of every baseline the challenger had to beat, in the order given.
-    """
-
-    promote: bool
-    reason: str
-    challenger_rmse: float = math.nan
-    baseline: str = ""
-    baseline_rmse: float = math.nan
-    champion_rmse: float | None = None
-    gates: Mapping[str, float] = field(default_factory=dict)
-
-
-def _beats(a: float, b: float) -> bool:
-    """Strictly lower, a tie within :data:`TIE_RTOL` is not lower."""
-    return a < b and not math.isclose(a, b, rel_tol=TIE_RTOL, abs_tol=0.0)
-
-
-def _pct(a: float, b: float) -> str:
-    return f"{100.0 * (a - b) / b:+.2f}%" if b and math.isfinite(b) else "n/a"
-
-
-def decide_promotion(
-    challenger: HorizonMetrics,
-    champion: HorizonMetrics | None,
-    baselines: tuple[str, HorizonMetrics] | Mapping[str, HorizonMetrics],
-) -> Decision:
-    """Decide whether a challenger becomes champion.
-
-    Promote only when the challenger's mean RMSE over horizons is strictly lower than that
-    of **every** gating baseline and, when there is a champion, strictly lower than the
-    champion's scored on the same holdout. Ties (within :data:`TIE_RTOL`) and non-finite
-    challenger or baseline scores do not promote. A champion whose score is not finite (it
-    forecasts NaN) counts as beaten.
-
-    Parameters
-    ----------
-    challenger : HorizonMetrics
-        The new model on the holdout.
-    champion : HorizonMetrics or None
-        The current champion on the *same* holdout, None if there is no champion yet.
-    baselines : mapping or (str, HorizonMetrics)
-        The gating baselines on the same holdout, ``{name: metrics}`` (the pipeline passes
-        every baseline of ``[promotion] gate_baselines``, GBM included by default), or one
-        ``(name, metrics)`` pair such as :meth:`TrainResult.best_baseline`. Beating every
-        one of them is beating the strongest, whose name and score the decision records.
-
-    Returns
-    -------
-    Decision
-
-    Raises
-    ------
-    ValueError
-        If no baseline is given, or the metrics do not cover the same number of horizons
-        (not the same holdout).
-    """
-    gates = dict([baselines]) if isinstance(baselines, tuple) else dict(baselines)
-    if not gates:
-        raise ValueError("decide_promotion needs at least one gating baseline; got none")
-    lengths = {"challenger": len(challenger.rmse), **{f"baseline {k!r}": len(v.rmse) for k, v in gates.items()}}
-    if champion is not None:
-        lengths["champion"] = len(champion.rmse)
-    if len(set(lengths.values())) != 1 or 0 in lengths.values():
-        raise ValueError(f"metrics must cover the same (non-zero) number of horizons; got {lengths}")
-    scores = {k: v.rmse_mean for k, v in gates.items()}
-    unscored = [k for k, v in scores.items() if not math.isfinite(v)]
-    # the strongest gate: a non-finite one first (nothing can be shown to beat it), else the lowest
-    base_name = unscored[0] if unscored else min(scores, key=lambda k: scores[k])
-    c, b = challenger.rmse_mean, scores[base_name]
-    ch = None if champion is None else champion.rmse_mean
-
-    def verdict(promote: bool, reason: str) -> Decision:
-        return Decision(
-            promote, reason, challenger_rmse=c, baseline=base_name, baseline_rmse=b, champion_rmse=ch, gates=scores
-        )
-
-    vs_base = f"best baseline {base_name!r} {b:.4f} ({_pct(c, b)})"
-    if len(scores) > 1:
-        others = ", ".join(f"{k} {v:.4f} ({_pct(c, v)})" for k, v in scores.items() if k != base_name)
-        vs_base += f" (gating baselines also: {others})"
-    head = f"challenger mean RMSE {c:.4f}"
-    if not math.isfinite(c):
-        return verdict(False, f"not promoted: {head} is not finite; {vs_base}")
-    if not math.isfinite(b):
-        return verdict(False, f"not promoted: {head} but {vs_base} is not finite, cannot compare")
-    if not _beats(c, b):
-        return verdict(False, f"not promoted: {head} does not beat {vs_base}")
-    if ch is None:
-        return verdict(True, f"promoted: {head} beats {vs_base}; no champion yet")
-    if not math.isfinite(ch):
-        return verdict(True, f"promoted: {head} beats {vs_base}; champion score {ch} is not finite")
-    vs_champ = f"champion {ch:.4f} on the same holdout ({_pct(c, ch)})"
-    if not _beats(c, ch):
-        return verdict(False, f"not promoted: {head} beats {vs_base} but not {vs_champ}")
-    return verdict(True, f"promoted: {head} beats {vs_base} and {vs_champ}")
 
 
 # --------------------------------------------------------------------------------------
@@ -285,7 +157,7 @@ def _ensure_experiment(client: Any, city: CityConfig | str) -> str:
         return exp.experiment_id
     location = f"{mlflow_artifact_root().rstrip('/')}/{name}"
     try:
-        return client.create_experiment(name, artifact_location=location, tags={"city": _city_name(city)})
+        return client.create_experiment(name, artifact_location=location, tags={"city": city_name(city)})
     except MlflowException:  # created concurrently by another task
         exp = client.get_experiment_by_name(name)
         if exp is None:
@@ -307,403 +179,6 @@ def _aliases(client: Any, name: str) -> dict[str, str]:
 def _newest_version(client: Any, name: str) -> str | None:
     versions = client.search_model_versions(f"name = '{name}'", max_results=1, order_by=["version_number DESC"])
     return str(versions[0].version) if versions else None
-
-
-# --------------------------------------------------------------------------------------
-# Code version, model card
-# --------------------------------------------------------------------------------------
-
-
-def resolve_code_version() -> str:
-    """Code version for runs and cards.
-
-    ``TRAFFIC_CODE_VERSION`` if set (images built without ``.git``), else the git commit
-    of the project (``-dirty`` when tracked files differ from it), else ``"unknown"``.
-    """
-    if env := os.environ.get("TRAFFIC_CODE_VERSION"):
-        return env
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(PROJECT_ROOT), *args], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-
-    try:
-        sha = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{sha}-dirty" if dirty else sha or "unknown"
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.4f}" if math.isfinite(v) else "n/a"
-
-
-def _lead_labels(city: CityConfig, n: int) -> list[str]:
-    import pandas as pd
-
-    step = pd.Timedelta(city.time_bin)
-    return [_duration(step * (h + 1)) for h in range(n)]
-
-
-def _duration(td: Any) -> str:
-    secs = int(td.total_seconds())
-    if secs % 3600 == 0:
-        return f"+{secs // 3600}h"
-    return f"+{secs // 60}min"
-
-
-def _per_horizon(values: list[float], n_h: int) -> list[float]:
-    """``values`` padded with NaN to ``n_h`` horizons (metrics recorded before a metric existed are empty)."""
-    return [float(v) for v in values[:n_h]] + [math.nan] * max(0, n_h - len(values))
-
-
-def _groups(city: CityConfig, n_h: int) -> list[Any]:
-    """Horizon groups of the card and the grouped metrics (:func:`traffic.forecast.horizons.horizon_groups`)."""
-    from traffic.forecast.horizons import horizon_groups
-
-    return horizon_groups(city.bin_seconds, n_h)
-
-
-def _group_mean(vals: np.ndarray, counts: np.ndarray) -> float:
-    """Observation-weighted mean of per-horizon values (RMSE: root of the pooled mean square)."""
-    ok = np.isfinite(vals) & (counts > 0)
-    return float(np.average(vals[ok], weights=counts[ok])) if ok.any() else math.nan
-
-
-def _metric_table(metric: str, result: TrainResult, champion_metrics: HorizonMetrics | None, city: CityConfig) -> str:
-    """Table of one metric (``rmse``, ``mae`` or ``mape``) per horizon group for the model, the baselines and the champion.
-
-    A group's value is the mean of its horizons' values; the last row is the mean over all
-    horizons, the figure the promotion rule compares. The count column is the model's number
-    of scored targets in the group: every observed target for RMSE/MAE, those passing the
-    zero-denominator rule (``n_mape``) for MAPE.
-    """
-    columns: dict[str, HorizonMetrics] = {"model": result.metrics["model"], **result.baselines}
-    if champion_metrics is not None:
-        columns["current champion"] = champion_metrics
-    model = result.metrics["model"]
-    n_h = len(model.rmse)
-    # (models, horizons)
-    values = np.array([_per_horizon(getattr(m, metric), n_h) for m in columns.values()], dtype=float)
-    means = np.array([getattr(m, f"{metric}_mean") for m in columns.values()], dtype=float)  # as the promotion rule
-    counts = [int(v) for v in (model.n_mape if metric == "mape" else model.n)]
-    counts += [0] * max(0, n_h - len(counts))
-    count_label = "counted values" if metric == "mape" else "observed values"
-    header = f"| hours ahead | steps | {count_label} | " + " | ".join(columns) + " |"
-    rule = "|---|---|---:|" + "---:|" * len(columns)
-    lines = [header, rule]
-
-    def row(label: str, steps: str, n: str, vals: np.ndarray) -> str:
-        finite = vals[np.isfinite(vals)]
-        best = finite.min() if finite.size else None
-        cells = [f"**{_fmt(v)}**" if best is not None and v == best else _fmt(v) for v in vals]
-        return f"| {label} | {steps} | {n} | " + " | ".join(cells) + " |"
-
-    for g in _groups(city, n_h):
-        part = values[:, g.steps]
-        grp = np.array([np.nanmean(r) if np.isfinite(r).any() else math.nan for r in part])
-        steps = f"{g.steps.start + 1}" if g.steps.stop - g.steps.start == 1 else f"{g.steps.start + 1}–{g.steps.stop}"
-        lines.append(row(g.label, steps, f"{int(np.sum(counts[g.steps])):,}", grp))
-    lines.append(row("all (mean)", f"1–{n_h}", f"{int(np.sum(counts)):,}", means))
-    return "\n".join(lines)
-
-
-def _coverage_table(result: TrainResult, city: CityConfig) -> str:
-    """Empirical coverage of the 80 % interval on the holdout, per horizon group."""
-    model = result.metrics["model"]
-    if not model.coverage:
-        return "No interval model was fitted for this run."
-    cov = np.asarray(model.coverage, dtype=float)
-    n = np.asarray(model.n[: len(cov)], dtype=float)
-    lines = ["| hours ahead | observed values | coverage |", "|---|---:|---:|"]
-    for g in _groups(city, len(cov)):
-        lines.append(f"| {g.label} | {int(n[g.steps].sum()):,} | {_group_mean(cov[g.steps], n[g.steps]):.1%} |")
-    lines.append(f"| all | {int(n.sum()):,} | {model.coverage_mean:.1%} |")
-    return "\n".join(lines)
-
-
-#: ``result.params`` keys that name the model variant, in the order shown on the card.
-VARIANT_KEYS = ("cell", "decoder", "attention", "peephole")
-
-
-def _variant(params: Mapping[str, Any]) -> str:
-    shown = [f"{k} `{params[k]}`" for k in VARIANT_KEYS if k in params]
-    return ", ".join(shown) if shown else "(not recorded)"
-
-
-def _modality_table(weights: Any) -> str:
-    """Table of the fusion gate per modality (``TrainResult.extra["modality_weights"]``)."""
-    if not isinstance(weights, Mapping) or not weights:
-        return "(not recorded for this model)"
-    lines = ["| modality | gate |", "|---|---:|"]
-    for name, gate in weights.items():
-        try:
-            lines.append(f"| {name} | {_fmt(float(gate))} |")
-        except (TypeError, ValueError):
-            lines.append(f"| {name} | `{gate}` |")
-    return "\n".join(lines)
-
-
-def _maps(channels: tuple[str, ...]) -> str:
-    """Markdown images of the maps :func:`log_training` logs under ``plots/`` next to the card."""
-    from traffic.registry.plots import ERROR_MAP, forecast_map_name
-
-    lines = [f"![forecast vs observed: {c}](plots/{forecast_map_name(c)})" for c in channels]
-    lines.append(f"![mean absolute error per cell](plots/{ERROR_MAP})")
-    return "\n\n".join(lines)
-
-
-def _bullets(d: Mapping[str, Any], indent: str = "  ") -> str:
-    if not d:
-        return f"{indent}- (none given)"
-    return "\n".join(f"{indent}- {k}: {v}" for k, v in d.items())
-
-
-def _params_table(params: Mapping[str, Any]) -> str:
-    if not params:
-        return "(none)"
-    lines = ["| parameter | value |", "|---|---|"]
-    lines += [f"| {k} | `{v}` |" for k, v in sorted(params.items())]
-    return "\n".join(lines)
-
-
-#: Names of the ablation rows on the card, in order (``TrainResult.ablation`` keys, then the full model).
-ABLATION_ROWS = (("base", "base (linear)"), ("base_head", "base + head"))
-#: Markers around the promotion decision on the card: :func:`promote` rewrites what lies between.
-DECISION_START, DECISION_END = "<!-- promotion-decision -->", "<!-- /promotion-decision -->"
-#: The card's decision before :func:`promote` has run.
-DECISION_PENDING = "Not decided yet: the version was registered as `challenger`; the nightly run decides next."
-
-
-def _decision_block(text: str) -> str:
-    return f"{DECISION_START}\n{text}\n{DECISION_END}"
-
-
-def with_decision(card: str, text: str) -> str:
-    """The card with its promotion-decision block replaced by ``text`` (idempotent).
-
-    Parameters
-    ----------
-    card : str
-        A card rendered by :func:`render_model_card` (it holds the block once).
-    text : str
-        Markdown of the decision.
-
-    Returns
-    -------
-    str
-
-    Raises
-    ------
-    ValueError
-        If the card has no decision block (a card made from another template).
-    """
-    i, j = card.find(DECISION_START), card.find(DECISION_END)
-    if i < 0 or j < i:
-        raise ValueError(f"the model card has no {DECISION_START} ... {DECISION_END} block to write the decision in")
-    return card[:i] + _decision_block(text) + card[j + len(DECISION_END) :]
-
-
-def _group_values(values: list[float], n_h: int, city: CityConfig) -> list[float]:
-    """Mean of per-horizon ``values`` over each horizon group (as the metric tables), NaN where none."""
-    v = np.asarray(_per_horizon(values, n_h), dtype=float)
-    return [float(np.nanmean(v[g.steps])) if np.isfinite(v[g.steps]).any() else math.nan for g in _groups(city, n_h)]
-
-
-def _ablation_table(metric: str, result: TrainResult, city: CityConfig) -> str:
-    """The model with parts switched off, per horizon group: base, base + head, full, and GBM.
-
-    Every column is scored on the same holdout (``TrainResult.ablation``); the last two columns
-    say how much the recurrent/attention path (full vs base + head) and the whole network (full
-    vs GBM) change the error, negative = better.
-    """
-    ablation = getattr(result, "ablation", None) or {}
-    if not ablation:
-        return "Not recorded for this run (the training code did not score the model with parts switched off)."
-    model = result.metrics["model"]
-    n_h = len(model.rmse)
-    cols: dict[str, HorizonMetrics] = {label: ablation[k] for k, label in ABLATION_ROWS if k in ablation}
-    cols.update({f"{k} (ablation)": v for k, v in ablation.items() if k not in dict(ABLATION_ROWS)})
-    cols["full model"] = model
-    gbm = result.metrics.get("gbm")
-    if gbm is not None:
-        cols["gbm"] = gbm
-    head_key = dict(ABLATION_ROWS)["base_head"]
-    header = "| hours ahead | " + " | ".join(cols) + " | full vs base + head | full vs gbm |"
-    lines = [header, "|---|" + "---:|" * (len(cols) + 2)]
-    per_group = {k: _group_values(getattr(m, metric), n_h, city) for k, m in cols.items()}
-    labels = [g.label for g in _groups(city, n_h)]
-    rows = [(lab, {k: v[i] for k, v in per_group.items()}) for i, lab in enumerate(labels)]
-    rows.append(("all (mean)", {k: float(getattr(m, f"{metric}_mean")) for k, m in cols.items()}))
-    for label, vals in rows:
-        full = vals["full model"]
-        vs_head = _pct(full, vals[head_key]) if head_key in vals else "n/a"
-        vs_gbm = _pct(full, vals["gbm"]) if "gbm" in vals else "n/a"
-        lines.append(f"| {label} | " + " | ".join(_fmt(v) for v in vals.values()) + f" | {vs_head} | {vs_gbm} |")
-    return "\n".join(lines)
-
-
-def _yes_no(v: Any) -> str:
-    if v is None:
-        return "(not recorded)"
-    return "yes" if bool(v) else "no"
-
-
-def _count(v: Any) -> str:
-    if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
-        return f"{int(v):,}"
-    return "(not recorded)"
-
-
-def _warm_start_text(warm: Any) -> str:
-    """What a warm start copied (``TrainResult.extra["warm_start"]``): ``{"copied": [...], "skipped": [...]}``."""
-    if warm is None:
-        return "none (trained from freshly initialised weights)"
-    if not isinstance(warm, Mapping):
-        return f"`{warm}`"
-    copied, skipped = list(warm.get("copied") or ()), list(warm.get("skipped") or ())
-
-    def names(xs: list[Any]) -> str:
-        shown = ", ".join(f"`{x}`" for x in xs[:12])
-        return shown + (f" and {len(xs) - 12} more" if len(xs) > 12 else "")
-
-    text = f"{len(copied)} parameter tensors copied" + (f" ({names(copied)})" if copied else "")
-    text += f"; {len(skipped)} skipped (name or shape differs)" + (f": {names(skipped)}" if skipped else "")
-    src = warm.get("source")
-    return text + (f"; from {src}" if src else "")
-
-
-def _champion_line(champion_metrics: HorizonMetrics | None, champion_version: str | None) -> str:
-    """The summary's sentence on the current champion (scored on the same holdout, or why not)."""
-    who = f"v{champion_version}" if champion_version else "current champion"
-    if champion_metrics is not None:
-        if math.isfinite(champion_metrics.rmse_mean):
-            return f"; current champion {who} on the same holdout {_fmt(champion_metrics.rmse_mean)}"
-        return f"; current champion {who} could not be scored on this holdout (no finite forecast for it)"
-    if champion_version:
-        return f"; current champion {who} not scored on this holdout"
-    return "; no current champion: this version is compared with the baselines only"
-
-
-def render_model_card(
-    city: CityConfig,
-    result: TrainResult,
-    data_window: Mapping[str, Any],
-    champion_metrics: HorizonMetrics | None = None,
-    code_version: str | None = None,
-    *,
-    registered_name: str | None = None,
-    version: str | int | None = None,
-    run_id: str | None = None,
-    template: str | Path | None = None,
-    champion_version: str | int | None = None,
-    gate_baselines: Sequence[str] | None = None,
-    train_steps: int | None = None,
-    decision: str | None = None,
-) -> str:
-    """Render the Markdown model card of a training run.
-
-    Parameters
-    ----------
-    city : CityConfig
-    result : TrainResult
-    data_window : mapping
-        What data the run used (e.g. ``{"start": ..., "end": ..., "days": ...}``).
-    champion_metrics : HorizonMetrics, optional
-        The current champion on the same holdout, shown as an extra column.
-    code_version : str, optional
-        Defaults to :func:`resolve_code_version`.
-    registered_name, version, run_id : optional
-        Registry coordinates, when known.
-    template : path, optional
-        ``string.Template`` file; defaults to :data:`MODEL_CARD_TEMPLATE`.
-    champion_version : str or int, optional
-        Registry version of the champion ``champion_metrics`` belongs to (None: no champion).
-    gate_baselines : sequence of str, optional
-        Baselines that gate promotion (``[promotion] gate_baselines``); default every baseline.
-    train_steps : int, optional
-        The step budget of the run (``[forecast] train_steps``), shown next to the steps done.
-    decision : str, optional
-        The promotion decision; default :data:`DECISION_PENDING` (:func:`promote` writes it later).
-
-    Returns
-    -------
-    str
-        Markdown.
-
-    Raises
-    ------
-    KeyError
-        If the template names a placeholder this function does not fill.
-    """
-    if "model" not in result.metrics or not result.baselines:
-        raise ValueError(f"result.metrics needs 'model' and at least one baseline; got {sorted(result.metrics)}")
-    model = result.metrics["model"]
-    leads = _lead_labels(city, len(model.rmse))
-    base_name, base = result.best_baseline()
-    shape = np.shape(result.example_forecast)
-    grid = f"{shape[-2]} x {shape[-1]}" if len(shape) >= 2 else "?"
-    champion_line = _champion_line(champion_metrics, None if champion_version is None else str(champion_version))
-    gates = list(result.baselines) if gate_baselines is None else [g for g in gate_baselines]
-    extra = result.extra or {}
-    budget = f" of a budget of {train_steps:,} (`[forecast] train_steps`)" if train_steps else ""
-    skill = 1.0 - model.rmse_mean / base.rmse_mean if base.rmse_mean else math.nan
-    text = Path(template or MODEL_CARD_TEMPLATE).read_text(encoding="utf-8")
-    values = {
-        "city": city.name,
-        "model_name": registered_name or model_name(city),
-        "version": "(unregistered)" if version is None else str(version),
-        "run_id": run_id or "(not logged)",
-        "code_version": code_version or resolve_code_version(),
-        "generated_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "horizon_steps": str(len(model.rmse)),
-        "time_bin": city.time_bin,
-        "lead_max": leads[-1] if leads else "",
-        "n_channels": str(len(result.channels)),
-        "channels": ", ".join(f"`{c}`" for c in result.channels),
-        "grid_shape": grid,
-        "cell_size_m": f"{city.cell_size_m:g}",
-        "crs_epsg": str(city.crs_epsg),
-        "context_steps": str(result.params.get("context_steps", city.forecast.context_steps)),
-        "train_days": str(city.forecast.train_days),
-        "train_start": result.train_window[0],
-        "train_end": result.train_window[1],
-        "data_window": _bullets(data_window),
-        "holdout_start": result.holdout.start,
-        "holdout_end": result.holdout.end,
-        "holdout_n": f"{result.holdout.n_samples:,}",
-        "holdout_digest": result.holdout.digest,
-        "rmse_table": _metric_table("rmse", result, champion_metrics, city),
-        "mae_table": _metric_table("mae", result, champion_metrics, city),
-        "mape_table": _metric_table("mape", result, champion_metrics, city),
-        "coverage_table": _coverage_table(result, city),
-        "interval_method": INTERVAL_METHOD,
-        "mape_min": f"{MAPE_MIN_TARGET:g}",
-        "model_rmse_mean": _fmt(model.rmse_mean),
-        "model_mape_mean": _fmt(model.mape_mean),
-        "best_baseline": base_name,
-        "best_baseline_rmse_mean": _fmt(base.rmse_mean),
-        "skill_vs_baseline": f"{skill:+.1%}" if math.isfinite(skill) else "n/a",
-        "champion_line": champion_line,
-        "device": result.device,
-        "train_seconds": f"{result.train_seconds:.1f} s",
-        "stopped_reason": result.stopped_reason,
-        "steps": _count(extra.get("steps")) + budget,
-        "best_step": _count(extra.get("best_step")),
-        "wall_clock_cap": _yes_no(extra.get("wall_clock_cap")),
-        "warm_start": _warm_start_text(extra.get("warm_start")),
-        "ablation_rmse_table": _ablation_table("rmse", result, city),
-        "ablation_mae_table": _ablation_table("mae", result, city),
-        "gate_baselines": ", ".join(f"`{g}`" for g in gates) or "(none)",
-        "decision": _decision_block(decision or DECISION_PENDING),
-        "params_table": _params_table(result.params),
-        "model_variant": _variant(result.params),
-        "modality_table": _modality_table(result.extra.get("modality_weights")),
-        "maps": _maps(tuple(result.channels)),
-    }
-    return Template(text).substitute(values)
 
 
 # --------------------------------------------------------------------------------------
@@ -769,14 +244,14 @@ def _horizon_metric_rows(name: str, hm: HorizonMetrics, timestamp_ms: int, city:
         rows.append(Metric(f"{name}.coverage_mean", hm.coverage_mean, timestamp_ms, 0))
     if city is not None and hm.rmse:
         n = np.asarray(hm.n, dtype=float)
-        for g in _groups(city, len(hm.rmse)):
+        for g in horizon_groups(city.bin_seconds, len(hm.rmse)):
             tag = group_tag(g.label)
             for key in ("rmse", "mae", "coverage"):
                 vals = np.asarray(getattr(hm, key), dtype=float)[g.steps]
                 if not len(vals) or not np.isfinite(vals).any():
                     continue
                 # errors: the mean over the group's horizons (as the card); coverage: pooled over its targets
-                v = _group_mean(vals, n[g.steps]) if key == "coverage" else float(np.nanmean(vals))
+                v = pooled_mean(vals, n[g.steps]) if key == "coverage" else float(np.nanmean(vals))
                 rows.append(Metric(f"{name}.{key}.{tag}", v, timestamp_ms, 0))
     return rows
 
@@ -978,7 +453,7 @@ def log_training(
         The data the run used, e.g. ``{"start": ..., "end": ..., "dates": ...}``; logged as
         ``data.<key>`` params and on the model card.
     code_version : str, optional
-        Defaults to :func:`resolve_code_version`.
+        Defaults to :func:`traffic.provenance.code_version`.
     champion_metrics : HorizonMetrics, optional
         The current champion scored on the same holdout: shown on the model card and logged
         as ``champion.*`` metrics (same names as ``model.*``), which
@@ -1017,7 +492,7 @@ def log_training(
 
     if "model" not in result.metrics or not result.baselines:
         raise ValueError(f"result.metrics needs 'model' and at least one baseline; got {sorted(result.metrics)}")
-    code_version = code_version or resolve_code_version()
+    code_version = code_version or current_code_version()
     module, example, out = _check_module(result)
     signature = infer_signature(example, out)
     name = model_name(city)
@@ -1033,15 +508,15 @@ def log_training(
         "train.stopped_reason": result.stopped_reason,
         "train.device": result.device,
         "best_baseline": base_name,
-        "train.wall_clock_cap": _yes_no(result.extra.get("wall_clock_cap")),
-        "train.warm_start": _warm_start_text(result.extra.get("warm_start")),
+        "train.wall_clock_cap": yes_no(result.extra.get("wall_clock_cap")),
+        "train.warm_start": warm_start_text(result.extra.get("warm_start")),
         **{f"data_window.{k}": str(v) for k, v in data_window.items()},
     }
     if gate_baselines is not None:
         tags["promotion.gate_baselines"] = ",".join(gate_baselines)
     if champion_metrics is not None and champion_version is not None:
         tags["champion.version"] = str(champion_version)
-    leads = _lead_labels(city, len(model_m.rmse))
+    leads = lead_labels(city, len(model_m.rmse))
     card = partial(
         render_model_card,
         city,
@@ -1078,7 +553,7 @@ def log_training(
                     title=f"{city.name}: learning curve (stopped: {result.stopped_reason})",
                 )
                 # one panel per horizon group (its last step): a day-ahead sample has up to 96 horizons
-                shown = [g.steps.stop - 1 for g in _groups(city, len(leads))]
+                shown = [g.steps.stop - 1 for g in horizon_groups(city.bin_seconds, len(leads))]
                 plots.save_forecast_maps(
                     result.example_forecast[shown],
                     result.example_target[shown],
@@ -1148,9 +623,9 @@ def log_training(
                 name,
                 tags={
                     "holdout_digest": result.holdout.digest,
-                    "rmse_mean": _fmt(model_m.rmse_mean),
+                    "rmse_mean": fmt(model_m.rmse_mean),
                     "best_baseline": base_name,
-                    "best_baseline_rmse_mean": _fmt(base.rmse_mean),
+                    "best_baseline_rmse_mean": fmt(base.rmse_mean),
                     "code_version": code_version,
                 },
             )
@@ -1160,8 +635,8 @@ def log_training(
                 name,
                 version,
                 description=(
-                    f"challenger: mean RMSE {_fmt(model_m.rmse_mean)} vs best baseline {base_name!r} "
-                    f"{_fmt(base.rmse_mean)} on holdout {result.holdout.start}..{result.holdout.end}; "
+                    f"challenger: mean RMSE {fmt(model_m.rmse_mean)} vs best baseline {base_name!r} "
+                    f"{fmt(base.rmse_mean)} on holdout {result.holdout.start}..{result.holdout.end}; "
                     "promotion not decided yet"
                 ),
             )
@@ -1174,19 +649,6 @@ def log_training(
 # --------------------------------------------------------------------------------------
 # Promotion and lookup
 # --------------------------------------------------------------------------------------
-
-
-def _decision_text(decision: Decision, version: str, champion_after: str | None) -> str:
-    """Markdown of a decision for the card: the verdict, the reason with its numbers, who serves."""
-    verdict = f"**Promoted**: version {version} is `champion`." if decision.promote else "**Not promoted**."
-    lines = [verdict, "", decision.reason]
-    if decision.gates:
-        lines += ["", "| gating baseline | mean RMSE | challenger vs it |", "|---|---:|---:|"]
-        lines += [f"| {k} | {_fmt(v)} | {_pct(decision.challenger_rmse, v)} |" for k, v in decision.gates.items()]
-    if decision.champion_rmse is not None:
-        lines += ["", f"Champion before the decision, on the same holdout: mean RMSE {_fmt(decision.champion_rmse)}."]
-    lines += ["", f"Champion after the decision: {f'version {champion_after}' if champion_after else 'none'}."]
-    return "\n".join(lines)
 
 
 def _write_card_decision(client: Any, name: str, version: str, decision: Decision, champion_after: str | None) -> None:
@@ -1203,7 +665,7 @@ def _write_card_decision(client: Any, name: str, version: str, decision: Decisio
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_card.md", dst_path=tmp)
         card = Path(local).read_text(encoding="utf-8")
     try:
-        updated = with_decision(card, _decision_text(decision, version, champion_after))
+        updated = with_decision(card, decision_markdown(decision, version, champion_after))
     except ValueError:
         _log.info("%s v%s: model card has no decision block; decision only on the version", name, version)
         return

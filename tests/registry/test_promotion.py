@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 
 from traffic.forecast.result import HorizonMetrics
-from traffic.registry import Decision, decide_promotion
+from traffic.registry.promotion import Decision, decide_promotion, pct_change
 
 
 def hm(*rmse: float) -> HorizonMetrics:
@@ -110,3 +112,20 @@ def test_an_unscored_gate_blocks_promotion():
     assert not d.promote and d.baseline == "gbm" and "not finite, cannot compare" in d.reason
     with pytest.raises(ValueError, match="at least one gating baseline"):
         decide_promotion(hm(1.0), None, {})
+
+
+def test_the_rule_and_the_card_import_neither_mlflow_nor_torch():
+    code = (
+        "import sys, traffic.registry.promotion, traffic.registry.card, traffic.registry.names; "
+        "print(sorted(m for m in ('mlflow', 'torch', 'traffic.registry.mlflow_registry') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "text"),
+    [(0.875, 1.0, "-12.50%"), (1.5, 1.0, "+50.00%"), (1.0, 0.0, "n/a"), (1.0, math.nan, "n/a"), (1.0, 1.0, "+0.00%")],
+)
+def test_pct_change_is_signed_relative_to_the_reference(a, b, text):
+    assert pct_change(a, b) == text

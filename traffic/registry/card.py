@@ -1,0 +1,414 @@
+"""The model card: the Markdown page of a training run, built from its figures (no MLflow).
+
+:func:`render_model_card` fills the ``string.Template`` of :data:`MODEL_CARD_TEMPLATE` with the
+run's metric tables per horizon group, coverage, ablation, training facts and parameters;
+:func:`with_decision` and :func:`decision_markdown` write the promotion decision into the card's
+decision block. :mod:`traffic.registry.mlflow_registry` logs the card with the run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import numpy as np
+
+from traffic.config import PROJECT_ROOT, CityConfig
+from traffic.forecast.intervals import INTERVAL_METHOD
+from traffic.forecast.result import MAPE_MIN_TARGET, HorizonMetrics, TrainResult
+from traffic.provenance import code_version as current_code_version
+from traffic.registry.names import model_name
+from traffic.registry.promotion import Decision, pct_change
+
+#: Default model card template (``string.Template`` placeholders).
+MODEL_CARD_TEMPLATE = PROJECT_ROOT / "models" / "model_card.md"
+
+
+def fmt(v: float) -> str:
+    """A metric value as the card and the registry tags show it: 4 decimals, ``"n/a"`` when not finite."""
+    return f"{v:.4f}" if math.isfinite(v) else "n/a"
+
+
+def lead_labels(city: CityConfig, n: int) -> list[str]:
+    """Lead time of each of ``n`` horizons of the city's bins: ``["+15min", ..., "+1h", ...]``."""
+    import pandas as pd
+
+    step = pd.Timedelta(city.time_bin)
+    return [_duration(step * (h + 1)) for h in range(n)]
+
+
+def _duration(td: Any) -> str:
+    secs = int(td.total_seconds())
+    if secs % 3600 == 0:
+        return f"+{secs // 3600}h"
+    return f"+{secs // 60}min"
+
+
+def _per_horizon(values: list[float], n_h: int) -> list[float]:
+    """``values`` padded with NaN to ``n_h`` horizons (metrics recorded before a metric existed are empty)."""
+    return [float(v) for v in values[:n_h]] + [math.nan] * max(0, n_h - len(values))
+
+
+def _groups(city: CityConfig, n_h: int) -> list[Any]:
+    """Horizon groups of the card and the grouped metrics (:func:`traffic.forecast.horizons.horizon_groups`)."""
+    from traffic.forecast.horizons import horizon_groups
+
+    return horizon_groups(city.bin_seconds, n_h)
+
+
+def pooled_mean(vals: np.ndarray, counts: np.ndarray) -> float:
+    """Observation-weighted mean of per-horizon values (RMSE: root of the pooled mean square)."""
+    ok = np.isfinite(vals) & (counts > 0)
+    return float(np.average(vals[ok], weights=counts[ok])) if ok.any() else math.nan
+
+
+def _metric_table(metric: str, result: TrainResult, champion_metrics: HorizonMetrics | None, city: CityConfig) -> str:
+    """Table of one metric (``rmse``, ``mae`` or ``mape``) per horizon group for the model, the baselines and the champion.
+
+    A group's value is the mean of its horizons' values; the last row is the mean over all
+    horizons, the figure the promotion rule compares. The count column is the model's number
+    of scored targets in the group: every observed target for RMSE/MAE, those passing the
+    zero-denominator rule (``n_mape``) for MAPE.
+    """
+    columns: dict[str, HorizonMetrics] = {"model": result.metrics["model"], **result.baselines}
+    if champion_metrics is not None:
+        columns["current champion"] = champion_metrics
+    model = result.metrics["model"]
+    n_h = len(model.rmse)
+    # (models, horizons)
+    values = np.array([_per_horizon(getattr(m, metric), n_h) for m in columns.values()], dtype=float)
+    means = np.array([getattr(m, f"{metric}_mean") for m in columns.values()], dtype=float)  # as the promotion rule
+    counts = [int(v) for v in (model.n_mape if metric == "mape" else model.n)]
+    counts += [0] * max(0, n_h - len(counts))
+    count_label = "counted values" if metric == "mape" else "observed values"
+    header = f"| hours ahead | steps | {count_label} | " + " | ".join(columns) + " |"
+    rule = "|---|---|---:|" + "---:|" * len(columns)
+    lines = [header, rule]
+
+    def row(label: str, steps: str, n: str, vals: np.ndarray) -> str:
+        finite = vals[np.isfinite(vals)]
+        best = finite.min() if finite.size else None
+        cells = [f"**{fmt(v)}**" if best is not None and v == best else fmt(v) for v in vals]
+        return f"| {label} | {steps} | {n} | " + " | ".join(cells) + " |"
+
+    for g in _groups(city, n_h):
+        part = values[:, g.steps]
+        grp = np.array([np.nanmean(r) if np.isfinite(r).any() else math.nan for r in part])
+        steps = f"{g.steps.start + 1}" if g.steps.stop - g.steps.start == 1 else f"{g.steps.start + 1}–{g.steps.stop}"
+        lines.append(row(g.label, steps, f"{int(np.sum(counts[g.steps])):,}", grp))
+    lines.append(row("all (mean)", f"1–{n_h}", f"{int(np.sum(counts)):,}", means))
+    return "\n".join(lines)
+
+
+def _coverage_table(result: TrainResult, city: CityConfig) -> str:
+    """Empirical coverage of the 80 % interval on the holdout, per horizon group."""
+    model = result.metrics["model"]
+    if not model.coverage:
+        return "No interval model was fitted for this run."
+    cov = np.asarray(model.coverage, dtype=float)
+    n = np.asarray(model.n[: len(cov)], dtype=float)
+    lines = ["| hours ahead | observed values | coverage |", "|---|---:|---:|"]
+    for g in _groups(city, len(cov)):
+        lines.append(f"| {g.label} | {int(n[g.steps].sum()):,} | {pooled_mean(cov[g.steps], n[g.steps]):.1%} |")
+    lines.append(f"| all | {int(n.sum()):,} | {model.coverage_mean:.1%} |")
+    return "\n".join(lines)
+
+
+#: ``result.params`` keys that name the model variant, in the order shown on the card.
+VARIANT_KEYS = ("cell", "decoder", "attention", "peephole")
+
+
+def _variant(params: Mapping[str, Any]) -> str:
+    shown = [f"{k} `{params[k]}`" for k in VARIANT_KEYS if k in params]
+    return ", ".join(shown) if shown else "(not recorded)"
+
+
+def _modality_table(weights: Any) -> str:
+    """Table of the fusion gate per modality (``TrainResult.extra["modality_weights"]``)."""
+    if not isinstance(weights, Mapping) or not weights:
+        return "(not recorded for this model)"
+    lines = ["| modality | gate |", "|---|---:|"]
+    for name, gate in weights.items():
+        try:
+            lines.append(f"| {name} | {fmt(float(gate))} |")
+        except (TypeError, ValueError):
+            lines.append(f"| {name} | `{gate}` |")
+    return "\n".join(lines)
+
+
+def _maps(channels: tuple[str, ...]) -> str:
+    """Markdown images of the maps :func:`log_training` logs under ``plots/`` next to the card."""
+    from traffic.registry.plots import ERROR_MAP, forecast_map_name
+
+    lines = [f"![forecast vs observed: {c}](plots/{forecast_map_name(c)})" for c in channels]
+    lines.append(f"![mean absolute error per cell](plots/{ERROR_MAP})")
+    return "\n\n".join(lines)
+
+
+def _bullets(d: Mapping[str, Any], indent: str = "  ") -> str:
+    if not d:
+        return f"{indent}- (none given)"
+    return "\n".join(f"{indent}- {k}: {v}" for k, v in d.items())
+
+
+def _params_table(params: Mapping[str, Any]) -> str:
+    if not params:
+        return "(none)"
+    lines = ["| parameter | value |", "|---|---|"]
+    lines += [f"| {k} | `{v}` |" for k, v in sorted(params.items())]
+    return "\n".join(lines)
+
+
+#: Names of the ablation rows on the card, in order (``TrainResult.ablation`` keys, then the full model).
+ABLATION_ROWS = (("base", "base (linear)"), ("base_head", "base + head"))
+#: Markers around the promotion decision on the card: :func:`promote` rewrites what lies between.
+DECISION_START, DECISION_END = "<!-- promotion-decision -->", "<!-- /promotion-decision -->"
+#: The card's decision before :func:`promote` has run.
+DECISION_PENDING = "Not decided yet: the version was registered as `challenger`; the nightly run decides next."
+
+
+def _decision_block(text: str) -> str:
+    return f"{DECISION_START}\n{text}\n{DECISION_END}"
+
+
+def with_decision(card: str, text: str) -> str:
+    """The card with its promotion-decision block replaced by ``text`` (idempotent).
+
+    Parameters
+    ----------
+    card : str
+        A card rendered by :func:`render_model_card` (it holds the block once).
+    text : str
+        Markdown of the decision.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ValueError
+        If the card has no decision block (a card made from another template).
+    """
+    i, j = card.find(DECISION_START), card.find(DECISION_END)
+    if i < 0 or j < i:
+        raise ValueError(f"the model card has no {DECISION_START} ... {DECISION_END} block to write the decision in")
+    return card[:i] + _decision_block(text) + card[j + len(DECISION_END) :]
+
+
+def _group_values(values: list[float], n_h: int, city: CityConfig) -> list[float]:
+    """Mean of per-horizon ``values`` over each horizon group (as the metric tables), NaN where none."""
+    v = np.asarray(_per_horizon(values, n_h), dtype=float)
+    return [float(np.nanmean(v[g.steps])) if np.isfinite(v[g.steps]).any() else math.nan for g in _groups(city, n_h)]
+
+
+def _ablation_table(metric: str, result: TrainResult, city: CityConfig) -> str:
+    """The model with parts switched off, per horizon group: base, base + head, full, and GBM.
+
+    Every column is scored on the same holdout (``TrainResult.ablation``); the last two columns
+    say how much the recurrent/attention path (full vs base + head) and the whole network (full
+    vs GBM) change the error, negative = better.
+    """
+    ablation = getattr(result, "ablation", None) or {}
+    if not ablation:
+        return "Not recorded for this run (the training code did not score the model with parts switched off)."
+    model = result.metrics["model"]
+    n_h = len(model.rmse)
+    cols: dict[str, HorizonMetrics] = {label: ablation[k] for k, label in ABLATION_ROWS if k in ablation}
+    cols.update({f"{k} (ablation)": v for k, v in ablation.items() if k not in dict(ABLATION_ROWS)})
+    cols["full model"] = model
+    gbm = result.metrics.get("gbm")
+    if gbm is not None:
+        cols["gbm"] = gbm
+    head_key = dict(ABLATION_ROWS)["base_head"]
+    header = "| hours ahead | " + " | ".join(cols) + " | full vs base + head | full vs gbm |"
+    lines = [header, "|---|" + "---:|" * (len(cols) + 2)]
+    per_group = {k: _group_values(getattr(m, metric), n_h, city) for k, m in cols.items()}
+    labels = [g.label for g in _groups(city, n_h)]
+    rows = [(lab, {k: v[i] for k, v in per_group.items()}) for i, lab in enumerate(labels)]
+    rows.append(("all (mean)", {k: float(getattr(m, f"{metric}_mean")) for k, m in cols.items()}))
+    for label, vals in rows:
+        full = vals["full model"]
+        vs_head = pct_change(full, vals[head_key]) if head_key in vals else "n/a"
+        vs_gbm = pct_change(full, vals["gbm"]) if "gbm" in vals else "n/a"
+        lines.append(f"| {label} | " + " | ".join(fmt(v) for v in vals.values()) + f" | {vs_head} | {vs_gbm} |")
+    return "\n".join(lines)
+
+
+def yes_no(v: Any) -> str:
+    """``"yes"``/``"no"`` for a recorded flag, ``"(not recorded)"`` for None."""
+    if v is None:
+        return "(not recorded)"
+    return "yes" if bool(v) else "no"
+
+
+def _count(v: Any) -> str:
+    if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+        return f"{int(v):,}"
+    return "(not recorded)"
+
+
+def warm_start_text(warm: Any) -> str:
+    """What a warm start copied (``TrainResult.extra["warm_start"]``): ``{"copied": [...], "skipped": [...]}``."""
+    if warm is None:
+        return "none (trained from freshly initialised weights)"
+    if not isinstance(warm, Mapping):
+        return f"`{warm}`"
+    copied, skipped = list(warm.get("copied") or ()), list(warm.get("skipped") or ())
+
+    def names(xs: list[Any]) -> str:
+        shown = ", ".join(f"`{x}`" for x in xs[:12])
+        return shown + (f" and {len(xs) - 12} more" if len(xs) > 12 else "")
+
+    text = f"{len(copied)} parameter tensors copied" + (f" ({names(copied)})" if copied else "")
+    text += f"; {len(skipped)} skipped (name or shape differs)" + (f": {names(skipped)}" if skipped else "")
+    src = warm.get("source")
+    return text + (f"; from {src}" if src else "")
+
+
+def _champion_line(champion_metrics: HorizonMetrics | None, champion_version: str | None) -> str:
+    """The summary's sentence on the current champion (scored on the same holdout, or why not)."""
+    who = f"v{champion_version}" if champion_version else "current champion"
+    if champion_metrics is not None:
+        if math.isfinite(champion_metrics.rmse_mean):
+            return f"; current champion {who} on the same holdout {fmt(champion_metrics.rmse_mean)}"
+        return f"; current champion {who} could not be scored on this holdout (no finite forecast for it)"
+    if champion_version:
+        return f"; current champion {who} not scored on this holdout"
+    return "; no current champion: this version is compared with the baselines only"
+
+
+def render_model_card(
+    city: CityConfig,
+    result: TrainResult,
+    data_window: Mapping[str, Any],
+    champion_metrics: HorizonMetrics | None = None,
+    code_version: str | None = None,
+    *,
+    registered_name: str | None = None,
+    version: str | int | None = None,
+    run_id: str | None = None,
+    template: str | Path | None = None,
+    champion_version: str | int | None = None,
+    gate_baselines: Sequence[str] | None = None,
+    train_steps: int | None = None,
+    decision: str | None = None,
+) -> str:
+    """Render the Markdown model card of a training run.
+
+    Parameters
+    ----------
+    city : CityConfig
+    result : TrainResult
+    data_window : mapping
+        What data the run used (e.g. ``{"start": ..., "end": ..., "days": ...}``).
+    champion_metrics : HorizonMetrics, optional
+        The current champion on the same holdout, shown as an extra column.
+    code_version : str, optional
+        Defaults to :func:`traffic.provenance.code_version`.
+    registered_name, version, run_id : optional
+        Registry coordinates, when known.
+    template : path, optional
+        ``string.Template`` file; defaults to :data:`MODEL_CARD_TEMPLATE`.
+    champion_version : str or int, optional
+        Registry version of the champion ``champion_metrics`` belongs to (None: no champion).
+    gate_baselines : sequence of str, optional
+        Baselines that gate promotion (``[promotion] gate_baselines``); default every baseline.
+    train_steps : int, optional
+        The step budget of the run (``[forecast] train_steps``), shown next to the steps done.
+    decision : str, optional
+        The promotion decision; default :data:`DECISION_PENDING` (:func:`promote` writes it later).
+
+    Returns
+    -------
+    str
+        Markdown.
+
+    Raises
+    ------
+    KeyError
+        If the template names a placeholder this function does not fill.
+    """
+    if "model" not in result.metrics or not result.baselines:
+        raise ValueError(f"result.metrics needs 'model' and at least one baseline; got {sorted(result.metrics)}")
+    model = result.metrics["model"]
+    leads = lead_labels(city, len(model.rmse))
+    base_name, base = result.best_baseline()
+    shape = np.shape(result.example_forecast)
+    grid = f"{shape[-2]} x {shape[-1]}" if len(shape) >= 2 else "?"
+    champion_line = _champion_line(champion_metrics, None if champion_version is None else str(champion_version))
+    gates = list(result.baselines) if gate_baselines is None else [g for g in gate_baselines]
+    extra = result.extra or {}
+    budget = f" of a budget of {train_steps:,} (`[forecast] train_steps`)" if train_steps else ""
+    skill = 1.0 - model.rmse_mean / base.rmse_mean if base.rmse_mean else math.nan
+    text = Path(template or MODEL_CARD_TEMPLATE).read_text(encoding="utf-8")
+    values = {
+        "city": city.name,
+        "model_name": registered_name or model_name(city),
+        "version": "(unregistered)" if version is None else str(version),
+        "run_id": run_id or "(not logged)",
+        "code_version": code_version or current_code_version(),
+        "generated_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "horizon_steps": str(len(model.rmse)),
+        "time_bin": city.time_bin,
+        "lead_max": leads[-1] if leads else "",
+        "n_channels": str(len(result.channels)),
+        "channels": ", ".join(f"`{c}`" for c in result.channels),
+        "grid_shape": grid,
+        "cell_size_m": f"{city.cell_size_m:g}",
+        "crs_epsg": str(city.crs_epsg),
+        "context_steps": str(result.params.get("context_steps", city.forecast.context_steps)),
+        "train_days": str(city.forecast.train_days),
+        "train_start": result.train_window[0],
+        "train_end": result.train_window[1],
+        "data_window": _bullets(data_window),
+        "holdout_start": result.holdout.start,
+        "holdout_end": result.holdout.end,
+        "holdout_n": f"{result.holdout.n_samples:,}",
+        "holdout_digest": result.holdout.digest,
+        "rmse_table": _metric_table("rmse", result, champion_metrics, city),
+        "mae_table": _metric_table("mae", result, champion_metrics, city),
+        "mape_table": _metric_table("mape", result, champion_metrics, city),
+        "coverage_table": _coverage_table(result, city),
+        "interval_method": INTERVAL_METHOD,
+        "mape_min": f"{MAPE_MIN_TARGET:g}",
+        "model_rmse_mean": fmt(model.rmse_mean),
+        "model_mape_mean": fmt(model.mape_mean),
+        "best_baseline": base_name,
+        "best_baseline_rmse_mean": fmt(base.rmse_mean),
+        "skill_vs_baseline": f"{skill:+.1%}" if math.isfinite(skill) else "n/a",
+        "champion_line": champion_line,
+        "device": result.device,
+        "train_seconds": f"{result.train_seconds:.1f} s",
+        "stopped_reason": result.stopped_reason,
+        "steps": _count(extra.get("steps")) + budget,
+        "best_step": _count(extra.get("best_step")),
+        "wall_clock_cap": yes_no(extra.get("wall_clock_cap")),
+        "warm_start": warm_start_text(extra.get("warm_start")),
+        "ablation_rmse_table": _ablation_table("rmse", result, city),
+        "ablation_mae_table": _ablation_table("mae", result, city),
+        "gate_baselines": ", ".join(f"`{g}`" for g in gates) or "(none)",
+        "decision": _decision_block(decision or DECISION_PENDING),
+        "params_table": _params_table(result.params),
+        "model_variant": _variant(result.params),
+        "modality_table": _modality_table(result.extra.get("modality_weights")),
+        "maps": _maps(tuple(result.channels)),
+    }
+    return Template(text).substitute(values)
+
+
+def decision_markdown(decision: Decision, version: str, champion_after: str | None) -> str:
+    """Markdown of a decision for the card: the verdict, the reason with its numbers, who serves."""
+    verdict = f"**Promoted**: version {version} is `champion`." if decision.promote else "**Not promoted**."
+    lines = [verdict, "", decision.reason]
+    if decision.gates:
+        lines += ["", "| gating baseline | mean RMSE | challenger vs it |", "|---|---:|---:|"]
+        lines += [f"| {k} | {fmt(v)} | {pct_change(decision.challenger_rmse, v)} |" for k, v in decision.gates.items()]
+    if decision.champion_rmse is not None:
+        lines += ["", f"Champion before the decision, on the same holdout: mean RMSE {fmt(decision.champion_rmse)}."]
+    lines += ["", f"Champion after the decision: {f'version {champion_after}' if champion_after else 'none'}."]
+    return "\n".join(lines)

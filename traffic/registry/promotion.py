@@ -1,0 +1,134 @@
+"""The promotion rule: whether a challenger becomes champion, decided on plain metrics (no MLflow).
+
+:func:`decide_promotion` compares a challenger's mean RMSE over horizons with every gating
+baseline and the current champion, all scored on the same holdout, and returns a
+:class:`Decision` whose ``reason`` states the numbers. :func:`traffic.registry.promote` applies
+a decision to the registry; :func:`traffic.registry.card.decision_markdown` writes it on the card.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from traffic.forecast.result import HorizonMetrics
+
+#: Relative tolerance under which two mean RMSEs count as a tie (a tie never promotes).
+TIE_RTOL = 1e-9
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Outcome of :func:`decide_promotion`.
+
+    Attributes
+    ----------
+    promote : bool
+    reason : str
+        One sentence with the numbers it was decided on.
+    challenger_rmse, baseline_rmse : float
+        Mean RMSE over horizons.
+    baseline : str
+        Name of the strongest gating baseline (the lowest mean RMSE of those compared with).
+    champion_rmse : float or None
+        Mean RMSE of the current champion on the same holdout; None when there was no
+        champion to compare with (then :func:`promote` refuses to promote over an
+        existing champion).
+    gates : dict
+        ``{name: mean RMSE}`` of every baseline the challenger had to beat, in the order given.
+    """
+
+    promote: bool
+    reason: str
+    challenger_rmse: float = math.nan
+    baseline: str = ""
+    baseline_rmse: float = math.nan
+    champion_rmse: float | None = None
+    gates: Mapping[str, float] = field(default_factory=dict)
+
+
+def _beats(a: float, b: float) -> bool:
+    """Strictly lower, a tie within :data:`TIE_RTOL` is not lower."""
+    return a < b and not math.isclose(a, b, rel_tol=TIE_RTOL, abs_tol=0.0)
+
+
+def pct_change(a: float, b: float) -> str:
+    """``a`` relative to ``b`` as a signed percentage (``"-12.50%"``: ``a`` is 12.5 % lower); ``"n/a"`` without a finite, non-zero ``b``."""
+    return f"{100.0 * (a - b) / b:+.2f}%" if b and math.isfinite(b) else "n/a"
+
+
+def decide_promotion(
+    challenger: HorizonMetrics,
+    champion: HorizonMetrics | None,
+    baselines: tuple[str, HorizonMetrics] | Mapping[str, HorizonMetrics],
+) -> Decision:
+    """Decide whether a challenger becomes champion.
+
+    Promote only when the challenger's mean RMSE over horizons is strictly lower than that
+    of **every** gating baseline and, when there is a champion, strictly lower than the
+    champion's scored on the same holdout. Ties (within :data:`TIE_RTOL`) and non-finite
+    challenger or baseline scores do not promote. A champion whose score is not finite (it
+    forecasts NaN) counts as beaten.
+
+    Parameters
+    ----------
+    challenger : HorizonMetrics
+        The new model on the holdout.
+    champion : HorizonMetrics or None
+        The current champion on the *same* holdout, None if there is no champion yet.
+    baselines : mapping or (str, HorizonMetrics)
+        The gating baselines on the same holdout, ``{name: metrics}`` (the pipeline passes
+        every baseline of ``[promotion] gate_baselines``, GBM included by default), or one
+        ``(name, metrics)`` pair such as :meth:`TrainResult.best_baseline`. Beating every
+        one of them is beating the strongest, whose name and score the decision records.
+
+    Returns
+    -------
+    Decision
+
+    Raises
+    ------
+    ValueError
+        If no baseline is given, or the metrics do not cover the same number of horizons
+        (not the same holdout).
+    """
+    gates = dict([baselines]) if isinstance(baselines, tuple) else dict(baselines)
+    if not gates:
+        raise ValueError("decide_promotion needs at least one gating baseline; got none")
+    lengths = {"challenger": len(challenger.rmse), **{f"baseline {k!r}": len(v.rmse) for k, v in gates.items()}}
+    if champion is not None:
+        lengths["champion"] = len(champion.rmse)
+    if len(set(lengths.values())) != 1 or 0 in lengths.values():
+        raise ValueError(f"metrics must cover the same (non-zero) number of horizons; got {lengths}")
+    scores = {k: v.rmse_mean for k, v in gates.items()}
+    unscored = [k for k, v in scores.items() if not math.isfinite(v)]
+    # the strongest gate: a non-finite one first (nothing can be shown to beat it), else the lowest
+    base_name = unscored[0] if unscored else min(scores, key=lambda k: scores[k])
+    c, b = challenger.rmse_mean, scores[base_name]
+    ch = None if champion is None else champion.rmse_mean
+
+    def verdict(promote: bool, reason: str) -> Decision:
+        return Decision(
+            promote, reason, challenger_rmse=c, baseline=base_name, baseline_rmse=b, champion_rmse=ch, gates=scores
+        )
+
+    vs_base = f"best baseline {base_name!r} {b:.4f} ({pct_change(c, b)})"
+    if len(scores) > 1:
+        others = ", ".join(f"{k} {v:.4f} ({pct_change(c, v)})" for k, v in scores.items() if k != base_name)
+        vs_base += f" (gating baselines also: {others})"
+    head = f"challenger mean RMSE {c:.4f}"
+    if not math.isfinite(c):
+        return verdict(False, f"not promoted: {head} is not finite; {vs_base}")
+    if not math.isfinite(b):
+        return verdict(False, f"not promoted: {head} but {vs_base} is not finite, cannot compare")
+    if not _beats(c, b):
+        return verdict(False, f"not promoted: {head} does not beat {vs_base}")
+    if ch is None:
+        return verdict(True, f"promoted: {head} beats {vs_base}; no champion yet")
+    if not math.isfinite(ch):
+        return verdict(True, f"promoted: {head} beats {vs_base}; champion score {ch} is not finite")
+    vs_champ = f"champion {ch:.4f} on the same holdout ({pct_change(c, ch)})"
+    if not _beats(c, ch):
+        return verdict(False, f"not promoted: {head} beats {vs_base} but not {vs_champ}")
+    return verdict(True, f"promoted: {head} beats {vs_base} and {vs_champ}")
