@@ -203,6 +203,14 @@ def cmd_forecast(args) -> None:
         _print(pipeline.publish(args.city, meta))
 
 
+def cmd_publish(args) -> None:
+    """Publish the forecast the forecast stage stored for ``--as-of`` (nothing is forecast again)."""
+    from traffic import pipeline
+
+    as_of = args.as_of or pipeline.source_dates(args.city)[1]
+    _print(pipeline.publish(args.city, pipeline.stored_forecast(args.city, as_of)))
+
+
 def cmd_run(args) -> None:
     from traffic import pipeline
 
@@ -490,10 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--as-of", type=iso_date)
     s.add_argument("--publish", action="store_true")
     s.set_defaults(fn=cmd_forecast)
-    s = sub.add_parser("publish", help="forecast with the champion and publish to DuckDB")
+    s = sub.add_parser("publish", help="publish the forecast stored by `traffic forecast` to DuckDB")
     s.add_argument("city")
-    s.add_argument("--as-of", type=iso_date)
-    s.set_defaults(fn=cmd_forecast, publish=True)
+    s.add_argument("--as-of", type=iso_date, help="local date of the stored forecast (default: the newest data)")
+    s.set_defaults(fn=cmd_publish)
     s = sub.add_parser("run", help="all stages for one city in-process (no Airflow)")
     s.add_argument("city")
     s.add_argument("--as-of", type=iso_date)

@@ -909,6 +909,43 @@ def _utc(value: str | pd.Timestamp) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
+def stored_forecast(city: str | CityConfig, as_of: str) -> dict[str, Any]:
+    """The nightly forecast that :func:`forecast` stored for ``as_of``: its ``meta.json`` (the input of :func:`publish`).
+
+    Parameters
+    ----------
+    city : str or CityConfig
+    as_of : str
+        Local date the forecast was made for; its run is the partition
+        ``forecasts/city=<city>/issued_at=<nightly origin of as_of>`` (:func:`forecast_origin`).
+
+    Returns
+    -------
+    dict
+        The run's metadata as :func:`forecast` returned it (``path`` names its ``forecast.npz``).
+
+    Raises
+    ------
+    PublishError
+        When no forecast was stored for ``as_of``, naming the missing partition and the command
+        that writes it (``traffic forecast <city> --as-of <as_of>``). Nothing is computed here.
+    """
+    from traffic.errors import PublishError
+
+    c = _city(city)
+    issued = forecast_origin(c, as_of).strftime("%Y%m%dT%H%M%SZ")
+    meta_path = partition("forecasts", city=c.name, issued_at=issued) / "meta.json"
+    if not meta_path.exists():
+        raise PublishError(
+            f"city {c.name}: no forecast stored for as_of {as_of}: partition forecasts/city={c.name}/"
+            f"issued_at={issued} has no meta.json ({meta_path})",
+            file=str(meta_path),
+            value=as_of,
+            hint=f"the forecast stage writes it: traffic forecast {c.name} --as-of {as_of}",
+        )
+    return cast(dict[str, Any], read_json(meta_path))
+
+
 #: Optional keys of a forecast's meta.json that describe the run (absent in older files).
 _PUBLISH_META_OPTIONAL = ("model_kind", "kind", "interval_level", "interval_method")
 

@@ -68,3 +68,33 @@ def test_meta_json_path_is_relative_and_a_copied_home_publishes_its_own_file(tra
 def test_absolute_paths_of_older_runs_still_resolve(tmp_path):
     assert str(pipeline.lake_file(str(tmp_path / "x.npz"))) == str(tmp_path / "x.npz")
     assert pipeline.lake_relative(tmp_path / "elsewhere.npz") == str(tmp_path / "elsewhere.npz")
+
+
+def test_traffic_publish_publishes_the_stored_forecast_and_forecasts_nothing(traffic_home, capsys):
+    """`traffic publish` reads the run the forecast stage stored; there is no model it could forecast with."""
+    import duckdb
+
+    from traffic.cli import main
+
+    c = load_city("los_angeles")
+    _write_forecast(c)  # issued at local midnight after 2012-03-07: the nightly run of as_of 2012-03-07
+    assert main(["publish", c.name, "--as-of", "2012-03-07"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["run_id"] == "los_angeles_20120308T080000Z" and out["n_rows"] > 0
+    con = duckdb.connect(out["db"], read_only=True)
+    try:
+        values = con.execute("SELECT DISTINCT value FROM forecasts").fetchall()
+        version = con.execute("SELECT model_version FROM forecast_runs").fetchall()
+    finally:
+        con.close()
+    assert values == [(50.0,)] and version == [("1",)]  # the stored file's numbers, not a new forecast
+
+
+def test_traffic_publish_without_a_stored_forecast_names_the_partition_and_the_command(traffic_home, capsys):
+    from traffic.cli import main
+
+    assert main(["publish", "los_angeles", "--as-of", "2012-03-06"]) == 2
+    err = capsys.readouterr().err
+    assert "forecasts/city=los_angeles/issued_at=20120307T080000Z" in err
+    assert "traffic forecast los_angeles --as-of 2012-03-06" in err
+    assert not (traffic_home / "forecasts.duckdb").exists()  # nothing was published
