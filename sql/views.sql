@@ -1,6 +1,6 @@
 -- The analysts' relations in the catalog file (var/forecasts.duckdb), built by
 -- traffic.publish.duckdb_publish.rebuild_catalog into a NEW file that then replaces the old
--- one (docs/publishing.md). Applied after schema.sql.
+-- one (docs/publishing.md). Applied after the layout migrations (sql/migrations).
 --
 -- {runs}, {forecasts}, {latest_forecasts}, {run_cells}, {cells}, {cell_channels} are replaced
 -- by the publisher with a source: read_parquet([...absolute paths of one file per run...],
@@ -16,7 +16,7 @@ SELECT
     r.run_id, r.city, r.model_name, r.model_version, r.model_kind, r.kind, r.mlflow_run_id,
     r.issued_at, r.data_start, r.data_end, r.horizon_steps, r.bin_seconds, r.target_start, r.target_end,
     r.timezone, r.channels, r.interval_level, r.interval_method, r.n_rows, r.n_cells, r.n_cells_with_data,
-    r.published_at, r.version,
+    r.published_at, r.version, r.code_version,
     parse_dirpath(r.filename) AS folder,                -- absolute path of the run version's files
     row_number() OVER (PARTITION BY r.city ORDER BY r.issued_at DESC, r.published_at DESC) = 1 AS is_latest
 FROM {runs} AS r;

@@ -960,10 +960,13 @@ def publish(city: str | CityConfig, forecast_meta: dict[str, Any]) -> dict[str, 
     ``lower``/``upper`` (interval bounds; NULL bounds without them) and ``coverage`` (per
     channel share of observed window bins); an optional ``cell_coverage`` (H, W) is used too.
     ``forecast_meta`` may carry ``model_kind``, ``kind``, ``interval_level``, ``interval_method``.
+    The run records the code version of this publish (:func:`traffic.provenance.code_version`).
+    :func:`stored_forecast` reads the ``forecast_meta`` the forecast stage stored for a date.
     """
     import numpy as np
 
     from traffic.grid import read_grid
+    from traffic.provenance import code_version
     from traffic.publish import publish_forecast
 
     c = _city(city)
@@ -986,6 +989,7 @@ def publish(city: str | CityConfig, forecast_meta: dict[str, Any]) -> dict[str, 
     run = {k: forecast_meta[k] for k in (*keys, "horizon_steps", "bin_seconds")}
     run.update({k: forecast_meta[k] for k in _PUBLISH_META_OPTIONAL if forecast_meta.get(k) is not None})
     run["timezone"] = c.timezone
+    run["code_version"] = code_version()  # the code that publishes these rows (forecast_runs.code_version)
     has_bounds = "lower" in z and "upper" in z
     res = publish_forecast(
         db,

@@ -69,9 +69,11 @@ def test_init_db_builds_an_empty_catalog_and_defaults_to_traffic_home(home):
 
 
 def test_schema_applies_twice_on_a_plain_connection(tmp_path):
+    from traffic.publish.migrations import migrate
+
     con = duckdb.connect(str(tmp_path / "plain.duckdb"))
     for _ in range(2):
-        con.execute((PROJECT_ROOT / "sql/schema.sql").read_text())
+        migrate(con)
     assert con.execute("SELECT count(*) FROM layout.forecasts").fetchall() == [(0,)]
     con.close()
 

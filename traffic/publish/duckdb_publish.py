@@ -10,7 +10,8 @@ Readers never block a publish and never see half a run (design: ``docs/publishin
 
   first under a hidden temporary name, then renamed into place (one ``rename`` of a folder:
   the version exists whole or not at all). The rows were first inserted into the empty
-  ``layout.*`` tables of ``sql/schema.sql`` in a private in-memory DuckDB, so the schema's
+  ``layout.*`` tables (built by the numbered migrations of ``sql/migrations``,
+  :mod:`traffic.publish.migrations`) in a private in-memory DuckDB, so the layout's
   NOT NULL / CHECK / PRIMARY KEY constraints hold for every file.
 * Then, under an exclusive ``fcntl`` lock on ``<store>/.catalog.lock``, the **catalog** is
   rebuilt from the store's listing (the source of truth: a run published by another process
@@ -54,7 +55,6 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -65,17 +65,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from traffic.config import PROJECT_ROOT, duckdb_path
+from traffic.config import duckdb_path
 from traffic.errors import HotspotError, PublishError
 from traffic.publish.congestion import LEVEL_EDGES, LEVELS, NO_LEVEL, congestion
+from traffic.publish.migrations import migrate
+from traffic.publish.sql import check_identifier, sql_text, statement
 from traffic.tempfiles import atomic_path, fsync
 
-SQL_DIR = PROJECT_ROOT / "sql"
 TABLES = ("forecast_runs",)
 VIEWS = ("forecasts", "latest_forecast", "cells", "run_cells", "cell_channels", "hotspots")
 #: Relations whose names may appear in SQL text; anything else is refused.
 ALLOWED_RELATIONS = TABLES + VIEWS
-#: Empty tables of ``sql/schema.sql`` (schema ``layout``) = the layout of each per-run file.
+#: Empty tables of schema ``layout`` (``sql/migrations``) = the layout of each per-run file.
 LAYOUT_TABLES = ("forecast_runs", "forecasts", "cells", "cell_channels")
 #: File of each layout table inside a run version folder.
 RUN_FILES = {
@@ -97,6 +98,7 @@ RUN_OPTIONAL = (
     "interval_level",
     "interval_method",
     "timezone",
+    "code_version",
 )
 RUN_KINDS = ("nightly", "refresh")
 #: Default ``interval_level`` of a run that has bounds.
@@ -110,65 +112,11 @@ MAX_HOURS = 24 * 31
 MAX_LIMIT = 100_000
 _CITY_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
-_STATEMENT_RE = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 _VERSION_RE = re.compile(r"^v-(\d{8}T\d{12}Z)-[0-9a-f]{8}$")
 _LOCK_WAIT_S = 0.05
 
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- SQL files
-
-
-@cache
-def sql_text(filename: str) -> str:
-    """Text of ``sql/<filename>``."""
-    path = SQL_DIR / filename
-    if not path.is_file():
-        known = sorted(p.name for p in SQL_DIR.glob("*.sql"))
-        raise FileNotFoundError(f"no SQL file {path}; files: {known}")
-    return path.read_text()
-
-
-@cache
-def statements(filename: str = "publish.sql") -> dict[str, str]:
-    """Named statements of a SQL file (blocks introduced by ``-- name: <name>``)."""
-    text = sql_text(filename)
-    parts = _STATEMENT_RE.split(text)
-    return {parts[i]: parts[i + 1].strip() for i in range(1, len(parts), 2)}
-
-
-def _stmt(name: str, filename: str = "publish.sql") -> str:
-    named = statements(filename)
-    if name not in named:
-        raise KeyError(f"sql/{filename} has no statement {name!r}; statements: {sorted(named)}")
-    return named[name]
-
-
-def check_identifier(name: str, allowed: Sequence[str] = ALLOWED_RELATIONS) -> str:
-    """Return ``name`` double-quoted if it is in the allow-list, else raise.
-
-    Parameters
-    ----------
-    name : str
-        A table or view name.
-    allowed : sequence of str
-        Names that may be used.
-
-    Returns
-    -------
-    str
-        ``'"name"'``.
-
-    Raises
-    ------
-    ValueError
-        Naming the refused identifier and listing the allowed ones.
-    """
-    if not isinstance(name, str) or name not in allowed:
-        raise ValueError(f"identifier {name!r} is not allowed; allowed: {list(allowed)}")
-    return '"' + name + '"'
 
 
 def _sql_string(path: Path) -> str:
@@ -302,8 +250,10 @@ def _catalog_lock(store: Path, timeout_s: float) -> Iterator[None]:
 
 def _source(table: str, files: Sequence[Path]) -> str:
     if not files:
-        return _stmt("source_empty").replace("{layout}", check_identifier(table, LAYOUT_TABLES).strip('"'))
-    return _stmt("source_files").replace("{files}", ", ".join(_sql_string(f) for f in files))
+        return statement("source_empty").replace("{layout}", check_identifier(table, LAYOUT_TABLES).strip('"'))
+    if table == "forecast_runs":  # run files of every layout version: a column added since reads as NULL
+        return statement("source_runs").replace("{files}", ", ".join(_sql_string(f) for f in files))
+    return statement("source_files").replace("{files}", ", ".join(_sql_string(f) for f in files))
 
 
 def _build_catalog(target: Path, versions: Mapping[str, Path]) -> None:
@@ -311,13 +261,13 @@ def _build_catalog(target: Path, versions: Mapping[str, Path]) -> None:
     con = duckdb.connect(str(target))
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.execute(sql_text("schema.sql"))
+        migrate(con, db=str(target))
         run_files = [v / RUN_FILES["forecast_runs"] for v in versions.values()]
         # the runs table first: it says which run is the newest of each city
         views = sql_text("views.sql")
         runs_ddl, rest = re.split(r"^-- @views:.*$", views, maxsplit=1, flags=re.MULTILINE)
         con.execute(runs_ddl.replace("{runs}", _source("forecast_runs", run_files)))
-        latest = {r[0] for r in con.execute(_stmt("latest_run_ids")).fetchall()}
+        latest = {r[0] for r in con.execute(statement("latest_run_ids")).fetchall()}
         latest_dirs = [v for r, v in versions.items() if r in latest]
         sources = {
             "{forecasts}": _source("forecasts", [v / RUN_FILES["forecasts"] for v in versions.values()]),
@@ -555,6 +505,7 @@ def _run_row(city: str, run: Mapping[str, Any], tt: pd.DatetimeIndex, has_bounds
         "timezone": tz,
         "interval_level": level,
         "interval_method": method,
+        "code_version": None if run.get("code_version") is None else str(run["code_version"]),
     }
 
 
@@ -801,14 +752,14 @@ def _staged(tables: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.execute(sql_text("schema.sql"))
+        migrate(con)
         out = {}
         for name, table in tables.items():
             ident = check_identifier(name, LAYOUT_TABLES)
             con.register("staged", table)
-            con.execute(_stmt("stage_rows").replace("{layout}", ident))
+            con.execute(statement("stage_rows").replace("{layout}", ident))
             con.unregister("staged")
-            out[name] = con.sql(_stmt("staged_rows").replace("{layout}", ident)).to_arrow_table()
+            out[name] = con.sql(statement("staged_rows").replace("{layout}", ident)).to_arrow_table()
         return out
     finally:
         con.close()
@@ -915,7 +866,7 @@ def publish_forecast(
     PublishError
         When inputs disagree (shapes, times, cells, bounds); raised before anything is written.
     duckdb.ConstraintException
-        When a row breaks a constraint of ``sql/schema.sql``; nothing is written.
+        When a row breaks a constraint of the layout (``sql/migrations``); nothing is written.
     """
     t0 = time.perf_counter()
     forecast = np.asarray(forecast, dtype=np.float64)
@@ -1127,9 +1078,9 @@ def find_hotspots(
 
 def _city_info(con: duckdb.DuckDBPyConnection, city: str) -> tuple[str, pd.Timestamp]:
     """The zone of the city's newest run and the default window start; raises for a city without runs."""
-    n_runs, tz, default_at = con.execute(_stmt("city_info", "hotspots.sql"), {"city": city}).fetchall()[0]
+    n_runs, tz, default_at = con.execute(statement("city_info", "hotspots.sql"), {"city": city}).fetchall()[0]
     if not n_runs:
-        cities = [r[0] for r in con.execute(_stmt("cities_with_runs")).fetchall()]
+        cities = [r[0] for r in con.execute(statement("cities_with_runs")).fetchall()]
         raise HotspotError(f"city {city!r} has no published run; cities with runs: {cities}")
     return tz, pd.Timestamp(default_at).tz_convert("UTC")
 
@@ -1149,12 +1100,12 @@ def _find_hotspots(
     else:
         tz, default_at = _city_info(con, city)
         at_utc = default_at if at is None else _parse_at(at, tz)
-    cur = con.execute(_stmt("pick_run", "hotspots.sql"), {"city": city, "at": at_utc.to_pydatetime()})
+    cur = con.execute(statement("pick_run", "hotspots.sql"), {"city": city, "at": at_utc.to_pydatetime()})
     names = [d[0] for d in cur.description]
     found = cur.fetchall()
     if not found:
         tz = _city_info(con, city)[0]  # raises for a city without runs
-        spans = con.execute(_stmt("covered", "hotspots.sql"), {"city": city}).fetchall()
+        spans = con.execute(statement("covered", "hotspots.sql"), {"city": city}).fetchall()
         shown = ", ".join(f"{_local(s, tz)} .. {_local(e, tz)}" for s, e in spans[:5])
         more = f" (+{len(spans) - 5} more)" if len(spans) > 5 else ""
         raise HotspotError(
@@ -1167,7 +1118,7 @@ def _find_hotspots(
     start = at_utc
     end = min(start + pd.Timedelta(hours=hours), pd.Timestamp(run["target_end"]).tz_convert("UTC"))
     cur = con.execute(
-        _stmt("hotspots", "hotspots.sql"),
+        statement("hotspots", "hotspots.sql"),
         {
             "forecasts": str(folder / RUN_FILES["forecasts"]),
             "cells": str(folder / RUN_FILES["cells"]),
@@ -1224,7 +1175,7 @@ def latest_runs(db_path: str | Path | None = None) -> pd.DataFrame:
         One row per city, ``n_rows`` the run's forecast row count.
     """
     with _reader(db_path) as con:
-        return con.execute(_stmt("latest_runs")).df()
+        return con.execute(statement("latest_runs")).df()
 
 
 def read_relation(db_path: str | Path | None, name: str, *, city: str | None = None) -> pd.DataFrame:
@@ -1248,6 +1199,6 @@ def read_relation(db_path: str | Path | None, name: str, *, city: str | None = N
     ValueError
         If ``name`` is not in :data:`ALLOWED_RELATIONS`.
     """
-    query = _stmt("read_relation").replace("{relation}", check_identifier(name))
+    query = statement("read_relation").replace("{relation}", check_identifier(name, ALLOWED_RELATIONS))
     with _reader(db_path) as con:
         return con.execute(query, {"city": city}).df()

@@ -174,7 +174,8 @@ def read_run(
     FileNotFoundError
         No catalog file.
     """
-    from traffic.publish.duckdb_publish import _db, _reader, statements
+    from traffic.publish.duckdb_publish import _db, _reader
+    from traffic.publish.sql import statements
 
     sql = statements("export.sql")
     path = _db(db_path)

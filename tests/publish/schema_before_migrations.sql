@@ -1,3 +1,5 @@
+-- sql/schema.sql as of commit 822e9f0 (before the numbered migrations), verbatim below this line: the
+-- "CREATE TABLE IF NOT EXISTS" schema a database made by older code holds (tests/publish/test_migrations.py).
 -- Layout of the published forecast store (DuckDB). Applied by traffic.publish.duckdb_publish;
 -- every statement is idempotent. How the store works (per-run Parquet + a catalog file that is
 -- swapped atomically): docs/publishing.md.
