@@ -88,7 +88,7 @@ def test_refresh_los_angeles_through_airflow(traffic_home, monkeypatch):
     assert n_h == la.forecast.horizon_steps
 
     # the refresh served the champion from its eager copy, which forecasts what the exported program does
-    from traffic.forecast.inference import forecast as run_forecast
+    from traffic.forecast.inference import forecast_after
     from traffic.grid import load_tensor
     from traffic.model import Forecaster
     from traffic.registry import load_serving_module, load_version_module
@@ -98,8 +98,8 @@ def test_refresh_los_angeles_through_airflow(traffic_home, monkeypatch):
     assert isinstance(fast, Forecaster)
     grid = load_tensor(la, "2012-03-06", "2012-03-07")
     n_ctx = la.forecast.context_steps
-    exported = run_forecast(load_version_module(champ["model_uri"]), grid, -1, context_steps=n_ctx)
-    np.testing.assert_allclose(run_forecast(fast, grid, -1, context_steps=n_ctx), exported, rtol=1e-4, atol=1e-3)
+    exported = forecast_after(load_version_module(champ["model_uri"]), grid, -1, context_steps=n_ctx)
+    np.testing.assert_allclose(forecast_after(fast, grid, -1, context_steps=n_ctx), exported, rtol=1e-4, atol=1e-3)
 
     # under other model code the state dict may no longer be that model: the exported program is served
     from traffic.registry import mlflow_registry
@@ -107,4 +107,4 @@ def test_refresh_los_angeles_through_airflow(traffic_home, monkeypatch):
     monkeypatch.setattr(mlflow_registry, "eager_fingerprint", lambda: {"model_py_sha256": "changed", "torch": "x"})
     served = load_serving_module(champ["run_id"], champ["model_uri"])
     assert not isinstance(served, Forecaster)
-    np.testing.assert_allclose(run_forecast(served, grid, -1, context_steps=n_ctx), exported, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(forecast_after(served, grid, -1, context_steps=n_ctx), exported, rtol=1e-6, atol=1e-6)

@@ -682,9 +682,9 @@ def evaluate_and_promote(city: str | CityConfig, as_of: str, trained: dict[str, 
 
 def _predicted_steps(module: Any, grid: Any, context_steps: int) -> int:
     """Bins a (registered) module predicts: one probe forecast from the grid's last bin."""
-    from traffic.forecast.inference import forecast as run_forecast
+    from traffic.forecast.inference import forecast_after
 
-    return int(run_forecast(module, grid, -1, context_steps=context_steps).shape[0])
+    return int(forecast_after(module, grid, -1, context_steps=context_steps).shape[0])
 
 
 def forecast_origin(city: str | CityConfig, as_of: str) -> pd.Timestamp:
@@ -781,7 +781,7 @@ def forecast(
     """
     import numpy as np
 
-    from traffic.forecast.inference import forecast as run_forecast
+    from traffic.forecast.inference import forecast_after
     from traffic.forecast.intervals import INTERVAL_LEVEL, INTERVAL_METHOD
     from traffic.publish import reference_stats
     from traffic.registry import load_intervals, load_serving_module
@@ -804,7 +804,7 @@ def forecast(
     bounds: dict[str, Any] = {}
     if current["kind"] == "model":
         module = load_serving_module(current["run_id"], current["model_uri"])  # eager copy: no pt2 deserializing
-        pred = run_forecast(module, grid, t_last, context_steps=n_ctx)  # (H_out, C, H, W)
+        pred = forecast_after(module, grid, t_last, context_steps=n_ctx)  # (H_out, C, H, W)
         intervals = load_intervals(current["run_id"])
         # a model logged before intervals existed has no bounds: the file holds none, the rows get NULL
         if intervals is not None:

@@ -11,7 +11,7 @@ import torch
 from traffic.forecast.baselines import fit_seasonal_profile, seasonal_period, time_positions
 from traffic.forecast.batching import Batcher
 from traffic.forecast.features import build_inputs
-from traffic.forecast.inference import evaluate_module, forecast
+from traffic.forecast.inference import evaluate_module, forecast_after
 from traffic.forecast.result import TrainResult
 from traffic.forecast.split import holdout_indices, make_split
 from traffic.forecast.train import TrainingDiverged, train_forecaster
@@ -130,10 +130,10 @@ def test_evaluate_module_and_forecast_agree_with_training(result, grid):
     again = evaluate_module(result.module, grid, holdout_days=1)
     assert again.n == result.metrics["model"].n
     np.testing.assert_allclose(again.rmse, result.metrics["model"].rmse, rtol=1e-5)
-    f = forecast(result.module, grid, -1)
+    f = forecast_after(result.module, grid, -1)
     assert f.shape == (3, 2, 5, 6) and np.isfinite(f).all()
     with pytest.raises(ValueError, match="issued_index"):
-        forecast(result.module, grid, 2)
+        forecast_after(result.module, grid, 2)
     with pytest.raises(ValueError, match="horizon_steps"):
         evaluate_module(result.module, grid, holdout_days=1, horizon_steps=5)
 
@@ -218,7 +218,9 @@ def test_exported_module_scores_and_forecasts_like_the_original(result, grid, tm
     got = evaluate_module(graph, grid, holdout_days=1)
     assert got.n == result.metrics["model"].n
     np.testing.assert_allclose(got.rmse, result.metrics["model"].rmse, rtol=1e-5)
-    np.testing.assert_allclose(forecast(graph, grid, -1), forecast(result.module, grid, -1), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(
+        forecast_after(graph, grid, -1), forecast_after(result.module, grid, -1), rtol=1e-5, atol=1e-4
+    )
     with pytest.raises(ValueError, match="horizon_steps"):
         evaluate_module(graph, grid, holdout_days=1, horizon_steps=4)
 

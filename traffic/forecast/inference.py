@@ -127,10 +127,14 @@ def evaluate_module(
     return out
 
 
-def forecast(
+def forecast_after(
     module: torch.nn.Module, grid: GridTensor, issued_index: int, *, context_steps: int | None = None
 ) -> np.ndarray:
-    """Forecast ``(H_out, C, H, W)`` in original units for the bins after bin ``issued_index`` of ``grid``.
+    """A module's forecast ``(H_out, C, H, W)`` in original units for the bins after bin ``issued_index`` of ``grid``.
+
+    (The pipeline stage that serves, forecasts and stores a city's nightly run is
+    :func:`traffic.pipeline.forecast`; a fitted baseline forecasts with
+    :meth:`traffic.forecast.fallback.FittedBaseline.forecast`.)
 
     ``issued_index`` is the last bin of the context (negative counts from the end, -1 = last bin).
     ``module`` is a :class:`~traffic.model.Forecaster` or the exported graph the registry loads
