@@ -1,12 +1,8 @@
 -- Bookkeeping of the numbered layout migrations (sql/migrations/NNN_<name>.sql), used by
 -- traffic.publish.migrations.migrate. Values are bound parameters.
 
--- name: version_table_exists
-SELECT count(*) > 0 FROM duckdb_tables() WHERE schema_name = 'layout' AND table_name = 'schema_version';
-
 -- name: layout_tables
--- Tables of schema "layout" other than the bookkeeping table.
-SELECT table_name FROM duckdb_tables() WHERE schema_name = 'layout' AND table_name <> 'schema_version' ORDER BY ALL;
+SELECT table_name FROM duckdb_tables() WHERE schema_name = 'layout' ORDER BY ALL;
 
 -- name: create_version_table
 CREATE SCHEMA IF NOT EXISTS layout;

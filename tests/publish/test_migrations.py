@@ -150,6 +150,21 @@ def test_the_catalog_and_the_runs_carry_the_layout_version_and_code_version(db):
         con.close()
 
 
+def test_a_store_of_only_runs_from_before_a_column_builds_its_catalog_with_null_there(db):
+    case = make_case()
+    dp.publish_forecast(db, **case.kwargs())
+    (run_file,) = dp.store_dir(db).glob("runs/city=berlin/run_id=*/v-*/run.parquet")
+    pq.write_table(pq.read_table(run_file).drop(["code_version"]), run_file)
+    dp.rebuild_catalog(db)
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        assert con.execute("SELECT run_id, code_version FROM forecast_runs").fetchall() == [
+            ("berlin_20241202T060000Z", None)
+        ]
+    finally:
+        con.close()
+
+
 def test_runs_published_before_a_column_existed_read_null_next_to_new_ones(db):
     """A run file of the layout before 002 (no code_version column) stays readable in every new catalog."""
     old, new = make_case(issued_at="2024-12-02T06:00:00Z"), make_case(issued_at="2024-12-03T06:00:00Z", seed=1)

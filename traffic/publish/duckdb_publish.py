@@ -248,10 +248,12 @@ def _catalog_lock(store: Path, timeout_s: float) -> Iterator[None]:
         os.close(fd)
 
 
-def _source(table: str, files: Sequence[Path]) -> str:
+def _source(table: str, files: Sequence[Path], *, by_name: bool = False) -> str:
+    """SQL source of a layout table's files: ``read_parquet`` of one schema, or ``by_name`` (runs table only)."""
     if not files:
         return statement("source_empty").replace("{layout}", check_identifier(table, LAYOUT_TABLES).strip('"'))
-    if table == "forecast_runs":  # run files of every layout version: a column added since reads as NULL
+    if by_name:  # files of older layouts among them: a column added since reads as NULL
+        check_identifier(table, ("forecast_runs",))
         return statement("source_runs").replace("{files}", ", ".join(_sql_string(f) for f in files))
     return statement("source_files").replace("{files}", ", ".join(_sql_string(f) for f in files))
 
@@ -266,7 +268,11 @@ def _build_catalog(target: Path, versions: Mapping[str, Path]) -> None:
         # the runs table first: it says which run is the newest of each city
         views = sql_text("views.sql")
         runs_ddl, rest = re.split(r"^-- @views:.*$", views, maxsplit=1, flags=re.MULTILINE)
-        con.execute(runs_ddl.replace("{runs}", _source("forecast_runs", run_files)))
+        try:
+            con.execute(runs_ddl.replace("{runs}", _source("forecast_runs", run_files)))
+        except (duckdb.InvalidInputException, duckdb.BinderException):
+            # run files of a layout before a migration added a column: read them by name (slower, so not always)
+            con.execute(runs_ddl.replace("{runs}", _source("forecast_runs", run_files, by_name=True)))
         latest = {r[0] for r in con.execute(statement("latest_run_ids")).fetchall()}
         latest_dirs = [v for r, v in versions.items() if r in latest]
         sources = {

@@ -26,6 +26,8 @@ from traffic.publish.sql import SQL_DIR, statement
 
 #: Folder of the migration files.
 MIGRATIONS_DIR = SQL_DIR / "migrations"
+#: The bookkeeping table, in schema ``layout``.
+VERSION_TABLE = "schema_version"
 _FILE_RE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 
 
@@ -75,12 +77,20 @@ def latest_version(folder: Path = MIGRATIONS_DIR) -> int:
     return len(migrations(folder))
 
 
+def _layout_tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """Tables of schema ``layout`` (``schema_version`` included when it exists)."""
+    return {str(t) for (t,) in con.execute(statement("layout_tables", "migrate.sql")).fetchall()}
+
+
+def _applied(con: duckdb.DuckDBPyConnection) -> dict[int, str]:
+    return {int(v): str(n) for v, n in con.execute(statement("applied", "migrate.sql")).fetchall()}
+
+
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
     """The newest migration applied to the database of ``con`` (0: none, no ``layout.schema_version``)."""
-    if not con.execute(statement("version_table_exists", "migrate.sql")).fetchone()[0]:  # type: ignore[index]
+    if VERSION_TABLE not in _layout_tables(con):
         return 0
-    rows = con.execute(statement("applied", "migrate.sql")).fetchall()
-    return max((int(v) for v, _ in rows), default=0)
+    return max(_applied(con), default=0)
 
 
 @cache
@@ -141,10 +151,14 @@ def migrate(con: duckdb.DuckDBPyConnection, *, db: str = ":memory:", folder: Pat
         When a migration fails; that migration is rolled back (the ones before it stay).
     """
     known = migrations(folder)
-    if schema_version(con) == 0 and con.execute(statement("layout_tables", "migrate.sql")).fetchall():
-        _check_adopted(con, db, folder)  # made by the old schema file: 001 must be what it holds
-    con.execute(statement("create_version_table", "migrate.sql"))
-    applied = {int(v): str(n) for v, n in con.execute(statement("applied", "migrate.sql")).fetchall()}
+    tables = _layout_tables(con)
+    if VERSION_TABLE in tables:
+        applied = _applied(con)
+    else:
+        if tables:
+            _check_adopted(con, db, folder)  # made by the old schema file: 001 must be what it holds
+        con.execute(statement("create_version_table", "migrate.sql"))
+        applied = {}
     unknown = {v: n for v, n in applied.items() if v > len(known) or known[v - 1].filename != n}
     if unknown:
         raise PublishError(
