@@ -22,6 +22,7 @@ _MODULES = {
     "render_model_card": "card",
     "with_decision": "card",
     "RegistryError": "mlflow_registry",
+    "RegistryStore": "mlflow_registry",
     "champion": "mlflow_registry",
     "load_intervals": "mlflow_registry",
     "load_module": "mlflow_registry",

@@ -31,10 +31,13 @@ import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from traffic.config import CityConfig, mlflow_uri
+
+if TYPE_CHECKING:
+    from traffic.registry.mlflow_registry import RegistryStore
 
 _log = logging.getLogger(__name__)
 
@@ -141,7 +144,9 @@ def _crashed(run: Any, now_ms: int, stale_after_s: float) -> bool:
     return now_ms - int(run.info.start_time or 0) > 1000 * stale_after_s
 
 
-def recover_unfinished(city: CityConfig | str, *, stale_after_s: float = STALE_AFTER_S) -> dict[str, Any]:
+def recover_unfinished(
+    city: CityConfig | str, *, stale_after_s: float = STALE_AFTER_S, registry: RegistryStore | None = None
+) -> dict[str, Any]:
     """Finish the registry state a crashed or failed nightly left behind (module docstring).
 
     Call it when no other nightly of the city runs (the nightly DAG runs one at a time).
@@ -151,6 +156,8 @@ def recover_unfinished(city: CityConfig | str, *, stale_after_s: float = STALE_A
     city : CityConfig or str
     stale_after_s : float
         Age after which a ``RUNNING`` run of another host counts as crashed.
+    registry : RegistryStore, optional
+        The registry to recover (default: the configured one).
 
     Returns
     -------
@@ -168,7 +175,7 @@ def recover_unfinished(city: CityConfig | str, *, stale_after_s: float = STALE_A
     failed_runs: list[str] = []
     failed_versions: list[str] = []
     undecided_versions: list[str] = []
-    with _mlflow_session() as client:
+    with _mlflow_session(registry) as client:
         exp = client.get_experiment_by_name(experiment_name(city))
         if exp is not None:
             for run in client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'", max_results=1000):

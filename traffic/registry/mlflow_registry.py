@@ -38,7 +38,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -104,14 +104,53 @@ ROUNDTRIP_RTOL, ROUNDTRIP_ATOL = 1e-4, 1e-5
 # --------------------------------------------------------------------------------------
 
 
+class RegistryStore(Protocol):
+    """Where a registry lives: what every function here takes as ``registry=`` (e.g. ``traffic.resources.Registry``).
+
+    Without one (``registry=None``) the configured store is used: :func:`traffic.config.mlflow_uri`,
+    :func:`traffic.config.mlflow_artifact_root` and the ``MLFLOW_TRACKING_*`` credentials of the environment.
+    """
+
+    @property
+    def tracking_uri(self) -> str: ...  # tracking and registry URI
+
+    @property
+    def artifact_root(self) -> str: ...  # artifact root a city's experiment is created with
+
+    @property
+    def username(self) -> str | None: ...
+
+    @property
+    def password(self) -> str | None: ...
+
+    @property
+    def token(self) -> str | None: ...
+
+
+#: Environment variables MLflow reads the credentials of a tracking server from, by :class:`RegistryStore` field.
+_CREDENTIALS = {
+    "username": "MLFLOW_TRACKING_USERNAME",
+    "password": "MLFLOW_TRACKING_PASSWORD",
+    "token": "MLFLOW_TRACKING_TOKEN",
+}
+
+
+def _store_of(registry: RegistryStore | None) -> tuple[str, str]:
+    """``(tracking URI, artifact root)`` of ``registry``, else of the configuration."""
+    if registry is None:
+        return mlflow_uri(), mlflow_artifact_root()
+    return registry.tracking_uri, registry.artifact_root
+
+
 @contextmanager
-def _mlflow_session() -> Iterator[Any]:
-    """Point MLflow at :func:`mlflow_uri` for the block; yield an ``MlflowClient``.
+def _mlflow_session(registry: RegistryStore | None = None) -> Iterator[Any]:
+    """Point MLflow at the registry (default: :func:`mlflow_uri`) for the block; yield an ``MlflowClient``.
 
     ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into the environment,
     which :func:`traffic.config.mlflow_uri` reads first; the previous global URIs and
     environment are restored on exit so that a later call under another ``TRAFFIC_HOME``
-    is not redirected.
+    is not redirected. A given ``registry``'s credentials are put where MLflow reads them for
+    the block only.
     """
     import mlflow
     from mlflow.tracking._model_registry import utils as registry_utils
@@ -120,12 +159,21 @@ def _mlflow_session() -> Iterator[Any]:
     from traffic.config import home
     from traffic.registry.relocate import rebase_copied_home
 
-    uri = mlflow_uri()
-    rebase_copied_home(uri, mlflow_artifact_root(), home())  # a copied TRAFFIC_HOME uses its own artifacts
-    env_keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    uri, root = _store_of(registry)
+    # a copied home uses its own artifacts: the configured home, or the folder of a given store's SQLite file
+    store_home = home() if registry is None or not uri.startswith("sqlite:///") else Path(uri[10:]).parent
+    rebase_copied_home(uri, root, store_home)
+    env_keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", *_CREDENTIALS.values())
     old_env = {k: os.environ.get(k) for k in env_keys}
     old_tracking = getattr(tracking_utils, "_tracking_uri", None)
     old_registry = getattr(registry_utils, "_registry_uri", None)
+    if registry is not None:
+        for field, var in _CREDENTIALS.items():
+            value = getattr(registry, field, None)
+            if value:
+                os.environ[var] = value
+            else:
+                os.environ.pop(var, None)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
@@ -146,7 +194,8 @@ def _is_missing(exc: Exception) -> bool:
     return isinstance(exc, MlflowException) and exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
 
 
-def _ensure_experiment(client: Any, city: CityConfig | str) -> str:
+def _ensure_experiment(client: Any, city: CityConfig | str, artifact_root: str | None = None) -> str:
+    """The id of the city's experiment, created (under ``artifact_root``, default the configured root) or restored."""
     from mlflow.exceptions import MlflowException
 
     name = experiment_name(city)
@@ -155,7 +204,7 @@ def _ensure_experiment(client: Any, city: CityConfig | str) -> str:
         if exp.lifecycle_stage != "active":
             client.restore_experiment(exp.experiment_id)
         return exp.experiment_id
-    location = f"{mlflow_artifact_root().rstrip('/')}/{name}"
+    location = f"{(artifact_root or mlflow_artifact_root()).rstrip('/')}/{name}"
     try:
         return client.create_experiment(name, artifact_location=location, tags={"city": city_name(city)})
     except MlflowException:  # created concurrently by another task
@@ -429,6 +478,7 @@ def log_training(
     gate_baselines: Sequence[str] | None = None,
     inputs: Sequence[Mapping[str, Any]] = (),
     train_steps: int | None = None,
+    registry: RegistryStore | None = None,
 ) -> dict[str, Any]:
     """Log a training run, register its model and point the ``challenger`` alias at it.
 
@@ -467,6 +517,8 @@ def log_training(
         (:func:`log_lake_inputs`): ``{"path", "name", "sha256", "context", ...}`` each.
     train_steps : int, optional
         The run's step budget, shown on the card next to the steps done.
+    registry : RegistryStore, optional
+        The registry to use (default: the configured one, :class:`RegistryStore`).
 
     Returns
     -------
@@ -531,8 +583,8 @@ def log_training(
     )
     card()  # template errors surface before anything is logged
 
-    with _mlflow_session() as client:
-        exp_id = _ensure_experiment(client, city)
+    with _mlflow_session(registry) as client:
+        exp_id = _ensure_experiment(client, city, _store_of(registry)[1])
         run_name = f"{city.name}-{result.train_window[1][:10]}"
         # owner tags: a run its process left RUNNING (kill -9) is told from a live one (health.py)
         with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=owner_tags()) as run:
@@ -672,7 +724,9 @@ def _write_card_decision(client: Any, name: str, version: str, decision: Decisio
     client.log_text(run_id, updated, "model_card.md")
 
 
-def promote(city: CityConfig | str, version: str | int, decision: Decision) -> dict[str, Any]:
+def promote(
+    city: CityConfig | str, version: str | int, decision: Decision, *, registry: RegistryStore | None = None
+) -> dict[str, Any]:
     """Apply a promotion decision to a registered version.
 
     Always writes ``decision.reason`` on the version (description and tag
@@ -688,6 +742,8 @@ def promote(city: CityConfig | str, version: str | int, decision: Decision) -> d
     version : str or int
         Version of ``traffic-<city>`` the decision is about.
     decision : Decision
+    registry : RegistryStore, optional
+        The registry to use (default: the configured one, :class:`RegistryStore`).
 
     Returns
     -------
@@ -702,7 +758,7 @@ def promote(city: CityConfig | str, version: str | int, decision: Decision) -> d
     """
     name = model_name(city)
     version = str(version)
-    with _mlflow_session() as client:
+    with _mlflow_session(registry) as client:
         client.get_model_version(name, version)  # raises, naming the model and version, if absent
         current = _aliases(client, name).get(CHAMPION)
         if decision.promote and current not in (None, version) and decision.champion_rmse is None:
@@ -730,8 +786,15 @@ def promote(city: CityConfig | str, version: str | int, decision: Decision) -> d
     }
 
 
-def champion(city: CityConfig | str, alias: str = CHAMPION) -> dict[str, Any] | None:
+def champion(
+    city: CityConfig | str, alias: str = CHAMPION, *, registry: RegistryStore | None = None
+) -> dict[str, Any] | None:
     """The version an alias (default ``champion``) points at, or None.
+
+    Parameters
+    ----------
+    registry : RegistryStore, optional
+        The registry to use (default: the configured one, :class:`RegistryStore`).
 
     Returns
     -------
@@ -741,7 +804,7 @@ def champion(city: CityConfig | str, alias: str = CHAMPION) -> dict[str, Any] | 
         not exist.
     """
     name = model_name(city)
-    with _mlflow_session() as client:
+    with _mlflow_session(registry) as client:
         version = _aliases(client, name).get(alias)
         if version is None:
             return None
@@ -756,7 +819,7 @@ def champion(city: CityConfig | str, alias: str = CHAMPION) -> dict[str, Any] | 
     }
 
 
-def load_version_module(model_uri: str) -> Any:
+def load_version_module(model_uri: str, *, registry: RegistryStore | None = None) -> Any:
     """Load a logged/registered model as a CPU torch module for inference.
 
     Parameters
@@ -764,6 +827,8 @@ def load_version_module(model_uri: str) -> Any:
     model_uri : str
         Any MLflow model URI (``models:/traffic-berlin/3``, ``models:/traffic-berlin@champion``,
         ``runs:/<id>/model``).
+    registry : RegistryStore, optional
+        The registry to use (default: the configured one, :class:`RegistryStore`).
 
     Returns
     -------
@@ -784,7 +849,7 @@ def load_version_module(model_uri: str) -> Any:
     from traffic.registry.safe_load import UnsafeModelError, load_pt2_model_dir
 
     # download into a folder removed afterwards: the exported program is read into memory
-    with _mlflow_session(), tempfile.TemporaryDirectory(prefix="traffic-model-") as tmp:
+    with _mlflow_session(registry), tempfile.TemporaryDirectory(prefix="traffic-model-") as tmp:
         local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
         try:
             module = load_pt2_model_dir(local, what=model_uri)
@@ -795,8 +860,13 @@ def load_version_module(model_uri: str) -> Any:
     return module
 
 
-def load_intervals(run_id: str) -> Any:
+def load_intervals(run_id: str, *, registry: RegistryStore | None = None) -> Any:
     """The 80 % interval model logged with a training run, or None for a run logged without one.
+
+    Parameters
+    ----------
+    registry : RegistryStore, optional
+        The registry to use (default: the configured one, :class:`RegistryStore`).
 
     Returns
     -------
@@ -806,7 +876,7 @@ def load_intervals(run_id: str) -> Any:
 
     from traffic.forecast.intervals import IntervalModel
 
-    with _mlflow_session() as client, tempfile.TemporaryDirectory(prefix="traffic-intervals-") as tmp:
+    with _mlflow_session(registry) as client, tempfile.TemporaryDirectory(prefix="traffic-intervals-") as tmp:
         folder, _, fname = INTERVALS_ARTIFACT.rpartition("/")
         if fname not in {Path(a.path).name for a in client.list_artifacts(run_id, folder)}:
             return None
@@ -814,7 +884,7 @@ def load_intervals(run_id: str) -> Any:
         return IntervalModel.from_bytes(Path(local).read_bytes())
 
 
-def load_serving_module(run_id: str, model_uri: str) -> Any:
+def load_serving_module(run_id: str, model_uri: str, *, registry: RegistryStore | None = None) -> Any:
     """The module of a registered version for inference, the fast way when it can be.
 
     A run logged with the eager module (artifact ``eager/``: state dict + config of a
@@ -831,6 +901,8 @@ def load_serving_module(run_id: str, model_uri: str) -> Any:
         The training run of the version (``champion(city)["run_id"]``).
     model_uri : str
         Its model URI, for the fallback.
+    registry : RegistryStore, optional
+        The registry to use (default: the configured one, :class:`RegistryStore`).
 
     Returns
     -------
@@ -841,24 +913,29 @@ def load_serving_module(run_id: str, model_uri: str) -> Any:
 
     from traffic.gridded import MODEL_CONFIG, MODEL_WEIGHTS, load_model
 
-    with _mlflow_session() as client:
+    with _mlflow_session(registry) as client:
         names = {Path(a.path).name for a in client.list_artifacts(run_id, EAGER_ARTIFACT)}
         if not {MODEL_CONFIG, MODEL_WEIGHTS, EAGER_FINGERPRINT} <= names:
-            return load_version_module(model_uri)
+            return load_version_module(model_uri, registry=registry)
         with tempfile.TemporaryDirectory(prefix="traffic-eager-") as tmp:
             local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=EAGER_ARTIFACT, dst_path=tmp)
             logged = json.loads((Path(local) / EAGER_FINGERPRINT).read_text())
             if logged != eager_fingerprint():
                 _log.info("run %s: eager copy made under other code %s; loading the exported program", run_id, logged)
-                return load_version_module(model_uri)
+                return load_version_module(model_uri, registry=registry)
             module = load_model(local)
     for p in module.parameters():
         p.requires_grad_(False)
     return module
 
 
-def load_module(city: CityConfig | str, alias: str = CHAMPION) -> Any:
+def load_module(city: CityConfig | str, alias: str = CHAMPION, *, registry: RegistryStore | None = None) -> Any:
     """Load the module an alias of ``traffic-<city>`` points at (see :func:`load_version_module`).
+
+    Parameters
+    ----------
+    registry : RegistryStore, optional
+        The registry to use (default: the configured one, :class:`RegistryStore`).
 
     Raises
     ------
@@ -866,14 +943,14 @@ def load_module(city: CityConfig | str, alias: str = CHAMPION) -> Any:
         If the city has no registered model or no such alias, naming the aliases it has.
     """
     name = model_name(city)
-    with _mlflow_session() as client:
+    with _mlflow_session(registry) as client:
         aliases = _aliases(client, name)
     if alias not in aliases:
         raise RegistryError(f"{name} has no version with alias {alias!r}; aliases: {aliases or 'none (no model yet)'}")
-    return load_version_module(f"models:/{name}/{aliases[alias]}")
+    return load_version_module(f"models:/{name}/{aliases[alias]}", registry=registry)
 
 
-def run_metrics(run_id: str, name: str = "model") -> HorizonMetrics:
+def run_metrics(run_id: str, name: str = "model", *, registry: RegistryStore | None = None) -> HorizonMetrics:
     """Per-horizon metrics of one model or baseline as :func:`log_training` logged them.
 
     Parameters
@@ -882,6 +959,8 @@ def run_metrics(run_id: str, name: str = "model") -> HorizonMetrics:
         A run made by :func:`log_training` (``log_training(...)["run_id"]``).
     name : str
         ``"model"`` or a baseline name (``"persistence"``, ...).
+    registry : RegistryStore, optional
+        The registry to use (default: the configured one, :class:`RegistryStore`).
 
     Returns
     -------
@@ -893,7 +972,7 @@ def run_metrics(run_id: str, name: str = "model") -> HorizonMetrics:
     RegistryError
         If the run has no ``<name>.rmse`` metric, listing the names it has.
     """
-    with _mlflow_session() as client:
+    with _mlflow_session(registry) as client:
         hist = {
             key: sorted(client.get_metric_history(run_id, f"{name}.{key}"), key=lambda m: m.step)
             for key in ("mae", "rmse", "n", "mape", "n_mape")
@@ -910,21 +989,30 @@ def run_metrics(run_id: str, name: str = "model") -> HorizonMetrics:
     )
 
 
-def run_data(run_id: str) -> dict[str, dict[str, Any]]:
+def run_data(run_id: str, *, registry: RegistryStore | None = None) -> dict[str, dict[str, Any]]:
     """Latest metrics, params and tags of a run: ``{"metrics": {...}, "params": {...}, "tags": {...}}``.
+
+    Parameters
+    ----------
+    registry : RegistryStore, optional
+        The registry to use (default: the configured one, :class:`RegistryStore`).
 
     Raises
     ------
     mlflow.exceptions.MlflowException
         If there is no such run.
     """
-    with _mlflow_session() as client:
+    with _mlflow_session(registry) as client:
         run = client.get_run(run_id)
     return {"metrics": dict(run.data.metrics), "params": dict(run.data.params), "tags": dict(run.data.tags)}
 
 
 def logged_metrics(
-    city: CityConfig | str, alias: str = CHAMPION, *, holdout_digest: str | None = None
+    city: CityConfig | str,
+    alias: str = CHAMPION,
+    *,
+    holdout_digest: str | None = None,
+    registry: RegistryStore | None = None,
 ) -> HorizonMetrics | None:
     """The model metrics logged with the run of an alias' version.
 
@@ -935,20 +1023,22 @@ def logged_metrics(
     holdout_digest : str, optional
         If given, return the metrics only when that run was scored on the holdout with this
         digest (so they are comparable with a challenger on it); otherwise None.
+    registry : RegistryStore, optional
+        The registry to use (default: the configured one, :class:`RegistryStore`).
 
     Returns
     -------
     HorizonMetrics or None
         None when there is no such version, the digests differ, or the run has no metrics.
     """
-    info = champion(city, alias)
+    info = champion(city, alias, registry=registry)
     if info is None or not info["run_id"]:
         return None
-    with _mlflow_session() as client:
+    with _mlflow_session(registry) as client:
         run = client.get_run(info["run_id"])
     if holdout_digest is not None and run.data.tags.get("holdout.digest") != holdout_digest:
         return None
     try:
-        return run_metrics(info["run_id"], "model")
+        return run_metrics(info["run_id"], "model", registry=registry)
     except RegistryError:
         return None
