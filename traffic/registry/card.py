@@ -141,7 +141,7 @@ def _modality_table(weights: Any) -> str:
 
 
 def _maps(channels: tuple[str, ...]) -> str:
-    """Markdown images of the maps :func:`log_training` logs under ``plots/`` next to the card."""
+    """Markdown images of the maps :func:`traffic.registry.log_training` logs under ``plots/`` next to the card."""
     from traffic.registry.plots import ERROR_MAP, forecast_map_name
 
     lines = [f"![forecast vs observed: {c}](plots/{forecast_map_name(c)})" for c in channels]
@@ -165,9 +165,9 @@ def _params_table(params: Mapping[str, Any]) -> str:
 
 #: Names of the ablation rows on the card, in order (``TrainResult.ablation`` keys, then the full model).
 ABLATION_ROWS = (("base", "base (linear)"), ("base_head", "base + head"))
-#: Markers around the promotion decision on the card: :func:`promote` rewrites what lies between.
+#: Markers around the promotion decision on the card: :func:`traffic.registry.promote` rewrites what lies between.
 DECISION_START, DECISION_END = "<!-- promotion-decision -->", "<!-- /promotion-decision -->"
-#: The card's decision before :func:`promote` has run.
+#: The card's decision before :func:`traffic.registry.promote` has run.
 DECISION_PENDING = "Not decided yet: the version was registered as `challenger`; the nightly run decides next."
 
 
@@ -321,7 +321,7 @@ def render_model_card(
     train_steps : int, optional
         The step budget of the run (``[forecast] train_steps``), shown next to the steps done.
     decision : str, optional
-        The promotion decision; default :data:`DECISION_PENDING` (:func:`promote` writes it later).
+        The promotion decision; default :data:`DECISION_PENDING` (:func:`traffic.registry.promote` writes it later).
 
     Returns
     -------

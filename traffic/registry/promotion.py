@@ -33,7 +33,7 @@ class Decision:
         Name of the strongest gating baseline (the lowest mean RMSE of those compared with).
     champion_rmse : float or None
         Mean RMSE of the current champion on the same holdout; None when there was no
-        champion to compare with (then :func:`promote` refuses to promote over an
+        champion to compare with (then :func:`traffic.registry.promote` refuses to promote over an
         existing champion).
     gates : dict
         ``{name: mean RMSE}`` of every baseline the challenger had to beat, in the order given.
