@@ -9,7 +9,9 @@ forecaster gets the flag as a calendar input (``traffic.forecast.features``).
 Holidays come from the ``holidays`` package (its tables ship inside the package: nothing is
 downloaded) for the country and subdivision a city names in its ``[calendar]`` section, plus
 any ``extra_holidays`` dates the city adds (local dates, ``YYYY-MM-DD``). A bin is a holiday
-bin when its start, in the city's local time, falls on such a date.
+bin when its start, in the city's local time, falls on such a date. An array that is not a
+configured city names its holidays by a short spec instead (:func:`holiday_calendar`), and a
+grid carries the dates of its years and the next (:func:`grid_holidays`).
 """
 
 from __future__ import annotations
@@ -93,3 +95,47 @@ def holiday_flags(times: pd.DatetimeIndex, timezone: str, dates: Iterable[str | 
 def city_holidays(calendar: HolidayCalendar, start_year: int, end_year: int) -> tuple[str, ...]:
     """ISO dates of ``calendar``'s holidays from ``start_year`` to ``end_year`` (inclusive), sorted."""
     return tuple(sorted(d.isoformat() for d in calendar.dates(range(start_year, end_year + 1))))
+
+
+def holiday_calendar(spec: str | Iterable[str] | None) -> HolidayCalendar:
+    """The holiday calendar a short spec names: a country code, ISO dates, or None (no holidays).
+
+    Parameters
+    ----------
+    spec : str, iterable of str or None
+        ``"US"`` or ``"US-NY"`` (a country of the ``holidays`` package, optionally with a
+        subdivision), or local dates ``YYYY-MM-DD`` as an iterable or one comma-separated string.
+
+    Raises
+    ------
+    ValueError
+        If ``spec`` mixes codes and dates or names more than one code, or the code is unknown.
+    """
+    if spec is None:
+        return HolidayCalendar()
+    items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s).strip() for s in spec]
+    dates, codes = [], []
+    for s in filter(None, items):
+        try:
+            dates.append(dt.date.fromisoformat(s).isoformat())
+        except ValueError:
+            codes.append(s)
+    if not codes:
+        return HolidayCalendar(extra=tuple(sorted(set(dates))))
+    if len(codes) > 1 or dates:
+        raise ValueError(
+            f"holidays {spec!r}: give one country code ('US', 'US-NY') or ISO dates 'YYYY-MM-DD', not {codes}"
+        )
+    country, _, subdiv = codes[0].partition("-")
+    return HolidayCalendar(country=country.upper(), subdiv=subdiv.upper() or None)
+
+
+def grid_holidays(calendar: HolidayCalendar, times: pd.DatetimeIndex) -> tuple[str, ...]:
+    """ISO dates of ``calendar``'s holidays a grid over ``times`` carries, sorted.
+
+    The years of ``times`` and the next one: forecasts reach past the grid's last bin. With no
+    times, only the calendar's ``extra`` dates.
+    """
+    if len(times) == 0:
+        return tuple(sorted(set(calendar.extra)))
+    return city_holidays(calendar, times[0].year, times[-1].year + 1)

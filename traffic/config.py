@@ -35,19 +35,15 @@ from pydantic import (
 )
 
 from traffic.calendar import HolidayCalendar
+from traffic.channels import CHANNELS, channel_name
 from traffic.errors import ConfigError, IngestError
+from traffic.timebins import SECONDS_PER_DAY, time_bin_seconds
 
 _T = TypeVar("_T", bound=BaseModel)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-FEED_KINDS = ("sensor", "camera")
 ADAPTERS = ("telraam", "metr_la", "canonical")
-#: Channels a feed may deliver, per feed kind (see docs in ``traffic.landing.contract``).
-CHANNELS = {
-    "sensor": ("count", "speed_kmh", "occupancy"),
-    "camera": ("car", "heavy", "bike", "pedestrian", "speed_kmh"),
-}
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
@@ -392,12 +388,7 @@ class _CityTable(_Table):
     @field_validator("time_bin")
     @classmethod
     def _time_bin(cls, v: str) -> str:
-        try:
-            secs = pd.Timedelta(v).total_seconds()
-        except ValueError:
-            raise ValueError("is not a duration like '15min' or '1h'") from None
-        if secs < 1 or secs != int(secs) or 86400 % secs:
-            raise ValueError("must divide a day into whole seconds; allowed: e.g. '5min', '15min', '30min', '1h'")
+        time_bin_seconds(v)
         return v
 
     @field_validator("feeds")
@@ -531,7 +522,7 @@ def _validate(model: type[_T], raw: Any, source: str, prefix: tuple[str, ...] = 
 
 def _resolve_forecast(table: _ForecastTable, bin_seconds: int, source: str) -> ForecastConfig:
     fc = ForecastConfig(**table.model_dump())
-    per_day = 86400 // bin_seconds
+    per_day = SECONDS_PER_DAY // bin_seconds
     if fc.horizon_steps == 0:
         fc = dataclasses.replace(fc, horizon_steps=per_day)
     if fc.horizon_steps > fc.holdout_days * per_day:
@@ -592,12 +583,12 @@ class CityConfig:
 
     @property
     def bin_seconds(self) -> int:
-        return int(pd.Timedelta(self.time_bin).total_seconds())
+        return time_bin_seconds(self.time_bin)
 
     @property
     def channels(self) -> tuple[str, ...]:
         """Model channels in a fixed order: ``<feed>.<channel>`` for every feed."""
-        return tuple(f"{f.name}.{c}" for f in self.feeds for c in f.channels)
+        return tuple(channel_name(f.name, c) for f in self.feeds for c in f.channels)
 
     def feed(self, name: str) -> FeedConfig:
         for f in self.feeds:
@@ -637,7 +628,7 @@ def parse_city(data: dict[str, Any], source: str = "<dict>", base: str | Path | 
         projected CRS in metres, a bad calendar.
     """
     city = _validate(_CityTable, data, source)
-    secs = int(pd.Timedelta(city.time_bin).total_seconds())
+    secs = time_bin_seconds(city.time_bin)
     fc = _resolve_forecast(city.forecast, secs, source)
     try:
         calendar = HolidayCalendar(

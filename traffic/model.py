@@ -69,11 +69,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-N_CALENDAR = 7  # tod_sin, tod_cos, tow_sin, tow_cos, weekend, holiday, holiday_ahead (features.CALENDAR_FEATURES)
-N_PERIODIC = 5  # the first five: a function of the bin of the week alone
-HOLIDAY, HOLIDAY_AHEAD = 5, 6  # indices of the holiday flags among the calendar features
-MINUTES_PER_DAY = 1440
-MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
+from traffic.channels import RESERVED_FEEDS, feed_of
+from traffic.forecast.features import HOLIDAY, HOLIDAY_AHEAD, N_CALENDAR, N_PERIODIC, n_features
+from traffic.timebins import MINUTES_PER_DAY, MINUTES_PER_WEEK, bins_per_day
+
 #: Features of the linear base, per target bin, cell and channel (normalised units): the seasonal
 #: prior of the target bin, the prior scaled by the context's level, the last observed anomaly,
 #: the mean anomaly over the context, the last observed value itself, and a constant.
@@ -114,8 +113,9 @@ def lead_features(n_out: int, device: torch.device, dtype: torch.dtype) -> torch
     return torch.stack(cols, dim=1).to(dtype)  # (H_out, N_LEAD)
 
 
-#: Modalities after the feeds: calendar features, and the seasonal prior with each observation's anomaly.
-EXTRA_MODALITIES = ("calendar", "prior")
+#: Modalities after the feeds: calendar features, and the seasonal prior with each observation's anomaly
+#: (the feed names the channel vocabulary reserves, :data:`traffic.channels.RESERVED_FEEDS`).
+EXTRA_MODALITIES = RESERVED_FEEDS
 
 
 @dataclass
@@ -215,8 +215,8 @@ class ForecasterConfig:
         clash = set(self.feeds) & set(EXTRA_MODALITIES)
         if clash:
             raise ValueError(f"feed names {sorted(clash)} are reserved for modalities {EXTRA_MODALITIES}")
-        per_day = MINUTES_PER_DAY // self.bin_minutes
-        if MINUTES_PER_DAY % self.bin_minutes or self.profile_period not in (per_day, 2 * per_day, 7 * per_day):
+        per_day = bins_per_day(self.bin_minutes)
+        if self.profile_period not in (per_day, 2 * per_day, 7 * per_day):
             raise ValueError(
                 f"profile_period {self.profile_period} must be bins per day ({per_day}), per two days or per week "
                 f"({7 * per_day}) for bin_minutes={self.bin_minutes}"
@@ -228,12 +228,12 @@ class ForecasterConfig:
 
     @property
     def n_features(self) -> int:
-        return 2 * self.n_channels + N_CALENDAR
+        return n_features(self.n_channels)
 
     @property
     def feeds(self) -> tuple[str, ...]:
         """Feed names in order of first appearance among the channels."""
-        return tuple(dict.fromkeys(c.split(".", 1)[0] for c in self.channels))
+        return tuple(dict.fromkeys(feed_of(c) for c in self.channels))
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -527,7 +527,7 @@ class Forecaster(nn.Module):
     def bin_of_week(self, calendar_last: torch.Tensor) -> torch.Tensor:
         """Decode the bin of the week ``(B,)`` (long) from the calendar features ``(B, K)`` of one bin."""
         phase = torch.atan2(calendar_last[:, 2].double(), calendar_last[:, 3].double()) / (2 * math.pi)
-        per_week = MINUTES_PER_WEEK // self.config.bin_minutes
+        per_week = 7 * bins_per_day(self.config.bin_minutes)
         return torch.round(torch.remainder(phase, 1.0) * per_week).long() % per_week
 
     def calendar_at(self, week_bin: torch.Tensor) -> torch.Tensor:
@@ -558,7 +558,7 @@ class Forecaster(nn.Module):
         calendar = x[:, :, 2 * c :, 0, 0].float()  # (B, T_in, K)
         last = self.bin_of_week(calendar[:, -1])  # (B,) UTC bin of the week of the last context bin
         steps = torch.arange(-t_in + 1, cfg.horizon + 1, device=x.device)  # (T_in + H_out,)
-        bm, per_day = cfg.bin_minutes, MINUTES_PER_DAY // cfg.bin_minutes
+        bm, per_day = cfg.bin_minutes, bins_per_day(cfg.bin_minutes)
         utc_min = (last[:, None] + steps[None, :]) * bm  # (B, T_in + H_out) UTC minutes since Monday 00:00
         local = torch.remainder(utc_min + cfg.utc_offset_minutes, MINUTES_PER_WEEK)  # local minutes of the week
         week_bin = torch.div(local, bm, rounding_mode="floor")  # (B, T_in + H_out)

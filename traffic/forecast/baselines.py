@@ -37,7 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from traffic.forecast.features import MINUTES_PER_DAY, MINUTES_PER_WEEK, calendar_features, minute_of_week
+from traffic import timebins
+from traffic.forecast.features import calendar_features, minute_of_week
 from traffic.forecast.metrics import MetricAccumulator
 from traffic.forecast.result import HorizonMetrics
 from traffic.grid.tensor import GridTensor
@@ -55,8 +56,8 @@ def seasonal_period(n_fit_bins: int, bin_minutes: int, min_weeks: int = 2) -> in
     time-of-day mean mixes weekend traffic into the weekday rush hours (Los Angeles, 5 days:
     holdout RMSE 11.41 with time of day, 9.74 with the day type in local time).
     """
-    per_week = MINUTES_PER_WEEK // bin_minutes
-    return per_week if n_fit_bins >= min_weeks * per_week else 2 * (MINUTES_PER_DAY // bin_minutes)
+    per_day = timebins.bins_per_day(bin_minutes)
+    return 7 * per_day if n_fit_bins >= min_weeks * 7 * per_day else 2 * per_day
 
 
 def utc_offset_minutes(timezone: str, at: pd.Timestamp) -> int:
@@ -84,15 +85,16 @@ def time_positions(
     The offset is one number for the whole profile (the city's at the end of its fit window): a
     daylight-saving switch shifts local time by an hour, as it did for the UTC profile before.
     """
-    local = (minute_of_week(times) + int(offset_minutes)) % MINUTES_PER_WEEK  # minutes since local Monday 00:00
-    per_day = MINUTES_PER_DAY // bin_minutes
+    # minutes since local Monday 00:00
+    local = (minute_of_week(times) + int(offset_minutes)) % timebins.MINUTES_PER_WEEK
+    per_day = timebins.bins_per_day(bin_minutes)
     week_bin = local // bin_minutes
     tod = week_bin % per_day
     hol = np.zeros(len(local), dtype=bool) if holiday is None else np.asarray(holiday, dtype=bool)
     if period == 7 * per_day:
         return np.where(hol, 6 * per_day + tod, week_bin)
     if period == 2 * per_day:
-        return tod + per_day * ((local >= 5 * MINUTES_PER_DAY) | hol)
+        return tod + per_day * ((local >= 5 * timebins.MINUTES_PER_DAY) | hol)
     return tod % period
 
 
@@ -172,7 +174,7 @@ def fit_seasonal_profile(
     -------
     SeasonalProfile
     """
-    per_day = MINUTES_PER_DAY // bin_minutes
+    per_day = timebins.bins_per_day(bin_minutes)
     if period not in (per_day, 2 * per_day, 7 * per_day):
         raise ValueError(
             f"period {period} must be bins per day ({per_day}), per two days ({2 * per_day}) or per week ({7 * per_day})"
@@ -497,11 +499,9 @@ class GradientBoostingLagBaseline:
         return np.hstack(cols).astype(np.float64), p_tgt, s
 
     def _positions(self, grid: GridTensor, hol: np.ndarray | None) -> np.ndarray:
-        from traffic.forecast.features import bin_minutes as _bin_minutes
-
         assert self._profile is not None
         return time_positions(
-            grid.times, _bin_minutes(grid.times), self._profile.period, hol, self._profile.offset_minutes
+            grid.times, timebins.bin_minutes(grid.times), self._profile.period, hol, self._profile.offset_minutes
         )
 
     def _check_range(self, grid: GridTensor, t_end: np.ndarray) -> None:
@@ -664,9 +664,7 @@ def evaluate_baselines(
     dict
         ``{"persistence": HorizonMetrics, "seasonal_average": ..., "ridge": ..., "gbm": ...}``.
     """
-    from traffic.forecast.features import bin_minutes as _bin_minutes
-
-    bm = _bin_minutes(grid.times)
+    bm = timebins.bin_minutes(grid.times)
     win = grid.slice_time(fit_start, fit_end)
     prof = fit_seasonal_profile(
         win.values,

@@ -36,10 +36,11 @@ from traffic.forecast.baselines import (
     seasonal_period,
     utc_offset_minutes,
 )
-from traffic.forecast.features import bin_minutes, target_index
+from traffic.forecast.features import target_index
 from traffic.forecast.intervals import IntervalModel, cell_scale, fit_intervals
 from traffic.forecast.split import make_split, spread
 from traffic.grid.tensor import GridTensor
+from traffic.timebins import bin_minutes
 
 #: Training/validation samples (evenly spread) whose residuals fit the interval quantiles.
 CALIBRATION_SAMPLES = 64

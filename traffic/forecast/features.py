@@ -28,6 +28,26 @@ import numpy as np
 import pandas as pd
 
 from traffic.grid.tensor import GridTensor
+from traffic.timebins import MINUTES_PER_DAY, MINUTES_PER_WEEK, bin_minutes
+
+__all__ = [
+    "CALENDAR_FEATURES",
+    "HOLIDAY",
+    "HOLIDAY_AHEAD",
+    "MINUTES_PER_DAY",
+    "MINUTES_PER_WEEK",
+    "N_CALENDAR",
+    "N_PERIODIC",
+    "bin_minutes",
+    "build_inputs",
+    "calendar_features",
+    "context_index",
+    "grid_calendar",
+    "minute_of_week",
+    "n_features",
+    "split_inputs",
+    "target_index",
+]
 
 #: Calendar features, in order: hour-of-day phase, time-of-week phase (Monday 00:00 UTC = 0),
 #: a Saturday/Sunday flag, the bin's public-holiday flag and that of the bin ``horizon`` bins later.
@@ -35,35 +55,13 @@ CALENDAR_FEATURES = ("tod_sin", "tod_cos", "tow_sin", "tow_cos", "weekend", "hol
 #: The periodic features, a function of the time of week alone.
 N_PERIODIC = 5
 N_CALENDAR = len(CALENDAR_FEATURES)
-
-MINUTES_PER_DAY = 1440
-MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
+#: Indices of the two holiday flags among the calendar features.
+HOLIDAY, HOLIDAY_AHEAD = CALENDAR_FEATURES.index("holiday"), CALENDAR_FEATURES.index("holiday_ahead")
 
 
 def n_features(n_channels: int) -> int:
     """Number of input features ``F = 2 C + K`` for ``n_channels`` channels."""
     return 2 * n_channels + N_CALENDAR
-
-
-def bin_minutes(times: pd.DatetimeIndex) -> int:
-    """Bin length of an evenly spaced time axis, in whole minutes.
-
-    Raises
-    ------
-    ValueError
-        If there are fewer than two bins, the spacing is uneven, or a bin is not a whole
-        number of minutes dividing a day.
-    """
-    if len(times) < 2:
-        raise ValueError(f"need at least 2 time bins to know the bin length, got {len(times)}")
-    steps = np.diff(times.asi8)
-    if not np.all(steps == steps[0]):
-        raise ValueError("grid times are not evenly spaced")
-    seconds = (times[1] - times[0]).total_seconds()
-    minutes = seconds / 60
-    if seconds <= 0 or minutes != int(minutes) or MINUTES_PER_DAY % int(minutes):
-        raise ValueError(f"bin length {seconds} s must be a whole number of minutes that divides a day")
-    return int(minutes)
 
 
 def minute_of_week(times: pd.DatetimeIndex) -> np.ndarray:

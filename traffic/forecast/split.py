@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from traffic.forecast.features import MINUTES_PER_DAY, bin_minutes
 from traffic.grid.tensor import GridTensor
+from traffic.timebins import bin_minutes, bins_per_day, days_to_bins
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,23 @@ def _observed_windows(grid: GridTensor, horizon: int) -> np.ndarray:
     return ok & (t + horizon < n_t)
 
 
+def holdout_start(grid: GridTensor, holdout_days: float) -> int:
+    """First bin of the holdout, the last ``holdout_days`` of ``grid`` (rounded to whole bins).
+
+    Raises
+    ------
+    ValueError
+        If the holdout would leave no bins before it, or hold none.
+    """
+    n_t = grid.shape[0]
+    fit_end = n_t - days_to_bins(holdout_days, bin_minutes(grid.times))
+    if fit_end <= 0 or fit_end >= n_t:
+        raise ValueError(
+            f"holdout_days={holdout_days} ({n_t - fit_end} bins) must leave bins on both sides of {n_t} bins"
+        )
+    return fit_end
+
+
 def make_split(
     grid: GridTensor,
     *,
@@ -74,13 +91,10 @@ def make_split(
         When a window is empty, naming the sizes that were asked for.
     """
     n_t = grid.shape[0]
-    bpd = MINUTES_PER_DAY // bin_minutes(grid.times)
-    fit_end = n_t - int(round(holdout_days * bpd))
-    fit_start = max(0, fit_end - int(round(train_days * bpd)))
-    if fit_end <= 0 or fit_end >= n_t:
-        raise ValueError(
-            f"holdout_days={holdout_days} ({n_t - fit_end} bins) must leave bins on both sides of {n_t} bins"
-        )
+    bm = bin_minutes(grid.times)
+    bpd = bins_per_day(bm)
+    fit_end = holdout_start(grid, holdout_days)
+    fit_start = max(0, fit_end - days_to_bins(train_days, bm))
     # the validation window holds at least one and a half horizons, so that a day-ahead
     # horizon still has validation samples (their targets never reach into the holdout)
     val_start = fit_end - max(1, int(round(val_fraction * (fit_end - fit_start))), horizon_steps + horizon_steps // 2)
@@ -103,12 +117,7 @@ def make_split(
 def holdout_indices(grid: GridTensor, *, context_steps: int, horizon_steps: int, holdout_days: float) -> np.ndarray:
     """``t_end`` of the holdout samples: every target in the last ``holdout_days``, at least one observed."""
     n_t = grid.shape[0]
-    bpd = MINUTES_PER_DAY // bin_minutes(grid.times)
-    fit_end = n_t - int(round(holdout_days * bpd))
-    if fit_end <= 0 or fit_end >= n_t:
-        raise ValueError(
-            f"holdout_days={holdout_days} ({n_t - fit_end} bins) must leave bins on both sides of {n_t} bins"
-        )
+    fit_end = holdout_start(grid, holdout_days)
     ok = _observed_windows(grid, horizon_steps)
     t = np.arange(n_t)
     return np.flatnonzero(ok & (t - context_steps + 1 >= 0) & (t + 1 >= fit_end))

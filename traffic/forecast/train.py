@@ -64,7 +64,7 @@ from traffic.forecast.baselines import (
 )
 from traffic.forecast.batching import Batcher, masked_channel_stats
 from traffic.forecast.checkpoint import checkpoint_path, load_checkpoint, restore_rng_states, transfer_parameters
-from traffic.forecast.features import MINUTES_PER_DAY, bin_minutes, build_inputs, target_index
+from traffic.forecast.features import build_inputs, target_index
 from traffic.forecast.inference import evaluate_module, predict
 from traffic.forecast.intervals import cell_scale, fit_intervals
 from traffic.forecast.loop import (
@@ -81,6 +81,7 @@ from traffic.forecast.split import Split, active_box, make_split, spread
 from traffic.grid.tensor import GridTensor
 from traffic.linear_base import fit_base
 from traffic.model import Forecaster, ForecasterConfig
+from traffic.timebins import bin_minutes, bins_per_day
 
 __all__ = ["MODEL_SPEC", "TrainingDiverged", "load_model_spec", "train_forecaster"]
 
@@ -628,7 +629,7 @@ def _train(
             "seed": seed,
             "n_parameters": n_params,
             "base": base_name,
-            "profile_kind": {7: "time_of_week", 2: "day_type"}.get(period * bm // MINUTES_PER_DAY, "time_of_day"),
+            "profile_kind": {7: "time_of_week", 2: "day_type"}.get(period // bins_per_day(bm), "time_of_day"),
             "world_size": dist.world,
             "warm_start_copied": len(warm["copied"]) if warm is not None else None,
         },

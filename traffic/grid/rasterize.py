@@ -55,14 +55,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from traffic import intraday, lake
+from traffic.channels import COUNT_CHANNELS, FEED_KINDS, MEAN_CHANNELS
 from traffic.config import CityConfig
 from traffic.landing.contract import TS_TYPE
-
-#: Channels aggregated as (weighted) means of the observations.
-MEAN_CHANNELS = ("speed_kmh", "occupancy")
-#: Channels aggregated as volumes: per-source sums over the bin, then a mean over sources.
-COUNT_CHANNELS = ("count", "car", "heavy", "bike", "pedestrian")
-FEED_KINDS = ("sensor", "camera")
 
 RASTER_SCHEMA = pa.schema(
     [
