@@ -13,11 +13,12 @@ seasonal_average
     back to time-of-day bins. A bin never observed at that level falls back to
     time-of-day, then to the cell's mean, then to the channel's mean.
 ridge
-    scikit-learn ``Ridge`` on lag features, pooled over cells, one model per horizon and
-    channel (channels have different units): the last ``L`` values (0 where missing) and
-    their masks, the last observed value in the context (persistence rule above) and the
-    calendar features of the target bin. Fitted on the training samples' observed targets
-    (at most ``max_rows`` rows per model, drawn with a fixed seed).
+    scikit-learn ``Ridge`` on standardised lag features (a ``StandardScaler -> Ridge``
+    pipeline), pooled over cells, one model per horizon and channel (channels have different
+    units): the last ``L`` values (0 where missing) and their masks, the last observed value
+    in the context (persistence rule above) and the calendar features of the target bin.
+    Fitted on the training samples' observed targets (at most ``max_rows`` rows per model,
+    drawn with a fixed seed).
 gbm
     scikit-learn ``HistGradientBoostingRegressor`` on lag features
     (:class:`GradientBoostingLagBaseline`): one model pooled over cells, channels and
@@ -249,6 +250,10 @@ def seasonal_forecast(
 class RidgeLagBaseline:
     """Ridge regression on lag features, pooled over cells; one model per (horizon, channel).
 
+    The features are standardised before the Ridge (a scikit-learn pipeline ``StandardScaler ->
+    Ridge``, :meth:`regressor`), so the penalty weighs lags in km/h, 0/1 masks and calendar
+    phases alike rather than shrinking the small-unit features hardest.
+
     Parameters
     ----------
     lags : int
@@ -257,7 +262,7 @@ class RidgeLagBaseline:
         Context length (for the carried-forward last value).
     horizon : int
     alpha : float
-        Ridge penalty.
+        Ridge penalty, on standardised features.
     max_rows : int
         Cap on training rows per model (a seeded random subset above it).
     seed : int
@@ -292,10 +297,16 @@ class RidgeLagBaseline:
         cal = calendar_features(tt, grid.holiday_at(tt))
         return np.hstack([lag_v, lag_m, last[:, None], has[:, None].astype(np.float32), cal]).astype(np.float64)
 
+    def regressor(self):
+        """A new unfitted regressor of one (horizon, channel): ``StandardScaler`` then ``Ridge(alpha)``."""
+        from sklearn.linear_model import Ridge
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        return make_pipeline(StandardScaler(), Ridge(alpha=self.alpha))
+
     def fit(self, grid: GridTensor, t_end: np.ndarray, fallback: np.ndarray) -> RidgeLagBaseline:
         """Fit on samples ending at ``t_end`` (targets observed in ``grid``); ``fallback`` ``(C, H, W)``."""
-        from sklearn.linear_model import Ridge
-
         self.fallback = np.asarray(fallback, dtype=np.float32)
         rng = np.random.default_rng(self.seed)
         t_end = np.asarray(t_end)
@@ -313,7 +324,7 @@ class RidgeLagBaseline:
                 c = np.full(len(n), ci)
                 x = self._features(grid, t_end, h, n, c, k)
                 y = flat_values[t_end[n] + h + 1, ci, k]
-                self.models[(h, ci)] = Ridge(alpha=self.alpha).fit(x, y)
+                self.models[(h, ci)] = self.regressor().fit(x, y)
         return self
 
     def predict(self, grid: GridTensor, t_end: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
@@ -490,7 +501,7 @@ class GradientBoostingLagBaseline:
             since[:, None],
             (p_tgt / s)[:, None],
             (times.hour + times.minute / 60).to_numpy()[:, None],
-            times.dayofweek.to_numpy()[:, None],
+            times.day_of_week.to_numpy()[:, None],
         ]
         if self.use_holiday:
             assert hol is not None

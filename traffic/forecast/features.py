@@ -67,7 +67,7 @@ def n_features(n_channels: int) -> int:
 def minute_of_week(times: pd.DatetimeIndex) -> np.ndarray:
     """Minutes since Monday 00:00 UTC for every bin start, int64 ``(T,)``."""
     t = times.tz_convert("UTC") if times.tz is not None else times
-    return (t.dayofweek.to_numpy() * MINUTES_PER_DAY + t.hour.to_numpy() * 60 + t.minute.to_numpy()).astype(np.int64)
+    return (t.day_of_week.to_numpy() * MINUTES_PER_DAY + t.hour.to_numpy() * 60 + t.minute.to_numpy()).astype(np.int64)
 
 
 def calendar_features(
