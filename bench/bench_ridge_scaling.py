@@ -26,12 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_model_accuracy import load_grid  # noqa: E402
 from results import load_average, machine, replace_block, today  # noqa: E402
 
-from traffic.forecast.baselines import (  # noqa: E402
-    RidgeLagBaseline,
-    fit_seasonal_profile,
-    seasonal_period,
-    utc_offset_minutes,
-)
+from traffic.forecast.baselines import RidgeLagBaseline, window_profile  # noqa: E402
 from traffic.forecast.metrics import MetricAccumulator  # noqa: E402
 from traffic.forecast.split import make_split  # noqa: E402
 from traffic.forecast.train import load_model_spec  # noqa: E402
@@ -63,16 +58,7 @@ def measure(city_name: str, repeat: int, seed: int) -> dict:
         val_fraction=float(tr["val_fraction"]),
     )
     bm = bin_minutes(grid.times)
-    win = grid.slice_time(split.fit_start, split.fit_end)
-    prof = fit_seasonal_profile(
-        win.values,
-        win.mask,
-        win.times,
-        bm,
-        seasonal_period(split.fit_end - split.fit_start, bm),
-        win.holiday,
-        utc_offset_minutes(grid.timezone, grid.times[split.fit_end - 1]),
-    )
+    prof = window_profile(grid, split.fit_start, split.fit_end)
     train_t_end = np.concatenate([split.train, split.val])
     kinds = {"raw Ridge (before)": RawRidgeLagBaseline, "StandardScaler -> Ridge (now)": RidgeLagBaseline}
     fit_s: dict[str, list[float]] = {k: [] for k in kinds}

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from traffic.calendar import HolidayCalendar, city_holidays, holiday_flags
+from traffic.calendar import HolidayCalendar, city_holidays, grid_holidays, holiday_calendar, holiday_flags
 from traffic.config import load_city
 
 
@@ -42,3 +42,22 @@ def test_shipped_cities_have_holiday_calendars():
     assert load_city("berlin").calendar == HolidayCalendar("DE", "BE")
     assert load_city("los_angeles").calendar == HolidayCalendar("US", "CA")
     assert holiday_flags(pd.DatetimeIndex([]), "UTC", ["2024-12-25"]).shape == (0,)
+
+
+def test_a_holiday_spec_names_a_country_or_dates():
+    assert holiday_calendar(None) == HolidayCalendar()
+    assert holiday_calendar("us-ny") == HolidayCalendar("US", "NY")
+    assert holiday_calendar("2015-07-05, 2015-07-03,2015-07-03") == HolidayCalendar(extra=("2015-07-03", "2015-07-05"))
+    assert holiday_calendar(["2015-07-03"]) == HolidayCalendar(extra=("2015-07-03",))
+    with pytest.raises(ValueError, match=r"give one country code \('US', 'US-NY'\) or ISO dates"):
+        holiday_calendar("US,2015-07-03")
+    with pytest.raises(ValueError, match="holiday country 'XX' is not known"):
+        holiday_calendar("XX")
+
+
+def test_a_grid_carries_the_holidays_of_its_years_and_the_next():
+    times = pd.date_range("2024-12-30", periods=24, freq="1h", tz="UTC")
+    dates = grid_holidays(HolidayCalendar("DE", "BE"), times)
+    assert "2024-12-25" in dates and "2025-12-25" in dates and "2026-01-01" not in dates
+    assert dates == city_holidays(HolidayCalendar("DE", "BE"), 2024, 2025)
+    assert grid_holidays(HolidayCalendar("DE", "BE", ("2030-01-02",)), times[:0]) == ("2030-01-02",)

@@ -162,6 +162,20 @@ def test_ridge_recovers_an_exact_linear_recurrence():
     assert np.isnan(only[~mask]).all() and np.isfinite(only[mask]).all()
 
 
+def test_ridge_standardises_its_features_so_the_units_do_not_move_the_penalty():
+    """Values in other units (x 1000: m/h for km/h) give the same forecast in those units: the
+    lags are standardised before the penalty, while masks and calendar features keep theirs. A
+    Ridge on raw features shrinks small-unit lags harder and would forecast differently."""
+    g = synthetic_grid(days=6, freq="1h", seed=3, channels=("loop.speed_kmh",))
+    s, prof, train, hold = _split_fit(g, context=6, horizon=2, holdout_days=1, train_days=4)
+    big = dataclasses.replace(g, values=g.values * 1000)
+    alpha = 2e3  # strong, so that the units would matter without the scaler
+    a = RidgeLagBaseline(4, 6, 2, alpha=alpha).fit(g, train, prof.cell_mean).predict(g, hold)
+    b = RidgeLagBaseline(4, 6, 2, alpha=alpha).fit(big, train, prof.cell_mean * 1000).predict(big, hold)
+    np.testing.assert_allclose(b, 1000 * a, rtol=1e-4)
+    assert len(RidgeLagBaseline(4, 6, 2).regressor().steps) == 2  # StandardScaler, then Ridge
+
+
 def test_evaluate_baselines_scores_the_same_targets():
     g = synthetic_grid(days=6, freq="1h")
     s = make_split(g, context_steps=6, horizon_steps=3, holdout_days=1, train_days=4)

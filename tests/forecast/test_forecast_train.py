@@ -13,7 +13,7 @@ from traffic.forecast.batching import Batcher
 from traffic.forecast.features import build_inputs
 from traffic.forecast.inference import evaluate_module, forecast_after
 from traffic.forecast.result import TrainResult
-from traffic.forecast.split import holdout_indices, make_split
+from traffic.forecast.split import holdout_indices, holdout_start, make_split
 from traffic.forecast.train import TrainingDiverged, train_forecaster
 from traffic.grid.tensor import GridTensor
 
@@ -59,6 +59,19 @@ def test_split_is_ordered_and_disjoint(grid):
     np.testing.assert_array_equal(s.holdout, holdout_indices(grid, context_steps=6, horizon_steps=3, holdout_days=1))
     for t_end in (s.train, s.val, s.holdout):  # every sample has an observed target
         assert grid.mask[t_end[:, None] + np.arange(1, 4)[None, :]].any(axis=(1, 2, 3, 4)).all()
+
+
+def test_holdout_start_is_the_last_days_in_whole_bins(grid):
+    n_t = grid.shape[0]
+    assert (
+        holdout_start(grid, 1)
+        == n_t - 24
+        == make_split(grid, context_steps=6, horizon_steps=3, holdout_days=1, train_days=5).fit_end
+    )
+    assert holdout_start(grid, 0.5 + 0.4 / 24) == n_t - 12  # rounded to the nearest bin
+    for days in (0, n_t / 24):
+        with pytest.raises(ValueError, match=f"holdout_days={days} .* must leave bins on both sides of {n_t} bins"):
+            holdout_start(grid, days)
 
 
 def test_samples_without_observed_target_are_dropped(grid):

@@ -210,6 +210,26 @@ def fit_seasonal_profile(
     )
 
 
+def window_profile(grid: GridTensor, fit_start: int, fit_end: int, min_weeks: int = 2) -> SeasonalProfile:
+    """The seasonal profile of ``grid``'s training window ``[fit_start, fit_end)``.
+
+    The period follows :func:`seasonal_period` (weekly with ``min_weeks`` weeks of window, else
+    the day type), holiday bins count as the grid's calendar says, and local time is the
+    grid's zone at the window's last bin (:func:`utc_offset_minutes`).
+    """
+    bm = timebins.bin_minutes(grid.times)
+    win = grid.slice_time(fit_start, fit_end)
+    return fit_seasonal_profile(
+        win.values,
+        win.mask,
+        win.times,
+        bm,
+        seasonal_period(fit_end - fit_start, bm, min_weeks),
+        win.holiday,
+        utc_offset_minutes(grid.timezone, grid.times[fit_end - 1]),
+    )
+
+
 def last_observed(values: np.ndarray, mask: np.ndarray, fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Last observed value along axis 1 of ``(B, T, ...)`` arrays.
 
@@ -303,7 +323,8 @@ class RidgeLagBaseline:
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        return make_pipeline(StandardScaler(), Ridge(alpha=self.alpha))
+        # each fit gets its own freshly built feature array: scale and centre it in place
+        return make_pipeline(StandardScaler(copy=False), Ridge(alpha=self.alpha, copy_X=False))
 
     def fit(self, grid: GridTensor, t_end: np.ndarray, fallback: np.ndarray) -> RidgeLagBaseline:
         """Fit on samples ending at ``t_end`` (targets observed in ``grid``); ``fallback`` ``(C, H, W)``."""
@@ -676,16 +697,7 @@ def evaluate_baselines(
         ``{"persistence": HorizonMetrics, "seasonal_average": ..., "ridge": ..., "gbm": ...}``.
     """
     bm = timebins.bin_minutes(grid.times)
-    win = grid.slice_time(fit_start, fit_end)
-    prof = fit_seasonal_profile(
-        win.values,
-        win.mask,
-        win.times,
-        bm,
-        seasonal_period(fit_end - fit_start, bm),
-        win.holiday,
-        utc_offset_minutes(grid.timezone, grid.times[fit_end - 1]),
-    )
+    prof = window_profile(grid, fit_start, fit_end)
     ridge = RidgeLagBaseline(ridge_lags, context_steps, horizon, seed=seed).fit(grid, train_t_end, prof.cell_mean)
     gbm = GradientBoostingLagBaseline(ridge_lags, context_steps, horizon, max_rows=gbm_max_rows, seed=seed)
     gbm.fit(grid, train_t_end, prof, fit_start, fit_end)

@@ -30,11 +30,9 @@ from traffic.forecast.baselines import (
     BASELINES,
     GradientBoostingLagBaseline,
     RidgeLagBaseline,
-    fit_seasonal_profile,
     persistence_forecast,
     seasonal_forecast,
-    seasonal_period,
-    utc_offset_minutes,
+    window_profile,
 )
 from traffic.forecast.features import target_index
 from traffic.forecast.intervals import IntervalModel, cell_scale, fit_intervals
@@ -174,15 +172,7 @@ def fit_baseline(
     )
     bm = bin_minutes(grid.times)
     win = grid.slice_time(split.fit_start, split.fit_end)
-    prof = fit_seasonal_profile(
-        win.values,
-        win.mask,
-        win.times,
-        bm,
-        seasonal_period(split.fit_end - split.fit_start, bm),
-        win.holiday,
-        utc_offset_minutes(grid.timezone, grid.times[split.fit_end - 1]),
-    )
+    prof = window_profile(grid, split.fit_start, split.fit_end)
     fit_t_end = np.concatenate([split.train, split.val])
     ext = extend_time(grid, horizon_steps)
 

@@ -57,10 +57,8 @@ from traffic.config import PROJECT_ROOT
 from traffic.forecast import distributed as ddp
 from traffic.forecast.baselines import (
     evaluate_baselines,
-    fit_seasonal_profile,
-    seasonal_period,
     time_positions,
-    utc_offset_minutes,
+    window_profile,
 )
 from traffic.forecast.batching import Batcher, masked_channel_stats
 from traffic.forecast.checkpoint import checkpoint_path, load_checkpoint, restore_rng_states, transfer_parameters
@@ -387,9 +385,8 @@ def _train(
     )
     bm = bin_minutes(grid.times)
     win = grid.slice_time(split.fit_start, split.fit_end)
-    period = seasonal_period(split.fit_end - split.fit_start, bm, int(tr["min_weeks_for_weekly_profile"]))
-    offset = utc_offset_minutes(grid.timezone, grid.times[split.fit_end - 1])  # local time of the profile
-    profile = fit_seasonal_profile(win.values, win.mask, win.times, bm, period, win.holiday, offset)
+    profile = window_profile(grid, split.fit_start, split.fit_end, int(tr["min_weeks_for_weekly_profile"]))
+    period, offset = profile.period, profile.offset_minutes
     mean, std = masked_channel_stats(win.values, win.mask)
 
     seen_mask = grid.mask[max(0, split.fit_start - context_steps) : split.fit_end]
