@@ -30,6 +30,8 @@ import pandas as pd
 from traffic.grid.tensor import GridTensor
 from traffic.timebins import MINUTES_PER_DAY, MINUTES_PER_WEEK, bin_minutes
 
+# MINUTES_PER_DAY, MINUTES_PER_WEEK and bin_minutes belong to traffic.timebins; listed here because
+# model inputs are read in their terms and importers of this module use them.
 __all__ = [
     "CALENDAR_FEATURES",
     "HOLIDAY",
