@@ -56,15 +56,14 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from traffic.channels import COUNT_CHANNELS, VALUE_CHANNELS
+
 #: Highest plausible speed; above it (or at/below zero) a speed is a fault.
 SPEED_MAX_KMH = 200.0
 #: Telraam reports uptimes a hair above 1 (e.g. 1.00028) from rounding; accepted as delivered.
 UPTIME_TOLERANCE = 0.01
 #: Longest interval a row may cover.
 MAX_INTERVAL_S = 86400
-
-COUNT_COLUMNS = ("count", "car", "heavy", "bike", "pedestrian")
-VALUE_COLUMNS = COUNT_COLUMNS + ("speed_kmh", "occupancy")
 
 # ISO 8601 with a trailing UTC offset (Z, +01, +0100, +01:00)
 _OFFSET_RE = r"\d[T ]?\d{2}(?::\d{2}(?::\d{2}(?:\.\d+)?)?)?\s*(?:Z|z|UTC|[+-]\d{2}(?::?\d{2})?)$"
@@ -280,7 +279,7 @@ def _bad_interval(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
 
 def _no_value(f: pd.DataFrame) -> np.ndarray:
     present = np.zeros(len(f), dtype=bool)
-    for name in VALUE_COLUMNS:
+    for name in VALUE_CHANNELS:
         v = _col(f, name)
         if v is not None:
             present |= ~np.isnan(v)
@@ -298,7 +297,7 @@ def _all_values_null(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
 
 
 def _negative_count(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
-    return _any_of(f, COUNT_COLUMNS, lambda v: (v < 0) | np.isinf(v))
+    return _any_of(f, COUNT_CHANNELS, lambda v: (v < 0) | np.isinf(v))
 
 
 def _speed(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
@@ -330,7 +329,7 @@ def _copies(f: pd.DataFrame, ctx: RuleContext) -> tuple[np.ndarray, np.ndarray]:
     kept = idx[first[group]]
     dup = kept != idx
     equal = np.ones(len(idx), dtype=bool)
-    for name in ("interval_s",) + VALUE_COLUMNS + ("uptime",):
+    for name in ("interval_s",) + VALUE_CHANNELS + ("uptime",):
         v = _col(f, name)
         if v is not None:
             a, b = v[idx], v[kept]

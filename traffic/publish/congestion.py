@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from traffic.channels import SPEED_CHANNEL
+
 #: Level names, in increasing order of congestion; a level code is an index into this tuple.
 LEVELS = ("free", "moderate", "heavy", "severe")
 #: Lower edges of ``moderate``, ``heavy`` and ``severe``.
@@ -35,13 +37,11 @@ VOLUME_PERCENTILE = 95.0
 MIN_VOLUME_REFERENCE = 1.0
 #: Upper clip of a volume index (volumes may exceed their p95).
 MAX_VOLUME_INDEX = 1.5
-#: Channel-name suffix of speed channels.
-SPEED_SUFFIX = "speed_kmh"
 
 
 def is_speed_channel(channel: str) -> bool:
     """True for a speed channel (``<feed>.speed_kmh``), False for a volume channel."""
-    return channel.rsplit(".", 1)[-1] == SPEED_SUFFIX
+    return channel.rsplit(".", 1)[-1] == SPEED_CHANNEL
 
 
 def _check_channels(n: int, channels: Sequence[str], what: str) -> np.ndarray:
