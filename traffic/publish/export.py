@@ -371,7 +371,12 @@ def write_geoparquet(gdf: Any, path: str | Path) -> Path:
     -------
     Path
     """
-    return _written(path, lambda fh: gdf.to_parquet(fh, index=False))
+    from upath import UPath
+
+    from traffic.lake import write_geoparquet as write_geo
+
+    write_geo(gdf, UPath(path))  # the project's one GeoParquet writer (GeoPandas, atomic)
+    return Path(path)
 
 
 def geojson_dict(gdf: Any) -> dict[str, Any]:
