@@ -19,6 +19,19 @@ Per city:
     Asset-triggered runs have no logical date, so the partition travels explicitly:
     ``params.as_of``, else the newest ``extra["as_of"]`` among the queued asset events of
     complete days (``traffic.pipeline.as_of_from_events``); only partial days queued = skipped.
+    A backfill of the ingest DAG (``traffic backfill``: ``airflow backfill create``) ingests
+    every day of its range but retrains once: each backfill day's event carries
+    ``extra["later_runs"]`` (ingest runs of later days still queued or running,
+    ``traffic.airflow_runner.later_runs``), and a nightly run whose events all have later runs
+    coming is skipped, so only the range's last day trains.
+
+    Airflow's partitioned assets (``PartitionedAssetTimetable``, ``dag_run.partition_key``,
+    installed since Airflow 3.2) are not used for ``as_of``, because they do not fit this
+    DAG: they create one nightly run per partition key, so a backlog or a backfill would
+    retrain once per day instead of once on the newest day; a partial day (``until``) would
+    carry a key and start a run all the same; and the ingest run's own partition (its run
+    date) is not the day it ingests (the day before), so the key would still be computed by
+    hand. The few keys of ``extra`` say all of that in one place.
 
 ``refresh_<city>`` (hourly at minute 5, no catch-up, one run at a time)
     resolve the window (``params.until``, local ``YYYY-MM-DD HH:MM``; default: the run's
@@ -32,7 +45,9 @@ Per city:
     hour over a past day.
 
 This file only wires tasks: the work lives in ``traffic.pipeline`` and heavy imports
-(torch, geopandas, mlflow) happen inside the tasks, never at parse time. Every task is
+(torch, geopandas, mlflow) happen inside the tasks, never at parse time. Each task builds its
+:class:`traffic.resources.Resources` once from the worker's configuration (:func:`_resources`)
+and passes it to the stage. Every task is
 wrapped in :func:`traffic.airflow_runner.fail_fast`: a fault that a retry cannot fix (a bad
 city file, an unreadable delivery, a failed quality gate) is logged as one line and fails
 the task without its retries; the retries stay for transient faults. A city file that does
@@ -49,7 +64,7 @@ from typing import Any
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from traffic.airflow_runner import fail_fast
+from traffic.airflow_runner import fail_fast, later_runs
 from traffic.config import list_cities, load_city
 from traffic.errors import ConfigError
 
@@ -68,6 +83,13 @@ DEFAULT_ARGS: dict[str, Any] = {
 def raster_asset(city: str) -> Asset:
     """The rasterized lake partitions of a city, as an Airflow asset."""
     return Asset(name=f"raster_{city}", uri=f"traffic://raster/{city}")
+
+
+def _resources():
+    """The task's :class:`traffic.resources.Resources`, from the worker's configuration (built per task)."""
+    from traffic.resources import Resources
+
+    return Resources.from_config()
 
 
 def _yesterday_local(tz: str) -> str:
@@ -122,10 +144,13 @@ def make_ingest_dag(city: str):
             from traffic import pipeline
 
             out = pipeline.rasterize(city, window["start"], window["end"], until=window.get("until"))
-            extra = {"as_of": window["end"], "start": window["start"]}
+            ctx = get_current_context()
+            extra: dict[str, Any] = {"as_of": window["end"], "start": window["start"]}
             if window.get("until"):
                 extra["until"] = window["until"]
-            get_current_context()["outlet_events"][asset].extra = extra
+            if ctx["dag_run"].run_type == "backfill":  # the nightly run trains on the backfill's last day only
+                extra["later_runs"] = later_runs(ctx["ti"], ctx["dag_run"], cfg.timezone)
+            ctx["outlet_events"][asset].extra = extra
             return out
 
         window = partition_range()
@@ -177,7 +202,7 @@ def make_nightly_dag(city: str):
         def check_quality(as_of: str) -> dict[str, Any]:
             from traffic import pipeline
 
-            return pipeline.check_quality(city, as_of)
+            return pipeline.check_quality(city, as_of, res=_resources())
 
         @task
         @fail_fast
@@ -191,7 +216,7 @@ def make_nightly_dag(city: str):
         def train(window: dict[str, str]) -> dict[str, Any]:
             from traffic import pipeline
 
-            return pipeline.train(city, window["as_of"])
+            return pipeline.train(city, window["as_of"], res=_resources())
 
         @task
         @fail_fast
@@ -208,7 +233,7 @@ def make_nightly_dag(city: str):
             from traffic import pipeline
 
             try:
-                return pipeline.forecast(city, window["as_of"])
+                return pipeline.forecast(city, window["as_of"], res=_resources())
             except pipeline.NoChampion as exc:  # no version registered at all: nothing to serve, not even a baseline
                 raise AirflowSkipException(str(exc)) from exc
 
@@ -217,7 +242,7 @@ def make_nightly_dag(city: str):
         def publish(meta: dict[str, Any]) -> dict[str, Any]:
             from traffic import pipeline
 
-            return pipeline.publish(city, meta)
+            return pipeline.publish(city, meta, res=_resources())
 
         as_of = resolve_as_of()
         window = training_window(as_of, check_quality(as_of))
@@ -298,7 +323,7 @@ def make_refresh_dag(city: str):
             from traffic import pipeline
 
             try:
-                out = pipeline.refresh(city, until=window["until"])
+                out = pipeline.refresh(city, until=window["until"], res=_resources())
             except pipeline.NoChampion as exc:  # no version registered at all: nothing to serve
                 raise AirflowSkipException(str(exc)) from exc
             log.info(

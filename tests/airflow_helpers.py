@@ -1,15 +1,26 @@
 """Run Airflow in a subprocess with a project-local, throw-away AIRFLOW_HOME.
 
 Airflow reads its configuration once per process, at import; running it in a child
-process lets every test pick its own metadata DB (SQLite or PostgreSQL).
+process lets every test pick its own metadata DB (SQLite or PostgreSQL). Long-running
+Airflow services (API server, scheduler, workers) start in their own process groups
+(:func:`start_process`, :func:`stop_processes`) on throw-away PostgreSQL databases
+(:func:`pg_databases`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 from traffic.airflow_runner import airflow_env, prepare
 
@@ -30,3 +41,80 @@ def migrated_env(**overrides: str) -> dict[str, str]:
     env.update(overrides)
     prepare(env)
     return env
+
+
+#: The machine's PostgreSQL (user@host:port), for tests on real services.
+PG = "postgres@127.0.0.1:5432"
+
+
+def services_up(ports: tuple[int, ...] = (5432, 6379)) -> bool:
+    """Whether PostgreSQL (and Redis) answer on 127.0.0.1."""
+    for port in ports:
+        with socket.socket() as s:
+            s.settimeout(1)
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return False
+    return True
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def pg_databases(*kinds: str) -> Iterator[dict[str, str]]:
+    """Fresh PostgreSQL databases ``{kind: name}``, dropped on exit."""
+    import psycopg2
+
+    suffix = uuid.uuid4().hex[:8]
+    names = {k: f"traffic_test_{k}_{suffix}" for k in kinds}
+    con = psycopg2.connect(f"postgresql://{PG}/postgres")
+    con.autocommit = True
+    try:
+        with con.cursor() as cur:
+            for n in names.values():
+                cur.execute(f'CREATE DATABASE "{n}"')  # names are generated above, not user input
+        yield names
+    finally:
+        with con.cursor() as cur:
+            for n in names.values():
+                cur.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
+        con.close()
+
+
+def start_process(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """Start a long-running service in its own process group, output to ``log``."""
+    fh = log.open("w")
+    return subprocess.Popen(args, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_processes(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each service's process group; SIGKILL what is still there after 20 s."""
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+
+
+def wait_http(url: str, timeout: float = 90) -> None:
+    """Wait until ``url`` answers 200."""
+    import urllib.request
+
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"{url} did not answer within {timeout} s")

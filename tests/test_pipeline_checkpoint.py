@@ -9,6 +9,7 @@ import pytest
 from tests.forecast.synth import synthetic_grid
 from traffic import pipeline
 from traffic.forecast.train import train_forecaster
+from traffic.resources import Resources
 
 FAST = {
     "max_epochs": 3,
@@ -46,6 +47,6 @@ def test_a_killed_nightly_training_resumes_and_a_foreign_checkpoint_is_dropped(g
 
 def test_checkpoint_dir_is_per_city_and_as_of(los_angeles, traffic_home):
     assert (
-        pipeline._checkpoint_dir(los_angeles, "2012-03-07")
+        pipeline._checkpoint_dir(los_angeles, "2012-03-07", Resources.under(traffic_home))
         == traffic_home / "checkpoints" / "los_angeles" / "2012-03-07"
     )

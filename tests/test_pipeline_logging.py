@@ -31,6 +31,18 @@ def test_a_newer_partial_day_does_not_hide_a_complete_one_and_alone_skips():
     assert pipeline.as_of_from_events([_event(), SimpleNamespace(extra=None)]) == (None, None)
 
 
+def test_a_backfill_day_with_later_runs_queued_is_skipped_and_the_last_day_trains():
+    backfill = [_event(as_of="2024-06-02", later_runs=2), _event(as_of="2024-06-03", later_runs=1)]
+    as_of, skip = pipeline.as_of_from_events(backfill)
+    assert as_of is None and "2024-06-03" in skip and "1 later ingest run(s)" in skip and "trains once" in skip
+    # the last day (nothing later queued) trains, on the newest day among those queued
+    assert pipeline.as_of_from_events([*backfill, _event(as_of="2024-06-04", later_runs=0)]) == ("2024-06-04", None)
+    assert pipeline.as_of_from_events([_event(as_of="2024-06-05", later_runs=3), _event(as_of="2024-06-04")]) == (
+        "2024-06-05",
+        None,
+    )
+
+
 RESOLVE_AS_OF = """
 import datetime as dt, json, os
 from airflow.dag_processing.dagbag import DagBag

@@ -13,91 +13,35 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.airflow_helpers import migrated_env
-
-PG = "postgres@127.0.0.1:5432"
-
-
-def _services_up() -> bool:
-    for port in (5432, 6379):
-        with socket.socket() as s:
-            s.settimeout(1)
-            if s.connect_ex(("127.0.0.1", port)) != 0:
-                return False
-    return True
-
+from tests.airflow_helpers import (
+    PG,
+    free_port,
+    migrated_env,
+    pg_databases,
+    services_up,
+    start_process,
+    stop_processes,
+    wait_http,
+)
 
 pytestmark = [
     pytest.mark.services,
     pytest.mark.slow,
-    pytest.mark.skipif(not _services_up() and not os.environ.get("CI"), reason="PostgreSQL/Redis not running"),
+    pytest.mark.skipif(not services_up() and not os.environ.get("CI"), reason="PostgreSQL/Redis not running"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def databases():
-    import psycopg2
-
-    suffix = uuid.uuid4().hex[:8]
-    names = {"airflow": f"traffic_test_airflow_{suffix}", "mlflow": f"traffic_test_mlflow_{suffix}"}
-    con = psycopg2.connect(f"postgresql://{PG}/postgres")
-    con.autocommit = True
-    with con.cursor() as cur:
-        for n in names.values():
-            cur.execute(f'CREATE DATABASE "{n}"')  # names are generated above, not user input
-    yield names
-    with con.cursor() as cur:
-        for n in names.values():
-            cur.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
-    con.close()
-
-
-def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    fh = log.open("w")
-    return subprocess.Popen(args, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    for p in procs:
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-
-
-def _wait_http(url: str, timeout: float = 90) -> None:
-    import urllib.request
-
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    raise AssertionError(f"{url} did not answer within {timeout} s")
+    with pg_databases("airflow", "mlflow") as names:
+        yield names
 
 
 def test_celery_postgres_redis_topology(traffic_home, databases):
@@ -105,7 +49,7 @@ def test_celery_postgres_redis_topology(traffic_home, databases):
     import mlflow
     import psycopg2
 
-    port = _free_port()
+    port = free_port()
     redis_db = 1 + int(uuid.uuid4().int % 14)
     airflow_db = f"postgresql+psycopg2://{PG}/{databases['airflow']}"
     mlflow_db = f"postgresql+psycopg2://{PG}/{databases['mlflow']}"
@@ -123,7 +67,7 @@ def test_celery_postgres_redis_topology(traffic_home, databases):
     logs = traffic_home / "logs"
     logs.mkdir()
     procs = [
-        _start(
+        start_process(
             [airflow, "api-server", "-p", str(port), "-H", "127.0.0.1", "--apps", "execution,core"],
             env,
             logs / "api.log",
@@ -131,21 +75,21 @@ def test_celery_postgres_redis_topology(traffic_home, databases):
     ]
     worker = [airflow, "celery", "worker", "-c", "1", "--without-gossip", "--without-mingle", "-s"]
     procs.append(
-        _start(
+        start_process(
             [*worker, "-q", "gpu", "-H", f"gpu-{port}@%h"],
             {**env, "TRAFFIC_WORKER_NAME": "worker-gpu"},
             logs / "gpu.log",
         )
     )
     procs.append(
-        _start(
+        start_process(
             [*worker, "-q", "default", "-H", f"cpu-{port}@%h"],
             {**env, "TRAFFIC_WORKER_NAME": "worker-cpu"},
             logs / "cpu.log",
         )
     )
     try:
-        _wait_http(f"http://127.0.0.1:{port}/api/v2/version")
+        wait_http(f"http://127.0.0.1:{port}/api/v2/version")
         for dag_id, conf in (
             ("ingest_los_angeles", {"start": "2012-03-01", "end": "2012-03-07"}),
             ("nightly_los_angeles", {"as_of": "2012-03-07"}),
@@ -159,7 +103,7 @@ def test_celery_postgres_redis_topology(traffic_home, databases):
             )
             assert proc.returncode == 0, f"{dag_id} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     finally:
-        _stop(procs)
+        stop_processes(procs)
 
     con = psycopg2.connect(f"postgresql://{PG}/{databases['airflow']}")
     with con.cursor() as cur:

@@ -81,6 +81,98 @@ def fault_in(output: str) -> str | None:
     return text.split(" (not retried", 1)[0].strip()
 
 
+#: How many days after a backfill run's logical date :func:`later_runs` looks for queued runs.
+LATER_RUNS_HORIZON_DAYS = 400
+
+
+def later_runs(ti: Any, dag_run: Any, timezone: str, horizon_days: int = LATER_RUNS_HORIZON_DAYS) -> int:
+    """Runs of the same DAG at later daily logical dates that are queued or running: what still comes.
+
+    ``airflow backfill create`` queues one run per day of its range at once; the ingest DAG puts
+    this count into the raster asset event's ``extra["later_runs"]`` so that the nightly run skips
+    every day but the backfill's last (:func:`traffic.pipeline.as_of_from_events`).
+
+    Parameters
+    ----------
+    ti : RuntimeTaskInstance
+        The running task instance (``context["ti"]``); its ``get_dr_count`` asks the API server.
+    dag_run : DagRun
+        The running DAG run (``context["dag_run"]``); a run without a logical date has none later.
+    timezone : str
+        The city's time zone: later days keep the logical date's local wall-clock time across DST.
+    horizon_days : int
+        Days after the logical date looked at.
+
+    Returns
+    -------
+    int
+    """
+    if dag_run.logical_date is None:
+        return 0
+    import pendulum
+
+    local = pendulum.instance(dag_run.logical_date).in_timezone(timezone)
+    later = [local.add(days=k).in_timezone("UTC") for k in range(1, horizon_days + 1)]
+    return int(ti.get_dr_count(dag_id=dag_run.dag_id, logical_dates=later, states=["queued", "running"]))
+
+
+def backfill_args(city: str, start: str, end: str, *, max_active_runs: int = 1) -> list[str]:
+    """``airflow backfill create`` arguments that ingest and rasterize local days ``start..end`` of a city.
+
+    The ingest DAG's daily run (01:00 city time) ingests the local day before it, so the
+    backfill covers the runs of the days after ``start`` .. ``end``: from local midnight of
+    ``start + 1`` to the last second of ``end + 1``, written with the city's UTC offset (Airflow
+    reads a bare date as UTC midnight, which misses or adds a day east and west of UTC). Runs go
+    one at a time and forward, so every day's raster event but the last names later runs
+    (:func:`later_runs`) and the nightly DAG retrains once, on ``end``.
+
+    Parameters
+    ----------
+    city : str
+    start, end : str
+        First and last local date (``YYYY-MM-DD``) to ingest.
+    max_active_runs : int
+        Backfill runs at a time.
+
+    Returns
+    -------
+    list of str
+        The arguments after ``airflow``.
+
+    Raises
+    ------
+    UsageError
+        ``end`` before ``start``, or a date that is not ``YYYY-MM-DD``.
+    """
+    import datetime as dt
+
+    from traffic.config import load_city
+    from traffic.errors import UsageError
+
+    c = load_city(city)
+    try:
+        d0, d1 = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    except ValueError as exc:
+        raise UsageError(f"backfill dates {start!r}..{end!r}: {exc}", key="start/end", allowed="YYYY-MM-DD") from exc
+    if d1 < d0:
+        raise UsageError(f"backfill end {end} is before start {start}", key="end", value=end, allowed=f">= {start}")
+    one = dt.timedelta(days=1)
+    lo = dt.datetime.combine(d0 + one, dt.time(), tzinfo=c.tz)
+    hi = dt.datetime.combine(d1 + one, dt.time(23, 59, 59), tzinfo=c.tz)
+    return [
+        "backfill",
+        "create",
+        "--dag-id",
+        f"ingest_{c.name}",
+        "--from-date",
+        lo.isoformat(),
+        "--to-date",
+        hi.isoformat(),
+        "--max-active-runs",
+        str(max_active_runs),
+    ]
+
+
 class AirflowRunError(TrafficError, RuntimeError):
     """A DAG run that ``traffic nightly``/``replay`` started failed on a fault in the input (named in the message)."""
 
@@ -113,9 +205,13 @@ def airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def airflow_exe() -> str:
+    """The ``airflow`` command of this Python's environment (else the one on ``PATH``)."""
+    return shutil.which("airflow", path=str(Path(sys.executable).parent)) or "airflow"
+
+
 def _airflow(args: list[str], env: dict[str, str], *, quiet: bool = True) -> subprocess.CompletedProcess:
-    exe = shutil.which("airflow", path=str(Path(sys.executable).parent)) or "airflow"
-    proc = subprocess.run([exe, *args], env=env, capture_output=quiet, text=True)
+    proc = subprocess.run([airflow_exe(), *args], env=env, capture_output=quiet, text=True)
     if proc.returncode != 0:
         output = (proc.stdout or "") + (proc.stderr or "")
         fault = fault_in(output)

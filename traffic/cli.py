@@ -14,6 +14,7 @@ Examples::
     traffic sql "SELECT city, count(*) FROM latest_forecast GROUP BY city"
     traffic refresh los_angeles --until "2012-03-07 08:00"   # re-forecast from the newest bin, publish
     traffic replay los_angeles --date 2012-03-07 --from 05:00 --to 10:00   # a morning, hour by hour, via Airflow
+    traffic backfill los_angeles --start 2012-03-05 --end 2012-03-07 --print   # airflow backfill create, one retrain
     traffic grid evaluate flows.npz --context 12 --horizon 12 --holdout-days 1 --budget 60 --json report.json
     traffic grid info flows.parquet --bin-minutes 30 --start 2015-01-01T00:00Z
 
@@ -21,6 +22,9 @@ A fault in the input (a city file, a delivered file, an option out of range) is 
 line on stderr, naming the file, key or option, the value and what is allowed, and the exit
 code is 2; any other error is one line with exit code 1. ``--debug`` (before or after the
 sub-command) also prints the traceback.
+
+Each command builds the run's :class:`traffic.resources.Resources` once from the config and
+passes it to the stages.
 """
 
 from __future__ import annotations
@@ -159,9 +163,10 @@ def cmd_rasterize(args) -> None:
 
 def cmd_refresh(args) -> int:
     from traffic import pipeline
+    from traffic.resources import Resources
 
     try:
-        _print(pipeline.refresh(args.city, until=args.until))
+        _print(pipeline.refresh(args.city, until=args.until, res=Resources.from_config()))
     except pipeline.NoChampion as exc:
         print(f"traffic refresh: {exc}; run `make nightly` first", file=sys.stderr)
         return 2
@@ -183,11 +188,27 @@ def cmd_replay(args) -> int:
     return 0
 
 
+def cmd_backfill(args) -> None:
+    import shlex
+    import subprocess
+
+    from traffic.airflow_runner import airflow_env, airflow_exe, backfill_args
+
+    cmd = backfill_args(args.city, args.start, args.end)
+    if args.print:
+        print(shlex.join(["airflow", *cmd]))
+        return
+    proc = subprocess.run([airflow_exe(), *cmd], env=airflow_env(), check=False)
+    if proc.returncode != 0:
+        _fail(f"traffic backfill: `airflow {shlex.join(cmd)}` exited {proc.returncode}")
+
+
 def cmd_train(args) -> None:
     from traffic import pipeline
+    from traffic.resources import Resources
 
     as_of = args.as_of or pipeline.source_dates(args.city)[1]
-    trained = pipeline.train(args.city, as_of, progress=True, budget_s=args.budget)
+    trained = pipeline.train(args.city, as_of, progress=True, budget_s=args.budget, res=Resources.from_config())
     _print(trained)
     if args.promote:
         _print(pipeline.evaluate_and_promote(args.city, as_of, trained))
@@ -195,12 +216,14 @@ def cmd_train(args) -> None:
 
 def cmd_forecast(args) -> None:
     from traffic import pipeline
+    from traffic.resources import Resources
 
+    res = Resources.from_config()
     as_of = args.as_of or pipeline.source_dates(args.city)[1]
-    meta = pipeline.forecast(args.city, as_of)
+    meta = pipeline.forecast(args.city, as_of, res=res)
     _print(meta)
     if args.publish:
-        _print(pipeline.publish(args.city, meta))
+        _print(pipeline.publish(args.city, meta, res=res))
 
 
 def cmd_publish(args) -> None:
@@ -213,8 +236,9 @@ def cmd_publish(args) -> None:
 
 def cmd_run(args) -> None:
     from traffic import pipeline
+    from traffic.resources import Resources
 
-    _print(pipeline.run_city(args.city, as_of=args.as_of, progress=True))
+    _print(pipeline.run_city(args.city, as_of=args.as_of, progress=True, res=Resources.from_config()))
 
 
 def cmd_nightly(args) -> None:
@@ -277,12 +301,17 @@ def format_hotspots(result: Any) -> str:
 
 
 def cmd_hotspots(args) -> None:
-    from traffic.config import duckdb_path
     from traffic.publish import find_hotspots
+    from traffic.resources import Resources
 
     try:
         result = find_hotspots(
-            duckdb_path(), args.city, hours=args.hours, limit=args.limit, at=args.at, channel=args.channel
+            Resources.from_config().warehouse.path,
+            args.city,
+            hours=args.hours,
+            limit=args.limit,
+            at=args.at,
+            channel=args.channel,
         )
     except (ValueError, FileNotFoundError) as exc:
         _fail(f"traffic hotspots: {exc}")
@@ -293,12 +322,12 @@ def cmd_sql(args) -> None:
     import duckdb
     import pandas as pd
 
-    from traffic.config import duckdb_path
     from traffic.publish import connect_catalog
+    from traffic.resources import Resources
 
     text = args.query if args.query is not None else sys.stdin.read()
     try:
-        con = connect_catalog(duckdb_path())
+        con = connect_catalog(Resources.from_config().warehouse.path)
     except (FileNotFoundError, duckdb.Error) as exc:
         _fail(f"traffic sql: {exc}")
     try:
@@ -543,6 +572,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--every", type=number(int, 1, 1440), default=60, help="minutes between steps (default 60)")
     s.add_argument("--top", type=number(int, 1, 1000), default=3, help="hotspots shown per step (default 3)")
     s.set_defaults(fn=cmd_replay)
+    s = sub.add_parser(
+        "backfill", help="airflow backfill create over the ingest DAG: every day ingested, the model retrained once"
+    )
+    s.add_argument("city")
+    s.add_argument("--start", required=True, type=iso_date, help="first local date to ingest, YYYY-MM-DD")
+    s.add_argument("--end", required=True, type=iso_date, help="last local date to ingest (the one trained on)")
+    s.add_argument("--print", action="store_true", help="print the airflow command instead of running it")
+    s.set_defaults(fn=cmd_backfill)
     _grid_parser(sub)
     _add_debug(p)
     return p

@@ -52,9 +52,26 @@ def home() -> Path:
     return Path(os.environ.get("TRAFFIC_HOME", PROJECT_ROOT / "var")).resolve()
 
 
+def home_layout(root: Path) -> dict[str, str]:
+    """Where each store lives under a home folder when no variable names another place.
+
+    Returns
+    -------
+    dict
+        ``lake`` (a path), ``mlflow`` (the SQLite tracking URI), ``artifacts`` (a ``file://`` URI)
+        and ``duckdb`` (a path).
+    """
+    return {
+        "lake": str(root / "lake"),
+        "mlflow": f"sqlite:///{root / 'mlflow.db'}",
+        "artifacts": (root / "mlartifacts").as_uri(),
+        "duckdb": str(root / "forecasts.duckdb"),
+    }
+
+
 def lake_uri() -> str:
     """URI of the data lake root (``TRAFFIC_LAKE`` or ``<home>/lake``)."""
-    return os.environ.get("TRAFFIC_LAKE", str(home() / "lake"))
+    return os.environ.get("TRAFFIC_LAKE", home_layout(home())["lake"])
 
 
 def cities_dir() -> Path:
@@ -64,17 +81,17 @@ def cities_dir() -> Path:
 
 def mlflow_uri() -> str:
     """MLflow tracking URI (``MLFLOW_TRACKING_URI`` or SQLite under home)."""
-    return os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{home() / 'mlflow.db'}")
+    return os.environ.get("MLFLOW_TRACKING_URI", home_layout(home())["mlflow"])
 
 
 def mlflow_artifact_root() -> str:
     """Artifact root used when creating a city's experiment."""
-    return os.environ.get("TRAFFIC_MLFLOW_ARTIFACTS", (home() / "mlartifacts").as_uri())
+    return os.environ.get("TRAFFIC_MLFLOW_ARTIFACTS", home_layout(home())["artifacts"])
 
 
 def duckdb_path() -> Path:
     """The analysts' DuckDB file (``TRAFFIC_DUCKDB`` or ``<home>/forecasts.duckdb``)."""
-    return Path(os.environ.get("TRAFFIC_DUCKDB", home() / "forecasts.duckdb"))
+    return Path(os.environ.get("TRAFFIC_DUCKDB", home_layout(home())["duckdb"]))
 
 
 #: Feed options every adapter takes (read by rasterize), besides ``traffic.landing.adapters.ADAPTER_OPTIONS``.

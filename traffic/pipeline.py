@@ -6,6 +6,12 @@ dict (paths, ids, counts) — never a frame. Every stage is safe to re-run.
 
 Dates are the city's local calendar dates (``YYYY-MM-DD``), as in the lake's ``date=``
 partitions.
+
+Where data lives comes in as one :class:`traffic.resources.Resources` (``res``: the lake, the
+registry, the warehouse, the folder for checkpoints and run summaries, the worker's name and
+the training overrides), built once by the caller (a CLI command, an Airflow task, a bench
+script) with :meth:`~traffic.resources.Resources.from_config`; the stages read nothing from the
+environment. A stage called without ``res`` builds it from the config itself.
 """
 
 from __future__ import annotations
@@ -14,8 +20,6 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,9 +28,10 @@ from typing import Any, TypeVar, cast
 import pandas as pd
 from upath import UPath
 
-from traffic.config import CityConfig, duckdb_path, home, load_city, mlflow_uri
+from traffic.config import CityConfig, load_city
 from traffic.errors import NoChampion, QualityError, UsageError
-from traffic.lake import list_dates, partition, read_json, write_json
+from traffic.lake import Lake
+from traffic.resources import Resources
 
 #: What made a published run (``forecast_runs.kind``).
 FORECAST_KINDS = ("nightly", "refresh")
@@ -52,7 +57,9 @@ def _logged(stage: str, summary: Callable[[Any], str]) -> Callable[[_F], _F]:
         @functools.wraps(fn)
         def inner(city: Any, *args: Any, **kwargs: Any) -> Any:
             name = city.name if isinstance(city, CityConfig) else str(city)
-            shown = ", ".join([*(_short(a) for a in args), *(f"{k}={_short(v)}" for k, v in kwargs.items())])
+            shown = ", ".join(
+                [*(_short(a) for a in args), *(f"{k}={_short(v)}" for k, v in kwargs.items() if k != "res")]
+            )
             _log.info("%s %s: start (%s)", stage, name, shown)
             t0 = time.perf_counter()
             try:
@@ -135,6 +142,11 @@ def as_of_from_events(events: Iterable[Any]) -> tuple[str | None, str | None]:
     ``extra["until"]``. The run trains on the newest ``as_of`` among the complete days (an
     older one would publish a stale forecast).
 
+    An event of a backfill run also has ``extra["later_runs"]``: how many ingest runs of later
+    days were queued or running when it was emitted (``airflow backfill create`` queues every
+    day of its range at once). While every complete day queued has later runs to come, the
+    nightly run is skipped: a backfill retrains once, on its last day, not once per day.
+
     Parameters
     ----------
     events : iterable
@@ -144,9 +156,11 @@ def as_of_from_events(events: Iterable[Any]) -> tuple[str | None, str | None]:
     -------
     (as_of, skip_reason)
         The newest complete day's ``as_of`` and None; or None and why the run has nothing to
-        train on (only partial days queued); or (None, None) when no event names an ``as_of``.
+        train on (only partial days queued, or only days a later ingest run of the same backfill
+        supersedes); or (None, None) when no event names an ``as_of``.
     """
     complete: list[str] = []
+    superseded: list[tuple[str, int]] = []
     partial: list[tuple[str, str]] = []
     for ev in events:
         extra = getattr(ev, "extra", None) or {}
@@ -154,12 +168,20 @@ def as_of_from_events(events: Iterable[Any]) -> tuple[str | None, str | None]:
             continue
         if extra.get("until"):
             partial.append((str(extra["as_of"]), str(extra["until"])))
+        elif int(extra.get("later_runs") or 0) > 0:
+            superseded.append((str(extra["as_of"]), int(extra["later_runs"])))
         else:
             complete.append(str(extra["as_of"]))
     if complete:
-        newest = max(complete)
+        newest = max([*complete, *(d for d, _ in superseded)])
         _log.info("queued as_of %s: taking the newest complete day %s", sorted(set(complete)), newest)
         return newest, None
+    if superseded:
+        day, later = max(superseded)
+        return None, (
+            f"raster of {day} is one day of a backfill with {later} later ingest run(s) queued or running; "
+            "the nightly run trains once, on the backfill's last day"
+        )
     if partial:
         day, until = max(partial)
         return None, (f"raster of {day} is a partial day (until {until}); the nightly run waits for the complete day")
@@ -168,6 +190,11 @@ def as_of_from_events(events: Iterable[Any]) -> tuple[str | None, str | None]:
 
 def _city(city: str | CityConfig) -> CityConfig:
     return city if isinstance(city, CityConfig) else load_city(city)
+
+
+def _res(res: Resources | None) -> Resources:
+    """The caller's resources; built from the config only for a caller that passed none."""
+    return res if res is not None else Resources.from_config()
 
 
 def _days(start: str, end: str) -> list[str]:
@@ -278,7 +305,12 @@ def rasterize(
 
 @_logged("check_quality", _quality_summary)
 def check_quality(
-    city: str | CityConfig, as_of: str, *, max_quarantine_share: float = 0.5, min_days_with_data: float = 0.8
+    city: str | CityConfig,
+    as_of: str,
+    *,
+    max_quarantine_share: float = 0.5,
+    min_days_with_data: float = 0.8,
+    res: Resources | None = None,
 ) -> dict[str, Any]:
     """Freshness and quality gate for the nightly run of ``as_of``.
 
@@ -291,12 +323,12 @@ def check_quality(
     """
     from traffic.intraday import parquet_until
 
-    c = _city(city)
+    c, lake = _city(city), _res(res).lake
     win = training_window(c, as_of)
     days = _days(win["start"], win["end"])
     problems: list[str] = []
     summary: dict[str, Any] = {"city": c.name, **win, "feeds": {}}
-    raster = set(list_dates("raster", city=c.name))
+    raster = set(lake.list_dates("raster", city=c.name))
     if raster and min(raster) > win["start"]:
         fc = c.forecast
         n_days = (dt.date.fromisoformat(as_of) - dt.date.fromisoformat(min(raster))).days + 1
@@ -311,7 +343,7 @@ def check_quality(
     partial_raster = {
         d: u
         for d in days
-        if d in raster and (u := parquet_until(partition("raster", city=c.name, date=d) / "part.parquet"))
+        if d in raster and (u := parquet_until(lake.partition("raster", city=c.name, date=d) / "part.parquet"))
     }
     if partial_raster:
         problems.append(
@@ -319,7 +351,7 @@ def check_quality(
             "the nightly trains on complete days only: rasterize them again once they are ingested in full"
         )
     for feed in c.feeds:
-        have = set(list_dates("quality", city=c.name, feed=feed.name))
+        have = set(lake.list_dates("quality", city=c.name, feed=feed.name))
         if as_of not in have:
             problems.append(
                 f"feed {feed.name}: no quality report for {as_of} (stale data; newest {max(have) if have else None})"
@@ -331,7 +363,7 @@ def check_quality(
         for d in days:
             if d not in have:
                 continue
-            r = read_json(partition("quality", city=c.name, feed=feed.name, date=d) / "report.json")
+            r = lake.read_json(lake.partition("quality", city=c.name, feed=feed.name, date=d) / "report.json")
             if r.get("until"):
                 partial[d] = r["until"]
             read += r["rows_read"]
@@ -367,7 +399,9 @@ def _load_window(c: CityConfig, as_of: str):
     return win, load_tensor(c, win["start"], win["end"])
 
 
-def lake_inputs(city: str | CityConfig, window: dict[str, str]) -> list[dict[str, Any]]:
+def lake_inputs(
+    city: str | CityConfig, window: dict[str, str], *, res: Resources | None = None
+) -> list[dict[str, Any]]:
     """The raster partitions a window reads, with their digests: what a training run logs as its inputs.
 
     Parameters
@@ -386,12 +420,12 @@ def lake_inputs(city: str | CityConfig, window: dict[str, str]) -> list[dict[str
     """
     import hashlib
 
-    c = _city(city)
+    c, lake = _city(city), _res(res).lake
     days = _days(window["start"], window["end"])
     holdout = set(days[-c.forecast.holdout_days :])
     out: list[dict[str, Any]] = []
     for d in days:
-        path = partition("raster", city=c.name, date=d) / "part.parquet"
+        path = lake.partition("raster", city=c.name, date=d) / "part.parquet"
         if not path.exists():
             continue
         digest = hashlib.sha256()
@@ -421,12 +455,14 @@ def train(
     progress: bool = False,
     budget_s: float | None = None,
     steps: int | None = None,
+    res: Resources | None = None,
 ) -> dict[str, Any]:
     """Train a challenger on the window of ``as_of``, log and register it in MLflow.
 
-    ``steps`` (default: ``TRAFFIC_TRAIN_STEPS``, else the city's ``[forecast] train_steps``) is the
-    optimiser-step budget that decides the model; ``budget_s`` (default ``TRAFFIC_TRAIN_BUDGET_S``,
-    else ``train_budget_s``) the wall-clock safety net, recorded on the run when it fires.
+    ``steps`` (default: ``res.train_steps`` (``TRAFFIC_TRAIN_STEPS``), else the city's ``[forecast]
+    train_steps``) is the optimiser-step budget that decides the model; ``budget_s`` (default
+    ``res.train_budget_s`` (``TRAFFIC_TRAIN_BUDGET_S``), else ``train_budget_s``) the wall-clock
+    safety net, recorded on the run when it fires. The run is tagged with ``res.worker``.
 
     Before the run is logged, the current champion (if any) is scored on the challenger's
     holdout, so that the model card shows it next to the challenger and the baselines, and
@@ -440,15 +476,15 @@ def train(
     from traffic.provenance import code_version
     from traffic.registry import champion, log_training
 
-    c = _city(city)
-    _before_training(c)
+    c, res = _city(city), _res(res)
+    _before_training(c, res)
     win, grid = _load_window(c, as_of)
     fc = c.forecast
     if budget_s is None:
-        budget_s = float(os.environ.get("TRAFFIC_TRAIN_BUDGET_S", fc.train_budget_s))
+        budget_s = res.train_budget_s if res.train_budget_s is not None else fc.train_budget_s
     if steps is None:
-        steps = int(os.environ.get("TRAFFIC_TRAIN_STEPS", fc.train_steps))
-    ckpt = _checkpoint_dir(c, as_of)
+        steps = res.train_steps if res.train_steps is not None else fc.train_steps
+    ckpt = _checkpoint_dir(c, as_of, res)
     result = _train_resumable(
         ckpt,
         lambda **resume_kw: train_forecaster(
@@ -474,12 +510,12 @@ def train(
         champion_metrics=champ_metrics,
         champion_version=current["version"] if current is not None else None,
         gate_baselines=gates,
-        inputs=lake_inputs(c, win),
+        inputs=lake_inputs(c, win, res=res),
         train_steps=steps,
     )
     _drop_checkpoint(ckpt)
-    worker = os.environ.get("TRAFFIC_WORKER_NAME", socket.gethostname())
-    mlflow.MlflowClient(tracking_uri=mlflow_uri()).set_tag(logged["run_id"], "worker", worker)
+    worker = res.worker
+    mlflow.MlflowClient(tracking_uri=res.registry.tracking_uri).set_tag(logged["run_id"], "worker", worker)
     best_name, best = result.best_baseline()
     scored_gates = [k for k in gates if k in result.baselines]
     gate_name = min(scored_gates, key=lambda k: result.baselines[k].rmse_mean) if scored_gates else best_name
@@ -507,17 +543,17 @@ def train(
     }
 
 
-def _before_training(c: CityConfig) -> None:
+def _before_training(c: CityConfig, res: Resources) -> None:
     """Fail in seconds when MLflow is down; finish what a crashed nightly left in the registry."""
     from traffic.registry.health import check_tracking_server, recover_unfinished
 
-    check_tracking_server()
+    check_tracking_server(res.registry.tracking_uri)
     recover_unfinished(c)
 
 
-def _checkpoint_dir(c: CityConfig, as_of: str) -> Path:
-    """Where the nightly training of ``as_of`` checkpoints: ``<home>/checkpoints/<city>/<as_of>``."""
-    return home() / "checkpoints" / c.name / as_of
+def _checkpoint_dir(c: CityConfig, as_of: str, res: Resources) -> Path:
+    """Where the nightly training of ``as_of`` checkpoints: ``<res.home>/checkpoints/<city>/<as_of>``."""
+    return res.home / "checkpoints" / c.name / as_of
 
 
 def _train_resumable(ckpt: Path, run: Any) -> Any:
@@ -739,7 +775,12 @@ def serving(city: str | CityConfig) -> dict[str, Any]:
 
 @_logged("forecast", _forecast_summary)
 def forecast(
-    city: str | CityConfig, as_of: str, *, issued_at: str | pd.Timestamp | None = None, kind: str = "nightly"
+    city: str | CityConfig,
+    as_of: str,
+    *,
+    issued_at: str | pd.Timestamp | None = None,
+    kind: str = "nightly",
+    res: Resources | None = None,
 ) -> dict[str, Any]:
     """Forecast ``horizon_steps`` bins from an origin with the champion (else a baseline); write ``forecasts/``.
 
@@ -788,7 +829,7 @@ def forecast(
 
     if kind not in FORECAST_KINDS:
         raise ValueError(f"kind {kind!r} not in {FORECAST_KINDS}")
-    c = _city(city)
+    c, lake = _city(city), _res(res).lake
     current = serving(c)
     win, grid = _load_window(c, as_of)
     origin = forecast_origin(c, as_of) if issued_at is None else _utc(issued_at)
@@ -821,7 +862,7 @@ def forecast(
     has_data = np.broadcast_to(observed, pred.shape).copy()  # (H_out, C, H, W)
     coverage = grid.mask.mean(axis=0).astype(np.float32)  # (C, H, W)
     ref = reference_stats(grid.values, grid.mask, list(grid.channels))
-    out = partition("forecasts", city=c.name, issued_at=origin.strftime("%Y%m%dT%H%M%SZ")) / "forecast.npz"
+    out = lake.partition("forecasts", city=c.name, issued_at=origin.strftime("%Y%m%dT%H%M%SZ")) / "forecast.npz"
     from traffic.tempfiles import atomic_write
 
     atomic_write(
@@ -855,27 +896,31 @@ def forecast(
         "interval_level": INTERVAL_LEVEL if bounds else None,
         "interval_method": INTERVAL_METHOD if bounds else None,
         "serving": {k: str(v) for k, v in current.items() if k in ("kind", "baseline", "version")},
-        "path": lake_relative(out),  # relative to the lake: a copied TRAFFIC_HOME reads its own file
+        "path": lake_relative(out, lake),  # relative to the lake: a copied TRAFFIC_HOME reads its own file
     }
-    write_json(meta, out.parent / "meta.json")
+    lake.write_json(meta, out.parent / "meta.json")
     return meta
 
 
-def lake_relative(path: UPath | str) -> str:
-    """``path`` relative to the lake root (as stored in ``meta.json``); unchanged when outside the lake."""
-    from traffic.lake import lake_root
+def lake_relative(path: UPath | str, lake: Lake | None = None) -> str:
+    """``path`` relative to the root of ``lake`` (default: the configured one), as stored in ``meta.json``.
 
-    root, text = str(lake_root()).rstrip("/"), str(path)
+    A path outside the lake is returned unchanged.
+    """
+    root, text = str((lake or Lake.from_config()).root).rstrip("/"), str(path)
     return text[len(root) + 1 :] if text.startswith(root + "/") else text
 
 
-def lake_file(path: str) -> UPath:
-    """A path stored by :func:`lake_relative`: relative ones under the current lake root, others as they are."""
+def lake_file(path: str, lake: Lake | None = None) -> UPath:
+    """A path stored by :func:`lake_relative`: relative ones under the root of ``lake`` (default: the configured one).
+
+    Absolute paths and URIs are returned as they are.
+    """
     from pathlib import PurePosixPath
 
-    from traffic.lake import lake_root
-
-    return UPath(path) if "://" in path or PurePosixPath(path).is_absolute() else lake_root() / path
+    if "://" in path or PurePosixPath(path).is_absolute():
+        return UPath(path)
+    return (lake or Lake.from_config()).root / path
 
 
 def _baseline_forecast(c: CityConfig, grid: Any, name: str, t_last: int) -> tuple[Any, Any, Any]:
@@ -909,7 +954,7 @@ def _utc(value: str | pd.Timestamp) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-def stored_forecast(city: str | CityConfig, as_of: str) -> dict[str, Any]:
+def stored_forecast(city: str | CityConfig, as_of: str, *, res: Resources | None = None) -> dict[str, Any]:
     """The nightly forecast that :func:`forecast` stored for ``as_of``: its ``meta.json`` (the input of :func:`publish`).
 
     Parameters
@@ -932,9 +977,9 @@ def stored_forecast(city: str | CityConfig, as_of: str) -> dict[str, Any]:
     """
     from traffic.errors import PublishError
 
-    c = _city(city)
+    c, lake = _city(city), _res(res).lake
     issued = forecast_origin(c, as_of).strftime("%Y%m%dT%H%M%SZ")
-    meta_path = partition("forecasts", city=c.name, issued_at=issued) / "meta.json"
+    meta_path = lake.partition("forecasts", city=c.name, issued_at=issued) / "meta.json"
     if not meta_path.exists():
         raise PublishError(
             f"city {c.name}: no forecast stored for as_of {as_of}: partition forecasts/city={c.name}/"
@@ -943,7 +988,7 @@ def stored_forecast(city: str | CityConfig, as_of: str) -> dict[str, Any]:
             value=as_of,
             hint=f"the forecast stage writes it: traffic forecast {c.name} --as-of {as_of}",
         )
-    return cast(dict[str, Any], read_json(meta_path))
+    return cast(dict[str, Any], lake.read_json(meta_path))
 
 
 #: Optional keys of a forecast's meta.json that describe the run (absent in older files).
@@ -951,7 +996,7 @@ _PUBLISH_META_OPTIONAL = ("model_kind", "kind", "interval_level", "interval_meth
 
 
 @_logged("publish", _publish_summary)
-def publish(city: str | CityConfig, forecast_meta: dict[str, Any]) -> dict[str, Any]:
+def publish(city: str | CityConfig, forecast_meta: dict[str, Any], *, res: Resources | None = None) -> dict[str, Any]:
     """Publish a forecast written by :func:`forecast` to the analysts' store (atomic per run).
 
     Reads the forecast ``.npz`` named by ``forecast_meta["path"]`` (relative to the lake root, or
@@ -969,8 +1014,8 @@ def publish(city: str | CityConfig, forecast_meta: dict[str, Any]) -> dict[str, 
     from traffic.provenance import code_version
     from traffic.publish import publish_forecast
 
-    c = _city(city)
-    with lake_file(forecast_meta["path"]).open("rb") as fh:
+    c, resources = _city(city), _res(res)
+    with lake_file(forecast_meta["path"], resources.lake).open("rb") as fh:
         z = dict(np.load(fh, allow_pickle=False))
     grid = read_grid(c)
     cent = grid.geometry.centroid.to_crs(4326)
@@ -984,14 +1029,14 @@ def publish(city: str | CityConfig, forecast_meta: dict[str, Any]) -> dict[str, 
             "polygon_wkt": grid.geometry.to_crs(4326).to_wkt().to_numpy(),
         }
     )
-    db = duckdb_path()
+    db = resources.warehouse.path
     keys = ("issued_at", "model_name", "model_version", "mlflow_run_id", "data_start", "data_end")
     run = {k: forecast_meta[k] for k in (*keys, "horizon_steps", "bin_seconds")}
     run.update({k: forecast_meta[k] for k in _PUBLISH_META_OPTIONAL if forecast_meta.get(k) is not None})
     run["timezone"] = c.timezone
     run["code_version"] = code_version()  # the code that publishes these rows (forecast_runs.code_version)
     has_bounds = "lower" in z and "upper" in z
-    res = publish_forecast(
+    published = publish_forecast(
         db,
         city=c.name,
         run=run,
@@ -1012,10 +1057,10 @@ def publish(city: str | CityConfig, forecast_meta: dict[str, Any]) -> dict[str, 
     if forecast_meta.get("kind") == "refresh":
         # an hourly refresh logs no maps: they would cost seconds per refresh and pile 24 sets a day
         # onto the champion's training run (maps of any run: `traffic export`)
-        res["maps"] = []
+        published["maps"] = []
     else:
-        res["maps"] = log_published_maps(db, c.name, res["run_id"], run["mlflow_run_id"])
-    return {"city": c.name, "db": str(db), **res}
+        published["maps"] = log_published_maps(db, c.name, published["run_id"], run["mlflow_run_id"])
+    return {"city": c.name, "db": str(db), **published}
 
 
 # --------------------------------------------------------------------------- intraday
@@ -1042,7 +1087,7 @@ def refresh_window(city: str | CityConfig, until: str | None = None) -> dict[str
 
 
 @_logged("refresh", _refresh_summary)
-def refresh(city: str | CityConfig, *, until: str | None = None) -> dict[str, Any]:
+def refresh(city: str | CityConfig, *, until: str | None = None, res: Resources | None = None) -> dict[str, Any]:
     """Re-forecast from the newest ingested bin with the current champion and publish it (no training).
 
     Finds the newest bin with observations in the raster (that ended by ``until``, when
@@ -1071,20 +1116,20 @@ def refresh(city: str | CityConfig, *, until: str | None = None) -> dict[str, An
     from traffic.grid import newest_observed_bin
     from traffic.intraday import local_date
 
-    c = _city(city)
+    c, res = _city(city), _res(res)
     t0 = time.perf_counter()
     newest = newest_observed_bin(c, until)
     if newest is None:
         raise QualityError(
             f"city {c.name}: no observed bin in the newest raster partitions"
             + (f" before until {until!r}" if until else "")
-            + f" under {partition('raster', city=c.name)}; ingest and rasterize first"
+            + f" under {res.lake.partition('raster', city=c.name)}; ingest and rasterize first"
         )
     issued_at = newest + pd.Timedelta(seconds=c.bin_seconds)
     t1 = time.perf_counter()
-    meta = forecast(c, local_date(newest, c.timezone), issued_at=issued_at.isoformat(), kind="refresh")
+    meta = forecast(c, local_date(newest, c.timezone), issued_at=issued_at.isoformat(), kind="refresh", res=res)
     t2 = time.perf_counter()
-    published = publish(c, meta)
+    published = publish(c, meta, res=res)
     t3 = time.perf_counter()
     return {
         "city": c.name,
@@ -1105,9 +1150,11 @@ def refresh(city: str | CityConfig, *, until: str | None = None) -> dict[str, An
 # --------------------------------------------------------------------------- whole run
 
 
-def run_city(city: str, *, as_of: str | None = None, progress: bool = False) -> dict[str, Any]:
-    """All stages for one city in-process (what the two DAGs do, without Airflow)."""
-    c = _city(city)
+def run_city(
+    city: str, *, as_of: str | None = None, progress: bool = False, res: Resources | None = None
+) -> dict[str, Any]:
+    """All stages for one city in-process (what the two DAGs do, without Airflow); the summary goes to ``runs/``."""
+    c, res = _city(city), _res(res)
     first, last = source_dates(c)
     as_of = as_of or last
     timings: dict[str, float] = {}
@@ -1122,11 +1169,11 @@ def run_city(city: str, *, as_of: str | None = None, progress: bool = False) -> 
 
     stage("ingest", ingest, c, first, last, progress=progress)
     stage("rasterize", rasterize, c, first, last, progress=progress)
-    stage("check_quality", check_quality, c, as_of)
-    trained = stage("train", train, c, as_of, progress=progress)
+    stage("check_quality", check_quality, c, as_of, res=res)
+    trained = stage("train", train, c, as_of, progress=progress, res=res)
     stage("promote", evaluate_and_promote, c, as_of, trained)
-    meta = stage("forecast", forecast, c, as_of)
-    stage("publish", publish, c, meta)
+    meta = stage("forecast", forecast, c, as_of, res=res)
+    stage("publish", publish, c, meta, res=res)
     out["timings_s"] = timings
-    write_json(out, UPath(home() / "runs" / f"{c.name}_{as_of}.json"))
+    res.lake.write_json(out, UPath(res.home / "runs" / f"{c.name}_{as_of}.json"))
     return out
