@@ -24,10 +24,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from traffic.config import PROJECT_ROOT, duckdb_path, home, list_cities, mlflow_uri
+from traffic.config import PROJECT_ROOT, list_cities
 from traffic.errors import TrafficError
+
+if TYPE_CHECKING:
+    from traffic.resources import Resources
 
 log = logging.getLogger(__name__)
 
@@ -177,13 +180,18 @@ class AirflowRunError(TrafficError, RuntimeError):
     """A DAG run that ``traffic nightly``/``replay`` started failed on a fault in the input (named in the message)."""
 
 
-def airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
+def airflow_env(base: dict[str, str] | None = None, res: Resources | None = None) -> dict[str, str]:
     """Environment for the Airflow CLI: project-local home, SQLite metadata, our DAGs.
 
-    Values already set in ``base`` (e.g. a PostgreSQL ``SQL_ALCHEMY_CONN``) win.
+    Values already set in ``base`` (e.g. a PostgreSQL ``SQL_ALCHEMY_CONN``) win. The child's
+    ``TRAFFIC_HOME`` and ``MLFLOW_TRACKING_URI`` are those of ``res`` (default: this process's
+    :class:`traffic.resources.Resources`), so its tasks build the same resources.
     """
+    from traffic.resources import Resources
+
+    res = res if res is not None else Resources.from_config()
     env = dict(os.environ if base is None else base)
-    af_home = Path(env.get("AIRFLOW_HOME", home() / "airflow"))
+    af_home = Path(env.get("AIRFLOW_HOME", res.home / "airflow"))
     af_home.mkdir(parents=True, exist_ok=True)
     defaults = {
         "AIRFLOW_HOME": str(af_home),
@@ -196,8 +204,8 @@ def airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
         # stdlib handler filters at this level); Airflow's own loggers stay at WARNING
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "AIRFLOW__LOGGING__NAMESPACE_LEVELS": "airflow=WARNING",
-        "TRAFFIC_HOME": str(home()),
-        "MLFLOW_TRACKING_URI": mlflow_uri(),
+        "TRAFFIC_HOME": str(res.home),
+        "MLFLOW_TRACKING_URI": res.registry.tracking_uri,
         "GIT_PYTHON_REFRESH": "quiet",
     }
     for k, v in defaults.items():
@@ -274,10 +282,12 @@ def report(summary: dict[str, Any]) -> str:
     import mlflow
 
     from traffic.forecast.baselines import BASELINES
+    from traffic.resources import Resources
 
+    res = Resources.from_config()
+    uri = res.registry.tracking_uri
     lines = []
-    mlflow.set_tracking_uri(mlflow_uri())
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     for city, info in summary["cities"].items():
         name = f"traffic-{city}"
         versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
@@ -305,7 +315,7 @@ def report(summary: dict[str, Any]) -> str:
             verdict = "promoted to champion" if latest.tags.get("promoted") == "true" else "stays challenger"
             lines.append(f"   decision  {verdict}: {latest.tags.get('promotion_decision', '')}".rstrip())
         lines.append(f"   champion  {f'v{champ.version}' if champ else 'none'}")
-    db = duckdb_path()
+    db = res.warehouse.path
     if db.exists():
         con = duckdb.connect(str(db), read_only=True)
         try:
@@ -321,9 +331,9 @@ def report(summary: dict[str, Any]) -> str:
             lines.append(f"published {city}: {who} issued_at {issued} ({n} forecast rows)")
     lines.append("")
     lines.append(f"DuckDB:   {db}   (e.g. `traffic hotspots los_angeles --hours 3`)")
-    lines.append(f"MLflow:   {mlflow_uri()}   (`mlflow ui --backend-store-uri {mlflow_uri()}`)")
-    lines.append(f"Lake:     {home() / 'lake'}")
-    lines.append(f"Airflow:  {home() / 'airflow'}")
+    lines.append(f"MLflow:   {uri}   (`mlflow ui --backend-store-uri {uri}`)")
+    lines.append(f"Lake:     {res.lake.root}")
+    lines.append(f"Airflow:  {res.home / 'airflow'}")
     return "\n".join(lines)
 
 
@@ -395,7 +405,9 @@ def run_replay(
     from traffic import pipeline
     from traffic.grid import newest_observed_bin
     from traffic.publish import hotspots, run_id_for
+    from traffic.resources import Resources
 
+    res = Resources.from_config()
     c = pipeline._city(city)
     steps = replay_steps(date, start, end, every_min)
     first, last = pipeline.source_dates(c)
@@ -406,7 +418,7 @@ def run_replay(
     except pipeline.NoChampion as exc:
         raise pipeline.NoChampion(f"no champion model for {c.name} yet: run `make nightly` first") from exc
     who = f"champion v{current['version']}" if current["kind"] == "model" else f"baseline {current['baseline']}"
-    env = airflow_env()
+    env = airflow_env(res=res)
     log(f"airflow: metadata DB in {env['AIRFLOW_HOME']} ...")
     prepare(env)
     log(f"replay {c.name} {date} {start}..{end} every {every_min} min with {who}")
@@ -423,7 +435,7 @@ def run_replay(
                 continue
             issued = newest + pd.Timedelta(seconds=c.bin_seconds)
             run_id = run_id_for(c.name, issued)
-            spots = hotspots(duckdb_path(), c.name, hours=3, limit=top, at=issued)
+            spots = hotspots(res.warehouse.path, c.name, hours=3, limit=top, at=issued)
             local = issued.tz_convert(c.timezone)
             log(f"{until}  published {run_id} (issued {local:%H:%M %Z}, model v{current['version']}, {seconds} s)")
             if spots.empty:
