@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.airflow_helpers import run_python
 from traffic.airflow_runner import airflow_env
 from traffic.config import load_city
+from traffic.resources import Resources
 
 PARSE = """
 import json, sys, time
@@ -44,9 +47,7 @@ print(json.dumps(out))
 @pytest.fixture(scope="module")
 def parsed(tmp_path_factory):
     home = tmp_path_factory.mktemp("dags")
-    env = airflow_env()
-    env["TRAFFIC_HOME"] = str(home)
-    env["AIRFLOW_HOME"] = str(home / "airflow")
+    env = airflow_env({**os.environ, "AIRFLOW_HOME": str(home / "airflow")}, res=Resources.under(home))
     return run_python(PARSE, env)
 
 

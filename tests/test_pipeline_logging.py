@@ -12,6 +12,7 @@ import pytest
 from tests.ingest.helpers import canonical_city
 from traffic import pipeline
 from traffic.grid import IncompleteIngestError
+from traffic.resources import Resources
 
 
 def _event(**extra):
@@ -79,7 +80,7 @@ def test_the_nightly_dag_takes_the_newest_queued_as_of(tmp_path):
     from tests.airflow_helpers import run_python
     from traffic.airflow_runner import airflow_env
 
-    env = airflow_env({**os.environ, "TRAFFIC_HOME": str(tmp_path), "AIRFLOW_HOME": str(tmp_path / "airflow")})
+    env = airflow_env({**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow")}, res=Resources.under(tmp_path))
     out = run_python(RESOLVE_AS_OF, env)
     assert out["queued"] == "2012-03-07"  # not the first (oldest) event
     assert out["partial_only"].startswith("AirflowSkipException") and "partial day" in out["partial_only"]

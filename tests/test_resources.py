@@ -73,3 +73,21 @@ def test_stages_read_the_lake_they_are_given(traffic_home, tmp_path, los_angeles
     assert all(i["path"].startswith((other / "lake").resolve().as_uri()) for i in inputs)
     with pytest.raises(QualityError, match="raster partitions missing"):
         pipeline.check_quality(los_angeles, "2012-03-07")  # the configured lake: nothing there now
+
+
+def test_an_airflow_child_gets_the_stores_of_the_resources_it_is_given(tmp_path, monkeypatch):
+    from traffic.airflow_runner import airflow_env
+
+    monkeypatch.setenv("TRAFFIC_DUCKDB", str(tmp_path / "not-this.duckdb"))
+    res = Resources.under(tmp_path / "child")
+    env = airflow_env(res=res)
+    assert env["TRAFFIC_HOME"] == str(res.home) and env["TRAFFIC_LAKE"] == str(res.lake.root)
+    assert env["TRAFFIC_DUCKDB"] == str(res.warehouse.path)  # the given resources win over the parent's variables
+    assert env["MLFLOW_TRACKING_URI"] == res.registry.tracking_uri
+    assert env["AIRFLOW_HOME"] == str(res.home / "airflow")
+    # the child builds the same resources from that environment
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("TRAFFIC_WORKER_NAME", raising=False)
+    monkeypatch.delenv("TRAFFIC_TRAIN_STEPS", raising=False)
+    assert Resources.from_config() == res

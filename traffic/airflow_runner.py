@@ -183,15 +183,17 @@ class AirflowRunError(TrafficError, RuntimeError):
 def airflow_env(base: dict[str, str] | None = None, res: Resources | None = None) -> dict[str, str]:
     """Environment for the Airflow CLI: project-local home, SQLite metadata, our DAGs.
 
-    Values already set in ``base`` (e.g. a PostgreSQL ``SQL_ALCHEMY_CONN``) win. The child's
-    ``TRAFFIC_HOME`` and ``MLFLOW_TRACKING_URI`` are those of ``res`` (default: this process's
-    :class:`traffic.resources.Resources`), so its tasks build the same resources.
+    Values already set in ``base`` (e.g. a PostgreSQL ``SQL_ALCHEMY_CONN``) win. With ``res``
+    (a :class:`traffic.resources.Resources`) the child's stores are those of ``res``
+    (``TRAFFIC_HOME``, ``TRAFFIC_LAKE``, ``MLFLOW_TRACKING_URI``, ``TRAFFIC_MLFLOW_ARTIFACTS``,
+    ``TRAFFIC_DUCKDB``, whatever ``base`` says), so its tasks build the same resources; without,
+    they are this process's.
     """
     from traffic.resources import Resources
 
-    res = res if res is not None else Resources.from_config()
+    mine = res if res is not None else Resources.from_config()
     env = dict(os.environ if base is None else base)
-    af_home = Path(env.get("AIRFLOW_HOME", res.home / "airflow"))
+    af_home = Path(env.get("AIRFLOW_HOME", mine.home / "airflow"))
     af_home.mkdir(parents=True, exist_ok=True)
     defaults = {
         "AIRFLOW_HOME": str(af_home),
@@ -204,12 +206,20 @@ def airflow_env(base: dict[str, str] | None = None, res: Resources | None = None
         # stdlib handler filters at this level); Airflow's own loggers stay at WARNING
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "AIRFLOW__LOGGING__NAMESPACE_LEVELS": "airflow=WARNING",
-        "TRAFFIC_HOME": str(res.home),
-        "MLFLOW_TRACKING_URI": res.registry.tracking_uri,
+        "TRAFFIC_HOME": str(mine.home),
+        "MLFLOW_TRACKING_URI": mine.registry.tracking_uri,
         "GIT_PYTHON_REFRESH": "quiet",
     }
     for k, v in defaults.items():
         env.setdefault(k, v)
+    if res is not None:
+        env.update(
+            TRAFFIC_HOME=str(res.home),
+            TRAFFIC_LAKE=str(res.lake.root),
+            MLFLOW_TRACKING_URI=res.registry.tracking_uri,
+            TRAFFIC_MLFLOW_ARTIFACTS=res.registry.artifact_root,
+            TRAFFIC_DUCKDB=str(res.warehouse.path),
+        )
     return env
 
 
