@@ -91,6 +91,14 @@ def start_process(args: list[str], env: dict[str, str], log: Path) -> subprocess
     return subprocess.Popen(args, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def start_api_server(env: dict[str, str], port: int, logs: Path, apps: str = "execution") -> subprocess.Popen:
+    """An Airflow API server on 127.0.0.1:``port`` (``apps``: ``execution`` for task runners, ``core`` for the REST API)."""
+    from traffic.airflow_runner import airflow_exe
+
+    args = [airflow_exe(), "api-server", "-p", str(port), "-H", "127.0.0.1", "--apps", apps]
+    return start_process(args, env, logs / "api.log")
+
+
 def stop_processes(procs: list[subprocess.Popen]) -> None:
     """SIGTERM each service's process group; SIGKILL what is still there after 20 s."""
     for p in procs:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,9 +22,19 @@ import duckdb
 import mlflow
 import pytest
 
-from tests.airflow_helpers import PG, free_port, migrated_env, pg_databases, services_up, start_process, stop_processes
+from tests.airflow_helpers import (
+    PG,
+    free_port,
+    migrated_env,
+    pg_databases,
+    services_up,
+    start_api_server,
+    start_process,
+    stop_processes,
+)
 from traffic import lake, pipeline
-from traffic.airflow_runner import backfill_args
+from traffic.airflow_runner import _airflow as run_airflow
+from traffic.airflow_runner import airflow_exe, backfill_args
 from traffic.config import duckdb_path, load_city, mlflow_uri
 
 pytestmark = [
@@ -51,13 +59,6 @@ def _query(db: str, sql: str, *params) -> list[tuple]:
         return rows
     finally:
         con.close()
-
-
-def _airflow(args: list[str], env: dict[str, str]) -> str:
-    exe = str(Path(sys.executable).parent / "airflow")
-    proc = subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"airflow {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-    return proc.stdout
 
 
 def _wait(what: str, check, timeout: float, logs: Path) -> None:
@@ -95,13 +96,11 @@ def test_backfill_ingests_every_day_and_retrains_once(traffic_home, airflow_db):
         AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="3600",
         AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
     )
-    airflow = str(Path(sys.executable).parent / "airflow")
+    airflow = airflow_exe()
     logs = traffic_home / "logs"
     logs.mkdir()
     procs = [
-        start_process(
-            [airflow, "api-server", "-p", str(port), "-H", "127.0.0.1", "--apps", "execution"], env, logs / "api.log"
-        ),
+        start_api_server(env, port, logs),
         start_process([airflow, "dag-processor"], env, logs / "dag-processor.log"),
     ]
     try:
@@ -113,12 +112,12 @@ def test_backfill_ingests_every_day_and_retrains_once(traffic_home, airflow_db):
             logs,
         )
         for dag_id in dags:
-            _airflow(["dags", "unpause", dag_id], env)
+            run_airflow(["dags", "unpause", dag_id], env)
         # no scheduled run of today (an empty day) competes with the backfill
         _query(
             airflow_db, "UPDATE dag SET next_dagrun_create_after = NULL WHERE dag_id = 'ingest_los_angeles' RETURNING 1"
         )
-        out = _airflow(backfill_args("los_angeles", BACKFILLED_DAYS[0], BACKFILLED_DAYS[-1]), env)
+        out = run_airflow(backfill_args("los_angeles", BACKFILLED_DAYS[0], BACKFILLED_DAYS[-1]), env)
         runs = _query(airflow_db, "SELECT run_id, run_type FROM dag_run WHERE dag_id = 'ingest_los_angeles'")
         assert len(runs) == 3 and {t for _, t in runs} == {"backfill"}, (runs, out)
         procs.append(start_process([airflow, "scheduler"], env, logs / "scheduler.log"))

@@ -26,6 +26,7 @@ from tests.airflow_helpers import (
     migrated_env,
     pg_databases,
     services_up,
+    start_api_server,
     start_process,
     stop_processes,
     wait_http,
@@ -66,13 +67,7 @@ def test_celery_postgres_redis_topology(traffic_home, databases):
     airflow = str(Path(sys.executable).parent / "airflow")
     logs = traffic_home / "logs"
     logs.mkdir()
-    procs = [
-        start_process(
-            [airflow, "api-server", "-p", str(port), "-H", "127.0.0.1", "--apps", "execution,core"],
-            env,
-            logs / "api.log",
-        )
-    ]
+    procs = [start_api_server(env, port, logs, apps="execution,core")]
     worker = [airflow, "celery", "worker", "-c", "1", "--without-gossip", "--without-mingle", "-s"]
     procs.append(
         start_process(
