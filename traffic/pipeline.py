@@ -11,7 +11,10 @@ Where data lives comes in as one :class:`traffic.resources.Resources` (``res``: 
 registry, the warehouse, the folder for checkpoints and run summaries, the worker's name and
 the training overrides), built once by the caller (a CLI command, an Airflow task, a bench
 script) with :meth:`~traffic.resources.Resources.from_config`; the stages read nothing from the
-environment. A stage called without ``res`` builds it from the config itself.
+environment themselves. A stage called without ``res`` builds it from the config. The ingest,
+grid and registry functions they call take no such objects yet: those still find the configured
+lake and tracking URI through :mod:`traffic.config`, so ``res`` must be the configured one
+wherever a stage reaches them (:func:`check_quality` and :func:`lake_inputs` read ``res.lake`` only).
 """
 
 from __future__ import annotations
