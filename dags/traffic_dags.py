@@ -223,7 +223,7 @@ def make_nightly_dag(city: str):
         def evaluate_and_promote(window: dict[str, str], trained: dict[str, Any]) -> dict[str, Any]:
             from traffic import pipeline
 
-            return pipeline.evaluate_and_promote(city, window["as_of"], trained)
+            return pipeline.evaluate_and_promote(city, window["as_of"], trained, res=_resources())
 
         @task
         @fail_fast

@@ -424,7 +424,7 @@ def run_replay(
     if not first <= date <= last:
         raise ValueError(f"--date {date}: {c.name}'s shipped data holds local dates {first} .. {last}")
     try:
-        current = pipeline.serving(c)  # the champion, or the fallback baseline while none has passed
+        current = pipeline.serving(c, res=res)  # the champion, or the fallback baseline while none has passed
     except pipeline.NoChampion as exc:
         raise pipeline.NoChampion(f"no champion model for {c.name} yet: run `make nightly` first") from exc
     who = f"champion v{current['version']}" if current["kind"] == "model" else f"baseline {current['baseline']}"

@@ -208,10 +208,11 @@ def cmd_train(args) -> None:
     from traffic.resources import Resources
 
     as_of = args.as_of or pipeline.source_dates(args.city)[1]
-    trained = pipeline.train(args.city, as_of, progress=True, budget_s=args.budget, res=Resources.from_config())
+    res = Resources.from_config()
+    trained = pipeline.train(args.city, as_of, progress=True, budget_s=args.budget, res=res)
     _print(trained)
     if args.promote:
-        _print(pipeline.evaluate_and_promote(args.city, as_of, trained))
+        _print(pipeline.evaluate_and_promote(args.city, as_of, trained, res=res))
 
 
 def cmd_forecast(args) -> None:
@@ -229,9 +230,11 @@ def cmd_forecast(args) -> None:
 def cmd_publish(args) -> None:
     """Publish the forecast the forecast stage stored for ``--as-of`` (nothing is forecast again)."""
     from traffic import pipeline
+    from traffic.resources import Resources
 
+    res = Resources.from_config()
     as_of = args.as_of or pipeline.source_dates(args.city)[1]
-    _print(pipeline.publish(args.city, pipeline.stored_forecast(args.city, as_of)))
+    _print(pipeline.publish(args.city, pipeline.stored_forecast(args.city, as_of, res=res), res=res))
 
 
 def cmd_run(args) -> None:

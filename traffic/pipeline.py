@@ -11,10 +11,11 @@ Where data lives comes in as one :class:`traffic.resources.Resources` (``res``: 
 registry, the warehouse, the folder for checkpoints and run summaries, the worker's name and
 the training overrides), built once by the caller (a CLI command, an Airflow task, a bench
 script) with :meth:`~traffic.resources.Resources.from_config`; the stages read nothing from the
-environment themselves. A stage called without ``res`` builds it from the config. The ingest,
-grid and registry functions they call take no such objects yet: those still find the configured
-lake and tracking URI through :mod:`traffic.config`, so ``res`` must be the configured one
-wherever a stage reaches them (:func:`check_quality` and :func:`lake_inputs` read ``res.lake`` only).
+environment themselves. A stage called without ``res`` builds it from the config. The registry
+functions get ``registry=res.registry``; the ingest and grid functions take no lake yet: those
+still find the configured lake through :mod:`traffic.config`, so ``res.lake`` must be the
+configured one wherever a stage reaches them (:func:`check_quality`, :func:`lake_inputs` and
+:func:`stored_forecast` read ``res.lake`` only).
 """
 
 from __future__ import annotations
@@ -503,8 +504,8 @@ def train(
         ),
     )
     gates = promotion_gate_baselines()
-    current = champion(c)
-    champ_metrics, note = (None, "") if current is None else _score_champion(c, current, grid)
+    current = champion(c, registry=res.registry)
+    champ_metrics, note = (None, "") if current is None else _score_champion(c, current, grid, res)
     logged = log_training(
         c,
         result,
@@ -515,6 +516,7 @@ def train(
         gate_baselines=gates,
         inputs=lake_inputs(c, win, res=res),
         train_steps=steps,
+        registry=res.registry,
     )
     _drop_checkpoint(ckpt)
     worker = res.worker
@@ -551,7 +553,7 @@ def _before_training(c: CityConfig, res: Resources) -> None:
     from traffic.registry.health import check_tracking_server, recover_unfinished
 
     check_tracking_server(res.registry.tracking_uri)
-    recover_unfinished(c)
+    recover_unfinished(c, registry=res.registry)
 
 
 def _checkpoint_dir(c: CityConfig, as_of: str, res: Resources) -> Path:
@@ -581,7 +583,7 @@ def _drop_checkpoint(ckpt: Path) -> None:
     shutil.rmtree(ckpt, ignore_errors=True)
 
 
-def _score_champion(c: CityConfig, current: dict[str, Any], grid: Any) -> tuple[Any, str]:
+def _score_champion(c: CityConfig, current: dict[str, Any], grid: Any, res: Resources) -> tuple[Any, str]:
     """The champion's metrics on the holdout of ``grid`` (the challenger's), and a note when it cannot serve.
 
     A champion that predicts another number of bins than ``[forecast] horizon_steps`` (the city's
@@ -593,7 +595,7 @@ def _score_champion(c: CityConfig, current: dict[str, Any], grid: Any) -> tuple[
     from traffic.registry import load_version_module
 
     fc = c.forecast
-    module = load_version_module(current["model_uri"])
+    module = load_version_module(current["model_uri"], registry=res.registry)
     steps = _predicted_steps(module, grid, fc.context_steps)
     if steps != fc.horizon_steps:
         nan = [float("nan")] * fc.horizon_steps
@@ -635,7 +637,9 @@ def fallback_baseline(scores: dict[str, float], gates: tuple[str, ...]) -> str:
 
 
 @_logged("evaluate_and_promote", _promotion_summary)
-def evaluate_and_promote(city: str | CityConfig, as_of: str, trained: dict[str, Any]) -> dict[str, Any]:
+def evaluate_and_promote(
+    city: str | CityConfig, as_of: str, trained: dict[str, Any], *, res: Resources | None = None
+) -> dict[str, Any]:
     """Apply the promotion rule to a trained challenger: it must beat every gating baseline and the champion.
 
     The gating baselines are ``[promotion] gate_baselines`` (every baseline, GBM included, by
@@ -661,30 +665,31 @@ def evaluate_and_promote(city: str | CityConfig, as_of: str, trained: dict[str, 
     from traffic.registry import champion, decide_promotion, promote, run_data, run_metrics
     from traffic.registry.promotion import pct_change
 
-    c = _city(city)
+    c, res = _city(city), _res(res)
+    reg = res.registry
     run_id = trained["run_id"]
-    data = run_data(run_id)
-    challenger = run_metrics(run_id, "model")
+    data = run_data(run_id, registry=reg)
+    challenger = run_metrics(run_id, "model", registry=reg)
     n_h = len(challenger.rmse)
     gates = _run_gates(data)
     gate_metrics: dict[str, HorizonMetrics] = {}
     unscored = []
     for g in gates:
         if f"{g}.rmse_mean" in data["metrics"]:
-            gate_metrics[g] = run_metrics(run_id, g)
+            gate_metrics[g] = run_metrics(run_id, g, registry=reg)
         else:  # a gate the run did not score cannot be shown to be beaten
             unscored.append(g)
             gate_metrics[g] = HorizonMetrics(mae=[math.nan] * n_h, rmse=[math.nan] * n_h, n=[0] * n_h)
-    current = champion(c)
+    current = champion(c, registry=reg)
     champ_metrics = None
     note = ""
     if current is not None and str(current["version"]) != str(trained["version"]):
         if data["tags"].get("champion.version") == str(current["version"]) and "champion.rmse_mean" in data["metrics"]:
-            champ_metrics = run_metrics(run_id, "champion")  # scored by train() on this holdout
+            champ_metrics = run_metrics(run_id, "champion", registry=reg)  # scored by train() on this holdout
             note = trained.get("champion_note") or ""
         else:
             _, grid = _load_window(c, as_of)
-            champ_metrics, note = _score_champion(c, current, grid)
+            champ_metrics, note = _score_champion(c, current, grid, res)
     decision = decide_promotion(challenger, champ_metrics, gate_metrics)
     extra = note
     if unscored:
@@ -705,7 +710,7 @@ def evaluate_and_promote(city: str | CityConfig, as_of: str, trained: dict[str, 
         serving = {"kind": "baseline", "baseline": base}
     if extra:
         decision = dataclasses.replace(decision, reason=decision.reason + extra)
-    promoted = promote(c, trained["version"], decision)
+    promoted = promote(c, trained["version"], decision, registry=reg)
     return {
         "city": c.name,
         "version": trained["version"],
@@ -733,7 +738,7 @@ def forecast_origin(city: str | CityConfig, as_of: str) -> pd.Timestamp:
     return pd.Timestamp(nxt.isoformat()).tz_localize(c.timezone).tz_convert("UTC")
 
 
-def serving(city: str | CityConfig) -> dict[str, Any]:
+def serving(city: str | CityConfig, *, res: Resources | None = None) -> dict[str, Any]:
     """What forecasts for a city now: its champion, or the fallback baseline while it has none.
 
     Returns
@@ -752,17 +757,17 @@ def serving(city: str | CityConfig) -> dict[str, Any]:
     """
     from traffic.registry import CHALLENGER, champion, run_data
 
-    c = _city(city)
-    current = champion(c)
+    c, reg = _city(city), _res(res).registry
+    current = champion(c, registry=reg)
     if current is not None:
         return {"kind": "model", **current}
-    newest = champion(c, CHALLENGER)
+    newest = champion(c, CHALLENGER, registry=reg)
     if newest is None or not newest["run_id"]:
         raise NoChampion(
             f"city {c.name}: no champion in the registry yet and no trained version to take a baseline from; "
             "nothing approved to forecast with"
         )
-    data = run_data(newest["run_id"])
+    data = run_data(newest["run_id"], registry=reg)
     gates = _run_gates(data)
     scores = {g: float(data["metrics"][f"{g}.rmse_mean"]) for g in gates if f"{g}.rmse_mean" in data["metrics"]}
     name = fallback_baseline(scores, gates)
@@ -832,8 +837,9 @@ def forecast(
 
     if kind not in FORECAST_KINDS:
         raise ValueError(f"kind {kind!r} not in {FORECAST_KINDS}")
-    c, lake = _city(city), _res(res).lake
-    current = serving(c)
+    c, res = _city(city), _res(res)
+    lake = res.lake
+    current = serving(c, res=res)
     win, grid = _load_window(c, as_of)
     origin = forecast_origin(c, as_of) if issued_at is None else _utc(issued_at)
     # the context ends with the last bin that starts before the origin
@@ -847,9 +853,11 @@ def forecast(
     grid = grid.slice_time(0, t_last + 1)  # nothing at or after the origin is read
     bounds: dict[str, Any] = {}
     if current["kind"] == "model":
-        module = load_serving_module(current["run_id"], current["model_uri"])  # eager copy: no pt2 deserializing
+        module = load_serving_module(
+            current["run_id"], current["model_uri"], registry=res.registry
+        )  # eager copy: no pt2 deserializing
         pred = forecast_after(module, grid, t_last, context_steps=n_ctx)  # (H_out, C, H, W)
-        intervals = load_intervals(current["run_id"])
+        intervals = load_intervals(current["run_id"], registry=res.registry)
         # a model logged before intervals existed has no bounds: the file holds none, the rows get NULL
         if intervals is not None:
             bounds = dict(zip(("lower", "upper"), intervals.bounds(pred), strict=True))
@@ -1174,7 +1182,7 @@ def run_city(
     stage("rasterize", rasterize, c, first, last, progress=progress)
     stage("check_quality", check_quality, c, as_of, res=res)
     trained = stage("train", train, c, as_of, progress=progress, res=res)
-    stage("promote", evaluate_and_promote, c, as_of, trained)
+    stage("promote", evaluate_and_promote, c, as_of, trained, res=res)
     meta = stage("forecast", forecast, c, as_of, res=res)
     stage("publish", publish, c, meta, res=res)
     out["timings_s"] = timings
