@@ -64,6 +64,7 @@ def load_grid(city_name: str):
 
 
 def run(city_name: str, variant: str, steps: int | None, seed: int) -> dict:
+    from traffic.forecast.metrics import skill
     from traffic.forecast.train import train_forecaster
 
     city, grid = load_grid(city_name)
@@ -92,7 +93,7 @@ def run(city_name: str, variant: str, steps: int | None, seed: int) -> dict:
             **{f"ablation.{k}": v.as_dict() for k, v in res.ablation.items()},
         },
         "best_baseline": best_name,
-        "skill": 1.0 - res.metrics["model"].rmse_mean / best.rmse_mean,
+        "skill": skill(res.metrics["model"].rmse_mean, best.rmse_mean),
         "steps": steps,
         "train_s": res.train_seconds,
         "s_per_step": res.train_seconds / max(steps, 1),

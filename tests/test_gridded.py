@@ -13,17 +13,13 @@ import pytest
 
 from traffic.cli import main
 from traffic.forecast.baselines import BASELINES
+from traffic.forecast.evaluation import evaluate_array
 from traffic.forecast.inference import evaluate_module
-from traffic.grid.tensor import GridTensor
-from traffic.gridded import (
-    describe,
-    evaluate_array,
-    format_report,
-    load_array,
-    load_model,
-    model_channels,
-    save_array,
-)
+from traffic.forecast.model_folder import load_model
+from traffic.forecast.tables import format_report
+from traffic.grid.arrays import load_array, model_channels
+from traffic.grid.tensor import GridTensor, describe
+from traffic.grid.writers import save_array
 
 #: Few optimisation steps: the end-to-end checks test the plumbing, not accuracy.
 TINY = {"max_steps": 3, "max_epochs": 1, "batch_size": 8, "eval_every_steps": 2, "max_val_samples": 8, "cpu_threads": 1}
@@ -434,8 +430,9 @@ def test_cli_grid_info_and_errors(tmp_path, capsys):
 
 def test_ablation_and_gbm_comparison_per_horizon_group():
     """What ``traffic grid evaluate`` prints besides the per-horizon tables, from the metrics of a result."""
+    from traffic.forecast.evaluation import comparison_by_group
     from traffic.forecast.result import Holdout, HorizonMetrics, TrainResult
-    from traffic.gridded import _comparison_lines, comparison_by_group
+    from traffic.forecast.tables import comparison_lines
 
     def hm(*rmse: float) -> HorizonMetrics:
         return HorizonMetrics(mae=[0.5 * v for v in rmse], rmse=list(rmse), n=[10] * len(rmse))
@@ -467,7 +464,7 @@ def test_ablation_and_gbm_comparison_per_horizon_group():
     assert two["full_vs_gbm_pct"]["rmse"] == pytest.approx(20.0)  # 3 vs 2.5: GBM wins the later hours
     assert mean["rmse"]["model"] == pytest.approx(2.0) and mean["full_vs_gbm_pct"]["rmse"] == pytest.approx(0.0)
     assert mean["full_vs_base_head_pct"]["rmse"] == pytest.approx(100 * (2.0 - 7 / 3) / (7 / 3))
-    lines = _comparison_lines(comp, 10)
+    lines = comparison_lines(comp, 10)
     assert "full vs base+head" in lines[2] and "full vs gbm" in lines[2]
     assert lines[5].split()[:2] == ["all", "1-3"] and lines[5].split()[-4:] == ["-14.3", "%", "+0.0", "%"]
 

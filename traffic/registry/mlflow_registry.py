@@ -73,7 +73,7 @@ _log = logging.getLogger(__name__)
 
 #: Artifact of a training run holding its 80 % interval model (traffic.forecast.intervals).
 INTERVALS_ARTIFACT = "intervals/intervals.npz"
-#: Artifact folder of a training run holding the eager module (``traffic.gridded.save_model``:
+#: Artifact folder of a training run holding the eager module (``traffic.forecast.model_folder.save_model``:
 #: state dict + config): loads in a fraction of a second, where deserializing the exported
 #: program takes seconds (what an hourly refresh would pay in every fresh task process).
 EAGER_ARTIFACT = "eager"
@@ -631,7 +631,7 @@ def log_training(
                     client.log_artifact(run_id, str(path), artifact_path=INTERVALS_ARTIFACT.rsplit("/", 1)[0])
 
             if getattr(module, "config", None) is not None and hasattr(module.config, "to_dict"):
-                from traffic.gridded import save_model
+                from traffic.forecast.model_folder import save_model
 
                 with tempfile.TemporaryDirectory(prefix="traffic-eager-") as tmp:
                     save_model(module, tmp)
@@ -911,7 +911,7 @@ def load_serving_module(run_id: str, model_uri: str, *, registry: RegistryStore 
     """
     import mlflow
 
-    from traffic.gridded import MODEL_CONFIG, MODEL_WEIGHTS, load_model
+    from traffic.forecast.model_folder import MODEL_CONFIG, MODEL_WEIGHTS, load_model
 
     with _mlflow_session(registry) as client:
         names = {Path(a.path).name for a in client.list_artifacts(run_id, EAGER_ARTIFACT)}
