@@ -89,7 +89,7 @@ def write_npz(
     arrays |= {k: np.asarray(v) for k, v in (extra or {}).items()}
 
     def write(fh: IO[bytes]) -> None:
-        np.savez_compressed(fh, **arrays)
+        np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]  # numpy stubs: allow_pickle in **kwds
 
     return atomic_write(path, write)
 
