@@ -155,7 +155,6 @@ def test_skill_and_relative_change_are_one_rule():
 
 
 def test_group_table_means_per_group_of_hours_and_the_promotion_mean_last():
-
     model = HorizonMetrics(mae=[1.0, 2.0, 3.0], rmse=[1.0, 2.0, 4.0], n=[10, 20, 30], mape=[5.0, np.nan, 7.0])
     model.n_mape = [1, 0, 3]
     old = HorizonMetrics(mae=[2.0, 2.0], rmse=[2.0, 2.0], n=[10, 20])  # recorded with fewer horizons
