@@ -407,9 +407,11 @@ def cmd_grid_evaluate(args) -> None:
         raise UsageError(str(exc)) from exc
     print(format_report(report))
     if args.json:
+        from traffic.tempfiles import atomic_write
+
         out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2))
+        text = json.dumps(report, indent=2).encode()
+        atomic_write(out, lambda fh: fh.write(text))
         print(f"report written to {out}")
 
 

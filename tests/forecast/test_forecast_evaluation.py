@@ -154,3 +154,26 @@ def test_ablation_and_gbm_comparison_per_horizon_group():
 
     res.ablation = {}  # a result without the ablation: the comparison is the model against GBM
     assert comparison_by_group(res, 1800)["columns"] == ["full", "gbm"]
+
+
+def test_the_model_folder_is_the_registrys_eager_copy_and_reads_back(tmp_path, caplog):
+    import torch
+
+    from traffic.forecast.model_folder import MODEL_FINGERPRINT, fingerprint, save_model
+    from traffic.model import Forecaster, ForecasterConfig
+    from traffic.registry.mlflow_registry import EAGER_FINGERPRINT, eager_fingerprint
+
+    torch.manual_seed(0)
+    module = Forecaster(ForecasterConfig(grid_shape=(3, 4))).eval()
+    save_model(module, tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "fingerprint.json", "model.pt"]
+    # the same files the registry keeps as a run's eager copy (it loads them with load_model)
+    assert MODEL_FINGERPRINT == EAGER_FINGERPRINT and fingerprint() == eager_fingerprint()
+    assert json.loads((tmp_path / "m" / MODEL_FINGERPRINT).read_text()) == fingerprint()
+    back = load_model(tmp_path / "m")
+    for (k, a), (k2, b) in zip(module.state_dict().items(), back.state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(a, b), k
+    (tmp_path / "m" / MODEL_FINGERPRINT).write_text(json.dumps({"model_py_sha256": "0", "torch": "0"}))
+    with caplog.at_level("WARNING", logger="traffic.forecast.model_folder"):
+        load_model(tmp_path / "m")
+    assert "saved under other model code" in caplog.text

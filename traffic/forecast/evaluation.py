@@ -110,9 +110,8 @@ def evaluate_array(
     n_t = grid.shape[0]
     if n_t < 2:
         raise ValueError(f"grid has {n_t} time bins; evaluation needs a time series")
-    _check_bin(int(np.diff(_ns(grid.times[:2]))[0]), "grid times")
-    _check_even(grid.times, int((grid.times[1] - grid.times[0]).total_seconds()) // 60, "grid times")
-    bm = int((grid.times[1] - grid.times[0]).total_seconds()) // 60
+    bm = _check_bin(int(np.diff(_ns(grid.times[:2]))[0]), "grid times")
+    _check_even(grid.times, bm, "grid times")
     bpd = MINUTES_PER_DAY // bm
     for name, v in (("context_steps", context_steps), ("horizon_steps", horizon_steps)):
         if int(v) != v or v < 1:

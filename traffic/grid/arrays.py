@@ -103,7 +103,8 @@ LEGACY_FORECAST_KEYS = {
 }
 #: Columns of the Parquet format.
 PARQUET_COLUMNS = ("time", "t", "channel", "c", "row", "col", "value", "mask", "observed", "coverage")
-#: Schema metadata key :func:`traffic.grid.writers.save_array` writes into Parquet files.
+#: Schema metadata key :func:`traffic.grid.writers.save_array` writes into Parquet files (named after the
+#: module that first wrote it; kept so that files written since read back).
 PARQUET_META_KEY = b"traffic.gridded"
 SUFFIXES = {".npz": "npz", ".parquet": "parquet", ".pq": "parquet"}
 
