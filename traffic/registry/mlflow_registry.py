@@ -82,17 +82,10 @@ EAGER_FINGERPRINT = "fingerprint.json"
 
 
 def eager_fingerprint() -> dict[str, str]:
-    """What an eager copy depends on: the source of ``traffic/model.py`` and the torch version.
+    """What an eager copy depends on (:func:`traffic.forecast.model_folder.fingerprint`)."""
+    from traffic.forecast.model_folder import fingerprint
 
-    The exported program is self-contained; a state dict is only the same model under the same
-    ``Forecaster`` code (a changed layer shape fails to load, a changed ``forward`` would not).
-    """
-    import hashlib
-
-    import torch
-
-    source = (PROJECT_ROOT / "traffic" / "model.py").read_bytes()
-    return {"model_py_sha256": hashlib.sha256(source).hexdigest(), "torch": str(torch.__version__)}
+    return fingerprint()
 
 
 #: Tolerance of the check that the logged model reproduces the in-memory module.
