@@ -357,3 +357,16 @@ def test_read_forecast_reads_the_one_layout_and_files_written_before_it(tmp_path
         ValueError, match=r"bare.npz: a forecast file needs the keys .*missing \['channels', 'cell_ids', 'reference'\]"
     ):
         read_forecast(tmp_path / "bare.npz")
+
+
+def test_the_npz_writer_and_reader_go_through_fsspec_paths():
+    from upath import UPath
+
+    a = _forecast_arrays()
+    target = UPath("memory://grid-tests/forecasts/f.npz")
+    write_npz(target, values=a["values"], times=a["times"], mask=a["mask"], channels=a["channels"])
+    back = read_npz("memory://grid-tests/forecasts/f.npz")
+    assert back.source == "memory://grid-tests/forecasts/f.npz" and back.times.equals(a["times"].as_unit("ns"))
+    np.testing.assert_array_equal(back.values, a["values"])
+    assert [p.name for p in target.parent.iterdir()] == ["f.npz"]  # no temporary file left
+    target.unlink()

@@ -70,7 +70,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -437,8 +437,13 @@ class NpzArrays:
     bin_minutes: int | None = None
 
 
-def _npz_arrays(file: str | Path | BinaryIO, source: str) -> dict[str, np.ndarray]:
-    """Every array of an ``.npz`` file, without pickle."""
+def _npz_arrays(file: Any, source: str) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file (an open binary file, or a local or fsspec path), without pickle."""
+    if not hasattr(file, "read"):
+        from upath import UPath
+
+        with UPath(file).open("rb") as fh:
+            return _npz_arrays(fh, source)
     try:
         with np.load(file, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
@@ -447,7 +452,7 @@ def _npz_arrays(file: str | Path | BinaryIO, source: str) -> dict[str, np.ndarra
 
 
 def read_npz(
-    file: str | Path | BinaryIO,
+    file: Any,
     *,
     start: Any = None,
     bin_minutes: int | None = None,
@@ -458,8 +463,8 @@ def read_npz(
 
     Parameters
     ----------
-    file : str, Path or binary file
-        Local path, or an open binary file (e.g. ``UPath.open("rb")`` of a lake file).
+    file : str, Path, UPath or binary file
+        Local or fsspec path (a lake file), or an open binary file.
     start, bin_minutes : optional
         Build the time axis of a file without ``times`` (both needed; nothing is invented), or,
         ``start`` only, check the file's first time.
@@ -589,10 +594,8 @@ def read_forecast(path: Any) -> NpzArrays:
     -------
     NpzArrays
     """
-    p = path if hasattr(path, "open") else Path(path)
     src = str(path)
-    with p.open("rb") as fh:
-        z = _npz_arrays(fh, src)
+    z = _npz_arrays(path, src)
     if "forecast" in z and "values" not in z:  # an older forecast file
         z = {LEGACY_FORECAST_KEYS.get(k, k): v for k, v in z.items()}
         if "times" in z and z["times"].dtype.kind in "iu":
