@@ -21,7 +21,7 @@ import numpy as np
 
 from traffic.forecast.features import MINUTES_PER_DAY
 from traffic.forecast.metrics import group_table, relative_change, skill
-from traffic.grid.arrays import _check_bin, _check_even, _ns, model_channels
+from traffic.grid.arrays import _check_bin, check_even, model_channels, utc_ns
 from traffic.grid.tensor import GridTensor, describe
 
 
@@ -110,8 +110,8 @@ def evaluate_array(
     n_t = grid.shape[0]
     if n_t < 2:
         raise ValueError(f"grid has {n_t} time bins; evaluation needs a time series")
-    bm = _check_bin(int(np.diff(_ns(grid.times[:2]))[0]), "grid times")
-    _check_even(grid.times, bm, "grid times")
+    bm = _check_bin(int(np.diff(utc_ns(grid.times[:2]))[0]), "grid times")
+    check_even(grid.times, bm, "grid times")
     bpd = MINUTES_PER_DAY // bm
     for name, v in (("context_steps", context_steps), ("horizon_steps", horizon_steps)):
         if int(v) != v or v < 1:

@@ -137,9 +137,10 @@ def model_channels(names: Sequence[str], source: str = "channels") -> tuple[str,
     return tuple(out)
 
 
-def _ns(times: pd.DatetimeIndex) -> np.ndarray:
-    """Bin starts as int64 ns since the epoch, whatever the index's unit."""
-    return pd.DatetimeIndex(times).as_unit("ns").asi8
+def utc_ns(times: Any) -> np.ndarray:
+    """Instants as int64 ns since the epoch, UTC, whatever the index's unit (naive times are labelled UTC)."""
+    idx = pd.DatetimeIndex(times)
+    return (idx.tz_localize("UTC") if idx.tz is None else idx).as_unit("ns").asi8
 
 
 def _timestamp(value: Any, what: str) -> pd.Timestamp:
@@ -195,7 +196,7 @@ def _parse_times(raw: Any, n_t: int, start: Any, source: str) -> pd.DatetimeInde
         raise ValueError(f"{source}: times has a missing value at bin {int(np.flatnonzero(times.isna())[0])}")
     if start is not None and n_t and times[0] != _timestamp(start, "start"):
         raise ValueError(f"{source}: start={start} disagrees with the file's first time {times[0].isoformat()}")
-    steps = np.diff(_ns(times))
+    steps = np.diff(utc_ns(times))
     bad = np.flatnonzero(steps <= 0)
     if len(bad):
         i = int(bad[0]) + 1
@@ -210,7 +211,7 @@ def _bin_length(times: pd.DatetimeIndex, bin_minutes: int | None, source: str) -
     """The bin length of ``times`` in minutes: ``bin_minutes`` if given, else their smallest step (checked)."""
     if len(times) < 2:
         raise ValueError(f"{source}: need at least 2 time bins to know the bin length, got {len(times)}")
-    step = int(np.diff(_ns(times)).min()) if bin_minutes is None else int(bin_minutes) * _NS_PER_MINUTE
+    step = int(np.diff(utc_ns(times)).min()) if bin_minutes is None else int(bin_minutes) * _NS_PER_MINUTE
     return _check_bin(step, source)
 
 
@@ -219,7 +220,7 @@ def _fill_gaps(
 ) -> tuple[pd.DatetimeIndex, list[np.ndarray]]:
     """Put ``arrays`` (time first) on the regular axis from ``times[0]``, ``fills`` in the missing bins."""
     step = bin_minutes * _NS_PER_MINUTE
-    off = _ns(times) - _ns(times)[0]
+    off = utc_ns(times) - utc_ns(times)[0]
     bad = np.flatnonzero(off % step)
     if len(bad):
         i = int(bad[0])
@@ -237,8 +238,9 @@ def _fill_gaps(
     return regular_times(times[0], bin_minutes, n), out
 
 
-def _check_even(times: pd.DatetimeIndex, bin_minutes: int, source: str) -> None:
-    steps = np.diff(_ns(times))
+def check_even(times: pd.DatetimeIndex, bin_minutes: int, source: str) -> None:
+    """Refuse ``times`` that are not ``bin_minutes`` apart everywhere, naming the first gap and ``--fill-gaps``."""
+    steps = np.diff(utc_ns(times))
     bad = np.flatnonzero(steps != bin_minutes * _NS_PER_MINUTE)
     if len(bad):
         i = int(bad[0]) + 1
@@ -315,7 +317,7 @@ def _finish(
             times, bin_minutes, [values, mask, coverage], [np.nan, False, 0], source
         )
     else:
-        _check_even(times, bin_minutes, source)
+        check_even(times, bin_minutes, source)
     tz = timezone or "UTC"
     try:
         ZoneInfo(tz)

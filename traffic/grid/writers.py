@@ -13,19 +13,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-import pandas as pd
 
-from traffic.grid.arrays import NPZ_KEYS, PARQUET_META_KEY, SUFFIXES, _ns
+from traffic.grid.arrays import NPZ_KEYS, PARQUET_META_KEY, SUFFIXES, utc_ns
 from traffic.grid.tensor import GridTensor
 from traffic.tempfiles import atomic_write
-
-
-def _utc_ns(times: Any) -> np.ndarray:
-    """Bin starts as int64 ns since the epoch, UTC (naive times are labelled UTC)."""
-    idx = pd.DatetimeIndex(times)
-    if idx.tz is None:
-        idx = idx.tz_localize("UTC")
-    return _ns(idx.tz_convert("UTC"))
 
 
 def write_npz(
@@ -68,7 +59,7 @@ def write_npz(
         On values that are not 4-D, times of another length, or an extra named like a layout key.
     """
     values = np.asarray(values)
-    stamps = _utc_ns(times)
+    stamps = utc_ns(times)
     if values.ndim != 4:
         raise ValueError(f"{path}: values has shape {values.shape}; expected 4 axes (T, C, H, W)")
     if len(stamps) != values.shape[0]:
@@ -139,7 +130,7 @@ def save_array(grid: GridTensor, path: str | Path) -> Path:
     }
     table = pa.table(
         {
-            "time": pa.array(_ns(grid.times)[ti], type=pa.timestamp("ns", tz="UTC")),
+            "time": pa.array(utc_ns(grid.times)[ti], type=pa.timestamp("ns", tz="UTC")),
             "channel": pa.DictionaryArray.from_arrays(
                 pa.array(ci.astype(np.int32)), pa.array(list(grid.channels), type=pa.string())
             ),
