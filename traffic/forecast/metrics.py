@@ -43,12 +43,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from traffic.forecast.result import MAPE_MIN_TARGET, HorizonMetrics
+
+if TYPE_CHECKING:  # the losses import torch when called: the metrics, skill and tables need numpy only
+    import torch
 
 __all__ = [
     "MAPE_MIN_TARGET",
@@ -286,6 +288,8 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     Values under ``mask == False`` (NaN included) change neither the loss nor its gradient.
     Returns 0 (with a graph) when nothing is observed.
     """
+    import torch
+
     m = mask.to(dtype=torch.bool)
     diff = torch.where(m, pred - torch.where(m, target, torch.zeros_like(target)), torch.zeros_like(pred))
     n = m.sum().clamp_min(1).to(pred.dtype)
@@ -305,6 +309,8 @@ def horizon_weighted_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.T
 
 def weighted_masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, w: torch.Tensor):
     """Masked MSE with per-element weights ``w`` (broadcast to ``pred``): sum w e^2 / sum w over observed."""
+    import torch
+
     m = mask.to(dtype=torch.bool)
     w = w.expand_as(pred)
     diff = torch.where(m, pred - torch.where(m, target, torch.zeros_like(target)), torch.zeros_like(pred))

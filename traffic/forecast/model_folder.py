@@ -88,7 +88,7 @@ def load_model(directory: str | Path):
     A folder whose ``fingerprint.json`` names other model code is still read, with a warning
     (the registry loads the version's exported program instead in that case).
 
-    Forecast with ``traffic.forecast.inference.forecast(module, grid, -1)`` or score it with
+    Forecast with ``traffic.forecast.inference.forecast_after(module, grid, -1)`` or score it with
     ``traffic.forecast.inference.evaluate_module``.
 
     Raises

@@ -19,6 +19,7 @@ import numpy as np
 
 from traffic.config import PROJECT_ROOT, CityConfig
 from traffic.forecast.intervals import INTERVAL_METHOD
+from traffic.forecast.metrics import skill as skill_of
 from traffic.forecast.result import MAPE_MIN_TARGET, HorizonMetrics, TrainResult
 from traffic.provenance import code_version as current_code_version
 from traffic.registry.names import model_name
@@ -344,7 +345,7 @@ def render_model_card(
     gates = list(result.baselines) if gate_baselines is None else [g for g in gate_baselines]
     extra = result.extra or {}
     budget = f" of a budget of {train_steps:,} (`[forecast] train_steps`)" if train_steps else ""
-    skill = 1.0 - model.rmse_mean / base.rmse_mean if base.rmse_mean else math.nan
+    skill = skill_of(model.rmse_mean, base.rmse_mean)
     text = Path(template or MODEL_CARD_TEMPLATE).read_text(encoding="utf-8")
     values = {
         "city": city.name,

@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from traffic.config import PROJECT_ROOT, CityConfig, mlflow_artifact_root, mlflow_uri
+from traffic.config import CityConfig, mlflow_artifact_root, mlflow_uri
 from traffic.errors import RegistryError
 from traffic.forecast.horizons import horizon_groups
 from traffic.forecast.result import HorizonMetrics, TrainResult
@@ -328,6 +328,8 @@ def _metrics(
     """
     from mlflow.entities import Metric
 
+    from traffic.forecast.metrics import skill
+
     rows: list[Metric] = []
     for name, hm in result.metrics.items():
         rows += _horizon_metric_rows(name, hm, timestamp_ms, city)
@@ -339,7 +341,7 @@ def _metrics(
     model = result.metrics["model"]
     if base.rmse_mean:
         rows.append(
-            Metric("model.rmse_skill_vs_best_baseline", 1.0 - model.rmse_mean / base.rmse_mean, timestamp_ms, 0)
+            Metric("model.rmse_skill_vs_best_baseline", skill(model.rmse_mean, base.rmse_mean), timestamp_ms, 0)
         )
     rows.append(Metric("train.seconds", float(result.train_seconds), timestamp_ms, 0))
     for key in ("steps", "best_step"):
