@@ -8,7 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from traffic.grid.arrays import load_array, model_channels, read_forecast, read_npz
+from traffic.channels import model_channels
+from traffic.grid.arrays import load_array, read_forecast, read_npz
 from traffic.grid.tensor import GridTensor
 from traffic.grid.writers import save_array, write_npz
 

@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from traffic.forecast.features import MINUTES_PER_DAY
+from traffic.channels import model_channels
 from traffic.forecast.metrics import group_table, relative_change, skill
-from traffic.grid.arrays import _check_bin, check_even, model_channels, utc_ns
+from traffic.grid.arrays import check_even
 from traffic.grid.tensor import GridTensor, describe
+from traffic.timebins import bins_per_day, check_bin_seconds, days_to_bins
 
 
 def _json_safe(obj: Any) -> Any:
@@ -66,7 +67,7 @@ def evaluate_array(
     ----------
     grid : GridTensor
         Any ``(T, C, H, W)`` array with a mask, evenly spaced in time (bins dividing a day).
-        Channel names without a ``<feed>.`` get :data:`traffic.grid.arrays.DEFAULT_FEED`.
+        Channel names without a ``<feed>.`` get :data:`traffic.channels.DEFAULT_FEED`.
     context_steps, horizon_steps : int
         Bins of context and bins predicted.
     holdout_days, holdout_fraction : float
@@ -110,9 +111,9 @@ def evaluate_array(
     n_t = grid.shape[0]
     if n_t < 2:
         raise ValueError(f"grid has {n_t} time bins; evaluation needs a time series")
-    bm = _check_bin(int(np.diff(utc_ns(grid.times[:2]))[0]), "grid times")
-    check_even(grid.times, bm, "grid times")
-    bpd = MINUTES_PER_DAY // bm
+    bm = check_bin_seconds((grid.times[1] - grid.times[0]).total_seconds(), "grid times")
+    check_even(grid.times, bm, "grid times")  # with the --fill-gaps hint
+    bpd = bins_per_day(bm)
     for name, v in (("context_steps", context_steps), ("horizon_steps", horizon_steps)):
         if int(v) != v or v < 1:
             raise ValueError(f"{name}={v} must be a whole number >= 1")
@@ -123,7 +124,7 @@ def evaluate_array(
             raise ValueError(f"holdout_fraction={holdout_fraction} must lie in (0, 1)")
         holdout_days = max(1, int(round(holdout_fraction * n_t))) / bpd
     assert holdout_days is not None
-    ho_bins = int(round(holdout_days * bpd))
+    ho_bins = days_to_bins(holdout_days, bm)
     if not horizon_steps <= ho_bins < n_t:
         raise ValueError(
             f"holdout of {holdout_days:g} days = {ho_bins} bins must hold at least horizon_steps={horizon_steps} "

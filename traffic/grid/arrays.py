@@ -60,12 +60,12 @@ greatest common step of the times), unless the file's schema metadata (written b
 Times without a zone are taken as they are and labelled UTC (the calendar features are read in
 UTC): give local wall-clock times to let the model see local daily cycles, and leave
 ``timezone`` at UTC so that holidays match those labels. Channel names are ``<feed>.<name>``
-for the model's modality fusion; a name without a feed gets the feed ``grid``.
+for the model's modality fusion (:func:`traffic.channels.model_channels`); a name without a feed gets
+the feed ``grid``. The bin-length rule is :mod:`traffic.timebins`, holiday specs :mod:`traffic.calendar`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -76,11 +76,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import pandas as pd
 
-from traffic.forecast.features import MINUTES_PER_DAY
+from traffic.calendar import grid_holidays, holiday_calendar
+from traffic.channels import model_channels
 from traffic.grid.tensor import GridTensor
+from traffic.timebins import check_bin_seconds
 
-#: Feed given to channel names without one (the model groups channels by ``<feed>.``).
-DEFAULT_FEED = "grid"
 #: Keys of the ``.npz`` layout; the first three are alternative names of the values.
 NPZ_VALUE_KEYS = ("values", "data", "X")
 NPZ_KEYS = (*NPZ_VALUE_KEYS, "mask", "times", "channels", "coverage", "cell_ids", "timezone", "holidays")
@@ -112,31 +112,6 @@ _NS_PER_MINUTE = 60 * 10**9
 
 
 # ------------------------------------------------------------------------------------ names, times
-def model_channels(names: Sequence[str], source: str = "channels") -> tuple[str, ...]:
-    """Channel names as the model needs them: ``<feed>.<name>``, a bare name gets feed :data:`DEFAULT_FEED`.
-
-    Raises
-    ------
-    ValueError
-        On an empty or repeated name, or a feed the model reserves for its own modalities.
-    """
-    from traffic.model import EXTRA_MODALITIES
-
-    out = []
-    for name in names:
-        name = str(name).strip()
-        if not name or name.startswith(".") or name.endswith("."):
-            raise ValueError(f"{source}: channel name {name!r} must be '<name>' or '<feed>.<name>', both non-empty")
-        out.append(name if "." in name else f"{DEFAULT_FEED}.{name}")
-    reserved = sorted({n.split(".", 1)[0] for n in out} & set(EXTRA_MODALITIES))
-    if reserved:
-        raise ValueError(f"{source}: feed names {reserved} are reserved for the model's {list(EXTRA_MODALITIES)}")
-    dup = sorted({n for n in out if out.count(n) > 1})
-    if dup:
-        raise ValueError(f"{source}: channel names {dup} repeat; each channel needs its own name")
-    return tuple(out)
-
-
 def utc_ns(times: Any) -> np.ndarray:
     """Instants as int64 ns since the epoch, UTC, whatever the index's unit (naive times are labelled UTC)."""
     idx = pd.DatetimeIndex(times)
@@ -154,20 +129,9 @@ def _timestamp(value: Any, what: str) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
 
 
-def _check_bin(step_ns: int, source: str) -> int:
-    """Bin length in whole minutes dividing a day, from a step in ns."""
-    minutes = step_ns / _NS_PER_MINUTE
-    if step_ns <= 0 or minutes != int(minutes) or MINUTES_PER_DAY % int(minutes):
-        raise ValueError(
-            f"{source}: bin length {step_ns / 1e9:g} s is not allowed: it must be a whole number of minutes "
-            f"that divides a day (e.g. 5, 15, 30, 60, 120, 1440)"
-        )
-    return int(minutes)
-
-
 def regular_times(start: Any, bin_minutes: int, n: int) -> pd.DatetimeIndex:
     """``n`` bin starts from ``start`` (UTC; a naive time is labelled UTC) every ``bin_minutes``."""
-    _check_bin(int(bin_minutes) * _NS_PER_MINUTE, "bin_minutes")
+    check_bin_seconds(60 * int(bin_minutes), "bin_minutes")
     times = pd.date_range(_timestamp(start, "start"), periods=n, freq=pd.Timedelta(minutes=int(bin_minutes)))
     return times.as_unit("ns")
 
@@ -212,7 +176,7 @@ def _bin_length(times: pd.DatetimeIndex, bin_minutes: int | None, source: str) -
     if len(times) < 2:
         raise ValueError(f"{source}: need at least 2 time bins to know the bin length, got {len(times)}")
     step = int(np.diff(utc_ns(times)).min()) if bin_minutes is None else int(bin_minutes) * _NS_PER_MINUTE
-    return _check_bin(step, source)
+    return check_bin_seconds(step / 1e9, source)
 
 
 def _fill_gaps(
@@ -249,36 +213,6 @@ def check_even(times: pd.DatetimeIndex, bin_minutes: int, source: str) -> None:
             f"{steps[i - 1] / _NS_PER_MINUTE:g} min after bin {i - 1}, the bin length is {bin_minutes} min; "
             "pass fill_gaps=True (CLI: --fill-gaps) to insert the missing bins as unobserved"
         )
-
-
-def holiday_dates(spec: str | Iterable[str] | None, times: pd.DatetimeIndex) -> tuple[str, ...]:
-    """Public-holiday dates for ``times``: ``spec`` is a country code (``"US"``, ``"US-NY"``), ISO dates, or None.
-
-    A country code takes the ``holidays`` package's table (``traffic.calendar``) for the years
-    of ``times`` and the next; dates may be an iterable or one comma-separated string.
-    """
-    if spec is None:
-        return ()
-    items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s).strip() for s in spec]
-    items = [s for s in items if s]
-    dates, codes = [], []
-    for s in items:
-        try:
-            dates.append(dt.date.fromisoformat(s).isoformat())
-        except ValueError:
-            codes.append(s)
-    if codes:
-        if len(codes) > 1 or dates:
-            raise ValueError(
-                f"holidays {spec!r}: give one country code ('US', 'US-NY') or ISO dates 'YYYY-MM-DD', not {codes}"
-            )
-        from traffic.calendar import HolidayCalendar
-
-        country, _, subdiv = codes[0].partition("-")
-        cal = HolidayCalendar(country=country.upper(), subdiv=subdiv.upper() or None)
-        years = range(times[0].year, times[-1].year + 2) if len(times) else range(0)
-        return tuple(sorted(d.isoformat() for d in cal.dates(years)))
-    return tuple(sorted(set(dates)))
 
 
 def _finish(
@@ -331,7 +265,7 @@ def _finish(
         model_channels(names, f"{source}: channels"),
         cell_ids.astype(np.int32),
         timezone=tz,
-        holidays=holiday_dates(holidays, times),
+        holidays=grid_holidays(holiday_calendar(holidays), times),
     )
 
 
@@ -700,7 +634,7 @@ def _load_parquet(path: Path, *, bin_minutes, start, channels, fill_gaps, timezo
                 f"{', '.join('--' + m.replace('_', '-') for m in missing)}) to build the time axis"
             )
         t0 = _timestamp(t0_arg, "start").value
-        bm = _check_bin(int(bm) * _NS_PER_MINUTE, "bin_minutes")
+        bm = check_bin_seconds(60 * int(bm), "bin_minutes")
     else:
         col = _parquet_column(
             tbl, "time", src, "timestamp or ISO 8601 string", lambda ty: pat.is_timestamp(ty) or pat.is_string(ty)
@@ -720,9 +654,9 @@ def _load_parquet(path: Path, *, bin_minutes, start, channels, fill_gaps, timezo
             if len(uniq) < 2:
                 raise ValueError(f"{src}: one distinct time only: pass bin_minutes (CLI: --bin-minutes)")
             bm = int(np.gcd.reduce(np.diff(uniq)))
-            bm = _check_bin(bm, src)
+            bm = check_bin_seconds(bm / 1e9, src)
         else:
-            bm = _check_bin(int(bm) * _NS_PER_MINUTE, "bin_minutes")
+            bm = check_bin_seconds(60 * int(bm), "bin_minutes")
         off = tv - t0
         step = bm * _NS_PER_MINUTE
         bad = (off < 0) | (off % step != 0)

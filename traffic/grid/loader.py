@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from traffic import intraday
-from traffic.calendar import city_holidays
+from traffic.calendar import grid_holidays
 from traffic.config import CityConfig
 from traffic.grid.cells import grid_spec
 from traffic.grid.tensor import GridTensor
@@ -133,8 +133,7 @@ def load_tensor(
         coverage[index] = cov[keep]
         mask[index] = True
     cell_ids = np.arange(h * w, dtype=np.int32).reshape(h, w)
-    # holidays of the grid's years and the next (forecasts run past the last bin)
-    holidays = city_holidays(city.calendar, times[0].year, times[-1].year + 1)
+    holidays = grid_holidays(city.calendar, times)  # its years and the next: forecasts run past the last bin
     return GridTensor(
         values=values,
         mask=mask,

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from traffic.calendar import holiday_flags
+from traffic.timebins import MINUTES_PER_DAY, bin_minutes
 
 
 @dataclass
@@ -90,11 +91,8 @@ class GridTensor:
 
 def describe(grid: GridTensor) -> dict[str, Any]:
     """Shape, channels, time span and observed share of ``grid`` (JSON-able; ``traffic grid info``)."""
-    from traffic.forecast.features import MINUTES_PER_DAY
-
     t = grid.shape[0]
-    step = (grid.times[1] - grid.times[0]).total_seconds() / 60 if t > 1 else None
-    step = int(step) if step is not None and step == int(step) else step
+    step = bin_minutes(grid.times) if t > 1 else None
     per_channel = grid.mask.mean(axis=(0, 2, 3)) if grid.mask.size else np.zeros(grid.shape[1])
     return {
         "shape": list(grid.shape),

@@ -17,6 +17,7 @@ import numpy as np
 from traffic.grid.arrays import NPZ_KEYS, PARQUET_META_KEY, SUFFIXES, utc_ns
 from traffic.grid.tensor import GridTensor
 from traffic.tempfiles import atomic_write
+from traffic.timebins import bin_minutes
 
 
 def write_npz(
@@ -123,7 +124,7 @@ def save_array(grid: GridTensor, path: str | Path) -> Path:
         "shape": [t, c, h, w],
         "channels": list(grid.channels),
         "start": grid.times[0].isoformat() if t else None,
-        "bin_minutes": int(round((grid.times[1] - grid.times[0]).total_seconds() / 60)) if t > 1 else None,
+        "bin_minutes": bin_minutes(grid.times) if t > 1 else None,
         "timezone": grid.timezone,
         "holidays": list(grid.holidays),
         "cell_ids": None if default_ids else grid.cell_ids.tolist(),
