@@ -64,6 +64,7 @@ def load_grid(city_name: str):
 
 
 def run(city_name: str, variant: str, steps: int | None, seed: int) -> dict:
+    from traffic.forecast.metrics import skill
     from traffic.forecast.train import train_forecaster
 
     city, grid = load_grid(city_name)
@@ -92,7 +93,7 @@ def run(city_name: str, variant: str, steps: int | None, seed: int) -> dict:
             **{f"ablation.{k}": v.as_dict() for k, v in res.ablation.items()},
         },
         "best_baseline": best_name,
-        "skill": 1.0 - res.metrics["model"].rmse_mean / best.rmse_mean,
+        "skill": skill(res.metrics["model"].rmse_mean, best.rmse_mean),
         "steps": steps,
         "train_s": res.train_seconds,
         "s_per_step": res.train_seconds / max(steps, 1),
@@ -118,20 +119,22 @@ def _f(v: float, pct: bool = False) -> str:
 def accuracy_table(r: dict) -> str:
     """Per horizon group (hours ahead) RMSE / MAE / MAPE of the model and every baseline, and the interval coverage."""
     from traffic.forecast.horizons import horizon_groups
+    from traffic.forecast.metrics import group_table
+    from traffic.forecast.result import HorizonMetrics
 
     m = r["metrics"]
     names = ["model", *[k for k in m if k.startswith("ablation.")], *[k for k in m if k != "model" and "." not in k]]
     groups = horizon_groups(r["bin_seconds"], len(m["model"]["rmse"]))
+    scored = {k: HorizonMetrics(**{f: m[k][f] for f in ("mae", "rmse", "n", "mape", "n_mape")}) for k in names}
     lines = []
     for metric in ("rmse", "mae", "mape"):
         lines.append(f"\n{metric.upper()}{' (%)' if metric == 'mape' else ''} per group of hours ahead:\n")
         lines.append("| hours ahead | " + " | ".join(names) + " |")
         lines.append("|---|" + "---:|" * len(names))
-        for g in groups:
-            vals = [float(np.nanmean(m[k][metric][g.steps])) if m[k][metric] else float("nan") for k in names]
-            lines.append(f"| {g.label} | " + " | ".join(_f(v) for v in vals) + " |")
-        means = [m[k][f"{metric}_mean"] for k in names]
-        lines.append("| **all (mean)** | " + " | ".join(f"**{_f(v)}**" for v in means) + " |")
+        *rows, mean = group_table(scored, metric, r["bin_seconds"])
+        for row in rows:
+            lines.append(f"| {row.label} | " + " | ".join(_f(row.values[k]) for k in names) + " |")
+        lines.append("| **all (mean)** | " + " | ".join(f"**{_f(mean.values[k])}**" for k in names) + " |")
     cov = np.asarray(m["model"].get("coverage") or [], dtype=float)
     if len(cov):
         n = np.asarray(m["model"]["n"], dtype=float)

@@ -25,6 +25,7 @@ from traffic.forecast.fallback import fit_baseline
 from traffic.forecast.features import target_index
 from traffic.forecast.metrics import MetricAccumulator
 from traffic.forecast.split import make_split
+from traffic.grid.arrays import read_forecast
 from traffic.registry import run_metrics
 
 AS_OF = "2012-03-07"
@@ -77,8 +78,8 @@ def test_first_night_publishes_the_best_baseline_then_a_passing_version_takes_ov
         trained["run_id"],
     )
     assert meta["interval_level"] == 0.8
-    with np.load(str(pipeline.lake_file(meta["path"]))) as z:
-        fc, lo, hi = z["forecast"], z["lower"], z["upper"]
+    z = read_forecast(pipeline.lake_file(meta["path"]))
+    fc, lo, hi = z.values, z.extra["lower"], z.extra["upper"]
     assert fc.shape == (la.forecast.horizon_steps, 1, *fc.shape[2:]) and np.isfinite(fc).all()
     assert (lo <= fc).all() and (fc <= hi).all() and (hi > lo).mean() > 0.5
     pipeline.publish(la, meta)

@@ -68,11 +68,11 @@ def test_a_checkpoint_write_killed_mid_way_is_cleaned_by_the_next_checkpoint(tmp
 
 
 def test_a_gridded_save_killed_mid_way_is_cleaned_by_the_next_save(tmp_path):
-    from traffic.gridded import _atomic_write
+    from traffic.tempfiles import atomic_write
 
     path = tmp_path / "grid.npz"
     assert _child(KILLED_WRITER, str(path)) == -9
-    _atomic_write(path, lambda p: p.write_bytes(b"grid"))
+    atomic_write(path, lambda fh: fh.write(b"grid"))
     assert _hidden(tmp_path) == [] and path.read_bytes() == b"grid"
 
 

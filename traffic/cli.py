@@ -373,7 +373,7 @@ def _export_parser(sub) -> None:
 
 def _grid_load(args):
     """The array file of ``args.path``; a file the forecaster cannot use exits with the reason."""
-    from traffic.gridded import load_array
+    from traffic.grid.arrays import load_array
 
     try:
         return load_array(
@@ -408,7 +408,7 @@ def _grid_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def cmd_grid_info(args) -> None:
-    from traffic.gridded import describe
+    from traffic.grid.tensor import describe
 
     _print(describe(_grid_load(args)))
 
@@ -416,7 +416,8 @@ def cmd_grid_info(args) -> None:
 def cmd_grid_evaluate(args) -> None:
     from pathlib import Path
 
-    from traffic.gridded import evaluate_array, format_report
+    from traffic.forecast.evaluation import evaluate_array
+    from traffic.forecast.tables import format_report
 
     grid = _grid_load(args)
     try:
@@ -438,9 +439,11 @@ def cmd_grid_evaluate(args) -> None:
         raise UsageError(str(exc)) from exc
     print(format_report(report))
     if args.json:
+        from traffic.tempfiles import atomic_write
+
         out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2))
+        text = json.dumps(report, indent=2).encode()
+        atomic_write(out, lambda fh: fh.write(text))
         print(f"report written to {out}")
 
 
@@ -455,7 +458,7 @@ def _grid_parser(sub) -> None:
         ("evaluate", cmd_grid_evaluate, "train the forecaster; per-horizon metrics of model and baselines"),
     ):
         s = gsub.add_parser(name, help=hlp)
-        s.add_argument("path", help="*.npz or *.parquet (formats: README, traffic/gridded.py)")
+        s.add_argument("path", help="*.npz or *.parquet (formats: README, traffic/grid/arrays.py)")
         s.add_argument("--bin-minutes", type=number(int, 1, 1440), help="bin length, when the file has no times")
         s.add_argument("--start", help="first bin start (ISO 8601, naive = UTC), when the file has no times")
         s.add_argument("--channels", help="comma-separated channel names, in channel order")

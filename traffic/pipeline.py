@@ -816,10 +816,11 @@ def forecast(
     -------
     dict
         The run's metadata, with ``path``: the forecast ``.npz``, relative to the lake root
-        (:func:`lake_file` resolves it) (``forecast``, ``lower``, ``upper`` ``(H_out, C, H, W)``;
-        ``target_times``; ``has_data`` (the cell observed the channel in the window); ``coverage``
-        ``(C, H, W)``; ``reference``; ``cell_ids``; ``channels``), and ``serving`` (what
-        :func:`serving` chose).
+        (:func:`lake_file` resolves it), in the one npz layout of :mod:`traffic.grid.arrays`
+        (``values`` the forecast, ``lower``, ``upper`` ``(H_out, C, H, W)``; ``times`` the target
+        bin starts; ``mask`` where the cell observed the channel in the window;
+        ``window_coverage`` ``(C, H, W)``; ``reference``; ``cell_ids``; ``channels``; read it
+        with :func:`traffic.grid.arrays.read_forecast`), and ``serving`` (what :func:`serving` chose).
 
     Raises
     ------
@@ -874,21 +875,16 @@ def forecast(
     coverage = grid.mask.mean(axis=0).astype(np.float32)  # (C, H, W)
     ref = reference_stats(grid.values, grid.mask, list(grid.channels))
     out = lake.partition("forecasts", city=c.name, issued_at=origin.strftime("%Y%m%dT%H%M%SZ")) / "forecast.npz"
-    from traffic.tempfiles import atomic_write
+    from traffic.grid.writers import write_npz
 
-    atomic_write(
+    write_npz(  # the one npz layout; the forecast's own arrays are traffic.grid.arrays.FORECAST_EXTRAS
         out,
-        lambda fh: np.savez_compressed(
-            fh,
-            forecast=pred.astype(np.float32),
-            **bounds,
-            target_times=targets.as_unit("us").asi8,
-            has_data=has_data,
-            coverage=coverage,
-            reference=ref.astype(np.float32),
-            cell_ids=grid.cell_ids,
-            channels=np.array(grid.channels),
-        ),
+        values=pred.astype(np.float32),
+        times=targets,
+        mask=has_data,
+        channels=grid.channels,
+        cell_ids=grid.cell_ids,
+        extra={**bounds, "reference": ref.astype(np.float32), "window_coverage": coverage},
     )
 
     meta = {
@@ -1011,23 +1007,21 @@ def publish(city: str | CityConfig, forecast_meta: dict[str, Any], *, res: Resou
     """Publish a forecast written by :func:`forecast` to the analysts' store (atomic per run).
 
     Reads the forecast ``.npz`` named by ``forecast_meta["path"]`` (relative to the lake root, or
-    absolute as older runs wrote it): ``forecast``, ``target_times``
-    (int64 µs UTC), ``has_data``, ``reference``, ``cell_ids``, ``channels`` and, when present,
-    ``lower``/``upper`` (interval bounds; NULL bounds without them) and ``coverage`` (per
-    channel share of observed window bins); an optional ``cell_coverage`` (H, W) is used too.
+    absolute as older runs wrote it) with :func:`traffic.grid.arrays.read_forecast`: the
+    forecast, target times, where the model had data, ``reference``, ``cell_ids``, ``channels``
+    and, when present, ``lower``/``upper`` (interval bounds; NULL bounds without them) and the
+    per channel share of observed window bins; an optional ``cell_coverage`` (H, W) is used too.
     ``forecast_meta`` may carry ``model_kind``, ``kind``, ``interval_level``, ``interval_method``.
     The run records the code version of this publish (:func:`traffic.provenance.code_version`).
     :func:`stored_forecast` reads the ``forecast_meta`` the forecast stage stored for a date.
     """
-    import numpy as np
-
     from traffic.grid import read_grid
+    from traffic.grid.arrays import read_forecast
     from traffic.provenance import code_version
     from traffic.publish import publish_forecast
 
     c, resources = _city(city), _res(res)
-    with lake_file(forecast_meta["path"], resources.lake).open("rb") as fh:
-        z = dict(np.load(fh, allow_pickle=False))
+    fc = read_forecast(lake_file(forecast_meta["path"], resources.lake))
     grid = read_grid(c)
     cent = grid.geometry.centroid.to_crs(4326)
     cells = pd.DataFrame(
@@ -1046,21 +1040,22 @@ def publish(city: str | CityConfig, forecast_meta: dict[str, Any], *, res: Resou
     run.update({k: forecast_meta[k] for k in _PUBLISH_META_OPTIONAL if forecast_meta.get(k) is not None})
     run["timezone"] = c.timezone
     run["code_version"] = code_version()  # the code that publishes these rows (forecast_runs.code_version)
+    z = fc.extra
     has_bounds = "lower" in z and "upper" in z
     published = publish_forecast(
         db,
         city=c.name,
         run=run,
-        forecast=z["forecast"],
-        target_times=pd.to_datetime(z["target_times"].astype("datetime64[us]"), utc=True),
-        channels=[str(x) for x in z["channels"]],
+        forecast=fc.values,
+        target_times=fc.times,
+        channels=list(fc.channels or ()),
         cells=cells,
-        cell_ids=z["cell_ids"],
-        has_data=z["has_data"].astype(bool),
+        cell_ids=fc.cell_ids,
+        has_data=fc.mask,
         reference=z["reference"],
         lower=z["lower"] if has_bounds else None,
         upper=z["upper"] if has_bounds else None,
-        coverage=z.get("coverage"),
+        coverage=z.get("window_coverage"),
         cell_coverage=z.get("cell_coverage"),
     )
     from traffic.publish.export import log_published_maps  # never raises: a map must not fail a publish

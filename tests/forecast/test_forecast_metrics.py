@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from traffic.forecast.metrics import MAPE_MIN_TARGET, MetricAccumulator, masked_metrics, masked_mse
+from traffic.forecast.metrics import (
+    MAPE_MIN_TARGET,
+    MetricAccumulator,
+    group_table,
+    masked_metrics,
+    masked_mse,
+    relative_change,
+    skill,
+)
 from traffic.forecast.result import HorizonMetrics
 
 
@@ -135,3 +143,27 @@ def test_masked_mse_of_nothing_observed_is_zero():
     assert float(loss.detach()) == 0.0
     loss.backward()
     assert torch.isfinite(pred.grad).all()
+
+
+# ------------------------------------------------------------------------- skill and metric tables
+def test_skill_and_relative_change_are_one_rule():
+    assert skill(9.0, 10.0) == pytest.approx(0.1) and relative_change(9.0, 10.0) == pytest.approx(-0.1)
+    assert relative_change(2.5, 2.5) == 0.0 and str(100 * relative_change(2.5, 2.5)) == "0.0"  # never -0.0
+    per_h = skill([1.0, 2.0, 3.0], [2.0, 0.0, np.nan])
+    assert per_h[0] == pytest.approx(0.5) and np.isnan(per_h[1:]).all()  # no reference, no skill
+    assert np.isnan(skill(float("inf"), 1.0)) and isinstance(skill(1.0, 2.0), float)
+
+
+def test_group_table_means_per_group_of_hours_and_the_promotion_mean_last():
+    model = HorizonMetrics(mae=[1.0, 2.0, 3.0], rmse=[1.0, 2.0, 4.0], n=[10, 20, 30], mape=[5.0, np.nan, 7.0])
+    model.n_mape = [1, 0, 3]
+    old = HorizonMetrics(mae=[2.0, 2.0], rmse=[2.0, 2.0], n=[10, 20])  # recorded with fewer horizons
+    rows = group_table({"model": model, "old": old}, "rmse", 1800)  # 30-min bins: "1 h" = steps 1-2
+    assert [(r.label, r.steps, r.n) for r in rows] == [("1 h", (1, 2), 30), ("2–3 h", (3, 3), 30), ("all", (1, 3), 60)]
+    assert rows[0].values == {"model": 1.5, "old": 2.0}
+    assert rows[1].values["model"] == 4.0 and np.isnan(rows[1].values["old"])
+    assert rows[2].values["model"] == pytest.approx(7 / 3) and rows[2].values["old"] == 2.0  # rmse_mean
+    mape = group_table({"model": model}, "mape", 1800)
+    assert mape[0].values["model"] == 5.0 and mape[0].n == 1  # NaN horizons left out; n_mape counts
+    with pytest.raises(ValueError, match=r"metric 'r2' is not allowed; allowed: \['mae', 'rmse', 'mape'\]"):
+        group_table({"model": model}, "r2", 1800)

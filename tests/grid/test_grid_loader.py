@@ -102,3 +102,26 @@ def test_channels_follow_the_config_and_cells_must_fit_the_grid(tiny_city):
     lake.write_partition(bad, "raster", city="tiny", date="2024-05-06")
     with pytest.raises(ValueError, match="outside the"):
         load_tensor(tiny_city)
+
+
+def test_the_loader_reads_the_lake_it_is_given(tiny_city, tmp_path):
+    from traffic.grid.loader import newest_observed_bin
+    from traffic.lake import Lake
+
+    other = Lake(tmp_path / "other-lake")
+    raster = pa.table(
+        {
+            "bin_start": pa.array(utc("2024-05-06 01:00+02:00"), pa.timestamp("us", "UTC")),
+            "cell_id": pa.array([1], pa.int32()),
+            "channel": ["cam.bike"],
+            "value": [3.0],
+            "coverage": pa.array([1], pa.int32()),
+        }
+    )
+    other.write_partition(raster, "raster", city="tiny", date="2024-05-06")
+    with pytest.raises(FileNotFoundError, match="rasterize"):  # the configured lake has no raster
+        load_tensor(tiny_city)
+    g = load_tensor(tiny_city, lake=other)
+    assert g.mask.sum() == 1 and g.times[0] == pd.Timestamp("2024-05-06", tz="Europe/Berlin")
+    assert newest_observed_bin(tiny_city) is None
+    assert newest_observed_bin(tiny_city, lake=other) == pd.Timestamp("2024-05-05T23:00Z")

@@ -154,12 +154,12 @@ def _parse_value(text: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: train on a grid ``.npz`` (``GridTensor.save_npz``) on every rank; see the module docstring."""
+    """CLI: train on a grid ``.npz`` (``traffic.grid.writers.save_array``) on every rank; see the module docstring."""
     from traffic.forecast.train import train_forecaster
-    from traffic.grid.tensor import GridTensor
+    from traffic.grid.arrays import load_array
 
     ap = argparse.ArgumentParser(prog="python -m traffic.forecast.distributed", description=main.__doc__)
-    ap.add_argument("--npz", required=True, help="grid file written by GridTensor.save_npz")
+    ap.add_argument("--npz", required=True, help="grid file written by traffic.grid.writers.save_array")
     ap.add_argument("--context-steps", type=int, required=True)
     ap.add_argument("--horizon-steps", type=int, required=True)
     ap.add_argument("--holdout-days", type=float, required=True)
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--set {item!r}: expected KEY=VALUE")
         overrides[key.strip()] = _parse_value(value.strip())
 
-    grid = GridTensor.load_npz(args.npz)
+    grid = load_array(args.npz)
     result = train_forecaster(
         grid,
         context_steps=args.context_steps,

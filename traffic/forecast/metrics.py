@@ -1,4 +1,4 @@
-"""Masked metrics (evaluation, original units) and the masked training loss (normalised units).
+"""Masked metrics (evaluation, original units), the skill percentage, metric tables per horizon group, and the masked training loss.
 
 Missing target values never count: a cell/bin/channel that was not observed contributes
 neither error nor weight. Arrays are laid out ``(N, H_out, C, H, W)`` and metrics are
@@ -24,21 +24,44 @@ MAPE's zero-denominator rule
     A horizon where no target passes gets ``mape = NaN`` with ``n_mape = 0``. The threshold
     is a parameter (``mape_min``) for data in other units. MAE and RMSE count every observed
     target, zeros included.
+
+Skill and relative change
+    :func:`skill` is ``1 - score / reference`` (0.12 = the model's error is 12 % below the
+    reference's); :func:`relative_change` is its opposite, ``score / reference - 1``
+    (negative = lower error). Every skill percentage of the project (the evaluation report,
+    the model card, the logged ``rmse_skill_vs_best_baseline``, the bench) is one of these two.
+
+Metric tables
+    :func:`group_table` is the one computation behind every table of metrics per horizon
+    group (the ``traffic grid evaluate`` text tables, :mod:`traffic.forecast.tables`, and the
+    model card's tables): per group of hours ahead, each column's mean over the group's
+    horizons, and the mean over all horizons as the last row.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
-import torch
 
 from traffic.forecast.result import MAPE_MIN_TARGET, HorizonMetrics
 
+if TYPE_CHECKING:  # the losses import torch when called: the metrics, skill and tables need numpy only
+    import torch
+
 __all__ = [
     "MAPE_MIN_TARGET",
+    "GroupRow",
     "MetricAccumulator",
+    "group_table",
     "horizon_weighted_mse",
     "masked_metrics",
     "masked_mse",
+    "relative_change",
+    "skill",
     "weighted_masked_mse",
 ]
 
@@ -134,12 +157,139 @@ def masked_metrics(
     return acc.result()
 
 
+def _ratio(score: Any, reference: Any) -> Any:
+    """``score / reference``, NaN where ``reference`` is 0 or either value is not finite."""
+    a = np.asarray(score, dtype=np.float64)
+    b = np.asarray(reference, dtype=np.float64)
+    ok = np.isfinite(a) & np.isfinite(b) & (b != 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ok, a / np.where(ok, b, 1.0), np.nan)
+
+
+def _scalar(v: np.ndarray) -> Any:
+    return float(v) if v.ndim == 0 else v
+
+
+def skill(score: Any, reference: Any) -> Any:
+    """Skill of ``score`` against ``reference`` (errors, lower is better): ``1 - score / reference``.
+
+    Parameters
+    ----------
+    score, reference : float or array-like
+        Errors of the same metric (e.g. mean RMSE of the model and of the best baseline);
+        arrays broadcast (per horizon).
+
+    Returns
+    -------
+    float or np.ndarray
+        A fraction (multiply by 100 for percent; 0.1 = 10 % lower error than the reference);
+        NaN where ``reference`` is 0 or either value is not finite. A float for scalar input.
+    """
+    return _scalar(1.0 - _ratio(score, reference))
+
+
+def relative_change(score: Any, reference: Any) -> Any:
+    """``score / reference - 1``: the change of an error against a reference, the opposite of :func:`skill`.
+
+    Negative = ``score`` is lower (better); NaN where :func:`skill` is NaN.
+    """
+    return _scalar(_ratio(score, reference) - 1.0)
+
+
+@dataclass(frozen=True)
+class GroupRow:
+    """One row of a :func:`group_table`: a group of hours ahead (or ``all``) and each column's value.
+
+    Attributes
+    ----------
+    label : str
+        ``"1 h"``, ``"2–3 h"``, ... (:func:`traffic.forecast.horizons.horizon_groups`) or ``"all"``.
+    steps : tuple of int
+        First and last horizon step of the row, 1-based, both included.
+    values : dict of str to float
+        Per column: the mean of its finite per-horizon values in the group (NaN when none); in
+        the ``all`` row the column's ``<metric>_mean``, the figure promotion compares.
+    n : int
+        Scored targets of the first column in the row (``n``; ``n_mape`` for ``mape``).
+    """
+
+    label: str
+    steps: tuple[int, int]
+    values: dict[str, float]
+    n: int
+
+
+def group_table(
+    columns: Mapping[str, HorizonMetrics], metric: str, bin_seconds: int, n_horizons: int | None = None
+) -> list[GroupRow]:
+    """A metric per group of hours ahead for several models scored on the same holdout.
+
+    Parameters
+    ----------
+    columns : mapping of str to HorizonMetrics
+        Column name to metrics, in column order; the first column's counts fill ``GroupRow.n``.
+    metric : {"mae", "rmse", "mape"}
+    bin_seconds : int
+        Length of one bin (groups are hours ahead).
+    n_horizons : int, optional
+        Horizons of the table; default the first column's. A column with fewer values (a
+        metric recorded before it existed) is NaN in the missing horizons.
+
+    Returns
+    -------
+    list of GroupRow
+        One row per horizon group, then the ``all`` row.
+
+    Raises
+    ------
+    ValueError
+        On an unknown ``metric`` or no columns.
+    """
+    from traffic.forecast.horizons import horizon_groups
+    from traffic.forecast.result import METRICS
+
+    if metric not in METRICS:
+        raise ValueError(f"metric {metric!r} is not allowed; allowed: {list(METRICS)}")
+    if not columns:
+        raise ValueError("group_table needs at least one column")
+    first = next(iter(columns.values()))
+    n_h = len(first.rmse) if n_horizons is None else int(n_horizons)
+
+    def per_horizon(values: Sequence[float]) -> np.ndarray:
+        v = np.full(n_h, np.nan)
+        part = np.asarray(list(values)[:n_h], dtype=float)
+        v[: len(part)] = part
+        return v
+
+    def group_mean(v: np.ndarray) -> float:
+        finite = v[np.isfinite(v)]
+        return float(finite.mean()) if finite.size else math.nan
+
+    table = {k: per_horizon(getattr(m, metric)) for k, m in columns.items()}
+    counts = per_horizon(first.n_mape if metric == "mape" else first.n)
+    counts = np.where(np.isfinite(counts), counts, 0)
+    rows = [
+        GroupRow(
+            g.label,
+            (g.steps.start + 1, g.steps.stop),
+            {k: group_mean(v[g.steps]) for k, v in table.items()},
+            int(counts[g.steps].sum()),
+        )
+        for g in horizon_groups(int(bin_seconds), n_h)
+    ]
+    means = {k: float(getattr(m, f"{metric}_mean")) for k, m in columns.items()}
+    rows.append(GroupRow("all", (1, n_h), means, int(counts.sum())))
+    return rows
+
+
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean squared error over observed targets only (the training loss, normalised units).
 
     Values under ``mask == False`` (NaN included) change neither the loss nor its gradient.
     Returns 0 (with a graph) when nothing is observed.
     """
+    import torch
+
     m = mask.to(dtype=torch.bool)
     diff = torch.where(m, pred - torch.where(m, target, torch.zeros_like(target)), torch.zeros_like(pred))
     n = m.sum().clamp_min(1).to(pred.dtype)
@@ -159,6 +309,8 @@ def horizon_weighted_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.T
 
 def weighted_masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, w: torch.Tensor):
     """Masked MSE with per-element weights ``w`` (broadcast to ``pred``): sum w e^2 / sum w over observed."""
+    import torch
+
     m = mask.to(dtype=torch.bool)
     w = w.expand_as(pred)
     diff = torch.where(m, pred - torch.where(m, target, torch.zeros_like(target)), torch.zeros_like(pred))

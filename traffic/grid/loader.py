@@ -10,11 +10,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from traffic import intraday, lake
-from traffic.calendar import city_holidays
+from traffic import intraday
+from traffic.calendar import grid_holidays
 from traffic.config import CityConfig
 from traffic.grid.cells import grid_spec
 from traffic.grid.tensor import GridTensor
+from traffic.lake import Lake
 
 #: The raster columns the loader reads.
 RASTER_COLUMNS = ("bin_start", "cell_id", "channel", "value", "coverage")
@@ -48,8 +49,8 @@ def time_axis(city: CityConfig, start: str, end: str) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(pd.to_datetime(first + step * np.arange(n, dtype=np.int64), unit="us", utc=True))
 
 
-def _read_raster(city: CityConfig, dates: list[str]) -> pa.Table:
-    return lake.Lake.from_config().read_dataset(
+def _read_raster(store: Lake, city: CityConfig, dates: list[str]) -> pa.Table:
+    return store.read_dataset(
         "raster",
         columns=list(RASTER_COLUMNS),
         filter=ds.field("date").isin(dates),
@@ -57,7 +58,9 @@ def _read_raster(city: CityConfig, dates: list[str]) -> pa.Table:
     )
 
 
-def load_tensor(city: CityConfig, start: str | None = None, end: str | None = None) -> GridTensor:
+def load_tensor(
+    city: CityConfig, start: str | None = None, end: str | None = None, *, lake: Lake | None = None
+) -> GridTensor:
     """Load a city's raster partitions as a dense ``(T, C, H, W)`` tensor.
 
     Parameters
@@ -66,6 +69,8 @@ def load_tensor(city: CityConfig, start: str | None = None, end: str | None = No
     start, end : str, optional
         Local calendar dates ``YYYY-MM-DD``, inclusive. Default: the first / last date
         with a raster partition.
+    lake : Lake, optional
+        The lake to read; default :meth:`traffic.lake.Lake.from_config`.
 
     Returns
     -------
@@ -84,11 +89,12 @@ def load_tensor(city: CityConfig, start: str | None = None, end: str | None = No
     ValueError
         Bad dates, or a raster row has a cell id outside the city grid.
     """
-    dates = lake.list_dates("raster", city=city.name)
+    store = lake if lake is not None else Lake.from_config()
+    dates = store.list_dates("raster", city=city.name)
     if start is None or end is None:
         if not dates:
             raise FileNotFoundError(
-                f"no raster partitions under {lake.partition('raster', city=city.name)}; "
+                f"no raster partitions under {store.partition('raster', city=city.name)}; "
                 "run rasterize first or pass start and end"
             )
         start = start or dates[0]
@@ -102,7 +108,7 @@ def load_tensor(city: CityConfig, start: str | None = None, end: str | None = No
     coverage = np.zeros((t, c, h, w), dtype=np.int32)
     mask = np.zeros((t, c, h, w), dtype=bool)
 
-    table = _read_raster(city, [d for d in dates if start <= d <= end])
+    table = _read_raster(store, city, [d for d in dates if start <= d <= end])
     if table.num_rows:
         step = city.bin_seconds * 1_000_000
         bins = table.column("bin_start").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
@@ -127,8 +133,7 @@ def load_tensor(city: CityConfig, start: str | None = None, end: str | None = No
         coverage[index] = cov[keep]
         mask[index] = True
     cell_ids = np.arange(h * w, dtype=np.int32).reshape(h, w)
-    # holidays of the grid's years and the next (forecasts run past the last bin)
-    holidays = city_holidays(city.calendar, times[0].year, times[-1].year + 1)
+    holidays = grid_holidays(city.calendar, times)  # its years and the next: forecasts run past the last bin
     return GridTensor(
         values=values,
         mask=mask,
@@ -142,7 +147,7 @@ def load_tensor(city: CityConfig, start: str | None = None, end: str | None = No
 
 
 def newest_observed_bin(
-    city: CityConfig, until: str | pd.Timestamp | None = None, *, max_days: int = 7
+    city: CityConfig, until: str | pd.Timestamp | None = None, *, max_days: int = 7, lake: Lake | None = None
 ) -> pd.Timestamp | None:
     """Start (UTC) of the newest time bin with an observation in the city's raster.
 
@@ -159,6 +164,8 @@ def newest_observed_bin(
         ``YYYY-MM-DD HH:MM`` or ISO 8601 with an offset. Default: every bin.
     max_days : int
         Local dates looked at, newest first (a feed silent for longer has no newest bin).
+    lake : Lake, optional
+        The lake to read; default :meth:`traffic.lake.Lake.from_config`.
 
     Returns
     -------
@@ -166,13 +173,14 @@ def newest_observed_bin(
         tz-aware UTC bin start; None when none of those days has an observed bin.
     """
     cut = None if until is None else intraday.parse_until(until, city.timezone)
-    dates = lake.list_dates("raster", city=city.name)
+    store = lake if lake is not None else Lake.from_config()
+    dates = store.list_dates("raster", city=city.name)
     if cut is not None:
         dates = [d for d in dates if intraday.local_midnight_utc(d, city.timezone) < cut]
     step = city.bin_seconds * 1_000_000
     channels = pa.array(tuple(city.channels), pa.string())
     for d in reversed(dates[-max_days:] if max_days > 0 else []):
-        table = lake.Lake.from_config().read_dataset("raster", columns=list(RASTER_COLUMNS), city=city.name, date=d)
+        table = store.read_dataset("raster", columns=list(RASTER_COLUMNS), city=city.name, date=d)
         if table.num_rows == 0:
             continue
         channel = table.column("channel")

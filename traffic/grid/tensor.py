@@ -1,14 +1,18 @@
-"""The dense grid tensor that the forecaster reads."""
+"""The dense grid tensor that the forecaster reads, and its summary (:func:`describe`).
+
+Files of it are :mod:`traffic.grid.arrays` (read) and :mod:`traffic.grid.writers` (write).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from traffic.calendar import holiday_flags
+from traffic.timebins import MINUTES_PER_DAY, bin_minutes
 
 
 @dataclass
@@ -84,42 +88,22 @@ class GridTensor:
             self.holidays,
         )
 
-    def save_npz(self, path: str | BinaryIO) -> None:
-        """Save as ``.npz`` (the gridded-array exchange format of the CLI) to a path or an open binary file."""
-        np.savez_compressed(
-            path,
-            values=self.values,
-            mask=self.mask,
-            coverage=self.coverage,
-            times=pd.DatetimeIndex(self.times).as_unit("ns").asi8,  # int64 ns UTC (pandas may hold us)
-            channels=np.array(self.channels),
-            cell_ids=self.cell_ids,
-            timezone=np.array(self.timezone),
-            holidays=np.array(self.holidays, dtype=str),
-        )
 
-    @classmethod
-    def load_npz(cls, path: str) -> GridTensor:
-        """Load a tensor saved by :meth:`save_npz`; ``mask``/``coverage``/``times`` may be absent."""
-        z = np.load(path, allow_pickle=False)
-        values = z["values"].astype(np.float32)
-        mask = z["mask"].astype(bool) if "mask" in z else np.isfinite(values)
-        coverage = z["coverage"].astype(np.int32) if "coverage" in z else mask.astype(np.int32)
-        t, c, h, w = values.shape
-        times = (
-            pd.to_datetime(z["times"], utc=True)
-            if "times" in z
-            else pd.date_range("2000-01-01", periods=t, freq="h", tz="UTC")
-        )
-        channels = tuple(str(x) for x in z["channels"]) if "channels" in z else tuple(f"c{i}" for i in range(c))
-        cell_ids = z["cell_ids"].astype(np.int32) if "cell_ids" in z else np.arange(h * w, dtype=np.int32).reshape(h, w)
-        return cls(
-            np.where(mask, values, np.nan).astype(np.float32),
-            mask,
-            coverage,
-            pd.DatetimeIndex(times),
-            channels,
-            cell_ids,
-            str(z["timezone"]) if "timezone" in z else "UTC",
-            tuple(str(d) for d in z["holidays"]) if "holidays" in z else (),
-        )
+def describe(grid: GridTensor) -> dict[str, Any]:
+    """Shape, channels, time span and observed share of ``grid`` (JSON-able; ``traffic grid info``)."""
+    t = grid.shape[0]
+    step = bin_minutes(grid.times) if t > 1 else None
+    per_channel = grid.mask.mean(axis=(0, 2, 3)) if grid.mask.size else np.zeros(grid.shape[1])
+    return {
+        "shape": list(grid.shape),
+        "channels": list(grid.channels),
+        "start": grid.times[0].isoformat() if t else None,
+        "end": grid.times[-1].isoformat() if t else None,
+        "bin_minutes": step,
+        "days": t * step / MINUTES_PER_DAY if step else None,
+        "observed_share": float(grid.mask.mean()) if grid.mask.size else 0.0,
+        "observed_share_per_channel": {ch: float(s) for ch, s in zip(grid.channels, per_channel, strict=True)},
+        "cells_ever_observed": int(grid.mask.any(axis=(0, 1)).sum()),
+        "timezone": grid.timezone,
+        "holiday_bins": int(grid.holiday.sum()),
+    }

@@ -19,6 +19,8 @@ import numpy as np
 
 from traffic.config import PROJECT_ROOT, CityConfig
 from traffic.forecast.intervals import INTERVAL_METHOD
+from traffic.forecast.metrics import group_table
+from traffic.forecast.metrics import skill as skill_of
 from traffic.forecast.result import MAPE_MIN_TARGET, HorizonMetrics, TrainResult
 from traffic.provenance import code_version as current_code_version
 from traffic.registry.names import model_name
@@ -48,11 +50,6 @@ def _duration(td: Any) -> str:
     return f"+{secs // 60}min"
 
 
-def _per_horizon(values: list[float], n_h: int) -> list[float]:
-    """``values`` padded with NaN to ``n_h`` horizons (metrics recorded before a metric existed are empty)."""
-    return [float(v) for v in values[:n_h]] + [math.nan] * max(0, n_h - len(values))
-
-
 def _groups(city: CityConfig, n_h: int) -> list[Any]:
     """Horizon groups of the card and the grouped metrics (:func:`traffic.forecast.horizons.horizon_groups`)."""
     from traffic.forecast.horizons import horizon_groups
@@ -77,13 +74,6 @@ def _metric_table(metric: str, result: TrainResult, champion_metrics: HorizonMet
     columns: dict[str, HorizonMetrics] = {"model": result.metrics["model"], **result.baselines}
     if champion_metrics is not None:
         columns["current champion"] = champion_metrics
-    model = result.metrics["model"]
-    n_h = len(model.rmse)
-    # (models, horizons)
-    values = np.array([_per_horizon(getattr(m, metric), n_h) for m in columns.values()], dtype=float)
-    means = np.array([getattr(m, f"{metric}_mean") for m in columns.values()], dtype=float)  # as the promotion rule
-    counts = [int(v) for v in (model.n_mape if metric == "mape" else model.n)]
-    counts += [0] * max(0, n_h - len(counts))
     count_label = "counted values" if metric == "mape" else "observed values"
     header = f"| hours ahead | steps | {count_label} | " + " | ".join(columns) + " |"
     rule = "|---|---|---:|" + "---:|" * len(columns)
@@ -95,12 +85,15 @@ def _metric_table(metric: str, result: TrainResult, champion_metrics: HorizonMet
         cells = [f"**{fmt(v)}**" if best is not None and v == best else fmt(v) for v in vals]
         return f"| {label} | {steps} | {n} | " + " | ".join(cells) + " |"
 
-    for g in _groups(city, n_h):
-        part = values[:, g.steps]
-        grp = np.array([np.nanmean(r) if np.isfinite(r).any() else math.nan for r in part])
-        steps = f"{g.steps.start + 1}" if g.steps.stop - g.steps.start == 1 else f"{g.steps.start + 1}–{g.steps.stop}"
-        lines.append(row(g.label, steps, f"{int(np.sum(counts[g.steps])):,}", grp))
-    lines.append(row("all (mean)", f"1–{n_h}", f"{int(np.sum(counts)):,}", means))
+    # the model's counts; the last row holds each column's <metric>_mean, as the promotion rule
+    for g in group_table(columns, metric, city.bin_seconds):
+        first, last = g.steps
+        label, steps = (
+            ("all (mean)", f"1–{last}")
+            if g.label == "all"
+            else (g.label, f"{first}" if first == last else f"{first}–{last}")
+        )
+        lines.append(row(label, steps, f"{g.n:,}", np.array(list(g.values.values()), dtype=float)))
     return "\n".join(lines)
 
 
@@ -200,12 +193,6 @@ def with_decision(card: str, text: str) -> str:
     return card[:i] + _decision_block(text) + card[j + len(DECISION_END) :]
 
 
-def _group_values(values: list[float], n_h: int, city: CityConfig) -> list[float]:
-    """Mean of per-horizon ``values`` over each horizon group (as the metric tables), NaN where none."""
-    v = np.asarray(_per_horizon(values, n_h), dtype=float)
-    return [float(np.nanmean(v[g.steps])) if np.isfinite(v[g.steps]).any() else math.nan for g in _groups(city, n_h)]
-
-
 def _ablation_table(metric: str, result: TrainResult, city: CityConfig) -> str:
     """The model with parts switched off, per horizon group: base, base + head, full, and GBM.
 
@@ -227,10 +214,10 @@ def _ablation_table(metric: str, result: TrainResult, city: CityConfig) -> str:
     head_key = dict(ABLATION_ROWS)["base_head"]
     header = "| hours ahead | " + " | ".join(cols) + " | full vs base + head | full vs gbm |"
     lines = [header, "|---|" + "---:|" * (len(cols) + 2)]
-    per_group = {k: _group_values(getattr(m, metric), n_h, city) for k, m in cols.items()}
-    labels = [g.label for g in _groups(city, n_h)]
-    rows = [(lab, {k: v[i] for k, v in per_group.items()}) for i, lab in enumerate(labels)]
-    rows.append(("all (mean)", {k: float(getattr(m, f"{metric}_mean")) for k, m in cols.items()}))
+    rows = [
+        ("all (mean)" if g.label == "all" else g.label, g.values)
+        for g in group_table(cols, metric, city.bin_seconds, n_h)
+    ]
     for label, vals in rows:
         full = vals["full model"]
         vs_head = pct_change(full, vals[head_key]) if head_key in vals else "n/a"
@@ -344,7 +331,7 @@ def render_model_card(
     gates = list(result.baselines) if gate_baselines is None else [g for g in gate_baselines]
     extra = result.extra or {}
     budget = f" of a budget of {train_steps:,} (`[forecast] train_steps`)" if train_steps else ""
-    skill = 1.0 - model.rmse_mean / base.rmse_mean if base.rmse_mean else math.nan
+    skill = skill_of(model.rmse_mean, base.rmse_mean)
     text = Path(template or MODEL_CARD_TEMPLATE).read_text(encoding="utf-8")
     values = {
         "city": city.name,

@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from traffic.config import PROJECT_ROOT, CityConfig, mlflow_artifact_root, mlflow_uri
+from traffic.config import CityConfig, mlflow_artifact_root, mlflow_uri
 from traffic.errors import RegistryError
 from traffic.forecast.horizons import horizon_groups
 from traffic.forecast.result import HorizonMetrics, TrainResult
@@ -73,7 +73,7 @@ _log = logging.getLogger(__name__)
 
 #: Artifact of a training run holding its 80 % interval model (traffic.forecast.intervals).
 INTERVALS_ARTIFACT = "intervals/intervals.npz"
-#: Artifact folder of a training run holding the eager module (``traffic.gridded.save_model``:
+#: Artifact folder of a training run holding the eager module (``traffic.forecast.model_folder.save_model``:
 #: state dict + config): loads in a fraction of a second, where deserializing the exported
 #: program takes seconds (what an hourly refresh would pay in every fresh task process).
 EAGER_ARTIFACT = "eager"
@@ -82,17 +82,10 @@ EAGER_FINGERPRINT = "fingerprint.json"
 
 
 def eager_fingerprint() -> dict[str, str]:
-    """What an eager copy depends on: the source of ``traffic/model.py`` and the torch version.
+    """What an eager copy depends on (:func:`traffic.forecast.model_folder.fingerprint`)."""
+    from traffic.forecast.model_folder import fingerprint
 
-    The exported program is self-contained; a state dict is only the same model under the same
-    ``Forecaster`` code (a changed layer shape fails to load, a changed ``forward`` would not).
-    """
-    import hashlib
-
-    import torch
-
-    source = (PROJECT_ROOT / "traffic" / "model.py").read_bytes()
-    return {"model_py_sha256": hashlib.sha256(source).hexdigest(), "torch": str(torch.__version__)}
+    return fingerprint()
 
 
 #: Tolerance of the check that the logged model reproduces the in-memory module.
@@ -335,6 +328,8 @@ def _metrics(
     """
     from mlflow.entities import Metric
 
+    from traffic.forecast.metrics import skill
+
     rows: list[Metric] = []
     for name, hm in result.metrics.items():
         rows += _horizon_metric_rows(name, hm, timestamp_ms, city)
@@ -346,7 +341,7 @@ def _metrics(
     model = result.metrics["model"]
     if base.rmse_mean:
         rows.append(
-            Metric("model.rmse_skill_vs_best_baseline", 1.0 - model.rmse_mean / base.rmse_mean, timestamp_ms, 0)
+            Metric("model.rmse_skill_vs_best_baseline", skill(model.rmse_mean, base.rmse_mean), timestamp_ms, 0)
         )
     rows.append(Metric("train.seconds", float(result.train_seconds), timestamp_ms, 0))
     for key in ("steps", "best_step"):
@@ -631,7 +626,7 @@ def log_training(
                     client.log_artifact(run_id, str(path), artifact_path=INTERVALS_ARTIFACT.rsplit("/", 1)[0])
 
             if getattr(module, "config", None) is not None and hasattr(module.config, "to_dict"):
-                from traffic.gridded import save_model
+                from traffic.forecast.model_folder import save_model
 
                 with tempfile.TemporaryDirectory(prefix="traffic-eager-") as tmp:
                     save_model(module, tmp)
@@ -911,7 +906,7 @@ def load_serving_module(run_id: str, model_uri: str, *, registry: RegistryStore 
     """
     import mlflow
 
-    from traffic.gridded import MODEL_CONFIG, MODEL_WEIGHTS, load_model
+    from traffic.forecast.model_folder import MODEL_CONFIG, MODEL_WEIGHTS, load_model
 
     with _mlflow_session(registry) as client:
         names = {Path(a.path).name for a in client.list_artifacts(run_id, EAGER_ARTIFACT)}

@@ -55,7 +55,10 @@ def _beats(a: float, b: float) -> bool:
 
 def pct_change(a: float, b: float) -> str:
     """``a`` relative to ``b`` as a signed percentage (``"-12.50%"``: ``a`` is 12.5 % lower); ``"n/a"`` without a finite, non-zero ``b``."""
-    return f"{100.0 * (a - b) / b:+.2f}%" if b and math.isfinite(b) else "n/a"
+    from traffic.forecast.metrics import relative_change
+
+    v = 100.0 * relative_change(a, b)
+    return f"{v:+.2f}%" if math.isfinite(v) else "n/a"
 
 
 def decide_promotion(

@@ -1,9 +1,6 @@
-"""Grids from anywhere: loading/saving (T, C, H, W) arrays, their checks, evaluation and the CLI."""
+"""traffic.grid.arrays and traffic.grid.writers: loading/saving (T, C, H, W) arrays, the one npz layout, their checks."""
 
 from __future__ import annotations
-
-import json
-import re
 
 import numpy as np
 import pandas as pd
@@ -11,46 +8,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from traffic.cli import main
-from traffic.forecast.baselines import BASELINES
-from traffic.forecast.inference import evaluate_module
+from traffic.channels import model_channels
+from traffic.grid.arrays import load_array, read_forecast, read_npz
 from traffic.grid.tensor import GridTensor
-from traffic.gridded import (
-    describe,
-    evaluate_array,
-    format_report,
-    load_array,
-    load_model,
-    model_channels,
-    save_array,
-)
+from traffic.grid.writers import save_array, write_npz
 
-#: Few optimisation steps: the end-to-end checks test the plumbing, not accuracy.
-TINY = {"max_steps": 3, "max_epochs": 1, "batch_size": 8, "eval_every_steps": 2, "max_val_samples": 8, "cpu_threads": 1}
-
-
-def flows(t: int = 192, c: int = 2, h: int = 8, w: int = 8, *, missing: float = 0.1, seed: int = 0) -> np.ndarray:
-    """In/out-flow-like counts ``(T, C, H, W)`` at 30-minute bins: a daily cycle per cell, NaN where missing."""
-    rng = np.random.default_rng(seed)
-    tod = np.sin(2 * np.pi * np.arange(t) / 48)[:, None, None, None]
-    v = rng.uniform(10, 100, (1, c, h, w)) * (1.2 + tod) + rng.normal(0, 3, (t, c, h, w))
-    v = np.maximum(v, 0).astype(np.float32)
-    v[rng.random(v.shape) < missing] = np.nan
-    return v
-
-
-def make_grid(t: int = 192, c: int = 2, h: int = 8, w: int = 8) -> GridTensor:
-    v = flows(t, c, h, w)
-    v[:, :, -1, :] = np.nan  # an edge row and the last bin never observed: the shape must survive
-    v[-1] = np.nan
-    m = np.isfinite(v)
-    times = pd.date_range("2015-03-02", periods=t, freq="30min", tz="UTC")
-    cells = np.arange(100, 100 + h * w, dtype=np.int32).reshape(h, w)
-    return GridTensor(v, m, m.astype(np.int32) * 2, times, tuple(f"bike.ch{i}" for i in range(c)), cells)
-
-
-def long_table(**cols) -> pa.Table:
-    return pa.table(cols)
+from .arrays_data import flows, long_table, make_grid
 
 
 # ----------------------------------------------------------------------------------- round trips
@@ -299,177 +262,112 @@ def test_holidays_from_a_country_code_or_dates(tmp_path):
     assert back.holidays == g2.holidays
 
 
-# ------------------------------------------------------------------------------------ evaluation
-@pytest.fixture(scope="module")
-def grid() -> GridTensor:
-    v = flows(t=192)  # 4 days of 30-minute bins, 2 channels, 8x8
-    m = np.isfinite(v)
-    times = pd.date_range("2015-03-02", periods=len(v), freq="30min", tz="UTC")
-    return GridTensor(v, m, m.astype(np.int32), times, ("inflow", "outflow"), np.arange(64).reshape(8, 8))
+# ------------------------------------------------------------------------------- the one npz layout
+def _forecast_arrays(h_out: int = 3, c: int = 1, h: int = 2, w: int = 3) -> dict:
+    rng = np.random.default_rng(1)
+    return {
+        "values": rng.uniform(10, 100, (h_out, c, h, w)).astype(np.float32),
+        "times": pd.date_range("2012-03-08T08:00Z", periods=h_out, freq="15min"),
+        "mask": rng.random((h_out, c, h, w)) < 0.7,
+        "channels": ("metr.speed_kmh",),
+        "cell_ids": np.arange(h * w, dtype=np.int32).reshape(h, w),
+    }
 
 
-@pytest.fixture(scope="module")
-def report(grid, tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("model")
-    return evaluate_array(
-        grid,
-        context_steps=4,
-        horizon_steps=3,
-        holdout_days=1,
-        budget_s=60,
-        seed=0,
-        model_overrides=TINY,
-        save_model_dir=out,
+def test_write_npz_stores_times_as_int64_ns_utc_and_read_npz_gives_them_back(tmp_path):
+    a = _forecast_arrays()
+    berlin = a["times"].tz_convert("Europe/Berlin")  # any zone: stored as UTC
+    write_npz(tmp_path / "f.npz", values=a["values"], times=berlin, mask=a["mask"], channels=a["channels"])
+    with np.load(tmp_path / "f.npz") as z:
+        assert z["times"].dtype == np.int64
+        assert z["times"].tolist() == a["times"].as_unit("ns").asi8.tolist()
+        assert sorted(z.files) == ["channels", "mask", "times", "values"]  # nothing the caller did not give
+    back = read_npz(tmp_path / "f.npz")
+    assert back.times.equals(a["times"].as_unit("ns")) and str(back.times.tz) == "UTC"
+    np.testing.assert_array_equal(back.values, a["values"])
+    np.testing.assert_array_equal(back.mask, a["mask"])
+    assert back.channels == a["channels"] and back.cell_ids is None and back.extra == {}
+
+
+def test_read_npz_refuses_a_file_without_times_instead_of_inventing_them(tmp_path):
+    np.savez(tmp_path / "g.npz", values=np.zeros((4, 1, 2, 2)))
+    with pytest.raises(
+        ValueError, match=r"g.npz has no times: pass start and bin_minutes \(CLI: --start, --bin-minutes"
+    ):
+        read_npz(tmp_path / "g.npz")
+    with pytest.raises(ValueError, match=r"g.npz has no times: pass start \(CLI: --start\)"):
+        read_npz(tmp_path / "g.npz", bin_minutes=60)
+    built = read_npz(tmp_path / "g.npz", start="2015-01-01", bin_minutes=60)  # only from what the caller says
+    assert built.times[0] == pd.Timestamp("2015-01-01", tz="UTC") and built.bin_minutes == 60
+
+
+def test_write_npz_refuses_what_the_layout_cannot_hold(tmp_path):
+    a = _forecast_arrays()
+    with pytest.raises(ValueError, match=r"f.npz: 2 times for 3 time bins of values"):
+        write_npz(tmp_path / "f.npz", values=a["values"], times=a["times"][:2])
+    with pytest.raises(ValueError, match=r"extra arrays \['mask'\] are named like keys of the layout \['values'"):
+        write_npz(tmp_path / "f.npz", values=a["values"], times=a["times"], extra={"mask": a["mask"]})
+    with pytest.raises(ValueError, match=r"values has shape \(3, 2, 3\); expected 4 axes"):
+        write_npz(tmp_path / "f.npz", values=a["values"][:, 0], times=a["times"])
+    assert not (tmp_path / "f.npz").exists()
+
+
+def test_extra_arrays_only_where_the_reader_allows_them_and_in_their_shape(tmp_path):
+    a = _forecast_arrays()
+    ref = np.full((1, 2, 3), 100.0, np.float32)
+    write_npz(tmp_path / "f.npz", values=a["values"], times=a["times"], extra={"reference": ref})
+    with pytest.raises(ValueError, match=r"unknown keys \['reference'\]; allowed: \['values', 'data', 'X', 'mask'"):
+        read_npz(tmp_path / "f.npz")
+    back = read_npz(tmp_path / "f.npz", extra={"reference": "CHW"})
+    np.testing.assert_array_equal(back.extra["reference"], ref)
+    with pytest.raises(ValueError, match=r"reference \(shape \(1, 2, 3\), dtype float32\) must be numbers of shape "):
+        read_npz(tmp_path / "f.npz", extra={"reference": "HW"})
+
+
+def test_read_forecast_reads_the_one_layout_and_files_written_before_it(tmp_path):
+    a = _forecast_arrays()
+    lower, upper = a["values"] * 0.9, a["values"] * 1.1
+    ref = np.full((1, 2, 3), 100.0, np.float32)
+    share = a["mask"][0].astype(np.float32) * 0.5
+    write_npz(
+        tmp_path / "new.npz",
+        **a,
+        extra={"lower": lower, "upper": upper, "reference": ref, "window_coverage": share},
     )
-
-
-@pytest.mark.slow
-def test_evaluate_reports_every_model_on_the_same_holdout(report, grid):
-    assert json.loads(json.dumps(report, allow_nan=False)) == report  # strict JSON
-    assert report["data"]["shape"] == [192, 2, 8, 8] and report["data"]["channels"] == ["grid.inflow", "grid.outflow"]
-    assert report["horizon_minutes"] == [30, 60, 90]
-    metrics = report["metrics"]
-    assert set(metrics) == {"model", *BASELINES}
-    for name, m in metrics.items():
-        assert len(m["rmse"]) == len(m["mae"]) == 3, name
-        assert all(np.isfinite(m["rmse"])) and all(np.isfinite(m["mae"])), name
-        assert m["n"] == metrics["model"]["n"], name  # same holdout targets for everyone
-    # a holdout of 1 day = 48 bins: samples whose three targets all lie in it
-    assert report["split"]["holdout_samples"] == 48 - 3 + 1
-    assert metrics["model"]["n"][0] == int(grid.mask[-48:].sum()) - int(grid.mask[-2:].sum())
-    best = report["best_baseline"]
-    assert best == min((k for k in metrics if k != "model"), key=lambda k: metrics[k]["rmse_mean"])
-    skill = report["skill_pct"]["rmse"]["mean"]
-    assert skill == pytest.approx(100 * (1 - metrics["model"]["rmse_mean"] / metrics[best]["rmse_mean"]))
-    assert report["training"]["steps"] == TINY["max_steps"] and report["training"]["device"] == "cpu"
-    assert "grid" in report["modality_weights"] and all(0 < w < 1 for w in report["modality_weights"].values())
-    text = format_report(report)
-    assert "RMSE per horizon" in text and "MAE per horizon" in text and f"best baseline (mean RMSE): {best}" in text
-    # the ablation and the GBM comparison per group of hours ahead (30-min bins, 3 steps: "1 h", "2–3 h")
-    comp = report["comparison"]
-    assert {"full", "gbm"} <= set(comp["columns"]) and [g["label"] for g in comp["groups"]] == ["1 h", "2–3 h", "all"]
-    assert comp["groups"][-1]["rmse"]["model"] == pytest.approx(metrics["model"]["rmse_mean"])
-    assert comp["groups"][-1]["rmse"]["gbm"] == pytest.approx(metrics["gbm"]["rmse_mean"])
-    assert set(report["ablation"]) <= {"base", "base_head"}
-    assert "RMSE per group of hours ahead: the network with parts switched off" in text
-
-
-@pytest.mark.slow
-def test_saved_model_scores_the_same_when_loaded_back(report, grid):
-    module = load_model(report["saved_model"])
-    named = GridTensor(
-        grid.values, grid.mask, grid.coverage, grid.times, ("grid.inflow", "grid.outflow"), grid.cell_ids
+    np.savez_compressed(  # the keys traffic.pipeline.forecast wrote before the one layout (times in µs)
+        tmp_path / "old.npz",
+        forecast=a["values"],
+        lower=lower,
+        upper=upper,
+        target_times=a["times"].as_unit("us").asi8,
+        has_data=a["mask"],
+        coverage=share,
+        reference=ref,
+        cell_ids=a["cell_ids"],
+        channels=np.array(a["channels"]),
     )
-    again = evaluate_module(module, named, holdout_days=1)
-    np.testing.assert_allclose(again.rmse, report["metrics"]["model"]["rmse"], rtol=1e-5)
-    assert again.n == report["metrics"]["model"]["n"]
+    new, old = read_forecast(tmp_path / "new.npz"), read_forecast(str(tmp_path / "old.npz"))
+    for f in (new, old):
+        assert f.times.equals(a["times"].as_unit("ns"))
+        np.testing.assert_array_equal(f.values, a["values"])
+        np.testing.assert_array_equal(f.mask, a["mask"])
+        assert f.channels == a["channels"] and sorted(f.extra) == ["lower", "reference", "upper", "window_coverage"]
+        np.testing.assert_array_equal(f.extra["window_coverage"], share)
+    write_npz(tmp_path / "bare.npz", values=a["values"], times=a["times"], mask=a["mask"])
+    with pytest.raises(
+        ValueError, match=r"bare.npz: a forecast file needs the keys .*missing \['channels', 'cell_ids', 'reference'\]"
+    ):
+        read_forecast(tmp_path / "bare.npz")
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [
-        ({"holdout_days": 1, "holdout_fraction": 0.2}, "exactly one of holdout_days and holdout_fraction"),
-        ({}, "exactly one of holdout_days and holdout_fraction"),
-        ({"holdout_fraction": 1.5}, r"holdout_fraction=1.5 must lie in \(0, 1\)"),
-        ({"holdout_days": 5}, r"holdout of 5 days = 240 bins must .* grid of 192 bins"),
-        ({"holdout_days": 1, "context_steps": 0}, "context_steps=0 must be a whole number >= 1"),
-    ],
-)
-def test_evaluate_rejects_bad_setups_early(grid, kwargs, match):
-    kw = {"context_steps": 4, "horizon_steps": 3, "budget_s": 1, **kwargs}
-    with pytest.raises(ValueError, match=match):
-        evaluate_array(grid, **kw)
+def test_the_npz_writer_and_reader_go_through_fsspec_paths():
+    from upath import UPath
 
-
-def test_evaluate_rejects_uneven_times(grid):
-    times = grid.times.delete(5).append(pd.DatetimeIndex([grid.times[-1] + pd.Timedelta("1h")]))
-    uneven = GridTensor(grid.values, grid.mask, grid.coverage, times, grid.channels, grid.cell_ids)
-    with pytest.raises(ValueError, match=r"grid times: times are not evenly spaced: bin 5"):
-        evaluate_array(uneven, context_steps=4, horizon_steps=3, holdout_days=1, budget_s=1)
-
-
-def test_describe(grid):
-    d = describe(grid)
-    assert d["shape"] == [192, 2, 8, 8] and d["bin_minutes"] == 30 and d["days"] == 4
-    assert d["observed_share"] == pytest.approx(grid.mask.mean())
-
-
-# ------------------------------------------------------------------------------------------- CLI
-@pytest.mark.slow
-def test_cli_grid_evaluate_from_parquet(tmp_path, capsys):
-    g = make_grid(t=192, h=4, w=4)
-    path = save_array(g, tmp_path / "flows.parquet")
-    out = tmp_path / "out" / "report.json"
-    argv = ["grid", "evaluate", str(path), "--context", "4", "--horizon", "2", "--holdout-fraction", "0.25"]
-    argv += ["--budget", "60", "--json", str(out)]
-    for k, v in TINY.items():
-        argv += ["--set", f"{k}={v}"]
-    assert main(argv) == 0
-    printed = capsys.readouterr().out
-    report = json.loads(out.read_text())
-    assert report["data"]["channels"] == ["bike.ch0", "bike.ch1"]
-    assert report["setup"]["holdout_days"] == 1  # 25 % of 4 days
-    assert report["setup"]["model_overrides"]["max_steps"] == TINY["max_steps"]
-    assert "RMSE per horizon" in printed and f"report written to {out}" in printed
-    assert len(report["metrics"]["model"]["rmse"]) == 2
-
-
-def test_cli_grid_info_and_errors(tmp_path, capsys):
-    np.savez(tmp_path / "a.npz", values=flows(t=6, h=2, w=3))
-    assert main(["grid", "info", str(tmp_path / "a.npz"), "--start", "2015-01-01", "--bin-minutes", "60"]) == 0
-    info = json.loads(capsys.readouterr().out)
-    assert info["shape"] == [6, 2, 2, 3] and info["start"] == "2015-01-01T00:00:00+00:00"
-    # a bad file or setting: one line on stderr, exit code 2 (issue 9: was SystemExit(message), exit code 1)
-    assert main(["grid", "info", str(tmp_path / "a.npz")]) == 2
-    err = capsys.readouterr().err
-    assert re.fullmatch(r"traffic grid info: .*a.npz has no times: pass start and bin_minutes.*\n", err)
-    argv = ["grid", "evaluate", str(tmp_path / "a.npz"), "--start", "2015-01-01", "--bin-minutes", "60"]
-    assert main([*argv, "--holdout-days", "5"]) == 2
-    assert re.fullmatch(r"traffic grid evaluate: holdout of 5 days = 120 bins must.*\n", capsys.readouterr().err)
-    assert main([*argv, "--holdout-days", "0.1", "--set", "max_steps"]) == 2
-    assert "expected KEY=VALUE" in capsys.readouterr().err
-    with pytest.raises(SystemExit):  # a holdout is required (argparse)
-        main(["grid", "evaluate", str(tmp_path / "a.npz")])
-
-
-def test_ablation_and_gbm_comparison_per_horizon_group():
-    """What ``traffic grid evaluate`` prints besides the per-horizon tables, from the metrics of a result."""
-    from traffic.forecast.result import Holdout, HorizonMetrics, TrainResult
-    from traffic.gridded import _comparison_lines, comparison_by_group
-
-    def hm(*rmse: float) -> HorizonMetrics:
-        return HorizonMetrics(mae=[0.5 * v for v in rmse], rmse=list(rmse), n=[10] * len(rmse))
-
-    res = TrainResult(
-        module=None,
-        metrics={"model": hm(1.0, 2.0, 3.0), "gbm": hm(1.0, 2.5, 2.5), "persistence": hm(5.0, 5.0, 5.0)},
-        holdout=Holdout("a", "b", 1, "d"),
-        learning_curve=[],
-        params={},
-        input_example=np.zeros((1, 1, 1, 1, 1), np.float32),
-        example_forecast=np.zeros((3, 1, 1, 1)),
-        example_target=np.zeros((3, 1, 1, 1)),
-        example_mask=np.zeros((3, 1, 1, 1), bool),
-        channels=("grid.x",),
-        train_window=("a", "b"),
-        train_seconds=1.0,
-        device="cpu",
-        stopped_reason="max_steps",
-        ablation={"base": hm(2.0, 4.0, 6.0), "base_head": hm(1.0, 2.0, 4.0)},
-    )
-    comp = comparison_by_group(res, 1800)  # 30-min bins: step 1-2 = "1 h", step 3 = "2–3 h"
-    assert comp["columns"] == ["base", "base+head", "full", "gbm"]
-    one, two, mean = comp["groups"]
-    assert (one["label"], one["steps"], two["label"], two["steps"]) == ("1 h", [1, 2], "2–3 h", [3, 3])
-    assert one["rmse"] == {"base": 3.0, "base_head": 1.5, "model": 1.5, "gbm": 1.75}
-    assert two["mae"] == {"base": 3.0, "base_head": 2.0, "model": 1.5, "gbm": 1.25}
-    assert two["full_vs_base_head_pct"]["rmse"] == pytest.approx(-25.0)  # 3 vs 4
-    assert two["full_vs_gbm_pct"]["rmse"] == pytest.approx(20.0)  # 3 vs 2.5: GBM wins the later hours
-    assert mean["rmse"]["model"] == pytest.approx(2.0) and mean["full_vs_gbm_pct"]["rmse"] == pytest.approx(0.0)
-    assert mean["full_vs_base_head_pct"]["rmse"] == pytest.approx(100 * (2.0 - 7 / 3) / (7 / 3))
-    lines = _comparison_lines(comp, 10)
-    assert "full vs base+head" in lines[2] and "full vs gbm" in lines[2]
-    assert lines[5].split()[:2] == ["all", "1-3"] and lines[5].split()[-4:] == ["-14.3", "%", "+0.0", "%"]
-
-    res.ablation = {}  # a result without the ablation: the comparison is the model against GBM
-    assert comparison_by_group(res, 1800)["columns"] == ["full", "gbm"]
+    a = _forecast_arrays()
+    target = UPath("memory://grid-tests/forecasts/f.npz")
+    write_npz(target, values=a["values"], times=a["times"], mask=a["mask"], channels=a["channels"])
+    back = read_npz("memory://grid-tests/forecasts/f.npz")
+    assert back.source == "memory://grid-tests/forecasts/f.npz" and back.times.equals(a["times"].as_unit("ns"))
+    np.testing.assert_array_equal(back.values, a["values"])
+    assert [p.name for p in target.parent.iterdir()] == ["f.npz"]  # no temporary file left
+    target.unlink()
