@@ -136,14 +136,14 @@ def make_ingest_dag(city: str):
         def ingest(window: dict[str, str]) -> dict[str, Any]:
             from traffic import pipeline
 
-            return pipeline.ingest(city, window["start"], window["end"], until=window.get("until"))
+            return pipeline.ingest(city, window["start"], window["end"], until=window.get("until"), res=_resources())
 
         @task(outlets=[asset])
         @fail_fast
         def rasterize(window: dict[str, str], ingested: dict[str, Any]) -> dict[str, Any]:
             from traffic import pipeline
 
-            out = pipeline.rasterize(city, window["start"], window["end"], until=window.get("until"))
+            out = pipeline.rasterize(city, window["start"], window["end"], until=window.get("until"), res=_resources())
             ctx = get_current_context()
             extra: dict[str, Any] = {"as_of": window["end"], "start": window["start"]}
             if window.get("until"):
@@ -302,7 +302,7 @@ def make_refresh_dag(city: str):
         def ingest(window: dict[str, str]) -> dict[str, Any]:
             from traffic import pipeline
 
-            out = pipeline.ingest(city, window["start"], window["end"], until=window["until"])
+            out = pipeline.ingest(city, window["start"], window["end"], until=window["until"], res=_resources())
             log.info("ingested %s", {f: v["rows_accepted"] for f, v in out["feeds"].items()})
             return out
 
@@ -311,7 +311,7 @@ def make_refresh_dag(city: str):
         def rasterize(window: dict[str, str], ingested: dict[str, Any]) -> dict[str, Any]:
             from traffic import pipeline
 
-            out = pipeline.rasterize(city, window["start"], window["end"], until=window["until"])
+            out = pipeline.rasterize(city, window["start"], window["end"], until=window["until"], res=_resources())
             log.info("rasterized %d rows; partial days %s", out["rows"], out["partial"])
             return out
 

@@ -91,3 +91,18 @@ def test_an_airflow_child_gets_the_stores_of_the_resources_it_is_given(tmp_path,
     monkeypatch.delenv("TRAFFIC_WORKER_NAME", raising=False)
     monkeypatch.delenv("TRAFFIC_TRAIN_STEPS", raising=False)
     assert Resources.from_config() == res
+
+
+def test_ingest_and_rasterize_write_only_the_lake_they_are_given(traffic_home, tmp_path, los_angeles):
+    """The ingest and grid functions get ``lake=res.lake``: nothing reaches the configured lake."""
+    res = Resources.under(tmp_path / "other-home")
+    ingested = pipeline.ingest(los_angeles, "2012-03-01", "2012-03-03", res=res)
+    rasterized = pipeline.rasterize(los_angeles, "2012-03-01", "2012-03-03", res=res)
+    assert ingested["feeds"]["metr"]["rows_accepted"] > 0 and rasterized["partitions"] == 3
+    assert list(traffic_home.rglob("*")) == []  # the configured TRAFFIC_HOME stays empty
+    root = tmp_path / "other-home" / "lake"
+    written = {p.relative_to(root).parts[0] for p in root.rglob("*.parquet")}
+    assert written == {"registry", "observations", "quarantine", "grid", "assignment", "raster"}
+    assert res.lake.list_dates("raster", city=los_angeles.name) == ["2012-03-01", "2012-03-02", "2012-03-03"]
+    win, grid = pipeline._load_window(los_angeles, "2012-03-03", res=res)  # reads the given lake too
+    assert grid.mask.any() and str(grid.times[-1].tz_convert(los_angeles.timezone).date()) == win["end"]

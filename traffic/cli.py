@@ -149,16 +149,18 @@ def _until_dates(args) -> tuple[str, str]:
 
 def cmd_ingest(args) -> None:
     from traffic import pipeline
+    from traffic.resources import Resources
 
     start, end = _until_dates(args)
-    _print(pipeline.ingest(args.city, start, end, until=args.until, progress=True))
+    _print(pipeline.ingest(args.city, start, end, until=args.until, progress=True, res=Resources.from_config()))
 
 
 def cmd_rasterize(args) -> None:
     from traffic import pipeline
+    from traffic.resources import Resources
 
     start, end = _until_dates(args)
-    _print(pipeline.rasterize(args.city, start, end, until=args.until, progress=True))
+    _print(pipeline.rasterize(args.city, start, end, until=args.until, progress=True, res=Resources.from_config()))
 
 
 def cmd_refresh(args) -> int:

@@ -12,10 +12,7 @@ registry, the warehouse, the folder for checkpoints and run summaries, the worke
 the training overrides), built once by the caller (a CLI command, an Airflow task, a bench
 script) with :meth:`~traffic.resources.Resources.from_config`; the stages read nothing from the
 environment themselves. A stage called without ``res`` builds it from the config. The registry
-functions get ``registry=res.registry``; the ingest and grid functions take no lake yet: those
-still find the configured lake through :mod:`traffic.config`, so ``res.lake`` must be the
-configured one wherever a stage reaches them (:func:`check_quality`, :func:`lake_inputs` and
-:func:`stored_forecast` read ``res.lake`` only).
+functions get ``registry=res.registry``, the ingest and grid functions ``lake=res.lake``.
 """
 
 from __future__ import annotations
@@ -248,7 +245,13 @@ def training_window(city: str | CityConfig, as_of: str) -> dict[str, str]:
 
 @_logged("ingest", _ingest_summary)
 def ingest(
-    city: str | CityConfig, start: str, end: str, until: str | None = None, *, progress: bool = False
+    city: str | CityConfig,
+    start: str,
+    end: str,
+    until: str | None = None,
+    *,
+    progress: bool = False,
+    res: Resources | None = None,
 ) -> dict[str, Any]:
     """Ingest every feed of ``city`` for local dates ``start..end`` (registry first).
 
@@ -256,15 +259,15 @@ def ingest(
     rows timestamped before it are kept, as a live feed that has delivered up to then: the
     day it ends early is written as a *partial* day (``until`` in its quality report; see
     :mod:`traffic.intraday`), replaced whole when it is ingested again with a later
-    ``until`` or none.
+    ``until`` or none. Writes to ``res.lake``.
     """
     from traffic.ingest import ingest_range, ingest_registry
 
-    c = _city(city)
+    c, lake = _city(city), _res(res).lake
     out: dict[str, Any] = {"city": c.name, "start": start, "end": end, "until": until, "feeds": {}}
     for feed in c.feeds:
-        reg = ingest_registry(c, feed)
-        reports = ingest_range(c, feed, start, end, progress=progress, until=until)
+        reg = ingest_registry(c, feed, lake=lake)
+        reports = ingest_range(c, feed, start, end, progress=progress, until=until, lake=lake)
         out["feeds"][feed.name] = {
             "registry_version": reg["version"],
             "n_sources": reg["n_sources"],
@@ -281,18 +284,25 @@ def ingest(
 
 @_logged("rasterize", _rasterize_summary)
 def rasterize(
-    city: str | CityConfig, start: str, end: str, until: str | None = None, *, progress: bool = False
+    city: str | CityConfig,
+    start: str,
+    end: str,
+    until: str | None = None,
+    *,
+    progress: bool = False,
+    res: Resources | None = None,
 ) -> dict[str, Any]:
     """Write the city grid (once) and rasterize ``start..end`` onto it.
 
     A partial day (its observations' ``until``, or the ``until`` given here, whichever is
     earlier) keeps only the bins that had ended by then (:mod:`traffic.grid.rasterize`).
+    Reads and writes ``res.lake``.
     """
     from traffic.grid import assignments_for, rasterize_range, write_grid
 
-    c = _city(city)
-    write_grid(c)
-    reports = rasterize_range(c, start, end, assignments_for(c), progress=progress, until=until)
+    c, lake = _city(city), _res(res).lake
+    write_grid(c, lake=lake)
+    reports = rasterize_range(c, start, end, assignments_for(c, lake=lake), progress=progress, until=until, lake=lake)
     return {
         "city": c.name,
         "start": start,
@@ -396,11 +406,11 @@ def check_quality(
     return summary
 
 
-def _load_window(c: CityConfig, as_of: str):
+def _load_window(c: CityConfig, as_of: str, *, res: Resources | None = None):
     from traffic.grid import load_tensor
 
     win = training_window(c, as_of)
-    return win, load_tensor(c, win["start"], win["end"])
+    return win, load_tensor(c, win["start"], win["end"], lake=_res(res).lake)
 
 
 def lake_inputs(
@@ -482,7 +492,7 @@ def train(
 
     c, res = _city(city), _res(res)
     _before_training(c, res)
-    win, grid = _load_window(c, as_of)
+    win, grid = _load_window(c, as_of, res=res)
     fc = c.forecast
     if budget_s is None:
         budget_s = res.train_budget_s if res.train_budget_s is not None else fc.train_budget_s
@@ -688,7 +698,7 @@ def evaluate_and_promote(
             champ_metrics = run_metrics(run_id, "champion", registry=reg)  # scored by train() on this holdout
             note = trained.get("champion_note") or ""
         else:
-            _, grid = _load_window(c, as_of)
+            _, grid = _load_window(c, as_of, res=res)
             champ_metrics, note = _score_champion(c, current, grid, res)
     decision = decide_promotion(challenger, champ_metrics, gate_metrics)
     extra = note
@@ -841,7 +851,7 @@ def forecast(
     c, res = _city(city), _res(res)
     lake = res.lake
     current = serving(c, res=res)
-    win, grid = _load_window(c, as_of)
+    win, grid = _load_window(c, as_of, res=res)
     origin = forecast_origin(c, as_of) if issued_at is None else _utc(issued_at)
     # the context ends with the last bin that starts before the origin
     t_last = int(grid.times.searchsorted(origin, side="left")) - 1  # (Timestamp.value is ns whatever the unit)
@@ -1022,7 +1032,7 @@ def publish(city: str | CityConfig, forecast_meta: dict[str, Any], *, res: Resou
 
     c, resources = _city(city), _res(res)
     fc = read_forecast(lake_file(forecast_meta["path"], resources.lake))
-    grid = read_grid(c)
+    grid = read_grid(c, lake=resources.lake)
     cent = grid.geometry.centroid.to_crs(4326)
     cells = pd.DataFrame(
         {
@@ -1124,7 +1134,7 @@ def refresh(city: str | CityConfig, *, until: str | None = None, res: Resources 
 
     c, res = _city(city), _res(res)
     t0 = time.perf_counter()
-    newest = newest_observed_bin(c, until)
+    newest = newest_observed_bin(c, until, lake=res.lake)
     if newest is None:
         raise QualityError(
             f"city {c.name}: no observed bin in the newest raster partitions"
@@ -1173,8 +1183,8 @@ def run_city(
         out[name] = r
         return r
 
-    stage("ingest", ingest, c, first, last, progress=progress)
-    stage("rasterize", rasterize, c, first, last, progress=progress)
+    stage("ingest", ingest, c, first, last, progress=progress, res=res)
+    stage("rasterize", rasterize, c, first, last, progress=progress, res=res)
     stage("check_quality", check_quality, c, as_of, res=res)
     trained = stage("train", train, c, as_of, progress=progress, res=res)
     stage("promote", evaluate_and_promote, c, as_of, trained, res=res)

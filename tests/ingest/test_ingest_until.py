@@ -13,6 +13,7 @@ from traffic import lake, pipeline
 from traffic.config import ForecastConfig
 from traffic.grid import newest_observed_bin
 from traffic.intraday import parse_until
+from traffic.lake import Lake
 
 
 @pytest.fixture
@@ -137,18 +138,18 @@ def test_a_crash_between_partition_writes_never_fools_the_gate(town, monkeypatch
     """The report of a partial day is written before its data, that of a complete day after it."""
     pipeline.ingest(town, "2024-06-01", "2024-06-02")
     pipeline.rasterize(town, "2024-06-01", "2024-06-02")
-    real_partition, real_json = lake.write_partition, lake.write_json
+    real_partition, real_json = Lake.write_partition, Lake.write_json
 
-    def crash_on_observations(table, dataset, **kw):
+    def crash_on_observations(self, table, dataset, **kw):
         if dataset == "observations":
             raise OSError("killed")
-        return real_partition(table, dataset, **kw)
+        return real_partition(self, table, dataset, **kw)
 
     # complete -> partial, killed before the data: the report already says partial
-    monkeypatch.setattr(lake, "write_partition", crash_on_observations)
+    monkeypatch.setattr(Lake, "write_partition", crash_on_observations)
     with pytest.raises(OSError, match="killed"):
         pipeline.ingest(town, "2024-06-02", "2024-06-02", until="2024-06-02 08:30")
-    monkeypatch.setattr(lake, "write_partition", real_partition)
+    monkeypatch.setattr(Lake, "write_partition", real_partition)
     assert observations(town, "2024-06-02").num_rows == 192  # the old, complete data
     assert report(town, "2024-06-02")["partial"] is True
     with pytest.raises(pipeline.QualityError, match="partial day"):
@@ -157,13 +158,13 @@ def test_a_crash_between_partition_writes_never_fools_the_gate(town, monkeypatch
     # partial -> complete, killed before the report: the data are complete, the report still says partial
     pipeline.ingest(town, "2024-06-02", "2024-06-02", until="2024-06-02 08:30")
 
-    def crash_on_report(obj, target):
+    def crash_on_report(self, obj, target):
         raise OSError("killed")
 
-    monkeypatch.setattr(lake, "write_json", crash_on_report)
+    monkeypatch.setattr(Lake, "write_json", crash_on_report)
     with pytest.raises(OSError, match="killed"):
         pipeline.ingest(town, "2024-06-02", "2024-06-02")
-    monkeypatch.setattr(lake, "write_json", real_json)
+    monkeypatch.setattr(Lake, "write_json", real_json)
     assert observations(town, "2024-06-02").num_rows == 192
     with pytest.raises(pipeline.QualityError, match="partial day"):
         pipeline.check_quality(town, "2024-06-02")

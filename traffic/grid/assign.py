@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import shapely
 
-from traffic import lake
 from traffic.config import CityConfig
 from traffic.grid.cells import grid_spec, read_grid
+from traffic.lake import Lake, read_geoparquet, write_table
 
 #: Reasons a source gets no cell.
 REJECT_REASONS = ("invalid_geometry", "outside_grid", "duplicate_source_id")
@@ -211,11 +211,19 @@ def assign_sources(
     return assignment, rej
 
 
-def read_lake_registry(city: CityConfig, feed: str) -> tuple[gpd.GeoDataFrame, str]:
+def read_lake_registry(city: CityConfig, feed: str, *, lake: Lake | None = None) -> tuple[gpd.GeoDataFrame, str]:
     """Read a feed's registry partition in the lake (GeoParquet, read with GeoPandas) and its version.
 
     The partition is what :func:`traffic.ingest.ingest_registry` wrote. Without a ``version``
     key in its metadata, the digest of the file bytes is the version.
+
+    Parameters
+    ----------
+    city : CityConfig
+    feed : str
+        Feed name of the city.
+    lake : Lake, optional
+        The lake to read; default :meth:`Lake.from_config`.
 
     Returns
     -------
@@ -230,13 +238,15 @@ def read_lake_registry(city: CityConfig, feed: str) -> tuple[gpd.GeoDataFrame, s
     ValueError
         The file is not GeoParquet or lacks ``source_id`` (the message names the file).
     """
-    path = lake.partition("registry", city=city.name, feed=feed) / "registry.parquet"
+    path = (lake if lake is not None else Lake.from_config()).partition(
+        "registry", city=city.name, feed=feed
+    ) / "registry.parquet"
     if not path.exists():
         raise FileNotFoundError(
             f"registry partition {path} does not exist: the ingest stage writes it "
             f"(`traffic ingest {city.name}`: ingest the feed {feed!r} of {city.name!r} first)"
         )
-    registry, md = lake.read_geoparquet(path)
+    registry, md = read_geoparquet(path)
     if "source_id" not in registry.columns:
         raise ValueError(f"{path}: missing columns ['source_id']; has {list(registry.columns)}")
     version = md.get("version") or md["file_sha256"][:16]
@@ -244,11 +254,11 @@ def read_lake_registry(city: CityConfig, feed: str) -> tuple[gpd.GeoDataFrame, s
     return registry.set_crs(4326, allow_override=True), version  # stored in WGS84 lon/lat
 
 
-def _assignment_dir(city: CityConfig, feed: str, version: str):
+def _assignment_dir(lake: Lake, city: CityConfig, feed: str, version: str):
     return lake.partition("assignment", city=city.name, feed=feed, version=version)
 
 
-def assignment_for(city: CityConfig, feed: str) -> pd.DataFrame:
+def assignment_for(city: CityConfig, feed: str, *, lake: Lake | None = None) -> pd.DataFrame:
     """The source-to-cell assignment of a feed's current registry, cached per version.
 
     Reads ``registry/city=<c>/feed=<f>/registry.parquet``; if
@@ -261,6 +271,8 @@ def assignment_for(city: CityConfig, feed: str) -> pd.DataFrame:
     city : CityConfig
     feed : str
         Feed name of the city.
+    lake : Lake, optional
+        The lake to read and write; default :meth:`Lake.from_config`.
 
     Returns
     -------
@@ -269,8 +281,9 @@ def assignment_for(city: CityConfig, feed: str) -> pd.DataFrame:
         is in ``df.attrs["registry_version"]``. Rejected sources: :func:`rejected_for`.
     """
     city.feed(feed)  # validates the feed name
-    registry, version = read_lake_registry(city, feed)
-    folder = _assignment_dir(city, feed, version)
+    store = lake if lake is not None else Lake.from_config()
+    registry, version = read_lake_registry(city, feed, lake=store)
+    folder = _assignment_dir(store, city, feed, version)
     target, rejected_path = folder / "part.parquet", folder / "rejected.parquet"
     digest = grid_spec(city).digest()
     if target.exists() and rejected_path.exists():
@@ -282,7 +295,7 @@ def assignment_for(city: CityConfig, feed: str) -> pd.DataFrame:
             out = out.astype({"source_id": "str", "cell_id": np.int32, "weight": np.float64})
             out.attrs["registry_version"] = version
             return out
-    assignment, rej = assign_sources(registry, read_grid(city), city)
+    assignment, rej = assign_sources(registry, read_grid(city, lake=store), city)
     meta = {
         "registry_version": version,
         "grid_digest": digest,
@@ -295,17 +308,15 @@ def assignment_for(city: CityConfig, feed: str) -> pd.DataFrame:
         ),
     }
     # rejected first: part.parquet existing means the cache entry is complete
-    lake.write_table(
-        pa.Table.from_pandas(rej, schema=REJECTED_SCHEMA, preserve_index=False), rejected_path, metadata=meta
-    )
-    lake.write_table(
-        pa.Table.from_pandas(assignment, schema=ASSIGNMENT_SCHEMA, preserve_index=False), target, metadata=meta
-    )
+    write_table(pa.Table.from_pandas(rej, schema=REJECTED_SCHEMA, preserve_index=False), rejected_path, metadata=meta)
+    write_table(pa.Table.from_pandas(assignment, schema=ASSIGNMENT_SCHEMA, preserve_index=False), target, metadata=meta)
     assignment.attrs["registry_version"] = version
     return assignment
 
 
-def assignments_for(city: CityConfig, feeds: list[str] | None = None) -> dict[str, pd.DataFrame]:
+def assignments_for(
+    city: CityConfig, feeds: list[str] | None = None, *, lake: Lake | None = None
+) -> dict[str, pd.DataFrame]:
     """:func:`assignment_for` of the city's feeds: what rasterizing takes.
 
     Parameters
@@ -313,6 +324,8 @@ def assignments_for(city: CityConfig, feeds: list[str] | None = None) -> dict[st
     city : CityConfig
     feeds : list of str, optional
         Feed names. Default: every feed of the city.
+    lake : Lake, optional
+        The lake to read and write; default :meth:`Lake.from_config`.
 
     Returns
     -------
@@ -320,13 +333,22 @@ def assignments_for(city: CityConfig, feeds: list[str] | None = None) -> dict[st
         Feed name -> assignment frame (``attrs["registry_version"]`` set), in the order given.
     """
     names = [feed.name for feed in city.feeds] if feeds is None else feeds
-    return {name: assignment_for(city, name) for name in names}
+    store = lake if lake is not None else Lake.from_config()
+    return {name: assignment_for(city, name, lake=store) for name in names}
 
 
-def rejected_for(city: CityConfig, feed: str) -> pd.DataFrame:
+def rejected_for(city: CityConfig, feed: str, *, lake: Lake | None = None) -> pd.DataFrame:
     """Sources of the feed's current registry that got no cell: ``source_id``, ``reason``.
 
     A read: the table is the one :func:`assignment_for` cached for the current registry version.
+
+    Parameters
+    ----------
+    city : CityConfig
+    feed : str
+        Feed name of the city.
+    lake : Lake, optional
+        The lake to read; default :meth:`Lake.from_config`.
 
     Raises
     ------
@@ -334,8 +356,9 @@ def rejected_for(city: CityConfig, feed: str) -> pd.DataFrame:
         The registry partition is missing, or no assignment of its version was computed yet
         (the message names the file and the command that writes it).
     """
-    _, version = read_lake_registry(city, feed)
-    path = _assignment_dir(city, feed, version) / "rejected.parquet"
+    store = lake if lake is not None else Lake.from_config()
+    _, version = read_lake_registry(city, feed, lake=store)
+    path = _assignment_dir(store, city, feed, version) / "rejected.parquet"
     if not path.exists():
         raise FileNotFoundError(
             f"{path} does not exist: the assignment of registry version {version!r} is computed by the "

@@ -32,9 +32,9 @@ import pyarrow.parquet as pq
 import shapely
 from upath import UPath
 
-from traffic import lake
 from traffic.config import CityConfig
 from traffic.errors import GridMismatchError
+from traffic.lake import Lake, read_geoparquet, write_geoparquet
 
 GRID_FILENAME = "cells.parquet"
 
@@ -166,9 +166,9 @@ def build_grid(city: CityConfig) -> gpd.GeoDataFrame:
     return cells_from_spec(grid_spec(city))
 
 
-def grid_path(city: CityConfig) -> UPath:
-    """Lake path of the city's GeoParquet grid file."""
-    return lake.partition("grid", city=city.name) / GRID_FILENAME
+def grid_path(city: CityConfig, *, lake: Lake | None = None) -> UPath:
+    """Path of the city's GeoParquet grid file in ``lake`` (default :meth:`Lake.from_config`)."""
+    return (lake if lake is not None else Lake.from_config()).partition("grid", city=city.name) / GRID_FILENAME
 
 
 def _stored_digest(path: UPath) -> str | None:
@@ -186,7 +186,7 @@ def _mismatch(path: UPath, stored: str | None, spec: GridSpec, city: CityConfig)
     )
 
 
-def write_grid(city: CityConfig, *, replace: bool = False) -> UPath:
+def write_grid(city: CityConfig, *, replace: bool = False, lake: Lake | None = None) -> UPath:
     """Write the city grid to ``grid/city=<c>/cells.parquet`` (GeoParquet), once.
 
     The file is written atomically. If it already exists with the same grid (same
@@ -198,6 +198,8 @@ def write_grid(city: CityConfig, *, replace: bool = False) -> UPath:
     replace : bool, default False
         Overwrite a stored grid that differs from the configured one. Rasters and
         assignments written against the old grid then no longer match it.
+    lake : Lake, optional
+        The lake to write; default :meth:`Lake.from_config`.
 
     Returns
     -------
@@ -211,18 +213,24 @@ def write_grid(city: CityConfig, *, replace: bool = False) -> UPath:
         ``replace`` is False.
     """
     spec = grid_spec(city)
-    path = grid_path(city)
+    path = grid_path(city, lake=lake)
     if path.exists() and not replace:
         stored = _stored_digest(path)
         if stored == spec.digest():
             return path
         raise _mismatch(path, stored, spec, city)
-    lake.write_geoparquet(cells_from_spec(spec), path, metadata=spec.as_metadata())
+    write_geoparquet(cells_from_spec(spec), path, metadata=spec.as_metadata())
     return path
 
 
-def read_grid(city: CityConfig) -> gpd.GeoDataFrame:
+def read_grid(city: CityConfig, *, lake: Lake | None = None) -> gpd.GeoDataFrame:
     """Read the city grid from the lake (a read: it never writes; :func:`write_grid` does).
+
+    Parameters
+    ----------
+    city : CityConfig
+    lake : Lake, optional
+        The lake to read; default :meth:`Lake.from_config`.
 
     Returns
     -------
@@ -237,13 +245,13 @@ def read_grid(city: CityConfig) -> gpd.GeoDataFrame:
         The stored grid differs from the configured one (see :func:`write_grid`).
     """
     spec = grid_spec(city)
-    path = grid_path(city)
+    path = grid_path(city, lake=lake)
     if not path.exists():
         raise FileNotFoundError(
             f"grid {path} does not exist: the rasterize stage writes it "
             f"(`traffic rasterize {city.name}`, or traffic.grid.write_grid(city))"
         )
-    gdf, md = lake.read_geoparquet(path)
+    gdf, md = read_geoparquet(path)
     if md.get("grid_digest") != spec.digest():
         raise _mismatch(path, md.get("grid_digest"), spec, city)
     return gdf.astype({"cell_id": np.int32, "row": np.int32, "col": np.int32})

@@ -54,9 +54,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from traffic import intraday, lake
+from traffic import intraday
 from traffic.channels import COUNT_CHANNELS, FEED_KINDS, MEAN_CHANNELS
 from traffic.config import CityConfig
+from traffic.lake import Lake
 from traffic.landing.contract import TS_TYPE
 
 RASTER_SCHEMA = pa.schema(
@@ -530,7 +531,7 @@ class IncompleteIngestError(RuntimeError):
     """A day's observations are missing or were not written whole: rasterizing it would lose data."""
 
 
-def _day_problems(city: CityConfig, date: str) -> list[str]:
+def _day_problems(lake: Lake, city: CityConfig, date: str) -> list[str]:
     """Why a local date of a city cannot be rasterized (empty when every feed's day is ingested whole).
 
     Ingest writes, per feed and date, the observations, the quarantine, then the quality report
@@ -575,7 +576,7 @@ def _day_problems(city: CityConfig, date: str) -> list[str]:
     return problems
 
 
-def check_ingested(city: CityConfig, dates: list[str]) -> None:
+def check_ingested(city: CityConfig, dates: list[str], *, lake: Lake | None = None) -> None:
     """Refuse to rasterize dates whose observations are missing or incomplete in any feed.
 
     Parameters
@@ -583,6 +584,8 @@ def check_ingested(city: CityConfig, dates: list[str]) -> None:
     city : CityConfig
     dates : list of str
         Local dates ``YYYY-MM-DD``.
+    lake : Lake, optional
+        The lake to read; default :meth:`Lake.from_config`.
 
     Raises
     ------
@@ -590,7 +593,8 @@ def check_ingested(city: CityConfig, dates: list[str]) -> None:
         Naming the first dates, feeds and files, and the ingest command that completes them.
         Nothing has been written.
     """
-    bad = {d: p for d in dates if (p := _day_problems(city, d))}
+    store = lake if lake is not None else Lake.from_config()
+    bad = {d: p for d in dates if (p := _day_problems(store, city, d))}
     if not bad:
         if dates:
             _log.info("%s: %d day(s) %s..%s ingested whole in every feed", city.name, len(dates), dates[0], dates[-1])
@@ -610,6 +614,7 @@ def rasterize_partition(
     assignments: Mapping[str, pd.DataFrame],
     *,
     until: str | pd.Timestamp | None = None,
+    lake: Lake | None = None,
 ) -> dict[str, Any]:
     """Rasterize one local date of a city: every feed's observations onto the grid.
 
@@ -635,6 +640,8 @@ def rasterize_partition(
         Rasterize only the bins that ended by then (module docstring); local
         ``YYYY-MM-DD HH:MM`` or ISO 8601 with an offset. Default: the observations' own
         ``until`` (none for a complete day).
+    lake : Lake, optional
+        The lake to read observations from and write the raster to; default :meth:`Lake.from_config`.
 
     Returns
     -------
@@ -652,8 +659,9 @@ def rasterize_partition(
         with observations has no table in ``assignments``.
     """
     cut = None if until is None else intraday.parse_until(until, city.timezone)
-    check_ingested(city, [_check_date(date)])
-    return _rasterize_partition(city, date, assignments, cut)
+    store = lake if lake is not None else Lake.from_config()
+    check_ingested(city, [_check_date(date)], lake=store)
+    return _rasterize_partition(store, city, date, assignments, cut)
 
 
 def _until_of(table: pa.Table, path: Any) -> pd.Timestamp | None:
@@ -668,7 +676,7 @@ def _until_of(table: pa.Table, path: Any) -> pd.Timestamp | None:
 
 
 def _rasterize_partition(
-    city: CityConfig, date: str, assignments: Mapping[str, pd.DataFrame], cut: pd.Timestamp | None = None
+    lake: Lake, city: CityConfig, date: str, assignments: Mapping[str, pd.DataFrame], cut: pd.Timestamp | None = None
 ) -> dict[str, Any]:
     """:func:`rasterize_partition` after its checks."""
     parts: list[pa.Table] = []
@@ -750,6 +758,7 @@ def rasterize_range(
     progress: bool = False,
     *,
     until: str | pd.Timestamp | None = None,
+    lake: Lake | None = None,
 ) -> list[dict[str, Any]]:
     """Rasterize every local date from ``start`` to ``end`` inclusive (see :func:`rasterize_partition`).
 
@@ -757,7 +766,8 @@ def rasterize_range(
 
     ``until`` cuts every date of the range (a date that begins at or after it is an error).
     Every date is checked first (:func:`check_ingested`): when one is missing or incomplete
-    in any feed, nothing of the range is written.
+    in any feed, nothing of the range is written. ``lake`` (default :meth:`Lake.from_config`)
+    is read and written.
 
     Returns
     -------
@@ -773,9 +783,10 @@ def rasterize_range(
     if cut is not None:
         for d in (start, end):
             intraday.until_for_day(d, cut, city.timezone)  # a date after the cut: error before any write
-    check_ingested(city, dates)
+    store = lake if lake is not None else Lake.from_config()
+    check_ingested(city, dates, lake=store)
     if progress:
         from tqdm import tqdm
 
         dates = tqdm(dates, desc=f"rasterize {city.name}", unit="day")
-    return [_rasterize_partition(city, d, assignments, cut) for d in dates]
+    return [_rasterize_partition(store, city, d, assignments, cut) for d in dates]

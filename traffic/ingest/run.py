@@ -49,7 +49,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import shapely
 
-from traffic import intraday, lake
+from traffic import intraday
 from traffic.config import CityConfig, FeedConfig
 from traffic.errors import UsageError
 from traffic.ingest.validate import (
@@ -60,6 +60,7 @@ from traffic.ingest.validate import (
     normalise_timestamps,
     timestamp_us,
 )
+from traffic.lake import Lake, write_geoparquet, write_table
 from traffic.landing.adapters import read_delivery, read_feed_registry, read_observations
 from traffic.landing.contract import OBSERVATION_SCHEMAS, QUARANTINE_SCHEMA, REGISTRY_SCHEMA, TS_TYPE
 from traffic.landing.readers import IngestError
@@ -168,7 +169,7 @@ def registry_frame(registry: pa.Table) -> gpd.GeoDataFrame:
     )
 
 
-def ingest_registry(city: CityConfig, feed: FeedConfig) -> dict[str, Any]:
+def ingest_registry(city: CityConfig, feed: FeedConfig, *, lake: Lake | None = None) -> dict[str, Any]:
     """Read a feed's registry, keep the valid sources and write them to the lake.
 
     Writes ``registry/city=/feed=/registry.parquet``: GeoParquet written by GeoPandas
@@ -182,6 +183,8 @@ def ingest_registry(city: CityConfig, feed: FeedConfig) -> dict[str, Any]:
     ----------
     city : CityConfig
     feed : FeedConfig
+    lake : Lake, optional
+        The lake to write; default :meth:`Lake.from_config`.
 
     Returns
     -------
@@ -200,15 +203,16 @@ def ingest_registry(city: CityConfig, feed: FeedConfig) -> dict[str, Any]:
     frame = read_feed_registry(feed)
     registry, rejected, version = registry_tables(frame)
     check_registry_loss(feed, registry, rejected)
-    folder = lake.partition("registry", city=city.name, feed=feed.name)
+    store = lake if lake is not None else Lake.from_config()
+    folder = store.partition("registry", city=city.name, feed=feed.name)
     sweep_folder(folder)
-    path = lake.write_geoparquet(
+    path = write_geoparquet(
         registry_frame(registry),
         folder / REGISTRY_FILE,
         schema=REGISTRY_SCHEMA,
         metadata={"version": version, "crs": "EPSG:4326", "adapter": feed.adapter},
     )
-    rejected_path = lake.write_table(rejected, folder / REJECTED_FILE, metadata={"registry_version": version})
+    rejected_path = write_table(rejected, folder / REJECTED_FILE, metadata={"registry_version": version})
     reasons = rejected.column("reason").to_pylist()
     return {
         "path": str(path),
@@ -322,8 +326,15 @@ def check_registry_loss(feed: FeedConfig, registry: pa.Table, rejected: pa.Table
     )
 
 
-def registry_sources(city: CityConfig, feed: FeedConfig) -> tuple[np.ndarray, str]:
+def registry_sources(city: CityConfig, feed: FeedConfig, *, lake: Lake | None = None) -> tuple[np.ndarray, str]:
     """Source ids and version of the feed's lake registry (a read: it never writes).
+
+    Parameters
+    ----------
+    city : CityConfig
+    feed : FeedConfig
+    lake : Lake, optional
+        The lake to read; default :meth:`Lake.from_config`.
 
     Returns
     -------
@@ -337,7 +348,9 @@ def registry_sources(city: CityConfig, feed: FeedConfig) -> tuple[np.ndarray, st
     FileNotFoundError
         The registry partition is missing; the message names it and the command that writes it.
     """
-    target = lake.partition("registry", city=city.name, feed=feed.name) / REGISTRY_FILE
+    target = (lake if lake is not None else Lake.from_config()).partition(
+        "registry", city=city.name, feed=feed.name
+    ) / REGISTRY_FILE
     if not target.exists():
         raise FileNotFoundError(
             f"registry partition {target} does not exist: the ingest stage writes it "
@@ -450,7 +463,7 @@ def available_dates(city: CityConfig, feed: FeedConfig) -> list[str]:
     return [str(d) for d in days]
 
 
-def ingest_partition(city: CityConfig, feed: FeedConfig, date: str) -> dict[str, Any]:
+def ingest_partition(city: CityConfig, feed: FeedConfig, date: str, *, lake: Lake | None = None) -> dict[str, Any]:
     """Ingest one local calendar date of a feed (see :func:`ingest_range`).
 
     Parameters
@@ -459,13 +472,15 @@ def ingest_partition(city: CityConfig, feed: FeedConfig, date: str) -> dict[str,
     feed : FeedConfig
     date : str
         Local date ``YYYY-MM-DD``.
+    lake : Lake, optional
+        The lake to write; default :meth:`Lake.from_config`.
 
     Returns
     -------
     dict
         The quality report plus ``observations_path``, ``quarantine_path``, ``report_path``.
     """
-    return ingest_range(city, feed, date, date)[0]
+    return ingest_range(city, feed, date, date, lake=lake)[0]
 
 
 def ingest_range(
@@ -476,6 +491,7 @@ def ingest_range(
     progress: bool = False,
     *,
     until: str | pd.Timestamp | None = None,
+    lake: Lake | None = None,
 ) -> list[dict[str, Any]]:
     """Ingest every local date from ``start`` to ``end`` (both included), reading the raw files once.
 
@@ -500,6 +516,8 @@ def ingest_range(
     until : str or pandas.Timestamp, optional
         Keep only rows before this moment: local ``YYYY-MM-DD HH:MM`` or ISO 8601 with an
         offset (:func:`traffic.intraday.parse_until`). Default: every row.
+    lake : Lake, optional
+        The lake to read the registry from and write to; default :meth:`Lake.from_config`.
 
     Returns
     -------
@@ -524,11 +542,12 @@ def ingest_range(
     cut = None if until is None else intraday.parse_until(until, city.timezone)
     day_until = [intraday.until_for_day(d, cut, city.timezone) for d in days]  # raises for days after the cut
     keys = {"city": city.name, "feed": feed.name}
+    store = lake if lake is not None else Lake.from_config()
     for dataset in ("observations", "quarantine", "quality"):  # what a killed run left behind
-        sweep_folder(lake.partition(dataset, **keys), recursive=True)
-    if not (lake.partition("registry", **keys) / REGISTRY_FILE).exists():
-        ingest_registry(city, feed)  # the ingest stage writes the registry it validates against
-    known, version = registry_sources(city, feed)
+        sweep_folder(store.partition(dataset, **keys), recursive=True)
+    if not (store.partition("registry", **keys) / REGISTRY_FILE).exists():
+        ingest_registry(city, feed, lake=store)  # the ingest stage writes the registry it validates against
+    known, version = registry_sources(city, feed, lake=store)
     delivery = read_delivery(feed)  # file-level faults raise here, before anything is written
     landing = delivery.frame
     checked = check_observations(landing, tz=city.timezone, known_sources=known, future_slack_s=city.bin_seconds)
@@ -574,6 +593,7 @@ def ingest_range(
         quarantined = q_table.take(q_pos[part[bad]])
         reports.append(
             _write_day(
+                store,
                 city,
                 feed,
                 day,
@@ -592,6 +612,7 @@ def ingest_range(
         order_u = undated_rows[np.lexsort((undated_rows, src_code[undated_rows]))]
         reports.append(
             _write_day(
+                store,
                 city,
                 feed,
                 UNDATED,
@@ -604,7 +625,7 @@ def ingest_range(
         )
     else:
         for dataset in ("quarantine", "quality"):
-            stale = lake.partition(dataset, **keys, date=UNDATED)
+            stale = store.partition(dataset, **keys, date=UNDATED)
             if stale.exists():
                 for f in stale.iterdir():
                     f.unlink()
@@ -614,6 +635,7 @@ def ingest_range(
 
 
 def _write_day(
+    store: Lake,
     city: CityConfig,
     feed: FeedConfig,
     day: str,
@@ -635,12 +657,12 @@ def _write_day(
     meta = {"registry_version": version}
     if until is not None:
         meta[intraday.UNTIL_KEY] = intraday.iso(until) or ""
-    report_path = lake.partition("quality", **keys, date=day) / "report.json"
+    report_path = store.partition("quality", **keys, date=day) / "report.json"
     if until is not None:  # partial: say so before the data change (see the module docstring)
-        lake.write_json(report, report_path)
-    obs = lake.write_partition(accepted, "observations", metadata=meta, **keys, date=day) if day != UNDATED else None
-    qua = lake.write_partition(quarantined, "quarantine", metadata=meta, **keys, date=day)
-    rep = lake.write_json(report, report_path)
+        store.write_json(report, report_path)
+    obs = store.write_partition(accepted, "observations", metadata=meta, **keys, date=day) if day != UNDATED else None
+    qua = store.write_partition(quarantined, "quarantine", metadata=meta, **keys, date=day)
+    rep = store.write_json(report, report_path)
     return {
         **report,
         "observations_path": str(obs) if obs else None,
