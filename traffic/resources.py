@@ -147,17 +147,20 @@ class Resources:
 
 def _env_steps() -> int | None:
     """``TRAFFIC_TRAIN_STEPS``: the step budget of every city's training (None when unset)."""
-    value = _env_number("TRAFFIC_TRAIN_STEPS", int, "a whole number >= 0", lambda v: v >= 0)
+    raw = os.environ.get("TRAFFIC_TRAIN_STEPS", "")
+    value = _env_number("TRAFFIC_TRAIN_STEPS", raw, int, "a whole number >= 0", lambda v: v >= 0)
     return None if value is None else int(value)
 
 
 def _env_budget() -> float | None:
     """``TRAFFIC_TRAIN_BUDGET_S``: the wall-clock cap of every city's training (None when unset)."""
-    return _env_number("TRAFFIC_TRAIN_BUDGET_S", float, "seconds > 0", lambda v: v > 0)
+    raw = os.environ.get("TRAFFIC_TRAIN_BUDGET_S", "")
+    return _env_number("TRAFFIC_TRAIN_BUDGET_S", raw, float, "seconds > 0", lambda v: v > 0)
 
 
-def _env_number(name: str, kind: type, allowed: str, ok: Callable[[float], bool]) -> int | float | None:
-    raw = os.environ.get(name, "").strip()
+def _env_number(name: str, raw: str, kind: type, allowed: str, ok: Callable[[float], bool]) -> int | float | None:
+    """``raw``, the value of environment variable ``name``, as a number (None when empty)."""
+    raw = raw.strip()
     if not raw:
         return None
     try:
