@@ -2,7 +2,8 @@
 -- traffic.publish.duckdb_publish.rebuild_catalog into a NEW file that then replaces the old
 -- one (docs/publishing.md). Applied after the layout migrations (sql/migrations).
 --
--- {runs}, {forecasts}, {latest_forecasts}, {run_cells}, {cells}, {cell_channels} are replaced
+-- {runs}, {forecasts}, {latest_forecasts}, {run_cells}, {cells}, {cell_channels}, {forecast_skill},
+-- {cell_skill} are replaced
 -- by the publisher with a source: read_parquet([...absolute paths of one file per run...],
 -- hive_partitioning = true, filename = true) over the runs listed in the store when the catalog was built (see
 -- the "source_files" statement of publish.sql), or the empty layout table when there is none.
@@ -16,9 +17,12 @@ SELECT
     r.run_id, r.city, r.model_name, r.model_version, r.model_kind, r.kind, r.mlflow_run_id,
     r.issued_at, r.data_start, r.data_end, r.horizon_steps, r.bin_seconds, r.target_start, r.target_end,
     r.timezone, r.channels, r.interval_level, r.interval_method, r.n_rows, r.n_cells, r.n_cells_with_data,
-    r.published_at, r.version, r.code_version,
+    r.published_at, r.version, r.code_version, r.model_spec,
     parse_dirpath(r.filename) AS folder,                -- absolute path of the run version's files
-    row_number() OVER (PARTITION BY r.city ORDER BY r.issued_at DESC, r.published_at DESC) = 1 AS is_latest
+    -- the newest run of the city; a replay (a past day issued after the fact) only when nothing else exists
+    row_number() OVER (
+        PARTITION BY r.city ORDER BY (r.kind = 'replay'), r.issued_at DESC, r.published_at DESC
+    ) = 1 AS is_latest
 FROM {runs} AS r;
 
 -- @views: (the publisher builds forecast_runs first, then picks the newest run of each city for the views below)
@@ -81,3 +85,81 @@ JOIN forecast_runs AS r ON r.run_id = f.run_id
 LEFT JOIN run_cells AS c ON c.run_id = f.run_id AND c.cell_id = f.cell_id
 WHERE f.congestion_level IN ('moderate', 'heavy', 'severe')
 ORDER BY f.congestion_index DESC, f.target_time, f.city, f.cell_id, f.channel;
+
+-- ---------------------------------------------------------------- verification (traffic.verify)
+-- How good were the published forecasts: each verified run scored against the raster that landed
+-- for its target bins, next to the seasonal reference issued from the same data
+-- (sql/migrations/004_skill.sql; docs/publishing.md "Verification"). Pooled figures are computed
+-- from the sums (root of summed squared errors over the summed count, ...) and rounded to 4
+-- decimals HERE, once: `traffic skill`, the live.* metrics in MLflow and these views show the
+-- same numbers to the last digit.
+
+CREATE OR REPLACE MACRO skill_ratio(num, den) AS round(sum(num) / nullif(sum(den), 0), 4);
+CREATE OR REPLACE MACRO skill_rmse(sq, n) AS round(sqrt(sum(sq) / nullif(sum(n), 0)), 4);
+CREATE OR REPLACE MACRO skill_vs_ref(sq, ref_sq) AS round(1 - sqrt(sum(sq) / nullif(sum(ref_sq), 0)), 4);
+
+-- One row per (verified run, channel, horizon group) (layout.forecast_skill), from the newest
+-- verification of every run.
+CREATE OR REPLACE TABLE forecast_skill AS
+SELECT
+    s.run_id, s.city, s.issued_at, s.target_date, s.kind, s.model_kind, s.model_version, s.mlflow_run_id,
+    s.model_spec, s.channel, s.horizon_group, s.first_horizon, s.last_horizon, s.n, s.mae, s.rmse, s.bias,
+    s.coverage, s.level_hit_rate, s.ref_mae, s.ref_rmse, s.ref_bias, s.skill, s.sum_abs_err, s.sum_sq_err,
+    s.sum_err, s.n_interval, s.n_covered, s.n_level, s.n_level_hit, s.ref_sum_abs_err, s.ref_sum_sq_err,
+    s.ref_sum_err, s.reference_kind, s.grid_digest
+FROM {forecast_skill} AS s;
+
+-- One row per (verified run, channel, cell) over all its horizons (layout.cell_skill).
+CREATE OR REPLACE VIEW cell_skill AS
+SELECT
+    c.run_id, c.city, c.cell_id, c.channel, c.n, c.mae, c.rmse, c.bias, c.coverage, c.level_hit_rate,
+    c.ref_mae, c.ref_rmse, c.ref_bias, c.skill, c.sum_abs_err, c.sum_sq_err, c.sum_err, c.n_interval,
+    c.n_covered, c.n_level, c.n_level_hit, c.ref_sum_abs_err, c.ref_sum_sq_err, c.ref_sum_err
+FROM {cell_skill} AS c;
+
+-- Day-ahead forecasts (kind nightly or replay: issued at local midnight for the next day) per city,
+-- target day and channel; channel 'all' pools every channel of the day (as the holdout metrics do).
+CREATE OR REPLACE MACRO skill_days(for_city, first_day, last_day) AS TABLE
+SELECT
+    city, target_date, coalesce(channel, 'all') AS channel,
+    string_agg(DISTINCT model_kind, ',' ORDER BY model_kind) AS model_kind,
+    string_agg(DISTINCT model_version, ',' ORDER BY model_version) AS model_version,
+    count(DISTINCT run_id) AS runs, sum(n) AS n,
+    skill_rmse(sum_sq_err, n) AS rmse, skill_ratio(sum_abs_err, n) AS mae, skill_ratio(sum_err, n) AS bias,
+    skill_ratio(n_covered, n_interval) AS coverage, skill_ratio(n_level_hit, n_level) AS level_hit_rate,
+    skill_rmse(ref_sum_sq_err, n) AS ref_rmse, skill_vs_ref(sum_sq_err, ref_sum_sq_err) AS skill
+FROM forecast_skill
+WHERE kind IN ('nightly', 'replay')
+  AND (for_city IS NULL OR city = for_city)
+  AND (first_day IS NULL OR target_date >= first_day)
+  AND (last_day IS NULL OR target_date <= last_day)
+GROUP BY GROUPING SETS ((city, target_date, channel), (city, target_date));
+
+-- Day-ahead forecasts per city, channel ('all': pooled) and horizon group over target days
+-- first_day .. last_day (NULL: unbounded), of the runs served by MLflow run served_by (NULL: any).
+CREATE OR REPLACE MACRO skill_groups(for_city, first_day, last_day, served_by) AS TABLE
+SELECT
+    city, coalesce(channel, 'all') AS channel, horizon_group, min(first_horizon) AS first_horizon,
+    string_agg(DISTINCT model_kind, ',' ORDER BY model_kind) AS model_kind,
+    count(DISTINCT target_date) AS days, min(target_date) AS first_day, max(target_date) AS last_day,
+    sum(n) AS n,
+    skill_rmse(sum_sq_err, n) AS rmse, skill_ratio(sum_abs_err, n) AS mae, skill_ratio(sum_err, n) AS bias,
+    skill_ratio(n_covered, n_interval) AS coverage, skill_ratio(n_level_hit, n_level) AS level_hit_rate,
+    skill_rmse(ref_sum_sq_err, n) AS ref_rmse, skill_vs_ref(sum_sq_err, ref_sum_sq_err) AS skill
+FROM forecast_skill
+WHERE kind IN ('nightly', 'replay')
+  AND (for_city IS NULL OR city = for_city)
+  AND (first_day IS NULL OR target_date >= first_day)
+  AND (last_day IS NULL OR target_date <= last_day)
+  AND (served_by IS NULL OR mlflow_run_id = served_by)
+GROUP BY GROUPING SETS ((city, channel, horizon_group), (city, horizon_group));
+
+-- How good were the day-ahead forecasts, per city, target day and channel ('all' = pooled).
+CREATE OR REPLACE VIEW skill_daily AS
+SELECT * FROM skill_days(NULL, NULL, NULL)
+ORDER BY city, target_date, channel = 'all' DESC, channel;
+
+-- ... and per city, channel ('all' = pooled) and horizon group over every verified day.
+CREATE OR REPLACE VIEW skill_by_horizon AS
+SELECT * FROM skill_groups(NULL, NULL, NULL, NULL)
+ORDER BY city, channel = 'all' DESC, channel, first_horizon;

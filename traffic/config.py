@@ -200,6 +200,10 @@ class ForecastConfig:
     train_budget_s : float
         Wall-clock safety net of the training loop (default 900 s). When it fires before
         ``train_steps`` the run records it (``stopped_reason = "wall_clock_cap"``).
+    verify_days : int
+        Days of verified day-ahead forecasts the live skill is pooled over (default 7): the
+        ``live.*`` metrics on the serving MLflow run, the stale/broken warnings of the verify
+        stage (:func:`traffic.verify.alerts`) and the days ``make nightly`` replays.
     """
 
     context_steps: int = 12
@@ -208,6 +212,7 @@ class ForecastConfig:
     holdout_days: int = 7
     train_steps: int = 600
     train_budget_s: float = 900.0
+    verify_days: int = 7
 
     @property
     def window_days(self) -> int:
@@ -223,6 +228,7 @@ FORECAST_KEYS = {
     "holdout_days": int,
     "train_steps": int,
     "train_budget_s": float,
+    "verify_days": int,
 }
 
 
@@ -263,6 +269,7 @@ class _ForecastTable(_Table):
     holdout_days: Whole = Field(default=7, ge=1, le=3660)
     train_steps: Whole = Field(default=600, ge=0, le=100_000_000)
     train_budget_s: Real = Field(default=900.0, gt=0, le=7 * 86400)
+    verify_days: Whole = Field(default=7, ge=1, le=366)
 
 
 class _CalendarTable(_Table):

@@ -34,8 +34,9 @@ from traffic.errors import NoChampion, QualityError, UsageError
 from traffic.lake import Lake
 from traffic.resources import Resources
 
-#: What made a published run (``forecast_runs.kind``).
-FORECAST_KINDS = ("nightly", "refresh")
+#: What made a published run (``forecast_runs.kind``): ``replay`` is a day-ahead run issued after the
+#: fact for a past day with data up to that day only (:func:`replay_days`), so that it can be verified.
+FORECAST_KINDS = ("nightly", "refresh", "replay")
 
 _log = logging.getLogger(__name__)
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -819,8 +820,8 @@ def forecast(
         The forecast origin (a bin edge, UTC when naive): the context is the ``context_steps``
         bins before it and targets start at it. Default: the nightly origin, local midnight
         after ``as_of`` — the day-ahead forecast covers every bin of local day ``as_of + 1``.
-    kind : {"nightly", "refresh"}
-        Recorded on the run (``forecast_runs.kind``).
+    kind : {"nightly", "refresh", "replay"}
+        Recorded on the run (``forecast_runs.kind``); ``replay``: see :func:`replay_days`.
 
     Returns
     -------
@@ -1009,7 +1010,7 @@ def stored_forecast(city: str | CityConfig, as_of: str, *, res: Resources | None
 
 
 #: Optional keys of a forecast's meta.json that describe the run (absent in older files).
-_PUBLISH_META_OPTIONAL = ("model_kind", "kind", "interval_level", "interval_method")
+_PUBLISH_META_OPTIONAL = ("model_kind", "kind", "interval_level", "interval_method", "model_spec")
 
 
 @_logged("publish", _publish_summary)
@@ -1021,7 +1022,8 @@ def publish(city: str | CityConfig, forecast_meta: dict[str, Any], *, res: Resou
     forecast, target times, where the model had data, ``reference``, ``cell_ids``, ``channels``
     and, when present, ``lower``/``upper`` (interval bounds; NULL bounds without them) and the
     per channel share of observed window bins; an optional ``cell_coverage`` (H, W) is used too.
-    ``forecast_meta`` may carry ``model_kind``, ``kind``, ``interval_level``, ``interval_method``.
+    ``forecast_meta`` may carry ``model_kind``, ``kind``, ``interval_level``, ``interval_method`` and
+    ``model_spec`` (a JSON text, or a mapping stored as one).
     The run records the code version of this publish (:func:`traffic.provenance.code_version`).
     :func:`stored_forecast` reads the ``forecast_meta`` the forecast stage stored for a date.
     """
@@ -1048,6 +1050,10 @@ def publish(city: str | CityConfig, forecast_meta: dict[str, Any], *, res: Resou
     keys = ("issued_at", "model_name", "model_version", "mlflow_run_id", "data_start", "data_end")
     run = {k: forecast_meta[k] for k in (*keys, "horizon_steps", "bin_seconds")}
     run.update({k: forecast_meta[k] for k in _PUBLISH_META_OPTIONAL if forecast_meta.get(k) is not None})
+    if "model_spec" in run and not isinstance(run["model_spec"], str):  # a JSON text in forecast_runs.model_spec
+        import json
+
+        run["model_spec"] = json.dumps(run["model_spec"], sort_keys=True)
     run["timezone"] = c.timezone
     run["code_version"] = code_version()  # the code that publishes these rows (forecast_runs.code_version)
     z = fc.extra
@@ -1070,9 +1076,9 @@ def publish(city: str | CityConfig, forecast_meta: dict[str, Any], *, res: Resou
     )
     from traffic.publish.export import log_published_maps  # never raises: a map must not fail a publish
 
-    if forecast_meta.get("kind") == "refresh":
+    if forecast_meta.get("kind") in ("refresh", "replay"):
         # an hourly refresh logs no maps: they would cost seconds per refresh and pile 24 sets a day
-        # onto the champion's training run (maps of any run: `traffic export`)
+        # onto the champion's training run; a replay neither (maps of any run: `traffic export`)
         published["maps"] = []
     else:
         published["maps"] = log_published_maps(db, c.name, published["run_id"], run["mlflow_run_id"])
@@ -1161,6 +1167,150 @@ def refresh(city: str | CityConfig, *, until: str | None = None, res: Resources 
             "total": round(t3 - t0, 3),
         },
     }
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def _verify_summary(out: dict[str, Any]) -> str:
+    waiting = f", {len(out['waiting'])} waiting for their target days" if out["waiting"] else ""
+    live = "; ".join(f"live.* on MLflow run {k}: {v['status']}" for k, v in out["live"].items())
+    return (
+        f"verified {len(out['verified'])} run(s), {len(out['unchanged'])} unchanged{waiting}; "
+        f"{len(out['alerts'])} alert(s){'; ' + live if live else ''}; timings {out['timings_s']}"
+    )
+
+
+@_logged("verify", _verify_summary)
+def verify(
+    city: str | CityConfig, start: str | None = None, end: str | None = None, *, res: Resources | None = None
+) -> dict[str, Any]:
+    """Score every published run whose target days have landed against the raster (:mod:`traffic.verify`).
+
+    Runs never verified are verified once the raster holds complete partitions for all their target
+    days (until then they wait: logged, not an error); with ``start``/``end`` (local dates) every run
+    whose target days fall in that range is verified again (late data). Results go to the catalog
+    (``forecast_skill``, ``cell_skill``, views ``skill_daily``, ``skill_by_horizon``), per-run files
+    written whole or not at all (identical rows write nothing); the serving MLflow runs get
+    ``live.*`` metrics; what is stale or broken is logged as WARNING (:func:`traffic.verify.alerts`).
+
+    Returns
+    -------
+    dict
+        ``verified``, ``unchanged``, ``waiting``, ``live``, ``alerts``, ``timings_s``
+        (:func:`traffic.verify.stage.verify_city`).
+
+    Raises
+    ------
+    GridMismatchError
+        A due run was published on another grid than the city's now (names the run and both digests).
+    UsageError
+        ``end`` before ``start``.
+    """
+    from traffic.verify.stage import verify_city
+
+    c, res = _city(city), _res(res)
+    if start and end:
+        _days(start, end)  # end before start: UsageError
+    return verify_city(c, res, start, end)
+
+
+def _replay_summary(out: dict[str, Any]) -> str:
+    refused = f"; refused {[r['as_of'] for r in out['refused']]}" if out["refused"] else ""
+    return f"replayed {[r['as_of'] for r in out['runs']]} with {out['serving']}{refused}; timings {out['timings_s']}"
+
+
+def _serving_train_end(current: dict[str, Any], res: Resources) -> pd.Timestamp | None:
+    """Last bin the serving thing was fitted on: ``train.end`` of the MLflow run that serves (None: not recorded)."""
+    from traffic.registry import run_data
+
+    if not current.get("run_id"):
+        return None
+    text = run_data(str(current["run_id"]), registry=res.registry)["params"].get("train.end")
+    return _utc(text) if text else None
+
+
+@_logged("replay_days", _replay_summary)
+def replay_days(
+    city: str | CityConfig, newest: str | None = None, *, days: int | None = None, res: Resources | None = None
+) -> dict[str, Any]:
+    """Issue and publish the day-ahead runs of the ``days`` days before ``newest`` with what serves now (no training).
+
+    For each local day D in ``newest - days .. newest - 1``: :func:`forecast` with ``as_of = D``
+    (data up to D only, the nightly origin after D), ``kind = "replay"``, then :func:`publish` (no
+    maps). What serves now (:func:`serving`) was fitted on data before its run's holdout, so a day
+    whose targets come after that (``train.end`` of the serving MLflow run) is forecast as it would
+    have been; a day whose targets lie inside that training window is **refused** (it would be scored
+    on data the model learnt), and so is every day when the run does not record ``train.end``. A day
+    that already has a nightly run (forecast file or published run) is left alone: a replay never
+    replaces a real nightly. :func:`verify` then scores them against D+1.
+
+    Parameters
+    ----------
+    city : str or CityConfig
+    newest : str, optional
+        The newest local date of data (default: the newest raster partition); it is not replayed.
+    days : int, optional
+        Days before ``newest`` (default the city's ``[forecast] verify_days``).
+
+    Returns
+    -------
+    dict
+        ``serving`` (what served), ``runs`` (``[{"as_of", "run_id", "issued_at"}]``), ``refused`` and
+        ``skipped`` (``[{"as_of", "reason"}]``), ``timings_s`` (``forecast``, ``publish``, ``total``).
+    """
+    from traffic.publish import list_runs, run_id_for
+
+    c, res = _city(city), _res(res)
+    t0 = time.perf_counter()
+    if newest is None:
+        dates = res.lake.list_dates("raster", city=c.name)
+        if not dates:
+            raise QualityError(f"city {c.name}: no raster partitions to replay; ingest and rasterize first")
+        newest = dates[-1]
+    n = c.forecast.verify_days if days is None else int(days)
+    current = serving(c, res=res)
+    who = f"model v{current['version']}" if current["kind"] == "model" else f"baseline {current['baseline']}"
+    train_end = _serving_train_end(current, res)
+    published = list_runs(res.warehouse.path)
+    out: dict[str, Any] = {"city": c.name, "serving": who, "runs": [], "refused": [], "skipped": []}
+    t_fc = t_pub = 0.0
+    last = dt.date.fromisoformat(newest)
+    for k in range(n, 0, -1):
+        day = (last - dt.timedelta(days=k)).isoformat()
+        origin = forecast_origin(c, day)
+        if train_end is None or origin <= train_end:
+            why = (
+                f"targets from {origin} lie inside the training window of what serves ({who}: run "
+                f"{current.get('run_id')} trained on data up to {train_end})"
+                if train_end is not None
+                else f"the serving run {current.get('run_id')} records no train.end: cannot show the day is unseen"
+            )
+            _log.warning("replay %s %s refused: %s", c.name, day, why)
+            out["refused"].append({"as_of": day, "reason": why})
+            continue
+        stamp = origin.strftime("%Y%m%dT%H%M%SZ")
+        meta_path = res.lake.partition("forecasts", city=c.name, issued_at=stamp) / "meta.json"
+        run_id = run_id_for(c.name, origin)
+        kind = res.lake.read_json(meta_path).get("kind") if meta_path.exists() else None
+        if (kind is not None and kind != "replay") or (kind is None and run_id in published):
+            why = f"a {kind or 'published'} run {run_id} exists for it; a replay never replaces it"
+            _log.info("replay %s %s skipped: %s", c.name, day, why)
+            out["skipped"].append({"as_of": day, "reason": why})
+            continue
+        t = time.perf_counter()
+        meta = forecast(c, day, kind="replay", res=res)
+        t_fc += time.perf_counter() - t
+        t = time.perf_counter()
+        pub = publish(c, meta, res=res)
+        t_pub += time.perf_counter() - t
+        out["runs"].append({"as_of": day, "run_id": pub["run_id"], "issued_at": meta["issued_at"]})
+    out["timings_s"] = {
+        "forecast": round(t_fc, 2),
+        "publish": round(t_pub, 2),
+        "total": round(time.perf_counter() - t0, 2),
+    }
+    return out
 
 
 # --------------------------------------------------------------------------- whole run

@@ -74,7 +74,7 @@ def test_a_database_of_the_old_schema_file_upgrades_keeps_its_rows_and_gets_the_
     assert migrate(con, db=str(path)) == list(range(1, latest_version() + 1))
 
     after = {r[1] for r in con.execute(LAYOUT_COLUMNS).fetchall() if r[0] == "forecast_runs"}
-    assert after - before == {"code_version"}
+    assert after - before == {"code_version", "model_spec"}
     assert con.execute("SELECT version FROM layout.schema_version ORDER BY 1").fetchall() == [
         (v,) for v in range(1, latest_version() + 1)
     ]

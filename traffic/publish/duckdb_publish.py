@@ -72,12 +72,24 @@ from traffic.publish.migrations import migrate
 from traffic.publish.sql import check_identifier, sql_text, statement
 from traffic.tempfiles import atomic_path, fsync
 
-TABLES = ("forecast_runs",)
-VIEWS = ("forecasts", "latest_forecast", "cells", "run_cells", "cell_channels", "hotspots")
+TABLES = ("forecast_runs", "forecast_skill")
+VIEWS = (
+    "forecasts",
+    "latest_forecast",
+    "cells",
+    "run_cells",
+    "cell_channels",
+    "hotspots",
+    "cell_skill",
+    "skill_daily",
+    "skill_by_horizon",
+)
+#: Relations of the verification (:mod:`traffic.verify`): empty until a run is verified.
+SKILL_RELATIONS = ("forecast_skill", "cell_skill", "skill_daily", "skill_by_horizon")
 #: Relations whose names may appear in SQL text; anything else is refused.
 ALLOWED_RELATIONS = TABLES + VIEWS
 #: Empty tables of schema ``layout`` (``sql/migrations``) = the layout of each per-run file.
-LAYOUT_TABLES = ("forecast_runs", "forecasts", "cells", "cell_channels")
+LAYOUT_TABLES = ("forecast_runs", "forecasts", "cells", "cell_channels", "forecast_skill", "cell_skill")
 #: File of each layout table inside a run version folder.
 RUN_FILES = {
     "forecast_runs": "run.parquet",
@@ -85,6 +97,8 @@ RUN_FILES = {
     "cells": "cells.parquet",
     "cell_channels": "cell_channels.parquet",
 }
+#: File of each verification table inside a skill version folder (``sql/migrations/004_skill.sql``).
+SKILL_FILES = {"forecast_skill": "forecast_skill.parquet", "cell_skill": "cell_skill.parquet"}
 CELL_COLUMNS = ("cell_id", "row", "col", "centroid_lon", "centroid_lat", "polygon_wkt")
 RUN_REQUIRED = ("model_name", "model_version", "issued_at")
 RUN_OPTIONAL = (
@@ -99,8 +113,9 @@ RUN_OPTIONAL = (
     "interval_method",
     "timezone",
     "code_version",
+    "model_spec",
 )
-RUN_KINDS = ("nightly", "refresh")
+RUN_KINDS = ("nightly", "refresh", "replay")
 #: Default ``interval_level`` of a run that has bounds.
 DEFAULT_INTERVAL_LEVEL = 0.8
 #: Superseded run versions and abandoned temporary folders are deleted after this long (s).
@@ -146,6 +161,10 @@ def _run_dir(store: Path, city: str, run_id: str) -> Path:
     return store / "runs" / f"city={city}" / f"run_id={run_id}"
 
 
+def _skill_dir(store: Path, city: str, run_id: str) -> Path:
+    return store / "skill" / f"city={city}" / f"run_id={run_id}"
+
+
 def _versions(run_dir: Path) -> list[Path]:
     """Complete versions of one run, oldest first (hidden temporary folders are not versions)."""
     if not run_dir.is_dir():
@@ -180,6 +199,33 @@ def list_runs(db_path: str | Path | None = None) -> dict[str, Path]:
     for city_dir in sorted(root.glob("city=*")):
         for run_dir in sorted(city_dir.glob("run_id=*")):
             versions = [v for v in _versions(run_dir) if all((v / f).is_file() for f in RUN_FILES.values())]
+            if versions:
+                out[run_dir.name.split("=", 1)[1]] = versions[-1]
+    return out
+
+
+def list_skill(db_path: str | Path | None = None, city: str | None = None) -> dict[str, Path]:
+    """Newest complete verification (skill version folder) of every verified run, by run id.
+
+    Parameters
+    ----------
+    db_path : str or Path, optional
+        Catalog file; its store is :func:`store_dir`.
+    city : str, optional
+        Only this city's runs.
+
+    Returns
+    -------
+    dict
+        ``{run_id: version folder}`` holding :data:`SKILL_FILES`, sorted by city then run id.
+    """
+    root = store_dir(db_path) / "skill"
+    out: dict[str, Path] = {}
+    if not root.is_dir():
+        return out
+    for city_dir in sorted(root.glob(f"city={city}" if city else "city=*")):
+        for run_dir in sorted(city_dir.glob("run_id=*")):
+            versions = [v for v in _versions(run_dir) if all((v / f).is_file() for f in SKILL_FILES.values())]
             if versions:
                 out[run_dir.name.split("=", 1)[1]] = versions[-1]
     return out
@@ -258,8 +304,9 @@ def _source(table: str, files: Sequence[Path], *, by_name: bool = False) -> str:
     return statement("source_files").replace("{files}", ", ".join(_sql_string(f) for f in files))
 
 
-def _build_catalog(target: Path, versions: Mapping[str, Path]) -> None:
-    """Write a complete catalog for ``versions`` (``{run_id: version folder}``) to ``target``."""
+def _build_catalog(target: Path, versions: Mapping[str, Path], skill: Mapping[str, Path] | None = None) -> None:
+    """Write a complete catalog for ``versions`` (``{run_id: version folder}``) and ``skill`` (``{run_id: skill folder}``) to ``target``."""
+    skill = skill or {}
     con = duckdb.connect(str(target))
     try:
         con.execute("SET TimeZone = 'UTC'")
@@ -281,6 +328,8 @@ def _build_catalog(target: Path, versions: Mapping[str, Path]) -> None:
             "{run_cells}": _source("cells", [v / RUN_FILES["cells"] for v in versions.values()]),
             "{cells}": _source("cells", [v / RUN_FILES["cells"] for v in latest_dirs]),
             "{cell_channels}": _source("cell_channels", [v / RUN_FILES["cell_channels"] for v in versions.values()]),
+            "{forecast_skill}": _source("forecast_skill", [v / SKILL_FILES["forecast_skill"] for v in skill.values()]),
+            "{cell_skill}": _source("cell_skill", [v / SKILL_FILES["cell_skill"] for v in skill.values()]),
         }
         for key, src in sources.items():
             rest = rest.replace(key, src)
@@ -303,10 +352,8 @@ def _collect_garbage(store: Path, catalog: Path, grace_s: float) -> list[Path]:
         tmp.unlink(missing_ok=True)
         removed.append(tmp)
     now = pd.Timestamp.now(tz="UTC")
-    root = store / "runs"
-    if not root.is_dir():
-        return removed
-    for run_dir in root.glob("city=*/run_id=*"):
+    run_dirs = [d for sub in ("runs", "skill") if (store / sub).is_dir() for d in (store / sub).glob("city=*/run_id=*")]
+    for run_dir in run_dirs:
         versions = _versions(run_dir)
         for old, newer in zip(versions, versions[1:], strict=False):
             if (now - _version_time(newer)).total_seconds() > grace_s:
@@ -346,9 +393,10 @@ def rebuild_catalog(
     with _catalog_lock(store, lock_timeout_s):
         removed = _collect_garbage(store, path, grace_s)
         versions = list_runs(path)
+        skill = list_skill(path)
         with atomic_path(path, durable=True) as tmp:
             try:
-                _build_catalog(tmp, versions)
+                _build_catalog(tmp, versions, skill)
             finally:
                 Path(f"{tmp}.wal").unlink(missing_ok=True)
             # a WAL left by a writer of the old (single-file) design must not be replayed into the new file
@@ -356,6 +404,7 @@ def rebuild_catalog(
     return {
         "db_path": str(path),
         "runs": len(versions),
+        "verified_runs": len(skill),
         "removed": [str(p) for p in removed],
         "seconds": round(time.perf_counter() - t0, 3),
     }
@@ -771,15 +820,17 @@ def _staged(tables: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
         con.close()
 
 
-def _write_version(run_dir: Path, version: str, tables: Mapping[str, pa.Table]) -> Path:
-    """Write a run version folder under a hidden name, then rename it into place (atomic)."""
+def _write_version(
+    run_dir: Path, version: str, tables: Mapping[str, pa.Table], files: Mapping[str, str] = RUN_FILES
+) -> Path:
+    """Write a run (or skill) version folder under a hidden name, then rename it into place (atomic)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / f".tmp-{version}"
     final = run_dir / version
     tmp.mkdir()
     try:
         for name, table in tables.items():
-            target = tmp / RUN_FILES[name]
+            target = tmp / files[name]
             if name == "forecasts":  # time-ordered, small row groups: a time window reads few of them
                 order = [("target_time", "ascending"), ("channel", "ascending"), ("cell_id", "ascending")]
                 table = table.sort_by(order)
@@ -940,6 +991,73 @@ def publish_forecast(
         "n_cells_with_data": run_row["n_cells_with_data"],
         "seconds": round(time.perf_counter() - t0, 3),
         "catalog_seconds": round(time.perf_counter() - t1, 3),
+    }
+
+
+def _new_version() -> str:
+    return f"v-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
+
+
+def write_skill_version(
+    db_path: str | Path | None, *, city: str, run_id: str, tables: Mapping[str, pa.Table]
+) -> dict[str, Any]:
+    """Store the verification of one published run as a new skill version, unless it is unchanged.
+
+    The rows are first inserted into the empty ``layout.forecast_skill`` / ``layout.cell_skill``
+    tables of a private in-memory DuckDB (constraints enforced, rows sorted), then compared with
+    the run's newest stored verification: identical rows write nothing (verifying the same day
+    twice leaves one version). Otherwise the two files are written to a hidden folder and renamed
+    into place (the version exists whole or not at all), as a publish writes a run. The catalog is
+    NOT rebuilt here: the caller rebuilds it once after a batch (:func:`rebuild_catalog`); until
+    then the new version is in the store listing but not in the catalog.
+
+    Parameters
+    ----------
+    db_path : str or Path or None
+        Catalog file; the files go to :func:`store_dir` of it (``skill/city=/run_id=/v-.../``).
+    city, run_id : str
+        The verified run (a run of the store).
+    tables : mapping
+        ``{"forecast_skill": pyarrow.Table, "cell_skill": pyarrow.Table}`` with the layout's columns
+        (``city`` and ``run_id`` included).
+
+    Returns
+    -------
+    dict
+        ``run_id``, ``version`` (folder name; the existing one when unchanged), ``unchanged`` (bool),
+        ``n_rows`` (forecast_skill rows), ``n_cells`` (cell_skill rows).
+
+    Raises
+    ------
+    duckdb.ConstraintException
+        When a row breaks a constraint of ``sql/migrations/004_skill.sql``; nothing is written.
+    """
+    if not isinstance(city, str) or not _CITY_RE.match(city):
+        raise PublishError(f"city {city!r} must match {_CITY_RE.pattern}")
+    missing = sorted(set(SKILL_FILES) - set(tables))
+    if missing:
+        raise PublishError(f"skill tables {missing} missing; give {sorted(SKILL_FILES)}")
+    staged = _staged({k: tables[k] for k in SKILL_FILES})
+    run_dir = _skill_dir(store_dir(db_path), city, run_id)
+    older = _versions(run_dir)
+    if older and all((older[-1] / f).is_file() for f in SKILL_FILES.values()):
+        same = all(pq.read_table(older[-1] / f).equals(staged[k]) for k, f in SKILL_FILES.items())
+        if same:
+            return {
+                "run_id": run_id,
+                "version": older[-1].name,
+                "unchanged": True,
+                "n_rows": staged["forecast_skill"].num_rows,
+                "n_cells": staged["cell_skill"].num_rows,
+            }
+    version = _new_version()
+    _write_version(run_dir, version, staged, SKILL_FILES)
+    return {
+        "run_id": run_id,
+        "version": version,
+        "unchanged": False,
+        "n_rows": staged["forecast_skill"].num_rows,
+        "n_cells": staged["cell_skill"].num_rows,
     }
 
 

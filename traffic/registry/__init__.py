@@ -32,6 +32,7 @@ _MODULES = {
     "log_training": "mlflow_registry",
     "logged_metrics": "mlflow_registry",
     "promote": "mlflow_registry",
+    "log_live_metrics": "mlflow_registry",
     "run_data": "mlflow_registry",
     "run_metrics": "mlflow_registry",
 }

@@ -1037,3 +1037,47 @@ def logged_metrics(
         return run_metrics(info["run_id"], "model", registry=registry)
     except RegistryError:
         return None
+
+
+def log_live_metrics(
+    run_id: str, metrics: Mapping[str, float], *, step: int, registry: RegistryStore | None = None
+) -> str:
+    """Log the live (verified) skill of what served on the MLflow run that served it.
+
+    Parameters
+    ----------
+    run_id : str
+        The run named by a forecast's ``mlflow_run_id``: a model version's training run, or the
+        nightly run that chose a baseline.
+    metrics : mapping
+        ``{"live.rmse.h01": ..., "live.days": ...}`` (finite values; NaN ones are left out).
+    step : int
+        The window's last target day as ``YYYYMMDD``: the metric history shows the live skill day by day,
+        and the latest value is the newest window's.
+    registry : RegistryStore, optional
+
+    Returns
+    -------
+    str
+        ``"logged"``; ``"unchanged"`` when the run's latest values already are these at this step
+        (a re-verification logs nothing twice); ``"no such run"`` when the run does not exist in
+        the store (nothing logged).
+    """
+    from mlflow.entities import Metric
+
+    finite = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+    with _mlflow_session(registry) as client:
+        try:
+            run = client.get_run(run_id)
+        except Exception as exc:
+            if _is_missing(exc):
+                return "no such run"
+            raise
+        have = run.data.metrics
+        if finite and all(have.get(k) == v for k, v in finite.items()):
+            hist = client.get_metric_history(run_id, next(iter(finite)))
+            if any(m.step == step and m.value == finite[next(iter(finite))] for m in hist):
+                return "unchanged"
+        ts = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, v, ts, int(step)) for k, v in sorted(finite.items())])
+    return "logged"
