@@ -8,7 +8,11 @@ Per city:
     .. ``params.end`` when given (backfills, first load); ``params.until`` (local
     ``YYYY-MM-DD HH:MM``) keeps only rows before it (a partial last day). Emits the asset
     ``traffic://raster/<city>`` with the newest date (and ``until``) in the event's ``extra``;
-    the nightly run skips an event of a partial day.
+    the nightly run skips an event of a partial day. Then ``verify``: every published run whose
+    target days have now landed is scored against the raster (``traffic.pipeline.verify``:
+    the catalog's ``forecast_skill``/``skill_daily``/``skill_by_horizon``, ``live.*`` metrics on
+    the serving MLflow run, WARNINGs when the live skill is stale or a feed stopped); a run whose
+    day has not landed waits (logged; the task succeeds).
 
 ``nightly_<city>`` (triggered by that asset)
     freshness/quality gate → training window → train (``queue="gpu"``, ``pool="gpu"``)
@@ -153,8 +157,33 @@ def make_ingest_dag(city: str):
             ctx["outlet_events"][asset].extra = extra
             return out
 
+        @task(retries=2, execution_timeout=dt.timedelta(minutes=15))
+        @fail_fast
+        def verify(window: dict[str, str], rasterized: dict[str, Any]) -> dict[str, Any]:
+            from traffic import pipeline
+
+            # runs never verified, and every run whose target days were (re)rasterized now: late data
+            out = pipeline.verify(city, window["start"], window["end"], res=_resources())
+            log.info(
+                "verify %s: verified %s, unchanged %d, waiting %s, live metrics %s",
+                city,
+                out["verified"],
+                len(out["unchanged"]),
+                [w["run_id"] for w in out["waiting"]],
+                {k: v["status"] for k, v in out["live"].items()},
+            )
+            for line in out["alerts"]:
+                log.warning("%s", line)
+            return {
+                "verified": out["verified"],
+                "unchanged": out["unchanged"],
+                "waiting": [w["run_id"] for w in out["waiting"]],
+                "alerts": out["alerts"],
+                "timings_s": out["timings_s"],
+            }
+
         window = partition_range()
-        rasterize(window, ingest(window))
+        verify(window, rasterize(window, ingest(window)))
 
     return ingest_dag()
 

@@ -86,6 +86,15 @@ def test_nightly_wiring(parsed, city):
 
 
 @pytest.mark.parametrize("city", ["berlin", "los_angeles"])
+def test_ingest_verifies_after_rasterize(parsed, city):
+    tasks = parsed["dags"][f"ingest_{city}"]["tasks"]
+    assert set(tasks) == {"partition_range", "ingest", "rasterize", "verify"}
+    assert "verify" in tasks["rasterize"]["downstream"] and "verify" in tasks["partition_range"]["downstream"]
+    assert tasks["verify"]["retries"] >= 1 and tasks["verify"]["timeout"]
+    assert tasks["verify"]["outlets"] == []  # only rasterize emits the raster asset
+
+
+@pytest.mark.parametrize("city", ["berlin", "los_angeles"])
 def test_refresh_wiring(parsed, city):
     dag = parsed["dags"][f"refresh_{city}"]
     tasks = dag["tasks"]

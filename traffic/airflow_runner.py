@@ -4,7 +4,11 @@
 (SQLite metadata under ``<home>/airflow``, the project's ``dags/`` folder, a ``gpu``
 pool), then for each city runs ``airflow dags test`` on the ingest DAG for every day
 the raw data holds, and on the nightly DAG for the newest day. ``airflow dags test``
-exits non-zero when the DagRun fails, so a failure stops the command.
+exits non-zero when the DagRun fails, so a failure stops the command. Then, in-process, it
+replays the city's last ``verify_days`` days before the newest with what serves now
+(:func:`traffic.pipeline.replay_days`: forecast + publish per day, no training) and verifies them
+against the following days (:func:`traffic.pipeline.verify`), so that the catalog holds verified
+runs and the serving MLflow run its ``live.*`` metrics.
 
 :func:`fail_fast` wraps every task of ``dags/``: a :class:`~traffic.errors.TrafficError` that
 a retry cannot fix (a bad city file, a bad delivered file, a failed quality gate) is logged as
@@ -281,9 +285,33 @@ def run_nightly(cities: list[str] | None = None, *, as_of: str | None = None, lo
         log(f"[{city}] nightly_{city}: as_of {day}")
         _airflow(["dags", "test", f"nightly_{city}", "-c", json.dumps({"as_of": day})], env)
         times["nightly_dag"] = round(time.perf_counter() - t, 1)
-        summary["cities"][city] = {"as_of": day, "timings_s": times}
+        info: dict[str, Any] = {"as_of": day, "timings_s": times}
+        info.update(replay_and_verify(city, day, times, log=log))
+        summary["cities"][city] = info
     summary["timings_s"]["total"] = round(time.perf_counter() - t0, 1)
     return summary
+
+
+def replay_and_verify(city: str, newest: str, times: dict[str, float], *, log=print) -> dict[str, Any]:
+    """Replay the days before ``newest`` with what serves now and verify them (``times`` gets each stage's seconds).
+
+    Returns ``{"replay": <replay_days result>, "verify": <verify result>}``.
+    """
+    from traffic import pipeline
+    from traffic.resources import Resources
+
+    res = Resources.from_config()
+    t = time.perf_counter()
+    log(f"[{city}] replay: day-ahead runs of the days before {newest} with what serves now (no training)")
+    replayed = pipeline.replay_days(city, newest, res=res)
+    times["replay_forecast"] = replayed["timings_s"]["forecast"]
+    times["replay_publish"] = replayed["timings_s"]["publish"]
+    times["replay"] = round(time.perf_counter() - t, 1)
+    t = time.perf_counter()
+    log(f"[{city}] verify: the published runs whose day has landed")
+    verified = pipeline.verify(city, res=res)
+    times["verify"] = round(time.perf_counter() - t, 1)
+    return {"replay": replayed, "verify": verified}
 
 
 def report(summary: dict[str, Any]) -> str:
@@ -325,6 +353,20 @@ def report(summary: dict[str, Any]) -> str:
             verdict = "promoted to champion" if latest.tags.get("promoted") == "true" else "stays challenger"
             lines.append(f"   decision  {verdict}: {latest.tags.get('promotion_decision', '')}".rstrip())
         lines.append(f"   champion  {f'v{champ.version}' if champ else 'none'}")
+        if "replay" in info:
+            rep, ver = info["replay"], info["verify"]
+            refused = f", refused {[r['as_of'] for r in rep['refused']]}" if rep["refused"] else ""
+            lines.append(
+                f"   replay    {len(rep['runs'])} day(s) with {rep['serving']}{refused}; verified "
+                f"{len(ver['verified']) + len(ver['unchanged'])} run(s), {len(ver['waiting'])} waiting "
+                f"(`traffic skill {city} --days {max(len(rep['runs']), 1)}`)"
+            )
+            for mlflow_run, live in ver["live"].items():
+                lines.append(
+                    f"   live      MLflow run {mlflow_run}: {live['status']} {sorted(live['metrics'])[:3]} ..."
+                )
+            for line in ver["alerts"]:
+                lines.append(f"   WARNING   {line}")
     db = res.warehouse.path
     if db.exists():
         con = duckdb.connect(str(db), read_only=True)
@@ -340,7 +382,8 @@ def report(summary: dict[str, Any]) -> str:
             who = f"model v{ver}" if model_kind == "model" else f"baseline {model_kind} (no champion yet)"
             lines.append(f"published {city}: {who} issued_at {issued} ({n} forecast rows)")
     lines.append("")
-    lines.append(f"DuckDB:   {db}   (e.g. `traffic hotspots los_angeles --hours 3`)")
+    hint = "; ".join(f"`traffic hotspots {c} --hours 3`, `traffic skill {c}`" for c in summary["cities"])
+    lines.append(f"DuckDB:   {db}   (e.g. {hint})")
     lines.append(f"MLflow:   {uri}   (`mlflow ui --backend-store-uri {uri}`)")
     lines.append(f"Lake:     {res.lake.root}")
     lines.append(f"Airflow:  {res.home / 'airflow'}")

@@ -12,6 +12,8 @@ Examples::
     traffic export los_angeles --format html     # also geojson, geoparquet, png
     traffic hotspots los_angeles --at "2012-03-08 07:00" --hours 3
     traffic sql "SELECT city, count(*) FROM latest_forecast GROUP BY city"
+    traffic verify berlin              # score the published runs whose day has landed
+    traffic skill berlin --days 7      # how good were the last 7 days' forecasts
     traffic refresh los_angeles --until "2012-03-07 08:00"   # re-forecast from the newest bin, publish
     traffic replay los_angeles --date 2012-03-07 --from 05:00 --to 10:00   # a morning, hour by hour, via Airflow
     traffic backfill los_angeles --start 2012-03-05 --end 2012-03-07 --print   # airflow backfill create, one retrain
@@ -258,6 +260,89 @@ def cmd_nightly(args) -> None:
         json.dumps(summary["timings_s"]),
         json.dumps({c: v["timings_s"] for c, v in summary["cities"].items()}),
     )
+
+
+def cmd_verify(args) -> None:
+    """Score the published runs whose target days have landed; print what was verified, what waits, the alerts."""
+    from traffic import pipeline
+    from traffic.resources import Resources
+
+    out = pipeline.verify(args.city, args.start, args.end, res=Resources.from_config())
+    _print(out)
+    if out["waiting"] and not out["verified"] and not out["unchanged"]:
+        print(
+            f"traffic verify: {len(out['waiting'])} run(s) of {args.city} wait for their target days' raster; "
+            "nothing to verify yet",
+            file=sys.stderr,
+        )
+
+
+#: Columns of ``traffic skill`` (catalog column, heading).
+SKILL_COLUMNS = (
+    ("model_kind", "model_kind"),
+    ("n", "n"),
+    ("rmse", "rmse"),
+    ("mae", "mae"),
+    ("bias", "bias"),
+    ("coverage", "coverage"),
+    ("level_hit_rate", "level_hit"),
+    ("ref_rmse", "ref_rmse"),
+    ("skill", "skill"),
+)
+
+
+def _skill_cell(v: Any) -> str:
+    """A figure of ``traffic skill``: as the catalog rounded it (4 decimals, all printed), ``-`` for none."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def format_skill(city: str, days: int, win: dict[str, Any], channel: str) -> str:
+    """Text of ``traffic skill``: a head line, one line per verified day, one per horizon group over the days."""
+    which = "all channels pooled" if channel == "all" else f"channel {channel}"
+    head = (
+        f"skill {city}: day-ahead forecasts (nightly and replayed runs) verified on {len(win['days'])} of the "
+        f"{days} day(s) {win['first_day']} .. {win['last_day']}, {which}; reference: the seasonal average issued "
+        "from the same data; skill = 1 - rmse / ref_rmse (> 0: better than the reference)"
+    )
+
+    def table(first: tuple[str, str], rows: list[dict[str, Any]], extra: tuple[str, str]) -> list[str]:
+        cols = [first, extra, *SKILL_COLUMNS]
+        cells = [[_skill_cell(r[k]) for k, _ in cols] for r in rows]
+        widths = [max(len(h), *(len(c[i]) for c in cells)) for i, (_, h) in enumerate(cols)]
+        fmt = lambda vals: (
+            "  "
+            + "  ".join(  # noqa: E731
+                v.ljust(w) if i < 3 else v.rjust(w) for i, (v, w) in enumerate(zip(vals, widths, strict=True))
+            )
+        )
+        return [fmt([h for _, h in cols]), *(fmt(c) for c in cells)]
+
+    lines = [head, *table(("target_date", "day"), win["days"], ("runs", "runs"))]
+    lines.append(f"per horizon group over the {days} day(s) (hours ahead: h01 = the first hour, h13-24 = the last 12):")
+    lines += table(("horizon_group", "group"), win["groups"], ("days", "days"))
+    return "\n".join(lines)
+
+
+def cmd_skill(args) -> None:
+    """How good were the last ``--days`` days' day-ahead forecasts (the catalog's skill relations)."""
+    from traffic.config import load_city
+    from traffic.resources import Resources
+    from traffic.verify.stage import skill_window
+
+    c = load_city(args.city)  # an unknown city: ConfigError, one line, exit 2
+    try:
+        win = skill_window(c.name, res=Resources.from_config(), days=args.days, channel=args.channel)
+    except FileNotFoundError as exc:
+        _fail(f"traffic skill: {exc}")
+    if win["last_day"] is None or not win["days"]:
+        _fail(
+            f"traffic skill: city {c.name} has no verified day-ahead forecasts"
+            + (f" for channel {args.channel!r}" if args.channel != "all" else "")
+            + f" yet; `traffic verify {c.name}` scores the published runs whose day has landed"
+        )
+    print(format_skill(c.name, args.days, win, args.channel))
 
 
 def _fail(msg: str) -> None:
@@ -568,6 +653,23 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sql", help="query the analysts' catalog read-only (never blocks a publish)")
     s.add_argument("query", nargs="?", help="SQL; default: statements read from stdin")
     s.set_defaults(fn=cmd_sql)
+    s = sub.add_parser("verify", help="score the published runs whose target days have landed (skill tables)")
+    s.add_argument("city")
+    s.add_argument(
+        "--start", type=iso_date, help="also re-verify runs whose target days are on or after this local date"
+    )
+    s.add_argument("--end", type=iso_date, help="... and on or before this one")
+    s.set_defaults(fn=cmd_verify)
+    s = sub.add_parser("skill", help="how good were the last days' day-ahead forecasts (per day, per horizon group)")
+    s.add_argument("city")
+    s.add_argument(
+        "--days",
+        type=number(int, 1, 3660, name="days"),
+        default="7",
+        help="verified target days shown, ending at the newest (1 <= days <= 3660, default 7)",
+    )
+    s.add_argument("--channel", default="all", help="one channel, e.g. telraam.car (default: all channels pooled)")
+    s.set_defaults(fn=cmd_skill)
     s = sub.add_parser("refresh", help="re-forecast from the newest ingested bin with the champion and publish")
     s.add_argument("city")
     s.add_argument("--until", metavar='"YYYY-MM-DD HH:MM"', help="only bins that ended by this local time")

@@ -36,7 +36,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -119,7 +118,9 @@ def _chunks(runs: list[PublishedRun], tz: str, window_days: int) -> list[list[Pu
     return out
 
 
-def _tables(run: PublishedRun, city: str, digest: str, groups: pd.DataFrame, cells: pd.DataFrame) -> dict[str, pa.Table]:
+def _tables(
+    run: PublishedRun, city: str, digest: str, groups: pd.DataFrame, cells: pd.DataFrame
+) -> dict[str, pa.Table]:
     """The layout rows (``forecast_skill``, ``cell_skill``) of one run's scores."""
     row = run.row
     g = groups.copy()
@@ -220,9 +221,7 @@ def _check_grid(run: PublishedRun, c: CityConfig, digest: str) -> None:
         )
 
 
-def verify_city(
-    c: CityConfig, res: Resources, start: str | None = None, end: str | None = None
-) -> dict[str, Any]:
+def verify_city(c: CityConfig, res: Resources, start: str | None = None, end: str | None = None) -> dict[str, Any]:
     """Verify a city's published runs (module docstring); the body of :func:`traffic.pipeline.verify`.
 
     Returns
@@ -357,9 +356,9 @@ def skill_window(
     con = _catalog(res)
     try:
         if last_day is None:
-            (last_day,) = con.execute(
-                _statement("newest_day"), {"city": city, "served_by": served_by}
-            ).fetchone() or (None,)
+            (last_day,) = con.execute(_statement("newest_day"), {"city": city, "served_by": served_by}).fetchone() or (
+                None,
+            )
         if last_day is None:
             return {"first_day": None, "last_day": None, "days": [], "groups": []}
         first_day = last_day - dt.timedelta(days=int(days) - 1)
@@ -466,13 +465,17 @@ def _feed_silence(c: CityConfig, res: Resources, first: dt.date, last: dt.date) 
             if d not in have:
                 silent.append((d, "no quality report"))
             else:
-                r = res.lake.read_json(res.lake.partition("quality", city=c.name, feed=feed.name, date=d) / "report.json")
+                r = res.lake.read_json(
+                    res.lake.partition("quality", city=c.name, feed=feed.name, date=d) / "report.json"
+                )
                 if not r.get("rows_accepted"):
                     silent.append((d, f"{r.get('rows_read', 0)} rows read, 0 accepted"))
             day += dt.timedelta(days=1)
         for d, why in silent:
             chans = [f"{feed.name}.{ch}" for ch in feed.channels]
-            lines.append(f"city {c.name} feed {feed.name} (channels {chans}): no rows on {d} ({why}): the feed stopped delivering")
+            lines.append(
+                f"city {c.name} feed {feed.name} (channels {chans}): no rows on {d} ({why}): the feed stopped delivering"
+            )
     return lines
 
 
