@@ -89,7 +89,9 @@ def write_raster(c: CityConfig, res: Resources, day: str, *, day_offset: float =
         ti, ci, cell = np.meshgrid(np.arange(t), np.arange(n_c), np.arange(h * w), indexing="ij")
         table = pa.table(
             {
-                "bin_start": pa.array(times.as_unit("us").asi8[ti.ravel()], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+                "bin_start": pa.array(times.as_unit("us").asi8[ti.ravel()], pa.int64()).cast(
+                    pa.timestamp("us", tz="UTC")
+                ),
                 "cell_id": pa.array(cell.ravel().astype(np.int32)),
                 "channel": pa.array(np.asarray(CHANNELS, dtype=object)[ci.ravel()].tolist(), pa.string()),
                 "value": pa.array(vals.reshape(t, n_c, h * w)[ti.ravel(), ci.ravel(), cell.ravel()]),

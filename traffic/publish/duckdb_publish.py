@@ -561,6 +561,7 @@ def _run_row(city: str, run: Mapping[str, Any], tt: pd.DatetimeIndex, has_bounds
         "interval_level": level,
         "interval_method": method,
         "code_version": None if run.get("code_version") is None else str(run["code_version"]),
+        "model_spec": None if run.get("model_spec") is None else str(run["model_spec"]),
     }
 
 
@@ -880,7 +881,8 @@ def publish_forecast(
         published); ``kind`` (``'nightly'``, default, or ``'refresh'``); ``interval_level``
         (default 0.8 when bounds are given) and ``interval_method`` (default
         ``'unspecified'`` when bounds are given; both NULL without bounds); ``timezone``
-        (default the city file's, else UTC).
+        (default the city file's, else UTC); ``model_spec`` (a JSON text naming the candidate that
+        served, ``forecast_runs.model_spec``).
     forecast : np.ndarray
         ``(H_out, C, H, W)`` forecast in original units.
     target_times : sequence of timestamps
