@@ -3,8 +3,8 @@
 -- (sql/views.sql), the one place they are computed and rounded. Values are bound parameters.
 
 -- name: days
-SELECT * FROM skill_days($city, $first_day, $last_day)
-WHERE channel = $channel
+SELECT * FROM skill_daily_rows
+WHERE city = $city AND channel = $channel AND target_date BETWEEN $first_day AND $last_day
 ORDER BY target_date;
 
 -- name: groups

@@ -155,9 +155,11 @@ WHERE kind IN ('nightly', 'replay')
 GROUP BY GROUPING SETS ((city, channel, horizon_group), (city, horizon_group));
 
 -- How good were the day-ahead forecasts, per city, target day and channel ('all' = pooled).
-CREATE OR REPLACE VIEW skill_daily AS
+-- Materialised when the catalog is built (a small table: a reader's question is a filter).
+CREATE OR REPLACE TABLE skill_daily_rows AS
 SELECT * FROM skill_days(NULL, NULL, NULL)
 ORDER BY city, target_date, channel = 'all' DESC, channel;
+CREATE OR REPLACE VIEW skill_daily AS SELECT * FROM skill_daily_rows;
 
 -- ... and per city, channel ('all' = pooled) and horizon group over every verified day.
 CREATE OR REPLACE VIEW skill_by_horizon AS

@@ -311,12 +311,12 @@ def format_skill(city: str, days: int, win: dict[str, Any], channel: str) -> str
         cols = [first, extra, *SKILL_COLUMNS]
         cells = [[_skill_cell(r[k]) for k, _ in cols] for r in rows]
         widths = [max(len(h), *(len(c[i]) for c in cells)) for i, (_, h) in enumerate(cols)]
-        fmt = lambda vals: (
-            "  "
-            + "  ".join(  # noqa: E731
+
+        def fmt(vals: list[str]) -> str:
+            return "  " + "  ".join(
                 v.ljust(w) if i < 3 else v.rjust(w) for i, (v, w) in enumerate(zip(vals, widths, strict=True))
             )
-        )
+
         return [fmt([h for _, h in cols]), *(fmt(c) for c in cells)]
 
     lines = [head, *table(("target_date", "day"), win["days"], ("runs", "runs"))]

@@ -254,7 +254,8 @@ def verify_city(c: CityConfig, res: Resources, start: str | None = None, end: st
         else:
             due.append(r)
     timings: dict[str, float] = {"select": round(time.perf_counter() - t0, 3)}
-    verified, unchanged = [], []
+    verified: list[str] = []
+    unchanged: list[str] = []
     if due:
         t = time.perf_counter()
         digest = city_grid_digest(c)
