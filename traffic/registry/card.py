@@ -392,7 +392,9 @@ def decision_markdown(decision: Decision, version: str, champion_after: str | No
     """Markdown of a decision for the card: the verdict, the reason with its numbers, who serves."""
     verdict = f"**Promoted**: version {version} is `champion`." if decision.promote else "**Not promoted**."
     lines = [verdict, "", decision.reason]
-    if decision.gates:
+    if decision.table:
+        lines += ["", decision.table]
+    elif decision.gates:
         lines += ["", "| gating baseline | mean RMSE | challenger vs it |", "|---|---:|---:|"]
         lines += [f"| {k} | {fmt(v)} | {pct_change(decision.challenger_rmse, v)} |" for k, v in decision.gates.items()]
     if decision.champion_rmse is not None:
