@@ -565,6 +565,7 @@ def _train(
     intervals = None
     variant_intervals: dict[str, Any] = {}
     backtest = None
+    t_backtest = time.perf_counter()
     if dist.is_main:  # data-parallel: the holdout is scored once, on rank 0
         day_of_bin, days = day_index(grid, split.fit_end)
         folds = backtest_folds if backtest_folds else default_backtest_folds(holdout_days)
@@ -633,6 +634,7 @@ def _train(
                 daily=backtest.errors,
             )
         )
+    backtest_seconds = time.perf_counter() - t_backtest  # intervals + every candidate on every fold
     module.to("cpu")
     if dev.type == "cuda":
         module.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
@@ -708,6 +710,7 @@ def _train(
             "rank": dist.rank,
             "world_size": dist.world,
             "cpu_threads": torch.get_num_threads() if dev.type == "cpu" else None,
+            "backtest_seconds": backtest_seconds,
             "total_seconds": time.perf_counter() - t_start,
         },
     )
