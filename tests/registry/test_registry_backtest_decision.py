@@ -64,9 +64,10 @@ def test_a_significantly_better_network_serves_then_no_significant_difference_ke
     # a version a hair worse than the champion: the champion keeps serving, and says why
     logged2, out2 = night(berlin, make_result(make_module(0.021), gbm_error=0.08, ridge_error=0.25, backtest_days=DAYS))
     assert out2["promoted"] is False and out2["serving"]["version"] == "1"
-    assert out2["reason"].startswith("kept 'champion'") and "backtest.champion.rmse_mean" in run_data(
-        logged2["run_id"]
-    )["metrics"]
+    assert (
+        out2["reason"].startswith("kept 'champion'")
+        and "backtest.champion.rmse_mean" in run_data(logged2["run_id"])["metrics"]
+    )
     assert champion(berlin)["version"] == "1"
 
 

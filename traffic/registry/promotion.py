@@ -249,6 +249,11 @@ def decide_serving(
     if best == incumbent:
         serves = best
         reason = f"kept: {head}: the incumbent {incumbent!r} is still the best"
+    elif not failed and not required:
+        serves = best
+        reason = (
+            f"{'promoted' if best in NETWORK_VARIANTS else 'switched'}: {head}: nothing serves yet, the best serves"
+        )
     elif not failed:
         serves = best
         reason = f"{'promoted' if best in NETWORK_VARIANTS else 'switched'}: {head} is better than {vs}"
