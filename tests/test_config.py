@@ -75,7 +75,7 @@ def test_forecast_horizon_defaults_to_one_local_day_of_bins():
 @pytest.mark.parametrize(
     ("forecast", "message"),
     [
-        ({"horizon": 24}, r"\[forecast\] keys \['horizon'\] unknown; allowed: \['context_steps'"),
+        ({"horizon": 24}, r"\[forecast\] keys \['horizon'\] unknown; allowed: \['backtest_folds', 'context_steps'"),
         ({"context_steps": -5}, r"context_steps = -5 must be >= 1"),
         ({"context_steps": 2.5}, r"context_steps = 2.5 must be a whole number"),
         ({"train_days": "many"}, r"train_days = 'many' must be a whole number"),

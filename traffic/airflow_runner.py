@@ -375,6 +375,7 @@ def report(summary: dict[str, Any]) -> str:
         if "replay" in info:
             rep, ver = info["replay"], info["verify"]
             refused = f", refused {[r['as_of'] for r in rep['refused']]}" if rep["refused"] else ""
+            refused += f", failed {[(r['as_of'], r['reason']) for r in rep['failed']]}" if rep["failed"] else ""
             lines.append(
                 f"   replay    {len(rep['runs'])} day(s) with {rep['serving']}{refused}; verified "
                 f"{len(ver['verified']) + len(ver['unchanged'])} run(s), {len(ver['waiting'])} waiting "

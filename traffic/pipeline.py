@@ -1433,8 +1433,9 @@ def replay_days(
     Returns
     -------
     dict
-        ``serving`` (what served), ``runs`` (``[{"as_of", "run_id", "issued_at"}]``), ``refused`` and
-        ``skipped`` (``[{"as_of", "reason"}]``), ``timings_s`` (``forecast``, ``publish``, ``total``).
+        ``serving`` (what served), ``runs`` (``[{"as_of", "run_id", "issued_at"}]``), ``refused``,
+        ``skipped`` and ``failed`` (``[{"as_of", "reason"}]``: a day the forecast stage could not
+        forecast is logged and left out, the others go on), ``timings_s`` (``forecast``, ``publish``, ``total``).
     """
     from traffic.publish import list_runs, run_id_for
 
@@ -1450,7 +1451,7 @@ def replay_days(
     who = f"model v{current['version']}" if current["kind"] == "model" else f"baseline {current['baseline']}"
     train_end = _serving_train_end(current, res)
     published = list_runs(res.warehouse.path)
-    out: dict[str, Any] = {"city": c.name, "serving": who, "runs": [], "refused": [], "skipped": []}
+    out: dict[str, Any] = {"city": c.name, "serving": who, "runs": [], "refused": [], "skipped": [], "failed": []}
     t_fc = t_pub = 0.0
     last = dt.date.fromisoformat(newest)
     for k in range(n, 0, -1):
@@ -1463,7 +1464,7 @@ def replay_days(
                 if train_end is not None
                 else f"the serving run {current.get('run_id')} records no train.end: cannot show the day is unseen"
             )
-            _log.warning("replay %s %s refused: %s", c.name, day, why)
+            _log.info("replay %s %s refused: %s", c.name, day, why)
             out["refused"].append({"as_of": day, "reason": why})
             continue
         stamp = origin.strftime("%Y%m%dT%H%M%SZ")
@@ -1476,8 +1477,14 @@ def replay_days(
             out["skipped"].append({"as_of": day, "reason": why})
             continue
         t = time.perf_counter()
-        meta = forecast(c, day, kind="replay", res=res)
-        t_fc += time.perf_counter() - t
+        try:
+            meta = forecast(c, day, kind="replay", res=res)
+        except (ValueError, QualityError) as exc:  # e.g. a window too short for the baseline's split that day
+            _log.warning("replay %s %s failed: %s: %s", c.name, day, type(exc).__name__, exc)
+            out["failed"].append({"as_of": day, "reason": f"{type(exc).__name__}: {exc}"})
+            continue
+        finally:
+            t_fc += time.perf_counter() - t
         t = time.perf_counter()
         pub = publish(c, meta, res=res)
         t_pub += time.perf_counter() - t
