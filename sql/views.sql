@@ -117,42 +117,56 @@ SELECT
     c.n_covered, c.n_level, c.n_level_hit, c.ref_sum_abs_err, c.ref_sum_sq_err, c.ref_sum_err
 FROM {cell_skill} AS c;
 
--- Day-ahead forecasts (kind nightly or replay: issued at local midnight for the next day) per city,
--- target day and channel; channel 'all' pools every channel of the day (as the holdout metrics do).
+-- The sums of the day-ahead forecasts (kind nightly or replay: issued at local midnight for the
+-- next day) per city, target day, channel, horizon group and what served; channel 'all' pools every
+-- channel (as the holdout metrics do). Built once with the catalog: the windows below only add rows.
+CREATE OR REPLACE TABLE skill_sums AS
+SELECT
+    city, target_date, coalesce(channel, 'all') AS channel, horizon_group, min(first_horizon) AS first_horizon,
+    mlflow_run_id, model_kind, model_version, count(DISTINCT run_id) AS runs, sum(n) AS n,
+    sum(sum_abs_err) AS sum_abs_err, sum(sum_sq_err) AS sum_sq_err, sum(sum_err) AS sum_err,
+    sum(n_interval) AS n_interval, sum(n_covered) AS n_covered, sum(n_level) AS n_level,
+    sum(n_level_hit) AS n_level_hit, sum(ref_sum_sq_err) AS ref_sum_sq_err
+FROM forecast_skill
+WHERE kind IN ('nightly', 'replay')
+GROUP BY GROUPING SETS (
+    (city, target_date, channel, horizon_group, mlflow_run_id, model_kind, model_version),
+    (city, target_date, horizon_group, mlflow_run_id, model_kind, model_version)
+);
+
+-- Per city, target day and channel ('all': pooled), over target days first_day .. last_day (NULL: unbounded).
 CREATE OR REPLACE MACRO skill_days(for_city, first_day, last_day) AS TABLE
 SELECT
-    city, target_date, coalesce(channel, 'all') AS channel,
+    city, target_date, channel,
     string_agg(DISTINCT model_kind, ',' ORDER BY model_kind) AS model_kind,
     string_agg(DISTINCT model_version, ',' ORDER BY model_version) AS model_version,
-    count(DISTINCT run_id) AS runs, sum(n) AS n,
+    max(runs) AS runs, sum(n) AS n,
     skill_rmse(sum_sq_err, n) AS rmse, skill_ratio(sum_abs_err, n) AS mae, skill_ratio(sum_err, n) AS bias,
     skill_ratio(n_covered, n_interval) AS coverage, skill_ratio(n_level_hit, n_level) AS level_hit_rate,
     skill_rmse(ref_sum_sq_err, n) AS ref_rmse, skill_vs_ref(sum_sq_err, ref_sum_sq_err) AS skill
-FROM forecast_skill
-WHERE kind IN ('nightly', 'replay')
-  AND (for_city IS NULL OR city = for_city)
+FROM skill_sums
+WHERE (for_city IS NULL OR city = for_city)
   AND (first_day IS NULL OR target_date >= first_day)
   AND (last_day IS NULL OR target_date <= last_day)
-GROUP BY GROUPING SETS ((city, target_date, channel), (city, target_date));
+GROUP BY city, target_date, channel;
 
--- Day-ahead forecasts per city, channel ('all': pooled) and horizon group over target days
--- first_day .. last_day (NULL: unbounded), of the runs served by MLflow run served_by (NULL: any).
+-- Per city, channel ('all': pooled) and horizon group over target days first_day .. last_day (NULL:
+-- unbounded), of the runs served by MLflow run served_by (NULL: any).
 CREATE OR REPLACE MACRO skill_groups(for_city, first_day, last_day, served_by) AS TABLE
 SELECT
-    city, coalesce(channel, 'all') AS channel, horizon_group, min(first_horizon) AS first_horizon,
+    city, channel, horizon_group, min(first_horizon) AS first_horizon,
     string_agg(DISTINCT model_kind, ',' ORDER BY model_kind) AS model_kind,
     count(DISTINCT target_date) AS days, min(target_date) AS first_day, max(target_date) AS last_day,
     sum(n) AS n,
     skill_rmse(sum_sq_err, n) AS rmse, skill_ratio(sum_abs_err, n) AS mae, skill_ratio(sum_err, n) AS bias,
     skill_ratio(n_covered, n_interval) AS coverage, skill_ratio(n_level_hit, n_level) AS level_hit_rate,
     skill_rmse(ref_sum_sq_err, n) AS ref_rmse, skill_vs_ref(sum_sq_err, ref_sum_sq_err) AS skill
-FROM forecast_skill
-WHERE kind IN ('nightly', 'replay')
-  AND (for_city IS NULL OR city = for_city)
+FROM skill_sums
+WHERE (for_city IS NULL OR city = for_city)
   AND (first_day IS NULL OR target_date >= first_day)
   AND (last_day IS NULL OR target_date <= last_day)
   AND (served_by IS NULL OR mlflow_run_id = served_by)
-GROUP BY GROUPING SETS ((city, channel, horizon_group), (city, horizon_group));
+GROUP BY city, channel, horizon_group;
 
 -- How good were the day-ahead forecasts, per city, target day and channel ('all' = pooled).
 -- Materialised when the catalog is built (a small table: a reader's question is a filter).

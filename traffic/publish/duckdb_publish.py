@@ -72,7 +72,7 @@ from traffic.publish.migrations import migrate
 from traffic.publish.sql import check_identifier, sql_text, statement
 from traffic.tempfiles import atomic_path, fsync
 
-TABLES = ("forecast_runs", "forecast_skill", "skill_daily_rows")
+TABLES = ("forecast_runs", "forecast_skill", "skill_sums", "skill_daily_rows")
 VIEWS = (
     "forecasts",
     "latest_forecast",
@@ -85,7 +85,7 @@ VIEWS = (
     "skill_by_horizon",
 )
 #: Relations of the verification (:mod:`traffic.verify`): empty until a run is verified.
-SKILL_RELATIONS = ("forecast_skill", "skill_daily_rows", "cell_skill", "skill_daily", "skill_by_horizon")
+SKILL_RELATIONS = ("forecast_skill", "skill_sums", "skill_daily_rows", "cell_skill", "skill_daily", "skill_by_horizon")
 #: Relations whose names may appear in SQL text; anything else is refused.
 ALLOWED_RELATIONS = TABLES + VIEWS
 #: Empty tables of schema ``layout`` (``sql/migrations``) = the layout of each per-run file.
