@@ -278,14 +278,25 @@ def format_hotspots(result: Any) -> str:
     zone = pd.Timestamp(result.start).tz_convert(tz).strftime("%Z")
     version = str(run["model_version"])
     model = f"{run['model_name']} v{version}" if version.isdigit() else f"{run['model_name']} {version}"
+    volume = result.measure == "volume"
+    ranked = (
+        "volume index (share of the cell's usual peak volume), busiest first"
+        if volume
+        else "congestion (speed against the cell's free-flow speed), worst first"
+    )
     head = (
         f"run {run['run_id']} (model {model}, {run['model_kind']}, {run['kind']};"
         f" issued {local(run['issued_at'])} {zone}); window {local(result.start)} .. {local(result.end)} {zone}"
-        f" ({tz}); {len(result.rows)} cells, worst first"
+        f" ({tz}); {len(result.rows)} cells by {ranked}"
     )
     if not len(result.rows):
-        return head + "\nno congested cell in this window"
+        if volume:
+            return head + "\nno busy cell in this window"
+        speeds = [c for c in run["channels"] if c.rsplit(".", 1)[-1] == "speed_kmh"]
+        why = "" if speeds else " (the run has no speed channel: rank a volume with --channel)"
+        return head + f"\nno congested cell in this window{why}"
     df = result.rows
+    index_col, level_col = ("volume_index", "volume_level") if volume else ("congestion_index", "congestion_level")
     out = pd.DataFrame(
         {
             "cell_id": df["cell_id"],
@@ -296,8 +307,8 @@ def format_hotspots(result: Any) -> str:
             "value": df["value"].round(2),
             "lower": df["lower"].round(2),
             "upper": df["upper"].round(2),
-            "index": df["congestion_index"].round(3),
-            "level": df["congestion_level"],
+            "index": df[index_col].round(3),
+            "level": df[level_col],
             "slots": df["slots"],
         }
     )
@@ -547,7 +558,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("cities", nargs="*")
     s.add_argument("--as-of", type=iso_date)
     s.set_defaults(fn=cmd_nightly)
-    s = sub.add_parser("hotspots", help="where will it jam in the next hours (cells at level moderate or worse)")
+    s = sub.add_parser(
+        "hotspots",
+        help="where will it jam in the next hours: congestion from speeds, cells at level moderate or worse "
+        "(--channel <a volume> ranks its volume index instead, cells at busy or peak)",
+    )
     s.add_argument("city")
     s.add_argument("--at", help="window start: local time of the city ('2012-03-08 07:00') or ISO with offset")
     s.add_argument(
@@ -556,7 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="3",
         help=f"window length in hours, 0 < hours <= {MAX_HOURS} (default 3)",
     )
-    s.add_argument("--channel", help="only this channel, e.g. metr.speed_kmh")
+    s.add_argument("--channel", help="only this channel, e.g. metr.speed_kmh; a volume (telraam.car) ranks busyness")
     s.add_argument(
         "--limit",
         type=number(int, 1, MAX_LIMIT, name="limit"),

@@ -843,6 +843,7 @@ def forecast(
 
     from traffic.forecast.inference import forecast_after
     from traffic.forecast.intervals import INTERVAL_LEVEL, INTERVAL_METHOD
+    from traffic.forecast.plausible import plausible_forecast
     from traffic.publish import reference_stats
     from traffic.registry import load_intervals, load_serving_module
 
@@ -877,6 +878,9 @@ def forecast(
         pred, lower, upper = _baseline_forecast(c, grid, current["baseline"], t_last)
         bounds = {"lower": lower, "upper": upper}
         model_kind, model_version = current["baseline"], f"baseline-{current['baseline']}"
+    # every kind (champion, fallback baseline; nightly, refresh): values that can be true, inside their interval
+    pred, lower, upper = plausible_forecast(pred, grid.channels, bounds.get("lower"), bounds.get("upper"))
+    bounds = {} if lower is None else {"lower": lower, "upper": upper}
     h_out = pred.shape[0]
     targets = pd.date_range(origin, periods=h_out, freq=pd.Timedelta(seconds=c.bin_seconds))
     # has_data: the cell observed this channel somewhere in the window; coverage: in which share of its bins

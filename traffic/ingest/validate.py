@@ -56,10 +56,8 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from traffic.channels import COUNT_CHANNELS, VALUE_CHANNELS
+from traffic.channels import COUNT_CHANNELS, SPEED_MAX_KMH, VALUE_CHANNELS
 
-#: Highest plausible speed; above it (or at/below zero) a speed is a fault.
-SPEED_MAX_KMH = 200.0
 #: Telraam reports uptimes a hair above 1 (e.g. 1.00028) from rounding; accepted as delivered.
 UPTIME_TOLERANCE = 0.01
 #: Longest interval a row may cover.
