@@ -919,8 +919,8 @@ def publish_forecast(
     -------
     dict
         ``run_id``, ``city``, ``db_path``, ``version``, ``replaced`` (an earlier version of the
-        run existed), ``n_rows``, ``n_rows_with_level``, ``n_heavy`` (rows at level heavy or
-        worse), ``n_cells``, ``n_cells_with_data``, ``seconds``, ``catalog_seconds``.
+        run existed), ``n_rows``, ``n_rows_with_level`` (a congestion or a volume level),
+        ``n_heavy`` (rows at congestion level heavy or worse), ``n_cells``, ``n_cells_with_data``, ``seconds``, ``catalog_seconds``.
 
     Raises
     ------
@@ -990,7 +990,12 @@ def publish_forecast(
         "version": version,
         "replaced": replaced,
         "n_rows": rows.num_rows,
-        "n_rows_with_level": int(rows.num_rows - rows.column("congestion_level").null_count),
+        "n_rows_with_level": int(
+            np.count_nonzero(
+                rows.column("congestion_level").is_valid().to_numpy(zero_copy_only=False)
+                | rows.column("volume_level").is_valid().to_numpy(zero_copy_only=False)
+            )
+        ),
         "n_heavy": int(np.isin(levels, ("heavy", "severe")).sum()),
         "n_cells": cells_out.num_rows,
         "n_cells_with_data": run_row["n_cells_with_data"],
