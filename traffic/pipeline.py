@@ -1085,7 +1085,9 @@ def publish(city: str | CityConfig, forecast_meta: dict[str, Any], *, res: Resou
         # onto the champion's training run (maps of any run: `traffic export`)
         published["maps"] = []
     else:
-        published["maps"] = log_published_maps(db, c.name, published["run_id"], run["mlflow_run_id"])
+        published["maps"] = log_published_maps(
+            db, c.name, published["run_id"], run["mlflow_run_id"], lake=resources.lake
+        )
     return {"city": c.name, "db": str(db), **published}
 
 
