@@ -266,9 +266,15 @@ def _fail(msg: str) -> None:
     raise SystemExit(2)
 
 
-def format_hotspots(result: Any) -> str:
-    """Text of ``traffic hotspots``: a line naming the run and window, then one line per cell."""
+def format_hotspots(result: Any, places: dict[int, str] | None = None) -> str:
+    """Text of ``traffic hotspots``: a line naming the run and window, then one line per cell.
+
+    ``places`` (``{cell_id: text}``, :func:`traffic.publish.export.cell_places`) adds a last
+    column ``where``: the cell's road segments or sensors, by name and id.
+    """
     import pandas as pd
+
+    from traffic.publish.export import model_label
 
     tz, run = result.timezone, result.run
 
@@ -276,14 +282,9 @@ def format_hotspots(result: Any) -> str:
         return pd.Timestamp(ts).tz_convert(tz).strftime("%Y-%m-%d %H:%M")
 
     zone = pd.Timestamp(result.start).tz_convert(tz).strftime("%Z")
-    version = str(run["model_version"])
-    model = f"{run['model_name']} v{version}" if version.isdigit() else f"{run['model_name']} {version}"
+    model = model_label(run["model_name"], run["model_version"])
     volume = result.measure == "volume"
-    ranked = (
-        "volume index (share of the cell's usual peak volume), busiest first"
-        if volume
-        else "congestion (speed against the cell's free-flow speed), worst first"
-    )
+    ranked = "volume index (share of the usual peak), busiest first" if volume else "congestion (speeds), worst first"
     head = (
         f"run {run['run_id']} (model {model}, {run['model_kind']}, {run['kind']};"
         f" issued {local(run['issued_at'])} {zone}); window {local(result.start)} .. {local(result.end)} {zone}"
@@ -312,6 +313,8 @@ def format_hotspots(result: Any) -> str:
             "slots": df["slots"],
         }
     )
+    if places:
+        out["where"] = [places.get(int(c), "") for c in df["cell_id"]]
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         return head + "\n" + out.to_string(index=False)
 
@@ -320,9 +323,10 @@ def cmd_hotspots(args) -> None:
     from traffic.publish import find_hotspots
     from traffic.resources import Resources
 
+    res = Resources.from_config()
     try:
         result = find_hotspots(
-            Resources.from_config().warehouse.path,
+            res.warehouse.path,
             args.city,
             hours=args.hours,
             limit=args.limit,
@@ -331,7 +335,19 @@ def cmd_hotspots(args) -> None:
         )
     except (ValueError, FileNotFoundError) as exc:
         _fail(f"traffic hotspots: {exc}")
-    print(format_hotspots(result))
+    places: dict[int, str] = {}
+    if len(result.rows):
+        from traffic.publish.export import cell_places
+
+        try:  # naming the streets is a help, never a failure
+            places = cell_places(
+                res.warehouse.path, args.city, result.run["run_id"], result.rows["cell_id"].tolist(), res.lake
+            )
+        except Exception as exc:
+            logging.getLogger(__name__).warning(
+                "hotspots: cells not named after their streets: %s: %s", type(exc).__name__, exc
+            )
+    print(format_hotspots(result, places))
 
 
 def cmd_sql(args) -> None:
@@ -363,10 +379,20 @@ def cmd_sql(args) -> None:
 def cmd_export(args) -> None:
     """Write a published run's cells as polygons; an unknown city/run/channel/format exits 2 with one line."""
     from traffic.publish.export import ExportError, check_format, export_run
+    from traffic.resources import Resources
 
+    res = Resources.from_config()
     try:
         check_format(args.format)
-        paths = export_run(args.city, args.format, run_id=args.run, out=args.out, channel=args.channel)
+        paths = export_run(
+            args.city,
+            args.format,
+            run_id=args.run,
+            out=args.out,
+            channel=args.channel,
+            db_path=res.warehouse.path,
+            lake=res.lake,
+        )
     except (ExportError, FileNotFoundError) as exc:
         print(f"traffic export: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -475,6 +475,49 @@ def read_sources(city: str, cells: Any, lake: Any = None) -> Any:
     return gpd.GeoDataFrame(out, geometry="geometry", crs="EPSG:4326")
 
 
+def cell_places(
+    db_path: str | Path | None, city: str, run_id: str, cell_ids: Sequence[int], lake: Any = None, most: int = 2
+) -> dict[int, str]:
+    """Where each cell is, in words: its road segments / sensors, ``name (id)``, for hotspot lists.
+
+    Parameters
+    ----------
+    db_path : str or Path or None
+        Catalog (read-only) with the run's cells.
+    city, run_id : str
+    cell_ids : sequence of int
+        The cells to name.
+    lake : traffic.lake.Lake, optional
+        Where the registries are (:func:`read_sources`).
+    most : int
+        Sources named per cell; more are counted (``+3 more``).
+
+    Returns
+    -------
+    dict
+        ``{cell_id: text}`` for the cells with a source; a source without a name shows its id.
+    """
+    from traffic.publish.duckdb_publish import _db, _reader
+    from traffic.publish.sql import statements
+
+    with _reader(_db(db_path)) as con:
+        cells = con.execute(statements("export.sql")["cells"], {"run_id": run_id}).df()
+    cells = cells[cells["cell_id"].isin(list(cell_ids))]
+    if cells.empty:
+        return {}
+    src = read_sources(city, cells_geodataframe(cells), lake)
+    out: dict[int, str] = {}
+    for cell, group in src.groupby("cell_id", sort=False):
+        seen = group.drop_duplicates("source_id")
+        labels = [
+            f"{n} ({i})" if isinstance(n, str) and n else str(i)
+            for n, i in zip(seen["name"], seen["source_id"], strict=True)
+        ]
+        more = len(labels) - most
+        out[int(cell)] = ", ".join(labels[:most]) + (f" +{more} more" if more > 0 else "")
+    return out
+
+
 def nice_distance(span_m: float) -> float:
     """A round distance (1, 2 or 5 × 10^n metres) of about a fifth of ``span_m``: the scale bar's length."""
     target = max(span_m / 5.0, 1.0)
