@@ -147,3 +147,14 @@ def test_first_night_publishes_the_best_baseline_then_a_passing_version_takes_ov
     runs = _runs()
     assert [r[:3] for r in runs] == [("nightly", "model", "2"), ("refresh", best, f"baseline-{best}")]
     assert runs[0][5] > 0 and runs[0][6] == runs[0][5]
+    # values that can be true in every kind published here (a one-step network, the fallback baseline,
+    # its refresh): every forecast went through traffic.forecast.plausible in the forecast stage
+    con = duckdb.connect(str(duckdb_path()), read_only=True)
+    try:
+        bad = con.execute(
+            "SELECT count(*) FILTER (WHERE value < 0 OR value > 200 OR lower < 0 OR upper > 200), "
+            "count(*) FILTER (WHERE value < lower OR value > upper), count(*) FROM forecasts"
+        ).fetchone()
+    finally:
+        con.close()
+    assert bad[:2] == (0, 0) and bad[2] > 0

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from traffic.channels import SPEED_MAX_KMH, value_range
+from traffic.forecast.baselines import BASELINES
 from traffic.forecast.plausible import plausible_forecast
 
 CHANNELS = ("telraam.car", "telraam.speed_kmh", "loops.occupancy", "bus.count")
@@ -70,3 +71,39 @@ def test_without_bounds_and_bad_shapes():
         plausible_forecast(np.zeros((2, 1, 1, 1)), ["a.car", "a.bike"])
     with pytest.raises(ValueError, match="upper bound has shape"):
         plausible_forecast(np.zeros((2, 1, 1, 1)), ["a.car"], np.zeros((2, 1, 1, 1)), np.zeros((1, 1, 1, 1)))
+
+
+def _collapsing_counts():
+    """A camera whose counts run at three times their level for a day, then stop (0 observed): the
+    regressions' forecasts reach below zero, outside bounds that are clipped at 0."""
+    from tests.forecast.synth import synthetic_grid
+
+    g = synthetic_grid(days=8, channels=("cam.car", "cam.speed_kmh"), seed=4)
+    g.values[-30:-6, 0] = np.where(g.mask[-30:-6, 0], g.values[-30:-6, 0] * 3, np.nan)
+    g.values[-6:, 0] = np.where(g.mask[-6:, 0], 0.0, np.nan)
+    return g
+
+
+def _fallback(g, name):
+    from traffic.forecast.fallback import fit_baseline
+
+    fitted = fit_baseline(
+        g, name, context_steps=6, horizon_steps=12, holdout_days=1, train_days=6, val_fraction=0.15, ridge_lags=6
+    )
+    return fitted.forecast(-1)
+
+
+def test_the_ridge_fallbacks_negative_counts_outside_their_bounds_come_out_true():
+    g = _collapsing_counts()
+    raw, lower, upper = _fallback(g, "ridge")
+    assert (raw[:, 0] < 0).any() and ((raw < lower) | (raw > upper)).any(), "premise: the issue's negative counts"
+    v, lo, hi = plausible_forecast(raw, g.channels, lower, upper)
+    _invariants(v, lo, hi, g.channels)
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_every_fallback_baseline_comes_out_true_after_the_forecast_stages_clip(name):
+    g = _collapsing_counts()
+    raw, lower, upper = _fallback(g, name)
+    v, lo, hi = plausible_forecast(raw, g.channels, lower, upper)
+    _invariants(v, lo, hi, g.channels)

@@ -290,7 +290,7 @@ def _build_catalog(target: Path, versions: Mapping[str, Path]) -> None:
         latest = {r[0] for r in con.execute(statement("latest_run_ids")).fetchall()}
         latest_dirs = [v for r, v in versions.items() if r in latest]
 
-        def views(by_name: bool) -> str:
+        def view_sql(by_name: bool) -> str:
             sources = {
                 "{forecasts}": _source(
                     "forecasts", [v / RUN_FILES["forecasts"] for v in versions.values()], by_name=by_name
@@ -310,10 +310,10 @@ def _build_catalog(target: Path, versions: Mapping[str, Path]) -> None:
             return text
 
         try:
-            con.execute(views(by_name=False))
+            con.execute(view_sql(by_name=False))
         except (duckdb.InvalidInputException, duckdb.BinderException):
             # forecast files of a layout before a migration added a column: read them by name
-            con.execute(views(by_name=True))
+            con.execute(view_sql(by_name=True))
         con.execute("CHECKPOINT")
     finally:
         con.close()

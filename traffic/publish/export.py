@@ -655,8 +655,10 @@ def _draw_cells(ax: Any, cells: Any, levels: np.ndarray, colors: dict[str, str],
     x0, y0, x1, y1 = cells.total_bounds
     if has_sources:
         level_of = dict(zip(cells["cell_id"].to_numpy().tolist(), levels.tolist(), strict=True))
-        color = [NO_DATA_COLOR if level_of.get(c) is None else colors[level_of[c]] for c in sources["cell_id"]]
-        color = np.array(color, dtype=object)
+        color = np.array(
+            [NO_DATA_COLOR if level_of.get(c) is None else colors[level_of[c]] for c in sources["cell_id"]],
+            dtype=object,
+        )
         line = (sources["kind"] == "line").to_numpy()
         if line.any():
             segs = [np.asarray(g.coords) for g in sources.geometry[line]]
