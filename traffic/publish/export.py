@@ -949,9 +949,9 @@ for (const v of ticks(x0, x1)) html += '<line class="axis" x1="' + px(v) + '" y1
 for (const v of ticks(y0, y1)) html += '<line class="axis" x1="-10" y1="' + py(v) + '" x2="0" y2="' + py(v) +
   '"></line><text class="tick" x="-14" y="' + py(v) + '" text-anchor="end" dominant-baseline="middle">' + v.toFixed(2) + '°N</text>';
 // scale bar: a round distance of about a fifth of the map's width
-const widthM = (x1 - x0) * k * D.metres_per_degree, target = Math.max(widthM / 5, 1);
-const b10 = Math.pow(10, Math.floor(Math.log10(target)));
-const metres = [5, 2, 1].map((m) => m * b10).find((v) => v <= target);
+const widthM = (x1 - x0) * k * D.metres_per_degree, fifth = Math.max(widthM / 5, 1);
+const b10 = Math.pow(10, Math.floor(Math.log10(fifth)));
+const metres = [5, 2, 1].map((m) => m * b10).find((v) => v <= fifth);
 const barW = metres / ((x1 - x0) * k * D.metres_per_degree) * W;
 html += '<g id="scalebar"><rect x="20" y="' + (H - 40).toFixed(1) + '" width="' + barW.toFixed(1) + '" height="8" fill="#000"></rect>' +
   '<text x="' + (20 + barW / 2).toFixed(1) + '" y="' + (H - 50).toFixed(1) + '" text-anchor="middle">' +
@@ -973,12 +973,12 @@ function show(i, j) {
     const s = D.sources[j];
     lines.push(kindName(s) + " " + s[1] + (s[2] ? " · " + s[2] : "") + " (feed " + s[0] + ")");
   }
-  if (c === undefined) { $("info").textContent = lines.concat(["outside the grid"]).join("\n"); return; }
+  if (c === undefined) { $("info").textContent = lines.concat(["outside the grid"]).join("\\n"); return; }
   const lv = d.level[t][i];
   lines.push("cell " + c[0] + " (row " + c[1] + ", col " + c[2] + ")", ch, D.time_labels[t]);
   for (const f of D.fields) if (f !== "level") lines.push((f === "index" ? sc.measure + " index" : f) + ": " + (d[f][t][i] === null ? "–" : d[f][t][i]));
   lines.push("level: " + (lv === null ? "no data" : sc.levels[lv]));
-  $("info").textContent = lines.join("\n");
+  $("info").textContent = lines.join("\\n");
 }
 function legend() {
   const sc = D.scales[$("channel").value];
@@ -1003,15 +1003,15 @@ function draw() {
   $("status").textContent = "drawn " + polys.length + " cells, " + srcs.length + " sources";
   if (pinned !== null) show(pinned[0], pinned[1]);
 }
-function target(e) {
+function hitOf(e) {
   if (e.target.dataset.s !== undefined) { const j = +e.target.dataset.s; return [D.sources[j][4], j]; }
   if (e.target.dataset.i !== undefined) return [+e.target.dataset.i, null];
   return null;
 }
-svg.addEventListener("mouseover", (e) => { const hit = target(e); if (pinned === null && hit) show(hit[0], hit[1]); });
+svg.addEventListener("mouseover", (e) => { const hit = hitOf(e); if (pinned === null && hit) show(hit[0], hit[1]); });
 svg.addEventListener("click", (e) => {
   polys.concat(srcs).forEach((p) => p.classList.remove("sel"));
-  const hit = target(e);
+  const hit = hitOf(e);
   pinned = hit && !(pinned && pinned[0] === hit[0] && pinned[1] === hit[1]) ? hit : null;
   if (pinned !== null) { e.target.classList.add("sel"); show(pinned[0], pinned[1]); }
 });
