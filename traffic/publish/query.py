@@ -28,7 +28,7 @@ from traffic.errors import QueryError, one_line
 #: Statement types that only read (DESCRIBE, SHOW, SUMMARIZE, WITH, VALUES parse as SELECT).
 READ_TYPES = ("SELECT", "EXPLAIN")
 #: What the refusal says is allowed.
-ALLOWED_TEXT = "SELECT, WITH, VALUES, EXPLAIN, DESCRIBE, SHOW, SUMMARIZE (read statements only)"
+ALLOWED_TEXT = "read-only statements: SELECT, WITH, VALUES, EXPLAIN, DESCRIBE, SHOW, SUMMARIZE"
 #: Rows printed per statement unless ``--limit``/``--all`` says otherwise.
 DEFAULT_LIMIT = 1000
 #: Rows per streamed record batch.
