@@ -95,7 +95,12 @@ def duckdb_path() -> Path:
 
 
 #: Feed options every adapter takes (read by rasterize), besides ``traffic.landing.adapters.ADAPTER_OPTIONS``.
-COMMON_FEED_OPTIONS = {"min_uptime": "camera rows with a smaller uptime are not rasterized (0 .. 1, default 0)"}
+COMMON_FEED_OPTIONS = {
+    "min_uptime": "camera rows with a smaller uptime are not rasterized (0 .. 1, default 0)",
+    "max_quarantined_share": "a feed day with a larger share of quarantined rows fails ingest (0 .. 1, default 0.5)",
+}
+#: Most cells a city grid may have (``bbox`` / ``cell_size_m``); a larger grid is refused when the file is loaded.
+MAX_GRID_CELLS = 250_000
 
 
 @dataclass(frozen=True)
@@ -291,6 +296,7 @@ class _OptionsTable(_Table):
     registry_csv_delimiter: Delimiter | None = None
     registry_crs: Annotated[str, BeforeValidator(_crs_text)] | None = None
     registry_max_rejected_share: Real | None = Field(default=None, ge=0, le=1)
+    max_quarantined_share: Real | None = Field(default=None, ge=0, le=1)
 
     @field_validator("start_local", "end_local")
     @classmethod
@@ -620,6 +626,33 @@ class CityConfig:
         )
 
 
+def grid_cells(bbox: Any, crs_epsg: int, cell_size_m: float) -> tuple[int, int]:
+    """``(rows, columns)`` of the grid of ``bbox`` in ``crs_epsg`` at ``cell_size_m`` (what ``traffic.grid.cells.grid_spec`` builds)."""
+    from pyproj import Transformer
+
+    tr = Transformer.from_crs(4326, crs_epsg, always_xy=True)
+    xmin, ymin, xmax, ymax = tr.transform_bounds(*bbox, densify_pts=101)
+    s = float(cell_size_m)
+    width = max(1, math.ceil((xmax - math.floor(xmin / s) * s) / s))
+    height = max(1, math.ceil((ymax - math.floor(ymin / s) * s) / s))
+    return height, width
+
+
+def _check_grid_size(bbox: Any, crs_epsg: int, cell_size_m: float, source: str) -> None:
+    h, w = grid_cells(bbox, crs_epsg, cell_size_m)
+    if h * w > MAX_GRID_CELLS:
+        fit = cell_size_m * math.sqrt(h * w / MAX_GRID_CELLS)
+        raise ConfigError(
+            f"{source}: cell_size_m = {cell_size_m:g} gives a grid of {h} x {w} = {h * w:,} cells over bbox "
+            f"{list(bbox)}, more than the {MAX_GRID_CELLS:,} allowed; use cell_size_m >= {math.ceil(fit)} "
+            "or a smaller bbox",
+            file=source,
+            key="cell_size_m",
+            value=cell_size_m,
+            allowed=f"a grid of at most {MAX_GRID_CELLS:,} cells",
+        )
+
+
 def parse_city(data: dict[str, Any], source: str = "<dict>", base: str | Path | None = None) -> CityConfig:
     """Validate a parsed city TOML and build a :class:`CityConfig`.
 
@@ -646,6 +679,18 @@ def parse_city(data: dict[str, Any], source: str = "<dict>", base: str | Path | 
     """
     city = _validate(_CityTable, data, source)
     secs = time_bin_seconds(city.time_bin)
+    _check_grid_size(city.bbox, city.crs_epsg, city.cell_size_m, source)
+    for i, f in enumerate(city.feeds):
+        iv = f.options.interval_s
+        if iv is not None and secs % iv:
+            raise ConfigError(
+                f"{source}: feeds[{i}].options.interval_s = {iv} does not divide time_bin = {city.time_bin!r} "
+                f"({secs} s): a bin must hold whole rows of feed {f.name!r}; set time_bin to a multiple of {iv} s",
+                file=source,
+                key="time_bin",
+                value=city.time_bin,
+                allowed=f"a multiple of interval_s = {iv} s",
+            )
     fc = _resolve_forecast(city.forecast, secs, source)
     try:
         calendar = HolidayCalendar(

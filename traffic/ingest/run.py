@@ -52,6 +52,7 @@ import shapely
 from traffic import intraday
 from traffic.config import CityConfig, FeedConfig
 from traffic.errors import UsageError
+from traffic.ingest.bulk import MAX_QUARANTINED_SHARE, check_bins, check_quarantine_share, check_sources_in_box
 from traffic.ingest.validate import (
     REASONS,
     REGISTRY_REASONS,
@@ -203,6 +204,8 @@ def ingest_registry(city: CityConfig, feed: FeedConfig, *, lake: Lake | None = N
     frame = read_feed_registry(feed)
     registry, rejected, version = registry_tables(frame)
     check_registry_loss(feed, registry, rejected)
+    geoms = shapely.from_wkb(registry.column("geometry").to_numpy(zero_copy_only=False))
+    check_sources_in_box(feed.path("registry"), geoms, city.bbox, city.source or city.name)
     store = lake if lake is not None else Lake.from_config()
     folder = store.partition("registry", city=city.name, feed=feed.name)
     sweep_folder(folder)
@@ -571,6 +574,7 @@ def ingest_range(
     order = rows[np.lexsort((rows, ts_int[rows], src_code[rows], rel[rows]))]
     bounds = np.searchsorted(rel[order], np.arange(len(days) + 1))
 
+    _check_bulk(store, city, feed, days, checked, landing, delivery, order, bounds, rejected, keys)
     table = _observation_table(checked, feed.kind)
     q_rows = np.flatnonzero(rejected & (in_range | undated))
     q_pos = np.full(n, -1, dtype=np.int64)
@@ -632,6 +636,66 @@ def ingest_range(
                 if stale.exists():  # an object store has no folder once its objects are gone
                     stale.rmdir()
     return reports
+
+
+def _max_quarantined_share(feed: FeedConfig) -> float:
+    raw = feed.options.get("max_quarantined_share", MAX_QUARANTINED_SHARE)
+    return float(raw)
+
+
+def _check_bulk(
+    store: Lake,
+    city: CityConfig,
+    feed: FeedConfig,
+    days: list[str],
+    checked: pd.DataFrame,
+    landing: pd.DataFrame,
+    delivery: Any,
+    order: np.ndarray,
+    bounds: np.ndarray,
+    rejected: np.ndarray,
+    keys: dict[str, str],
+) -> None:
+    """The faults of a delivery in bulk (:mod:`traffic.ingest.bulk`), per day; raises before anything is written."""
+    obs_file = feed.path("observations")
+    city_file = city.source or city.name
+    kept = order[~rejected[order]]
+    if "interval_s" in landing.columns and len(kept):
+        interval = landing["interval_s"].to_numpy(dtype="float64", na_value=np.nan)[kept]
+        check_bins(obs_file, interval[np.isfinite(interval)], city.bin_seconds, city.time_bin, city_file)
+    reason = checked["reason"].to_numpy(dtype=object, na_value=None)
+    share = _max_quarantined_share(feed)
+    ids, geoms = _registry_geometries(store, keys)
+    where = pd.Index(ids)
+    sources = checked["source_id"].to_numpy(dtype=object, na_value=None)
+    for i, day in enumerate(days):
+        part = order[bounds[i] : bounds[i + 1]]
+        day_reasons = reason[part]
+        bad = part[pd.notna(day_reasons)]
+        if len(bad) > share * max(len(part), 1):
+            codes, counts = np.unique(reason[bad].astype(str), return_counts=True)
+            top = codes[np.argmax(counts)]
+            sample = bad[reason[bad] == top][:3]
+            check_quarantine_share(obs_file, day, list(day_reasons), delivery.records(sample), max_share=share)
+        good = part[pd.isna(day_reasons)]
+        if len(good):
+            pos = where.get_indexer(pd.unique(sources[good]))
+            check_sources_in_box(
+                obs_file,
+                geoms[pos[pos >= 0]],
+                city.bbox,
+                city_file,
+                what=f"{day}: every source with accepted rows",
+            )
+
+
+def _registry_geometries(store: Lake, keys: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """``source_id`` and shapely geometry (WGS84) of every source of the feed's lake registry."""
+    target = store.partition("registry", **keys) / REGISTRY_FILE
+    with target.open("rb") as fh:
+        t = pq.read_table(fh, columns=["source_id", "geometry"])
+    ids = t.column("source_id").to_numpy(zero_copy_only=False)
+    return ids, shapely.from_wkb(t.column("geometry").to_numpy(zero_copy_only=False))
 
 
 def _write_day(
