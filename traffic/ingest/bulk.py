@@ -83,6 +83,11 @@ REASON_HINT = {
 }
 
 
+def max_quarantined_share(options: dict[str, Any]) -> float:
+    """The feed's ``max_quarantined_share`` option (common to every adapter), default :data:`MAX_QUARANTINED_SHARE`."""
+    return float(options.get("max_quarantined_share", MAX_QUARANTINED_SHARE))
+
+
 def _percent_hint(values: Sequence[Any]) -> str | None:
     nums = np.array([v for v in (_num(x) for x in values) if v is not None and np.isfinite(v)], dtype=float)
     if len(nums) and np.median(nums) > 1.5 and nums.max() <= 100.5:
@@ -112,6 +117,8 @@ def _examples(records: Sequence[str], column: str | None, n: int = 3) -> list[An
             hits = [v for k, v in row.items() if k == column or column.split("_")[0] in k.lower()]
             if hits:
                 out.append(hits[0])
+            else:  # a wide file (a column per source): the delivered cells of the row
+                out.append({k: v for k, v in list(row.items())[:3] if not k.startswith("_")})
         if len(out) >= n:
             break
     return out
@@ -223,7 +230,12 @@ def outside_hint(points: np.ndarray, bbox: Sequence[float], city_file: str) -> s
     if not len(points):
         return ""
     tries = [
-        ("longitude and latitude look swapped: swap the two columns (or the x/y of the geometries)", points[:, ::-1]),
+        (
+            "longitude and latitude look swapped: swap the two columns (or the x/y of the geometries); or, "
+            f"if it is the city's bbox that is written lat/lon, write {city_file} bbox = "
+            f"{[bbox[1], bbox[0], bbox[3], bbox[2]]} ([lon_min, lat_min, lon_max, lat_max])",
+            points[:, ::-1],
+        ),
         ("the longitudes look sign-flipped (east/west): check the sign of lon", points * [-1, 1]),
         ("the latitudes look sign-flipped (north/south): check the sign of lat", points * [1, -1]),
         ("both signs look flipped: check the sign of lon and lat", points * [-1, -1]),

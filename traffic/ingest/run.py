@@ -52,7 +52,7 @@ import shapely
 from traffic import intraday
 from traffic.config import CityConfig, FeedConfig
 from traffic.errors import UsageError
-from traffic.ingest.bulk import MAX_QUARANTINED_SHARE, check_bins, check_quarantine_share, check_sources_in_box
+from traffic.ingest.bulk import check_bins, check_quarantine_share, check_sources_in_box, max_quarantined_share
 from traffic.ingest.validate import (
     REASONS,
     REGISTRY_REASONS,
@@ -638,11 +638,6 @@ def ingest_range(
     return reports
 
 
-def _max_quarantined_share(feed: FeedConfig) -> float:
-    raw = feed.options.get("max_quarantined_share", MAX_QUARANTINED_SHARE)
-    return float(raw)
-
-
 def _check_bulk(
     store: Lake,
     city: CityConfig,
@@ -664,7 +659,7 @@ def _check_bulk(
         interval = landing["interval_s"].to_numpy(dtype="float64", na_value=np.nan)[kept]
         check_bins(obs_file, interval[np.isfinite(interval)], city.bin_seconds, city.time_bin, city_file)
     reason = checked["reason"].to_numpy(dtype=object, na_value=None)
-    share = _max_quarantined_share(feed)
+    share = max_quarantined_share(feed.options)
     ids, geoms = _registry_geometries(store, keys)
     where = pd.Index(ids)
     sources = checked["source_id"].to_numpy(dtype=object, na_value=None)
