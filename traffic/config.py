@@ -270,6 +270,29 @@ class _ForecastTable(_Table):
     train_budget_s: Real = Field(default=900.0, gt=0, le=7 * 86400)
 
 
+class _PlausibilityTable(_Table):
+    max_per_hour: dict[str, Annotated[Real, Field(gt=0, le=1e9)]] = {}
+    max_speed_kmh: Real = Field(default=200.0, gt=0, le=1000)
+
+    @field_validator("max_per_hour")
+    @classmethod
+    def _counts(cls, v: dict[str, float]) -> dict[str, float]:
+        from traffic.channels import COUNT_CHANNELS
+
+        bad = sorted(set(v) - set(COUNT_CHANNELS))
+        if bad:
+            raise ValueError(f"keys {bad} are not count channels; allowed: {sorted(COUNT_CHANNELS)}")
+        return v
+
+
+@dataclass(frozen=True)
+class Plausibility:
+    """Plausibility bounds of a city's rows (``[plausibility]``; defaults in :mod:`traffic.ingest.validate`)."""
+
+    max_per_hour: tuple[tuple[str, float], ...] = ()
+    max_speed_kmh: float = 200.0
+
+
 class _CalendarTable(_Table):
     holidays_country: str | None = None
     holidays_subdiv: str | None = None
@@ -372,6 +395,7 @@ class _CityTable(_Table):
     feeds: list[_FeedTable]
     calendar: _CalendarTable = _CalendarTable()
     forecast: _ForecastTable = _ForecastTable()
+    plausibility: _PlausibilityTable = _PlausibilityTable()
 
     @field_validator("timezone")
     @classmethod
@@ -434,8 +458,9 @@ _TABLES: dict[tuple[str, ...], type[BaseModel]] = {
     ("calendar",): _CalendarTable,
     ("feeds",): _FeedTable,
     ("feeds", "options"): _OptionsTable,
+    ("plausibility",): _PlausibilityTable,
 }
-_SECTIONS = ("forecast", "calendar")
+_SECTIONS = ("forecast", "calendar", "plausibility")
 
 
 def _where(loc: tuple[Any, ...]) -> str:
@@ -599,6 +624,7 @@ class CityConfig:
     forecast: ForecastConfig
     source: str = ""
     calendar: HolidayCalendar = field(default_factory=HolidayCalendar)
+    plausibility: Plausibility = field(default_factory=Plausibility)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -725,6 +751,10 @@ def parse_city(data: dict[str, Any], source: str = "<dict>", base: str | Path | 
         forecast=fc,
         source=source,
         calendar=calendar,
+        plausibility=Plausibility(
+            max_per_hour=tuple(sorted(city.plausibility.max_per_hour.items())),
+            max_speed_kmh=city.plausibility.max_speed_kmh,
+        ),
     )
 
 

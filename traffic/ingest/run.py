@@ -553,7 +553,14 @@ def ingest_range(
     known, version = registry_sources(city, feed, lake=store)
     delivery = read_delivery(feed)  # file-level faults raise here, before anything is written
     landing = delivery.frame
-    checked = check_observations(landing, tz=city.timezone, known_sources=known, future_slack_s=city.bin_seconds)
+    checked = check_observations(
+        landing,
+        tz=city.timezone,
+        known_sources=known,
+        future_slack_s=city.bin_seconds,
+        max_per_hour=dict(city.plausibility.max_per_hour),
+        max_speed_kmh=city.plausibility.max_speed_kmh,
+    )
     n = len(checked)
     marked = np.where(pd.isna(checked["reason"].to_numpy(dtype=object, na_value=None)), landing["marked"], 0)
 
