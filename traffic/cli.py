@@ -349,6 +349,10 @@ def cmd_export(args) -> None:
     except (ExportError, FileNotFoundError) as exc:
         print(f"traffic export: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except OSError as exc:  # the folder cannot be written: name what the user gave, not a temporary file
+        where = args.out or "<TRAFFIC_HOME>/exports"
+        reason = exc.strerror or type(exc).__name__
+        _fail(f"traffic export: --out {where}: cannot write there: {reason}; allowed: a file or folder you can write")
     for path in paths:
         print(path)
 
