@@ -337,3 +337,15 @@ def test_the_plausibility_table_is_validated_at_load(tmp_path):
         parse_city(raw | {"plausibility": {"max_per_hour": {"cars": 3000}}}, source="x.toml")
     with pytest.raises(ConfigError, match=r"\[plausibility\] max_speed_kmh = -1"):
         parse_city(raw | {"plausibility": {"max_speed_kmh": -1}}, source="x.toml")
+
+
+# ------------------------------------------------------------------------- days no delivery holds
+
+
+def test_a_range_the_delivery_does_not_hold_is_an_error_not_empty_partitions(tmp_path, telraam_day):
+    city = telraam_city(tmp_path / "raw", telraam_day)
+    ingest_registry(city, city.feeds[0])
+    with pytest.raises(IngestError, match=r"nothing delivered for 2025-01-01, 2025-01-02: the delivery holds") as info:
+        ingest_range(city, city.feeds[0], "2025-01-01", "2025-01-02")
+    assert f"local dates {TELRAAM_DAY} .. {TELRAAM_DAY}" in str(info.value)
+    assert data_files() == {}

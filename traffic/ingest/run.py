@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -85,6 +86,8 @@ REGISTRY_FILE = "registry.parquet"
 REJECTED_FILE = "rejected.parquet"
 #: Default of feed option ``registry_max_rejected_share``: a registry losing more than this fails ingest.
 REGISTRY_MAX_REJECTED_SHARE = 0.5
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------
@@ -581,6 +584,8 @@ def ingest_range(
     order = rows[np.lexsort((rows, ts_int[rows], src_code[rows], rel[rows]))]
     bounds = np.searchsorted(rel[order], np.arange(len(days) + 1))
 
+    if cut is None:
+        _check_delivered(feed, days, local_day[dated])
     _check_bulk(store, city, feed, days, checked, landing, delivery, order, bounds, rejected, keys)
     table = _observation_table(checked, feed.kind)
     q_rows = np.flatnonzero(rejected & (in_range | undated))
@@ -689,6 +694,34 @@ def _check_bulk(
                 city_file,
                 what=f"{day}: every source with accepted rows",
             )
+
+
+def _check_delivered(feed: FeedConfig, days: list[str], delivered: np.ndarray) -> None:
+    """Refuse a range of days that the delivery does not hold at all (no silent empty partitions).
+
+    Days of the range outside the delivered span, next to days inside it, get empty partitions
+    and a WARNING naming them; a day inside the span without rows (a camera off all day) gets
+    empty partitions; a delivery without any dated row (a header-only file) too, as
+    docs/landing.md promises.
+    """
+    if not len(delivered):
+        return
+    first, last = str(delivered.min()), str(delivered.max())
+    outside = [d for d in days if d < first or d > last]
+    if not outside:
+        return
+    shown = ", ".join(outside[:5]) + (f" (+{len(outside) - 5} more)" if len(outside) > 5 else "")
+    if len(outside) < len(days):
+        log.warning("%s: nothing delivered for %s (the delivery holds %s .. %s)", feed.name, shown, first, last)
+        return
+    raise IngestError(
+        f"{feed.path('observations')}: nothing delivered for {shown}: the delivery holds local dates "
+        f"{first} .. {last}; ingest those dates, or add the new days' files to the feed's landing folder "
+        "(docs/landing.md, 'Deliveries day after day')",
+        file=feed.path("observations"),
+        value=shown,
+        allowed=f"dates {first} .. {last}",
+    )
 
 
 def _registry_geometries(store: Lake, keys: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
