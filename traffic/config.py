@@ -657,7 +657,8 @@ def grid_cells(bbox: Any, crs_epsg: int, cell_size_m: float) -> tuple[int, int]:
     from pyproj import Transformer
 
     tr = Transformer.from_crs(4326, crs_epsg, always_xy=True)
-    xmin, ymin, xmax, ymax = tr.transform_bounds(*bbox, densify_pts=101)
+    lon0, lat0, lon1, lat1 = (float(v) for v in bbox)
+    xmin, ymin, xmax, ymax = tr.transform_bounds(lon0, lat0, lon1, lat1, densify_pts=101)
     s = float(cell_size_m)
     width = max(1, math.ceil((xmax - math.floor(xmin / s) * s) / s))
     height = max(1, math.ceil((ymax - math.floor(ymin / s) * s) / s))
