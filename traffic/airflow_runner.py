@@ -322,6 +322,25 @@ def report(summary: dict[str, Any]) -> str:
             lines.append("   baselines " + ", ".join(f"{k}={v:.3f}" for k, v in sorted(base.items())))
             if ablation:
                 lines.append("   ablation  " + ", ".join(f"{k}={v:.3f}" for k, v in ablation.items()))
+            if "backtest.folds" in m:
+                cands = [
+                    k[len("backtest.") : -len(".rmse_mean")]
+                    for k in m
+                    if k.endswith(".rmse_mean") and k.startswith("backtest.") and k.count(".") == 2
+                ]
+                lines.append(
+                    f"   backtest  {int(m['backtest.folds'])} folds, {int(m['backtest.days'])} days: "
+                    + ", ".join(
+                        f"{c}={m[f'backtest.{c}.rmse_mean']:.3f}"
+                        + (
+                            f" ({100 * m[f'backtest.{c}.vs_gbm.mean']:+.1f} % vs gbm "
+                            f"[{100 * m[f'backtest.{c}.vs_gbm.lo']:+.1f}, {100 * m[f'backtest.{c}.vs_gbm.hi']:+.1f}])"
+                            if f"backtest.{c}.vs_gbm.mean" in m
+                            else ""
+                        )
+                        for c in sorted(cands, key=lambda c: m[f"backtest.{c}.rmse_mean"])
+                    )
+                )
             verdict = "promoted to champion" if latest.tags.get("promoted") == "true" else "stays challenger"
             lines.append(f"   decision  {verdict}: {latest.tags.get('promotion_decision', '')}".rstrip())
         lines.append(f"   champion  {f'v{champ.version}' if champ else 'none'}")
@@ -337,10 +356,11 @@ def report(summary: dict[str, Any]) -> str:
         finally:
             con.close()
         for city, ver, model_kind, issued, n in runs:
-            who = f"model v{ver}" if model_kind == "model" else f"baseline {model_kind} (no champion yet)"
+            who = f"model v{ver}" if model_kind == "model" else f"baseline {model_kind}"
             lines.append(f"published {city}: {who} issued_at {issued} ({n} forecast rows)")
     lines.append("")
-    lines.append(f"DuckDB:   {db}   (e.g. `traffic hotspots los_angeles --hours 3`)")
+    hint = " or ".join(f"`traffic hotspots {city} --hours 3`" for city in summary["cities"]) or "`traffic cities`"
+    lines.append(f"DuckDB:   {db}   (e.g. {hint})")
     lines.append(f"MLflow:   {uri}   (`mlflow ui --backend-store-uri {uri}`)")
     lines.append(f"Lake:     {res.lake.root}")
     lines.append(f"Airflow:  {res.home / 'airflow'}")

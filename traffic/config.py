@@ -205,6 +205,11 @@ class ForecastConfig:
     train_budget_s : float
         Wall-clock safety net of the training loop (default 900 s). When it fires before
         ``train_steps`` the run records it (``stopped_reason = "wall_clock_cap"``).
+    backtest_folds : int
+        Folds the holdout's target days are split into for the rolling-origin backtest that
+        decides what serves (:mod:`traffic.forecast.backtest`); ``holdout_days`` must be a
+        multiple of it. Default (0): :func:`default_backtest_folds`, one fold per week when the
+        holdout holds two or more whole weeks, else one per day.
     """
 
     context_steps: int = 12
@@ -213,6 +218,7 @@ class ForecastConfig:
     holdout_days: int = 7
     train_steps: int = 600
     train_budget_s: float = 900.0
+    backtest_folds: int = 0  # 0 = default_backtest_folds(holdout_days), resolved by parse_city
 
     @property
     def window_days(self) -> int:
@@ -228,7 +234,18 @@ FORECAST_KEYS = {
     "holdout_days": int,
     "train_steps": int,
     "train_budget_s": float,
+    "backtest_folds": int,
 }
+
+
+def default_backtest_folds(holdout_days: float) -> int:
+    """Backtest folds of a holdout of ``holdout_days``: weekly folds from two whole weeks on, else daily folds.
+
+    A 7-day city with a 2-day holdout gets 2 daily folds; a 28-day holdout 4 weekly folds (each
+    fold then holds every day of the week once).
+    """
+    days = max(1, int(round(holdout_days)))
+    return days // 7 if days >= 14 and days % 7 == 0 else days
 
 
 # --------------------------------------------------------------------------- validation (pydantic)
@@ -268,6 +285,7 @@ class _ForecastTable(_Table):
     holdout_days: Whole = Field(default=7, ge=1, le=3660)
     train_steps: Whole = Field(default=600, ge=0, le=100_000_000)
     train_budget_s: Real = Field(default=900.0, gt=0, le=7 * 86400)
+    backtest_folds: Whole = Field(default=0, ge=0, le=3660)
 
 
 class _PlausibilityTable(_Table):
@@ -582,6 +600,19 @@ def _resolve_forecast(table: _ForecastTable, bin_seconds: int, source: str) -> F
             key="[forecast] horizon_steps",
             value=fc.horizon_steps,
             allowed=f"<= holdout_days x {per_day} bins",
+        )
+    if fc.backtest_folds == 0:
+        fc = dataclasses.replace(fc, backtest_folds=default_backtest_folds(fc.holdout_days))
+    if fc.backtest_folds > fc.holdout_days or fc.holdout_days % fc.backtest_folds:
+        raise ConfigError(
+            f"{source}: [forecast] backtest_folds = {fc.backtest_folds} does not split holdout_days = "
+            f"{fc.holdout_days} into folds of whole days: the backtest window is too short for the asked folds "
+            f"(raise holdout_days to a multiple of {fc.backtest_folds}, or lower backtest_folds to a divisor of "
+            f"{fc.holdout_days})",
+            file=source,
+            key="[forecast] backtest_folds",
+            value=fc.backtest_folds,
+            allowed=f"a divisor of holdout_days = {fc.holdout_days} (0 = default)",
         )
     return fc
 

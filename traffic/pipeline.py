@@ -20,7 +20,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -32,10 +34,11 @@ from upath import UPath
 from traffic.config import CityConfig, load_city
 from traffic.errors import NoChampion, QualityError, UsageError
 from traffic.lake import Lake
+from traffic.registry.names import SERVING_VARIANT_TAG
 from traffic.resources import Resources
 
 #: What made a published run (``forecast_runs.kind``).
-FORECAST_KINDS = ("nightly", "refresh")
+FORECAST_KINDS = ("nightly", "refresh", "replay")
 
 _log = logging.getLogger(__name__)
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -510,12 +513,21 @@ def train(
             budget_s=budget_s,
             progress=progress,
             max_steps=steps,
+            backtest_folds=fc.backtest_folds,
             **resume_kw,
         ),
     )
     gates = promotion_gate_baselines()
     current = champion(c, registry=res.registry)
-    champ_metrics, note = (None, "") if current is None else _score_champion(c, current, grid, res)
+    daily = None
+    if current is not None and result.backtest is not None:
+        from traffic.forecast.backtest import DailyErrors
+
+        ref = result.backtest.errors["model"]
+        daily = DailyErrors(ref.day_of_bin, len(result.backtest.days), fc.horizon_steps)
+    champ_metrics, note = (None, "") if current is None else _score_champion(c, current, grid, res, daily=daily)
+    if daily is not None and champ_metrics is not None and math.isfinite(champ_metrics.rmse_mean):
+        result.backtest.errors["champion"] = daily  # scored on the same folds: compared like every candidate
     logged = log_training(
         c,
         result,
@@ -593,8 +605,14 @@ def _drop_checkpoint(ckpt: Path) -> None:
     shutil.rmtree(ckpt, ignore_errors=True)
 
 
-def _score_champion(c: CityConfig, current: dict[str, Any], grid: Any, res: Resources) -> tuple[Any, str]:
+def _score_champion(
+    c: CityConfig, current: dict[str, Any], grid: Any, res: Resources, *, daily: Any = None
+) -> tuple[Any, str]:
     """The champion's metrics on the holdout of ``grid`` (the challenger's), and a note when it cannot serve.
+
+    The champion is scored as the variant it serves (tag ``serving.variant``: the full model, base +
+    head or the base); ``daily`` (:class:`traffic.forecast.backtest.DailyErrors`) also receives its
+    errors per target day, for the paired comparisons of the backtest.
 
     A champion that predicts another number of bins than ``[forecast] horizon_steps`` (the city's
     horizon changed) cannot serve this horizon: its metrics are NaN (it counts as beaten) and the
@@ -602,10 +620,14 @@ def _score_champion(c: CityConfig, current: dict[str, Any], grid: Any, res: Reso
     """
     from traffic.forecast.inference import evaluate_module
     from traffic.forecast.result import HorizonMetrics
-    from traffic.registry import load_version_module
+    from traffic.registry import load_serving_module, load_version_module
 
     fc = c.forecast
-    module = load_version_module(current["model_uri"], registry=res.registry)
+    variant = _variant_of(current)
+    if variant == "model":
+        module = load_version_module(current["model_uri"], registry=res.registry)
+    else:
+        module = load_serving_module(current["run_id"], current["model_uri"], variant=variant, registry=res.registry)
     steps = _predicted_steps(module, grid, fc.context_steps)
     if steps != fc.horizon_steps:
         nan = [float("nan")] * fc.horizon_steps
@@ -615,9 +637,19 @@ def _score_champion(c: CityConfig, current: dict[str, Any], grid: Any, res: Reso
         )
         return HorizonMetrics(mae=nan, rmse=nan, n=[0] * fc.horizon_steps), note
     metrics = evaluate_module(
-        module, grid, context_steps=fc.context_steps, horizon_steps=fc.horizon_steps, holdout_days=fc.holdout_days
+        module,
+        grid,
+        context_steps=fc.context_steps,
+        horizon_steps=fc.horizon_steps,
+        holdout_days=fc.holdout_days,
+        daily=daily,
     )
     return metrics, ""
+
+
+def _variant_of(version: dict[str, Any]) -> str:
+    """The variant a registered version serves (tag ``serving.variant``; the full ``model`` by default)."""
+    return str((version.get("tags") or {}).get(SERVING_VARIANT_TAG) or "model")
 
 
 def _run_gates(data: dict[str, dict[str, Any]]) -> tuple[str, ...]:
@@ -679,6 +711,9 @@ def evaluate_and_promote(
     reg = res.registry
     run_id = trained["run_id"]
     data = run_data(run_id, registry=reg)
+    if "backtest.folds" in data["metrics"]:
+        return _decide_on_backtest(c, trained, data, res)
+    # a run logged before backtests: the point rule on its one holdout
     challenger = run_metrics(run_id, "model", registry=reg)
     n_h = len(challenger.rmse)
     gates = _run_gates(data)
@@ -720,7 +755,12 @@ def evaluate_and_promote(
         serving = {"kind": "baseline", "baseline": base}
     if extra:
         decision = dataclasses.replace(decision, reason=decision.reason + extra)
-    promoted = promote(c, trained["version"], decision, registry=reg)
+    record = (
+        {"kind": "model", "variant": "model", "version": str(champion_after)}
+        if serving["kind"] == "model"
+        else {"kind": "baseline", "baseline": serving["baseline"], "run_id": run_id, "version": str(trained["version"])}
+    )
+    promoted = promote(c, trained["version"], decision, serving=record, registry=reg)
     return {
         "city": c.name,
         "version": trained["version"],
@@ -730,6 +770,99 @@ def evaluate_and_promote(
         "champion_rmse_mean": champ_metrics.rmse_mean if champ_metrics else None,
         "gate_baselines": list(gates),
         "serving": serving,
+        **{k: v for k, v in promoted.items() if k not in ("city", "version")},
+    }
+
+
+def _folds_text(metrics: dict[str, float], tags: dict[str, str]) -> str:
+    """What a backtest decision rests on: ``backtest over 4 folds (28 days; 1 holiday fold reported apart)``."""
+    folds, days = int(metrics.get("backtest.folds", 0)), int(metrics.get("backtest.days", 0))
+    hol = int(metrics.get("backtest.holiday_folds", 0))
+    text = f"backtest over {folds} fold{'s' if folds != 1 else ''} ({days} target days"
+    if hol:
+        which = tags.get("backtest.holiday_folds", "")
+        text += f"; {hol} holiday fold{'s' if hol != 1 else ''}{' ' + which if which else ''} reported apart"
+        if hol == folds:
+            text += ", and every fold holds a holiday: the figures are not those of a regular week"
+    return text + ")"
+
+
+def _decide_on_backtest(c: CityConfig, trained: dict[str, Any], data: dict[str, Any], res: Resources) -> dict[str, Any]:
+    """The backtest rule (:func:`traffic.registry.promotion.decide_serving`) applied to a nightly run.
+
+    The candidates are the run's network variants and gating baselines, scored on its folds; the
+    incumbent is the champion (scored on the same folds by :func:`train`, ``backtest.champion.*``)
+    or the baseline that serves (the registered model's ``serving`` tag). The decision, with the
+    folds, the differences and their intervals, is written on the version, its card and its run
+    (tag ``promotion.decision``).
+    """
+    import mlflow
+
+    from traffic.forecast.backtest import CANDIDATES, comparisons_from_metrics
+    from traffic.registry import champion, decide_serving, promote, serving_record
+    from traffic.registry.promotion import CHAMPION, Decision
+
+    reg, run_id, version = res.registry, trained["run_id"], str(trained["version"])
+    m = data["metrics"]
+    gates = _run_gates(data)
+    names = [*CANDIDATES, CHAMPION]
+    scores = {n: float(m[f"backtest.{n}.rmse_mean"]) for n in names if f"backtest.{n}.rmse_mean" in m}
+    current = champion(c, registry=reg)
+    record = serving_record(c, registry=reg)
+    note = ""
+    if current is not None and str(current["version"]) != version:
+        incumbent: str | None = CHAMPION
+        if data["tags"].get("champion.version") != str(current["version"]):
+            scores.pop(CHAMPION, None)  # the champion moved since this run scored it: not comparable
+            note = f"; champion v{current['version']} was not scored on this run's folds"
+        elif trained.get("champion_note"):
+            note = str(trained["champion_note"])
+    elif record is not None and record.get("kind") == "baseline":
+        incumbent = str(record["baseline"])
+    else:
+        incumbent = None
+    if CHAMPION in scores and incumbent != CHAMPION:
+        scores.pop(CHAMPION)
+    comparisons = comparisons_from_metrics(m, list(scores))
+    d = decide_serving(scores, comparisons, gates=gates, incumbent=incumbent, folds_text=_folds_text(m, data["tags"]))
+    if d.serves == CHAMPION and current is not None:
+        serving: dict[str, Any] = {"kind": "model", "version": str(current["version"]), "variant": _variant_of(current)}
+    elif d.kind == "model":
+        serving = {"kind": "model", "version": version, "variant": d.serves}
+    else:
+        serving = {"kind": "baseline", "baseline": d.serves}
+    record_out = (
+        {**serving}
+        if serving["kind"] == "model"
+        else {"kind": "baseline", "baseline": d.serves, "run_id": run_id, "version": version}
+    )
+    table = ["| candidate | backtest mean RMSE | best vs it (90 % interval) |", "|---|---:|---:|"]
+    for n, v in sorted(scores.items(), key=lambda kv: kv[1] if math.isfinite(kv[1]) else math.inf):
+        cmp = d.against.get(n)
+        table.append(f"| {n} | {v:.4f} | {cmp.text() if cmp is not None else '(best)' if n == d.best else 'n/a'} |")
+    gate_scores = {g: scores[g] for g in gates if g in scores}
+    best_gate = min(gate_scores, key=lambda g: gate_scores[g]) if gate_scores else ""
+    decision = Decision(
+        promote=d.promote,
+        reason=d.reason + note,
+        challenger_rmse=scores.get(d.serves if d.promote else "model", math.nan),
+        baseline=best_gate,
+        baseline_rmse=gate_scores.get(best_gate, math.nan),
+        champion_rmse=(scores.get(CHAMPION, math.nan) if current is not None else None),
+        table="\n".join(table),
+    )
+    promoted = promote(c, version, decision, serving=record_out, registry=reg)
+    mlflow.MlflowClient(tracking_uri=reg.tracking_uri).set_tag(run_id, "promotion.decision", decision.reason[:5000])
+    return {
+        "city": c.name,
+        "version": version,
+        "promoted": d.promote,
+        "reason": decision.reason,
+        "champion_before": current["version"] if current else None,
+        "champion_rmse_mean": scores.get(CHAMPION),
+        "gate_baselines": list(gates),
+        "serving": serving,
+        "best_candidate": d.best,
         **{k: v for k, v in promoted.items() if k not in ("city", "version")},
     }
 
@@ -754,8 +887,12 @@ def serving(city: str | CityConfig, *, res: Resources | None = None) -> dict[str
     Returns
     -------
     dict
-        ``{"kind": "model", "model_name", "version", "run_id", "model_uri", ...}`` (the champion,
-        :func:`traffic.registry.champion`), or, when no version has passed yet,
+        ``{"kind": "model", "variant", "model_name", "version", "run_id", "model_uri", ...}`` (the
+        champion, :func:`traffic.registry.champion`, and the variant of it that serves: ``model``,
+        ``base_head`` or ``base``); ``{"kind": "baseline", "baseline", "rmse_mean", "model_name",
+        "version", "run_id"}`` when the last backtest decision chose a baseline (the registered
+        model's ``serving`` tag, :func:`traffic.registry.serving_record`); or, for a registry whose
+        decisions predate that tag and with no version passed yet,
         ``{"kind": "baseline", "baseline", "rmse_mean", "model_name", "version", "run_id"}``: the
         gating baseline with the lowest mean RMSE on the holdout of the newest version's run
         (the ``challenger``), which decided that nothing passes (:func:`evaluate_and_promote`).
@@ -765,12 +902,26 @@ def serving(city: str | CityConfig, *, res: Resources | None = None) -> dict[str
     NoChampion
         When the city has no registered version at all (nothing was trained and scored yet).
     """
-    from traffic.registry import CHALLENGER, champion, run_data
+    from traffic.registry import CHALLENGER, champion, run_data, serving_record
 
     c, reg = _city(city), _res(res).registry
+    record = serving_record(c, registry=reg)
+    if record is not None and record.get("kind") == "baseline":
+        # the backtest decided that a baseline serves (it beat the networks significantly, or none passed yet)
+        data = run_data(record["run_id"], registry=reg)
+        name = str(record["baseline"])
+        key = next((k for k in (f"backtest.{name}.rmse_mean", f"{name}.rmse_mean") if k in data["metrics"]), None)
+        return {
+            "kind": "baseline",
+            "baseline": name,
+            "rmse_mean": float(data["metrics"][key]) if key else None,
+            "model_name": record.get("model_name") or f"traffic-{c.name}",
+            "version": record.get("version"),
+            "run_id": record["run_id"],
+        }
     current = champion(c, registry=reg)
     if current is not None:
-        return {"kind": "model", **current}
+        return {"kind": "model", "variant": _variant_of(current), **current}
     newest = champion(c, CHALLENGER, registry=reg)
     if newest is None or not newest["run_id"]:
         raise NoChampion(
@@ -864,19 +1015,43 @@ def forecast(
     grid = grid.slice_time(0, t_last + 1)  # nothing at or after the origin is read
     bounds: dict[str, Any] = {}
     if current["kind"] == "model":
+        variant = str(current.get("variant") or "model")
         module = load_serving_module(
-            current["run_id"], current["model_uri"], registry=res.registry
+            current["run_id"], current["model_uri"], variant=variant, registry=res.registry
         )  # eager copy: no pt2 deserializing
         pred = forecast_after(module, grid, t_last, context_steps=n_ctx)  # (H_out, C, H, W)
-        intervals = load_intervals(current["run_id"], registry=res.registry)
+        intervals = load_intervals(current["run_id"], variant=variant, registry=res.registry)
         # a model logged before intervals existed has no bounds: the file holds none, the rows get NULL
         if intervals is not None:
             bounds = dict(zip(("lower", "upper"), intervals.bounds(pred), strict=True))
         model_kind, model_version = "model", str(current["version"])
+        spec = {
+            "kind": "model",
+            "candidate": variant,
+            "model_uri": current["model_uri"],
+            "run_id": current["run_id"],
+            "artefacts": {
+                "weights": f"runs:/{current['run_id']}/{'eager_base_head' if variant == 'base_head' else 'eager'}",
+                "intervals": f"runs:/{current['run_id']}/intervals/"
+                + ("intervals.npz" if variant == "model" else f"intervals_{variant}.npz"),
+            },
+        }
     else:
         pred, lower, upper = _baseline_forecast(c, grid, current["baseline"], t_last)
         bounds = {"lower": lower, "upper": upper}
         model_kind, model_version = current["baseline"], f"baseline-{current['baseline']}"
+        spec = {
+            "kind": "baseline",
+            "candidate": current["baseline"],
+            "run_id": current["run_id"],
+            # refitted from the stored data on every forecast, by this rule: reproducible from the lake
+            "fit": {
+                "data": [grid.times[0].isoformat(), grid.times[-1].isoformat()],
+                "train_days": c.forecast.train_days,
+                "holdout_days": c.forecast.holdout_days,
+                "seed": 0,
+            },
+        }
     h_out = pred.shape[0]
     targets = pd.date_range(origin, periods=h_out, freq=pd.Timedelta(seconds=c.bin_seconds))
     # has_data: the cell observed this channel somewhere in the window; coverage: in which share of its bins
@@ -912,7 +1087,9 @@ def forecast(
         "bin_seconds": c.bin_seconds,
         "interval_level": INTERVAL_LEVEL if bounds else None,
         "interval_method": INTERVAL_METHOD if bounds else None,
-        "serving": {k: str(v) for k, v in current.items() if k in ("kind", "baseline", "version")},
+        "serving": {k: str(v) for k, v in current.items() if k in ("kind", "baseline", "version", "variant")},
+        # what forecast, and its fitted artefacts: a run can always be reproduced (forecast_runs.model_spec)
+        "model_spec": json.dumps(spec, sort_keys=True),
         "path": lake_relative(out, lake),  # relative to the lake: a copied TRAFFIC_HOME reads its own file
     }
     lake.write_json(meta, out.parent / "meta.json")

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from traffic.config import load_city
+from traffic.forecast.backtest import Backtest, DailyErrors, fold_plan
 from traffic.forecast.metrics import masked_metrics
 from traffic.forecast.result import Holdout, HorizonMetrics, TrainResult
 
@@ -119,6 +120,7 @@ def make_result(berlin, holdout_data, make_module):
         gbm_error: float | None = None,
         ridge_error: float | None = None,
         ablation_errors: tuple[float, float] | None = (0.6, 0.35),
+        backtest_days: int = 0,
     ) -> TrainResult:
         with torch.no_grad():
             fc = module(torch.from_numpy(x)).numpy()
@@ -133,6 +135,26 @@ def make_result(berlin, holdout_data, make_module):
                 name: score(make_module(e), x, y, mask)
                 for name, e in zip(("base", "base_head"), ablation_errors, strict=True)
             }
+        backtest = None
+        if backtest_days:
+            # the holdout's samples spread over target days (sample i on day i % backtest_days), every
+            # candidate's errors per day as the training code records them; two days per fold
+            bt_days = tuple(f"2024-12-{d + 1:02d}" for d in range(backtest_days))
+            tidx = np.repeat(np.arange(len(x))[:, None], h_out, axis=1)  # (N, H_out): "bin" = sample
+            backtest = Backtest(bt_days, fold_plan(bt_days, backtest_days // 2), 3600, {})
+            forecasts = {"model": fc, "persistence": persistence, "seasonal_average": mean_fc}
+            for name, e in (("ridge", ridge_error), ("gbm", gbm_error)):
+                if e is not None:
+                    with torch.no_grad():
+                        forecasts[name] = make_module(e)(torch.from_numpy(x)).numpy()
+            if ablation_errors is not None:
+                for name, e in zip(("base", "base_head"), ablation_errors, strict=True):
+                    with torch.no_grad():
+                        forecasts[name] = make_module(e)(torch.from_numpy(x)).numpy()
+            for name, f in forecasts.items():
+                acc = DailyErrors(np.arange(len(x)) % backtest_days, backtest_days, h_out)
+                acc.update(f, y, mask, tidx)
+                backtest.errors[name] = acc
         curve = [
             {
                 "epoch": e,
@@ -182,6 +204,7 @@ def make_result(berlin, holdout_data, make_module):
                 "warm_start": None,
             },
             ablation=ablation,
+            backtest=backtest,
         )
 
     return make

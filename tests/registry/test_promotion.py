@@ -129,3 +129,80 @@ def test_the_rule_and_the_card_import_neither_mlflow_nor_torch():
 )
 def test_pct_change_is_signed_relative_to_the_reference(a, b, text):
     assert pct_change(a, b) == text
+
+
+# ------------------------------------------------------------------ the backtest rule (decide_serving)
+
+from traffic.forecast.backtest import Comparison  # noqa: E402
+from traffic.registry.promotion import decide_serving  # noqa: E402
+
+BT_GATES = ("persistence", "seasonal_average", "ridge", "gbm")
+
+
+def _cmps(scores: dict[str, float], sure: set[tuple[str, str]]) -> dict[tuple[str, str], Comparison]:
+    """Comparisons of every pair: the relative difference of the scores, significant only for the pairs in ``sure``."""
+    out = {}
+    for a, sa in scores.items():
+        for b, sb in scores.items():
+            if a != b:
+                d = sa / sb - 1
+                half = abs(d) / 2 if (a, b) in sure else abs(d) + 0.05
+                out[(a, b)] = Comparison(d, d - half, d + half, 7)
+    return out
+
+
+SCORES = {
+    "model": 10.0,
+    "base": 10.4,
+    "base_head": 9.8,
+    "persistence": 14.0,
+    "seasonal_average": 11.0,
+    "ridge": 10.9,
+    "gbm": 10.2,
+}
+
+
+def test_the_best_network_variant_serves_when_it_beats_every_gate_significantly():
+    sure = {("base_head", g) for g in BT_GATES}
+    d = decide_serving(SCORES, _cmps(SCORES, sure), gates=BT_GATES, incumbent=None, folds_text="backtest over 4 folds")
+    assert (d.serves, d.kind, d.promote, d.best) == ("base_head", "model", True, "base_head")
+    assert d.reason.startswith("promoted: backtest over 4 folds: best candidate 'base_head' mean RMSE 9.8000")
+    assert "gbm -3.92 %" in d.reason and "(significant)" in d.reason
+
+
+def test_no_significant_difference_to_gbm_on_a_first_night_serves_the_best_gate():
+    sure = {("base_head", g) for g in BT_GATES if g != "gbm"}
+    d = decide_serving(SCORES, _cmps(SCORES, sure), gates=BT_GATES, incumbent=None)
+    assert (d.serves, d.kind, d.promote) == ("gbm", "baseline", False)
+    assert "not significantly better than gbm" in d.reason and "stop-gap" in d.reason
+
+
+def test_the_champion_keeps_serving_without_a_significant_improvement_over_it():
+    scores = {**SCORES, "champion": 9.9}
+    sure = {("base_head", g) for g in BT_GATES}
+    d = decide_serving(scores, _cmps(scores, sure), gates=BT_GATES, incumbent="champion")
+    assert (d.serves, d.kind, d.promote) == ("champion", "model", False)
+    assert d.reason.startswith("kept 'champion'") and "no significant difference keeps what serves" in d.reason
+    # significantly better than the champion too: the new version's variant takes over
+    d2 = decide_serving(scores, _cmps(scores, sure | {("base_head", "champion")}), gates=BT_GATES, incumbent="champion")
+    assert (d2.serves, d2.promote) == ("base_head", True)
+
+
+def test_a_baseline_can_take_over_from_a_champion_and_a_network_from_a_baseline():
+    scores = {**SCORES, "gbm": 9.0, "champion": 10.5}
+    d = decide_serving(scores, _cmps(scores, {("gbm", "champion")}), gates=BT_GATES, incumbent="champion")
+    assert (d.serves, d.kind, d.promote) == ("gbm", "baseline", False) and d.reason.startswith("switched")
+    # the serving baseline is itself a candidate: it stays while nothing beats it significantly
+    d2 = decide_serving(SCORES, _cmps(SCORES, set()), gates=BT_GATES, incumbent="gbm")
+    assert (d2.serves, d2.kind) == ("gbm", "baseline") and d2.reason.startswith("kept 'gbm'")
+    sure = {("base_head", g) for g in BT_GATES}
+    d3 = decide_serving(SCORES, _cmps(SCORES, sure), gates=BT_GATES, incumbent="gbm")
+    assert (d3.serves, d3.promote) == ("base_head", True)
+
+
+def test_an_incumbent_that_was_not_scored_is_not_comparable():
+    sure = {("base_head", g) for g in BT_GATES}
+    d = decide_serving(SCORES, _cmps(SCORES, sure), gates=BT_GATES, incumbent="champion")
+    assert d.serves == "base_head" and "not comparable" in d.reason
+    with pytest.raises(ValueError, match="no candidate has a finite backtest score"):
+        decide_serving({"model": math.nan}, {}, gates=BT_GATES, incumbent=None)

@@ -33,12 +33,14 @@ Time-of-week/day bins are taken in UTC, like the model's calendar features.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from traffic import timebins
+from traffic.forecast.backtest import DailyErrors
 from traffic.forecast.features import calendar_features, minute_of_week
 from traffic.forecast.metrics import MetricAccumulator
 from traffic.forecast.result import HorizonMetrics
@@ -671,6 +673,7 @@ def evaluate_baselines(
     seed: int = 0,
     batch_size: int = 64,
     gbm_max_rows: int = 100_000,
+    daily: Mapping[str, DailyErrors] | None = None,
 ) -> dict[str, HorizonMetrics]:
     """Fit the baselines (:data:`BASELINES`) on the training window and score them on the holdout samples.
 
@@ -690,6 +693,8 @@ def evaluate_baselines(
         Holdout samples scored at a time (bounds memory on big grids).
     gbm_max_rows : int
         Training rows of the gradient-boosting baseline (a seeded sample of the observed targets).
+    daily : mapping of str to DailyErrors, optional
+        Per baseline name, also adds every error to it per target day (the backtest).
 
     Returns
     -------
@@ -707,8 +712,14 @@ def evaluate_baselines(
         te = holdout_t_end[s : s + batch_size]
         tidx = te[:, None] + np.arange(1, horizon + 1)[None, :]
         target, mask = grid.values[tidx], grid.mask[tidx]
-        acc["persistence"].update(persistence_forecast(grid, te, context_steps, horizon, prof.cell_mean), target, mask)
-        acc["seasonal_average"].update(seasonal_forecast(prof, grid, bm, te, horizon), target, mask)
-        acc["ridge"].update(ridge.predict(grid, te, where=mask), target, mask)
-        acc["gbm"].update(gbm.predict(grid, te, where=mask), target, mask)
+        preds = {
+            "persistence": persistence_forecast(grid, te, context_steps, horizon, prof.cell_mean),
+            "seasonal_average": seasonal_forecast(prof, grid, bm, te, horizon),
+            "ridge": ridge.predict(grid, te, where=mask),
+            "gbm": gbm.predict(grid, te, where=mask),
+        }
+        for name, pred in preds.items():
+            acc[name].update(pred, target, mask)
+            if daily is not None and name in daily:
+                daily[name].update(pred, target, mask, tidx)
     return {name: a.result() for name, a in acc.items()}

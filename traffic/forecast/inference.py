@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from traffic.forecast.backtest import DailyErrors
 from traffic.forecast.features import build_inputs, target_index
 from traffic.forecast.intervals import CoverageAccumulator, IntervalModel
 from traffic.forecast.metrics import MetricAccumulator
@@ -87,6 +88,7 @@ def evaluate_module(
     horizon_steps: int | None = None,
     batch_size: int = 32,
     intervals: IntervalModel | None = None,
+    daily: DailyErrors | None = None,
 ) -> HorizonMetrics:
     """Score ``module`` on the holdout of ``grid`` (the same definition and metrics as training).
 
@@ -101,6 +103,8 @@ def evaluate_module(
     batch_size : int
     intervals : IntervalModel, optional
         When given, ``coverage`` holds the share of observed holdout targets inside its bounds.
+    daily : DailyErrors, optional
+        Also adds every error to it, per target day (the backtest, :mod:`traffic.forecast.backtest`).
 
     Returns
     -------
@@ -119,6 +123,8 @@ def evaluate_module(
         tidx = target_index(te, h_out)
         pred = predict(module, grid, te, t_in, h_out)
         acc.update(pred, grid.values[tidx], grid.mask[tidx])
+        if daily is not None:
+            daily.update(pred, grid.values[tidx], grid.mask[tidx], tidx)
         if intervals is not None:
             cov.update(*intervals.bounds(pred), grid.values[tidx], grid.mask[tidx])
     out = acc.result()

@@ -124,6 +124,15 @@ class TrainResult:
         The trained module with parts switched off, on the same holdout: ``"base"`` (the linear
         base alone) and ``"base_head"`` (base + per-cell head, hidden state zero: no recurrent or
         attention path). ``metrics["model"]`` is the full network. Logged as ``ablation.<name>.*``.
+    backtest : traffic.forecast.backtest.Backtest, optional
+        Every candidate's errors per target day over the holdout's folds (the model, ``base``,
+        ``base_head`` and the baselines), for the paired comparisons that decide what serves.
+    variant_intervals : dict
+        The 80 % interval model of each deployable network variant: ``"model"`` (the same as
+        :attr:`intervals`), ``"base_head"`` and ``"base"``.
+    variant_states : dict
+        State dicts of the variants whose weights differ from :attr:`module`'s: ``"base_head"``
+        (the head as pre-fitted; ``"base"`` reads only the linear base, the same in both).
     """
 
     module: Any
@@ -143,6 +152,9 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
     intervals: Any = None
     ablation: dict[str, HorizonMetrics] = field(default_factory=dict)
+    backtest: Any = None
+    variant_intervals: dict[str, Any] = field(default_factory=dict)
+    variant_states: dict[str, Any] = field(default_factory=dict)
 
     @property
     def baselines(self) -> dict[str, HorizonMetrics]:

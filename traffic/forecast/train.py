@@ -53,8 +53,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from traffic.config import PROJECT_ROOT
+from traffic.config import PROJECT_ROOT, default_backtest_folds
 from traffic.forecast import distributed as ddp
+from traffic.forecast.backtest import CANDIDATES, Backtest, DailyErrors, day_index, fold_plan
 from traffic.forecast.baselines import (
     evaluate_baselines,
     time_positions,
@@ -184,6 +185,7 @@ def train_forecaster(
     resume: bool = False,
     warm_start: torch.nn.Module | Mapping[str, torch.Tensor] | None = None,
     max_steps: int | None = None,
+    backtest_folds: int | None = None,
 ) -> TrainResult:
     """Train the forecaster on ``grid`` and score it and the baselines on the holdout.
 
@@ -220,6 +222,9 @@ def train_forecaster(
     max_steps : int, optional
         Optimiser steps: the budget that decides the model (the city's ``[forecast] train_steps``).
         Default: the training key ``max_steps`` (0 = no cap: epochs, early stopping and the wall clock).
+    backtest_folds : int, optional
+        Folds of the holdout's target days for the backtest (:mod:`traffic.forecast.backtest`);
+        default :func:`traffic.config.default_backtest_folds` of ``holdout_days``.
 
     Returns
     -------
@@ -270,6 +275,7 @@ def train_forecaster(
             ckpt=checkpoint_path(checkpoint_dir) if checkpoint_dir is not None else None,
             resume=resume,
             warm_start=warm_start,
+            backtest_folds=backtest_folds,
         )
     finally:
         torch.set_num_threads(threads)
@@ -367,6 +373,7 @@ def _train(
     ckpt: Path | None = None,
     resume: bool = False,
     warm_start: torch.nn.Module | Mapping[str, torch.Tensor] | None = None,
+    backtest_folds: int | None = None,
 ):
     """The body of :func:`train_forecaster` (arguments resolved)."""
     dist = dist or ddp.DistContext()
@@ -552,34 +559,65 @@ def _train(
     module.eval()
     check_finite_module(module, "after training")
 
-    # 5. holdout scores of the model, its ablations and the baselines, on the training device
+    # 5. the backtest: the model, its ablations and the baselines on every holdout fold, per target day
     metrics: dict[str, HorizonMetrics] = {}
     ablation: dict[str, HorizonMetrics] = {}
     intervals = None
+    variant_intervals: dict[str, Any] = {}
+    backtest = None
+    t_backtest = time.perf_counter()
     if dist.is_main:  # data-parallel: the holdout is scored once, on rank 0
+        day_of_bin, days = day_index(grid, split.fit_end)
+        folds = backtest_folds if backtest_folds else default_backtest_folds(holdout_days)
+        backtest = Backtest(
+            days=days,
+            folds=fold_plan(days, min(folds, len(days)), grid.holidays),
+            bin_seconds=bm * 60,
+            errors={name: DailyErrors(day_of_bin, len(days), horizon_steps) for name in CANDIDATES},
+        )
+        ablated = copy.deepcopy(module)
+        ablated.load_state_dict(head_state)
         # 80 % intervals from the residuals of training and validation samples (never the holdout):
-        # the validation days alone can be too few to hold every kind of day (traffic.forecast.intervals)
+        # the validation days alone can be too few to hold every kind of day (traffic.forecast.intervals);
+        # one interval model per deployable network variant (the full model, base + head, the base)
         n_cal = 4 * int(tr["max_val_samples"])
         val_ho = np.concatenate([spread(split.train, n_cal), spread(split.val, n_cal)])
-        intervals = fit_intervals(
+        for variant, net in (("model", module), ("base_head", ablated.set_paths("base_head"))):
+            variant_intervals[variant] = fit_intervals(
+                (
+                    (predict(net, grid, te, context_steps, horizon_steps), grid.values[ti], grid.mask[ti])
+                    for te in np.array_split(val_ho, max(1, math.ceil(len(val_ho) / eval_bs)))
+                    for ti in (target_index(te, horizon_steps),)
+                ),
+                cell_scale(win.values, win.mask),
+            )
+        ablated.set_paths("base")
+        variant_intervals["base"] = fit_intervals(
             (
-                (predict(module, grid, te, context_steps, horizon_steps), grid.values[ti], grid.mask[ti])
+                (predict(ablated, grid, te, context_steps, horizon_steps), grid.values[ti], grid.mask[ti])
                 for te in np.array_split(val_ho, max(1, math.ceil(len(val_ho) / eval_bs)))
                 for ti in (target_index(te, horizon_steps),)
             ),
             cell_scale(win.values, win.mask),
         )
+        intervals = variant_intervals["model"]
         metrics["model"] = evaluate_module(
-            module, grid, holdout_days=holdout_days, batch_size=eval_bs, intervals=intervals
+            module,
+            grid,
+            holdout_days=holdout_days,
+            batch_size=eval_bs,
+            intervals=intervals,
+            daily=backtest.errors["model"],
         )
-        ablated = copy.deepcopy(module)
-        ablated.load_state_dict(head_state)
-        ablation["base_head"] = evaluate_module(
-            ablated.set_paths("base_head"), grid, holdout_days=holdout_days, batch_size=eval_bs
-        )
-        ablation["base"] = evaluate_module(
-            ablated.set_paths("base"), grid, holdout_days=holdout_days, batch_size=eval_bs
-        )
+        for variant in ("base_head", "base"):
+            ablation[variant] = evaluate_module(
+                ablated.set_paths(variant),
+                grid,
+                holdout_days=holdout_days,
+                batch_size=eval_bs,
+                intervals=variant_intervals[variant],
+                daily=backtest.errors[variant],
+            )
         del ablated
         metrics.update(
             evaluate_baselines(
@@ -593,8 +631,10 @@ def _train(
                 ridge_lags=int(tr["ridge_lags"]),
                 seed=seed,
                 batch_size=eval_bs,
+                daily=backtest.errors,
             )
         )
+    backtest_seconds = time.perf_counter() - t_backtest  # intervals + every candidate on every fold
     module.to("cpu")
     if dev.type == "cuda":
         module.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
@@ -648,6 +688,9 @@ def _train(
         stopped_reason=state.stopped,
         intervals=intervals,
         ablation=ablation,
+        backtest=backtest,
+        variant_intervals=variant_intervals,
+        variant_states={"base_head": head_state},
         extra={
             "modality_weights": module.modality_weights(),
             "base": base_name,
@@ -667,6 +710,7 @@ def _train(
             "rank": dist.rank,
             "world_size": dist.world,
             "cpu_threads": torch.get_num_threads() if dev.type == "cpu" else None,
+            "backtest_seconds": backtest_seconds,
             "total_seconds": time.perf_counter() - t_start,
         },
     )

@@ -15,6 +15,11 @@ from typing import Any
 _MODULES = {
     "CHALLENGER": "names",
     "CHAMPION": "names",
+    "SERVING_TAG": "names",
+    "SERVING_VARIANT_TAG": "names",
+    "decide_serving": "promotion",
+    "ServingDecision": "promotion",
+    "serving_record": "mlflow_registry",
     "experiment_name": "names",
     "model_name": "names",
     "Decision": "promotion",

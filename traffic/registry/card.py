@@ -226,6 +226,51 @@ def _ablation_table(metric: str, result: TrainResult, city: CityConfig) -> str:
     return "\n".join(lines)
 
 
+def backtest_table(result: TrainResult) -> str:
+    """The backtest on the card: the folds, then per candidate its mean RMSE overall, per fold and per horizon
+    group, and its paired difference against GBM with the 90 % interval.
+
+    Every figure is a value of :func:`traffic.forecast.backtest.backtest_metrics`, the dict logged as the run's
+    ``backtest.*`` metrics, shown with :func:`fmt`: the card and MLflow agree to the last digit.
+    """
+    from traffic.forecast.backtest import REFERENCE, Comparison, backtest_metrics
+
+    bt = getattr(result, "backtest", None)
+    if bt is None:
+        return "Not recorded for this run (trained before rolling-origin backtests): decided on one holdout."
+    m = backtest_metrics(bt)
+    names = [n for n in bt.errors]
+    lines = [
+        f"{len(bt.folds)} folds over {len(bt.days)} target days; every candidate fitted once before the "
+        "holdout and forecasting from every origin in it (rolling origins):",
+        "",
+    ]
+    lines += [f"- {f.label}" + (" — reported apart" if f.holiday else "") for f in bt.folds]
+    groups = [tag for tag, _ in bt.groups()[:-1]]
+    folds = [f"fold {f.index}{' (hol.)' if f.holiday else ''}" for f in bt.folds]
+    head = ["candidate", "mean RMSE", "without holiday folds", *folds, *groups, f"vs {REFERENCE} (90 % interval)"]
+    lines += ["", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for n in names:
+        vs = "(reference)"
+        if n != REFERENCE and f"backtest.{n}.vs_{REFERENCE}.mean" in m:
+            vs = Comparison(*(m[f"backtest.{n}.vs_{REFERENCE}.{k}"] for k in ("mean", "lo", "hi")), len(bt.days)).text()
+        cells = [
+            fmt(m[f"backtest.{n}.rmse_mean"]),
+            fmt(m[f"backtest.{n}.rmse_mean_regular"]),
+            *(fmt(m[f"backtest.{n}.fold{f.index}.rmse_mean"]) for f in bt.folds),
+            *(fmt(m[f"backtest.{n}.rmse.{g}"]) for g in groups),
+            vs,
+        ]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Logged as `backtest.<candidate>.rmse_mean`, `.rmse.<group>`, `.fold<k>.rmse_mean` and the paired "
+        "differences against every other candidate, `backtest.<candidate>.vs_<other>.mean` / `.lo` / `.hi` "
+        "(relative, negative = better; docs/backtests.md says how the intervals are made).",
+    ]
+    return "\n".join(lines)
+
+
 def yes_no(v: Any) -> str:
     """``"yes"``/``"no"`` for a recorded flag, ``"(not recorded)"`` for None."""
     if v is None:
@@ -378,6 +423,7 @@ def render_model_card(
         "warm_start": warm_start_text(extra.get("warm_start")),
         "ablation_rmse_table": _ablation_table("rmse", result, city),
         "ablation_mae_table": _ablation_table("mae", result, city),
+        "backtest_table": backtest_table(result),
         "gate_baselines": ", ".join(f"`{g}`" for g in gates) or "(none)",
         "decision": _decision_block(decision or DECISION_PENDING),
         "params_table": _params_table(result.params),
@@ -392,7 +438,9 @@ def decision_markdown(decision: Decision, version: str, champion_after: str | No
     """Markdown of a decision for the card: the verdict, the reason with its numbers, who serves."""
     verdict = f"**Promoted**: version {version} is `champion`." if decision.promote else "**Not promoted**."
     lines = [verdict, "", decision.reason]
-    if decision.gates:
+    if decision.table:
+        lines += ["", decision.table]
+    elif decision.gates:
         lines += ["", "| gating baseline | mean RMSE | challenger vs it |", "|---|---:|---:|"]
         lines += [f"| {k} | {fmt(v)} | {pct_change(decision.challenger_rmse, v)} |" for k, v in decision.gates.items()]
     if decision.champion_rmse is not None:

@@ -57,7 +57,15 @@ from traffic.registry.card import (
     with_decision,
     yes_no,
 )
-from traffic.registry.names import CHALLENGER, CHAMPION, city_name, experiment_name, model_name
+from traffic.registry.names import (
+    CHALLENGER,
+    CHAMPION,
+    SERVING_TAG,
+    SERVING_VARIANT_TAG,
+    city_name,
+    experiment_name,
+    model_name,
+)
 from traffic.registry.promotion import Decision
 
 # A batch job: MLflow must not phone home (nor wait on a network that is not there), and
@@ -73,6 +81,9 @@ _log = logging.getLogger(__name__)
 
 #: Artifact of a training run holding its 80 % interval model (traffic.forecast.intervals).
 INTERVALS_ARTIFACT = "intervals/intervals.npz"
+#: The deployable variants of a registered network (:data:`traffic.model.PATHS` by candidate name):
+#: the full model, base + head (the head as pre-fitted), the linear base alone.
+VARIANT_PATHS = {"model": "full", "base_head": "base_head", "base": "base"}
 #: Artifact folder of a training run holding the eager module (``traffic.forecast.model_folder.save_model``:
 #: state dict + config): loads in a fraction of a second, where deserializing the exported
 #: program takes seconds (what an hourly refresh would pay in every fresh task process).
@@ -337,6 +348,10 @@ def _metrics(
         rows += _horizon_metric_rows(f"{ABLATION_PREFIX}.{name}", hm, timestamp_ms, city)
     if champion_metrics is not None:
         rows += _horizon_metric_rows(CHAMPION_METRICS, champion_metrics, timestamp_ms, city)
+    if getattr(result, "backtest", None) is not None:
+        from traffic.forecast.backtest import backtest_metrics
+
+        rows += [Metric(k, float(v), timestamp_ms, 0) for k, v in backtest_metrics(result.backtest).items()]
     base_name, base = result.best_baseline()
     model = result.metrics["model"]
     if base.rmse_mean:
@@ -344,7 +359,7 @@ def _metrics(
             Metric("model.rmse_skill_vs_best_baseline", skill(model.rmse_mean, base.rmse_mean), timestamp_ms, 0)
         )
     rows.append(Metric("train.seconds", float(result.train_seconds), timestamp_ms, 0))
-    for key in ("steps", "best_step"):
+    for key in ("steps", "best_step", "backtest_seconds", "total_seconds"):
         v = result.extra.get(key)
         if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
             rows.append(Metric(f"train.{key}", float(v), timestamp_ms, 0))
@@ -580,7 +595,8 @@ def log_training(
 
     with _mlflow_session(registry) as client:
         exp_id = _ensure_experiment(client, city, _store_of(registry)[1])
-        run_name = f"{city.name}-{result.train_window[1][:10]}"
+        # named after the night it ran for (as_of), else the end of its training window
+        run_name = f"{city.name}-{data_window.get('as_of') or result.train_window[1][:10]}"
         # owner tags: a run its process left RUNNING (kill -9) is told from a live one (health.py)
         with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=owner_tags()) as run:
             run_id = run.info.run_id
@@ -619,19 +635,30 @@ def log_training(
                     "(one holdout sample)",
                 )
                 client.log_artifacts(run_id, tmp, artifact_path="plots")
-            if result.intervals is not None:
+            variant_iv = {**(getattr(result, "variant_intervals", None) or {}), "model": result.intervals}
+            for variant, iv in variant_iv.items():
+                if iv is None:
+                    continue
                 with tempfile.TemporaryDirectory(prefix="traffic-intervals-") as tmp:
-                    path = Path(tmp) / INTERVALS_ARTIFACT.rsplit("/", 1)[-1]
-                    path.write_bytes(result.intervals.to_bytes())
+                    path = Path(tmp) / _intervals_artifact(variant).rsplit("/", 1)[-1]
+                    path.write_bytes(iv.to_bytes())
                     client.log_artifact(run_id, str(path), artifact_path=INTERVALS_ARTIFACT.rsplit("/", 1)[0])
 
             if getattr(module, "config", None) is not None and hasattr(module.config, "to_dict"):
                 from traffic.forecast.model_folder import save_model
 
-                with tempfile.TemporaryDirectory(prefix="traffic-eager-") as tmp:
-                    save_model(module, tmp)
-                    (Path(tmp) / EAGER_FINGERPRINT).write_text(json.dumps(eager_fingerprint(), sort_keys=True))
-                    client.log_artifacts(run_id, tmp, artifact_path=EAGER_ARTIFACT)
+                variants = {"model": None, **(getattr(result, "variant_states", None) or {})}
+                for variant, state in variants.items():
+                    net = module
+                    if state is not None:  # a variant with weights of its own (base + head as pre-fitted)
+                        import copy
+
+                        net = copy.deepcopy(module)
+                        net.load_state_dict(state)
+                    with tempfile.TemporaryDirectory(prefix="traffic-eager-") as tmp:
+                        save_model(net, tmp)
+                        (Path(tmp) / EAGER_FINGERPRINT).write_text(json.dumps(eager_fingerprint(), sort_keys=True))
+                        client.log_artifacts(run_id, tmp, artifact_path=_eager_artifact(variant))
 
             with tempfile.TemporaryDirectory(prefix="traffic-example-") as tmp, warnings.catch_warnings():
                 # torch.from_numpy of the read-only broadcast view of _export_example (never written to)
@@ -720,7 +747,12 @@ def _write_card_decision(client: Any, name: str, version: str, decision: Decisio
 
 
 def promote(
-    city: CityConfig | str, version: str | int, decision: Decision, *, registry: RegistryStore | None = None
+    city: CityConfig | str,
+    version: str | int,
+    decision: Decision,
+    *,
+    serving: Mapping[str, Any] | None = None,
+    registry: RegistryStore | None = None,
 ) -> dict[str, Any]:
     """Apply a promotion decision to a registered version.
 
@@ -737,6 +769,12 @@ def promote(
     version : str or int
         Version of ``traffic-<city>`` the decision is about.
     decision : Decision
+    serving : mapping, optional
+        What serves after the decision (the backtest rule, :func:`traffic.pipeline.evaluate_and_promote`):
+        ``{"kind": "model", "variant"}`` (the promoted version's variant is tagged
+        ``serving.variant``) or ``{"kind": "baseline", "baseline", "run_id"}``: then ``champion`` is
+        removed and the registered model's tag ``serving`` names the baseline. Recorded as the
+        registered model's tag ``serving`` either way.
     registry : RegistryStore, optional
         The registry to use (default: the configured one, :class:`RegistryStore`).
 
@@ -765,7 +803,13 @@ def promote(
         client.set_model_version_tag(name, version, "promotion_decision", decision.reason)
         client.set_model_version_tag(name, version, "promoted", "true" if decision.promote else "false")
         if decision.promote:
+            if serving is not None:
+                client.set_model_version_tag(name, version, SERVING_VARIANT_TAG, str(serving.get("variant") or "model"))
             client.set_registered_model_alias(name, CHAMPION, version)
+        if serving is not None:
+            if serving.get("kind") == "baseline" and current is not None:
+                client.delete_registered_model_alias(name, CHAMPION)  # a baseline is better: the version stops serving
+            client.set_registered_model_tag(name, SERVING_TAG, json.dumps(dict(serving), sort_keys=True))
         newest = _newest_version(client, name)
         if newest is not None:
             client.set_registered_model_alias(name, CHALLENGER, newest)
@@ -814,6 +858,27 @@ def champion(
     }
 
 
+def serving_record(city: CityConfig | str, *, registry: RegistryStore | None = None) -> dict[str, Any] | None:
+    """The registered model's ``serving`` tag (what the last decision chose to serve), or None.
+
+    Returns
+    -------
+    dict or None
+        ``{"kind": "model", ...}`` or ``{"kind": "baseline", "baseline", "run_id", "version"}``; None
+        for a city without a registered model or a decision made before the tag existed.
+    """
+    name = model_name(city)
+    with _mlflow_session(registry) as client:
+        try:
+            rm = client.get_registered_model(name)
+        except Exception as exc:
+            if _is_missing(exc):
+                return None
+            raise
+    raw = (rm.tags or {}).get(SERVING_TAG)
+    return json.loads(raw) if raw else None
+
+
 def load_version_module(model_uri: str, *, registry: RegistryStore | None = None) -> Any:
     """Load a logged/registered model as a CPU torch module for inference.
 
@@ -855,11 +920,24 @@ def load_version_module(model_uri: str, *, registry: RegistryStore | None = None
     return module
 
 
-def load_intervals(run_id: str, *, registry: RegistryStore | None = None) -> Any:
+def _intervals_artifact(variant: str) -> str:
+    """Artifact path of a variant's interval model: ``intervals/intervals.npz`` for the full model."""
+    return INTERVALS_ARTIFACT if variant == "model" else INTERVALS_ARTIFACT.replace(".npz", f"_{variant}.npz")
+
+
+def _eager_artifact(variant: str) -> str:
+    """Artifact folder of a variant's eager copy: ``eager`` for the full model (and the base), ``eager_<variant>``."""
+    return EAGER_ARTIFACT if variant in ("model", "base") else f"{EAGER_ARTIFACT}_{variant}"
+
+
+def load_intervals(run_id: str, *, variant: str = "model", registry: RegistryStore | None = None) -> Any:
     """The 80 % interval model logged with a training run, or None for a run logged without one.
 
     Parameters
     ----------
+    variant : str
+        Which deployable variant's intervals (:data:`VARIANT_PATHS`): the full ``model``, ``base_head``
+        or ``base``.
     registry : RegistryStore, optional
         The registry to use (default: the configured one, :class:`RegistryStore`).
 
@@ -871,15 +949,18 @@ def load_intervals(run_id: str, *, registry: RegistryStore | None = None) -> Any
 
     from traffic.forecast.intervals import IntervalModel
 
+    artifact = _intervals_artifact(variant)
     with _mlflow_session(registry) as client, tempfile.TemporaryDirectory(prefix="traffic-intervals-") as tmp:
-        folder, _, fname = INTERVALS_ARTIFACT.rpartition("/")
+        folder, _, fname = artifact.rpartition("/")
         if fname not in {Path(a.path).name for a in client.list_artifacts(run_id, folder)}:
             return None
-        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=INTERVALS_ARTIFACT, dst_path=tmp)
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=tmp)
         return IntervalModel.from_bytes(Path(local).read_bytes())
 
 
-def load_serving_module(run_id: str, model_uri: str, *, registry: RegistryStore | None = None) -> Any:
+def load_serving_module(
+    run_id: str, model_uri: str, *, variant: str = "model", registry: RegistryStore | None = None
+) -> Any:
     """The module of a registered version for inference, the fast way when it can be.
 
     A run logged with the eager module (artifact ``eager/``: state dict + config of a
@@ -896,6 +977,10 @@ def load_serving_module(run_id: str, model_uri: str, *, registry: RegistryStore 
         The training run of the version (``champion(city)["run_id"]``).
     model_uri : str
         Its model URI, for the fallback.
+    variant : str
+        The deployable variant that serves (:data:`VARIANT_PATHS`): ``model`` (the full network),
+        ``base_head`` or ``base``. A variant other than ``model`` needs the eager copy under the
+        code it was logged with (the exported program runs the full network only).
     registry : RegistryStore, optional
         The registry to use (default: the configured one, :class:`RegistryStore`).
 
@@ -903,22 +988,40 @@ def load_serving_module(run_id: str, model_uri: str, *, registry: RegistryStore 
     -------
     torch.nn.Module
         CPU, inference mode, parameters without grad; ``(B, T_in, F, H, W)`` -> ``(B, H_out, C, H, W)``.
+
+    Raises
+    ------
+    RegistryError
+        For an unknown variant, or a variant other than ``model`` without a usable eager copy.
     """
     import mlflow
 
     from traffic.forecast.model_folder import MODEL_CONFIG, MODEL_WEIGHTS, load_model
 
+    if variant not in VARIANT_PATHS:
+        raise RegistryError(f"run {run_id}: unknown variant {variant!r}; allowed: {sorted(VARIANT_PATHS)}")
+    folder = _eager_artifact(variant)
+
+    def exported() -> Any:
+        if variant != "model":
+            raise RegistryError(
+                f"run {run_id}: variant {variant!r} serves from the eager copy {folder!r} logged under this code; "
+                "it is missing or was made under other code (retrain the city to serve it)"
+            )
+        return load_version_module(model_uri, registry=registry)
+
     with _mlflow_session(registry) as client:
-        names = {Path(a.path).name for a in client.list_artifacts(run_id, EAGER_ARTIFACT)}
+        names = {Path(a.path).name for a in client.list_artifacts(run_id, folder)}
         if not {MODEL_CONFIG, MODEL_WEIGHTS, EAGER_FINGERPRINT} <= names:
-            return load_version_module(model_uri, registry=registry)
+            return exported()
         with tempfile.TemporaryDirectory(prefix="traffic-eager-") as tmp:
-            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=EAGER_ARTIFACT, dst_path=tmp)
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=folder, dst_path=tmp)
             logged = json.loads((Path(local) / EAGER_FINGERPRINT).read_text())
             if logged != eager_fingerprint():
                 _log.info("run %s: eager copy made under other code %s; loading the exported program", run_id, logged)
-                return load_version_module(model_uri, registry=registry)
+                return exported()
             module = load_model(local)
+    module.set_paths(VARIANT_PATHS[variant])
     for p in module.parameters():
         p.requires_grad_(False)
     return module

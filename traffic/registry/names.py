@@ -12,6 +12,11 @@ from traffic.config import CityConfig
 CHAMPION = "champion"
 #: Alias of the newest registered version (its promotion is decided by the nightly run).
 CHALLENGER = "challenger"
+#: Tag of a version: the variant of it that serves (``model``, ``base_head``, ``base``).
+SERVING_VARIANT_TAG = "serving.variant"
+#: Tag of a registered model: JSON of what serves the city when it is a baseline
+#: (``{"kind": "baseline", "baseline", "run_id", "version"}``); ``{"kind": "model"}`` while the champion serves.
+SERVING_TAG = "serving"
 
 
 def city_name(city: CityConfig | str) -> str:

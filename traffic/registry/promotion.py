@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from traffic.forecast.result import HorizonMetrics
 
@@ -37,6 +38,8 @@ class Decision:
         existing champion).
     gates : dict
         ``{name: mean RMSE}`` of every baseline the challenger had to beat, in the order given.
+    table : str
+        Markdown of the backtest comparisons a backtest decision rests on (empty for the point rule).
     """
 
     promote: bool
@@ -46,6 +49,7 @@ class Decision:
     baseline_rmse: float = math.nan
     champion_rmse: float | None = None
     gates: Mapping[str, float] = field(default_factory=dict)
+    table: str = ""
 
 
 def _beats(a: float, b: float) -> bool:
@@ -135,3 +139,140 @@ def decide_promotion(
     if not _beats(c, ch):
         return verdict(False, f"not promoted: {head} beats {vs_base} but not {vs_champ}")
     return verdict(True, f"promoted: {head} beats {vs_base} and {vs_champ}")
+
+
+#: The deployable variants of a network version, by candidate name (``traffic.model.PATHS``).
+NETWORK_VARIANTS = ("model", "base_head", "base")
+#: Name under which the current champion version is scored on the challenger's backtest.
+CHAMPION = "champion"
+
+
+@dataclass(frozen=True)
+class ServingDecision:
+    """Outcome of :func:`decide_serving`: what forecasts for the city after tonight's backtest.
+
+    Attributes
+    ----------
+    serves : str
+        The candidate that serves: a variant of tonight's version (``model``, ``base_head``,
+        ``base``), ``champion`` (the current champion version keeps serving) or a baseline name.
+    kind : {"model", "baseline"}
+        A registered network version serves (tonight's, or the champion), or a labelled baseline.
+    promote : bool
+        Tonight's version becomes ``champion`` (serving its variant :attr:`serves`).
+    reason : str
+        The decision with the folds, the differences and their intervals.
+    best : str
+        The candidate with the lowest backtest mean RMSE.
+    scores : dict
+        ``{candidate: backtest mean RMSE}``.
+    against : dict
+        ``{candidate: Comparison}`` of :attr:`best` against every other scored candidate.
+    """
+
+    serves: str
+    kind: str
+    promote: bool
+    reason: str
+    best: str
+    scores: Mapping[str, float]
+    against: Mapping[str, Any]
+
+
+def decide_serving(
+    scores: Mapping[str, float],
+    comparisons: Mapping[tuple[str, str], Any],
+    *,
+    gates: tuple[str, ...],
+    incumbent: str | None,
+    folds_text: str = "",
+) -> ServingDecision:
+    """Decide on the backtest what serves: the best candidate, when it is significantly better.
+
+    The candidates are tonight's network variants (``model``, ``base_head``, ``base``) and the
+    gating baselines, all scored on the same folds. The best one (lowest mean RMSE) takes over
+    only when its paired improvement (:class:`traffic.forecast.backtest.Comparison`, 90 % interval
+    entirely below zero) is significant
+
+    * against the incumbent (what serves now: ``champion`` scored on the same folds, or the
+      serving baseline's name), unless the incumbent is not comparable (not scored);
+    * and, for a network variant, against every gating baseline as well.
+
+    Otherwise the incumbent keeps serving ("no significant difference" is a decision); with no
+    incumbent (a city's first night) the best gating baseline serves as the stop-gap.
+
+    Parameters
+    ----------
+    scores : mapping
+        ``{candidate: backtest mean RMSE}``; NaN or absent = not scored.
+    comparisons : mapping
+        ``{(a, b): Comparison}`` of ``a`` against ``b`` (negative = ``a`` better).
+    gates : tuple of str
+        The gating baselines.
+    incumbent : str or None
+        ``"champion"``, a baseline name, or None.
+    folds_text : str
+        What the backtest rests on, for the reason.
+
+    Returns
+    -------
+    ServingDecision
+
+    Raises
+    ------
+    ValueError
+        If no candidate has a finite score.
+    """
+    finite = {k: v for k, v in scores.items() if math.isfinite(v)}
+    pool = [c for c in (*NETWORK_VARIANTS, *gates) if c in finite]
+    if not pool:
+        raise ValueError(f"no candidate has a finite backtest score: {dict(scores)}")
+    best = min(pool, key=lambda k: finite[k])
+    against = {o: comparisons[(best, o)] for o in finite if o != best and (best, o) in comparisons}
+    comparable = incumbent is not None and incumbent in finite
+    required = [g for g in gates if g != best and g in finite] if best in NETWORK_VARIANTS else []
+    if comparable and incumbent is not None and incumbent != best and incumbent not in required:
+        required.append(incumbent)
+    failed = [r for r in required if r not in against or not against[r].better]
+
+    def cmp_text(o: str) -> str:
+        c = against.get(o)
+        if c is None:
+            return f"{o} (not compared)"
+        tag = "significant" if c.better else "not significant"
+        return f"{o} {c.text()} ({tag})"
+
+    head = f"{folds_text + ': ' if folds_text else ''}best candidate {best!r} mean RMSE {finite[best]:.4f}"
+    vs = "; ".join(cmp_text(o) for o in required) if required else "nothing it must beat"
+    if incumbent is not None and not comparable:
+        vs += f"; the incumbent {incumbent!r} is not comparable (not scored on these folds)"
+    if best == incumbent:
+        serves = best
+        reason = f"kept: {head}: the incumbent {incumbent!r} is still the best"
+    elif not failed and not required:
+        serves = best
+        reason = (
+            f"{'promoted' if best in NETWORK_VARIANTS else 'switched'}: {head}: nothing serves yet, the best serves"
+        )
+    elif not failed:
+        serves = best
+        reason = f"{'promoted' if best in NETWORK_VARIANTS else 'switched'}: {head} is better than {vs}"
+    elif comparable:
+        serves = incumbent  # type: ignore[assignment]
+        reason = (
+            f"kept {incumbent!r}: {head} is not significantly better than {', '.join(failed)} "
+            f"(compared: {vs}); no significant difference keeps what serves"
+        )
+    else:
+        serves = min((g for g in gates if g in finite), key=lambda g: finite[g], default=best)
+        reason = (
+            f"not promoted: {head} is not significantly better than {', '.join(failed)} (compared: {vs}); "
+            f"nothing serves yet: the best gating baseline {serves!r} (mean RMSE {finite.get(serves, math.nan):.4f}) "
+            "serves as the stop-gap"
+        )
+    if serves == CHAMPION:
+        kind = "model"
+    else:
+        kind = "model" if serves in NETWORK_VARIANTS else "baseline"
+    promote = serves in NETWORK_VARIANTS
+    return ServingDecision(serves, kind, promote, reason, best, dict(scores), against)
