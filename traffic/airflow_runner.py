@@ -288,10 +288,10 @@ def run_nightly(cities: list[str] | None = None, *, as_of: str | None = None, lo
 
 def report(summary: dict[str, Any]) -> str:
     """What was trained, promoted and published, and where to look."""
-    import duckdb
     import mlflow
 
     from traffic.forecast.baselines import BASELINES
+    from traffic.publish import connect_catalog
     from traffic.resources import Resources
 
     res = Resources.from_config()
@@ -346,7 +346,7 @@ def report(summary: dict[str, Any]) -> str:
         lines.append(f"   champion  {f'v{champ.version}' if champ else 'none'}")
     db = res.warehouse.path
     if db.exists():
-        con = duckdb.connect(str(db), read_only=True)
+        con = connect_catalog(db)
         try:
             runs = con.execute(
                 "SELECT city, model_version, model_kind, issued_at, count(*) AS rows "

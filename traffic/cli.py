@@ -49,6 +49,8 @@ MAX_STEPS = 100_000
 MAX_DAYS = 36_600.0
 #: ``traffic hotspots`` ranges: those of :func:`traffic.publish.find_hotspots` (checked by a test).
 MAX_HOURS, MAX_LIMIT = 744, 100_000
+#: ``traffic sql`` rows printed per statement by default (:data:`traffic.publish.query.DEFAULT_LIMIT`), and the most --limit takes.
+DEFAULT_SQL_LIMIT, MAX_SQL_LIMIT = 1000, 10**12
 
 
 class _Parser(argparse.ArgumentParser):
@@ -351,29 +353,17 @@ def cmd_hotspots(args) -> None:
 
 
 def cmd_sql(args) -> None:
-    import duckdb
-    import pandas as pd
-
-    from traffic.publish import connect_catalog
+    """Read statements only, in a session confined to the catalog; rows printed up to --limit or written to a file."""
+    from traffic.publish.query import run_sql
     from traffic.resources import Resources
 
     text = args.query if args.query is not None else sys.stdin.read()
+    out, fmt = (args.parquet, "parquet") if args.parquet is not None else (args.csv, "csv")
+    limit = None if args.all else args.limit if args.limit is not None else (None if out else DEFAULT_SQL_LIMIT)
     try:
-        con = connect_catalog(Resources.from_config().warehouse.path)
-    except (FileNotFoundError, duckdb.Error) as exc:
+        run_sql(Resources.from_config().warehouse.path, text, limit=limit, out=out, fmt=fmt)
+    except FileNotFoundError as exc:
         _fail(f"traffic sql: {exc}")
-    try:
-        for stmt in con.extract_statements(text):
-            cur = con.execute(stmt)
-            if cur.description is None:
-                continue
-            df = cur.df()
-            with pd.option_context("display.width", 250, "display.max_columns", 50, "display.max_rows", 500):
-                print(df.to_string(index=False) if len(df) else f"(no rows; columns: {', '.join(df.columns)})")
-    except duckdb.Error as exc:
-        _fail("traffic sql: " + " ".join(str(exc).split()))
-    finally:
-        con.close()
 
 
 def cmd_export(args) -> None:
@@ -396,6 +386,10 @@ def cmd_export(args) -> None:
     except (ExportError, FileNotFoundError) as exc:
         print(f"traffic export: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except OSError as exc:  # the folder cannot be written: name what the user gave, not a temporary file
+        where = args.out or "<TRAFFIC_HOME>/exports"
+        reason = exc.strerror or type(exc).__name__
+        _fail(f"traffic export: --out {where}: cannot write there: {reason}; allowed: a file or folder you can write")
     for path in paths:
         print(path)
 
@@ -608,6 +602,16 @@ def build_parser() -> argparse.ArgumentParser:
     _export_parser(sub)
     s = sub.add_parser("sql", help="query the analysts' catalog read-only (never blocks a publish)")
     s.add_argument("query", nargs="?", help="SQL; default: statements read from stdin")
+    rows = s.add_mutually_exclusive_group()
+    rows.add_argument(
+        "--limit",
+        type=number(int, 1, MAX_SQL_LIMIT, name="limit"),
+        help=f"most rows per statement (default {DEFAULT_SQL_LIMIT} printed; a file gets every row)",
+    )
+    rows.add_argument("--all", action="store_true", help="every row, streamed")
+    dest = s.add_mutually_exclusive_group()
+    dest.add_argument("--csv", metavar="FILE", help="write the rows of the one statement to this CSV file")
+    dest.add_argument("--parquet", metavar="FILE", help="write the rows of the one statement to this Parquet file")
     s.set_defaults(fn=cmd_sql)
     s = sub.add_parser("refresh", help="re-forecast from the newest ingested bin with the champion and publish")
     s.add_argument("city")

@@ -114,12 +114,37 @@ def read_parquet(
                         file=str(path),
                         column=missing[0],
                     )
+            check_unique_columns(pf.schema_arrow.names, str(path))
             table = pf.read(columns=list(columns) if columns is not None else None)
     except IngestError:
         raise
     except Exception as exc:  # pyarrow raises several unrelated types for corrupt files
         raise IngestError(f"cannot read {path} as Parquet: {exc}", file=str(path)) from exc
     return table.to_pandas()
+
+
+def check_unique_columns(names: Sequence[str], file: str) -> None:
+    """Raise :class:`IngestError` when a header names a column twice (which one would be read is a guess).
+
+    Parameters
+    ----------
+    names : sequence of str
+        The delivered column names, in order.
+    file : str
+        File named in the message.
+    """
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names, start=1):
+        if name in seen and name != "":
+            raise IngestError(
+                f"{file}: column `{name}` appears twice (columns {seen[name]} and {i} of the header); "
+                "expected every column name once: rename or drop one",
+                file=file,
+                column=name,
+                value=name,
+                allowed="unique column names",
+            )
+        seen.setdefault(name, i)
 
 
 def require_columns(
@@ -310,6 +335,7 @@ def read_csv_text(path: UPath | str, *, delimiter: str = ",", option: str = "csv
             start = reader.line_num + 1
     except csv.Error as exc:
         raise IngestError(f"cannot read {file} as CSV: line {reader.line_num}: {exc}", file=file) from exc
+    check_unique_columns([h.strip() for h in header], file)
     while rows and rows[-1] == [""] and len(header) > 1:  # blank lines at the very end
         rows.pop()
         lines.pop()

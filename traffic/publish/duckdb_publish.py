@@ -79,6 +79,7 @@ from traffic.publish.congestion import (
     volume,
 )
 from traffic.publish.migrations import migrate
+from traffic.publish.reader import MEMORY_LIMIT, open_catalog
 from traffic.publish.sql import check_identifier, sql_text, statement
 from traffic.tempfiles import atomic_path, fsync
 
@@ -198,13 +199,20 @@ def list_runs(db_path: str | Path | None = None) -> dict[str, Path]:
 # --------------------------------------------------------------------------- connections
 
 
-def connect_catalog(db_path: str | Path | None = None) -> duckdb.DuckDBPyConnection:
-    """Open the catalog read-only (UTC session). It never blocks, and is never blocked by, a publish.
+def connect_catalog(
+    db_path: str | Path | None = None, *, memory_limit: str = MEMORY_LIMIT
+) -> duckdb.DuckDBPyConnection:
+    """Open the catalog read-only and confined (UTC session). It never blocks, and is never blocked by, a publish.
+
+    The open is retried when a publish swapped the file during it, and the session can read
+    only the store's run files (:func:`traffic.publish.reader.open_catalog`).
 
     Parameters
     ----------
     db_path : str or Path, optional
         Catalog file; default :func:`traffic.config.duckdb_path`.
+    memory_limit : str
+        DuckDB ``memory_limit`` of the session.
 
     Returns
     -------
@@ -217,11 +225,7 @@ def connect_catalog(db_path: str | Path | None = None) -> duckdb.DuckDBPyConnect
         When there is no catalog yet.
     """
     path = _db(db_path)
-    if not path.exists():
-        raise FileNotFoundError(f"no forecast catalog at {path}; run init_db() or publish a forecast first")
-    con = duckdb.connect(str(path), read_only=True)
-    con.execute("SET TimeZone = 'UTC'")
-    return con
+    return open_catalog(path, store_dir(path), memory_limit=memory_limit)
 
 
 @contextmanager
