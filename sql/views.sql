@@ -31,7 +31,7 @@ FROM {runs} AS r;
 CREATE OR REPLACE VIEW forecasts AS
 SELECT
     f.run_id, f.city, f.cell_id, f.target_time, f.horizon, f.channel, f.value, f.lower, f.upper,
-    f.congestion_index, f.congestion_level, f.has_data
+    f.congestion_index, f.congestion_level, f.has_data, f.volume_index, f.volume_level
 FROM {forecasts} AS f;
 
 -- Rows of the newest run (latest issued_at) of each city, with the run's model. The file list
@@ -39,7 +39,7 @@ FROM {forecasts} AS f;
 CREATE OR REPLACE VIEW latest_forecast AS
 SELECT
     f.run_id, f.city, f.cell_id, f.target_time, f.horizon, f.channel, f.value, f.lower, f.upper,
-    f.congestion_index, f.congestion_level, f.has_data,
+    f.congestion_index, f.congestion_level, f.has_data, f.volume_index, f.volume_level,
     r.issued_at, r.model_name, r.model_version, r.model_kind, r.kind, r.interval_level
 FROM {latest_forecasts} AS f
 JOIN forecast_runs AS r ON r.run_id = f.run_id;
@@ -89,7 +89,7 @@ ORDER BY f.congestion_index DESC, f.target_time, f.city, f.cell_id, f.channel;
 -- ---------------------------------------------------------------- verification (traffic.verify)
 -- How good were the published forecasts: each verified run scored against the raster that landed
 -- for its target bins, next to the seasonal reference issued from the same data
--- (sql/migrations/004_skill.sql; docs/publishing.md "Verification"). Pooled figures are computed
+-- (sql/migrations/005_skill.sql; docs/publishing.md "Verification"). Pooled figures are computed
 -- from the sums (root of summed squared errors over the summed count, ...) and rounded to 4
 -- decimals HERE, once: `traffic skill`, the live.* metrics in MLflow and these views show the
 -- same numbers to the last digit.

@@ -21,7 +21,7 @@ def test_shipped_cities_load():
     assert la.channels == ("metr.speed_kmh",)
     assert la.bin_seconds == 900
     b = load_city("berlin")
-    assert b.channels == ("telraam.car", "telraam.heavy", "telraam.bike", "telraam.pedestrian")
+    assert b.channels == ("telraam.car", "telraam.heavy", "telraam.bike", "telraam.pedestrian", "telraam.speed_kmh")
     assert b.tz.key == "Europe/Berlin"
 
 
@@ -72,6 +72,17 @@ def test_forecast_horizon_defaults_to_one_local_day_of_bins():
     assert parse_city(d).forecast.horizon_steps == 6
 
 
+def test_backtest_folds_default_to_weeks_or_days_and_the_shipped_cities_have_enough():
+    d = _berlin()
+    d["forecast"].pop("backtest_folds", None)
+    d["forecast"]["holdout_days"] = 28
+    assert parse_city(d).forecast.backtest_folds == 4
+    d["forecast"]["holdout_days"] = 7
+    assert parse_city(d).forecast.backtest_folds == 7
+    assert load_city("berlin").forecast.backtest_folds >= 4
+    assert load_city("los_angeles").forecast.backtest_folds == load_city("los_angeles").forecast.holdout_days == 2
+
+
 @pytest.mark.parametrize(
     ("forecast", "message"),
     [
@@ -81,6 +92,12 @@ def test_forecast_horizon_defaults_to_one_local_day_of_bins():
         ({"train_days": "many"}, r"train_days = 'many' must be a whole number"),
         ({"train_budget_s": 0}, r"train_budget_s = 0.0 must be > 0"),
         ({"holdout_days": 1, "horizon_steps": 48}, r"horizon_steps = 48 \(48 h\) does not fit in holdout_days = 1"),
+        (
+            {"holdout_days": 7, "backtest_folds": 4},
+            r"backtest_folds = 4 does not split holdout_days = 7 into folds of whole days: the backtest window is "
+            r"too short for the asked folds",
+        ),
+        ({"holdout_days": 2, "backtest_folds": 3}, r"\[forecast\] backtest_folds = 3 does not split holdout_days = 2"),
     ],
 )
 def test_forecast_table_is_validated(forecast, message):

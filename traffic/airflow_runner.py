@@ -316,10 +316,10 @@ def replay_and_verify(city: str, newest: str, times: dict[str, float], *, log=pr
 
 def report(summary: dict[str, Any]) -> str:
     """What was trained, promoted and published, and where to look."""
-    import duckdb
     import mlflow
 
     from traffic.forecast.baselines import BASELINES
+    from traffic.publish import connect_catalog
     from traffic.resources import Resources
 
     res = Resources.from_config()
@@ -389,7 +389,7 @@ def report(summary: dict[str, Any]) -> str:
                 lines.append(f"   WARNING   {line}")
     db = res.warehouse.path
     if db.exists():
-        con = duckdb.connect(str(db), read_only=True)
+        con = connect_catalog(db)
         try:
             runs = con.execute(
                 "SELECT city, model_version, model_kind, issued_at, count(*) AS rows "

@@ -51,6 +51,8 @@ MAX_STEPS = 100_000
 MAX_DAYS = 36_600.0
 #: ``traffic hotspots`` ranges: those of :func:`traffic.publish.find_hotspots` (checked by a test).
 MAX_HOURS, MAX_LIMIT = 744, 100_000
+#: ``traffic sql`` rows printed per statement by default (:data:`traffic.publish.query.DEFAULT_LIMIT`), and the most --limit takes.
+DEFAULT_SQL_LIMIT, MAX_SQL_LIMIT = 1000, 10**12
 
 
 class _Parser(argparse.ArgumentParser):
@@ -351,9 +353,15 @@ def _fail(msg: str) -> None:
     raise SystemExit(2)
 
 
-def format_hotspots(result: Any) -> str:
-    """Text of ``traffic hotspots``: a line naming the run and window, then one line per cell."""
+def format_hotspots(result: Any, places: dict[int, str] | None = None) -> str:
+    """Text of ``traffic hotspots``: a line naming the run and window, then one line per cell.
+
+    ``places`` (``{cell_id: text}``, :func:`traffic.publish.export.cell_places`) adds a last
+    column ``where``: the cell's road segments or sensors, by name and id.
+    """
     import pandas as pd
+
+    from traffic.publish.export import model_label
 
     tz, run = result.timezone, result.run
 
@@ -361,16 +369,22 @@ def format_hotspots(result: Any) -> str:
         return pd.Timestamp(ts).tz_convert(tz).strftime("%Y-%m-%d %H:%M")
 
     zone = pd.Timestamp(result.start).tz_convert(tz).strftime("%Z")
-    version = str(run["model_version"])
-    model = f"{run['model_name']} v{version}" if version.isdigit() else f"{run['model_name']} {version}"
+    model = model_label(run["model_name"], run["model_version"])
+    volume = result.measure == "volume"
+    ranked = "volume index (share of the usual peak), busiest first" if volume else "congestion (speeds), worst first"
     head = (
         f"run {run['run_id']} (model {model}, {run['model_kind']}, {run['kind']};"
         f" issued {local(run['issued_at'])} {zone}); window {local(result.start)} .. {local(result.end)} {zone}"
-        f" ({tz}); {len(result.rows)} cells, worst first"
+        f" ({tz}); {len(result.rows)} cells by {ranked}"
     )
     if not len(result.rows):
-        return head + "\nno congested cell in this window"
+        if volume:
+            return head + "\nno busy cell in this window"
+        speeds = [c for c in run["channels"] if c.rsplit(".", 1)[-1] == "speed_kmh"]
+        why = "" if speeds else " (the run has no speed channel: rank a volume with --channel)"
+        return head + f"\nno congested cell in this window{why}"
     df = result.rows
+    index_col, level_col = ("volume_index", "volume_level") if volume else ("congestion_index", "congestion_level")
     out = pd.DataFrame(
         {
             "cell_id": df["cell_id"],
@@ -381,11 +395,13 @@ def format_hotspots(result: Any) -> str:
             "value": df["value"].round(2),
             "lower": df["lower"].round(2),
             "upper": df["upper"].round(2),
-            "index": df["congestion_index"].round(3),
-            "level": df["congestion_level"],
+            "index": df[index_col].round(3),
+            "level": df[level_col],
             "slots": df["slots"],
         }
     )
+    if places:
+        out["where"] = [places.get(int(c), "") for c in df["cell_id"]]
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         return head + "\n" + out.to_string(index=False)
 
@@ -394,9 +410,10 @@ def cmd_hotspots(args) -> None:
     from traffic.publish import find_hotspots
     from traffic.resources import Resources
 
+    res = Resources.from_config()
     try:
         result = find_hotspots(
-            Resources.from_config().warehouse.path,
+            res.warehouse.path,
             args.city,
             hours=args.hours,
             limit=args.limit,
@@ -405,45 +422,59 @@ def cmd_hotspots(args) -> None:
         )
     except (ValueError, FileNotFoundError) as exc:
         _fail(f"traffic hotspots: {exc}")
-    print(format_hotspots(result))
+    places: dict[int, str] = {}
+    if len(result.rows):
+        from traffic.publish.export import cell_places
+
+        try:  # naming the streets is a help, never a failure
+            places = cell_places(
+                res.warehouse.path, args.city, result.run["run_id"], result.rows["cell_id"].tolist(), res.lake
+            )
+        except Exception as exc:
+            logging.getLogger(__name__).warning(
+                "hotspots: cells not named after their streets: %s: %s", type(exc).__name__, exc
+            )
+    print(format_hotspots(result, places))
 
 
 def cmd_sql(args) -> None:
-    import duckdb
-    import pandas as pd
-
-    from traffic.publish import connect_catalog
+    """Read statements only, in a session confined to the catalog; rows printed up to --limit or written to a file."""
+    from traffic.publish.query import run_sql
     from traffic.resources import Resources
 
     text = args.query if args.query is not None else sys.stdin.read()
+    out, fmt = (args.parquet, "parquet") if args.parquet is not None else (args.csv, "csv")
+    limit = None if args.all else args.limit if args.limit is not None else (None if out else DEFAULT_SQL_LIMIT)
     try:
-        con = connect_catalog(Resources.from_config().warehouse.path)
-    except (FileNotFoundError, duckdb.Error) as exc:
+        run_sql(Resources.from_config().warehouse.path, text, limit=limit, out=out, fmt=fmt)
+    except FileNotFoundError as exc:
         _fail(f"traffic sql: {exc}")
-    try:
-        for stmt in con.extract_statements(text):
-            cur = con.execute(stmt)
-            if cur.description is None:
-                continue
-            df = cur.df()
-            with pd.option_context("display.width", 250, "display.max_columns", 50, "display.max_rows", 500):
-                print(df.to_string(index=False) if len(df) else f"(no rows; columns: {', '.join(df.columns)})")
-    except duckdb.Error as exc:
-        _fail("traffic sql: " + " ".join(str(exc).split()))
-    finally:
-        con.close()
 
 
 def cmd_export(args) -> None:
     """Write a published run's cells as polygons; an unknown city/run/channel/format exits 2 with one line."""
     from traffic.publish.export import ExportError, check_format, export_run
+    from traffic.resources import Resources
 
+    res = Resources.from_config()
     try:
         check_format(args.format)
-        paths = export_run(args.city, args.format, run_id=args.run, out=args.out, channel=args.channel)
+        paths = export_run(
+            args.city,
+            args.format,
+            run_id=args.run,
+            out=args.out,
+            channel=args.channel,
+            db_path=res.warehouse.path,
+            lake=res.lake,
+        )
     except (ExportError, FileNotFoundError) as exc:
         print(f"traffic export: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except OSError as exc:  # the folder cannot be written: name what the user gave, not a temporary file
+        where = args.out or "<TRAFFIC_HOME>/exports"
+        reason = exc.strerror or type(exc).__name__
+        _fail(f"traffic export: --out {where}: cannot write there: {reason}; allowed: a file or folder you can write")
     for path in paths:
         print(path)
 
@@ -632,7 +663,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("cities", nargs="*")
     s.add_argument("--as-of", type=iso_date)
     s.set_defaults(fn=cmd_nightly)
-    s = sub.add_parser("hotspots", help="where will it jam in the next hours (cells at level moderate or worse)")
+    s = sub.add_parser(
+        "hotspots",
+        help="where will it jam in the next hours: congestion from speeds, cells at level moderate or worse "
+        "(--channel <a volume> ranks its volume index instead, cells at busy or peak)",
+    )
     s.add_argument("city")
     s.add_argument("--at", help="window start: local time of the city ('2012-03-08 07:00') or ISO with offset")
     s.add_argument(
@@ -641,7 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="3",
         help=f"window length in hours, 0 < hours <= {MAX_HOURS} (default 3)",
     )
-    s.add_argument("--channel", help="only this channel, e.g. metr.speed_kmh")
+    s.add_argument("--channel", help="only this channel, e.g. metr.speed_kmh; a volume (telraam.car) ranks busyness")
     s.add_argument(
         "--limit",
         type=number(int, 1, MAX_LIMIT, name="limit"),
@@ -652,6 +687,16 @@ def build_parser() -> argparse.ArgumentParser:
     _export_parser(sub)
     s = sub.add_parser("sql", help="query the analysts' catalog read-only (never blocks a publish)")
     s.add_argument("query", nargs="?", help="SQL; default: statements read from stdin")
+    rows = s.add_mutually_exclusive_group()
+    rows.add_argument(
+        "--limit",
+        type=number(int, 1, MAX_SQL_LIMIT, name="limit"),
+        help=f"most rows per statement (default {DEFAULT_SQL_LIMIT} printed; a file gets every row)",
+    )
+    rows.add_argument("--all", action="store_true", help="every row, streamed")
+    dest = s.add_mutually_exclusive_group()
+    dest.add_argument("--csv", metavar="FILE", help="write the rows of the one statement to this CSV file")
+    dest.add_argument("--parquet", metavar="FILE", help="write the rows of the one statement to this Parquet file")
     s.set_defaults(fn=cmd_sql)
     s = sub.add_parser("verify", help="score the published runs whose target days have landed (skill tables)")
     s.add_argument("city")

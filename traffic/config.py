@@ -95,7 +95,12 @@ def duckdb_path() -> Path:
 
 
 #: Feed options every adapter takes (read by rasterize), besides ``traffic.landing.adapters.ADAPTER_OPTIONS``.
-COMMON_FEED_OPTIONS = {"min_uptime": "camera rows with a smaller uptime are not rasterized (0 .. 1, default 0)"}
+COMMON_FEED_OPTIONS = {
+    "min_uptime": "camera rows with a smaller uptime are not rasterized (0 .. 1, default 0)",
+    "max_quarantined_share": "a feed day with a larger share of quarantined rows fails ingest (0 .. 1, default 0.5)",
+}
+#: Most cells a city grid may have (``bbox`` / ``cell_size_m``); a larger grid is refused when the file is loaded.
+MAX_GRID_CELLS = 250_000
 
 
 @dataclass(frozen=True)
@@ -290,6 +295,29 @@ class _ForecastTable(_Table):
     verify_days: Whole = Field(default=7, ge=1, le=366)
 
 
+class _PlausibilityTable(_Table):
+    max_per_hour: dict[str, Annotated[Real, Field(gt=0, le=1e9)]] = {}
+    max_speed_kmh: Real = Field(default=200.0, gt=0, le=1000)
+
+    @field_validator("max_per_hour")
+    @classmethod
+    def _counts(cls, v: dict[str, float]) -> dict[str, float]:
+        from traffic.channels import COUNT_CHANNELS
+
+        bad = sorted(set(v) - set(COUNT_CHANNELS))
+        if bad:
+            raise ValueError(f"keys {bad} are not count channels; allowed: {sorted(COUNT_CHANNELS)}")
+        return v
+
+
+@dataclass(frozen=True)
+class Plausibility:
+    """Plausibility bounds of a city's rows (``[plausibility]``; defaults in :mod:`traffic.ingest.validate`)."""
+
+    max_per_hour: tuple[tuple[str, float], ...] = ()
+    max_speed_kmh: float = 200.0
+
+
 class _CalendarTable(_Table):
     holidays_country: str | None = None
     holidays_subdiv: str | None = None
@@ -311,11 +339,13 @@ class _OptionsTable(_Table):
     start_local: Text | None = None
     end_local: Text | None = None
     counts_extrapolated: bool | None = None
+    min_speed_cars: Real | None = Field(default=None, ge=0)
     min_uptime: Real | None = Field(default=None, ge=0, le=1)
     csv_delimiter: Delimiter | None = None
     registry_csv_delimiter: Delimiter | None = None
     registry_crs: Annotated[str, BeforeValidator(_crs_text)] | None = None
     registry_max_rejected_share: Real | None = Field(default=None, ge=0, le=1)
+    max_quarantined_share: Real | None = Field(default=None, ge=0, le=1)
 
     @field_validator("start_local", "end_local")
     @classmethod
@@ -391,6 +421,7 @@ class _CityTable(_Table):
     feeds: list[_FeedTable]
     calendar: _CalendarTable = _CalendarTable()
     forecast: _ForecastTable = _ForecastTable()
+    plausibility: _PlausibilityTable = _PlausibilityTable()
 
     @field_validator("timezone")
     @classmethod
@@ -453,8 +484,9 @@ _TABLES: dict[tuple[str, ...], type[BaseModel]] = {
     ("calendar",): _CalendarTable,
     ("feeds",): _FeedTable,
     ("feeds", "options"): _OptionsTable,
+    ("plausibility",): _PlausibilityTable,
 }
-_SECTIONS = ("forecast", "calendar")
+_SECTIONS = ("forecast", "calendar", "plausibility")
 
 
 def _where(loc: tuple[Any, ...]) -> str:
@@ -631,6 +663,7 @@ class CityConfig:
     forecast: ForecastConfig
     source: str = ""
     calendar: HolidayCalendar = field(default_factory=HolidayCalendar)
+    plausibility: Plausibility = field(default_factory=Plausibility)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -655,6 +688,34 @@ class CityConfig:
             key="feed",
             value=name,
             allowed=str([f.name for f in self.feeds]),
+        )
+
+
+def grid_cells(bbox: Any, crs_epsg: int, cell_size_m: float) -> tuple[int, int]:
+    """``(rows, columns)`` of the grid of ``bbox`` in ``crs_epsg`` at ``cell_size_m`` (what ``traffic.grid.cells.grid_spec`` builds)."""
+    from pyproj import Transformer
+
+    tr = Transformer.from_crs(4326, crs_epsg, always_xy=True)
+    lon0, lat0, lon1, lat1 = (float(v) for v in bbox)
+    xmin, ymin, xmax, ymax = tr.transform_bounds(lon0, lat0, lon1, lat1, densify_pts=101)
+    s = float(cell_size_m)
+    width = max(1, math.ceil((xmax - math.floor(xmin / s) * s) / s))
+    height = max(1, math.ceil((ymax - math.floor(ymin / s) * s) / s))
+    return height, width
+
+
+def _check_grid_size(bbox: Any, crs_epsg: int, cell_size_m: float, source: str) -> None:
+    h, w = grid_cells(bbox, crs_epsg, cell_size_m)
+    if h * w > MAX_GRID_CELLS:
+        fit = cell_size_m * math.sqrt(h * w / MAX_GRID_CELLS)
+        raise ConfigError(
+            f"{source}: cell_size_m = {cell_size_m:g} gives a grid of {h} x {w} = {h * w:,} cells over bbox "
+            f"{list(bbox)}, more than the {MAX_GRID_CELLS:,} allowed; use cell_size_m >= {math.ceil(fit)} "
+            "or a smaller bbox",
+            file=source,
+            key="cell_size_m",
+            value=cell_size_m,
+            allowed=f"a grid of at most {MAX_GRID_CELLS:,} cells",
         )
 
 
@@ -684,6 +745,18 @@ def parse_city(data: dict[str, Any], source: str = "<dict>", base: str | Path | 
     """
     city = _validate(_CityTable, data, source)
     secs = time_bin_seconds(city.time_bin)
+    _check_grid_size(city.bbox, city.crs_epsg, city.cell_size_m, source)
+    for i, f in enumerate(city.feeds):
+        iv = f.options.interval_s
+        if iv is not None and secs % iv:
+            raise ConfigError(
+                f"{source}: feeds[{i}].options.interval_s = {iv} does not divide time_bin = {city.time_bin!r} "
+                f"({secs} s): a bin must hold whole rows of feed {f.name!r}; set time_bin to a multiple of {iv} s",
+                file=source,
+                key="time_bin",
+                value=city.time_bin,
+                allowed=f"a multiple of interval_s = {iv} s",
+            )
     fc = _resolve_forecast(city.forecast, secs, source)
     try:
         calendar = HolidayCalendar(
@@ -718,6 +791,10 @@ def parse_city(data: dict[str, Any], source: str = "<dict>", base: str | Path | 
         forecast=fc,
         source=source,
         calendar=calendar,
+        plausibility=Plausibility(
+            max_per_hour=tuple(sorted(city.plausibility.max_per_hour.items())),
+            max_speed_kmh=city.plausibility.max_speed_kmh,
+        ),
     )
 
 

@@ -25,6 +25,7 @@ class                     raised when
 :class:`PublishError`     the inputs of a publish do not fit together
 :class:`HotspotError`     a hotspot question the published runs cannot answer
 :class:`ExportError`      a city, run, channel or format the catalog does not have
+:class:`QueryError`       an analyst's SQL that is not a read statement, or that fails
 ========================  ==============================================================
 """
 
@@ -170,3 +171,7 @@ class HotspotError(TrafficError, ValueError):
 
 class ExportError(TrafficError, ValueError):
     """A city, run, channel or format that the catalog does not have; the message lists what it has."""
+
+
+class QueryError(TrafficError, ValueError):
+    """An analyst's SQL (``traffic sql``) that is not a read statement, reaches outside the catalog or fails."""

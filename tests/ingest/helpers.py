@@ -18,6 +18,7 @@ def canonical_city(
     timezone: str = "Europe/Berlin",
     obs_name: str = "obs.csv",
     options: dict | None = None,
+    bbox: list[float] | None = None,
 ) -> CityConfig:
     """Write a canonical delivery (observations + registry CSV) and a city config pointing at it."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -34,7 +35,7 @@ def canonical_city(
             "name": "tinytown",
             "timezone": timezone,
             "crs_epsg": 25833,
-            "bbox": [13.0, 52.0, 14.0, 53.0],
+            "bbox": bbox or [13.0, 52.0, 14.0, 53.0],
             "cell_size_m": 1000,
             "time_bin": "1h",
             "feeds": [

@@ -76,7 +76,9 @@ def delivery(tmp_path: Path):
     reg = pd.read_csv(LOCATIONS, dtype={"sensor_id": "string"}).rename(
         columns={"sensor_id": "source_id", "longitude": "lon", "latitude": "lat"}
     )
-    city = canonical_city(tmp_path / "raw", obs, reg, timezone="America/Los_Angeles")
+    city = canonical_city(
+        tmp_path / "raw", obs, reg, timezone="America/Los_Angeles", bbox=[-118.56, 34.03, -118.17, 34.23]
+    )
     return city
 
 

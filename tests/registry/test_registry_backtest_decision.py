@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from traffic import pipeline
+from traffic.config import mlflow_uri
 from traffic.forecast.backtest import DailyErrors
 from traffic.registry import champion, load_module, log_training, run_data, serving_record
 from traffic.registry.card import fmt
@@ -18,15 +19,17 @@ DAYS = 6
 
 
 @pytest.fixture
-def night(holdout_data):
+def night(holdout_data, scorer):
     """``train`` + ``evaluate_and_promote`` for a result with a backtest: the champion is scored on its folds."""
     x, y, mask, _ = holdout_data
 
     def run(city, result):
         current = champion(city)
+        champ = None
         if current is not None:
             import torch
 
+            champ = scorer(load_module(city), x, y, mask)
             with torch.no_grad():
                 fc = load_module(city)(torch.from_numpy(x)).numpy()
             daily = DailyErrors(np.arange(len(x)) % DAYS, DAYS, y.shape[1])
@@ -37,6 +40,7 @@ def night(holdout_data):
             result,
             data_window=WINDOW,
             code_version="x",
+            champion_metrics=champ,
             champion_version=current["version"] if current else None,
             gate_baselines=pipeline.promotion_gate_baselines(),
         )
@@ -59,7 +63,8 @@ def test_a_significantly_better_network_serves_then_no_significant_difference_ke
     # the run is named after the night it ran for
     import mlflow
 
-    assert mlflow.MlflowClient().get_run(logged["run_id"]).info.run_name == f"berlin-{AS_OF}"
+    client = mlflow.MlflowClient(tracking_uri=mlflow_uri())
+    assert client.get_run(logged["run_id"]).info.run_name == f"berlin-{AS_OF}"
 
     # a version a hair worse than the champion: the champion keeps serving, and says why
     logged2, out2 = night(berlin, make_result(make_module(0.021), gbm_error=0.08, ridge_error=0.25, backtest_days=DAYS))
@@ -88,6 +93,7 @@ def test_the_card_shows_the_backtest_with_the_logged_digits(berlin, make_module,
 
     logged, _ = night(berlin, make_result(make_module(0.02), gbm_error=0.08, ridge_error=0.25, backtest_days=DAYS))
     m = run_data(logged["run_id"])["metrics"]
+    mlflow.set_tracking_uri(mlflow_uri())
     card = mlflow.artifacts.load_text(f"runs:/{logged['run_id']}/model_card.md")
     assert "## Backtest: what the decision rests on" in card
     section = card[card.index("## Backtest") : card.index("## Promotion rule")]

@@ -33,15 +33,15 @@ def test_scores_of_a_hand_checked_case():
     )
     g = s.groups.set_index("horizon_group")
     assert list(g.index) == ["h01", "h02-03"]  # the card's group names (traffic.forecast.horizons)
-    # h01: errors -2 (12 -> 10) and 0; bounds [8, 13] hold 12, [21, 25] miss 20; levels 0.25/0.30 moderate,
-    # 0.5/0.5 heavy: both hit; reference errors -1 and +4
+    # h01: errors -2 (12 -> 10) and 0; bounds [8, 13] hold 12, [21, 25] miss 20; volume levels 0.25/0.30 normal,
+    # 0.5/0.5 normal: both hit; reference errors -1 and +4
     h1 = g.loc["h01"]
     assert (h1.n, h1.n_interval, h1.n_covered, h1.n_level, h1.n_level_hit) == (2, 2, 1, 2, 2)
     assert h1.mae == 1.0 and h1.bias == -1.0 and h1.rmse == pytest.approx(math.sqrt(2))
     assert h1.coverage == 0.5 and h1.level_hit_rate == 1.0
     assert h1.ref_rmse == pytest.approx(math.sqrt(8.5)) and h1.ref_mae == 2.5 and h1.ref_bias == 1.5
     assert h1.skill == pytest.approx(1 - math.sqrt(2 / 8.5))
-    # h02-03: only cell 7 (cell 8 published nothing there): error +5, inside [20, 40], severe (0.75) vs heavy (0.625)
+    # h02-03: only cell 7 (cell 8 published nothing there): error +5, inside [20, 40], busy (0.75) vs normal (0.625)
     h2 = g.loc["h02-03"]
     assert (h2.n, h2.n_covered, h2.n_level_hit) == (1, 1, 0)
     assert (h2.rmse, h2.mae, h2.bias, h2.coverage, h2.level_hit_rate, h2.ref_rmse) == (5, 5, 5, 1, 0, 2)

@@ -42,8 +42,10 @@ import pandas as pd
 from traffic import timebins
 from traffic.forecast.backtest import DailyErrors
 from traffic.forecast.features import calendar_features, minute_of_week
+from traffic.forecast.intervals import CoverageAccumulator, cell_scale, fit_intervals
 from traffic.forecast.metrics import MetricAccumulator
 from traffic.forecast.result import HorizonMetrics
+from traffic.forecast.split import spread
 from traffic.grid.tensor import GridTensor
 
 BASELINES = ("persistence", "seasonal_average", "ridge", "gbm")
@@ -674,6 +676,7 @@ def evaluate_baselines(
     batch_size: int = 64,
     gbm_max_rows: int = 100_000,
     daily: Mapping[str, DailyErrors] | None = None,
+    calibration_samples: int = 64,
 ) -> dict[str, HorizonMetrics]:
     """Fit the baselines (:data:`BASELINES`) on the training window and score them on the holdout samples.
 
@@ -695,11 +698,15 @@ def evaluate_baselines(
         Training rows of the gradient-boosting baseline (a seeded sample of the observed targets).
     daily : mapping of str to DailyErrors, optional
         Per baseline name, also adds every error to it per target day (the backtest).
+    calibration_samples : int
+        Training samples (evenly spread) whose residuals fit each baseline's 80 % bounds, as
+        :func:`traffic.forecast.fallback.fit_baseline` fits the bounds a serving baseline is published with.
 
     Returns
     -------
     dict
-        ``{"persistence": HorizonMetrics, "seasonal_average": ..., "ridge": ..., "gbm": ...}``.
+        ``{"persistence": HorizonMetrics, "seasonal_average": ..., "ridge": ..., "gbm": ...}``, each
+        with ``coverage``: the share of observed holdout targets inside the baseline's 80 % bounds.
     """
     bm = timebins.bin_minutes(grid.times)
     prof = window_profile(grid, fit_start, fit_end)
@@ -708,18 +715,38 @@ def evaluate_baselines(
     gbm.fit(grid, train_t_end, prof, fit_start, fit_end)
     acc = {name: MetricAccumulator(horizon) for name in BASELINES}
     holdout_t_end = np.asarray(holdout_t_end)
-    for s in range(0, len(holdout_t_end), batch_size):
-        te = holdout_t_end[s : s + batch_size]
-        tidx = te[:, None] + np.arange(1, horizon + 1)[None, :]
-        target, mask = grid.values[tidx], grid.mask[tidx]
-        preds = {
+
+    def forecasts(te: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        return {
             "persistence": persistence_forecast(grid, te, context_steps, horizon, prof.cell_mean),
             "seasonal_average": seasonal_forecast(prof, grid, bm, te, horizon),
             "ridge": ridge.predict(grid, te, where=mask),
             "gbm": gbm.predict(grid, te, where=mask),
         }
-        for name, pred in preds.items():
+
+    # the 80 % bounds each baseline is published with (traffic.forecast.fallback: quantiles of its residuals
+    # on training samples), so that the backtest reports the coverage of every kind that can serve
+    cal = spread(np.asarray(train_t_end), calibration_samples)
+    residuals: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {name: [] for name in BASELINES}
+    for s in range(0, len(cal), batch_size):
+        te = cal[s : s + batch_size]
+        tidx = te[:, None] + np.arange(1, horizon + 1)[None, :]
+        target, mask = grid.values[tidx], grid.mask[tidx]
+        for name, pred in forecasts(te, mask).items():
+            residuals[name].append((pred, target, mask))
+    scale = cell_scale(grid.values[fit_start:fit_end], grid.mask[fit_start:fit_end])
+    bounds = {name: fit_intervals(r, scale) for name, r in residuals.items()}
+    cov = {name: CoverageAccumulator(horizon) for name in BASELINES}
+    for s in range(0, len(holdout_t_end), batch_size):
+        te = holdout_t_end[s : s + batch_size]
+        tidx = te[:, None] + np.arange(1, horizon + 1)[None, :]
+        target, mask = grid.values[tidx], grid.mask[tidx]
+        for name, pred in forecasts(te, mask).items():
             acc[name].update(pred, target, mask)
+            cov[name].update(*bounds[name].bounds(pred), target, mask)
             if daily is not None and name in daily:
                 daily[name].update(pred, target, mask, tidx)
-    return {name: a.result() for name, a in acc.items()}
+    out = {name: a.result() for name, a in acc.items()}
+    for name, m in out.items():
+        m.coverage = cov[name].result()
+    return out

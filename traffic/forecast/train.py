@@ -582,7 +582,9 @@ def _train(
         # one interval model per deployable network variant (the full model, base + head, the base)
         n_cal = 4 * int(tr["max_val_samples"])
         val_ho = np.concatenate([spread(split.train, n_cal), spread(split.val, n_cal)])
-        for variant, net in (("model", module), ("base_head", ablated.set_paths("base_head"))):
+        for variant, net in (("model", module), ("base_head", ablated), ("base", ablated)):
+            if net is ablated:
+                ablated.set_paths(variant)  # the head as pre-fitted, hidden state 0; or the linear base alone
             variant_intervals[variant] = fit_intervals(
                 (
                     (predict(net, grid, te, context_steps, horizon_steps), grid.values[ti], grid.mask[ti])
@@ -591,15 +593,6 @@ def _train(
                 ),
                 cell_scale(win.values, win.mask),
             )
-        ablated.set_paths("base")
-        variant_intervals["base"] = fit_intervals(
-            (
-                (predict(ablated, grid, te, context_steps, horizon_steps), grid.values[ti], grid.mask[ti])
-                for te in np.array_split(val_ho, max(1, math.ceil(len(val_ho) / eval_bs)))
-                for ti in (target_index(te, horizon_steps),)
-            ),
-            cell_scale(win.values, win.mask),
-        )
         intervals = variant_intervals["model"]
         metrics["model"] = evaluate_module(
             module,

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,6 +53,7 @@ import shapely
 from traffic import intraday
 from traffic.config import CityConfig, FeedConfig
 from traffic.errors import UsageError
+from traffic.ingest.bulk import check_bins, check_quarantine_share, check_sources_in_box, max_quarantined_share
 from traffic.ingest.validate import (
     REASONS,
     REGISTRY_REASONS,
@@ -84,6 +86,8 @@ REGISTRY_FILE = "registry.parquet"
 REJECTED_FILE = "rejected.parquet"
 #: Default of feed option ``registry_max_rejected_share``: a registry losing more than this fails ingest.
 REGISTRY_MAX_REJECTED_SHARE = 0.5
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------
@@ -203,6 +207,8 @@ def ingest_registry(city: CityConfig, feed: FeedConfig, *, lake: Lake | None = N
     frame = read_feed_registry(feed)
     registry, rejected, version = registry_tables(frame)
     check_registry_loss(feed, registry, rejected)
+    geoms = shapely.from_wkb(registry.column("geometry").to_numpy(zero_copy_only=False))
+    check_sources_in_box(feed.path("registry"), geoms, city.bbox, city.source or city.name)
     store = lake if lake is not None else Lake.from_config()
     folder = store.partition("registry", city=city.name, feed=feed.name)
     sweep_folder(folder)
@@ -550,7 +556,14 @@ def ingest_range(
     known, version = registry_sources(city, feed, lake=store)
     delivery = read_delivery(feed)  # file-level faults raise here, before anything is written
     landing = delivery.frame
-    checked = check_observations(landing, tz=city.timezone, known_sources=known, future_slack_s=city.bin_seconds)
+    checked = check_observations(
+        landing,
+        tz=city.timezone,
+        known_sources=known,
+        future_slack_s=city.bin_seconds,
+        max_per_hour=dict(city.plausibility.max_per_hour),
+        max_speed_kmh=city.plausibility.max_speed_kmh,
+    )
     n = len(checked)
     marked = np.where(pd.isna(checked["reason"].to_numpy(dtype=object, na_value=None)), landing["marked"], 0)
 
@@ -571,6 +584,9 @@ def ingest_range(
     order = rows[np.lexsort((rows, ts_int[rows], src_code[rows], rel[rows]))]
     bounds = np.searchsorted(rel[order], np.arange(len(days) + 1))
 
+    if cut is None:
+        _check_delivered(feed, days, local_day[dated])
+    _check_bulk(store, city, feed, days, checked, landing, delivery, order, bounds, rejected, keys)
     table = _observation_table(checked, feed.kind)
     q_rows = np.flatnonzero(rejected & (in_range | undated))
     q_pos = np.full(n, -1, dtype=np.int64)
@@ -632,6 +648,89 @@ def ingest_range(
                 if stale.exists():  # an object store has no folder once its objects are gone
                     stale.rmdir()
     return reports
+
+
+def _check_bulk(
+    store: Lake,
+    city: CityConfig,
+    feed: FeedConfig,
+    days: list[str],
+    checked: pd.DataFrame,
+    landing: pd.DataFrame,
+    delivery: Any,
+    order: np.ndarray,
+    bounds: np.ndarray,
+    rejected: np.ndarray,
+    keys: dict[str, str],
+) -> None:
+    """The faults of a delivery in bulk (:mod:`traffic.ingest.bulk`), per day; raises before anything is written."""
+    obs_file = feed.path("observations")
+    city_file = city.source or city.name
+    kept = order[~rejected[order]]
+    if "interval_s" in landing.columns and len(kept):
+        interval = landing["interval_s"].to_numpy(dtype="float64", na_value=np.nan)[kept]
+        check_bins(obs_file, interval[np.isfinite(interval)], city.bin_seconds, city.time_bin, city_file)
+    reason = checked["reason"].to_numpy(dtype=object, na_value=None)
+    share = max_quarantined_share(feed.options)
+    ids, geoms = _registry_geometries(store, keys)
+    where = pd.Index(ids)
+    sources = checked["source_id"].to_numpy(dtype=object, na_value=None)
+    for i, day in enumerate(days):
+        part = order[bounds[i] : bounds[i + 1]]
+        day_reasons = reason[part]
+        bad = part[pd.notna(day_reasons)]
+        if len(bad) > share * max(len(part), 1):
+            codes, counts = np.unique(reason[bad].astype(str), return_counts=True)
+            top = codes[np.argmax(counts)]
+            sample = bad[reason[bad] == top][:3]
+            check_quarantine_share(obs_file, day, list(day_reasons), delivery.records(sample), max_share=share)
+        good = part[pd.isna(day_reasons)]
+        if len(good):
+            pos = where.get_indexer(pd.unique(sources[good]))
+            check_sources_in_box(
+                obs_file,
+                geoms[pos[pos >= 0]],
+                city.bbox,
+                city_file,
+                what=f"{day}: every source with accepted rows",
+            )
+
+
+def _check_delivered(feed: FeedConfig, days: list[str], delivered: np.ndarray) -> None:
+    """Refuse a range of days that the delivery does not hold at all (no silent empty partitions).
+
+    Days of the range outside the delivered span, next to days inside it, get empty partitions
+    and a WARNING naming them; a day inside the span without rows (a camera off all day) gets
+    empty partitions; a delivery without any dated row (a header-only file) too, as
+    docs/landing.md promises.
+    """
+    if not len(delivered):
+        return
+    first, last = str(delivered.min()), str(delivered.max())
+    outside = [d for d in days if d < first or d > last]
+    if not outside:
+        return
+    shown = ", ".join(outside[:5]) + (f" (+{len(outside) - 5} more)" if len(outside) > 5 else "")
+    if len(outside) < len(days):
+        log.warning("%s: nothing delivered for %s (the delivery holds %s .. %s)", feed.name, shown, first, last)
+        return
+    raise IngestError(
+        f"{feed.path('observations')}: nothing delivered for {shown}: the delivery holds local dates "
+        f"{first} .. {last}; ingest those dates, or add the new days' files to the feed's landing folder "
+        "(docs/landing.md, 'Deliveries day after day')",
+        file=feed.path("observations"),
+        value=shown,
+        allowed=f"dates {first} .. {last}",
+    )
+
+
+def _registry_geometries(store: Lake, keys: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """``source_id`` and shapely geometry (WGS84) of every source of the feed's lake registry."""
+    target = store.partition("registry", **keys) / REGISTRY_FILE
+    with target.open("rb") as fh:
+        t = pq.read_table(fh, columns=["source_id", "geometry"])
+    ids = t.column("source_id").to_numpy(zero_copy_only=False)
+    return ids, shapely.from_wkb(t.column("geometry").to_numpy(zero_copy_only=False))
 
 
 def _write_day(

@@ -56,10 +56,20 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from traffic.channels import COUNT_CHANNELS, VALUE_CHANNELS
+from traffic.channels import COUNT_CHANNELS, SPEED_MAX_KMH, VALUE_CHANNELS
 
-#: Highest plausible speed; above it (or at/below zero) a speed is a fault.
-SPEED_MAX_KMH = 200.0
+# SPEED_MAX_KMH (traffic.channels): highest plausible speed; above it (or at/below zero) a speed is a fault
+# (city override: ``[plausibility] max_speed_kmh``).
+#: Most of each count one source can count in an hour; a row's bound is this x ``interval_s`` / 3600
+#: (city override: ``[plausibility] max_per_hour = {car = ...}``). A multi-lane arterial carries
+#: about 2,000 vehicles/h per lane; the defaults leave room for 10 lanes and a dense crowd.
+MAX_COUNT_PER_HOUR: dict[str, float] = {
+    "count": 20_000.0,
+    "car": 20_000.0,
+    "heavy": 10_000.0,
+    "bike": 20_000.0,
+    "pedestrian": 100_000.0,
+}
 #: Telraam reports uptimes a hair above 1 (e.g. 1.00028) from rounding; accepted as delivered.
 UPTIME_TOLERANCE = 0.01
 #: Longest interval a row may cover.
@@ -213,6 +223,8 @@ class RuleContext:
     pending: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     source_codes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     future_slack_us: int = 0
+    max_per_hour: dict[str, float] = field(default_factory=lambda: dict(MAX_COUNT_PER_HOUR))
+    max_speed_kmh: float = SPEED_MAX_KMH
 
 
 @dataclass(frozen=True)
@@ -300,8 +312,20 @@ def _negative_count(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
     return _any_of(f, COUNT_CHANNELS, lambda v: (v < 0) | np.isinf(v))
 
 
+def _implausible_count(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
+    hours = _col(f, "interval_s")
+    hours = np.full(len(f), 1.0) if hours is None else np.where(np.isfinite(hours), hours / 3600.0, 1.0)
+    out = np.zeros(len(f), dtype=bool)
+    for name in COUNT_CHANNELS:
+        v = _col(f, name)
+        if v is not None and name in ctx.max_per_hour:
+            with np.errstate(invalid="ignore"):
+                out |= v > ctx.max_per_hour[name] * hours
+    return out
+
+
 def _speed(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
-    return _any_of(f, ("speed_kmh",), lambda v: (v <= 0) | (v > SPEED_MAX_KMH))
+    return _any_of(f, ("speed_kmh",), lambda v: (v <= 0) | (v > ctx.max_speed_kmh))
 
 
 def _occupancy(f: pd.DataFrame, ctx: RuleContext) -> np.ndarray:
@@ -360,7 +384,12 @@ RULES: tuple[Rule, ...] = (
     Rule("marked_missing", "no measurement value; a cell said N/A (or another missing marker)", _marked_missing),
     Rule("all_values_null", "every measurement column is null", _all_values_null),
     Rule("negative_count", "a count is negative or infinite", _negative_count),
-    Rule("speed_out_of_range", f"speed_kmh <= 0 or > {SPEED_MAX_KMH:g}", _speed),
+    Rule(
+        "implausible_count",
+        "a count above what one source can count in the row's interval ([plausibility] max_per_hour)",
+        _implausible_count,
+    ),
+    Rule("speed_out_of_range", f"speed_kmh <= 0 or > {SPEED_MAX_KMH:g} ([plausibility] max_speed_kmh)", _speed),
     Rule("occupancy_out_of_range", "occupancy < 0 or > 1", _occupancy),
     Rule("uptime_out_of_range", f"uptime < 0 or > {1 + UPTIME_TOLERANCE:g}", _uptime),
     Rule("zero_uptime", "uptime is 0: the camera did not count", _zero_uptime),
@@ -383,7 +412,14 @@ def _labels(codes: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
     return out
 
 
-def validate(frame: pd.DataFrame, known_sources: Iterable[str], *, future_slack_s: int = 0) -> pd.Series:
+def validate(
+    frame: pd.DataFrame,
+    known_sources: Iterable[str],
+    *,
+    future_slack_s: int = 0,
+    max_per_hour: dict[str, float] | None = None,
+    max_speed_kmh: float = SPEED_MAX_KMH,
+) -> pd.Series:
     """Reason code per row of a normalised frame (NA = accepted).
 
     Parameters
@@ -396,6 +432,10 @@ def validate(frame: pd.DataFrame, known_sources: Iterable[str], *, future_slack_
         Source ids of the registry.
     future_slack_s : int
         Seconds a row may start after its ``delivered_at`` (one time bin of the city).
+    max_per_hour : dict, optional
+        Most of each count channel per hour and source; default :data:`MAX_COUNT_PER_HOUR`.
+    max_speed_kmh : float
+        Highest plausible speed.
 
     Returns
     -------
@@ -408,6 +448,8 @@ def validate(frame: pd.DataFrame, known_sources: Iterable[str], *, future_slack_
         pending=np.ones(n, dtype=bool),
         source_codes=pd.factorize(frame["source_id"])[0],
         future_slack_us=int(future_slack_s) * 1_000_000,
+        max_per_hour={**MAX_COUNT_PER_HOUR, **(max_per_hour or {})},
+        max_speed_kmh=float(max_speed_kmh),
     )
     codes = np.full(n, -1, dtype=np.int16)
     for i, rule in enumerate(RULES):
@@ -419,7 +461,13 @@ def validate(frame: pd.DataFrame, known_sources: Iterable[str], *, future_slack_
 
 
 def check_observations(
-    landing: pd.DataFrame, *, tz: str, known_sources: Iterable[str], future_slack_s: int = 0
+    landing: pd.DataFrame,
+    *,
+    tz: str,
+    known_sources: Iterable[str],
+    future_slack_s: int = 0,
+    max_per_hour: dict[str, float] | None = None,
+    max_speed_kmh: float = SPEED_MAX_KMH,
 ) -> pd.DataFrame:
     """Normalise timestamps and validate a landing frame.
 
@@ -435,6 +483,8 @@ def check_observations(
         Source ids of the registry.
     future_slack_s : int
         Seconds a row may start after its delivery time (the city's time bin).
+    max_per_hour, max_speed_kmh
+        Plausibility bounds (:func:`validate`; the city's ``[plausibility]``).
 
     Returns
     -------
@@ -445,7 +495,9 @@ def check_observations(
     """
     times = normalise_timestamps(landing["source_id"], landing["timestamp"], tz)
     frame = landing.drop(columns=["timestamp"]).join(times)
-    frame["reason"] = validate(frame, known_sources, future_slack_s=future_slack_s)
+    frame["reason"] = validate(
+        frame, known_sources, future_slack_s=future_slack_s, max_per_hour=max_per_hour, max_speed_kmh=max_speed_kmh
+    )
     return frame
 
 

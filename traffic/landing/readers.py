@@ -90,8 +90,14 @@ def read_csv(path: UPath | str, **kwargs) -> pd.DataFrame:
         raise IngestError(f"cannot read {path} as CSV: {exc}", file=str(path)) from exc
 
 
-def read_parquet(path: UPath | str, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """Read a Parquet file (optionally only ``columns``) into pandas; :class:`IngestError` on failure."""
+def read_parquet(
+    path: UPath | str, columns: Sequence[str] | None = None, *, optional: Sequence[str] = ()
+) -> pd.DataFrame:
+    """Read a Parquet file (optionally only ``columns``) into pandas; :class:`IngestError` on failure.
+
+    Columns named in ``optional`` (a subset of ``columns``) are read when the file has them and
+    are left out of the frame when it does not; any other column of ``columns`` must be there.
+    """
     import pyarrow.parquet as pq
 
     try:
@@ -99,6 +105,7 @@ def read_parquet(path: UPath | str, columns: Sequence[str] | None = None) -> pd.
             pf = pq.ParquetFile(fh)
             if columns is not None:
                 present = set(pf.schema_arrow.names)
+                columns = [c for c in columns if c in present or c not in optional]
                 missing = [c for c in columns if c not in present]
                 if missing:
                     raise IngestError(
@@ -107,12 +114,37 @@ def read_parquet(path: UPath | str, columns: Sequence[str] | None = None) -> pd.
                         file=str(path),
                         column=missing[0],
                     )
+            check_unique_columns(pf.schema_arrow.names, str(path))
             table = pf.read(columns=list(columns) if columns is not None else None)
     except IngestError:
         raise
     except Exception as exc:  # pyarrow raises several unrelated types for corrupt files
         raise IngestError(f"cannot read {path} as Parquet: {exc}", file=str(path)) from exc
     return table.to_pandas()
+
+
+def check_unique_columns(names: Sequence[str], file: str) -> None:
+    """Raise :class:`IngestError` when a header names a column twice (which one would be read is a guess).
+
+    Parameters
+    ----------
+    names : sequence of str
+        The delivered column names, in order.
+    file : str
+        File named in the message.
+    """
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names, start=1):
+        if name in seen and name != "":
+            raise IngestError(
+                f"{file}: column `{name}` appears twice (columns {seen[name]} and {i} of the header); "
+                "expected every column name once: rename or drop one",
+                file=file,
+                column=name,
+                value=name,
+                allowed="unique column names",
+            )
+        seen.setdefault(name, i)
 
 
 def require_columns(
@@ -303,6 +335,7 @@ def read_csv_text(path: UPath | str, *, delimiter: str = ",", option: str = "csv
             start = reader.line_num + 1
     except csv.Error as exc:
         raise IngestError(f"cannot read {file} as CSV: line {reader.line_num}: {exc}", file=file) from exc
+    check_unique_columns([h.strip() for h in header], file)
     while rows and rows[-1] == [""] and len(header) > 1:  # blank lines at the very end
         rows.pop()
         lines.pop()

@@ -98,16 +98,27 @@ def _metric_table(metric: str, result: TrainResult, champion_metrics: HorizonMet
 
 
 def _coverage_table(result: TrainResult, city: CityConfig) -> str:
-    """Empirical coverage of the 80 % interval on the holdout, per horizon group."""
-    model = result.metrics["model"]
-    if not model.coverage:
+    """Empirical coverage of the 80 % interval on the holdout, per horizon group, of every kind that can serve.
+
+    Columns: the full model, its deployable ablations and every baseline that was scored with its bounds
+    (the bounds a serving baseline is published with, :mod:`traffic.forecast.fallback`).
+    """
+    cols = {"model": result.metrics["model"]}
+    cols.update({k: v for k, v in (getattr(result, "ablation", None) or {}).items() if v.coverage})
+    cols.update({k: v for k, v in result.baselines.items() if v.coverage})
+    cols = {k: v for k, v in cols.items() if v.coverage}
+    if not cols:
         return "No interval model was fitted for this run."
-    cov = np.asarray(model.coverage, dtype=float)
-    n = np.asarray(model.n[: len(cov)], dtype=float)
-    lines = ["| hours ahead | observed values | coverage |", "|---|---:|---:|"]
-    for g in _groups(city, len(cov)):
-        lines.append(f"| {g.label} | {int(n[g.steps].sum()):,} | {pooled_mean(cov[g.steps], n[g.steps]):.1%} |")
-    lines.append(f"| all | {int(n.sum()):,} | {model.coverage_mean:.1%} |")
+    first = next(iter(cols.values()))
+    n = np.asarray(first.n[: len(first.coverage)], dtype=float)
+    lines = ["| hours ahead | observed values | " + " | ".join(cols) + " |", "|---|---:|" + "---:|" * len(cols)]
+    for g in _groups(city, len(first.coverage)):
+        cells = []
+        for m in cols.values():
+            cov = np.asarray(m.coverage, dtype=float)
+            cells.append(f"{pooled_mean(cov[g.steps], np.asarray(m.n, dtype=float)[g.steps]):.1%}")
+        lines.append(f"| {g.label} | {int(n[g.steps].sum()):,} | " + " | ".join(cells) + " |")
+    lines.append(f"| all | {int(n.sum()):,} | " + " | ".join(f"{m.coverage_mean:.1%}" for m in cols.values()) + " |")
     return "\n".join(lines)
 
 
@@ -253,7 +264,8 @@ def backtest_table(result: TrainResult) -> str:
     for n in names:
         vs = "(reference)"
         if n != REFERENCE and f"backtest.{n}.vs_{REFERENCE}.mean" in m:
-            vs = Comparison(*(m[f"backtest.{n}.vs_{REFERENCE}.{k}"] for k in ("mean", "lo", "hi")), len(bt.days)).text()
+            key = f"backtest.{n}.vs_{REFERENCE}"
+            vs = Comparison(m[f"{key}.mean"], m[f"{key}.lo"], m[f"{key}.hi"], len(bt.days)).text()
         cells = [
             fmt(m[f"backtest.{n}.rmse_mean"]),
             fmt(m[f"backtest.{n}.rmse_mean_regular"]),

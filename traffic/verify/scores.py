@@ -13,8 +13,10 @@ run x channel x cell:
     share of the targets with 80 % bounds (``lower <= y <= upper``) that fell inside them (NULL for a
     run without bounds);
 ``level_hit_rate``
-    share of the targets where forecast and observation have a congestion level (the run's own
-    congestion reference, :func:`traffic.publish.congestion.congestion`) whose levels are equal;
+    share of the targets where forecast and observation both have a level whose levels are equal:
+    the level a publish gives a value with the run's own reference (congestion level of a speed,
+    :func:`traffic.publish.congestion.congestion`; volume level of a count,
+    :func:`~traffic.publish.congestion.volume`);
 ``ref_mae``, ``ref_rmse``, ``ref_bias``
     the same errors of the **seasonal reference**: the project's seasonal-average baseline
     (:func:`traffic.forecast.baselines.window_profile` / ``seasonal_forecast``) fitted on the
@@ -43,9 +45,9 @@ import pandas as pd
 from traffic.forecast.horizons import group_tag, horizon_groups
 from traffic.forecast.metrics import skill
 from traffic.grid.tensor import GridTensor
-from traffic.publish.congestion import congestion
+from traffic.publish.congestion import congestion, volume
 
-#: Sums of one scored set of targets, in the order of the layout tables (``sql/migrations/004_skill.sql``).
+#: Sums of one scored set of targets, in the order of the layout tables (``sql/migrations/005_skill.sql``).
 SUMS = (
     "n",
     "sum_abs_err",
@@ -109,6 +111,13 @@ def seasonal_reference(window: GridTensor, horizon_steps: int) -> np.ndarray:
     return pred[0].astype(np.float64)
 
 
+def _levels(values: np.ndarray, ref: np.ndarray, channels: Sequence[str]) -> np.ndarray:
+    """The level a publish gives ``values``: congestion level for speeds, volume level for volumes (-1: none)."""
+    _, speed = congestion(values, ref, list(channels))
+    _, vol = volume(values, ref, list(channels))
+    return np.where(speed >= 0, speed, vol)
+
+
 def _contributions(
     pred: np.ndarray,
     lower: np.ndarray | None,
@@ -152,8 +161,8 @@ def _contributions(
     else:
         out["n_interval"] = out["n_covered"] = np.zeros(shape, np.int64)
     ref = np.asarray(reference, dtype=np.float64)
-    _, lv_f = congestion(np.where(scored, pred, np.nan), ref, list(channels))
-    _, lv_o = congestion(np.where(scored, y, np.nan), ref, list(channels))
+    lv_f = _levels(np.where(scored, pred, np.nan), ref, channels)
+    lv_o = _levels(np.where(scored, y, np.nan), ref, channels)
     both = scored & (lv_f >= 0) & (lv_o >= 0)
     out["n_level"] = both.astype(np.int64)
     out["n_level_hit"] = (both & (lv_f == lv_o)).astype(np.int64)

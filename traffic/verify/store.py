@@ -71,7 +71,7 @@ def published_runs(db_path: str | Path, city: str) -> list[PublishedRun]:
             continue
         table = pq.read_table(folder / RUN_FILES["forecast_runs"])
         row = table.to_pylist()[0]
-        row.setdefault("model_spec", None)  # a run published before migration 003
+        row.setdefault("model_spec", None)  # a run published before migration 004
         runs.append(PublishedRun(run_id, folder, row))
     return sorted(runs, key=lambda r: (pd.Timestamp(r.row["issued_at"]), r.run_id))
 

@@ -1,4 +1,4 @@
--- 003: what served a run, and replayed runs.
+-- 004: what served a run, and replayed runs.
 -- * model_spec: the candidate that made the forecast and its fitted artefacts, as the forecast stage
 --   wrote it into meta.json (a JSON text, at least {"candidate": "<model|base|base_head|gbm|...>"}).
 --   NULL for runs published before it was recorded (their run.parquet files have no such column and
@@ -6,7 +6,7 @@
 -- * kind 'replay': a day-ahead run issued after the fact for a past day D with data up to D only
 --   (traffic.pipeline.replay_days), so that it can be verified against D+1. DuckDB cannot change a
 --   CHECK constraint in place: the (always empty) layout table is rebuilt with the new one.
-CREATE TABLE layout.forecast_runs__003 (
+CREATE TABLE layout.forecast_runs__004 (
     run_id          VARCHAR     NOT NULL,
     city            VARCHAR     NOT NULL,
     model_name      VARCHAR     NOT NULL,
@@ -34,6 +34,6 @@ CREATE TABLE layout.forecast_runs__003 (
     model_spec      VARCHAR,                         -- JSON: {"candidate": ..., ...}; NULL before it was recorded
     CHECK (target_start >= issued_at AND target_end > target_start)
 );
-INSERT INTO layout.forecast_runs__003 BY NAME SELECT * FROM layout.forecast_runs;
+INSERT INTO layout.forecast_runs__004 BY NAME SELECT * FROM layout.forecast_runs;
 DROP TABLE layout.forecast_runs;
-ALTER TABLE layout.forecast_runs__003 RENAME TO forecast_runs;
+ALTER TABLE layout.forecast_runs__004 RENAME TO forecast_runs;

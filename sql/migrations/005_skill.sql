@@ -1,4 +1,4 @@
--- 004: verification of published runs (traffic.verify; docs/publishing.md "Verification").
+-- 005: verification of published runs (traffic.verify; docs/publishing.md "Verification").
 -- Like the run files, these tables stay EMPTY: they are the contract of the per-run skill files
 --   <store>/skill/city=<city>/run_id=<run_id>/v-<version>/{forecast_skill,cell_skill}.parquet
 -- written by traffic.publish.duckdb_publish.write_skill_version (city and run_id are the hive keys

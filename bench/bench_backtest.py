@@ -1,0 +1,103 @@
+"""What each city's decision rests on: the backtest of its newest nightly run, and what the backtest cost.
+
+Reads the MLflow store of a home after ``make nightly`` (nothing is trained here: the figures are those
+the nightly logged and decided on) and writes the ``backtest`` section of ``bench/RESULTS.md``:
+
+    python bench/bench_backtest.py                  # the home of `make nightly` (var/)
+    python bench/bench_backtest.py --home /tmp/h --no-write
+
+Per city: the folds (holiday folds marked), every candidate's backtest mean RMSE and its paired
+difference against GBM with the 90 % interval, the decision, and the training task's time with the
+share spent on the backtest (``train.backtest_seconds``: the interval models of the three network
+variants and every candidate scored from every origin on every fold) against the whole training call
+(``train.total_seconds``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from results import ROOT, load_average, machine, replace_block, today  # noqa: E402
+
+CANDIDATES = ("model", "base", "base_head", "gbm", "seasonal_average", "ridge", "persistence", "champion")
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:+.1f} %" if math.isfinite(v) else "n/a"
+
+
+def city_section(client, exp) -> list[str]:
+    runs = client.search_runs(
+        [exp.experiment_id], "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"]
+    )
+    run = next((r for r in runs if "backtest.folds" in r.data.metrics), None)
+    if run is None:
+        return [f"### {exp.name}", "", "No nightly run with a backtest yet.", ""]
+    m, tags = run.data.metrics, run.data.tags
+    folds, days, hol = int(m["backtest.folds"]), int(m["backtest.days"]), int(m.get("backtest.holiday_folds", 0))
+    lines = [
+        f"### {exp.name}: run `{run.info.run_name}` ({run.info.run_id})",
+        "",
+        f"{folds} folds over {days} target days ({hol} holiday fold{'s' if hol != 1 else ''}, reported apart).",
+        "",
+        "| candidate | backtest mean RMSE | without holiday folds | vs gbm (90 % interval) |",
+        "|---|---:|---:|---:|",
+    ]
+    names = [c for c in CANDIDATES if f"backtest.{c}.rmse_mean" in m]
+    for c in sorted(names, key=lambda c: m[f"backtest.{c}.rmse_mean"]):
+        vs = "(reference)"
+        if f"backtest.{c}.vs_gbm.mean" in m:
+            vs = f"{_pct(m[f'backtest.{c}.vs_gbm.mean'])} [{_pct(m[f'backtest.{c}.vs_gbm.lo'])}, {_pct(m[f'backtest.{c}.vs_gbm.hi'])}]"
+        lines.append(
+            f"| {c} | {m[f'backtest.{c}.rmse_mean']:.4f} | {m.get(f'backtest.{c}.rmse_mean_regular', math.nan):.4f} | {vs} |"
+        )
+    bt_s, total_s = m.get("train.backtest_seconds", math.nan), m.get("train.total_seconds", math.nan)
+    share = bt_s / total_s if total_s and math.isfinite(total_s) else math.nan
+    lines += [
+        "",
+        f"Decision: {tags.get('promotion.decision', '(not recorded)')}",
+        "",
+        f"Training call {total_s:.0f} s, of it the backtest {bt_s:.0f} s ({share:.0%}); "
+        f"optimiser steps {m.get('train.steps', math.nan):.0f}.",
+        "",
+    ]
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--home", default=str(ROOT / "var"), help="the TRAFFIC_HOME `make nightly` wrote (default var/)")
+    ap.add_argument("--no-write", action="store_true", help="print only, do not touch bench/RESULTS.md")
+    args = ap.parse_args()
+    os.environ["TRAFFIC_HOME"] = args.home
+    import mlflow
+
+    from traffic.config import mlflow_uri
+
+    client = mlflow.MlflowClient(tracking_uri=mlflow_uri())
+    exps = [e for e in client.search_experiments() if e.name.startswith("traffic-")]
+    body = [
+        "## Backtests: what each city's decision rests on (newest nightly run)",
+        "",
+        f"- Machine: {machine()}",
+        f"- Date: {today()}; load average {load_average()}",
+        "- Command: `make nightly`, then `python bench/bench_backtest.py` (reads the runs `make nightly` logged)",
+        "- Intervals: Diebold–Mariano with the HLN small-sample correction over target days (docs/backtests.md).",
+        "",
+    ]
+    for exp in sorted(exps, key=lambda e: e.name):
+        body += city_section(client, exp)
+    text = "\n".join(body)
+    print(text)
+    if not args.no_write:
+        replace_block("backtest", text)
+
+
+if __name__ == "__main__":
+    main()
