@@ -140,6 +140,16 @@ def _holdout_digest(grid: GridTensor, start: int, stop: int) -> str:
     return h.hexdigest()
 
 
+def holdout_digest(grid: GridTensor, holdout_days: float) -> str:
+    """The digest :func:`train_forecaster` gives the holdout of ``grid`` (``TrainResult.holdout.digest``), without training.
+
+    The holdout is the last ``holdout_days`` of ``grid`` (:func:`traffic.forecast.split.holdout_start`).
+    """
+    from traffic.forecast.split import holdout_start
+
+    return _holdout_digest(grid, holdout_start(grid, holdout_days), grid.shape[0])
+
+
 def _split_overrides(spec: dict[str, dict[str, Any]], overrides: dict[str, Any] | None):
     model_kw = dict(spec["model"])
     train_kw = dict(spec["training"])

@@ -488,6 +488,7 @@ def log_training(
     gate_baselines: Sequence[str] | None = None,
     inputs: Sequence[Mapping[str, Any]] = (),
     train_steps: int | None = None,
+    version_tags: Mapping[str, str] | None = None,
     registry: RegistryStore | None = None,
 ) -> dict[str, Any]:
     """Log a training run, register its model and point the ``challenger`` alias at it.
@@ -527,6 +528,9 @@ def log_training(
         (:func:`log_lake_inputs`): ``{"path", "name", "sha256", "context", ...}`` each.
     train_steps : int, optional
         The run's step budget, shown on the card next to the steps done.
+    version_tags : mapping, optional
+        More tags of the registered version, written with it (atomically): e.g. the training's
+        idempotency key (:data:`traffic.registry.health.TRAINING_KEY_TAG`).
     registry : RegistryStore, optional
         The registry to use (default: the configured one, :class:`RegistryStore`).
 
@@ -701,6 +705,7 @@ def log_training(
                     "best_baseline": base_name,
                     "best_baseline_rmse_mean": fmt(base.rmse_mean),
                     "code_version": code_version,
+                    **dict(version_tags or {}),
                 },
             )
             version = str(mv.version)
