@@ -497,7 +497,7 @@ def train(
     their digests (:func:`lake_inputs`).
 
     **Exactly once.** The version is registered with an idempotency key (tag ``training.key``:
-    city, ``as_of``, code version, holdout digest and step budget,
+    city, ``as_of``, code version, holdout digest, step budget, ``[forecast]`` and model spec,
     :func:`traffic.registry.health.training_key`). A retried task (killed after it registered,
     or failed in a later write) whose key names a version registered whole registers nothing
     new: it returns that version, marked ``reused``.
@@ -509,7 +509,7 @@ def train(
 
     import mlflow
 
-    from traffic.forecast.train import holdout_digest, train_forecaster
+    from traffic.forecast.train import holdout_digest, load_model_spec, train_forecaster
     from traffic.provenance import code_version
     from traffic.registry import champion, log_training
     from traffic.registry.health import TRAINING_KEY_TAG, recover_unfinished, registered_training, training_key
@@ -521,7 +521,8 @@ def train(
     if steps is None:
         steps = res.train_steps if res.train_steps is not None else fc.train_steps
     ckpt = _checkpoint_dir(c, as_of, res)
-    key = training_key(c.name, as_of, code_version(), holdout_digest(grid, fc.holdout_days), steps)
+    config = {"forecast": dataclasses.asdict(fc), "model_spec": load_model_spec()}
+    key = training_key(c.name, as_of, code_version(), holdout_digest(grid, fc.holdout_days), steps, config)
     done = registered_training(c, key, registry=res.registry)
     # finish what a crashed nightly left; this training's own version (registered whole) waits for its decision
     recover_unfinished(c, registry=res.registry, keep=(done["version"],) if done else ())

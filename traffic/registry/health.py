@@ -156,13 +156,22 @@ def check_tracking_server(
     return uri
 
 
-def training_key(city: str, as_of: str, code_version: str, holdout_digest: str, train_steps: int | None) -> str:
-    """The idempotency key of a nightly training: the same city, night, code, data and step budget.
+def training_key(
+    city: str,
+    as_of: str,
+    code_version: str,
+    holdout_digest: str,
+    train_steps: int | None,
+    config: Any = None,
+) -> str:
+    """The idempotency key of a nightly training: the same city, night, code, data, budget and configuration.
 
     A retried ``train`` task whose key names a version registered whole registers nothing new
     (:func:`registered_training`). The holdout digest stands for the data (the window ends
-    with the holdout; a re-delivered day changes it); the step budget is part of it, since
-    another budget is another training.
+    with the holdout; a re-delivered day changes it); the step budget and ``config`` (the
+    city's ``[forecast]`` table and the model spec: a ``-dirty`` or ``unknown`` code version
+    does not tell edits apart) are part of it, since another budget or setting is another
+    training.
 
     Returns
     -------
@@ -174,7 +183,8 @@ def training_key(city: str, as_of: str, code_version: str, holdout_digest: str, 
 
     fields = {"city": city, "as_of": as_of, "code_version": code_version, "holdout_digest": holdout_digest}
     fields["train_steps"] = None if train_steps is None else int(train_steps)
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
+    fields["config"] = config
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def registered_training(
