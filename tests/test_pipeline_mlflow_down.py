@@ -87,7 +87,11 @@ def test_a_hung_server_fails_the_forecast_within_ten_seconds(tmp_path, los_angel
 
 @pytest.mark.parametrize("cmd", [["forecast", "los_angeles", "--as-of", AS_OF], ["refresh", "los_angeles"]])
 def test_the_command_prints_one_line_and_exits_1(cmd, tmp_path):
-    env = {**os.environ, "TRAFFIC_HOME": str(tmp_path / "home"), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{closed_port()}"}
+    env = {
+        **os.environ,
+        "TRAFFIC_HOME": str(tmp_path / "home"),
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{closed_port()}",
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "traffic.cli", *cmd], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True
     )

@@ -656,10 +656,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    if not args.verbose:  # a failed stage's own log record would repeat the one line printed below
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(_not_a_stage_failure)
     prog = " ".join(["traffic", args.cmd] + ([args.grid_cmd] if getattr(args, "grid_cmd", None) else []))
+    stages = logging.getLogger("traffic.pipeline")
+    if not args.verbose:  # a failed stage's own log record would repeat the one line printed below
+        stages.addFilter(_not_a_stage_failure)
     try:
         return args.fn(args) or 0
     except KeyboardInterrupt:
@@ -670,6 +670,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc(file=sys.stderr)
         print(error_line(prog, exc, debug=args.debug), file=sys.stderr)
         return 2 if isinstance(exc, TrafficError) and not exc.retryable else 1
+    finally:
+        stages.removeFilter(_not_a_stage_failure)
 
 
 if __name__ == "__main__":

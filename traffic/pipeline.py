@@ -972,6 +972,7 @@ def _decide_on_backtest(c: CityConfig, trained: dict[str, Any], data: dict[str, 
         table.append(f"| {n} | {v:.4f} | {cmp.text() if cmp is not None else '(best)' if n == d.best else 'n/a'} |")
     gate_scores = {g: scores[g] for g in gates if g in scores}
     best_gate = min(gate_scores, key=lambda g: gate_scores[g]) if gate_scores else ""
+    note += _budget_note(m, data["tags"])
     decision = Decision(
         promote=d.promote,
         reason=d.reason + note,
@@ -995,6 +996,29 @@ def _decide_on_backtest(c: CityConfig, trained: dict[str, Any], data: dict[str, 
         "best_candidate": d.best,
         **{k: v for k, v in promoted.items() if k not in ("city", "version")},
     }
+
+
+def _budget_note(metrics: dict[str, float], tags: dict[str, str]) -> str:
+    """What a decision says when the run's wall-clock guard stopped it short of its step budget (else ``""``).
+
+    The run's network variants were trained on fewer steps than asked: the decision is made on
+    them (the guard recorded it: tag ``train.stopped_reason`` = ``wall_clock_cap``), and says so.
+    """
+    if tags.get("train.stopped_reason") != "wall_clock_cap":
+        return ""
+    done, asked = metrics.get("train.steps"), metrics.get("train.max_steps")
+    steps = f"{int(done)} of the {int(asked)} steps asked" if done is not None and asked else "fewer steps than asked"
+    guard, expected = metrics.get("train.wall_clock_guard_s"), metrics.get("train.expected_train_s")
+    why = (
+        f" (its wall-clock guard of {guard:.0f} s was {guard / expected:.1f} times the {expected:.0f} s its first "
+        "steps promised)"
+        if guard is not None and expected and math.isfinite(expected)
+        else ""
+    )
+    return (
+        f"; NOTE: the network was stopped by the wall-clock safety net after {steps}{why}: "
+        "this decision is on a smaller training budget than asked"
+    )
 
 
 def _predicted_steps(module: Any, grid: Any, context_steps: int) -> int:
@@ -1135,6 +1159,7 @@ def forecast(
     from traffic.forecast.intervals import INTERVAL_LEVEL, INTERVAL_METHOD
     from traffic.publish import reference_stats
     from traffic.registry import load_intervals, load_serving_module
+
     current = serving(c, res=res)
     win, grid = _load_window(c, as_of, res=res)
     origin = forecast_origin(c, as_of) if issued_at is None else _utc(issued_at)
@@ -1351,6 +1376,7 @@ def publish(city: str | CityConfig, forecast_meta: dict[str, Any], *, res: Resou
     from traffic.grid.arrays import read_forecast
     from traffic.provenance import code_version
     from traffic.publish import publish_forecast
+
     fc = read_forecast(lake_file(forecast_meta["path"], resources.lake))
     grid = read_grid(c, lake=resources.lake)
     cent = grid.geometry.centroid.to_crs(4326)
@@ -1459,6 +1485,7 @@ def refresh(city: str | CityConfig, *, until: str | None = None, res: Resources 
 
     from traffic.grid import newest_observed_bin
     from traffic.intraday import local_date
+
     newest = newest_observed_bin(c, until, lake=res.lake)
     if newest is None:
         raise QualityError(

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from tests.mlflow_servers import http_server, hung_server
 from traffic.config import PROJECT_ROOT, mlflow_uri
-from traffic.registry import CHALLENGER, champion, decide_promotion, log_training, promote
-from tests.mlflow_servers import hung_server, http_server
 from traffic.errors import TrafficError
+from traffic.registry import CHALLENGER, champion, decide_promotion, log_training, promote
 from traffic.registry.health import (
     CHECK_DEADLINE_S,
     CHECK_TIMEOUT_S,

@@ -124,7 +124,12 @@ def check_tracking_server(
                 cause = getattr(exc, "reason", exc)
                 timed_out = isinstance(cause, TimeoutError | socket.timeout) or "timed out" in str(cause)
                 if timed_out and tries == 1 and left() > 0.5:
-                    _log.warning("MLflow tracking server %s: GET %s timed out after %.1f s; trying once more", uri, path, time.perf_counter() - t0)
+                    _log.warning(
+                        "MLflow tracking server %s: GET %s timed out after %.1f s; trying once more",
+                        uri,
+                        path,
+                        time.perf_counter() - t0,
+                    )
                     continue
                 raise TrackingServerError(
                     f"MLflow tracking server {uri} is not reachable: GET {path} failed after "
@@ -181,9 +186,14 @@ def training_key(
     import hashlib
     import json
 
-    fields = {"city": city, "as_of": as_of, "code_version": code_version, "holdout_digest": holdout_digest}
-    fields["train_steps"] = None if train_steps is None else int(train_steps)
-    fields["config"] = config
+    fields: dict[str, Any] = {
+        "city": city,
+        "as_of": as_of,
+        "code_version": code_version,
+        "holdout_digest": holdout_digest,
+        "train_steps": None if train_steps is None else int(train_steps),
+        "config": config,
+    }
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 

@@ -359,7 +359,15 @@ def _metrics(
             Metric("model.rmse_skill_vs_best_baseline", skill(model.rmse_mean, base.rmse_mean), timestamp_ms, 0)
         )
     rows.append(Metric("train.seconds", float(result.train_seconds), timestamp_ms, 0))
-    for key in ("steps", "best_step", "backtest_seconds", "total_seconds"):
+    for key in (
+        "steps",
+        "max_steps",
+        "best_step",
+        "backtest_seconds",
+        "total_seconds",
+        "wall_clock_guard_s",
+        "expected_train_s",
+    ):
         v = result.extra.get(key)
         if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
             rows.append(Metric(f"train.{key}", float(v), timestamp_ms, 0))
