@@ -28,7 +28,8 @@ ORDER BY cell_id;
 -- without data have none), with the cell's grid position and WGS84 outline. lower/upper are NULL
 -- where the run has no bounds. $channel NULL = every channel.
 SELECT f.cell_id, f.target_time, f.horizon, f.channel, f.value, f.lower, f.upper, f.congestion_index,
-       f.congestion_level, f.has_data, c."row", c.col, c.centroid_lon, c.centroid_lat, c.polygon_wkt
+       f.congestion_level, f.volume_index, f.volume_level, f.has_data, c."row", c.col, c.centroid_lon,
+       c.centroid_lat, c.polygon_wkt
 FROM forecasts AS f
 JOIN run_cells AS c ON c.run_id = f.run_id AND c.cell_id = f.cell_id
 WHERE f.run_id = $run_id AND ($channel IS NULL OR f.channel = $channel)

@@ -41,28 +41,30 @@ g AS (
 SELECT min(target_start) AS start, max(target_end) AS "end" FROM g GROUP BY grp ORDER BY start;
 
 -- name: hotspots
--- One row per cell: its worst (time, channel) in the window with congestion_index >= $min_index (the
+-- One row per cell: its worst (time, channel) in the window with {index} >= $min_index (the
 -- lower edge of the lowest level asked for, docs/congestion.md): highest index, then earliest time;
--- with how many (time, channel) slots of the window reach it (slots) and how many are heavy or
--- worse (heavy_slots). A bin [target_time, target_time + bin) is in the window [$start, $end) when
--- they overlap. Worst cells first. $forecasts and $cells are the run's own files
--- (forecast_runs.folder), so nothing but that run is opened (the forecasts / run_cells views
--- give the same rows).
+-- with how many (time, channel) slots of the window reach it (slots) and how many reach the two
+-- worst levels (heavy_slots: heavy or severe; busy or peak). A bin [target_time, target_time + bin)
+-- is in the window [$start, $end) when they overlap. Worst cells first. $forecasts and $cells are
+-- the run's own files (forecast_runs.folder), so nothing but that run is opened (the forecasts /
+-- run_cells views give the same rows). {index} / {level} are replaced by the publisher with one of
+-- its allow-listed column pairs: congestion_index / congestion_level (speeds: the default ranking)
+-- or volume_index / volume_level (a volume channel asked for by name).
 WITH per_cell AS (
     SELECT
         f.cell_id,
         count(*) AS slots,
-        count(*) FILTER (WHERE f.congestion_level IN ('heavy', 'severe')) AS heavy_slots,
+        count(*) FILTER (WHERE f.{index} >= $heavy_index) AS heavy_slots,
         arg_max(
             struct_pack(
                 city := f.city, run_id := f.run_id, target_time := f.target_time, horizon := f.horizon,
                 channel := f.channel, value := f.value, lower := f.lower, upper := f.upper,
-                congestion_index := f.congestion_index, congestion_level := f.congestion_level
+                {index} := f.{index}, {level} := f.{level}
             ),
-            struct_pack(i := f.congestion_index, t := -epoch_us(f.target_time))
+            struct_pack(i := f.{index}, t := -epoch_us(f.target_time))
         ) AS w
     FROM read_parquet($forecasts, hive_partitioning = true, hive_types = {'city': VARCHAR, 'run_id': VARCHAR}) AS f
-    WHERE f.congestion_index >= $min_index
+    WHERE f.{index} >= $min_index
       AND ($channel IS NULL OR f.channel = $channel)
       AND f.target_time < CAST($end AS TIMESTAMPTZ)
       AND f.target_time > CAST($start AS TIMESTAMPTZ) - to_seconds($bin_seconds)
@@ -70,9 +72,9 @@ WITH per_cell AS (
 )
 SELECT
     p.w.city, p.w.run_id, p.cell_id, c."row", c.col, c.centroid_lon, c.centroid_lat, p.w.target_time,
-    p.w.horizon, p.w.channel, p.w.value, p.w.lower, p.w.upper, p.w.congestion_index, p.w.congestion_level,
+    p.w.horizon, p.w.channel, p.w.value, p.w.lower, p.w.upper, p.w.{index}, p.w.{level},
     p.slots, p.heavy_slots
 FROM per_cell AS p
 LEFT JOIN read_parquet($cells) AS c ON c.cell_id = p.cell_id
-ORDER BY p.w.congestion_index DESC, p.w.target_time, p.cell_id
+ORDER BY p.w.{index} DESC, p.w.target_time, p.cell_id
 LIMIT $limit;

@@ -4,14 +4,15 @@
 -- {layout} by a layout table name of sql/migrations (an identifier from the Python allow-list), {files} by a list of quoted absolute paths
 -- of Parquet files the publisher listed in its own store (view bodies cannot take parameters).
 -- A source statement is one line without comments (it is also put into a comment of views.sql).
--- source_runs reads the run files by column name against the newest layout: a run published
--- before a migration added a column (its run.parquet lacks it) reads NULL there.
+-- source_by_name reads a layout table's files by column name against the newest layout: a run
+-- published before a migration added a column (its run.parquet or forecasts.parquet lacks it)
+-- reads NULL there.
 
 -- name: source_files
 read_parquet([{files}], hive_partitioning = true, hive_types = {'city': VARCHAR, 'run_id': VARCHAR}, filename = true)
 
--- name: source_runs
-(SELECT *, CAST(NULL AS VARCHAR) AS filename FROM layout.forecast_runs UNION ALL BY NAME SELECT * FROM read_parquet([{files}], hive_partitioning = true, hive_types = {'city': VARCHAR, 'run_id': VARCHAR}, union_by_name = true, filename = true))
+-- name: source_by_name
+(SELECT *, CAST(NULL AS VARCHAR) AS filename FROM layout.{layout} UNION ALL BY NAME SELECT * FROM read_parquet([{files}], hive_partitioning = true, hive_types = {'city': VARCHAR, 'run_id': VARCHAR}, union_by_name = true, filename = true))
 
 -- name: source_empty
 (SELECT *, CAST(NULL AS VARCHAR) AS filename FROM layout.{layout})

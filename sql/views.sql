@@ -27,7 +27,7 @@ FROM {runs} AS r;
 CREATE OR REPLACE VIEW forecasts AS
 SELECT
     f.run_id, f.city, f.cell_id, f.target_time, f.horizon, f.channel, f.value, f.lower, f.upper,
-    f.congestion_index, f.congestion_level, f.has_data
+    f.congestion_index, f.congestion_level, f.has_data, f.volume_index, f.volume_level
 FROM {forecasts} AS f;
 
 -- Rows of the newest run (latest issued_at) of each city, with the run's model. The file list
@@ -35,7 +35,7 @@ FROM {forecasts} AS f;
 CREATE OR REPLACE VIEW latest_forecast AS
 SELECT
     f.run_id, f.city, f.cell_id, f.target_time, f.horizon, f.channel, f.value, f.lower, f.upper,
-    f.congestion_index, f.congestion_level, f.has_data,
+    f.congestion_index, f.congestion_level, f.has_data, f.volume_index, f.volume_level,
     r.issued_at, r.model_name, r.model_version, r.model_kind, r.kind, r.interval_level
 FROM {latest_forecasts} AS f
 JOIN forecast_runs AS r ON r.run_id = f.run_id;

@@ -21,7 +21,7 @@ def test_shipped_cities_load():
     assert la.channels == ("metr.speed_kmh",)
     assert la.bin_seconds == 900
     b = load_city("berlin")
-    assert b.channels == ("telraam.car", "telraam.heavy", "telraam.bike", "telraam.pedestrian")
+    assert b.channels == ("telraam.car", "telraam.heavy", "telraam.bike", "telraam.pedestrian", "telraam.speed_kmh")
     assert b.tz.key == "Europe/Berlin"
 
 

@@ -352,3 +352,32 @@ def test_the_head_runs_on_its_cells_only():
     assert np.abs(full[:, on] - base[:, on]).min() > 0
     with pytest.raises(ValueError, match="head_cells"):
         ForecasterConfig(grid_shape=(2, 2), head_cells=(0, 4))
+
+
+def test_a_day_ahead_forecast_of_berlins_new_year_reads_sundays_profile_in_every_target_bin():
+    """Berlin's nightly run for 2025-01-01 (a public holiday of the shipped city's calendar): 12 bins of
+    context, 24 targets. Every target bin, the morning ones too (further ahead than the context reaches),
+    takes Sunday's profile at its hour: the positions of the seasonal baselines (``time_positions``)."""
+    from traffic.calendar import grid_holidays
+    from traffic.config import load_city
+
+    berlin = load_city("berlin")
+    hw = (1, 1)
+    cfg = ForecasterConfig(
+        grid_shape=hw, context_steps=12, horizon=24, bin_minutes=60, profile_period=168, utc_offset_minutes=60
+    )
+    m = Forecaster(cfg)
+    m.set_statistics(np.array([0.0]), np.array([1.0]), np.arange(168, dtype=np.float32).reshape(168, 1, 1, 1))
+    times = pd.date_range("2024-12-31 00:00", "2024-12-31 23:00", freq="1h", tz="Europe/Berlin").tz_convert("UTC")
+    vals = np.ones((len(times), 1, *hw), dtype=np.float32)
+    mask = np.ones(vals.shape, dtype=bool)
+    g = GridTensor(
+        vals, mask, mask.astype(np.int32), times, ("telraam.speed_kmh",), np.zeros(hw, np.int32),
+        timezone=berlin.timezone, holidays=grid_holidays(berlin.calendar, times),
+    )  # fmt: skip
+    assert "2025-01-01" in g.holidays
+    prior = m.prior_for(torch.from_numpy(build_inputs(g, np.array([len(times) - 1]), 12, 24)))[0, :, 0, 0, 0].numpy()
+    targets = times[-1] + pd.to_timedelta(np.arange(1, 25), unit="h")
+    np.testing.assert_array_equal(prior[12:], 6 * 24 + np.arange(24))  # Sunday 00:00 .. 23:00
+    np.testing.assert_array_equal(prior[12:], time_positions(targets, 60, 168, g.holiday_at(targets), 60))
+    np.testing.assert_array_equal(prior[:12], 24 + np.arange(12, 24))  # the context: Tuesday 12:00 .. 23:00

@@ -153,3 +153,15 @@ def test_first_night_publishes_the_best_baseline_then_a_passing_version_takes_ov
     assert (
         spec_json["kind"] == "baseline" and spec_json["candidate"] == best and spec_json["run_id"] == trained["run_id"]
     )
+    # values that can be true in every kind published here (the fallback baseline nightly and its refresh):
+    # every forecast went through traffic.forecast.plausible in the forecast stage
+    pipeline.publish(la, meta)
+    con = duckdb.connect(str(duckdb_path()), read_only=True)
+    try:
+        bad = con.execute(
+            "SELECT count(*) FILTER (WHERE value < 0 OR value > 200 OR lower < 0 OR upper > 200), "
+            "count(*) FILTER (WHERE value < lower OR value > upper), count(*) FROM forecasts"
+        ).fetchone()
+    finally:
+        con.close()
+    assert bad[:2] == (0, 0) and bad[2] > 0

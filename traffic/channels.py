@@ -20,6 +20,18 @@ COUNT_CHANNELS = ("count", "car", "heavy", "bike", "pedestrian")
 VALUE_CHANNELS = COUNT_CHANNELS + MEAN_CHANNELS
 #: The speed channel (congestion is read from speeds as a drop below free flow).
 SPEED_CHANNEL = "speed_kmh"
+#: Highest plausible speed, km/h: above it (or at/below zero) an observed speed is a fault, and no
+#: forecast is published above it.
+SPEED_MAX_KMH = 200.0
+#: Values a channel can take, ``(low, high)`` in its units: counts are never negative, a speed lies in
+#: ``[0, SPEED_MAX_KMH]`` (a forecast may reach 0, standstill; an observed 0 is a detector fault), an
+#: occupancy is a share. Validation (``traffic.ingest.validate``) and the forecast's clip
+#: (``traffic.forecast.plausible``) read them here.
+VALUE_RANGES: dict[str, tuple[float, float]] = {
+    **{c: (0.0, float("inf")) for c in COUNT_CHANNELS},
+    "speed_kmh": (0.0, SPEED_MAX_KMH),
+    "occupancy": (0.0, 1.0),
+}
 #: Channels a feed may deliver, per feed kind (see docs in ``traffic.landing.contract``).
 CHANNELS = {
     "sensor": ("count", "speed_kmh", "occupancy"),
@@ -42,6 +54,16 @@ def channel_name(feed: str, channel: str) -> str:
 def feed_of(name: str) -> str:
     """The feed of a model channel name ``<feed>.<channel>``."""
     return name.split(".", 1)[0]
+
+
+def base_channel(name: str) -> str:
+    """The channel of a model channel name ``<feed>.<channel>`` (the name itself without a feed)."""
+    return name.rsplit(".", 1)[-1]
+
+
+def value_range(name: str) -> tuple[float, float]:
+    """``(low, high)`` a channel's values can take (:data:`VALUE_RANGES`); ``(-inf, inf)`` for a channel not in it."""
+    return VALUE_RANGES.get(base_channel(name), (float("-inf"), float("inf")))
 
 
 def model_channels(names: Sequence[str], source: str = "channels") -> tuple[str, ...]:

@@ -269,9 +269,15 @@ def _fail(msg: str) -> None:
     raise SystemExit(2)
 
 
-def format_hotspots(result: Any) -> str:
-    """Text of ``traffic hotspots``: a line naming the run and window, then one line per cell."""
+def format_hotspots(result: Any, places: dict[int, str] | None = None) -> str:
+    """Text of ``traffic hotspots``: a line naming the run and window, then one line per cell.
+
+    ``places`` (``{cell_id: text}``, :func:`traffic.publish.export.cell_places`) adds a last
+    column ``where``: the cell's road segments or sensors, by name and id.
+    """
     import pandas as pd
+
+    from traffic.publish.export import model_label
 
     tz, run = result.timezone, result.run
 
@@ -279,16 +285,22 @@ def format_hotspots(result: Any) -> str:
         return pd.Timestamp(ts).tz_convert(tz).strftime("%Y-%m-%d %H:%M")
 
     zone = pd.Timestamp(result.start).tz_convert(tz).strftime("%Z")
-    version = str(run["model_version"])
-    model = f"{run['model_name']} v{version}" if version.isdigit() else f"{run['model_name']} {version}"
+    model = model_label(run["model_name"], run["model_version"])
+    volume = result.measure == "volume"
+    ranked = "volume index (share of the usual peak), busiest first" if volume else "congestion (speeds), worst first"
     head = (
         f"run {run['run_id']} (model {model}, {run['model_kind']}, {run['kind']};"
         f" issued {local(run['issued_at'])} {zone}); window {local(result.start)} .. {local(result.end)} {zone}"
-        f" ({tz}); {len(result.rows)} cells, worst first"
+        f" ({tz}); {len(result.rows)} cells by {ranked}"
     )
     if not len(result.rows):
-        return head + "\nno congested cell in this window"
+        if volume:
+            return head + "\nno busy cell in this window"
+        speeds = [c for c in run["channels"] if c.rsplit(".", 1)[-1] == "speed_kmh"]
+        why = "" if speeds else " (the run has no speed channel: rank a volume with --channel)"
+        return head + f"\nno congested cell in this window{why}"
     df = result.rows
+    index_col, level_col = ("volume_index", "volume_level") if volume else ("congestion_index", "congestion_level")
     out = pd.DataFrame(
         {
             "cell_id": df["cell_id"],
@@ -299,11 +311,13 @@ def format_hotspots(result: Any) -> str:
             "value": df["value"].round(2),
             "lower": df["lower"].round(2),
             "upper": df["upper"].round(2),
-            "index": df["congestion_index"].round(3),
-            "level": df["congestion_level"],
+            "index": df[index_col].round(3),
+            "level": df[level_col],
             "slots": df["slots"],
         }
     )
+    if places:
+        out["where"] = [places.get(int(c), "") for c in df["cell_id"]]
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         return head + "\n" + out.to_string(index=False)
 
@@ -312,9 +326,10 @@ def cmd_hotspots(args) -> None:
     from traffic.publish import find_hotspots
     from traffic.resources import Resources
 
+    res = Resources.from_config()
     try:
         result = find_hotspots(
-            Resources.from_config().warehouse.path,
+            res.warehouse.path,
             args.city,
             hours=args.hours,
             limit=args.limit,
@@ -323,7 +338,19 @@ def cmd_hotspots(args) -> None:
         )
     except (ValueError, FileNotFoundError) as exc:
         _fail(f"traffic hotspots: {exc}")
-    print(format_hotspots(result))
+    places: dict[int, str] = {}
+    if len(result.rows):
+        from traffic.publish.export import cell_places
+
+        try:  # naming the streets is a help, never a failure
+            places = cell_places(
+                res.warehouse.path, args.city, result.run["run_id"], result.rows["cell_id"].tolist(), res.lake
+            )
+        except Exception as exc:
+            logging.getLogger(__name__).warning(
+                "hotspots: cells not named after their streets: %s: %s", type(exc).__name__, exc
+            )
+    print(format_hotspots(result, places))
 
 
 def cmd_sql(args) -> None:
@@ -343,10 +370,20 @@ def cmd_sql(args) -> None:
 def cmd_export(args) -> None:
     """Write a published run's cells as polygons; an unknown city/run/channel/format exits 2 with one line."""
     from traffic.publish.export import ExportError, check_format, export_run
+    from traffic.resources import Resources
 
+    res = Resources.from_config()
     try:
         check_format(args.format)
-        paths = export_run(args.city, args.format, run_id=args.run, out=args.out, channel=args.channel)
+        paths = export_run(
+            args.city,
+            args.format,
+            run_id=args.run,
+            out=args.out,
+            channel=args.channel,
+            db_path=res.warehouse.path,
+            lake=res.lake,
+        )
     except (ExportError, FileNotFoundError) as exc:
         print(f"traffic export: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -542,7 +579,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("cities", nargs="*")
     s.add_argument("--as-of", type=iso_date)
     s.set_defaults(fn=cmd_nightly)
-    s = sub.add_parser("hotspots", help="where will it jam in the next hours (cells at level moderate or worse)")
+    s = sub.add_parser(
+        "hotspots",
+        help="where will it jam in the next hours: congestion from speeds, cells at level moderate or worse "
+        "(--channel <a volume> ranks its volume index instead, cells at busy or peak)",
+    )
     s.add_argument("city")
     s.add_argument("--at", help="window start: local time of the city ('2012-03-08 07:00') or ISO with offset")
     s.add_argument(
@@ -551,7 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="3",
         help=f"window length in hours, 0 < hours <= {MAX_HOURS} (default 3)",
     )
-    s.add_argument("--channel", help="only this channel, e.g. metr.speed_kmh")
+    s.add_argument("--channel", help="only this channel, e.g. metr.speed_kmh; a volume (telraam.car) ranks busyness")
     s.add_argument(
         "--limit",
         type=number(int, 1, MAX_LIMIT, name="limit"),

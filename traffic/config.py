@@ -332,6 +332,7 @@ class _OptionsTable(_Table):
     start_local: Text | None = None
     end_local: Text | None = None
     counts_extrapolated: bool | None = None
+    min_speed_cars: Real | None = Field(default=None, ge=0)
     min_uptime: Real | None = Field(default=None, ge=0, le=1)
     csv_delimiter: Delimiter | None = None
     registry_csv_delimiter: Delimiter | None = None

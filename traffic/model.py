@@ -5,8 +5,9 @@ One module, read top to bottom:
 1. **Inputs** ``x`` ``(B, T_in, F, H, W)``, ``F = 2C + K``, built by
    ``traffic.forecast.features.build_inputs``: raw values (0 where missing), the observation
    masks and K calendar features broadcast over cells (time of day/week, weekend, and the
-   public-holiday flags of the bin and of the bin ``H_out`` later, from which the module reads
-   its target bins' flags). Nothing else is needed at inference.
+   public-holiday flags of the bin and of the local days after the last context bin, from which
+   the module reads its target bins' flags, whatever the horizon). Nothing else is needed at
+   inference.
 2. **Normalisation and seasonal prior** live inside the module as buffers fitted on the
    training window: per-channel mean/std (masked), and a per-cell seasonal profile
    ``(P, C, H, W)`` (time-of-week or time-of-day mean, see ``traffic.forecast.baselines``).
@@ -541,14 +542,21 @@ class Forecaster(nn.Module):
     def target_holidays(self, calendar: torch.Tensor) -> torch.Tensor:
         """Holiday flags ``(B, H_out)`` of the target bins, read from the context's calendar ``(B, T_in, K)``.
 
-        Target ``j`` (1-based) is ``holiday_ahead`` of context bin ``T_in - 1 - H_out + j``; targets
-        further ahead than the context reaches take the last context bin's own flag.
+        Target ``j`` (1-based) lies ``k = (m + j * bin) // 1440`` local days after the last context
+        bin (``m``: its local minute of the day, at the profile's one UTC offset): ``k = 0`` reads
+        that bin's own ``holiday``, ``k >= 1`` the ``holiday_ahead`` of context slot ``T_in - k``
+        (``traffic.forecast.features``); beyond ``T_in`` days, the furthest day's flag.
         """
-        t_in, n_out = calendar.shape[1], self.config.horizon
-        idx = torch.arange(t_in - n_out, t_in, device=calendar.device)  # (H_out,)
-        ahead = calendar[:, idx.clamp_min(0), HOLIDAY_AHEAD]  # (B, H_out)
+        cfg = self.config
+        t_in, n_out = calendar.shape[1], cfg.horizon
+        last = self.bin_of_week(calendar[:, -1])  # (B,) UTC bin of the week
+        minute = torch.remainder(last * cfg.bin_minutes + cfg.utc_offset_minutes, MINUTES_PER_DAY)  # (B,) local
+        steps = torch.arange(1, n_out + 1, device=calendar.device)  # (H_out,)
+        k = torch.div(minute[:, None] + steps[None, :] * cfg.bin_minutes, MINUTES_PER_DAY, rounding_mode="floor")
+        k = k.clamp(0, t_in)  # (B, H_out) local days after the last context bin
+        ahead = calendar[:, :, HOLIDAY_AHEAD].gather(1, (t_in - k.clamp_min(1)).long())  # (B, H_out)
         own = calendar[:, -1:, HOLIDAY].expand_as(ahead)  # (B, H_out)
-        return torch.where(idx[None, :] >= 0, ahead, own)
+        return torch.where(k >= 1, ahead, own)
 
     def prior_for(self, x: torch.Tensor) -> torch.Tensor:
         """Seasonal prior in raw units for the context and target bins, ``(B, T_in + H_out, C, H, W)``."""

@@ -1133,9 +1133,13 @@ def forecast(
         The run's metadata, with ``path``: the forecast ``.npz``, relative to the lake root
         (:func:`lake_file` resolves it), in the one npz layout of :mod:`traffic.grid.arrays`
         (``values`` the forecast, ``lower``, ``upper`` ``(H_out, C, H, W)``; ``times`` the target
-        bin starts; ``mask`` where the cell observed the channel in the window;
-        ``window_coverage`` ``(C, H, W)``; ``reference``; ``cell_ids``; ``channels``; read it
-        with :func:`traffic.grid.arrays.read_forecast`), and ``serving`` (what :func:`serving` chose).
+        bin starts; ``mask`` where the cell observed the channel in the window and at the target's
+        local time of day (:func:`traffic.forecast.observed.observed_targets`: only those targets
+        are published); ``window_coverage`` ``(C, H, W)``; ``reference``; ``cell_ids``;
+        ``channels``; read it with :func:`traffic.grid.arrays.read_forecast`), and ``serving``
+        (what :func:`serving` chose). Every kind's values and bounds went through
+        :func:`traffic.forecast.plausible.plausible_forecast` (in the channel's range, the value
+        inside its interval).
 
     Raises
     ------
@@ -1157,6 +1161,8 @@ def forecast(
 
     from traffic.forecast.inference import forecast_after
     from traffic.forecast.intervals import INTERVAL_LEVEL, INTERVAL_METHOD
+    from traffic.forecast.observed import observed_targets
+    from traffic.forecast.plausible import plausible_forecast
     from traffic.publish import reference_stats
     from traffic.registry import load_intervals, load_serving_module
 
@@ -1211,11 +1217,16 @@ def forecast(
                 "seed": 0,
             },
         }
+    # every kind (the champion or a variant, a fallback baseline; nightly, refresh): values that can be true,
+    # inside their interval
+    pred, lower, upper = plausible_forecast(pred, grid.channels, bounds.get("lower"), bounds.get("upper"))
+    bounds = {} if lower is None else {"lower": lower, "upper": upper}
     h_out = pred.shape[0]
     targets = pd.date_range(origin, periods=h_out, freq=pd.Timedelta(seconds=c.bin_seconds))
-    # has_data: the cell observed this channel somewhere in the window; coverage: in which share of its bins
+    # has_data: the cell observed this channel somewhere in the window, and at the target's time of day
+    # (a camera that never counts at night publishes no night); coverage: in which share of its bins
     observed = grid.mask.any(axis=0)  # (C, H, W)
-    has_data = np.broadcast_to(observed, pred.shape).copy()  # (H_out, C, H, W)
+    has_data = observed[None] & observed_targets(grid, targets)  # (H_out, C, H, W)
     coverage = grid.mask.mean(axis=0).astype(np.float32)  # (C, H, W)
     ref = reference_stats(grid.values, grid.mask, list(grid.channels))
     out = lake.partition("forecasts", city=c.name, issued_at=origin.strftime("%Y%m%dT%H%M%SZ")) / "forecast.npz"
@@ -1422,7 +1433,12 @@ def publish(city: str | CityConfig, forecast_meta: dict[str, Any], *, res: Resou
         published["maps"] = []
     else:
         published["maps"] = log_published_maps(
-            db, c.name, published["run_id"], run["mlflow_run_id"], tracking_uri=resources.registry.tracking_uri
+            db,
+            c.name,
+            published["run_id"],
+            run["mlflow_run_id"],
+            tracking_uri=resources.registry.tracking_uri,
+            lake=resources.lake,
         )
     return {"city": c.name, "db": str(db), **published}
 

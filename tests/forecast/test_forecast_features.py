@@ -64,7 +64,7 @@ def test_bin_minutes():
 
 
 def test_holiday_flags_in_local_time_and_ahead():
-    """Berlin's Christmas Day starts at 23:00 UTC on the 24th; ``holiday_ahead`` looks ``horizon`` bins on."""
+    """Berlin's Christmas Day starts at 23:00 UTC on the 24th; ``holiday_ahead`` holds the days after the last bin's."""
     times = pd.date_range("2024-12-24 20:00", periods=8, freq="1h", tz="UTC")
     values = np.zeros((8, 1, 1, 1), dtype=np.float32)
     mask = np.ones(values.shape, dtype=bool)
@@ -76,4 +76,7 @@ def test_holiday_flags_in_local_time_and_ahead():
     x = build_inputs(g, np.array([3]), context_steps=4, horizon=2)  # bins 20:00 .. 23:00 UTC
     k = CALENDAR_FEATURES.index("holiday")
     np.testing.assert_array_equal(x[0, :, 2 + k, 0, 0], [0, 0, 0, 1])
-    np.testing.assert_array_equal(x[0, :, 2 + k + 1, 0, 0], [0, 1, 1, 1])  # 22:00, 23:00 UTC + 2 bins
+    # last bin 23:00 UTC = 00:00 on the 25th (local); slots hold the 29th, 28th, 27th, 26th
+    np.testing.assert_array_equal(x[0, :, 2 + k + 1, 0, 0], [0, 0, 0, 0])
+    x = build_inputs(g, np.array([2]), context_steps=3, horizon=2)  # last bin 22:00 UTC = 23:00 on the 24th
+    np.testing.assert_array_equal(x[0, :, 2 + k + 1, 0, 0], [0, 0, 1])  # the 27th, 26th, 25th

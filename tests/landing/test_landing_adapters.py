@@ -12,7 +12,7 @@ import shapely
 
 from traffic.config import PROJECT_ROOT, FeedConfig, load_city
 from traffic.ingest import IngestError
-from traffic.landing.adapters import MPH_TO_KMH, read_feed_registry, read_observations
+from traffic.landing.adapters import MPH_TO_KMH, TELRAAM_MIN_SPEED_CARS, read_feed_registry, read_observations
 from traffic.landing.contract import OBSERVATION_SCHEMAS
 
 TELRAAM = PROJECT_ROOT / "data/samples/berlin_telraam/traffic_df_2024_10-2024_12.parquet"
@@ -49,7 +49,11 @@ def test_telraam_observations_map_every_raw_row(telraam_raw):
     ]:
         # totals are extrapolated to the hour: the landing count is what the camera saw while up
         np.testing.assert_allclose(out[dst].to_numpy(), telraam_raw[src].to_numpy() * telraam_raw["uptime"].to_numpy())
-    np.testing.assert_array_equal(out["speed_kmh"].to_numpy(), telraam_raw["v85"].to_numpy())  # NaN stays NaN
+    # v85 is a speed where the camera counted >= 10 cars in the hour; NaN stays NaN
+    cars = telraam_raw["car_total"].to_numpy() * telraam_raw["uptime"].to_numpy()
+    want = np.where(cars >= TELRAAM_MIN_SPEED_CARS, telraam_raw["v85"].to_numpy(), np.nan)
+    np.testing.assert_array_equal(out["speed_kmh"].to_numpy(), want)
+    assert 0.6 < np.isfinite(want).mean() < np.isfinite(telraam_raw["v85"].to_numpy()).mean()  # 76 % delivered
     assert (out["interval_s"] == 3600).all()
 
 
@@ -188,6 +192,29 @@ def test_telraam_missing_column_names_file_and_column(tmp_path, telraam_raw):
     msg = str(err.value)
     assert str(bad) in msg and "`car_total`" in msg and "expected" in msg
     assert err.value.column == "car_total" and err.value.file == str(bad)
+
+
+def test_telraam_without_v85_reads_volumes_unless_the_feed_asks_for_speeds(tmp_path, telraam_raw):
+    """A camera feed with no v85 column: volumes only, unless the city file asks for speed_kmh (then an error)."""
+    drift = tmp_path / "no_v85.parquet"
+    telraam_raw.head(10).drop(columns=["v85"]).to_parquet(drift)
+    out = read_observations(feed("telraam", "camera", drift, SEGMENTS))  # channels: car
+    assert len(out) == 10 and out["speed_kmh"].isna().all() and out["car"].notna().all()
+    asks = FeedConfig("f", "camera", "telraam", str(drift), str(SEGMENTS), ("car", "speed_kmh"), {})
+    with pytest.raises(IngestError) as err:
+        read_observations(asks)
+    assert err.value.column == "v85" and str(drift) in str(err.value)
+
+
+def test_telraam_min_speed_cars_option(tmp_path, telraam_raw):
+    rows = telraam_raw[telraam_raw["v85"].notna()].head(50)
+    path = tmp_path / "few.parquet"
+    rows.to_parquet(path)
+    cars = rows["car_total"].to_numpy() * rows["uptime"].to_numpy()
+    out = read_observations(feed("telraam", "camera", path, SEGMENTS, min_speed_cars=0))
+    np.testing.assert_array_equal(out["speed_kmh"].to_numpy(), rows["v85"].to_numpy())
+    out = read_observations(feed("telraam", "camera", path, SEGMENTS, min_speed_cars=100))
+    np.testing.assert_array_equal(out["speed_kmh"].notna().to_numpy(), cars >= 100)
 
 
 def test_telraam_wrong_dtype_names_column(tmp_path, telraam_raw):

@@ -53,7 +53,7 @@ def test_hotspots_cli_lists_cells_moderate_or_worse_one_line_each(la, capsys):
     # default time: the start of the newest run (no run covers wall-clock now)
     code, out3, _ = run_cli(capsys, "hotspots", "los_angeles", "--hours", "3", "--limit", "500")
     assert code == 0 and out3.splitlines()[0].rsplit(";", 1)[0] == head.rsplit(";", 1)[0]
-    assert out3.splitlines()[0].endswith("; 94 cells, worst first")
+    assert out3.splitlines()[0].endswith("; 94 cells by congestion (speeds), worst first")
     assert len([ln for ln in out3.splitlines() if LEVEL_WORDS.search(ln)]) > 20
 
 

@@ -12,12 +12,17 @@ from traffic.config import PROJECT_ROOT
 from traffic.publish.congestion import (
     LEVELS,
     MAX_VOLUME_INDEX,
+    MIN_REFERENCE_OBSERVATIONS,
     NO_LEVEL,
+    VOLUME_LEVELS,
     congestion,
     congestion_levels,
     is_speed_channel,
     masked_percentile,
     reference_stats,
+    volume,
+    volume_floor,
+    volume_levels,
 )
 
 MPH_TO_KMH = 1.609344
@@ -66,11 +71,64 @@ def test_speed_index(v, free_flow, expected):
     ],
 )
 def test_volume_index(v, p95, expected):
-    index, _ = _one(v, p95, "telraam.car")
+    """One cell: its own p95 is the channel's median, so the data floor is the reference itself (at least 1)."""
+    index, _ = volume(np.array([[[[v]]]]), np.array([[[p95]]]), ["telraam.car"])
     if np.isnan(expected):
-        assert np.isnan(index)
+        assert np.isnan(index[0, 0, 0, 0])
     else:
-        assert index == pytest.approx(expected)
+        assert index[0, 0, 0, 0] == pytest.approx(expected)
+
+
+def test_a_volume_has_no_congestion_and_a_speed_no_volume_index():
+    """Congestion means congestion: a count channel gets a volume index and level, never a congestion one."""
+    fc = np.array([[[[90.0]], [[20.0]]]])  # (1, 2, 1, 1): 90 cars, 20 km/h
+    ref = np.array([[[100.0]], [[50.0]]])
+    channels = ["telraam.car", "telraam.speed_kmh"]
+    c_index, c_level = congestion(fc, ref, channels)
+    v_index, v_level = volume(fc, ref, channels)
+    assert np.isnan(c_index[0, 0, 0, 0]) and c_level[0, 0, 0, 0] == NO_LEVEL
+    assert c_index[0, 1, 0, 0] == pytest.approx(0.6) and LEVELS[c_level[0, 1, 0, 0]] == "heavy"
+    assert v_index[0, 0, 0, 0] == pytest.approx(0.9) and VOLUME_LEVELS[v_level[0, 0, 0, 0]] == "busy"
+    assert np.isnan(v_index[0, 1, 0, 0]) and v_level[0, 1, 0, 0] == NO_LEVEL
+
+
+def test_the_volume_floor_is_the_channels_median_p95():
+    """A cell whose p95 is one passenger reads its forecast against the channel's typical cell, not against 1."""
+    ref = np.array([[[1.0, 40.0, 60.0, np.nan]], [[0.2, 0.3, 0.4, 0.1]], [[50.0, 30.0, 20.0, 10.0]]])
+    channels = ["bus.count", "bus.pedestrian", "bus.speed_kmh"]
+    floor = volume_floor(ref, channels)
+    assert floor[0] == pytest.approx(40.0)  # median of 1, 40, 60
+    assert floor[1] == pytest.approx(1.0)  # a median below 1 count per bin is floored at 1
+    assert np.isnan(floor[2])  # speeds have no floor
+    fc = np.broadcast_to(ref[None], (1, *ref.shape)).copy()
+    fc[0, 0] = [[1.0, 40.0, 60.0, 5.0]]
+    index, level = volume(fc, ref, channels)
+    assert index[0, 0, 0].tolist()[:3] == pytest.approx([1.0 / 40.0, 1.0, 1.0])
+    assert VOLUME_LEVELS[level[0, 0, 0, 0]] == "quiet" and np.isnan(index[0, 0, 0, 3])
+
+
+@pytest.mark.parametrize(
+    ("index", "level"),
+    [
+        (0.0, "quiet"),
+        (0.2499, "quiet"),
+        (0.25, "normal"),
+        (0.75, "busy"),
+        (0.9999, "busy"),
+        (1.0, "peak"),
+        (1.5, "peak"),
+    ],
+)
+def test_volume_levels(index, level):
+    assert VOLUME_LEVELS[volume_levels(np.array([index]))[0]] == level
+
+
+def test_a_reference_on_too_few_observations_is_none():
+    values = np.arange(60.0).reshape(60, 1, 1, 1) * np.ones((1, 1, 1, 2))
+    mask = np.ones(values.shape, bool)
+    mask[MIN_REFERENCE_OBSERVATIONS - 1 :, 0, 0, 1] = False  # one observation short
+    ref = reference_stats(values, mask, ["t.car"])
+    assert np.isfinite(ref[0, 0, 0]) and np.isnan(ref[0, 0, 1])
 
 
 @pytest.mark.parametrize(
@@ -117,7 +175,7 @@ def test_reference_by_hand():
     values = np.array([speeds, counts]).T.reshape(6, 2, 1, 1)
     mask = np.ones_like(values, dtype=bool)
     mask[-1] = False
-    ref = reference_stats(values, mask, ["m.speed_kmh", "m.count"])
+    ref = reference_stats(values, mask, ["m.speed_kmh", "m.count"], min_observations=1)
     # p85 of 10..50: position 0.85 * 4 = 3.4 -> 40 + 0.4 * 10; p95 of 0..4: 0.95 * 4 = 3.8
     assert ref[0, 0, 0] == pytest.approx(44.0)
     assert ref[1, 0, 0] == pytest.approx(3.8)
@@ -133,7 +191,7 @@ def test_reference_matches_numpy_nanpercentile(seed):
     mask[:, :, 1, 1] = False
     mask[7, :, 1, 1] = True  # a cell with a single observation
     channels = ["a.speed_kmh", "a.count", "b.speed_kmh"]
-    ref = reference_stats(values, mask, channels)
+    ref = reference_stats(values, mask, channels, min_observations=1)
     masked = np.where(mask, values, np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
@@ -167,6 +225,7 @@ def test_reference_rejects_bad_shapes(values_shape, mask_shape, channels):
 
 
 def test_congestion_rejects_mismatched_reference():
+    """The forecast and the reference must be of the same grid."""
     with pytest.raises(ValueError, match="ref"):
         congestion(np.zeros((2, 1, 3, 3)), np.zeros((1, 3, 4)), ["a.count"])
 

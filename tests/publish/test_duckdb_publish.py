@@ -278,7 +278,8 @@ def test_constraint_violation_in_the_schema_writes_nothing(db, monkeypatch):
     def with_bad_row(*args, **kwargs):
         t = real(*args, **kwargs)
         level = t.column("congestion_level").to_pylist()
-        level[0] = None  # index kept: violates CHECK ((index IS NULL) = (level IS NULL))
+        first = next(i for i, v in enumerate(level) if v is not None)  # a speed row: volumes have no congestion
+        level[first] = None  # index kept: violates CHECK ((index IS NULL) = (level IS NULL))
         return t.set_column(t.schema.get_field_index("congestion_level"), "congestion_level", pa.array(level))
 
     monkeypatch.setattr(dp, "forecast_table", with_bad_row)
@@ -358,7 +359,12 @@ def test_only_pairs_with_data_are_published_and_every_cell_is_kept(db):
     snap = snapshot(db)
     f = snap["forecasts"]
     assert out["n_rows"] == len(f) == 72 - 2 * 3 == out["n_rows_with_level"]
-    assert f["has_data"].all() and f["congestion_level"].notna().all() and f["congestion_index"].notna().all()
+    assert f["has_data"].all()
+    speed, vol = f[f["channel"] == "m.speed_kmh"], f[f["channel"] == "t.car"]
+    assert speed["congestion_level"].notna().all() and speed["congestion_index"].notna().all()
+    assert speed["volume_level"].isna().all() and speed["volume_index"].isna().all()
+    assert vol["volume_level"].notna().all() and vol["volume_index"].notna().all()
+    assert vol["congestion_level"].isna().all() and vol["congestion_index"].isna().all()
     pairs = set(zip(f["channel"], f["cell_id"], strict=True))
     assert ("t.car", int(case.cell_ids[1, 2])) not in pairs and ("m.speed_kmh", int(case.cell_ids[0, 0])) not in pairs
     cells = snap["run_cells"].set_index("cell_id")
@@ -435,17 +441,23 @@ def test_index_in_the_store_matches_congestion_module(db):
 
 
 def _hotspot_case(**kw):
-    """3 horizons, 12 cells; cell 1000 is jammed but has no data, cell 1001 jams at h=3 only."""
+    """3 horizons, 12 cells; cell 1000 is jammed but has no data, cell 1001 jams at h=3 only.
+
+    Congestion is read from speeds (``m.speed_kmh``, free flow 50 km/h); the volume channel
+    (``t.car``, p95 100 in every cell) is busy where nothing jams: cell 1002 at its peak.
+    """
     case = make_case(**kw)
     fc = np.zeros_like(case.forecast)
     fc[:, 1] = 50.0  # free-flowing speeds everywhere
-    fc[:, 0, 0, 0] = 140.0  # cell 1000: huge volume ...
+    fc[:, :, 0, 0] = [140.0, 1.0]  # cell 1000: huge volume, standstill ...
     has_data = case.has_data.copy()
-    has_data[0, 0, 0] = False  # ... but it never had volume data
+    has_data[:, 0, 0] = False  # ... but it never had data
     fc[2, 1, 0, 1] = 5.0  # cell 1001: speed 5 of 50 km/h at horizon 3 -> index 0.9, severe
-    fc[0, 0, 2, 3] = 60.0  # cell 1011: volume 60 of 100 at horizon 1 -> 0.6, heavy
-    fc[1, 0, 2, 3] = 70.0  # ... and 0.7 at horizon 2
-    fc[0, 0, 1, 1] = 30.0  # cell 1005: 0.3, moderate
+    fc[0, 1, 2, 3] = 20.0  # cell 1011: 20 km/h at horizon 1 -> 0.6, heavy
+    fc[1, 1, 2, 3] = 15.0  # ... and 0.7 at horizon 2
+    fc[0, 1, 1, 1] = 35.0  # cell 1005: 0.3, moderate
+    fc[0, 0, 0, 2] = 120.0  # cell 1002: 120 cars of its usual peak 100 -> volume index 1.2, peak; no jam
+    fc[1, 0, 0, 2] = 80.0  # ... 0.8, busy
     return case.kwargs(forecast=fc, has_data=has_data, lower=fc * 0.9, upper=fc * 1.1)
 
 
@@ -474,7 +486,15 @@ def test_hotspots_next_hours(db):
     local = dp.find_hotspots(db, "berlin", hours=0.5, at="2024-12-02 08:30", min_level="heavy")
     assert local.start == pd.Timestamp("2024-12-02T07:30Z") and local.end == pd.Timestamp("2024-12-02T08:00Z")
     assert local.rows["cell_id"].tolist() == [1011]
-    assert dp.hotspots(db, "berlin", channel="m.speed_kmh")["cell_id"].tolist() == [1001]
+    assert dp.hotspots(db, "berlin", channel="m.speed_kmh")["cell_id"].tolist() == [1001, 1011, 1005]
+    # a volume asked for by name: its volume index and levels (busy or peak), never called congestion
+    busy = dp.find_hotspots(db, "berlin", hours=3, channel="t.car")
+    assert busy.measure == "volume" and "congestion_index" not in busy.rows.columns
+    assert busy.rows[["cell_id", "volume_level", "heavy_slots"]].values.tolist() == [[1002, "peak", 2]]
+    assert busy.rows["volume_index"].iloc[0] == pytest.approx(1.2)
+    assert dp.hotspots(db, "berlin", channel="t.car", min_level="peak")["cell_id"].tolist() == [1002]
+    with pytest.raises(dp.HotspotError, match=r"min_level 'heavy' for channel t.car; allowed: \['quiet'"):
+        dp.hotspots(db, "berlin", channel="t.car", min_level="heavy")
     # the window is cut at the run's last target bin
     assert dp.find_hotspots(db, "berlin", hours=100).end == pd.Timestamp("2024-12-02T09:00Z")
 
@@ -686,3 +706,33 @@ def test_a_query_for_one_run_reads_only_that_runs_file(db):
     assert re.search(r"Total Files Read: 1\b", plan), plan
     assert "run_id=berlin_20241203T060000Z" in plan and "run_id=berlin_20241202T060000Z" not in plan
     assert re.search(r"Total Files Read: 3\b", everything), everything
+
+
+def test_values_that_cannot_be_true_are_refused_and_nothing_is_written(db):
+    """The catalog holds no negative count, no speed above the limit and no value outside its interval."""
+    case = make_case()
+    dp.publish_forecast(db, **case.kwargs())
+    before, files = snapshot(db), versions(db)
+    negative = case.forecast.copy()
+    negative[1, 0, 2, 3] = -192.0
+    with pytest.raises(dp.PublishError, match=r"channel t.car: 1 forecast values outside \[0, inf\], first -192"):
+        dp.publish_forecast(db, **case.kwargs(forecast=negative))
+    fast = case.forecast.copy()
+    fast[0, 1, 0, 0] = 250.0
+    with pytest.raises(dp.PublishError, match=r"channel m.speed_kmh: .* outside \[0, 200\]"):
+        dp.publish_forecast(db, **case.kwargs(forecast=fast))
+    lo, hi = case.forecast * 0.9, case.forecast * 1.1
+    lo[2, 1, 1, 1] = case.forecast[2, 1, 1, 1] + 1  # the bound above its value
+    hi[2, 1, 1, 1] = lo[2, 1, 1, 1] + 1
+    with pytest.raises(dp.PublishError, match=r"value outside its interval at 1 .* first \(2, 1, 1, 1\)"):
+        dp.publish_forecast(db, **case.kwargs(lower=lo, upper=hi))
+    assert_same(before, snapshot(db))
+    assert versions(db) == files
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        bad = con.execute(
+            "SELECT count(*) FROM forecasts WHERE value < 0 OR (lower IS NOT NULL AND (value < lower OR value > upper))"
+        ).fetchone()
+    finally:
+        con.close()
+    assert bad == (0,)

@@ -214,8 +214,11 @@ def test_geojson_is_rfc7946_with_values_levels_and_local_times(store, tmp_path):
         p = f["properties"]
         row = expected.loc[(p["cell_id"], p["channel"], p["horizon"])]
         assert p["run_id"] == NEWEST and p["value"] == pytest.approx(row["value"])
-        assert p["congestion_index"] == pytest.approx(row["congestion_index"])
-        assert p["congestion_level"] == row["congestion_level"] and p["congestion_level"] in LEVELS
+        sc = ex.channel_scale(p["channel"])  # congestion for the speed channel, volume for the count channel
+        other = "volume" if sc.measure == "congestion" else "congestion"
+        assert p[sc.index] == pytest.approx(row[sc.index])
+        assert p[sc.level] == row[sc.level] and p[sc.level] in sc.levels
+        assert p[f"{other}_index"] is None and p[f"{other}_level"] is None
         assert p["has_data"] is True
         assert p["lower"] is None and p["upper"] is None  # the run was published without bounds
         utc = pd.Timestamp(p["target_time"])
@@ -272,8 +275,8 @@ def test_geoparquet_reads_back_with_geopandas_in_wgs84(store, tmp_path):
     got = gdf.set_index(["cell_id", "horizon"]).sort_index()
     assert got.index.equals(want_rows.index)
     np.testing.assert_allclose(got["value"], want_rows["value"])
-    np.testing.assert_allclose(got["congestion_index"], want_rows["congestion_index"])
-    assert (got["congestion_level"] == want_rows["congestion_level"]).all()
+    np.testing.assert_allclose(got["volume_index"], want_rows["volume_index"])  # a count: its volume index
+    assert (got["volume_level"] == want_rows["volume_level"]).all() and got["congestion_level"].isna().all()
     assert got["lower"].isna().all() and got["upper"].isna().all()
     cells = case.cells.set_index("cell_id").drop(index=sorted(empty_cells(db)))
     first = gdf[gdf["horizon"] == 1].set_index("cell_id")
@@ -345,7 +348,9 @@ def test_html_is_self_contained(store, tmp_path):
                 if (ch, t + 1, c[0]) in rows.index:
                     r = rows.loc[(ch, t + 1, c[0])]
                     assert entry["value"][t][i] == pytest.approx(r["value"], abs=1e-3)
-                    assert LEVELS[entry["level"][t][i]] == r["congestion_level"]
+                    sc = ex.channel_scale(ch)
+                    assert data["scales"][ch]["levels"][entry["level"][t][i]] == r[sc.level]
+                    assert entry["index"][t][i] == pytest.approx(r[sc.index], abs=1e-3)
     assert len(data["times"]) == H_OUT and data["times"][0] == "2024-12-02T07:00:00+01:00"
     assert data["groups"] == ["1 h", "2–3 h", "2–3 h", "4–6 h", "4–6 h", "4–6 h"]
     assert all(len(m) == N_CELLS for ch in data["data"].values() for m in ch["level"])
@@ -531,3 +536,116 @@ def test_a_channel_without_any_data_gives_grey_maps_and_no_features(db, tmp_path
     data = html_data(page.read_text())
     assert data["channels"] == ["m.speed_kmh"] and len(data["cells"]) == N_CELLS
     assert all(v is None for m in data["data"]["m.speed_kmh"]["level"] for v in m)
+
+
+# ------------------------------------------------------------------ maps with a place
+
+
+def berlin_segments_case(db, home):
+    """Berlin's shipped Telraam segments in the test lake, under a 0.04° grid over them, one run published.
+
+    Every cell's speed is at 30 % of free flow at the first target (heavy), its count at its usual peak.
+    """
+    from traffic.config import load_city
+    from traffic.ingest import ingest_registry
+    from traffic.lake import Lake
+
+    berlin = load_city("berlin")
+    lake = Lake(home / "lake")
+    ingest_registry(berlin, berlin.feed("telraam"), lake=lake)
+    h, w, lon0, lat0, step = 12, 16, 13.1, 52.35, 0.04
+    case = make_case(issued_at="2024-12-02T06:00:00Z", h_out=2, shape=(h, w), seed=5)
+    ids = np.arange(h * w, dtype=np.int32) + 1000
+    rows, cols = np.divmod(np.arange(h * w), w)
+    x0, y0 = lon0 + step * cols, lat0 + step * rows
+    case.cells = pd.DataFrame(
+        {
+            "cell_id": ids,
+            "row": rows,
+            "col": cols,
+            "centroid_lon": x0 + step / 2,
+            "centroid_lat": y0 + step / 2,
+            "polygon_wkt": [
+                f"POLYGON (({a} {b}, {a + step} {b}, {a + step} {b + step}, {a} {b + step}, {a} {b}))"
+                for a, b in zip(x0, y0, strict=True)
+            ],
+        }
+    )
+    fc = case.forecast.copy()
+    fc[:, 0] = 100.0  # t.car at the cells' p95: volume index 1, peak
+    fc[:, 1] = 50.0
+    fc[0, 1] = 15.0  # m.speed_kmh 15 of 50 km/h at the first target: index 0.7, heavy
+    publish_forecast(db, **case.kwargs(forecast=fc))
+    return lake
+
+
+def test_maps_draw_berlins_street_segments_coloured_with_names_scale_and_north(db, home, tmp_path):
+    lake = berlin_segments_case(db, home)
+    (path,) = ex.export_run("berlin", "html", db_path=db, out=tmp_path / "m.html", lake=lake)
+    data = html_data(path.read_text())
+    lines = [s for s in data["sources"] if s[3] == "line"]
+    assert len(lines) > 128  # every segment, cut into one piece per cell it crosses
+    assert {s[0] for s in lines} == {"telraam"} and all(s[4] is not None for s in lines)
+    named = {s[1]: s[2] for s in lines}
+    assert named["9000001786"] == "Dörpfeldstraße"  # the README's segment, by its OSM name
+    assert data["scales"]["m.speed_kmh"]["measure"] == "congestion"
+    assert data["scales"]["t.car"] == {
+        "measure": "volume",
+        "levels": list(ex.VOLUME_COLORS),
+        "colors": list(ex.VOLUME_COLORS.values()),
+    }
+    text = path.read_text()
+    for needle in ('id="scalebar"', 'id="north"', "°E", "°N"):
+        assert needle in text, needle
+    for needle in ("http://", "https://", "src=", "href=", "<link", "url(", "//cdn"):
+        assert needle not in text.lower(), needle
+
+    pngs = ex.export_run("berlin", "png", db_path=db, out=tmp_path / "png", channel="m.speed_kmh", lake=lake)
+    first, later = pixels(pngs[0]), pixels(pngs[1])  # the first hour every segment is heavy, then free
+    heavy = count_color(first, ex.LEVEL_COLORS["heavy"]) - count_color(later, ex.LEVEL_COLORS["heavy"])
+    free = count_color(later, ex.LEVEL_COLORS["free"]) - count_color(first, ex.LEVEL_COLORS["free"])
+    assert heavy > 100 and free > 100, (heavy, free)  # the segments' strokes, beyond the legend swatches
+
+
+def test_a_registry_without_street_names_shows_ids(db, home):
+    from traffic.config import load_city
+    from traffic.grid.assign import read_lake_registry
+
+    lake = berlin_segments_case(db, home)
+    berlin = load_city("berlin")
+    reg, _ = read_lake_registry(berlin, "telraam", lake=lake)
+    cells = ex.cells_geodataframe(ex.read_run(db, "berlin")[2])
+    assert ex.read_sources("berlin", cells, lake)["name"].notna().any()
+    reg["attributes"] = "{}"  # a registry without names
+    from traffic.lake import write_geoparquet
+
+    write_geoparquet(reg, lake.partition("registry", city="berlin", feed="telraam") / "registry.parquet")
+    src = ex.read_sources("berlin", cells, lake)
+    assert len(src) > 128 and src["name"].isna().all()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (apt-get install chromium)")
+def test_berlins_segments_are_drawn_and_hovered_in_a_real_browser(db, home, tmp_path):
+    lake = berlin_segments_case(db, home)
+    (path,) = ex.export_run("berlin", "html", db_path=db, out=tmp_path / "m.html", lake=lake)
+    data = html_data(path.read_text())
+    first = data["channels"][0]
+    dom = chromium(["--dump-dom", path.as_uri()], tmp_path / "profile").stdout
+    svg = re.search(r'<svg id="map".*?</svg>', dom, re.S)
+    assert svg and len(re.findall(r'<polyline class="src"', svg.group(0))) == len(data["sources"])
+    assert f"{len(data['sources'])} sources" in dom
+    j = next(j for j, s in enumerate(data["sources"]) if s[1] == "9000001786")
+    hover = tmp_path / "hover.html"
+    probe = (
+        f"<script>document.querySelector('#map [data-s=\"{j}\"]')"
+        '.dispatchEvent(new MouseEvent("mouseover", {bubbles: true}));</script>'
+    )
+    hover.write_text(path.read_text().replace("</body>", probe + "</body>"))
+    info = re.search(
+        r'<div id="info">(.*?)</div>', chromium(["--dump-dom", hover.as_uri()], tmp_path / "p2").stdout, re.S
+    )
+    assert info and "segment 9000001786 · Dörpfeldstraße (feed telraam)" in info.group(1), info
+    shot = tmp_path / "shot.png"
+    chromium([f"--screenshot={shot}", path.as_uri()], tmp_path / "profile")
+    scale = data["scales"][first]
+    assert count_color(pixels(shot), scale["colors"][-1 if scale["measure"] == "volume" else 2]) > 500

@@ -181,3 +181,21 @@ def test_runs_published_before_a_column_existed_read_null_next_to_new_ones(db):
         con.close()
     assert [(r, v) for r, v, _ in rows] == [("berlin_20241202T060000Z", None), ("berlin_20241203T060000Z", "v2")]
     assert all(n > 0 for *_, n in rows) and latest == [("berlin_20241203T060000Z",)]
+
+
+def test_forecasts_published_before_the_volume_index_read_null_there_next_to_new_ones(db):
+    """A forecasts.parquet of the layout before 003 (no volume_index / volume_level) stays readable."""
+    old, new = make_case(issued_at="2024-12-02T06:00:00Z"), make_case(issued_at="2024-12-03T06:00:00Z", seed=1)
+    dp.publish_forecast(db, **old.kwargs())
+    (rows_file,) = dp.store_dir(db).glob("runs/city=berlin/run_id=berlin_20241202T060000Z/v-*/forecasts.parquet")
+    pq.write_table(pq.read_table(rows_file).drop(["volume_index", "volume_level"]), rows_file)
+    dp.publish_forecast(db, **new.kwargs())
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        got = con.execute(
+            "SELECT run_id, count(*), count(volume_index), count(volume_level) FROM forecasts GROUP BY ALL ORDER BY 1"
+        ).fetchall()
+    finally:
+        con.close()
+    n = 3 * 2 * 12
+    assert got == [("berlin_20241202T060000Z", n, 0, 0), ("berlin_20241203T060000Z", n, n // 2, n // 2)]

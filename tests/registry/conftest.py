@@ -58,7 +58,10 @@ def holdout_data(berlin):
     gen = torch.Generator().manual_seed(7)
     x = (torch.rand(N_HOLDOUT, T_IN, n_features, HEIGHT, WIDTH, generator=gen) * 100).numpy()
     torch.manual_seed(11)
-    truth = TinyForecaster(T_IN, n_features, h_out, n_channels, torch.tensor([40.0, 5.0, 10.0, 8.0])).eval()
+    # the scale of each channel of the city (counts per hour; a speed channel in km/h)
+    scale = torch.tensor([30.0 if c.endswith(".speed_kmh") else 10.0 for c in berlin.channels])
+    scale[0] = 40.0  # cars
+    truth = TinyForecaster(T_IN, n_features, h_out, n_channels, scale).eval()
     with torch.no_grad():
         y = truth(torch.from_numpy(x)).numpy()
     mask = np.random.default_rng(3).random(y.shape) < 0.7

@@ -221,7 +221,7 @@ def test_missing_models_and_aliases(berlin):
 
 def test_wrong_output_shape_is_refused_before_logging(berlin, make_module, make_result):
     result = make_result(make_module(0.1))
-    result.channels = result.channels[:2]  # the module forecasts 4 channels
+    result.channels = result.channels[:2]  # the module forecasts every channel of the city
     with pytest.raises(ValueError, match="expected .* channels"):
         log_training(berlin, result, data_window=DATA_WINDOW, code_version="x")
     exp = _client().get_experiment_by_name("traffic-berlin")

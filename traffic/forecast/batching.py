@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from traffic.forecast.baselines import SeasonalProfile
-from traffic.forecast.features import N_CALENDAR, grid_calendar
+from traffic.forecast.features import HOLIDAY_AHEAD, N_CALENDAR, grid_calendar, holiday_table
 from traffic.grid.tensor import GridTensor
 
 
@@ -70,6 +70,10 @@ class Batcher:
         self.values = put(np.where(mask, grid.values, 0.0).astype(np.float32))  # (T, C, H, W), 0 where missing
         self.mask = put(mask)  # (T, C, H, W) bool
         self.calendar = put(grid_calendar(grid, horizon))  # (T, K): computed once
+        days, flags, self._day0 = holiday_table(grid, context_steps)
+        self.days = put(days)  # (T,) local day of every bin
+        self.holiday_flags = put(flags)  # (D,) holiday flag per local day (holiday_ahead)
+        self._ahead = torch.arange(context_steps, 0, -1, device=device)  # slot p -> local day + (T_in - p)
         self.positions = put(np.asarray(positions, dtype=np.int64))  # (T,)
         self.profile = put(profile.profile.astype(np.float32))  # (P, C, H, W)
         self.sums = put(profile.sums.astype(np.float32))  # (P, C, H, W)
@@ -92,7 +96,9 @@ class Batcher:
         idx = te[:, None] + self._ctx[None, :]  # (B, T_in)
         v, m = self.values[idx], self.mask[idx]  # (B, T_in, C, H, W)
         b, t_in, _, h, w = v.shape
-        cal = self.calendar[idx][..., None, None].expand(b, t_in, N_CALENDAR, h, w)  # (B, T_in, K, H, W)
+        cal = self.calendar[idx].clone()  # (B, T_in, K)
+        cal[:, :, HOLIDAY_AHEAD] = self.holiday_flags[self.days[te][:, None] + self._ahead[None, :] - self._day0]
+        cal = cal[..., None, None].expand(b, t_in, N_CALENDAR, h, w)  # (B, T_in, K, H, W)
         return torch.cat([v, m.to(v.dtype), cal], dim=2)  # (B, T_in, F, H, W)
 
     def loo_prior(self, t_end: np.ndarray | torch.Tensor) -> torch.Tensor:

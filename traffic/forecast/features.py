@@ -8,10 +8,14 @@ Layout of one input sample ``(T_in, F, H, W)`` float32, ``F = 2 C + K``:
 
 The last two calendar features are public-holiday flags (``traffic.calendar``; the grid's
 ``holidays``, read in its local time zone): ``holiday`` of the bin itself and
-``holiday_ahead``, the flag of the bin ``horizon`` bins later. The forecaster reads the
-holiday flag of its target bin ``t_end + j`` from ``holiday_ahead`` of context bin
-``t_end - horizon + j``, so an input sample carries the flags of every bin it forecasts
-(holidays are known in advance) and the module still needs no side input.
+``holiday_ahead``, the flags of the local days after the sample's last context bin: context
+slot ``q`` from the end (``q = 0``: the last bin) carries the flag of local day ``d + q + 1``,
+``d`` the local day of the last context bin (:func:`holidays_ahead`). A forecast's target bins
+lie on day ``d`` (the last bin's own ``holiday``) or on one of the ``context_steps`` days after
+it, so an input sample carries the flag of every bin it forecasts (holidays are known in
+advance), whatever the horizon, and the module still needs no side input
+(``traffic.model.Forecaster.target_holidays`` reads them back). Targets further than
+``context_steps`` days ahead read the furthest day's flag.
 
 Calendar features are computed from the grid's UTC bin starts (the grid carries no time
 zone). Seasonality is therefore learnt in UTC; a city's DST switch moves its local rush
@@ -45,6 +49,9 @@ __all__ = [
     "calendar_features",
     "context_index",
     "grid_calendar",
+    "holiday_table",
+    "holidays_ahead",
+    "local_days",
     "minute_of_week",
     "n_features",
     "split_inputs",
@@ -52,7 +59,8 @@ __all__ = [
 ]
 
 #: Calendar features, in order: hour-of-day phase, time-of-week phase (Monday 00:00 UTC = 0),
-#: a Saturday/Sunday flag, the bin's public-holiday flag and that of the bin ``horizon`` bins later.
+#: a Saturday/Sunday flag, the bin's public-holiday flag and that of a local day after the sample's
+#: last context bin (the slot's distance from the end plus one day; see the module docstring).
 CALENDAR_FEATURES = ("tod_sin", "tod_cos", "tow_sin", "tow_cos", "weekend", "holiday", "holiday_ahead")
 #: The periodic features, a function of the time of week alone.
 N_PERIODIC = 5
@@ -92,9 +100,50 @@ def calendar_features(
 
 
 def grid_calendar(grid: GridTensor, horizon: int) -> np.ndarray:
-    """Calendar features ``(T, K)`` of every bin of ``grid``, with holiday flags ``horizon`` bins ahead."""
-    step = grid.times[1] - grid.times[0] if len(grid.times) > 1 else pd.Timedelta(0)
-    return calendar_features(grid.times, grid.holiday, grid.holiday_at(grid.times + horizon * step))
+    """Calendar features ``(T, K)`` of every bin of ``grid``; ``holiday_ahead`` is 0 here.
+
+    ``holiday_ahead`` depends on the sample (its slot's distance from the last context bin): the
+    input builders fill it in per sample from :func:`holiday_table` (:func:`build_inputs`).
+    ``horizon`` is kept for the callers' signature.
+    """
+    return calendar_features(grid.times, grid.holiday)
+
+
+def local_days(times: pd.DatetimeIndex, timezone: str) -> np.ndarray:
+    """``(T,)`` int64 local day number (days since 1970-01-01 on the wall clock of ``timezone``) of each bin start."""
+    t = times.tz_localize("UTC") if times.tz is None else times
+    return t.tz_convert(timezone).tz_localize(None).to_numpy().astype("datetime64[D]").astype(np.int64)
+
+
+def holiday_table(grid: GridTensor, context_steps: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """What :func:`holidays_ahead` reads: every bin's local day, and holiday flags per local day.
+
+    Returns
+    -------
+    days : np.ndarray
+        ``(T,)`` int64 local day of every bin (:func:`local_days`).
+    flags : np.ndarray
+        ``(D,)`` float32: 1 where local day ``day0 + i`` is a holiday, for every day from the
+        grid's first to ``context_steps + 1`` days after its last.
+    day0 : int
+        The local day of ``flags[0]``.
+    """
+    days = local_days(grid.times, grid.timezone) if len(grid.times) else np.zeros(0, np.int64)
+    day0 = int(days.min()) if len(days) else 0
+    n = (int(days.max()) - day0 if len(days) else 0) + context_steps + 2
+    span = (np.arange(n) + day0).astype("datetime64[D]")
+    hol = np.array(sorted({np.datetime64(str(d), "D") for d in grid.holidays}), dtype="datetime64[D]")
+    return days, np.isin(span, hol).astype(np.float32), day0
+
+
+def holidays_ahead(last_day: np.ndarray, flags: np.ndarray, day0: int, context_steps: int) -> np.ndarray:
+    """``(B, T_in)`` ``holiday_ahead`` of samples whose last context bin is on local day ``last_day`` ``(B,)``.
+
+    Slot ``p`` (``q = T_in - 1 - p`` bins from the end) holds the flag of local day
+    ``last_day + q + 1`` (``flags``, ``day0`` from :func:`holiday_table`).
+    """
+    ahead = np.arange(context_steps, 0, -1, dtype=np.int64)  # slot p -> q + 1 = T_in - p
+    return flags[np.asarray(last_day, dtype=np.int64)[:, None] + ahead[None, :] - day0]
 
 
 def context_index(t_end: np.ndarray, context_steps: int) -> np.ndarray:
@@ -121,8 +170,8 @@ def build_inputs(grid: GridTensor, t_end: np.ndarray, context_steps: int, horizo
     context_steps : int
         Bins of context ``T_in``.
     horizon : int
-        Bins predicted: the ``holiday_ahead`` feature looks this many bins ahead. The rest of
-        the target bins' calendar the forecaster derives from the last context bin.
+        Bins predicted. The target bins' calendar the forecaster derives from the last context
+        bin, their holiday flags from ``holiday_ahead`` (module docstring).
 
     Returns
     -------
@@ -151,6 +200,8 @@ def build_inputs(grid: GridTensor, t_end: np.ndarray, context_steps: int, horizo
     x[:, :, :n_c] = np.where(mask, grid.values[idx], 0.0)
     x[:, :, n_c : 2 * n_c] = mask
     cal = grid_calendar(grid, horizon)[idx]  # (B, T_in, K)
+    days, flags, day0 = holiday_table(grid, context_steps)
+    cal[:, :, HOLIDAY_AHEAD] = holidays_ahead(days[t_end], flags, day0, context_steps)
     x[:, :, 2 * n_c :] = cal[:, :, :, None, None]
     return x
 

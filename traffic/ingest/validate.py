@@ -56,10 +56,10 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from traffic.channels import COUNT_CHANNELS, VALUE_CHANNELS
+from traffic.channels import COUNT_CHANNELS, SPEED_MAX_KMH, VALUE_CHANNELS
 
-#: Highest plausible speed; above it (or at/below zero) a speed is a fault (city override: ``[plausibility] max_speed_kmh``).
-SPEED_MAX_KMH = 200.0
+# SPEED_MAX_KMH (traffic.channels): highest plausible speed; above it (or at/below zero) a speed is a fault
+# (city override: ``[plausibility] max_speed_kmh``).
 #: Most of each count one source can count in an hour; a row's bound is this x ``interval_s`` / 3600
 #: (city override: ``[plausibility] max_per_hour = {car = ...}``). A multi-lane arterial carries
 #: about 2,000 vehicles/h per lane; the defaults leave room for 10 lanes and a dense crowd.

@@ -60,12 +60,17 @@ MEASUREMENTS: dict[str, tuple[str, ...]] = {
     for kind, schema in OBSERVATION_SCHEMAS.items()
 }
 
+#: Fewest cars a Telraam camera must have counted in an hour (``car_total * uptime``) for the hour's
+#: ``v85`` to be a speed: the 85th percentile of a handful of cars is the fastest one of them.
+TELRAAM_MIN_SPEED_CARS = 10.0
+
 #: Feed options (``[feeds.options]``) each adapter understands, with what they mean
 #: (for config validation and the README). ``registry_max_rejected_share`` applies to every adapter.
 ADAPTER_OPTIONS: dict[str, dict[str, str]] = {
     "telraam": {
         "interval_s": "seconds one row covers (default 3600)",
         "counts_extrapolated": "the *_total counts are extrapolated to the full hour (default true)",
+        "min_speed_cars": f"fewest cars counted in an hour for its v85 to be a speed (default {TELRAAM_MIN_SPEED_CARS:g})",
         "registry_max_rejected_share": "share of rejected sources (0..1) above which ingest fails (default 0.5)",
     },
     "metr_la": {
@@ -343,7 +348,11 @@ def telraam_observations(feed: FeedConfig) -> Delivery:
     ``source_id`` = ``str(segment_id)``, ``timestamp`` = ``date_local`` (naive
     Europe/Berlin wall-clock time, including both copies of the repeated DST hour),
     ``interval_s`` = 3600 (or option ``interval_s``), ``uptime`` as delivered,
-    ``speed_kmh`` = ``v85``. Night hours Telraam did not count are absent and stay absent.
+    ``speed_kmh`` = ``v85`` (km/h, the 85th-percentile car speed of the hour) where the camera
+    counted at least ``min_speed_cars`` cars in the hour (option, default
+    :data:`TELRAAM_MIN_SPEED_CARS`), else null: a v85 of fewer cars is not a speed. A file
+    without a ``v85`` column delivers no speeds; it is an error only when the feed's
+    ``channels`` ask for ``speed_kmh``. Night hours Telraam did not count are absent and stay absent.
 
     Counts: Telraam's ``*_total`` columns are already extrapolated to the full hour (on
     the shipped data a segment's totals do not fall with its uptime). The landing
@@ -361,9 +370,13 @@ def telraam_observations(feed: FeedConfig) -> Delivery:
         mostly not numbers.
     """
     parts = []
+    wants_speed = "speed_kmh" in feed.channels
+    min_cars = float(feed.options.get("min_speed_cars", TELRAAM_MIN_SPEED_CARS))
     for path in resolve_files(feed.path("observations"), PARQUET_SUFFIXES):
         file = str(path)
-        raw = read_parquet(path, columns=list(TELRAAM_COLUMNS))
+        raw = read_parquet(path, columns=list(TELRAAM_COLUMNS), optional=() if wants_speed else ("v85",))
+        if "v85" not in raw.columns:  # volumes only: the feed does not ask for speeds
+            raw["v85"] = np.full(len(raw), np.nan)
         out: dict[str, object] = {
             "source_id": source_ids(raw["segment_id"]),
             "timestamp": _timestamp_column(raw["date_local"], file=file, column="date_local"),
@@ -381,6 +394,9 @@ def telraam_observations(feed: FeedConfig) -> Delivery:
             up = np.asarray(out["uptime"], dtype=float)
             for dst in ("car", "heavy", "bike", "pedestrian"):
                 out[dst] = np.asarray(out[dst], dtype=float) * up
+        cars = np.asarray(out["car"], dtype=float)
+        with np.errstate(invalid="ignore"):  # a null car count leaves no speed either
+            out["speed_kmh"] = np.where(cars >= min_cars, np.asarray(out["speed_kmh"], dtype=float), np.nan)
         frame = pd.DataFrame(out)[list(OBSERVATION_SCHEMAS["camera"].names)]
         fault = _fault_codes(garbage)
         parts.append(_delivery(frame, fault, marked, _delivered_at(path), _frame_records(raw)))

@@ -90,8 +90,14 @@ def read_csv(path: UPath | str, **kwargs) -> pd.DataFrame:
         raise IngestError(f"cannot read {path} as CSV: {exc}", file=str(path)) from exc
 
 
-def read_parquet(path: UPath | str, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """Read a Parquet file (optionally only ``columns``) into pandas; :class:`IngestError` on failure."""
+def read_parquet(
+    path: UPath | str, columns: Sequence[str] | None = None, *, optional: Sequence[str] = ()
+) -> pd.DataFrame:
+    """Read a Parquet file (optionally only ``columns``) into pandas; :class:`IngestError` on failure.
+
+    Columns named in ``optional`` (a subset of ``columns``) are read when the file has them and
+    are left out of the frame when it does not; any other column of ``columns`` must be there.
+    """
     import pyarrow.parquet as pq
 
     try:
@@ -99,6 +105,7 @@ def read_parquet(path: UPath | str, columns: Sequence[str] | None = None) -> pd.
             pf = pq.ParquetFile(fh)
             if columns is not None:
                 present = set(pf.schema_arrow.names)
+                columns = [c for c in columns if c in present or c not in optional]
                 missing = [c for c in columns if c not in present]
                 if missing:
                     raise IngestError(

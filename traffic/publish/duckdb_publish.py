@@ -65,9 +65,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from traffic.channels import value_range
 from traffic.config import duckdb_path
 from traffic.errors import HotspotError, PublishError
-from traffic.publish.congestion import LEVEL_EDGES, LEVELS, NO_LEVEL, congestion
+from traffic.publish.congestion import (
+    LEVEL_EDGES,
+    LEVELS,
+    NO_LEVEL,
+    VOLUME_LEVEL_EDGES,
+    VOLUME_LEVELS,
+    congestion,
+    is_speed_channel,
+    volume,
+)
 from traffic.publish.migrations import migrate
 from traffic.publish.reader import MEMORY_LIMIT, open_catalog
 from traffic.publish.sql import check_identifier, sql_text, statement
@@ -253,12 +263,16 @@ def _catalog_lock(store: Path, timeout_s: float) -> Iterator[None]:
 
 
 def _source(table: str, files: Sequence[Path], *, by_name: bool = False) -> str:
-    """SQL source of a layout table's files: ``read_parquet`` of one schema, or ``by_name`` (runs table only)."""
+    """SQL source of a layout table's files: ``read_parquet`` of one schema, or ``by_name`` (runs and forecasts)."""
     if not files:
         return statement("source_empty").replace("{layout}", check_identifier(table, LAYOUT_TABLES).strip('"'))
     if by_name:  # files of older layouts among them: a column added since reads as NULL
-        check_identifier(table, ("forecast_runs",))
-        return statement("source_runs").replace("{files}", ", ".join(_sql_string(f) for f in files))
+        layout = check_identifier(table, ("forecast_runs", "forecasts")).strip('"')
+        return (
+            statement("source_by_name")
+            .replace("{layout}", layout)
+            .replace("{files}", ", ".join(_sql_string(f) for f in files))
+        )
     return statement("source_files").replace("{files}", ", ".join(_sql_string(f) for f in files))
 
 
@@ -279,16 +293,31 @@ def _build_catalog(target: Path, versions: Mapping[str, Path]) -> None:
             con.execute(runs_ddl.replace("{runs}", _source("forecast_runs", run_files, by_name=True)))
         latest = {r[0] for r in con.execute(statement("latest_run_ids")).fetchall()}
         latest_dirs = [v for r, v in versions.items() if r in latest]
-        sources = {
-            "{forecasts}": _source("forecasts", [v / RUN_FILES["forecasts"] for v in versions.values()]),
-            "{latest_forecasts}": _source("forecasts", [v / RUN_FILES["forecasts"] for v in latest_dirs]),
-            "{run_cells}": _source("cells", [v / RUN_FILES["cells"] for v in versions.values()]),
-            "{cells}": _source("cells", [v / RUN_FILES["cells"] for v in latest_dirs]),
-            "{cell_channels}": _source("cell_channels", [v / RUN_FILES["cell_channels"] for v in versions.values()]),
-        }
-        for key, src in sources.items():
-            rest = rest.replace(key, src)
-        con.execute(rest)
+
+        def view_sql(by_name: bool) -> str:
+            sources = {
+                "{forecasts}": _source(
+                    "forecasts", [v / RUN_FILES["forecasts"] for v in versions.values()], by_name=by_name
+                ),
+                "{latest_forecasts}": _source(
+                    "forecasts", [v / RUN_FILES["forecasts"] for v in latest_dirs], by_name=by_name
+                ),
+                "{run_cells}": _source("cells", [v / RUN_FILES["cells"] for v in versions.values()]),
+                "{cells}": _source("cells", [v / RUN_FILES["cells"] for v in latest_dirs]),
+                "{cell_channels}": _source(
+                    "cell_channels", [v / RUN_FILES["cell_channels"] for v in versions.values()]
+                ),
+            }
+            text = rest
+            for key, src in sources.items():
+                text = text.replace(key, src)
+            return text
+
+        try:
+            con.execute(view_sql(by_name=False))
+        except (duckdb.InvalidInputException, duckdb.BinderException):
+            # forecast files of a layout before a migration added a column: read them by name
+            con.execute(view_sql(by_name=True))
         con.execute("CHECKPOINT")
     finally:
         con.close()
@@ -607,7 +636,29 @@ def _check_bounds(
         raise PublishError(
             f"lower > upper at {int(crossed.sum())} positions, first {at}: {lo[at]} > {hi[at]}; need lower <= upper"
         )
+    outside = valued & ((forecast < lo) | (forecast > hi))
+    if outside.any():
+        at = tuple(int(i) for i in np.argwhere(outside)[0])
+        raise PublishError(
+            f"value outside its interval at {int(outside.sum())} (horizon, channel, row, col) positions, first {at}: "
+            f"{forecast[at]} not in [{lo[at]}, {hi[at]}]; need lower <= value <= upper "
+            "(traffic.forecast.plausible.plausible_forecast)"
+        )
     return np.where(valued, lo, np.nan), np.where(valued, hi, np.nan)
+
+
+def _check_ranges(forecast: np.ndarray, channels: Sequence[str]) -> None:
+    """Refuse values no channel can take (:func:`traffic.channels.value_range`): a negative count, a speed above the limit."""
+    for k, name in enumerate(channels):
+        low, high = value_range(name)
+        v = forecast[:, k]
+        bad = np.isfinite(v) & ((v < low) | (v > high))
+        if bad.any():
+            at = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise PublishError(
+                f"channel {name}: {int(bad.sum())} forecast values outside [{low:g}, {high:g}], first {v[at]} at "
+                f"(horizon, row, col) {at}; clip with traffic.forecast.plausible.plausible_forecast"
+            )
 
 
 def forecast_table(
@@ -651,11 +702,13 @@ def forecast_table(
     """
     h_out, c, h, w = forecast.shape
     index, level = congestion(forecast, reference, channels)
+    vol_index, vol_level = volume(forecast, reference, channels)
     keep = np.broadcast_to(has_data & np.isfinite(reference), forecast.shape).ravel()
     pos = np.flatnonzero(keep)
     n = len(pos)
     hz, ch, rr, cc = np.unravel_index(pos, forecast.shape)
     names = np.array((*LEVELS, None), dtype=object)  # code -1 -> None
+    vol_names = np.array((*VOLUME_LEVELS, None), dtype=object)
     none = pa.nulls(n, pa.float64())
 
     def col(a: np.ndarray | None) -> pa.Array:
@@ -674,6 +727,8 @@ def forecast_table(
             "upper": col(upper),
             "congestion_index": col(index),
             "congestion_level": pa.array(names[np.where(keep, level.ravel(), NO_LEVEL)[pos]], pa.string()),
+            "volume_index": col(vol_index),
+            "volume_level": pa.array(vol_names[np.where(keep, vol_level.ravel(), NO_LEVEL)[pos]], pa.string()),
             "has_data": pa.array(np.ones(n, bool)),
         }
     )
@@ -868,8 +923,8 @@ def publish_forecast(
     -------
     dict
         ``run_id``, ``city``, ``db_path``, ``version``, ``replaced`` (an earlier version of the
-        run existed), ``n_rows``, ``n_rows_with_level``, ``n_heavy`` (rows at level heavy or
-        worse), ``n_cells``, ``n_cells_with_data``, ``seconds``, ``catalog_seconds``.
+        run existed), ``n_rows``, ``n_rows_with_level`` (a congestion or a volume level),
+        ``n_heavy`` (rows at congestion level heavy or worse), ``n_cells``, ``n_cells_with_data``, ``seconds``, ``catalog_seconds``.
 
     Raises
     ------
@@ -901,6 +956,7 @@ def publish_forecast(
         raise PublishError(f"has_data must be bool, got {has_data.dtype}")
     if not np.issubdtype(cell_ids.dtype, np.integer):
         raise PublishError(f"cell_ids must be integers, got {cell_ids.dtype}")
+    _check_ranges(forecast, channels)
     lo, hi = _check_bounds(forecast, lower, upper)
     tt = _target_times(target_times, h_out)
     run_row = _run_row(city, run, tt, has_bounds=lo is not None)
@@ -938,7 +994,12 @@ def publish_forecast(
         "version": version,
         "replaced": replaced,
         "n_rows": rows.num_rows,
-        "n_rows_with_level": int(rows.num_rows - rows.column("congestion_level").null_count),
+        "n_rows_with_level": int(
+            np.count_nonzero(
+                rows.column("congestion_level").is_valid().to_numpy(zero_copy_only=False)
+                | rows.column("volume_level").is_valid().to_numpy(zero_copy_only=False)
+            )
+        ),
         "n_heavy": int(np.isin(levels, ("heavy", "severe")).sum()),
         "n_cells": cells_out.num_rows,
         "n_cells_with_data": run_row["n_cells_with_data"],
@@ -950,8 +1011,28 @@ def publish_forecast(
 # --------------------------------------------------------------------------- reads
 
 
-#: Smallest congestion index of each level (the ``min_level`` of a hotspot query).
-_MIN_INDEX = dict(zip(LEVELS, (0.0, *LEVEL_EDGES), strict=True))
+#: What a hotspot query ranks: ``congestion`` (speed channels, the default) or ``volume`` (a volume
+#: channel asked for by name): its index and level columns, the smallest index of each level (the
+#: ``min_level``), the default ``min_level`` and the lowest of its two worst levels (``heavy_slots``).
+MEASURES: dict[str, dict[str, Any]] = {
+    "congestion": {
+        "columns": ("congestion_index", "congestion_level"),
+        "min_index": dict(zip(LEVELS, (0.0, *LEVEL_EDGES), strict=True)),
+        "default_level": "moderate",
+        "heavy_level": "heavy",
+    },
+    "volume": {
+        "columns": ("volume_index", "volume_level"),
+        "min_index": dict(zip(VOLUME_LEVELS, (0.0, *VOLUME_LEVEL_EDGES), strict=True)),
+        "default_level": "busy",
+        "heavy_level": "busy",
+    },
+}
+
+
+def measure_of(channel: str | None) -> str:
+    """What a hotspot query for ``channel`` ranks: ``volume`` for a volume channel, else ``congestion`` (speeds)."""
+    return "volume" if channel is not None and not is_speed_channel(channel) else "congestion"
 
 
 @dataclass(frozen=True)
@@ -969,8 +1050,11 @@ class Hotspots:
         The city's zone (from the run) for local times.
     rows : pandas.DataFrame
         ``city, run_id, cell_id, row, col, centroid_lon, centroid_lat, target_time, horizon,
-        channel, value, lower, upper, congestion_index, congestion_level, slots, heavy_slots``:
-        each cell's worst (time, channel) in the window, worst cells first.
+        channel, value, lower, upper, congestion_index, congestion_level, slots, heavy_slots``
+        (``volume_index, volume_level`` in place of the congestion pair when ``measure`` is
+        ``volume``): each cell's worst (time, channel) in the window, worst cells first.
+    measure : str
+        What was ranked: ``congestion`` (speed channels) or ``volume`` (:data:`MEASURES`).
     """
 
     run: dict[str, Any]
@@ -978,6 +1062,7 @@ class Hotspots:
     end: pd.Timestamp
     timezone: str
     rows: pd.DataFrame
+    measure: str = "congestion"
 
 
 def _parse_at(at: Any, tz: str) -> pd.Timestamp:
@@ -1031,7 +1116,7 @@ def find_hotspots(
     *,
     at: Any = None,
     channel: str | None = None,
-    min_level: str = "moderate",
+    min_level: str | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
 ) -> Hotspots:
     """Where will it jam in the next ``hours``? From the newest run that covers ``at``.
@@ -1039,6 +1124,10 @@ def find_hotspots(
     A run covers ``at`` when ``target_start <= at < target_end`` (its first target bin start
     to its last target bin's end). Read-only: never blocks or waits for a publish.
     Statements: ``sql/hotspots.sql``.
+
+    Congestion is ranked by default: the congestion index of the speed channels (a volume row
+    has none). A volume channel asked for by ``channel`` is ranked by its volume index and
+    levels instead (``quiet`` .. ``peak``; ``measure`` of the answer says which).
 
     Parameters
     ----------
@@ -1055,8 +1144,9 @@ def find_hotspots(
         else any offset. Default: now if a run covers it, else the newest run's first target.
     channel : str, optional
         Only this channel (one of the run's channels).
-    min_level : str
-        Lowest level listed: ``'moderate'`` (default), ``'heavy'``, ``'severe'`` or ``'free'``.
+    min_level : str, optional
+        Lowest level listed. Congestion: ``'moderate'`` (default), ``'heavy'``, ``'severe'`` or
+        ``'free'``; a volume channel: ``'busy'`` (default), ``'peak'``, ``'normal'`` or ``'quiet'``.
     con : duckdb.DuckDBPyConnection, optional
         An open session from :func:`connect_catalog` to ask in (it sees the catalog it
         opened); default: open the catalog at ``db_path`` read-only for this call only.
@@ -1078,8 +1168,10 @@ def find_hotspots(
         raise HotspotError(f"city {city!r} must be a city name matching {_CITY_RE.pattern}")
     hours = _check_hours(hours)
     limit = _check_limit(limit)
-    if min_level not in _MIN_INDEX:
-        raise HotspotError(f"min_level {min_level!r}; allowed: {list(LEVELS)}")
+    allowed = MEASURES[measure_of(channel)]["min_index"]
+    if min_level is not None and min_level not in allowed:
+        what = f"channel {channel}" if channel is not None else "congestion (speed channels)"
+        raise HotspotError(f"min_level {min_level!r} for {what}; allowed: {list(allowed)}")
     if con is None:
         with _reader(db_path) as own:
             return _find_hotspots(own, city, hours, limit, at, channel, min_level)
@@ -1102,8 +1194,10 @@ def _find_hotspots(
     limit: int,
     at: Any,
     channel: str | None,
-    min_level: str,
+    min_level: str | None,
 ) -> Hotspots:
+    measure = MEASURES[measure_of(channel)]
+    index_col, level_col = measure["columns"]
     aware = at is not None and _is_time(at) and pd.Timestamp(at).tzinfo is not None
     if aware:  # the city's zone is not needed to read the time
         at_utc = _parse_at(at, "UTC")
@@ -1128,7 +1222,7 @@ def _find_hotspots(
     start = at_utc
     end = min(start + pd.Timedelta(hours=hours), pd.Timestamp(run["target_end"]).tz_convert("UTC"))
     cur = con.execute(
-        statement("hotspots", "hotspots.sql"),
+        statement("hotspots", "hotspots.sql").replace("{index}", index_col).replace("{level}", level_col),
         {
             "forecasts": str(folder / RUN_FILES["forecasts"]),
             "cells": str(folder / RUN_FILES["cells"]),
@@ -1136,17 +1230,18 @@ def _find_hotspots(
             "end": end.to_pydatetime(),
             "bin_seconds": int(run["bin_seconds"]),
             "channel": channel,
-            "min_index": _MIN_INDEX[min_level],
+            "min_index": measure["min_index"][min_level or measure["default_level"]],
+            "heavy_index": measure["min_index"][measure["heavy_level"]],
             "limit": limit,
         },
     )
     # a few rows: building the frame from tuples is cheaper than a pandas result conversion
     rows = pd.DataFrame(cur.fetchall(), columns=[d[0] for d in cur.description])
-    for col in ("centroid_lon", "centroid_lat", "value", "lower", "upper", "congestion_index"):
+    for col in ("centroid_lon", "centroid_lat", "value", "lower", "upper", index_col):
         if rows[col].dtype != np.float64:  # all-NULL bounds (or no rows) come back as objects
             rows[col] = rows[col].astype(np.float64)
     rows["target_time"] = pd.to_datetime(rows["target_time"], utc=True)
-    return Hotspots(run=run, start=start, end=end, timezone=run["timezone"], rows=rows)
+    return Hotspots(run=run, start=start, end=end, timezone=run["timezone"], rows=rows, measure=measure_of(channel))
 
 
 def _is_time(at: Any) -> bool:
@@ -1164,7 +1259,7 @@ def hotspots(
     *,
     at: Any = None,
     channel: str | None = None,
-    min_level: str = "moderate",
+    min_level: str | None = None,
 ) -> pd.DataFrame:
     """The rows of :func:`find_hotspots` (same parameters): one row per cell, worst first.
 

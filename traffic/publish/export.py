@@ -62,7 +62,14 @@ import pandas as pd
 from traffic.config import home
 from traffic.errors import ExportError
 from traffic.forecast.horizons import group_tag, horizon_groups
-from traffic.publish.congestion import LEVELS, congestion_levels
+from traffic.publish.congestion import (
+    LEVEL_EDGES,
+    LEVELS,
+    VOLUME_LEVEL_EDGES,
+    VOLUME_LEVELS,
+    congestion_levels,
+    is_speed_channel,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +78,8 @@ FORMATS = ("geojson", "geoparquet", "png", "html")
 _EXTENSIONS = {"geojson": ".geojson", "geoparquet": ".parquet", "html": ".html"}
 #: Fill colour of each congestion level (maps and HTML); cells without data get :data:`NO_DATA_COLOR`.
 LEVEL_COLORS = {"free": "#1a9850", "moderate": "#fdd835", "heavy": "#f46d43", "severe": "#a50026"}
+#: Fill colour of each volume level (a volume channel's maps: busyness, not congestion).
+VOLUME_COLORS = {"quiet": "#deebf7", "normal": "#9ecae1", "busy": "#3182bd", "peak": "#08306b"}
 NO_DATA_COLOR = "#bdbdbd"
 #: Columns of the ``rows`` statement (one published forecast row with its cell).
 ROW_COLUMNS = (
@@ -83,6 +92,8 @@ ROW_COLUMNS = (
     "upper",
     "congestion_index",
     "congestion_level",
+    "volume_index",
+    "volume_level",
     "has_data",
     "row",
     "col",
@@ -92,8 +103,30 @@ ROW_COLUMNS = (
 )
 #: Columns of the ``cells`` statement (every grid cell of a run).
 CELL_COLUMNS = ("cell_id", "row", "col", "centroid_lon", "centroid_lat", "polygon_wkt", "has_data", "coverage")
-#: Forecast values per cell in the HTML map (key in the page: column of the frame).
+#: Forecast values per cell in the HTML map (key in the page: column of the frame; ``index`` is the
+#: channel's own, :func:`channel_scale`).
 _HTML_FIELDS = {"value": "value", "lower": "lower", "upper": "upper", "index": "congestion_index"}
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How a channel's maps are coloured: congestion (speeds) or volume (counts), :func:`channel_scale`."""
+
+    measure: str
+    index: str
+    level: str
+    levels: tuple[str, ...]
+    colors: dict[str, str]
+    edges: tuple[float, ...]
+
+
+def channel_scale(channel: str) -> Scale:
+    """The index, level columns, level names and colours of a channel: congestion for speeds, volume otherwise."""
+    if is_speed_channel(channel):
+        return Scale("congestion", "congestion_index", "congestion_level", LEVELS, LEVEL_COLORS, LEVEL_EDGES)
+    return Scale("volume", "volume_index", "volume_level", VOLUME_LEVELS, VOLUME_COLORS, VOLUME_LEVEL_EDGES)
+
+
 #: Most run ids listed in an "unknown run" message.
 _MAX_LISTED = 10
 _PNG_DPI = 90
@@ -122,6 +155,16 @@ class RunInfo:
     def target_times(self) -> pd.DatetimeIndex:
         """UTC start of every horizon's bin, ``horizon_steps`` of them."""
         return pd.date_range(self.target_start, periods=self.horizon_steps, freq=pd.Timedelta(seconds=self.bin_seconds))
+
+
+def model_label(model_name: str, model_version: str) -> str:
+    """What forecast a run published, for titles: ``traffic-berlin v3``, or ``gbm baseline (traffic-berlin)``."""
+    version = str(model_version)
+    if version.isdigit():
+        return f"{model_name} v{version}"
+    if version.startswith("baseline-"):
+        return f"{version.removeprefix('baseline-')} baseline ({model_name})"
+    return f"{model_name} {version}"
 
 
 def default_out_dir() -> Path:
@@ -291,6 +334,8 @@ def to_geodataframe(rows: pd.DataFrame, run: RunInfo, timezone: str = "UTC") -> 
             "upper": rows["upper"].astype("float64"),
             "congestion_index": rows["congestion_index"].astype("float64"),
             "congestion_level": rows["congestion_level"].astype(object).where(rows["congestion_level"].notna(), None),
+            "volume_index": rows["volume_index"].astype("float64"),
+            "volume_level": rows["volume_level"].astype(object).where(rows["volume_level"].notna(), None),
             "has_data": rows["has_data"].astype(bool),
             "centroid_lon": rows["centroid_lon"].astype("float64"),
             "centroid_lat": rows["centroid_lat"].astype("float64"),
@@ -339,6 +384,154 @@ def cells_geodataframe(cells: pd.DataFrame) -> Any:
     geometry = _orient_ccw(gpd.GeoSeries.from_wkt(cells["polygon_wkt"].to_numpy(), crs=4326).to_numpy())
     gdf = gpd.GeoDataFrame(df, geometry=geometry, crs="EPSG:4326")
     return gdf.sort_values("cell_id", kind="stable").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- sources
+
+#: Registry attributes that name a source on the maps (its street), the first one present wins.
+NAME_ATTRIBUTES = ("name", "street", "street_name", "road", "osm.name", "description")
+#: Columns of :func:`read_sources`.
+SOURCE_COLUMNS = ("feed", "source_id", "name", "kind", "cell_id", "geometry")
+
+
+def _source_name(attributes: Any) -> str | None:
+    if not isinstance(attributes, str) or not attributes:
+        return None
+    try:
+        attrs = json.loads(attributes)
+    except ValueError:
+        return None
+    for key in NAME_ATTRIBUTES:
+        value = attrs.get(key) if isinstance(attrs, dict) else None
+        if value not in (None, "", "nan", "None"):
+            return str(value)
+    return None
+
+
+def read_sources(city: str, cells: Any, lake: Any = None) -> Any:
+    """The sources of a city's feeds (road segments, sensors) cut to the run's grid cells: what the maps draw.
+
+    Each source of each feed's ingested registry (``registry/city=/feed=/registry.parquet``) is
+    cut by the cells it crosses: a segment becomes one piece per cell, a sensor stays a point in
+    its cell, so each piece is coloured by its own cell's level. Its ``name`` is the first of
+    :data:`NAME_ATTRIBUTES` the registry has (a street name), else None (the map shows the id).
+
+    Parameters
+    ----------
+    city : str
+    cells : geopandas.GeoDataFrame
+        From :func:`cells_geodataframe`.
+    lake : traffic.lake.Lake, optional
+        Default :meth:`traffic.lake.Lake.from_config`.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        :data:`SOURCE_COLUMNS` (``kind`` ``line`` or ``point``), EPSG:4326; empty when the city has
+        no city file or no ingested registry (the maps then draw the cells alone).
+    """
+    import geopandas as gpd
+    import shapely
+
+    from traffic.config import load_city
+    from traffic.grid.assign import read_lake_registry
+
+    empty = gpd.GeoDataFrame({c: [] for c in SOURCE_COLUMNS[:-1]}, geometry=[], crs="EPSG:4326")
+    try:
+        c = load_city(city)
+    except (FileNotFoundError, ValueError):
+        return empty
+    grid = cells[["cell_id", "geometry"]].reset_index(drop=True)
+    parts = []
+    for feed in c.feeds:
+        try:
+            reg, _ = read_lake_registry(c, feed.name, lake=lake)
+        except FileNotFoundError:
+            continue
+        reg = reg.reset_index(drop=True)
+        pairs = gpd.sjoin(reg[["source_id", "geometry"]], grid, predicate="intersects", how="inner")
+        if pairs.empty:
+            continue
+        left = pairs.index.to_numpy()
+        right = pairs["index_right"].to_numpy()
+        pieces = shapely.intersection(reg.geometry.to_numpy()[left], grid.geometry.to_numpy()[right])
+        names = reg["attributes"].map(_source_name) if "attributes" in reg.columns else pd.Series([None] * len(reg))
+        part = gpd.GeoDataFrame(
+            {
+                "feed": feed.name,
+                "source_id": reg["source_id"].to_numpy()[left].astype(str),
+                "name": names.to_numpy()[left],
+                "cell_id": grid["cell_id"].to_numpy()[right].astype("int32"),
+            },
+            geometry=pieces,
+            crs="EPSG:4326",
+        ).explode(index_parts=False)
+        part = part[~part.geometry.is_empty & part.geometry.geom_type.isin(["LineString", "Point"])]
+        part["kind"] = np.where(part.geometry.geom_type == "Point", "point", "line")
+        parts.append(part)
+    if not parts:
+        return empty
+    out = pd.concat(parts, ignore_index=True)[list(SOURCE_COLUMNS)]
+    return gpd.GeoDataFrame(out, geometry="geometry", crs="EPSG:4326")
+
+
+def cell_places(
+    db_path: str | Path | None, city: str, run_id: str, cell_ids: Sequence[int], lake: Any = None, most: int = 2
+) -> dict[int, str]:
+    """Where each cell is, in words: its road segments / sensors, ``name (id)``, for hotspot lists.
+
+    Parameters
+    ----------
+    db_path : str or Path or None
+        Catalog (read-only) with the run's cells.
+    city, run_id : str
+    cell_ids : sequence of int
+        The cells to name.
+    lake : traffic.lake.Lake, optional
+        Where the registries are (:func:`read_sources`).
+    most : int
+        Sources named per cell; more are counted (``+3 more``).
+
+    Returns
+    -------
+    dict
+        ``{cell_id: text}`` for the cells with a source; a source without a name shows its id.
+    """
+    from traffic.publish.duckdb_publish import _db, _reader
+    from traffic.publish.sql import statements
+
+    with _reader(_db(db_path)) as con:
+        cells = con.execute(statements("export.sql")["cells"], {"run_id": run_id}).df()
+    cells = cells[cells["cell_id"].isin(list(cell_ids))]
+    if cells.empty:
+        return {}
+    src = read_sources(city, cells_geodataframe(cells), lake)
+    out: dict[int, str] = {}
+    for cell, group in src.groupby("cell_id", sort=False):
+        seen = group.drop_duplicates("source_id")
+        labels = [
+            f"{n} ({i})" if isinstance(n, str) and n else str(i)
+            for n, i in zip(seen["name"], seen["source_id"], strict=True)
+        ]
+        more = len(labels) - most
+        out[int(cell)] = ", ".join(labels[:most]) + (f" +{more} more" if more > 0 else "")
+    return out
+
+
+def nice_distance(span_m: float) -> float:
+    """A round distance (1, 2 or 5 × 10^n metres) of about a fifth of ``span_m``: the scale bar's length."""
+    target = max(span_m / 5.0, 1.0)
+    base = 10 ** math.floor(math.log10(target))
+    return float(max(m * base for m in (1, 2, 5) if m * base <= target))
+
+
+def distance_label(metres: float) -> str:
+    """``500 m``, ``2 km``."""
+    return f"{metres / 1000:g} km" if metres >= 1000 else f"{metres:g} m"
+
+
+#: Metres per degree of latitude (and of longitude at the equator), for the scale bar.
+METRES_PER_DEGREE = 111_320.0
 
 
 # --------------------------------------------------------------------------- files
@@ -425,49 +618,101 @@ def _time_window(times: pd.Series, bin_seconds: int, timezone: str) -> str:
     return f"{start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M} {zone}"
 
 
-def worst_levels(group: pd.DataFrame, cell_ids: np.ndarray) -> np.ndarray:
-    """Level name of each cell's worst congestion index over the rows of ``group``.
+def worst_levels(group: pd.DataFrame, cell_ids: np.ndarray, scale: Scale | None = None) -> np.ndarray:
+    """Level name of each cell's worst index over the rows of ``group``.
 
     Parameters
     ----------
     group : pandas.DataFrame
-        ``cell_id, congestion_index`` rows (e.g. one channel, one horizon group).
+        ``cell_id`` and the scale's index column (e.g. one channel, one horizon group).
     cell_ids : np.ndarray
         Cells to report, in order.
+    scale : Scale, optional
+        The channel's :func:`channel_scale`; default congestion.
 
     Returns
     -------
     np.ndarray
         Object array of level names, ``None`` where the cell has no index in the group.
     """
-    worst = group.groupby("cell_id")["congestion_index"].max().reindex(cell_ids)
-    codes = congestion_levels(worst.to_numpy(np.float64))
-    names = np.array([*LEVELS, None], dtype=object)
-    return names[np.where(codes < 0, len(LEVELS), codes)]
+    scale = scale or channel_scale("speed_kmh")
+    worst = group.groupby("cell_id")[scale.index].max().reindex(cell_ids)
+    codes = congestion_levels(worst.to_numpy(np.float64), scale.edges)
+    names = np.array([*scale.levels, None], dtype=object)
+    return names[np.where(codes < 0, len(scale.levels), codes)]
 
 
-def _draw_cells(ax: Any, cells: Any, levels: np.ndarray) -> None:
-    from matplotlib.collections import PolyCollection
+def _draw_cells(ax: Any, cells: Any, levels: np.ndarray, colors: dict[str, str], sources: Any = None) -> None:
+    """Cells coloured by level, then the sources over them (each piece in its cell's colour), scale bar, north arrow."""
+    from matplotlib.collections import LineCollection, PolyCollection
 
     verts = [np.asarray(g.exterior.coords) for g in cells.geometry]
-    colors = [NO_DATA_COLOR if lv is None else LEVEL_COLORS[lv] for lv in levels]
-    ax.add_collection(PolyCollection(verts, facecolors=colors, edgecolors="white", linewidths=0.3))
+    fills = [NO_DATA_COLOR if lv is None else colors[lv] for lv in levels]
+    has_sources = sources is not None and len(sources) > 0
+    ax.add_collection(
+        PolyCollection(verts, facecolors=fills, edgecolors="white", linewidths=0.3, alpha=0.45 if has_sources else 1.0)
+    )
     x0, y0, x1, y1 = cells.total_bounds
+    if has_sources:
+        level_of = dict(zip(cells["cell_id"].to_numpy().tolist(), levels.tolist(), strict=True))
+        color = np.array(
+            [NO_DATA_COLOR if level_of.get(c) is None else colors[level_of[c]] for c in sources["cell_id"]],
+            dtype=object,
+        )
+        line = (sources["kind"] == "line").to_numpy()
+        if line.any():
+            segs = [np.asarray(g.coords) for g in sources.geometry[line]]
+            ax.add_collection(
+                LineCollection(segs, colors=list(color[line]), linewidths=2.5, zorder=3, antialiaseds=False)
+            )
+        if (~line).any():
+            pts = sources.geometry[~line]
+            ax.scatter(pts.x, pts.y, s=14, c=list(color[~line]), edgecolors="black", linewidths=0.4, zorder=4)
     pad_x, pad_y = 0.02 * (x1 - x0 or 1e-3), 0.02 * (y1 - y0 or 1e-3)
     ax.set_xlim(x0 - pad_x, x1 + pad_x)
     ax.set_ylim(y0 - pad_y, y1 + pad_y)
-    ax.set_aspect(1.0 / max(math.cos(math.radians((y0 + y1) / 2)), 1e-6))
+    k = max(math.cos(math.radians((y0 + y1) / 2)), 1e-6)
+    ax.set_aspect(1.0 / k)
     ax.locator_params(nbins=4)
     ax.tick_params(labelsize=7)
+    ax.set_xlabel("longitude (°E)", fontsize=7)
+    ax.set_ylabel("latitude (°N)", fontsize=7)
+    # scale bar (bottom left) and north arrow (top right)
+    metres = nice_distance((x1 - x0) * k * METRES_PER_DEGREE)
+    length = metres / (k * METRES_PER_DEGREE)
+    bx, by = x0 + 0.04 * (x1 - x0), y0 + 0.05 * (y1 - y0)
+    ax.plot([bx, bx + length], [by, by], color="black", linewidth=2.5, solid_capstyle="butt", zorder=5)
+    ax.text(bx + length / 2, by + 0.015 * (y1 - y0), distance_label(metres), ha="center", va="bottom", fontsize=7)
+    nx, ny = x1 - 0.05 * (x1 - x0), y1 - 0.14 * (y1 - y0)
+    ax.annotate(
+        "N",
+        xy=(nx, ny + 0.1 * (y1 - y0)),
+        xytext=(nx, ny),
+        ha="center",
+        va="top",
+        fontsize=8,
+        fontweight="bold",
+        arrowprops={"arrowstyle": "-|>", "color": "black", "lw": 1.2},
+        zorder=5,
+    )
 
 
 def write_pngs(
-    gdf: Any, cells: Any, run: RunInfo, out_dir: str | Path, *, timezone: str = "UTC", suffix: str = ""
+    gdf: Any,
+    cells: Any,
+    run: RunInfo,
+    out_dir: str | Path,
+    *,
+    timezone: str = "UTC",
+    suffix: str = "",
+    sources: Any = None,
 ) -> list[Path]:
     """One PNG map per horizon group of the run, one panel per channel of ``run.channels``.
 
-    Every cell of ``cells`` is drawn: coloured by its worst level in the group, grey where it
-    has no row (or no index) in it.
+    Every cell of ``cells`` is drawn: coloured by its worst level in the group (congestion for a
+    speed channel, volume for a volume channel: :func:`channel_scale`), grey where it has no row
+    (or no index) in it; the city's road segments (lines) and sensors (points) of ``sources``
+    over them in their cell's colour, with lon/lat ticks, a scale bar and a north arrow.
 
     Parameters
     ----------
@@ -482,6 +727,8 @@ def write_pngs(
         Zone of the time window in the titles.
     suffix : str
         Inserted after the run id (e.g. ``"_t.car"`` for a one-channel export).
+    sources : geopandas.GeoDataFrame, optional
+        From :func:`read_sources`; None or empty draws the cells alone.
 
     Returns
     -------
@@ -497,7 +744,11 @@ def write_pngs(
     cell_ids = cells["cell_id"].to_numpy()
     channels = list(run.channels)
     times = run.target_times()
-    handles = [Patch(facecolor=LEVEL_COLORS[lv], label=lv) for lv in LEVELS]
+    scales = {ch: channel_scale(ch) for ch in channels}
+    handles = []
+    for measure in dict.fromkeys(sc.measure for sc in scales.values()):
+        sc = next(v for v in scales.values() if v.measure == measure)
+        handles += [Patch(facecolor=sc.colors[lv], label=f"{lv} ({measure})") for lv in sc.levels]
     handles.append(Patch(facecolor=NO_DATA_COLOR, label="no data"))
     paths = []
     for group in horizon_groups(run.bin_seconds, run.horizon_steps):
@@ -507,13 +758,15 @@ def write_pngs(
         fig = Figure(figsize=(4.2 * n + 1.6, 4.8))
         window = _time_window(pd.Series(times[group.steps]), run.bin_seconds, timezone)
         fig.suptitle(
-            f"{run.city} · run {run.run_id} · {group.label} ahead\n{window} · worst congestion level per cell",
+            f"{run.city} · run {run.run_id} · {model_label(run.model_name, run.model_version)} · {group.label} ahead"
+            f"\n{window} · worst level per cell and street segment / sensor",
             fontsize=10,
         )
         for i, ch in enumerate(channels):
             ax = fig.add_subplot(1, n, i + 1)
-            _draw_cells(ax, cells, worst_levels(rows[rows["channel"] == ch], cell_ids))
-            ax.set_title(ch, fontsize=9)
+            sc = scales[ch]
+            _draw_cells(ax, cells, worst_levels(rows[rows["channel"] == ch], cell_ids, sc), sc.colors, sources)
+            ax.set_title(f"{ch} ({sc.measure})", fontsize=9)
         fig.legend(handles=handles, loc="center right", fontsize=8, title="level", title_fontsize=8)
         fig.subplots_adjust(left=0.06, right=1.0 - 1.4 / (4.2 * n + 1.6), top=0.83, bottom=0.08, wspace=0.25)
         FigureCanvasAgg(fig)
@@ -529,8 +782,8 @@ def _nan_to_none(a: np.ndarray, digits: int = 3) -> list[Any]:
     return [None if not np.isfinite(v) else round(float(v), digits) for v in a.ravel()]
 
 
-def html_payload(gdf: Any, cells: Any, run: RunInfo, timezone: str = "UTC") -> dict[str, Any]:
-    """The data the HTML map embeds: every grid cell (outline), times and per-channel matrices.
+def html_payload(gdf: Any, cells: Any, run: RunInfo, timezone: str = "UTC", sources: Any = None) -> dict[str, Any]:
+    """The data the HTML map embeds: every grid cell (outline), the sources, times and per-channel matrices.
 
     Parameters
     ----------
@@ -540,15 +793,21 @@ def html_payload(gdf: Any, cells: Any, run: RunInfo, timezone: str = "UTC") -> d
         From :func:`cells_geodataframe` (every grid cell of the run).
     run : RunInfo
     timezone : str
+    sources : geopandas.GeoDataFrame, optional
+        From :func:`read_sources`: drawn over the cells in their cell's colour.
 
     Returns
     -------
     dict
-        ``cells`` (``[cell_id, row, col, [[lon, lat], ...]]``, every grid cell), ``times``
-        (local ISO strings, one per horizon) and ``time_labels`` (the same for display),
-        ``groups`` (horizon-group label per horizon), ``channels`` (``run.channels``) and
-        ``data[channel][field]`` as ``horizon × cell`` lists (``value``, ``lower``, ``upper``,
-        ``index``, ``level``; ``null`` where the cell has no row or the value is NULL).
+        ``cells`` (``[cell_id, row, col, [[lon, lat], ...]]``, every grid cell), ``sources``
+        (``[feed, source_id, name, kind, cell index, coordinates]``: a line's ``[[lon, lat], ...]``
+        or a point's ``[lon, lat]``), ``times`` (local ISO strings, one per horizon) and
+        ``time_labels`` (the same for display), ``groups`` (horizon-group label per horizon),
+        ``channels`` (``run.channels``), ``scales[channel]`` (``measure``, ``levels``, ``colors``:
+        congestion for speeds, volume for counts) and ``data[channel][field]`` as
+        ``horizon × cell`` lists (``value``, ``lower``, ``upper``, ``index`` (the channel's own),
+        ``level`` (a code into its scale's levels); ``null`` where the cell has no row or the
+        value is NULL).
     """
     cells = cells.sort_values("cell_id")
     cell_ids = cells["cell_id"].to_numpy()
@@ -557,25 +816,37 @@ def html_payload(gdf: Any, cells: Any, run: RunInfo, timezone: str = "UTC") -> d
     labels = np.empty(run.horizon_steps, dtype=object)
     for g in horizon_groups(run.bin_seconds, run.horizon_steps):
         labels[g.steps] = g.label
-    level_code = {lv: i for i, lv in enumerate(LEVELS)}
     data: dict[str, Any] = {}
+    scales: dict[str, Any] = {}
     for ch in run.channels:
+        sc = channel_scale(ch)
+        level_code = {lv: i for i, lv in enumerate(sc.levels)}
         sub = gdf[gdf["channel"] == ch]
         entry: dict[str, Any] = {}
-        for key, col in _HTML_FIELDS.items():
+        for key, col in {**_HTML_FIELDS, "index": sc.index}.items():
             m = _matrix(sub, col, horizons, cell_ids)
             entry[key] = [_nan_to_none(m[k]) for k in range(len(horizons))]
-        m = _matrix(sub.assign(code=sub["congestion_level"].map(level_code)), "code", horizons, cell_ids)
+        m = _matrix(sub.assign(code=sub[sc.level].map(level_code)), "code", horizons, cell_ids)
         entry["level"] = [[None if not np.isfinite(v) else int(v) for v in m[k]] for k in range(len(horizons))]
         data[ch] = entry
+        scales[ch] = {"measure": sc.measure, "levels": list(sc.levels), "colors": [sc.colors[lv] for lv in sc.levels]}
     outlines = [
         [int(c), int(r), int(k), [[round(x, 6), round(y, 6)] for x, y in g.exterior.coords]]
         for c, r, k, g in zip(cells["cell_id"], cells["row"], cells["col"], cells.geometry, strict=True)
     ]
+    position = {int(c): i for i, c in enumerate(cell_ids)}
+    drawn = []
+    for row in [] if sources is None else sources.itertuples(index=False):
+        g = row.geometry
+        coords = (
+            [round(g.x, 6), round(g.y, 6)] if row.kind == "point" else [[round(x, 6), round(y, 6)] for x, y in g.coords]
+        )
+        name = None if row.name is None or (isinstance(row.name, float) and math.isnan(row.name)) else str(row.name)
+        drawn.append([row.feed, row.source_id, name, row.kind, position.get(int(row.cell_id)), coords])
     return {
         "city": run.city,
         "run_id": run.run_id,
-        "model": f"{run.model_name} v{run.model_version}",
+        "model": model_label(run.model_name, run.model_version),
         "issued_local": f"{run.issued_at.tz_convert(timezone):%Y-%m-%d %H:%M %Z}",
         "timezone": timezone,
         "levels": list(LEVELS),
@@ -585,8 +856,11 @@ def html_payload(gdf: Any, cells: Any, run: RunInfo, timezone: str = "UTC") -> d
         "time_labels": [f"{t:%a %Y-%m-%d %H:%M %Z}" for t in times],
         "groups": [str(g) for g in labels],
         "channels": list(run.channels),
+        "scales": scales,
         "fields": [*_HTML_FIELDS, "level"],
         "cells": outlines,
+        "sources": drawn,
+        "metres_per_degree": METRES_PER_DEGREE,
         "data": data,
     }
 
@@ -614,7 +888,13 @@ body { font: 14px system-ui, sans-serif; margin: 12px; color: #222; }
 #wrap { display: flex; gap: 16px; align-items: flex-start; }
 #map { width: 640px; height: 520px; background: #f4f4f4; border: 1px solid #ccc; }
 #map polygon { stroke: #fff; stroke-width: 0.6; vector-effect: non-scaling-stroke; cursor: pointer; }
+#map.sources polygon { fill-opacity: 0.4; }
 #map polygon.sel { stroke: #000; stroke-width: 2; }
+#map polyline.src { fill: none; stroke-width: 3.5; stroke-linecap: round; vector-effect: non-scaling-stroke; cursor: pointer; }
+#map circle.src { stroke: #000; stroke-width: 0.8; vector-effect: non-scaling-stroke; cursor: pointer; }
+#map .src.sel { stroke-width: 6; }
+#map text { font: 22px system-ui, sans-serif; fill: #333; }
+#map .axis { stroke: #666; stroke-width: 1; vector-effect: non-scaling-stroke; }
 #side { min-width: 220px; }
 .sw { display: inline-block; width: 14px; height: 14px; margin-right: 6px; vertical-align: -2px; }
 #info { margin-top: 12px; white-space: pre; font-family: ui-monospace, monospace; font-size: 12px; }
@@ -628,8 +908,8 @@ body { font: 14px system-ui, sans-serif; margin: 12px; color: #222; }
 <span id="when"></span>
 </div>
 <div id="wrap">
-<svg id="map" preserveAspectRatio="xMidYMid meet" shape-rendering="crispEdges"></svg>
-<div id="side"><b>level</b><div id="legend"></div><div id="info">hover or click a cell</div></div>
+<svg id="map" preserveAspectRatio="xMidYMid meet" shape-rendering="geometricPrecision"></svg>
+<div id="side"><b id="legend-title">level</b><div id="legend"></div><div id="info">hover or click a cell, segment or sensor</div></div>
 </div>
 <p id="status"></p>
 <script id="data" type="application/json">__DATA__</script>
@@ -645,39 +925,95 @@ for (const c of D.cells) for (const [x, y] of c[3]) {
 }
 const k = Math.cos((y0 + y1) / 2 * Math.PI / 180), S = 1000 / Math.max((x1 - x0) * k, y1 - y0, 1e-9);
 const px = (x) => ((x - x0) * k * S).toFixed(2), py = (y) => ((y1 - y) * S).toFixed(2);
+const W = (x1 - x0) * k * S, H = (y1 - y0) * S;
 const svg = $("map");
-svg.setAttribute("viewBox", "-10 -10 " + ((x1 - x0) * k * S + 20).toFixed(1) + " " + ((y1 - y0) * S + 20).toFixed(1));
-svg.innerHTML = D.cells.map((c, i) =>
+svg.setAttribute("viewBox", "-110 -20 " + (W + 140).toFixed(1) + " " + (H + 100).toFixed(1));
+let html = D.cells.map((c, i) =>
   '<polygon data-i="' + i + '" points="' + c[3].map(([x, y]) => px(x) + "," + py(y)).join(" ") + '"></polygon>').join("");
+// road segments as lines, sensors as points, over the cells
+html += D.sources.map((s, j) => s[3] === "point"
+  ? '<circle class="src" data-s="' + j + '" cx="' + px(s[5][0]) + '" cy="' + py(s[5][1]) + '" r="7"></circle>'
+  : '<polyline class="src" data-s="' + j + '" points="' + s[5].map(([x, y]) => px(x) + "," + py(y)).join(" ") + '"></polyline>').join("");
+// lon/lat ticks on the frame
+function ticks(lo, hi) {
+  const span = hi - lo, raw = span / 4, base = Math.pow(10, Math.floor(Math.log10(raw)));
+  const step = [1, 2, 5, 10].map((m) => m * base).find((v) => v >= raw);
+  const out = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + 1e-12; v += step) out.push(+v.toFixed(6));
+  return out;
+}
+html += '<rect class="axis" x="0" y="0" width="' + W.toFixed(1) + '" height="' + H.toFixed(1) + '" fill="none"></rect>';
+for (const v of ticks(x0, x1)) html += '<line class="axis" x1="' + px(v) + '" y1="' + H.toFixed(1) + '" x2="' + px(v) +
+  '" y2="' + (H + 10).toFixed(1) + '"></line><text class="tick" x="' + px(v) + '" y="' + (H + 34).toFixed(1) +
+  '" text-anchor="middle">' + v.toFixed(2) + '°E</text>';
+for (const v of ticks(y0, y1)) html += '<line class="axis" x1="-10" y1="' + py(v) + '" x2="0" y2="' + py(v) +
+  '"></line><text class="tick" x="-14" y="' + py(v) + '" text-anchor="end" dominant-baseline="middle">' + v.toFixed(2) + '°N</text>';
+// scale bar: a round distance of about a fifth of the map's width
+const widthM = (x1 - x0) * k * D.metres_per_degree, fifth = Math.max(widthM / 5, 1);
+const b10 = Math.pow(10, Math.floor(Math.log10(fifth)));
+const metres = [5, 2, 1].map((m) => m * b10).find((v) => v <= fifth);
+const barW = metres / ((x1 - x0) * k * D.metres_per_degree) * W;
+html += '<g id="scalebar"><rect x="20" y="' + (H - 40).toFixed(1) + '" width="' + barW.toFixed(1) + '" height="8" fill="#000"></rect>' +
+  '<text x="' + (20 + barW / 2).toFixed(1) + '" y="' + (H - 50).toFixed(1) + '" text-anchor="middle">' +
+  (metres >= 1000 ? metres / 1000 + " km" : metres + " m") + '</text></g>';
+html += '<g id="north"><path d="M ' + (W - 30).toFixed(1) + ' 30 l -14 36 l 14 -9 l 14 9 z" fill="#000"></path>' +
+  '<text x="' + (W - 30).toFixed(1) + '" y="90" text-anchor="middle">N</text></g>';
+svg.innerHTML = html;
+if (D.sources.length) svg.classList.add("sources");
 const polys = Array.from(svg.querySelectorAll("polygon"));
-$("legend").innerHTML = D.levels.map((lv, i) => '<div><span class="sw" style="background:' + D.colors[i] + '"></span>' + lv + "</div>")
-  .join("") + '<div><span class="sw" style="background:' + D.no_data_color + '"></span>no data</div>';
+const srcs = Array.from(svg.querySelectorAll(".src"));
 for (const ch of D.channels) $("channel").add(new Option(ch, ch));
 $("step").max = String(D.times.length - 1);
 let pinned = null;
-function show(i) {
-  const ch = $("channel").value, t = +$("step").value, d = D.data[ch], c = D.cells[i];
+function kindName(s) { return s[3] === "point" ? "sensor" : "segment"; }
+function show(i, j) {
+  const ch = $("channel").value, t = +$("step").value, d = D.data[ch], c = D.cells[i], sc = D.scales[ch];
+  const lines = [];
+  if (j !== null && j !== undefined) {
+    const s = D.sources[j];
+    lines.push(kindName(s) + " " + s[1] + (s[2] ? " · " + s[2] : "") + " (feed " + s[0] + ")");
+  }
+  if (c === undefined) { $("info").textContent = lines.concat(["outside the grid"]).join("\\n"); return; }
   const lv = d.level[t][i];
-  const lines = ["cell " + c[0] + " (row " + c[1] + ", col " + c[2] + ")", ch, D.time_labels[t]];
-  for (const f of D.fields) if (f !== "level") lines.push(f + ": " + (d[f][t][i] === null ? "–" : d[f][t][i]));
-  lines.push("level: " + (lv === null ? "no data" : D.levels[lv]));
+  lines.push("cell " + c[0] + " (row " + c[1] + ", col " + c[2] + ")", ch, D.time_labels[t]);
+  for (const f of D.fields) if (f !== "level") lines.push((f === "index" ? sc.measure + " index" : f) + ": " + (d[f][t][i] === null ? "–" : d[f][t][i]));
+  lines.push("level: " + (lv === null ? "no data" : sc.levels[lv]));
   $("info").textContent = lines.join("\\n");
 }
-function draw() {
-  const ch = $("channel").value, t = +$("step").value, lv = D.data[ch].level[t];
-  polys.forEach((p, i) => {
-    p.setAttribute("fill", lv[i] === null ? D.no_data_color : D.colors[lv[i]]);
-    p.dataset.level = lv[i] === null ? "none" : D.levels[lv[i]];
-  });
-  $("when").textContent = D.time_labels[t] + "  (" + (D.groups[t] || "") + " ahead, step " + (t + 1) + ")";
-  $("status").textContent = "drawn " + polys.length + " cells";
-  if (pinned !== null) show(pinned);
+function legend() {
+  const sc = D.scales[$("channel").value];
+  $("legend-title").textContent = sc.measure === "volume" ? "volume level (share of the usual peak)" : "congestion level (speed against free flow)";
+  $("legend").innerHTML = sc.levels.map((lv, i) => '<div><span class="sw" style="background:' + sc.colors[i] + '"></span>' + lv + "</div>")
+    .join("") + '<div><span class="sw" style="background:' + D.no_data_color + '"></span>no data</div>';
 }
-svg.addEventListener("mouseover", (e) => { if (pinned === null && e.target.dataset.i) show(+e.target.dataset.i); });
+function draw() {
+  const ch = $("channel").value, t = +$("step").value, lv = D.data[ch].level[t], sc = D.scales[ch];
+  const color = (code) => code === null || code === undefined ? D.no_data_color : sc.colors[code];
+  polys.forEach((p, i) => {
+    p.setAttribute("fill", color(lv[i]));
+    p.dataset.level = lv[i] === null ? "none" : sc.levels[lv[i]];
+  });
+  srcs.forEach((e) => {
+    const i = D.sources[+e.dataset.s][4], code = i === null ? null : lv[i];
+    e.setAttribute(e.tagName === "circle" ? "fill" : "stroke", color(code));
+    e.dataset.level = code === null || code === undefined ? "none" : sc.levels[code];
+  });
+  legend();
+  $("when").textContent = D.time_labels[t] + "  (" + (D.groups[t] || "") + " ahead, step " + (t + 1) + ")";
+  $("status").textContent = "drawn " + polys.length + " cells, " + srcs.length + " sources";
+  if (pinned !== null) show(pinned[0], pinned[1]);
+}
+function hitOf(e) {
+  if (e.target.dataset.s !== undefined) { const j = +e.target.dataset.s; return [D.sources[j][4], j]; }
+  if (e.target.dataset.i !== undefined) return [+e.target.dataset.i, null];
+  return null;
+}
+svg.addEventListener("mouseover", (e) => { const hit = hitOf(e); if (pinned === null && hit) show(hit[0], hit[1]); });
 svg.addEventListener("click", (e) => {
-  polys.forEach((p) => p.classList.remove("sel"));
-  pinned = e.target.dataset.i && pinned !== +e.target.dataset.i ? +e.target.dataset.i : null;
-  if (pinned !== null) { polys[pinned].classList.add("sel"); show(pinned); }
+  polys.concat(srcs).forEach((p) => p.classList.remove("sel"));
+  const hit = hitOf(e);
+  pinned = hit && !(pinned && pinned[0] === hit[0] && pinned[1] === hit[1]) ? hit : null;
+  if (pinned !== null) { e.target.classList.add("sel"); show(pinned[0], pinned[1]); }
 });
 $("channel").addEventListener("change", draw);
 $("step").addEventListener("input", draw);
@@ -705,7 +1041,9 @@ def render_html(payload: dict[str, Any]) -> str:
     return _HTML.replace("__TITLE__", title).replace("__DATA__", data)
 
 
-def write_html(gdf: Any, cells: Any, run: RunInfo, path: str | Path, *, timezone: str = "UTC") -> Path:
+def write_html(
+    gdf: Any, cells: Any, run: RunInfo, path: str | Path, *, timezone: str = "UTC", sources: Any = None
+) -> Path:
     """Write the self-contained HTML map of the export frame, atomically.
 
     Parameters
@@ -717,12 +1055,14 @@ def write_html(gdf: Any, cells: Any, run: RunInfo, path: str | Path, *, timezone
     run : RunInfo
     path : str or Path
     timezone : str
+    sources : geopandas.GeoDataFrame, optional
+        From :func:`read_sources`: road segments and sensors drawn over the cells.
 
     Returns
     -------
     Path
     """
-    text = render_html(html_payload(gdf, cells, run, timezone))
+    text = render_html(html_payload(gdf, cells, run, timezone, sources))
     return _written(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
@@ -759,6 +1099,7 @@ def export_run(
     channel: str | None = None,
     db_path: str | Path | None = None,
     timezone: str | None = None,
+    lake: Any = None,
 ) -> list[Path]:
     """Export a published run of a city as files.
 
@@ -777,6 +1118,9 @@ def export_run(
         Catalog; default :func:`traffic.config.duckdb_path`.
     timezone : str, optional
         Zone of local times; default the city file's.
+    lake : traffic.lake.Lake, optional
+        Where the city's source registries are (the maps draw its segments and sensors,
+        :func:`read_sources`); default :meth:`traffic.lake.Lake.from_config`.
 
     Returns
     -------
@@ -795,14 +1139,17 @@ def export_run(
     suffix = "" if channel is None else "_" + _safe(channel)
     target = Path(out) if out is not None else default_out_dir()
     if fmt == "png":
-        return write_pngs(gdf, cells_geodataframe(cell_rows), run, target, timezone=tz, suffix=suffix)
+        grid = cells_geodataframe(cell_rows)
+        sources = read_sources(city, grid, lake)
+        return write_pngs(gdf, grid, run, target, timezone=tz, suffix=suffix, sources=sources)
     if out is None or target.is_dir() or str(out).endswith(("/", os.sep)):
         target = target / f"{run.run_id}{suffix}{_EXTENSIONS[fmt]}"
     if fmt == "geojson":
         return [write_geojson(gdf, target)]
     if fmt == "geoparquet":
         return [write_geoparquet(gdf, target)]
-    return [write_html(gdf, cells_geodataframe(cell_rows), run, target, timezone=tz)]
+    grid = cells_geodataframe(cell_rows)
+    return [write_html(gdf, grid, run, target, timezone=tz, sources=read_sources(city, grid, lake))]
 
 
 def _safe(text: str) -> str:
@@ -847,6 +1194,7 @@ def log_published_maps(
     *,
     out_dir: str | Path | None = None,
     tracking_uri: str | None = None,
+    lake: Any = None,
 ) -> list[str]:
     """After a publish: write the run's PNG maps and log them to its MLflow run; never raises.
 
@@ -863,6 +1211,8 @@ def log_published_maps(
     out_dir : str or Path, optional
         Where the PNGs are written; default :func:`default_out_dir`.
     tracking_uri : str, optional
+    lake : traffic.lake.Lake, optional
+        Where the city's source registries are (:func:`read_sources`).
 
     Returns
     -------
@@ -876,7 +1226,8 @@ def log_published_maps(
         run, rows, cells = read_run(db_path, city, run_id)
         tz = _city_timezone(city)
         gdf, grid = to_geodataframe(rows, run, tz), cells_geodataframe(cells)
-        paths = write_pngs(gdf, grid, run, out_dir or default_out_dir(), timezone=tz)
+        sources = read_sources(city, grid, lake)
+        paths = write_pngs(gdf, grid, run, out_dir or default_out_dir(), timezone=tz, sources=sources)
         return log_maps(mlflow_run_id, paths, tracking_uri=tracking_uri)
     except Exception as exc:  # maps are a by-product: a publish must never fail over them
         log.warning(
