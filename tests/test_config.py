@@ -295,3 +295,21 @@ def test_metr_options_are_kept_as_read():
     d["feeds"][0]["options"].update(start_local=__import__("datetime").datetime(2012, 3, 1), registry_crs=4326)
     opts = parse_city(d).feeds[0].options
     assert opts["start_local"] == "2012-03-01T00:00:00" and opts["registry_crs"] == "EPSG:4326"
+
+
+@pytest.mark.parametrize(
+    ("make", "named"),
+    [
+        (lambda text: __import__("gzip").compress(text.encode()), "gzip-compressed bytes (1f 8b)"),
+        (lambda text: b"\xef\xbb\xbf" + text.encode(), "a UTF-8 byte-order mark (BOM, ef bb bf)"),
+        (lambda text: text.encode("utf-16"), "a UTF-16 byte-order mark"),
+        (lambda text: text.encode("latin-1"), "not UTF-8 text: byte 0xe4 at offset"),  # the file's first "ä"
+    ],
+)
+def test_a_city_file_of_other_bytes_is_named_as_such(tmp_path, make, named):
+    """The shipped Berlin file, delivered gzipped, with a BOM, as UTF-16 or Latin-1: one line naming what it is."""
+    path = tmp_path / "berlin.toml"
+    path.write_bytes(make((PROJECT_ROOT / "cities" / "berlin.toml").read_text(encoding="utf-8")))
+    with pytest.raises(ConfigError) as err:
+        load_city(path)
+    assert named in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)

@@ -22,7 +22,8 @@ Examples::
 
 A fault in the input (a city file, a delivered file, an option out of range) is printed as one
 line on stderr, naming the file, key or option, the value and what is allowed, and the exit
-code is 2; any other error is one line with exit code 1. ``--debug`` (before or after the
+code is 2; any other error is one line with exit code 1 (an unreachable MLflow server too: one line
+naming the URI and the cause, :class:`~traffic.errors.TrackingServerError`). ``--debug`` (before or after the
 sub-command) also prints the traceback.
 
 Each command builds the run's :class:`traffic.resources.Resources` once from the config and
@@ -778,6 +779,11 @@ def error_line(prog: str, exc: BaseException, *, debug: bool = False) -> str:
     return f"{prog}: {type(exc).__name__}: {one_line(str(exc)) or '(no message)'}{hint}"
 
 
+def _not_a_stage_failure(record: logging.LogRecord) -> bool:
+    """Drop the record a failed pipeline stage logs (:data:`traffic.pipeline.STAGE_FAILED`)."""
+    return not getattr(record, "traffic_stage_failed", False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``traffic`` command; returns the exit code.
 
@@ -785,7 +791,8 @@ def main(argv: list[str] | None = None) -> int:
     -------
     int
         0 on success; 2 for a fault in the input (:class:`~traffic.errors.TrafficError`, a bad
-        option), printed as one line on stderr; 1 for any other error, also one line; 130 on
+        option), printed as one line on stderr; 1 for any other error (a retryable
+        ``TrafficError`` such as an unreachable tracking server included), also one line; 130 on
         Ctrl-C. With ``--debug`` the traceback is printed before the line.
     """
     args = build_parser().parse_args(argv)
@@ -793,6 +800,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     prog = " ".join(["traffic", args.cmd] + ([args.grid_cmd] if getattr(args, "grid_cmd", None) else []))
+    stages = logging.getLogger("traffic.pipeline")
+    if not args.verbose:  # a failed stage's own log record would repeat the one line printed below
+        stages.addFilter(_not_a_stage_failure)
     try:
         return args.fn(args) or 0
     except KeyboardInterrupt:
@@ -802,7 +812,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc(file=sys.stderr)
         print(error_line(prog, exc, debug=args.debug), file=sys.stderr)
-        return 2 if isinstance(exc, TrafficError) else 1
+        return 2 if isinstance(exc, TrafficError) and not exc.retryable else 1
+    finally:
+        stages.removeFilter(_not_a_stage_failure)
 
 
 if __name__ == "__main__":

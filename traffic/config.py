@@ -822,6 +822,46 @@ def city_file(name: str) -> Path:
     return p
 
 
+#: Leading bytes of files that are not UTF-8 TOML text, and what they are.
+_NOT_TOML_TEXT = (
+    (b"\x1f\x8b", "gzip-compressed bytes (1f 8b)", "decompress it (gunzip) and save the TOML text"),
+    (b"\xef\xbb\xbf", "a UTF-8 byte-order mark (BOM, ef bb bf)", "save it as UTF-8 without a BOM"),
+    (b"\xff\xfe", "a UTF-16 byte-order mark (ff fe)", "save it as UTF-8 text"),
+    (b"\xfe\xff", "a UTF-16 byte-order mark (fe ff)", "save it as UTF-8 text"),
+    (b"PK\x03\x04", "a zip archive (50 4b 03 04)", "unzip it and save the TOML text"),
+)
+
+
+def _toml_text(raw: bytes, path: Path) -> str:
+    """The text of a city file: UTF-8 without a BOM; anything else is named as what it is.
+
+    Raises
+    ------
+    ConfigError
+        The file starts with gzip or zip bytes or a byte-order mark, or is not UTF-8 (naming the
+        first byte that is not).
+    """
+    for magic, what, fix in _NOT_TOML_TEXT:
+        if raw.startswith(magic):
+            raise ConfigError(
+                f"{path}: the file starts with {what}, not TOML text; {fix}",
+                file=str(path),
+                value=raw[:4].hex(" "),
+                allowed="UTF-8 TOML text without a byte-order mark",
+            )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text: byte {raw[exc.start]:#04x} at offset {exc.start} (line {line}); "
+            "save the file as UTF-8",
+            file=str(path),
+            value=f"{raw[exc.start]:#04x}",
+            allowed="UTF-8 TOML text",
+        ) from exc
+
+
 def load_city(name_or_path: str | Path) -> CityConfig:
     """Load a city by name (``<cities_dir>/<name>.toml``) or, from code, by the :class:`~pathlib.Path` of its file.
 
@@ -841,10 +881,11 @@ def load_city(name_or_path: str | Path) -> CityConfig:
         p = city_file(name_or_path)
         stem = name_or_path
     try:
-        with p.open("rb") as fh:
-            data = tomllib.load(fh)
+        raw = p.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read city file {p}: {exc.strerror or exc}", file=str(p)) from exc
+    try:
+        data = tomllib.loads(_toml_text(raw, p))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}", file=str(p)) from exc
     city = parse_city(data, source=str(p), base=p.resolve().parent)

@@ -4,7 +4,8 @@ Every error the pipeline raises on purpose derives from :class:`TrafficError`. I
 what a user needs to fix the input (the file, the column or key, the value and what is
 allowed) both in its message and as attributes, and says whether retrying the same work can
 help (:attr:`TrafficError.retryable`). The ``traffic`` command prints such an error as one
-line on stderr and exits 2 (``--debug`` adds the traceback); an Airflow task logs it and fails
+line on stderr and exits 2, or 1 for a retryable one (an unreachable MLflow server: not a fault of the
+input; ``--debug`` adds the traceback); an Airflow task logs it and fails
 at once, without retries, when a retry cannot fix it (see :func:`traffic.airflow_runner.task_errors`).
 
 Each class also keeps the built-in base it had before this module existed (``ValueError`` for
@@ -21,6 +22,7 @@ class                     raised when
 :class:`GridMismatchError` the grid stored in the lake differs from the city config
 :class:`NoChampion`       no champion model yet: nothing approved to forecast with
 :class:`RegistryError`    the model registry is not in the state an operation needs
+:class:`TrackingServerError` the MLflow tracking server is unreachable, failing or refusing the credentials
 :class:`TrainingDiverged` training produced NaN or infinite values
 :class:`PublishError`     the inputs of a publish do not fit together
 :class:`HotspotError`     a hotspot question the published runs cannot answer
@@ -65,7 +67,7 @@ class TrafficError(Exception):
     ----------
     retryable : bool
         Whether running the same work again can succeed without a change to the input
-        (False for every class here: a bad file or value stays bad).
+        (False for every class here but :class:`TrackingServerError`: a bad file or value stays bad).
     """
 
     retryable: ClassVar[bool] = False
@@ -155,6 +157,16 @@ class NoChampion(TrafficError, RuntimeError):
 
 class RegistryError(TrafficError, RuntimeError):
     """The registry is not in the state an operation needs (no such alias, export mismatch...)."""
+
+
+class TrackingServerError(TrafficError, RuntimeError):
+    """The MLflow tracking server cannot be used (unreachable, failing, or refusing the credentials).
+
+    Not a fault of the input: the same work can succeed once the server is back, so it is
+    :attr:`~TrafficError.retryable` (an Airflow task keeps its retries; ``traffic`` exits 1).
+    """
+
+    retryable: ClassVar[bool] = True
 
 
 class TrainingDiverged(TrafficError, RuntimeError):

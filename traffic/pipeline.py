@@ -43,6 +43,8 @@ FORECAST_KINDS = ("nightly", "refresh", "replay")
 
 _log = logging.getLogger(__name__)
 _F = TypeVar("_F", bound=Callable[..., Any])
+#: Attribute of the log record a failed stage writes (its error, logged before it propagates).
+STAGE_FAILED = "traffic_stage_failed"
 
 
 def _short(value: Any, limit: int = 160) -> str:
@@ -54,8 +56,9 @@ def _logged(stage: str, summary: Callable[[Any], str]) -> Callable[[_F], _F]:
     """Log a stage's start, its outcome (``summary(result)``: counts, decisions) and its duration.
 
     Records go to the module logger ``traffic.pipeline`` (INFO; a failure at ERROR, with the
-    exception's type and message, before it propagates): in an Airflow task they are part of
-    the task log.
+    exception's type and message, before it propagates, marked with :data:`STAGE_FAILED`): in an
+    Airflow task they are part of the task log; the ``traffic`` command, which prints the error
+    as its one line, drops the marked record (unless ``--verbose``).
     """
 
     def wrap(fn: _F) -> _F:
@@ -71,7 +74,13 @@ def _logged(stage: str, summary: Callable[[Any], str]) -> Callable[[_F], _F]:
                 out = fn(city, *args, **kwargs)
             except Exception as exc:
                 _log.error(
-                    "%s %s: failed after %.1f s: %s: %s", stage, name, time.perf_counter() - t0, type(exc).__name__, exc
+                    "%s %s: failed after %.1f s: %s: %s",
+                    stage,
+                    name,
+                    time.perf_counter() - t0,
+                    type(exc).__name__,
+                    exc,
+                    extra={STAGE_FAILED: True},  # the CLI prints the error itself: it drops this record
                 )
                 raise
             try:
@@ -109,7 +118,7 @@ def _quality_summary(out: dict[str, Any]) -> str:
 
 
 def _train_summary(out: dict[str, Any]) -> str:
-    return (
+    return ("REUSED (registered whole by this training before) " if out.get("reused") else "") + (
         f"registered {out['model_name']} v{out['version']} (run {out['run_id']}): mean RMSE {out['rmse_mean']:.4f} "
         f"vs gate baseline {out['gate_baseline']!r} {out['gate_baseline_rmse_mean']:.4f}; trained "
         f"{out['train_seconds']:.1f} s on {out['device']} ({out['worker']}), stopped: {out['stopped_reason']}"
@@ -487,15 +496,25 @@ def train(
     its scores are logged with the run (``champion.*``, tag ``champion.version``) for
     :func:`evaluate_and_promote`. The run's inputs are the window's raster partitions with
     their digests (:func:`lake_inputs`).
+
+    **Exactly once.** The version is registered with an idempotency key (tag ``training.key``:
+    city, ``as_of``, code version, holdout digest, step budget, ``[forecast]`` and model spec,
+    :func:`traffic.registry.health.training_key`). A retried task (killed after it registered,
+    or failed in a later write) whose key names a version registered whole registers nothing
+    new: it returns that version, marked ``reused``.
+
+    MLflow down: fails first, in seconds, with one line (``TrackingServerError``).
     """
+    c, res = _city(city), _res(res)
+    _require_tracking_server(c, res, "train", "the run, its model and the registered version are written to MLflow")
+
     import mlflow
 
-    from traffic.forecast.train import train_forecaster
+    from traffic.forecast.train import holdout_digest, load_model_spec, train_forecaster
     from traffic.provenance import code_version
     from traffic.registry import champion, log_training
+    from traffic.registry.health import TRAINING_KEY_TAG, recover_unfinished, registered_training, training_key
 
-    c, res = _city(city), _res(res)
-    _before_training(c, res)
     win, grid = _load_window(c, as_of, res=res)
     fc = c.forecast
     if budget_s is None:
@@ -503,6 +522,14 @@ def train(
     if steps is None:
         steps = res.train_steps if res.train_steps is not None else fc.train_steps
     ckpt = _checkpoint_dir(c, as_of, res)
+    config = {"forecast": dataclasses.asdict(fc), "model_spec": load_model_spec()}
+    key = training_key(c.name, as_of, code_version(), holdout_digest(grid, fc.holdout_days), steps, config)
+    done = registered_training(c, key, registry=res.registry)
+    # finish what a crashed nightly left; this training's own version (registered whole) waits for its decision
+    recover_unfinished(c, registry=res.registry, keep=(done["version"],) if done else ())
+    if done is not None:
+        _drop_checkpoint(ckpt)
+        return _trained_before(c, as_of, done, key, res)
     result = _train_resumable(
         ckpt,
         lambda **resume_kw: train_forecaster(
@@ -539,6 +566,7 @@ def train(
         gate_baselines=gates,
         inputs=lake_inputs(c, win, res=res),
         train_steps=steps,
+        version_tags={TRAINING_KEY_TAG: key, "as_of": as_of},
         registry=res.registry,
     )
     _drop_checkpoint(ckpt)
@@ -568,15 +596,117 @@ def train(
         "worker": worker,
         "stopped_reason": result.stopped_reason,
         "holdout_digest": result.holdout.digest,
+        "training_key": key,
+        "reused": False,
     }
 
 
-def _before_training(c: CityConfig, res: Resources) -> None:
-    """Fail in seconds when MLflow is down; finish what a crashed nightly left in the registry."""
-    from traffic.registry.health import check_tracking_server, recover_unfinished
+def _trained_before(c: CityConfig, as_of: str, done: dict[str, Any], key: str, res: Resources) -> dict[str, Any]:
+    """What :func:`train` returns for a training registered whole before (a retried task), from its run.
 
-    check_tracking_server(res.registry.tracking_uri)
-    recover_unfinished(c, registry=res.registry)
+    Nothing is trained or registered; the run's ``worker`` tag is written if the first attempt
+    died before it.
+    """
+    import mlflow
+
+    from traffic.registry import run_data
+
+    data = run_data(done["run_id"], registry=res.registry)
+    m, tags = data["metrics"], data["tags"]
+    if "worker" not in tags:
+        mlflow.MlflowClient(tracking_uri=res.registry.tracking_uri).set_tag(done["run_id"], "worker", res.worker)
+    gates = _run_gates(data)
+    scored = {g: float(m[f"{g}.rmse_mean"]) for g in gates if f"{g}.rmse_mean" in m}
+    gate = min(scored, key=lambda g: scored[g]) if scored else str(tags.get("best_baseline", ""))
+    best = str(tags.get("best_baseline", gate))
+    _log.warning(
+        "train %s as_of %s: %s v%s was registered whole by this training before (key %s, run %s); "
+        "nothing is trained or registered again",
+        c.name,
+        as_of,
+        done["model_name"],
+        done["version"],
+        key,
+        done["run_id"],
+    )
+    return {
+        "city": c.name,
+        "as_of": as_of,
+        "run_id": done["run_id"],
+        "model_name": done["model_name"],
+        "version": done["version"],
+        "model_uri": done["model_uri"],
+        "rmse_mean": m.get("model.rmse_mean", math.nan),
+        "mape_mean": m.get("model.mape_mean", math.nan),
+        "best_baseline": best,
+        "best_baseline_rmse_mean": m.get(f"{best}.rmse_mean", math.nan),
+        "gate_baselines": list(gates),
+        "gate_baseline": gate,
+        "gate_baseline_rmse_mean": m.get(f"{gate}.rmse_mean", math.nan),
+        "ablation_rmse_mean": {},
+        "champion_scored": tags.get("champion.version"),
+        "champion_rmse_mean": m.get("champion.rmse_mean"),
+        "champion_note": "",
+        "train_seconds": m.get("train.seconds", math.nan),
+        "steps": int(m["train.steps"]) if "train.steps" in m else None,
+        "device": tags.get("train.device"),
+        "worker": tags.get("worker", res.worker),
+        "stopped_reason": tags.get("train.stopped_reason"),
+        "holdout_digest": tags.get("holdout.digest"),
+        "training_key": key,
+        "reused": True,
+    }
+
+
+def _require_tracking_server(c: CityConfig, res: Resources, stage: str, needs: str) -> None:
+    """Fail in seconds, with one line, when the stage needs MLflow and its server is down.
+
+    The line is that of :func:`traffic.registry.health.check_tracking_server` (the URI and the
+    cause), followed by what ``stage`` of the city needs the server for (``needs``).
+    """
+    from traffic.errors import TrackingServerError
+    from traffic.registry.health import check_tracking_server
+
+    try:
+        check_tracking_server(res.registry.tracking_uri)
+    except TrackingServerError as exc:
+        raise TrackingServerError(f"{exc}; {stage} {c.name} needs it: {needs}") from exc
+
+
+def last_served(city: str | CityConfig, *, res: Resources | None = None) -> dict[str, Any] | None:
+    """What served the city's newest stored forecast (its ``meta.json``), read from the lake alone.
+
+    Returns
+    -------
+    dict or None
+        ``issued_at``, ``model_kind`` (``model`` or a baseline's name), ``model_name``,
+        ``model_version``, ``mlflow_run_id`` and ``serving``; None when no forecast is stored.
+    """
+    c, lake = _city(city), _res(res).lake
+    metas = lake.partition_files("forecasts", filename="meta.json", city=c.name)
+    if not metas:
+        return None
+    meta = lake.read_json(metas[-1])  # issued_at=YYYYMMDDTHHMMSSZ: the newest sorts last
+    keys = ("issued_at", "model_kind", "model_name", "model_version", "mlflow_run_id", "serving")
+    return {k: meta.get(k) for k in keys}
+
+
+def _forecast_needs(c: CityConfig, res: Resources) -> str:
+    """What a forecast of the city reads from MLflow, after what served its newest stored forecast."""
+    last = last_served(c, res=res)
+    if last is None:
+        return "no forecast is stored yet; what serves (the champion, or a baseline) is decided in the registry"
+    kind = str(last.get("model_kind") or "model")
+    if kind != "model":
+        return (
+            f"it is served by baseline {kind!r} (newest forecast issued {last['issued_at']}): the baseline is refitted "
+            "from the lake, but which baseline serves, and the run that scored it "
+            f"({last.get('mlflow_run_id')}), are the registry's serving decision"
+        )
+    return (
+        f"it is served by {last.get('model_name')} v{last.get('model_version')} (newest forecast issued "
+        f"{last['issued_at']}): the champion's weights and intervals are MLflow artifacts"
+    )
 
 
 def _checkpoint_dir(c: CityConfig, as_of: str, res: Resources) -> Path:
@@ -843,6 +973,7 @@ def _decide_on_backtest(c: CityConfig, trained: dict[str, Any], data: dict[str, 
         table.append(f"| {n} | {v:.4f} | {cmp.text() if cmp is not None else '(best)' if n == d.best else 'n/a'} |")
     gate_scores = {g: scores[g] for g in gates if g in scores}
     best_gate = min(gate_scores, key=lambda g: gate_scores[g]) if gate_scores else ""
+    note += _budget_note(m, data["tags"])
     decision = Decision(
         promote=d.promote,
         reason=d.reason + note,
@@ -866,6 +997,29 @@ def _decide_on_backtest(c: CityConfig, trained: dict[str, Any], data: dict[str, 
         "best_candidate": d.best,
         **{k: v for k, v in promoted.items() if k not in ("city", "version")},
     }
+
+
+def _budget_note(metrics: dict[str, float], tags: dict[str, str]) -> str:
+    """What a decision says when the run's wall-clock guard stopped it short of its step budget (else ``""``).
+
+    The run's network variants were trained on fewer steps than asked: the decision is made on
+    them (the guard recorded it: tag ``train.stopped_reason`` = ``wall_clock_cap``), and says so.
+    """
+    if tags.get("train.stopped_reason") != "wall_clock_cap":
+        return ""
+    done, asked = metrics.get("train.steps"), metrics.get("train.max_steps")
+    steps = f"{int(done)} of the {int(asked)} steps asked" if done is not None and asked else "fewer steps than asked"
+    guard, expected = metrics.get("train.wall_clock_guard_s"), metrics.get("train.expected_train_s")
+    why = (
+        f" (its wall-clock guard of {guard:.0f} s was {guard / expected:.1f} times the {expected:.0f} s its first "
+        "steps promised)"
+        if guard is not None and expected and math.isfinite(expected)
+        else ""
+    )
+    return (
+        f"; NOTE: the network was stopped by the wall-clock safety net after {steps}{why}: "
+        "this decision is on a smaller training budget than asked"
+    )
 
 
 def _predicted_steps(module: Any, grid: Any, context_steps: int) -> int:
@@ -990,11 +1144,20 @@ def forecast(
 
     Raises
     ------
+    TrackingServerError
+        First, in seconds, when the MLflow tracking server is down (one line: the URI, the cause
+        and what the city's forecast needs from it: :func:`last_served`).
     NoChampion
         When the city has no registered version yet (nothing to serve, not even a baseline).
     ValueError
         When the origin leaves fewer than ``context_steps`` bins of the window before it.
     """
+    if kind not in FORECAST_KINDS:
+        raise ValueError(f"kind {kind!r} not in {FORECAST_KINDS}")
+    c, res = _city(city), _res(res)
+    lake = res.lake
+    _require_tracking_server(c, res, "forecast", _forecast_needs(c, res))
+
     import numpy as np
 
     from traffic.forecast.inference import forecast_after
@@ -1004,10 +1167,6 @@ def forecast(
     from traffic.publish import reference_stats
     from traffic.registry import load_intervals, load_serving_module
 
-    if kind not in FORECAST_KINDS:
-        raise ValueError(f"kind {kind!r} not in {FORECAST_KINDS}")
-    c, res = _city(city), _res(res)
-    lake = res.lake
     current = serving(c, res=res)
     win, grid = _load_window(c, as_of, res=res)
     origin = forecast_origin(c, as_of) if issued_at is None else _utc(issued_at)
@@ -1213,14 +1372,24 @@ def publish(city: str | CityConfig, forecast_meta: dict[str, Any], *, res: Resou
     ``forecast_meta`` may carry ``model_kind``, ``kind``, ``interval_level``, ``interval_method`` and
     ``model_spec`` (a JSON text, or a mapping stored as one).
     The run records the code version of this publish (:func:`traffic.provenance.code_version`).
+    A nightly publish logs the run's maps to its MLflow run: it checks the tracking server first
+    and, when it is down, fails in seconds with one line (``TrackingServerError``) before it
+    writes anything, so the retried task publishes and logs both; a refresh logs no maps and
+    needs no server.
     :func:`stored_forecast` reads the ``forecast_meta`` the forecast stage stored for a date.
     """
+    c, resources = _city(city), _res(res)
+    maps = forecast_meta.get("kind") not in ("refresh", "replay")  # a replay logs none either
+    if maps:  # the maps go to the forecast's MLflow run: fail before anything is written
+        _require_tracking_server(
+            c, resources, "publish", f"the run's maps are logged to MLflow run {forecast_meta.get('mlflow_run_id')}"
+        )
+
     from traffic.grid import read_grid
     from traffic.grid.arrays import read_forecast
     from traffic.provenance import code_version
     from traffic.publish import publish_forecast
 
-    c, resources = _city(city), _res(res)
     fc = read_forecast(lake_file(forecast_meta["path"], resources.lake))
     grid = read_grid(c, lake=resources.lake)
     cent = grid.geometry.centroid.to_crs(4326)
@@ -1264,13 +1433,18 @@ def publish(city: str | CityConfig, forecast_meta: dict[str, Any], *, res: Resou
     )
     from traffic.publish.export import log_published_maps  # never raises: a map must not fail a publish
 
-    if forecast_meta.get("kind") in ("refresh", "replay"):
+    if not maps:
         # an hourly refresh logs no maps: they would cost seconds per refresh and pile 24 sets a day
         # onto the champion's training run; a replay neither (maps of any run: `traffic export`)
         published["maps"] = []
     else:
         published["maps"] = log_published_maps(
-            db, c.name, published["run_id"], run["mlflow_run_id"], lake=resources.lake
+            db,
+            c.name,
+            published["run_id"],
+            run["mlflow_run_id"],
+            tracking_uri=resources.registry.tracking_uri,
+            lake=resources.lake,
         )
     return {"city": c.name, "db": str(db), **published}
 
@@ -1320,16 +1494,20 @@ def refresh(city: str | CityConfig, *, until: str | None = None, res: Resources 
 
     Raises
     ------
+    TrackingServerError
+        First, in seconds, when the MLflow tracking server is down (as :func:`forecast`).
     NoChampion
         No registered version yet: nothing to forecast with, not even a baseline.
     QualityError
         No observed bin in the newest raster partitions (before ``until``).
     """
+    c, res = _city(city), _res(res)
+    t0 = time.perf_counter()
+    _require_tracking_server(c, res, "refresh", _forecast_needs(c, res))
+
     from traffic.grid import newest_observed_bin
     from traffic.intraday import local_date
 
-    c, res = _city(city), _res(res)
-    t0 = time.perf_counter()
     newest = newest_observed_bin(c, until, lake=res.lake)
     if newest is None:
         raise QualityError(

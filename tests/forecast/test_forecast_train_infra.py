@@ -78,9 +78,29 @@ def test_step_budget_wins_over_a_loose_wall_clock_and_the_cap_is_recorded(grid):
     """``max_steps`` decides; the wall clock only stops a run that would overrun it, and says so."""
     r = train_forecaster(grid, **{**SPLIT, "budget_s": 600}, max_steps=5, model_overrides=FAST)
     assert r.stopped_reason == "max_steps" and r.extra["steps"] == 5 and not r.extra["wall_clock_cap"]
-    capped = train_forecaster(grid, **{**SPLIT, "budget_s": 1e-3}, max_steps=50, model_overrides=FAST)
+    with pytest.raises(ValueError, match="max_steps"):
+        train_forecaster(grid, **SPLIT, max_steps=-1, model_overrides=FAST)
+
+
+def test_the_wall_clock_guard_is_sized_from_the_measured_steps(grid):
+    """A configured budget far below the run's time does not cut a step-budgeted run: the guard is a
+    multiple of the run expected from its measured steps; a run that overruns that multiple is stopped
+    and says so, with the guard and the expected run."""
+    long = {**FAST, "max_epochs": 1000}
+    whole = train_forecaster(grid, **{**SPLIT, "budget_s": 1e-3}, max_steps=24, model_overrides=long)
+    assert whole.stopped_reason == "max_steps" and whole.extra["steps"] == 24 and not whole.extra["wall_clock_cap"]
+    expected, guard = whole.extra["expected_train_s"], whole.extra["wall_clock_guard_s"]
+    assert 0 < expected and guard == pytest.approx(3.0 * expected)  # the spec's wall_clock_factor; the floor is 1 ms
+    # a guard below the expected run (a machine this much slower than its first steps) stops it, recorded
+    capped = train_forecaster(
+        grid, **{**SPLIT, "budget_s": 1e-3}, max_steps=200, model_overrides={**long, "wall_clock_factor": 0.2}
+    )
     assert capped.stopped_reason == "wall_clock_cap" and capped.extra["wall_clock_cap"]
-    assert capped.extra["steps"] < 50
+    assert 5 < capped.extra["steps"] < 200
+    assert capped.extra["wall_clock_guard_s"] == pytest.approx(0.2 * capped.extra["expected_train_s"])
+    # without a step budget the configured budget alone stops the run
+    free = train_forecaster(grid, **{**SPLIT, "budget_s": 0.5}, max_steps=0, model_overrides=long)
+    assert free.stopped_reason == "wall_clock_cap" and free.extra["wall_clock_guard_s"] == 0.5
     with pytest.raises(ValueError, match="max_steps"):
         train_forecaster(grid, **SPLIT, max_steps=-1, model_overrides=FAST)
 

@@ -104,3 +104,27 @@ def test_the_card_shows_the_backtest_with_the_logged_digits(berlin, make_module,
         assert f"| {fmt(m[f'backtest.{name}.fold1.rmse_mean'])} |" in row
         if name != "gbm":
             assert f"{100 * m[f'backtest.{name}.vs_gbm.mean']:+.2f} %" in row
+
+
+def test_a_run_cut_by_the_wall_clock_says_so_in_its_decision(berlin, make_module, make_result, night):
+    """Stopped by the safety net short of its step budget: whatever the rule decides, the decision says so."""
+    result = make_result(make_module(0.02), gbm_error=0.08, ridge_error=0.25, backtest_days=DAYS)
+    result.stopped_reason = "wall_clock_cap"
+    result.extra |= {
+        "wall_clock_cap": True,
+        "steps": 63,
+        "max_steps": 600,
+        "wall_clock_guard_s": 900.0,
+        "expected_train_s": 300.0,
+    }
+    logged, out = night(berlin, result)
+    assert out["promoted"] is True
+    assert out["reason"].endswith(
+        "; NOTE: the network was stopped by the wall-clock safety net after 63 of the 600 steps asked (its "
+        "wall-clock guard of 900 s was 3.0 times the 300 s its first steps promised): this decision is on a "
+        "smaller training budget than asked"
+    )
+    assert run_data(logged["run_id"])["tags"]["promotion.decision"] == out["reason"]
+    # a run that did its steps says nothing of the kind
+    _, out2 = night(berlin, make_result(make_module(0.021), gbm_error=0.08, ridge_error=0.25, backtest_days=DAYS))
+    assert "safety net" not in out2["reason"]

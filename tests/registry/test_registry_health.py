@@ -1,7 +1,8 @@
 """MLflow down fails in seconds; a crash in the middle of registration is finished on the next run.
 
-Real components only: a closed TCP port (nothing listening) for the unreachable server, the
-real MLflow SQLite store of the test's TRAFFIC_HOME, and a real process killed with SIGKILL
+Real components only: a closed TCP port (nothing listening) for the unreachable server, a real
+local HTTP server (``tests/mlflow_servers.py``) that answers slowly, fails once or never answers,
+the real MLflow SQLite store of the test's TRAFFIC_HOME, and a real process killed with SIGKILL
 right after it registered a version.
 """
 
@@ -19,9 +20,13 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from tests.mlflow_servers import http_server, hung_server
 from traffic.config import PROJECT_ROOT, mlflow_uri
+from traffic.errors import TrafficError
 from traffic.registry import CHALLENGER, champion, decide_promotion, log_training, promote
 from traffic.registry.health import (
+    CHECK_DEADLINE_S,
+    CHECK_TIMEOUT_S,
     DECISION_TAG,
     REGISTRATION_TAG,
     TrackingServerError,
@@ -65,6 +70,59 @@ def test_nightly_train_stops_before_training_when_mlflow_is_down(monkeypatch, lo
     with pytest.raises(TrackingServerError, match=uri.replace(".", r"\.")):
         pipeline.train(los_angeles, "2012-03-07")  # nothing ingested: it must not get that far
     assert time.perf_counter() - t0 < 5
+
+
+def test_a_dead_server_is_not_retried(monkeypatch):
+    """Connection refused is a dead server: one try, one line, retryable for Airflow, exit 1 in the CLI."""
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    t0 = time.perf_counter()
+    with pytest.raises(TrackingServerError) as err:
+        check_tracking_server(uri)
+    assert time.perf_counter() - t0 < 1.0
+    assert "(1 try;" in str(err.value) and "\n" not in str(err.value)
+    assert isinstance(err.value, TrafficError) and err.value.retryable
+
+
+def test_a_slow_first_answer_is_tried_once_more_and_passes(caplog):
+    """A cold server (the first GET takes longer than the first try's timeout) passes on the second try."""
+    with http_server(delays=[CHECK_TIMEOUT_S + 2.0]) as (uri, seen):
+        t0 = time.perf_counter()
+        assert check_tracking_server(uri) == uri
+        took = time.perf_counter() - t0
+    assert CHECK_TIMEOUT_S <= took < CHECK_DEADLINE_S
+    assert [p for p, _ in seen] == ["/health", "/health", "/api/2.0/mlflow/experiments/search?max_results=1"]
+    assert "timed out" in caplog.text and "trying once more" in caplog.text
+
+
+def test_a_transient_503_is_tried_once_more():
+    with http_server(statuses=[503]) as (uri, seen):
+        assert check_tracking_server(uri) == uri
+    assert len(seen) == 3
+
+
+def test_a_server_error_on_health_fails_without_hiding_it():
+    with http_server(statuses=[500]) as (uri, seen), pytest.raises(TrackingServerError, match="HTTP 500"):
+        check_tracking_server(uri)
+    assert len(seen) == 1
+
+
+def test_a_server_slow_on_every_try_fails_within_the_deadline():
+    with http_server(delays=[5.0, 5.0]) as (uri, _):
+        t0 = time.perf_counter()
+        with pytest.raises(TrackingServerError, match=r"\(2 tries; .*timed out"):
+            check_tracking_server(uri, timeout_s=0.5, deadline_s=1.5)
+        assert 1.4 < time.perf_counter() - t0 < 2.5
+
+
+def test_a_hung_server_fails_within_the_deadline_with_the_defaults():
+    """Accepts the connection and never answers: the whole check stays under 10 s."""
+    with hung_server() as uri:
+        t0 = time.perf_counter()
+        with pytest.raises(TrackingServerError, match="not reachable") as err:
+            check_tracking_server(uri)
+        took = time.perf_counter() - t0
+    assert CHECK_DEADLINE_S - 0.5 < took <= CHECK_DEADLINE_S + 0.5 < 10
+    assert uri in str(err.value)
 
 
 def test_local_store_needs_no_check():

@@ -2,8 +2,13 @@
 
 * **Budget.** A step count (``max_steps``: the city's ``[forecast] train_steps``) decides what
   ships: two runs with the same data, seed and thread count give the same weights. The
-  wall-clock ``budget_s`` is only a safety net; when it fires the run says so
-  (``stopped = "wall_clock_cap"``).
+  wall clock is only a safety net, sized from the run itself: ``guard_factor`` times the run
+  expected from its measured step (and validation) time, never less than ``budget_s``
+  (:meth:`Loop.guard_s`; fixed once ``GUARD_PROBE_STEPS`` steps and a validation are measured).
+  A loaded machine that makes every step slower does not cut the run; a hang or a machine
+  several times slower than at the start does, and the run says so
+  (``stopped = "wall_clock_cap"``, the guard and the expected run in the state). Without a
+  step budget (``max_steps = 0``) ``budget_s`` alone stops the run.
 * **Optimiser.** AdamW; weight decay only on convolution/linear weights, never on biases,
   normalisation weights, modality gates, peepholes or the horizon embedding. The learning rate
   warms up linearly over ``warmup_fraction`` of the steps, then follows a cosine down to
@@ -213,6 +218,12 @@ class LoopState:
     step_s: float = 0.0
     elapsed_s: float = 0.0  # loop time of the run before this invocation (resume)
     stopped: str = "max_epochs"
+    guard_s: float = math.inf  # the wall-clock safety net of this invocation (Loop.guard_s)
+    expected_s: float = math.nan  # the invocation's run as expected from its measured steps
+
+
+#: Steps (after the first, which warms up) measured before the wall-clock guard is fixed.
+GUARD_PROBE_STEPS = 5
 
 
 @dataclass
@@ -244,6 +255,44 @@ class Loop:
     extra_state: dict[str, Any] = field(default_factory=dict)  # saved with every checkpoint as is
     train_horizons: int = 0  # target bins drawn per step (parallel decoder); 0 = all
     select_best: bool = True  # keep the best validation state and stop early; False = the last state ships
+    guard_factor: float = 3.0  # the wall-clock guard: this many times the expected run (budget_s its floor)
+
+    def guard_s(self, st: LoopState, elapsed: float, steps_done: int, step_time: float, evals_done: int) -> float:
+        """The wall-clock safety net for this invocation: ``max(budget_s, guard_factor * expected run)``.
+
+        Parameters
+        ----------
+        st : LoopState
+        elapsed : float
+            Seconds since this invocation started.
+        steps_done : int
+            Steps timed in this invocation (the first, warm-up step excluded).
+        step_time : float
+            Their total seconds.
+        evals_done : int
+            Validations run in this invocation (``st.eval_s``: the last one's time).
+
+        Returns
+        -------
+        float
+            ``budget_s`` without a step budget; infinity before the first step; else the floor
+            ``budget_s`` or ``guard_factor`` times the expected run (the time so far, the
+            remaining steps at the measured step time and the remaining validations at the
+            last one's time), whichever is longer. ``st.expected_s`` is set to the expected run.
+        """
+        if not self.max_steps:
+            return self.budget_s
+        if steps_done > 0:
+            per_step = step_time / steps_done
+        elif st.step_s > 0:  # only the warm-up step so far: its time (an over-estimate) until one is timed
+            per_step = st.step_s
+        else:  # nothing measured yet (the loop checks between steps: nothing to guard before the first)
+            return math.inf
+        left = max(0, self.max_steps - st.step)
+        evals_left = self.max_steps // self.eval_every - st.step // self.eval_every + 1  # + the schedule's last
+        expected = elapsed + left * per_step + evals_left * (st.eval_s if evals_done else 0.0)
+        st.expected_s = expected
+        return max(self.budget_s, self.guard_factor * expected)
 
     def _save(self, st: LoopState, t_loop: float, saved_at: list[int]) -> None:
         """Checkpoint the loop (rank 0); never a diverged state: the guard has run before."""
@@ -330,6 +379,10 @@ class Loop:
             bar = tqdm(total=total, initial=st.step, desc="train", unit="step")
         loss_sum = torch.zeros((), device=dev)
         gnorm_max = torch.zeros((), device=dev)
+        # the wall-clock guard: provisional until GUARD_PROBE_STEPS steps and a validation were timed
+        timed, timed_s, evals_done, first_step = 0, 0.0, 0, st.step
+        guard_fixed = not self.max_steps
+        st.guard_s = self.budget_s
         done = st.bad_evals >= self.patience  # a resumed run that had already stopped early
         if done:
             st.stopped = "early_stopping"
@@ -346,8 +399,13 @@ class Loop:
                 at_eval = st.step % self.eval_every == 0
                 if not dist.active or at_eval:
                     elapsed = time.perf_counter() - t_loop
+                    if not guard_fixed:
+                        st.guard_s = self.guard_s(st, elapsed, timed, timed_s, evals_done)
+                        guard_fixed = timed >= GUARD_PROBE_STEPS and (
+                            evals_done > 0 or st.step // self.eval_every == self.max_steps // self.eval_every
+                        )
                     late = elapsed + st.step_s + (st.eval_s if (st.step + 1) % self.eval_every == 0 else 0.0)
-                    if ddp.any_rank(dist, late > self.budget_s, dev):
+                    if ddp.any_rank(dist, late > st.guard_s, dev):
                         st.stopped, done = "wall_clock_cap", True
                         break
                 t0 = time.perf_counter()
@@ -374,10 +432,13 @@ class Loop:
                 st.run_n += 1
                 dt = time.perf_counter() - t0
                 st.step_s = dt if st.step == 1 else 0.8 * st.step_s + 0.2 * dt
+                if st.step > first_step + 1:  # the invocation's first step warms up: not timed
+                    timed, timed_s = timed + 1, timed_s + dt
                 if bar is not None:
                     bar.update(1)
                 if st.step % self.eval_every == 0:
                     stop = self._validate(st, t_loop, loss_sum, gnorm_max)
+                    evals_done += 1
                     loss_sum, gnorm_max = torch.zeros((), device=dev), torch.zeros((), device=dev)
                     if bar is not None:
                         bar.set_postfix(val=f"{st.curve[-1]['val_loss']:.4f}", best=f"{st.best_val:.4f}")

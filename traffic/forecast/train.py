@@ -140,6 +140,16 @@ def _holdout_digest(grid: GridTensor, start: int, stop: int) -> str:
     return h.hexdigest()
 
 
+def holdout_digest(grid: GridTensor, holdout_days: float) -> str:
+    """The digest :func:`train_forecaster` gives the holdout of ``grid`` (``TrainResult.holdout.digest``), without training.
+
+    The holdout is the last ``holdout_days`` of ``grid`` (:func:`traffic.forecast.split.holdout_start`).
+    """
+    from traffic.forecast.split import holdout_start
+
+    return _holdout_digest(grid, holdout_start(grid, holdout_days), grid.shape[0])
+
+
 def _split_overrides(spec: dict[str, dict[str, Any]], overrides: dict[str, Any] | None):
     model_kw = dict(spec["model"])
     train_kw = dict(spec["training"])
@@ -302,7 +312,9 @@ def _seed_everything(seed: int) -> None:
 
 
 #: Training keys that may change between a checkpoint and its resumption (the rest must match).
-RESUME_MAY_CHANGE = frozenset({"max_steps", "max_epochs", "patience", "checkpoint_dir", "cpu_threads", "compile"})
+RESUME_MAY_CHANGE = frozenset(
+    {"max_steps", "max_epochs", "patience", "checkpoint_dir", "cpu_threads", "compile", "wall_clock_factor"}
+)
 
 
 def _fingerprint(cfg: ForecasterConfig, tr: dict[str, Any], seed: int, split: Split, world: int) -> dict[str, Any]:
@@ -551,6 +563,7 @@ def _train(
         progress=progress,
         extra_state={"head_state": head_state, "ablation_val": ablation_val},
         train_horizons=int(tr["train_horizons"]) if cfg.decoder == "parallel" else 0,
+        guard_factor=float(tr["wall_clock_factor"]),
     )
     state = loop.run(state)
     train_seconds = state.elapsed_s
@@ -697,6 +710,8 @@ def _train(
             "best_step": state.best_step,
             "max_steps": max_steps,
             "wall_clock_cap": state.stopped == "wall_clock_cap",
+            "wall_clock_guard_s": state.guard_s,  # the safety net this run had (loop.Loop.guard_s)
+            "expected_train_s": state.expected_s,  # the run expected from its measured steps
             "resumed_from_step": resumed_from,
             "checkpoint": str(ckpt) if ckpt is not None else None,
             "warm_start": warm,

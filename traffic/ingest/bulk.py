@@ -225,8 +225,13 @@ def _inside(points: np.ndarray, bbox: Sequence[float]) -> np.ndarray:
     return (lon >= bbox[0]) & (lon <= bbox[2]) & (lat >= bbox[1]) & (lat <= bbox[3])
 
 
-def outside_hint(points: np.ndarray, bbox: Sequence[float], city_file: str) -> str:
-    """Which transformation puts most ``points`` (lon, lat) into ``bbox``: the likely fault, in words."""
+def outside_hint(points: np.ndarray, bbox: Sequence[float], city_file: str, crs_source: str | None = None) -> str:
+    """Which transformation puts most ``points`` (lon, lat) into ``bbox``: the likely fault, in words.
+
+    ``crs_source`` names where the CRS the points were reprojected from came from (a declared
+    ``registry_crs``, the file's own CRS): when no simple transformation explains the points, it
+    is named as the likely fault.
+    """
     if not len(points):
         return ""
     tries = [
@@ -250,6 +255,11 @@ def outside_hint(points: np.ndarray, bbox: Sequence[float], city_file: str) -> s
             f"[lon_min, lat_min, lon_max, lat_max] = {[bbox[1], bbox[0], bbox[3], bbox[2]]}"
         )
     lon, lat = np.median(points, axis=0)
+    if crs_source is not None:
+        return (
+            f"the sources lie around lon={lon:.4f}, lat={lat:.4f} once reprojected from {crs_source}: check that "
+            "it is the CRS the coordinates are delivered in"
+        )
     return f"the sources lie around lon={lon:.4f}, lat={lat:.4f}; check the registry's coordinates and its CRS"
 
 
@@ -266,6 +276,7 @@ def check_sources_in_box(
     city_file: str,
     *,
     what: str = "every source of the registry",
+    crs_source: str | None = None,
 ) -> None:
     """Refuse sources that all lie outside the city's bbox (nothing of them would be rasterized).
 
@@ -281,6 +292,8 @@ def check_sources_in_box(
         The city file.
     what : str
         What the sources are, for the message.
+    crs_source : str, optional
+        Where the CRS the sources were reprojected from came from (named in the hint).
 
     Raises
     ------
@@ -296,7 +309,7 @@ def check_sources_in_box(
         return
     points = representative_points(geoms)
     points = points[np.isfinite(points).all(axis=1)]
-    hint = outside_hint(points, bbox, city_file)
+    hint = outside_hint(points, bbox, city_file, crs_source)
     raise IngestError(
         f"{file}: {what} ({len(geoms)}) lies outside the city's bbox = {list(bbox)} ({city_file}), "
         f"so nothing would be rasterized" + (f"; {hint}" if hint else ""),

@@ -208,7 +208,9 @@ def ingest_registry(city: CityConfig, feed: FeedConfig, *, lake: Lake | None = N
     registry, rejected, version = registry_tables(frame)
     check_registry_loss(feed, registry, rejected)
     geoms = shapely.from_wkb(registry.column("geometry").to_numpy(zero_copy_only=False))
-    check_sources_in_box(feed.path("registry"), geoms, city.bbox, city.source or city.name)
+    check_sources_in_box(
+        feed.path("registry"), geoms, city.bbox, city.source or city.name, crs_source=registry_crs_source(feed)
+    )
     store = lake if lake is not None else Lake.from_config()
     folder = store.partition("registry", city=city.name, feed=feed.name)
     sweep_folder(folder)
@@ -247,13 +249,63 @@ def _max_rejected_share(feed: FeedConfig) -> float:
     return share
 
 
-def registry_hint(rejected: pa.Table) -> str:
+def registry_crs_source(feed: FeedConfig) -> str | None:
+    """Where the CRS the registry was read in came from, in words; None when it was taken as WGS84 by default.
+
+    ``"the feed's option `registry_crs` = 'EPSG:2229'"``, or ``"the CRS its file declares (EPSG:4326)"``
+    for a GeoJSON ``crs`` member / GeoParquet or GeoPackage metadata (which wins over the option).
+    Never raises: a file that cannot be inspected counts as declaring nothing.
+    """
+    try:
+        from traffic.landing.readers import resolve_files
+
+        for path in resolve_files(feed.path("registry"), (".geojson", ".json", ".gpkg", ".parquet", ".geoparquet")):
+            name = str(path).lower()
+            crs = None
+            if name.endswith((".geojson", ".json")):  # RFC 7946: WGS84 unless a (legacy) `crs` member says otherwise
+                import json
+
+                with path.open("rb") as fh:
+                    member = json.load(fh).get("crs")
+                crs = (member or {}).get("properties", {}).get("name") if isinstance(member, dict) else None
+            elif name.endswith(".gpkg") and path.protocol in ("", "file", "local"):
+                import pyogrio
+
+                crs = pyogrio.read_info(str(path)).get("crs")
+            elif name.endswith((".parquet", ".geoparquet")):
+                import json
+
+                import pyarrow.parquet as pq
+
+                with path.open("rb") as fh:
+                    geo = (pq.read_schema(fh).metadata or {}).get(b"geo")
+                if geo:
+                    meta = json.loads(geo)
+                    col = meta.get("columns", {}).get(meta.get("primary_column", "geometry"), {})
+                    if col.get("crs"):
+                        from pyproj import CRS
+
+                        crs = CRS.from_user_input(col["crs"]).to_string()
+            if crs:
+                return f"the CRS its file declares ({crs}: a GeoJSON `crs` member or the file's geo metadata)"
+    except Exception:  # a hint must never fail an ingest
+        pass
+    if "registry_crs" in feed.options:
+        return f"the feed's option `registry_crs` = {feed.options['registry_crs']!r}"
+    return None
+
+
+def registry_hint(rejected: pa.Table, crs_source: str | None = None) -> str:
     """What most likely went wrong with a registry, from its rejected sources (empty if nothing specific).
 
     Parameters
     ----------
     rejected : pyarrow.Table
         :data:`REJECTED_SCHEMA` rows.
+    crs_source : str, optional
+        Where the CRS the coordinates were read in came from (:func:`registry_crs_source`); None
+        when they were taken as WGS84. A declared CRS is never told to be declared: it is named
+        as the likely fault.
 
     Returns
     -------
@@ -271,13 +323,24 @@ def registry_hint(rejected: pa.Table) -> str:
         if len(b):
             x, y = float(np.median(b[:, 0])), float(np.median(b[:, 1]))
             if abs(x) > 360 or abs(y) > 360:
+                if crs_source is not None:
+                    return (
+                        f"coordinates look projected (e.g. x={x:.1f}, y={y:.1f}, metres rather than degrees) although "
+                        f"the registry was read in {crs_source}: that CRS is not the one the coordinates are in; "
+                        "correct it (in the file, or the option) to the CRS they were delivered in"
+                    )
                 return (
-                    f"coordinates look projected (e.g. x={x:.1f}, y={y:.1f}, metres rather than degrees): "
-                    "deliver GeoParquet/GeoJSON with a CRS, or declare `registry_crs` (e.g. 'EPSG:25833') "
-                    "in the feed's [feeds.options]"
+                    f"coordinates look projected (e.g. x={x:.1f}, y={y:.1f}, metres rather than degrees) and "
+                    "nothing declares their CRS: deliver GeoParquet/GeoJSON whose CRS says so, or declare "
+                    "`registry_crs` (e.g. 'EPSG:25833') in the feed's [feeds.options]"
                 )
             if abs(x) <= 90 and abs(y) <= 180:
                 return f"longitude and latitude look swapped (e.g. lon={x:.5f}, lat={y:.5f}): swap the two columns"
+        if crs_source is not None:
+            return (
+                f"coordinates are outside WGS84 degrees (lon -180..180, lat -90..90) once read in {crs_source}: "
+                "check that it is the CRS the coordinates are delivered in"
+            )
         return "coordinates are outside WGS84 degrees (lon -180..180, lat -90..90)"
     if top == "missing_geometry":
         return "the geometry is empty for most sources: check the lon/lat (or geometry) columns are filled"
@@ -319,7 +382,7 @@ def check_registry_loss(feed: FeedConfig, registry: pa.Table, rejected: pa.Table
     reasons = rejected.column("reason").to_pylist()
     counts = {r: reasons.count(r) for r in REGISTRY_REASONS if r in reasons}
     ids = [i for i in rejected.column("source_id").to_pylist()[:3]]
-    hint = registry_hint(rejected)
+    hint = registry_hint(rejected, registry_crs_source(feed))
     file = feed.path("registry")
     raise IngestError(
         f"{file}: registry rejects {rejected.num_rows} of {total} sources "

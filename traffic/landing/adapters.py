@@ -406,7 +406,8 @@ def telraam_observations(feed: FeedConfig) -> Delivery:
 def telraam_registry(feed: FeedConfig) -> pd.DataFrame:
     """Telraam segment GeoJSON -> landing registry frame.
 
-    Geometry is the segment (Multi)LineString in WGS84; attributes keep OSM name,
+    Geometry is the segment (Multi)LineString in WGS84 (reprojected from the CRS a legacy
+    GeoJSON ``crs`` member names, when the file has one); attributes keep OSM name,
     highway class, lanes, speed limit, one-way flag, OSM id, length and district.
 
     Raises
@@ -426,6 +427,9 @@ def telraam_registry(feed: FeedConfig) -> pd.DataFrame:
     require_columns(props, ["segment_id"], f"{file} (feature properties)")
     geom_text = [json.dumps(f["geometry"]) if f.get("geometry") else None for f in features]
     geometry, unparsed = _parse_geometry(pd.Series(geom_text, dtype=object))
+    crs = _geojson_crs(doc, file)
+    if crs is not None and not crs.equals("EPSG:4326") and not crs.equals("OGC:CRS84"):
+        geometry = _declared_crs_geometry(feed, geometry, file, crs)  # the member names the coordinates' CRS
     attrs = pd.DataFrame({k: props[v] if v in props.columns else None for k, v in TELRAAM_ATTRIBUTES.items()})
     return pd.DataFrame(
         {
@@ -821,10 +825,43 @@ def _declared_crs_points(feed: FeedConfig, x: np.ndarray, y: np.ndarray, file: s
     return np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
 
 
-def _declared_crs_geometry(feed: FeedConfig, geometry: np.ndarray, file: str) -> np.ndarray:
+def _geojson_crs(doc: Any, file: str) -> Any:
+    """The CRS a GeoJSON document's legacy ``crs`` member names (pyproj), or None without one.
+
+    RFC 7946 GeoJSON is WGS84 lon/lat and has no ``crs`` member; older files (GeoJSON 2008, GDAL
+    exports) name their CRS in it, and their coordinates are in that CRS.
+
+    Raises
+    ------
+    IngestError
+        A ``crs`` member pyproj cannot read.
+    """
+    member = doc.get("crs") if isinstance(doc, dict) else None
+    if not member:
+        return None
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    name = (member.get("properties") or {}).get("name") if isinstance(member, dict) else None
+    try:
+        return CRS.from_user_input(name)
+    except (CRSError, TypeError) as exc:
+        raise IngestError(
+            f"{file}: the GeoJSON `crs` member {json.dumps(member)[:200]} names no CRS pyproj knows; expected "
+            "e.g. {'type': 'name', 'properties': {'name': 'urn:ogc:def:crs:EPSG::25833'}}, or no member "
+            "(RFC 7946: WGS84 lon/lat)",
+            file=file,
+            column="crs",
+            value=str(member)[:200],
+            allowed="a named CRS pyproj knows, or no `crs` member",
+        ) from exc
+
+
+def _declared_crs_geometry(feed: FeedConfig, geometry: np.ndarray, file: str, crs: Any = None) -> np.ndarray:
+    """Geometries in ``crs`` (default: the feed's ``registry_crs``) -> WGS84 lon/lat."""
     from pyproj import Transformer
 
-    tr = Transformer.from_crs(_registry_crs(feed, file), "EPSG:4326", always_xy=True)
+    tr = Transformer.from_crs(crs if crs is not None else _registry_crs(feed, file), "EPSG:4326", always_xy=True)
     out = geometry.copy()
     ok = ~pd.isna(out)
     if ok.any():

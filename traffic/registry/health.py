@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from traffic.config import CityConfig, mlflow_uri
+from traffic.errors import TrackingServerError
 
 if TYPE_CHECKING:
     from traffic.registry.mlflow_registry import RegistryStore
@@ -45,27 +46,39 @@ _log = logging.getLogger(__name__)
 REGISTRATION_TAG = "registration"
 #: Version tag of the promotion decision (written by ``promote``).
 DECISION_TAG = "promotion_decision"
+#: Version tag: the idempotency key of the training that registered it (:func:`training_key`).
+TRAINING_KEY_TAG = "training.key"
 #: Run tags naming the process that owns a run (to tell a crashed run from a live one).
 HOST_TAG, PID_TAG = "traffic.host", "traffic.pid"
 #: A RUNNING run of another host counts as crashed after this long (the train task's timeout is 2 h).
 STALE_AFTER_S = 3 * 3600.0
-#: Timeout of each request of :func:`check_tracking_server`.
-CHECK_TIMEOUT_S = 5.0
+#: Timeout of the first try of each request of :func:`check_tracking_server`.
+CHECK_TIMEOUT_S = 4.0
+#: The whole check (both requests, a retry included) never takes longer than this.
+CHECK_DEADLINE_S = 9.0
+#: HTTP statuses of a server that is starting or behind a busy proxy: tried once more.
+_TRANSIENT = (502, 503, 504)
 
 
-class TrackingServerError(RuntimeError):
-    """The MLflow tracking server cannot be used (unreachable, failing, or refusing the credentials)."""
-
-
-def check_tracking_server(uri: str | None = None, *, timeout_s: float = CHECK_TIMEOUT_S) -> str | None:
+def check_tracking_server(
+    uri: str | None = None, *, timeout_s: float = CHECK_TIMEOUT_S, deadline_s: float = CHECK_DEADLINE_S
+) -> str | None:
     """Fail in seconds when the MLflow tracking server is not usable.
+
+    Two requests: ``GET /health``, then one authenticated REST call. A request that times out
+    (a cold server, an authentication backend warming up) or answers 502/503/504 is tried once
+    more with what is left of ``deadline_s``; a refused connection or a DNS failure (nothing
+    listens: a dead server) fails at once, without a retry. So a slow first call passes, and a
+    dead or hung server fails within ``deadline_s``.
 
     Parameters
     ----------
     uri : str, optional
         Tracking URI; default :func:`traffic.config.mlflow_uri`.
     timeout_s : float
-        Timeout of each of the (at most two) requests.
+        Timeout of the first try of each request.
+    deadline_s : float
+        The most the whole check takes, retries included.
 
     Returns
     -------
@@ -75,7 +88,7 @@ def check_tracking_server(uri: str | None = None, *, timeout_s: float = CHECK_TI
     Raises
     ------
     TrackingServerError
-        Naming the URI and the cause: connection refused, timeout, DNS failure, an HTTP
+        One line naming the URI and the cause: connection refused, timeout, DNS failure, an HTTP
         status >= 500 on ``/health``, or 401/403 on the REST API (``MLFLOW_TRACKING_USERNAME``
         / ``MLFLOW_TRACKING_PASSWORD``).
     """
@@ -84,21 +97,50 @@ def check_tracking_server(uri: str | None = None, *, timeout_s: float = CHECK_TI
         return None
     base = uri.rstrip("/")
     hint = "start the server or point MLFLOW_TRACKING_URI at a running one"
+    t_start = time.perf_counter()
 
-    def get(path: str, headers: dict[str, str]) -> int:
+    def left() -> float:
+        return deadline_s - (time.perf_counter() - t_start)
+
+    def once(path: str, headers: dict[str, str], timeout: float) -> int:
         req = urllib.request.Request(base + path, headers=headers, method="GET")
-        t0 = time.perf_counter()
         try:
-            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return int(resp.status)
         except urllib.error.HTTPError as exc:
             return int(exc.code)
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            cause = getattr(exc, "reason", exc)
-            raise TrackingServerError(
-                f"MLflow tracking server {uri} is not reachable: GET {path} failed after "
-                f"{time.perf_counter() - t0:.1f} s ({type(cause).__name__}: {cause}); {hint}"
-            ) from exc
+
+    def get(path: str, headers: dict[str, str]) -> int:
+        tries = 0
+        while True:
+            tries += 1
+            timeout = min(timeout_s, left()) if tries == 1 else left()
+            t0 = time.perf_counter()
+            try:
+                if timeout <= 0:
+                    raise TimeoutError(f"no time left of the {deadline_s:g} s check")
+                status = once(path, headers, timeout)
+            except (urllib.error.URLError, OSError, TimeoutError) as exc:
+                cause = getattr(exc, "reason", exc)
+                timed_out = isinstance(cause, TimeoutError | socket.timeout) or "timed out" in str(cause)
+                if timed_out and tries == 1 and left() > 0.5:
+                    _log.warning(
+                        "MLflow tracking server %s: GET %s timed out after %.1f s; trying once more",
+                        uri,
+                        path,
+                        time.perf_counter() - t0,
+                    )
+                    continue
+                raise TrackingServerError(
+                    f"MLflow tracking server {uri} is not reachable: GET {path} failed after "
+                    f"{time.perf_counter() - t_start:.1f} s ({tries} tr{'y' if tries == 1 else 'ies'}; "
+                    f"{type(cause).__name__}: {cause}); {hint}"
+                ) from exc
+            if status in _TRANSIENT and tries == 1 and left() > 0.5:
+                _log.warning("MLflow tracking server %s: GET %s answered HTTP %s; trying once more", uri, path, status)
+                time.sleep(min(0.5, left() / 4))
+                continue
+            return status
 
     status = get("/health", {})
     if status >= 500:
@@ -115,8 +157,78 @@ def check_tracking_server(uri: str | None = None, *, timeout_s: float = CHECK_TI
         raise TrackingServerError(f"MLflow tracking server {uri} refused {who}: HTTP {status}")
     if status >= 500:
         raise TrackingServerError(f"MLflow tracking server {uri}: the REST API answered HTTP {status}; {hint}")
-    _log.info("MLflow tracking server %s is up", uri)
+    _log.info("MLflow tracking server %s is up (checked in %.1f s)", uri, time.perf_counter() - t_start)
     return uri
+
+
+def training_key(
+    city: str,
+    as_of: str,
+    code_version: str,
+    holdout_digest: str,
+    train_steps: int | None,
+    config: Any = None,
+) -> str:
+    """The idempotency key of a nightly training: the same city, night, code, data, budget and configuration.
+
+    A retried ``train`` task whose key names a version registered whole registers nothing new
+    (:func:`registered_training`). The holdout digest stands for the data (the window ends
+    with the holdout; a re-delivered day changes it); the step budget and ``config`` (the
+    city's ``[forecast]`` table and the model spec: a ``-dirty`` or ``unknown`` code version
+    does not tell edits apart) are part of it, since another budget or setting is another
+    training.
+
+    Returns
+    -------
+    str
+        32 hex digits of the sha256 of the fields.
+    """
+    import hashlib
+    import json
+
+    fields: dict[str, Any] = {
+        "city": city,
+        "as_of": as_of,
+        "code_version": code_version,
+        "holdout_digest": holdout_digest,
+        "train_steps": None if train_steps is None else int(train_steps),
+        "config": config,
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def registered_training(
+    city: CityConfig | str, key: str, *, registry: RegistryStore | None = None
+) -> dict[str, Any] | None:
+    """The newest version registered whole (``registration`` = ``complete``) by the training with ``key``.
+
+    Returns
+    -------
+    dict or None
+        ``{"model_name", "version", "run_id", "model_uri", "tags"}``; None when no complete
+        version carries the key (a version cut short does not count: it is recovered, and the
+        training runs again).
+    """
+    from traffic.registry.mlflow_registry import _mlflow_session
+    from traffic.registry.names import model_name
+
+    name = model_name(city)
+    with _mlflow_session(registry) as client:
+        found = [
+            mv
+            for mv in client.search_model_versions(f"name = '{name}'", max_results=10000)
+            if (mv.tags or {}).get(TRAINING_KEY_TAG) == key and (mv.tags or {}).get(REGISTRATION_TAG) == "complete"
+        ]
+    if not found:
+        return None
+    mv = max(found, key=lambda v: int(v.version))
+    return {
+        "model_name": name,
+        "version": str(mv.version),
+        "run_id": mv.run_id,
+        "model_uri": f"models:/{name}/{mv.version}",
+        "tags": dict(mv.tags or {}),
+    }
 
 
 def owner_tags() -> dict[str, str]:
@@ -145,7 +257,11 @@ def _crashed(run: Any, now_ms: int, stale_after_s: float) -> bool:
 
 
 def recover_unfinished(
-    city: CityConfig | str, *, stale_after_s: float = STALE_AFTER_S, registry: RegistryStore | None = None
+    city: CityConfig | str,
+    *,
+    stale_after_s: float = STALE_AFTER_S,
+    registry: RegistryStore | None = None,
+    keep: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Finish the registry state a crashed or failed nightly left behind (module docstring).
 
@@ -158,6 +274,9 @@ def recover_unfinished(
         Age after which a ``RUNNING`` run of another host counts as crashed.
     registry : RegistryStore, optional
         The registry to recover (default: the configured one).
+    keep : tuple of str
+        Versions left undecided: a retried training's own version, registered whole, whose
+        promotion comes next (:func:`registered_training`).
 
     Returns
     -------
@@ -188,7 +307,7 @@ def recover_unfinished(
         versions = client.search_model_versions(f"name = '{name}'", max_results=10000)
         for mv in versions:
             tags = dict(mv.tags or {})
-            if DECISION_TAG in tags:
+            if DECISION_TAG in tags or (str(mv.version) in keep and tags.get(REGISTRATION_TAG) == "complete"):
                 continue
             when = f"{now:%Y-%m-%dT%H:%M:%SZ}"
             if tags.get(REGISTRATION_TAG) == "complete":  # registered whole; no promotion ran after it

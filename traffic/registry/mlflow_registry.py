@@ -359,7 +359,15 @@ def _metrics(
             Metric("model.rmse_skill_vs_best_baseline", skill(model.rmse_mean, base.rmse_mean), timestamp_ms, 0)
         )
     rows.append(Metric("train.seconds", float(result.train_seconds), timestamp_ms, 0))
-    for key in ("steps", "best_step", "backtest_seconds", "total_seconds"):
+    for key in (
+        "steps",
+        "max_steps",
+        "best_step",
+        "backtest_seconds",
+        "total_seconds",
+        "wall_clock_guard_s",
+        "expected_train_s",
+    ):
         v = result.extra.get(key)
         if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
             rows.append(Metric(f"train.{key}", float(v), timestamp_ms, 0))
@@ -488,6 +496,7 @@ def log_training(
     gate_baselines: Sequence[str] | None = None,
     inputs: Sequence[Mapping[str, Any]] = (),
     train_steps: int | None = None,
+    version_tags: Mapping[str, str] | None = None,
     registry: RegistryStore | None = None,
 ) -> dict[str, Any]:
     """Log a training run, register its model and point the ``challenger`` alias at it.
@@ -527,6 +536,9 @@ def log_training(
         (:func:`log_lake_inputs`): ``{"path", "name", "sha256", "context", ...}`` each.
     train_steps : int, optional
         The run's step budget, shown on the card next to the steps done.
+    version_tags : mapping, optional
+        More tags of the registered version, written with it (atomically): e.g. the training's
+        idempotency key (:data:`traffic.registry.health.TRAINING_KEY_TAG`).
     registry : RegistryStore, optional
         The registry to use (default: the configured one, :class:`RegistryStore`).
 
@@ -701,6 +713,7 @@ def log_training(
                     "best_baseline": base_name,
                     "best_baseline_rmse_mean": fmt(base.rmse_mean),
                     "code_version": code_version,
+                    **dict(version_tags or {}),
                 },
             )
             version = str(mv.version)
