@@ -974,6 +974,11 @@ def _decide_on_backtest(c: CityConfig, trained: dict[str, Any], data: dict[str, 
     gate_scores = {g: scores[g] for g in gates if g in scores}
     best_gate = min(gate_scores, key=lambda g: gate_scores[g]) if gate_scores else ""
     note += _budget_note(m, data["tags"])
+    live = _live_alerts(c, res)
+    if live:  # stale or broken, said out loud: what live verification found since the last decision
+        note += f"; live verification ({len(live)} alert{'s' if len(live) != 1 else ''}): " + " | ".join(live[:5])
+        if len(live) > 5:
+            note += f" | ... and {len(live) - 5} more (traffic skill {c.name})"
     decision = Decision(
         promote=d.promote,
         reason=d.reason + note,
@@ -997,6 +1002,21 @@ def _decide_on_backtest(c: CityConfig, trained: dict[str, Any], data: dict[str, 
         "best_candidate": d.best,
         **{k: v for k, v in promoted.items() if k not in ("city", "version")},
     }
+
+
+def _live_alerts(c: CityConfig, res: Resources) -> list[str]:
+    """The live-verification alerts of the city's last ``verify_days`` (:func:`traffic.verify.alerts`).
+
+    A catalog that cannot be read (none yet, a first night) has nothing to say; the decision is
+    made on the backtest either way.
+    """
+    from traffic.verify import alerts
+
+    try:
+        return alerts(c, res=res)
+    except Exception as exc:  # the decision must not fail on the verification report
+        _log.warning("city %s: live-verification alerts unavailable for the decision: %s", c.name, exc)
+        return []
 
 
 def _budget_note(metrics: dict[str, float], tags: dict[str, str]) -> str:
