@@ -135,3 +135,20 @@ def test_a_difference_that_changes_sign_from_day_to_day_is_not_significant():
         bt.errors["gbm"].update(np.full_like(target, wobble), target, mask, np.array([[t]]))
     c = bt.compare("model", "gbm")
     assert c.lo < 0 < c.hi and not c.significant and c.n_days == days
+
+
+def test_every_channel_is_scored_apart_against_the_same_baselines():
+    day = np.array([0, 0, 1, 1])
+    bt = Backtest(("d0", "d1"), fold_plan(["d0", "d1"], 2), 3600, {}, channels=("a.count", "a.speed_kmh"))
+    bt.errors = {n: DailyErrors(day, 2, 1) for n in ("model", "gbm")}
+    target = np.zeros((4, 1, 2, 1, 1))
+    mask = np.ones_like(target, bool)
+    pred = np.zeros_like(target)
+    pred[:, :, 0] = 3.0  # counts off by 3, speeds exact
+    bt.errors["model"].update(pred, target, mask, np.arange(4)[:, None])
+    bt.errors["gbm"].update(np.ones_like(target), target, mask, np.arange(4)[:, None])
+    m = backtest_metrics(bt)
+    assert m["backtest.model.channel.a.count.rmse_mean"] == pytest.approx(3.0)
+    assert m["backtest.model.channel.a.speed_kmh.rmse_mean"] == pytest.approx(0.0)
+    assert m["backtest.gbm.channel.a.speed_kmh.rmse_mean"] == pytest.approx(1.0)
+    assert m["backtest.model.rmse_mean"] == pytest.approx(math.sqrt(4.5))  # pooled over both channels

@@ -144,7 +144,9 @@ def make_result(berlin, holdout_data, make_module):
             # candidate's errors per day as the training code records them; two days per fold
             bt_days = tuple(f"2024-12-{d + 1:02d}" for d in range(backtest_days))
             tidx = np.repeat(np.arange(len(x))[:, None], h_out, axis=1)  # (N, H_out): "bin" = sample
-            backtest = Backtest(bt_days, fold_plan(bt_days, backtest_days // 2), 3600, {})
+            backtest = Backtest(
+                bt_days, fold_plan(bt_days, backtest_days // 2), 3600, {}, channels=tuple(berlin.channels)
+            )
             forecasts = {"model": fc, "persistence": persistence, "seasonal_average": mean_fc}
             for name, e in (("ridge", ridge_error), ("gbm", gbm_error)):
                 if e is not None:

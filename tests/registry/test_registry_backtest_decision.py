@@ -96,7 +96,8 @@ def test_the_card_shows_the_backtest_with_the_logged_digits(berlin, make_module,
     mlflow.set_tracking_uri(mlflow_uri())
     card = mlflow.artifacts.load_text(f"runs:/{logged['run_id']}/model_card.md")
     assert "## Backtest: what the decision rests on" in card
-    section = card[card.index("## Backtest") : card.index("## Promotion rule")]
+    section = card[card.index("## Backtest") : card.index("Per channel")]
+    per_channel = card[card.index("Per channel") : card.index("## Promotion rule")]
     rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| ")}
     for name in ("model", "base", "base_head", "gbm", "ridge", "persistence", "seasonal_average"):
         row = rows[name]
@@ -104,6 +105,9 @@ def test_the_card_shows_the_backtest_with_the_logged_digits(berlin, make_module,
         assert f"| {fmt(m[f'backtest.{name}.fold1.rmse_mean'])} |" in row
         if name != "gbm":
             assert f"{100 * m[f'backtest.{name}.vs_gbm.mean']:+.2f} %" in row
+    # every channel against the same baselines, with the logged digits
+    ch = berlin.channels[0]
+    assert f"| model | {fmt(m[f'backtest.model.channel.{ch}.rmse_mean'])} |" in per_channel
 
 
 def test_a_run_cut_by_the_wall_clock_says_so_in_its_decision(berlin, make_module, make_result, night):

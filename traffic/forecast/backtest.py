@@ -169,6 +169,9 @@ class DailyErrors:
         self.sse = np.zeros((n_days, horizon), dtype=np.float64)
         self.sae = np.zeros((n_days, horizon), dtype=np.float64)
         self.n = np.zeros((n_days, horizon), dtype=np.int64)
+        # the same sums per channel (allocated at the first batch, when the channels are known)
+        self.sse_c: np.ndarray | None = None
+        self.n_c: np.ndarray | None = None
 
     def update(self, pred: np.ndarray, target: np.ndarray, mask: np.ndarray, tidx: np.ndarray) -> None:
         """Add a batch: ``pred``/``target``/``mask`` ``(B, H_out, C, H, W)``, ``tidx`` ``(B, H_out)`` target bins."""
@@ -182,6 +185,20 @@ class DailyErrors:
         np.add.at(self.sse, (day[keep], h[keep]), sq[keep])
         np.add.at(self.sae, (day[keep], h[keep]), ab[keep])
         np.add.at(self.n, (day[keep], h[keep]), cnt[keep])
+        if self.sse_c is None or self.n_c is None:
+            shape = (*self.sse.shape, pred.shape[2])
+            self.sse_c, self.n_c = np.zeros(shape, dtype=np.float64), np.zeros(shape, dtype=np.int64)
+        sq_c, cnt_c = (err**2).sum(axis=(3, 4)), m.sum(axis=(3, 4))  # (B, H_out, C)
+        np.add.at(self.sse_c, (day[keep], h[keep]), sq_c[keep])
+        np.add.at(self.n_c, (day[keep], h[keep]), cnt_c[keep])
+
+    def channel_rmse_mean(self, channel: int) -> float:
+        """Mean over horizons of one channel's per-horizon RMSE over every day (NaN when never scored)."""
+        if self.sse_c is None or self.n_c is None:
+            return math.nan
+        s, n = self.sse_c[:, :, channel].sum(axis=0), self.n_c[:, :, channel].sum(axis=0)
+        v = np.sqrt(s[n > 0] / n[n > 0])
+        return float(v.mean()) if len(v) else math.nan
 
     def rmse(self, days: np.ndarray | None = None) -> np.ndarray:
         """Per-horizon RMSE pooled over ``days`` (default all): ``(H_out,)``, NaN where nothing was scored."""
@@ -285,12 +302,15 @@ class Backtest:
     bin_seconds : int
     errors : dict
         ``{candidate: DailyErrors}``; candidates named as :data:`CANDIDATES` (plus ``champion``).
+    channels : tuple of str
+        The grid's channels, in the order of the errors' channel axis (per-channel figures).
     """
 
     days: tuple[str, ...]
     folds: tuple[Fold, ...]
     bin_seconds: int
     errors: dict[str, DailyErrors] = field(default_factory=dict)
+    channels: tuple[str, ...] = ()
 
     @property
     def horizon(self) -> int:
@@ -343,7 +363,8 @@ def backtest_metrics(bt: Backtest, candidates: Sequence[str] | None = None) -> d
     ``backtest.folds``, ``backtest.days``, ``backtest.holiday_folds``; per candidate
     ``backtest.<c>.rmse_mean``, ``backtest.<c>.rmse_mean_regular`` (folds without a holiday),
     ``backtest.<c>.rmse.<group>`` and ``backtest.<c>.rmse.<group>.hi`` (:meth:`Backtest.daily_hi`),
-    ``backtest.<c>.fold<k>.rmse_mean``; and against every other candidate ``o``
+    ``backtest.<c>.fold<k>.rmse_mean``, ``backtest.<c>.channel.<channel>.rmse_mean`` (every channel of
+    the grid, each against the same baselines); and against every other candidate ``o``
     ``backtest.<c>.vs_<o>.mean`` / ``.lo`` / ``.hi`` (relative, negative = ``c`` better; ``vs_gbm``
     is the reference the issue of record names).
     """
@@ -362,6 +383,8 @@ def backtest_metrics(bt: Backtest, candidates: Sequence[str] | None = None) -> d
             out[f"backtest.{c}.rmse.{tag}.hi"] = bt.daily_hi(c, steps)
         for f in bt.folds:
             out[f"backtest.{c}.fold{f.index}.rmse_mean"] = bt.rmse_mean(c, bt.fold_days(f))
+        for i, ch in enumerate(bt.channels):
+            out[f"backtest.{c}.channel.{ch}.rmse_mean"] = bt.errors[c].channel_rmse_mean(i)
         for o in names:
             if o == c:
                 continue

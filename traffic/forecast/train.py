@@ -587,6 +587,7 @@ def _train(
             folds=fold_plan(days, min(folds, len(days)), grid.holidays),
             bin_seconds=bm * 60,
             errors={name: DailyErrors(day_of_bin, len(days), horizon_steps) for name in CANDIDATES},
+            channels=tuple(grid.channels),
         )
         ablated = copy.deepcopy(module)
         ablated.load_state_dict(head_state)

@@ -274,9 +274,22 @@ def backtest_table(result: TrainResult) -> str:
             vs,
         ]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    if bt.channels:
+        chans = list(bt.channels)
+        lines += [
+            "",
+            "Per channel (mean over horizons of the RMSE, in the channel's unit), every candidate on the same folds:",
+            "",
+            "| candidate | " + " | ".join(f"`{ch}`" for ch in chans) + " |",
+            "|---|" + "---:|" * len(chans),
+        ]
+        for n in names:
+            cells = [fmt(m.get(f"backtest.{n}.channel.{ch}.rmse_mean", math.nan)) for ch in chans]
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Logged as `backtest.<candidate>.rmse_mean`, `.rmse.<group>`, `.fold<k>.rmse_mean` and the paired "
+        "Logged as `backtest.<candidate>.rmse_mean`, `.rmse.<group>`, `.fold<k>.rmse_mean`, "
+        "`.channel.<channel>.rmse_mean` and the paired "
         "differences against every other candidate, `backtest.<candidate>.vs_<other>.mean` / `.lo` / `.hi` "
         "(relative, negative = better; docs/backtests.md says how the intervals are made).",
     ]
