@@ -458,6 +458,16 @@ def cmd_export(args) -> None:
     from traffic.resources import Resources
 
     res = Resources.from_config()
+    if args.errors:
+        from traffic.verify.maps import write_error_maps
+
+        if args.format != "png":
+            raise UsageError(f"--errors draws PNG maps; got --format {args.format!r} (allowed with --errors: png)")
+        for path in write_error_maps(
+            args.city, run_id=args.run, out=args.out, channel=args.channel, db_path=res.warehouse.path
+        ):
+            print(path)
+        return
     try:
         check_format(args.format)
         paths = export_run(
@@ -487,6 +497,11 @@ def _export_parser(sub) -> None:
     s.add_argument("--format", required=True, help="geojson, geoparquet, png (one map per horizon group) or html")
     s.add_argument("--out", help="file or folder (png: folder); default <TRAFFIC_HOME>/exports/")
     s.add_argument("--channel", help="only this channel (default: all)")
+    s.add_argument(
+        "--errors",
+        action="store_true",
+        help="with --format png: the error map of a verified run (RMSE per cell, once its day happened)",
+    )
     s.set_defaults(fn=cmd_export)
 
 
