@@ -1186,6 +1186,7 @@ def forecast(
     from traffic.forecast.plausible import plausible_forecast
     from traffic.publish import reference_stats
     from traffic.registry import load_intervals, load_serving_module
+    from traffic.registry.mlflow_registry import variant_artefacts
 
     current = serving(c, res=res)
     win, grid = _load_window(c, as_of, res=res)
@@ -1216,11 +1217,7 @@ def forecast(
             "candidate": variant,
             "model_uri": current["model_uri"],
             "run_id": current["run_id"],
-            "artefacts": {
-                "weights": f"runs:/{current['run_id']}/{'eager_base_head' if variant == 'base_head' else 'eager'}",
-                "intervals": f"runs:/{current['run_id']}/intervals/"
-                + ("intervals.npz" if variant == "model" else f"intervals_{variant}.npz"),
-            },
+            "artefacts": variant_artefacts(current["run_id"], variant),
         }
     else:
         pred, lower, upper = _baseline_forecast(c, grid, current["baseline"], t_last)

@@ -335,7 +335,7 @@ class Backtest:
     def rmse_mean(self, name: str, days: np.ndarray | None = None) -> float:
         """Mean over horizons of the per-horizon RMSE pooled over ``days`` (the figure promotion compares)."""
         v = self.errors[name].rmse(days)
-        return float(np.mean(v)) if np.isfinite(v).all() else float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
+        return float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
 
     def group_rmse(self, name: str, steps: slice) -> float:
         """Mean over the group's horizons of the per-horizon RMSE over every day (as the card's tables)."""

@@ -943,6 +943,14 @@ def _eager_artifact(variant: str) -> str:
     return EAGER_ARTIFACT if variant in ("model", "base") else f"{EAGER_ARTIFACT}_{variant}"
 
 
+def variant_artefacts(run_id: str, variant: str) -> dict[str, str]:
+    """The fitted artefacts a network variant serves from: ``{"weights", "intervals"}`` as ``runs:/`` URIs."""
+    return {
+        "weights": f"runs:/{run_id}/{_eager_artifact(variant)}",
+        "intervals": f"runs:/{run_id}/{_intervals_artifact(variant)}",
+    }
+
+
 def load_intervals(run_id: str, *, variant: str = "model", registry: RegistryStore | None = None) -> Any:
     """The 80 % interval model logged with a training run, or None for a run logged without one.
 
