@@ -42,6 +42,7 @@ from traffic.grid.tensor import GridTensor
 
 __all__ = [
     "CANDIDATES",
+    "GROUP_PAIRS",
     "LEVEL",
     "Backtest",
     "Comparison",
@@ -59,8 +60,26 @@ LEVEL = 0.90
 MIN_DAYS_FOR_LAG = 8
 #: Quantile of a candidate's daily RMSE logged as what the backtest promises (``rmse.<group>.hi``).
 DAILY_HI_QUANTILE = 0.95
-#: The candidates a nightly run scores, in report order (the network, its ablations, the baselines).
-CANDIDATES = ("model", "base", "base_head", "gbm", "seasonal_average", "ridge", "persistence")
+#: The candidates a nightly run scores, in report order (the network, its ablations, the per-horizon
+#: combinations of :mod:`traffic.forecast.combination`, the baselines).
+CANDIDATES = (
+    "model",
+    "base",
+    "base_head",
+    "combination",
+    "combination_without_network",
+    "gbm",
+    "seasonal_average",
+    "ridge",
+    "persistence",
+)
+#: Pairs also compared per horizon group (``backtest.<a>.vs_<b>.<group>.mean/.lo/.hi``): what the
+#: network adds to the combination, the combination against the reference, the recurrent path.
+GROUP_PAIRS = (
+    ("combination", "combination_without_network"),
+    ("combination", "gbm"),
+    ("model", "base_head"),
+)
 #: The reference every candidate's relative difference is logged against (``backtest.<c>.vs_gbm.*``).
 REFERENCE = "gbm"
 
@@ -191,6 +210,22 @@ class DailyErrors:
         sq_c, cnt_c = (err**2).sum(axis=(3, 4)), m.sum(axis=(3, 4))  # (B, H_out, C)
         np.add.at(self.sse_c, (day[keep], h[keep]), sq_c[keep])
         np.add.at(self.n_c, (day[keep], h[keep]), cnt_c[keep])
+
+    def add_points(
+        self, err: np.ndarray, day: np.ndarray, step: np.ndarray, channel: np.ndarray, n_channels: int
+    ) -> None:
+        """Add errors given point by point: ``err``, target ``day``, horizon ``step`` and ``channel``, ``(N,)`` each."""
+        err = np.asarray(err, dtype=np.float64)
+        keep = day >= 0
+        err, day, step, channel = err[keep], day[keep], step[keep], channel[keep]
+        np.add.at(self.sse, (day, step), err**2)
+        np.add.at(self.sae, (day, step), np.abs(err))
+        np.add.at(self.n, (day, step), 1)
+        if self.sse_c is None or self.n_c is None:
+            shape = (*self.sse.shape, n_channels)
+            self.sse_c, self.n_c = np.zeros(shape, dtype=np.float64), np.zeros(shape, dtype=np.int64)
+        np.add.at(self.sse_c, (day, step, channel), err**2)
+        np.add.at(self.n_c, (day, step, channel), 1)
 
     def channel_rmse_mean(self, channel: int) -> float:
         """Mean over horizons of one channel's per-horizon RMSE over every day (NaN when never scored)."""
@@ -366,7 +401,8 @@ def backtest_metrics(bt: Backtest, candidates: Sequence[str] | None = None) -> d
     ``backtest.<c>.fold<k>.rmse_mean``, ``backtest.<c>.channel.<channel>.rmse_mean`` (every channel of
     the grid, each against the same baselines); and against every other candidate ``o``
     ``backtest.<c>.vs_<o>.mean`` / ``.lo`` / ``.hi`` (relative, negative = ``c`` better; ``vs_gbm``
-    is the reference the issue of record names).
+    is the reference the issue of record names); for the :data:`GROUP_PAIRS` the same per horizon
+    group, ``backtest.<a>.vs_<b>.<group>.mean`` / ``.lo`` / ``.hi``.
     """
     names = [c for c in (candidates or bt.errors) if c in bt.errors]
     out: dict[str, float] = {
@@ -392,6 +428,14 @@ def backtest_metrics(bt: Backtest, candidates: Sequence[str] | None = None) -> d
             out[f"backtest.{c}.vs_{o}.mean"] = cmp.mean
             out[f"backtest.{c}.vs_{o}.lo"] = cmp.lo
             out[f"backtest.{c}.vs_{o}.hi"] = cmp.hi
+    for a, b in GROUP_PAIRS:
+        if a not in names or b not in names:
+            continue
+        for tag, steps in bt.groups()[:-1]:
+            cmp = bt.compare(a, b, steps)
+            out[f"backtest.{a}.vs_{b}.{tag}.mean"] = cmp.mean
+            out[f"backtest.{a}.vs_{b}.{tag}.lo"] = cmp.lo
+            out[f"backtest.{a}.vs_{b}.{tag}.hi"] = cmp.hi
     return out
 
 

@@ -133,6 +133,10 @@ class TrainResult:
     variant_states : dict
         State dicts of the variants whose weights differ from :attr:`module`'s: ``"base_head"``
         (the head as pre-fitted; ``"base"`` reads only the linear base, the same in both).
+    combinations : list
+        The fitted :class:`traffic.forecast.combination.Combination` s (``combination`` and
+        ``combination_without_network``): their serving weights and the fold weights they were
+        judged with.
     """
 
     module: Any
@@ -155,6 +159,7 @@ class TrainResult:
     backtest: Any = None
     variant_intervals: dict[str, Any] = field(default_factory=dict)
     variant_states: dict[str, Any] = field(default_factory=dict)
+    combinations: list[Any] = field(default_factory=list)
 
     @property
     def baselines(self) -> dict[str, HorizonMetrics]:

@@ -63,6 +63,7 @@ from traffic.forecast.baselines import (
 )
 from traffic.forecast.batching import Batcher, masked_channel_stats
 from traffic.forecast.checkpoint import checkpoint_path, load_checkpoint, restore_rng_states, transfer_parameters
+from traffic.forecast.combination import COMBINATIONS, MEMBERS, HoldoutPredictions, RecordingErrors, combine
 from traffic.forecast.features import build_inputs, target_index
 from traffic.forecast.inference import evaluate_module, predict
 from traffic.forecast.intervals import cell_scale, fit_intervals
@@ -578,15 +579,26 @@ def _train(
     intervals = None
     variant_intervals: dict[str, Any] = {}
     backtest = None
+    combinations: list[Any] = []
     t_backtest = time.perf_counter()
     if dist.is_main:  # data-parallel: the holdout is scored once, on rank 0
         day_of_bin, days = day_index(grid, split.fit_end)
         folds = backtest_folds if backtest_folds else default_backtest_folds(holdout_days)
+        # every member's holdout forecasts are kept (observed targets only) for the combination
+        recorded = HoldoutPredictions(day_of_bin)
         backtest = Backtest(
             days=days,
             folds=fold_plan(days, min(folds, len(days)), grid.holidays),
             bin_seconds=bm * 60,
-            errors={name: DailyErrors(day_of_bin, len(days), horizon_steps) for name in CANDIDATES},
+            errors={
+                name: (
+                    RecordingErrors(day_of_bin, len(days), horizon_steps, recorded, name)
+                    if name in MEMBERS
+                    else DailyErrors(day_of_bin, len(days), horizon_steps)
+                )
+                for name in CANDIDATES
+                if name not in COMBINATIONS
+            },
             channels=tuple(grid.channels),
         )
         ablated = copy.deepcopy(module)
@@ -641,6 +653,9 @@ def _train(
                 daily=backtest.errors,
             )
         )
+        # the per-horizon combinations, cross-fitted over the folds (traffic.forecast.combination)
+        combinations = combine(recorded, backtest)
+        del recorded
     backtest_seconds = time.perf_counter() - t_backtest  # intervals + every candidate on every fold
     module.to("cpu")
     if dev.type == "cuda":
@@ -698,6 +713,7 @@ def _train(
         backtest=backtest,
         variant_intervals=variant_intervals,
         variant_states={"base_head": head_state},
+        combinations=combinations,
         extra={
             "modality_weights": module.modality_weights(),
             "base": base_name,

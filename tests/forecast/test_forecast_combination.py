@@ -1,0 +1,139 @@
+"""The per-horizon combination: NNLS weights per group and channel, cross-fitted over the backtest folds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import nnls
+
+from traffic.forecast.backtest import Backtest, DailyErrors, backtest_metrics, day_index, fold_plan
+from traffic.forecast.combination import (
+    COMBINATION,
+    WITHOUT_NETWORK,
+    Combination,
+    HoldoutPredictions,
+    RecordingErrors,
+    combine,
+    dumps,
+    loads,
+    nnls_gram,
+)
+from traffic.grid.tensor import GridTensor
+
+H_OUT = 6  # 1 h bins: groups h01, h02-03, h04-06
+
+
+def _grid(days: int, seed: int = 0) -> GridTensor:
+    rng = np.random.default_rng(seed)
+    start = pd.Timestamp("2024-12-01 00:00").tz_localize("Europe/Berlin").tz_convert("UTC")
+    t = days * 24
+    times = pd.date_range(start, periods=t, freq="1h")
+    v = rng.normal(10.0, 3.0, size=(t, 2, 2, 2)).astype(np.float32)
+    mask = rng.random(v.shape) > 0.1
+    return GridTensor(
+        v, mask, np.ones_like(v, np.int32), times, ("a.x", "a.y"), np.arange(4).reshape(2, 2), "Europe/Berlin", ()
+    )
+
+
+def _backtest(grid: GridTensor, start: int, folds: int, members, seed: int = 1):
+    """Members scored on every origin from ``start``: ``model`` is exact at short steps, ``gbm`` noisy everywhere."""
+    rng = np.random.default_rng(seed)
+    day_of_bin, days = day_index(grid, start)
+    store = HoldoutPredictions(day_of_bin)
+    bt = Backtest(
+        days=days,
+        folds=fold_plan(days, folds),
+        bin_seconds=3600,
+        errors={m: RecordingErrors(day_of_bin, len(days), H_OUT, store, m) for m in members},
+        channels=tuple(grid.channels),
+    )
+    origins = np.arange(start - 1, grid.shape[0] - H_OUT)
+    for s in range(0, len(origins), 16):
+        te = origins[s : s + 16]
+        tidx = te[:, None] + np.arange(1, H_OUT + 1)[None, :]
+        y, m = grid.values[tidx], grid.mask[tidx]
+        step = np.arange(H_OUT)[None, :, None, None, None]
+        preds = {
+            "model": y + np.where(step < 1, 0.1, 6.0) * rng.normal(size=y.shape),  # good in the first hour only
+            "base_head": y + 2.0 * rng.normal(size=y.shape),
+            "gbm": y + 1.5 * rng.normal(size=y.shape),
+        }
+        for name in members:
+            bt.errors[name].update(preds[name].astype(np.float32), y, m, tidx)
+    return store, bt
+
+
+def test_nnls_from_the_gram_matrix_equals_nnls_on_the_rows():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 4))
+    y = x @ np.array([0.5, -0.3, 0.8, 0.0]) + 0.1 * rng.normal(size=500)
+    w_rows, _ = nnls(x, y)
+    w_gram = nnls_gram(x.T @ x, x.T @ y)
+    assert (w_gram >= 0).all()
+    np.testing.assert_allclose(w_gram, w_rows, atol=1e-5)
+
+
+def test_weights_follow_each_member_where_it_is_good_and_never_lose_to_the_best_member():
+    g = _grid(days=8)
+    store, bt = _backtest(g, 24 * 4, folds=4, members=("model", "base_head", "gbm"))
+    combos = {c.name: c for c in combine(store, bt, members=("model", "base_head", "gbm"))}
+    comb, without = combos[COMBINATION], combos[WITHOUT_NETWORK]
+    assert comb.members == ("model", "base_head", "gbm") and without.members == ("base_head", "gbm")
+    tags = [t for t, _, _ in comb.groups]
+    assert tags == ["h01", "h02-03", "h04-06"]
+    # the first hour: the network carries the combination; later it is (almost) dropped
+    assert (comb.weights[0, :, 0] > 0.9).all()
+    assert (comb.weights[2, :, 0] < 0.1).all()
+    assert (comb.weights >= 0).all()
+    # cross-fitted: the combination is at least as good as the best member in every group
+    for tag, steps in bt.groups()[:-1]:
+        best = min(bt.group_rmse(m, steps) for m in ("model", "base_head", "gbm"))
+        assert bt.group_rmse(COMBINATION, steps) <= best * 1.02, tag
+    m = backtest_metrics(bt)
+    assert m["backtest.combination.vs_combination_without_network.h01.hi"] < 0  # what the network adds, there
+    assert m["backtest.combination.rmse.h01"] < m["backtest.combination_without_network.rmse.h01"]
+
+
+def test_a_fold_is_never_forecast_with_weights_fitted_on_it():
+    g = _grid(days=8)
+    members = ("model", "base_head", "gbm")
+    store, bt = _backtest(g, 24 * 4, folds=4, members=members)
+    before = combine(store, bt, members=members)[0]
+    # the last fold's targets change: the weights it is forecast with do not, the other folds' do
+    g2 = GridTensor(g.values.copy(), g.mask, g.coverage, g.times, g.channels, g.cell_ids, g.timezone, g.holidays)
+    g2.values[24 * 7 :] *= 3.0
+    store2, bt2 = _backtest(g2, 24 * 4, folds=4, members=members)
+    after = combine(store2, bt2, members=members)[0]
+    np.testing.assert_allclose(after.fold_weights[3], before.fold_weights[3])
+    assert not np.allclose(after.fold_weights[0], before.fold_weights[0])
+
+
+def test_the_served_spec_round_trips_and_applies_group_weights_per_step():
+    w = np.zeros((2, 1, 2))
+    w[0, 0] = [1.0, 0.0]
+    w[1, 0] = [0.25, 0.75]
+    c = Combination("combination", ("model", "gbm"), (("h01", 0, 1), ("h02-03", 1, 3)), ("a.x",), w, np.zeros(0))
+    back = loads(dumps([c]))["combination"]
+    np.testing.assert_allclose(back.weights, w)
+    a, b = np.full((3, 1, 2, 2), 4.0), np.full((3, 1, 2, 2), 8.0)
+    out = back.apply({"model": a, "gbm": b})
+    np.testing.assert_allclose(out[0], 4.0)
+    np.testing.assert_allclose(out[1:], 7.0)
+    assert "| h02-03 | a.x | 0.25 | 0.75 |" in back.weights_table()
+
+
+def test_point_errors_count_like_batch_errors():
+    g = _grid(days=3)
+    day_of_bin, days = day_index(g, 24)
+    a, b = DailyErrors(day_of_bin, len(days), H_OUT), DailyErrors(day_of_bin, len(days), H_OUT)
+    store = HoldoutPredictions(day_of_bin)
+    te = np.arange(23, 60)
+    tidx = te[:, None] + np.arange(1, H_OUT + 1)[None, :]
+    pred = g.values[tidx] + 1.5
+    a.update(pred, g.values[tidx], g.mask[tidx], tidx)
+    store.add("x", pred, g.values[tidx], g.mask[tidx], tidx)
+    y, d, h, c = store.points()
+    b.add_points(store.matrix(["x"])[:, 0] - y, d, h, c, 2)
+    np.testing.assert_allclose(a.sse, b.sse, rtol=1e-5)
+    np.testing.assert_array_equal(a.n, b.n)
+    np.testing.assert_allclose(a.sse_c, b.sse_c, rtol=1e-5)

@@ -1,0 +1,344 @@
+"""The published combination: candidates weighted per horizon group and channel, judged on folds it was not fitted on.
+
+What it is
+    A forecast ``sum_k w[g, c, k] * forecast_k`` of the candidates :data:`MEMBERS` (the network, its
+    ablations ``base_head`` and ``base``, the baselines), with non-negative weights ``w`` per horizon
+    group ``g`` (``h01``, ``h02-03``, ...: :func:`traffic.forecast.horizons.horizon_groups`) and
+    channel ``c``, fitted by non-negative least squares on observed targets. Each member is best
+    somewhere (the network at short horizons where recent data carry signal, GBM or the seasonal
+    average further out); the weights let the data say where.
+
+Where the weights are fitted, and why not on the validation days
+    Every member is fitted on the training *and* validation days (the baselines, the network with
+    ``fit_on_validation``): their residuals there are in-sample, too small, and in-sample most for
+    the most flexible member (GBM, the network). Weights fitted there would trust what overfits.
+    The holdout's forecasts are the only out-of-sample forecasts of every member, so the weights
+    are **cross-fitted over the backtest folds**: the combination's forecasts of fold ``k`` use
+    weights fitted on the other folds only (never on the fold that judges them), and the backtest
+    scores those forecasts like any other candidate's (``backtest.combination.*``). The weights
+    that serve are fitted on every fold of the holdout (:attr:`Combination.weights`); they are
+    part of the served spec (the run's ``combination/weights.json``) and on the card.
+
+The network's marginal contribution
+    :data:`WITHOUT_NETWORK` is the same combination refitted without the full model
+    (``combination_without_network``, which keeps ``base_head``: the pre-fitted head without the
+    recurrent path). ``combination`` against it, per horizon group, with its paired interval
+    (:meth:`traffic.forecast.backtest.Backtest.compare`), is what the ConvLSTM adds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from traffic.forecast.backtest import Backtest, DailyErrors
+
+__all__ = [
+    "COMBINATION",
+    "COMBINATIONS",
+    "MEMBERS",
+    "NETWORK",
+    "WITHOUT_NETWORK",
+    "Combination",
+    "HoldoutPredictions",
+    "RecordingErrors",
+    "combine",
+    "nnls_gram",
+]
+
+#: The candidate that combines every member, and the one without the network.
+COMBINATION = "combination"
+WITHOUT_NETWORK = "combination_without_network"
+COMBINATIONS = (COMBINATION, WITHOUT_NETWORK)
+#: The member that is the network (left out of :data:`WITHOUT_NETWORK`).
+NETWORK = "model"
+#: Members of the combination, in weight order.
+MEMBERS = ("model", "base_head", "base", "gbm", "seasonal_average", "ridge", "persistence")
+#: Ridge added to the Gram matrix's diagonal, relative to its mean diagonal (collinear members).
+RIDGE = 1e-6
+
+
+class HoldoutPredictions:
+    """Every member's forecasts at the holdout's observed targets, in one order shared by all members.
+
+    Filled batch by batch through :class:`RecordingErrors`; every member must score the same
+    origins in the same order (checked by :meth:`matrix`).
+
+    Parameters
+    ----------
+    day_of_bin : np.ndarray
+        ``(T,)`` target day of every bin (:func:`traffic.forecast.backtest.day_index`).
+    """
+
+    def __init__(self, day_of_bin: np.ndarray) -> None:
+        self.day_of_bin = np.asarray(day_of_bin, dtype=np.int64)
+        self.values: dict[str, list[np.ndarray]] = {}
+        self.origins: dict[str, list[np.ndarray]] = {}
+        # the targets' value, day, horizon step and channel: recorded once, by the first member
+        self._first: str | None = None
+        self._points: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, name: str, pred: np.ndarray, target: np.ndarray, mask: np.ndarray, tidx: np.ndarray) -> None:
+        """Record a batch: ``pred``/``target``/``mask`` ``(B, H_out, C, H, W)``, ``tidx`` ``(B, H_out)``."""
+        day = self.day_of_bin[tidx]  # (B, H_out)
+        keep = mask.astype(bool) & (day >= 0)[:, :, None, None, None]  # (B, H_out, C, H, W)
+        self.values.setdefault(name, []).append(np.asarray(pred, dtype=np.float32)[keep])
+        self.origins.setdefault(name, []).append(np.asarray(tidx[:, 0], dtype=np.int64))
+        if self._first is None:
+            self._first = name
+        if name == self._first:
+            _, h, c, _, _ = np.nonzero(keep)
+            self._points.append(
+                (
+                    np.asarray(target, dtype=np.float32)[keep],
+                    np.broadcast_to(day[:, :, None, None, None], keep.shape)[keep],
+                    h,
+                    c,
+                )
+            )
+
+    def points(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(target, day, step, channel)`` of every recorded point, ``(N,)`` each."""
+        if not self._points:
+            z = np.zeros(0)
+            return z.astype(np.float32), z.astype(np.int64), z.astype(np.int64), z.astype(np.int64)
+        y, d, h, c = (np.concatenate(p) for p in zip(*self._points, strict=True))
+        return y, d.astype(np.int64), h.astype(np.int64), c.astype(np.int64)
+
+    def matrix(self, members: Sequence[str]) -> np.ndarray:
+        """``(N, K)`` forecasts of ``members`` at the points (float64).
+
+        Raises
+        ------
+        ValueError
+            When a member was not recorded or scored other origins than the first member.
+        """
+        missing = [m for m in members if m not in self.values]
+        if missing:
+            raise ValueError(
+                f"combination: members {missing} were not scored on the holdout; scored: {sorted(self.values)}"
+            )
+        ref = np.concatenate(self.origins[self._first]) if self._first else np.zeros(0, dtype=np.int64)
+        cols = []
+        for m in members:
+            if not np.array_equal(np.concatenate(self.origins[m]), ref):
+                raise ValueError(f"combination: member {m!r} scored other holdout origins than {self._first!r}")
+            cols.append(np.concatenate(self.values[m]).astype(np.float64))
+        return np.stack(cols, axis=1)
+
+
+class RecordingErrors(DailyErrors):
+    """:class:`~traffic.forecast.backtest.DailyErrors` that also records the forecasts for the combination."""
+
+    def __init__(self, day_of_bin: np.ndarray, n_days: int, horizon: int, store: HoldoutPredictions, name: str) -> None:
+        super().__init__(day_of_bin, n_days, horizon)
+        self.store, self.name = store, name
+
+    def update(self, pred: np.ndarray, target: np.ndarray, mask: np.ndarray, tidx: np.ndarray) -> None:
+        super().update(pred, target, mask, tidx)
+        self.store.add(self.name, pred, target, mask, tidx)
+
+
+def nnls_gram(gram: np.ndarray, xty: np.ndarray) -> np.ndarray:
+    """Non-negative least squares from the normal equations: ``argmin_{w >= 0} |X w - y|^2`` given ``X'X`` and ``X'y``.
+
+    With ``X'X = R'R`` (Cholesky, a small ridge on the diagonal) the problem equals
+    ``argmin_{w >= 0} |R w - R'^{-1} X'y|^2``, which :func:`scipy.optimize.nnls` solves in ``K``
+    dimensions whatever the number of rows.
+
+    Parameters
+    ----------
+    gram : np.ndarray
+        ``(K, K)`` ``X'X``.
+    xty : np.ndarray
+        ``(K,)`` ``X'y``.
+
+    Returns
+    -------
+    np.ndarray
+        ``(K,)`` non-negative weights (zeros for an empty problem).
+    """
+    from scipy.linalg import cho_factor, solve_triangular
+    from scipy.optimize import nnls
+
+    k = len(xty)
+    scale = float(np.trace(gram)) / max(k, 1)
+    if not np.isfinite(scale) or scale <= 0:
+        return np.zeros(k)
+    g = gram + RIDGE * scale * np.eye(k)
+    r, _ = cho_factor(g, lower=False)
+    r = np.triu(r)
+    b = solve_triangular(r, xty, trans="T", lower=False)
+    w, _ = nnls(r, b)
+    return w
+
+
+@dataclass(frozen=True)
+class Combination:
+    """Fitted weights of one combination.
+
+    Attributes
+    ----------
+    name : str
+        :data:`COMBINATION` or :data:`WITHOUT_NETWORK`.
+    members : tuple of str
+    groups : tuple of (str, int, int)
+        ``(tag, first step, last step + 1)`` of every horizon group.
+    channels : tuple of str
+    weights : np.ndarray
+        ``(G, C, K)`` the serving weights, fitted on every fold.
+    fold_weights : np.ndarray
+        ``(F, G, C, K)`` the weights each fold was forecast with (fitted on the other folds).
+    """
+
+    name: str
+    members: tuple[str, ...]
+    groups: tuple[tuple[str, int, int], ...]
+    channels: tuple[str, ...]
+    weights: np.ndarray
+    fold_weights: np.ndarray
+
+    def step_weights(self, horizon: int) -> np.ndarray:
+        """``(H_out, C, K)`` the weight of every member at every forecast step."""
+        out = np.zeros((horizon, len(self.channels), len(self.members)))
+        for gi, (_, lo, hi) in enumerate(self.groups):
+            out[lo:hi] = self.weights[gi][None]
+        return out
+
+    def apply(self, forecasts: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The combined forecast of members' ``(H_out, C, H, W)`` forecasts (or bounds)."""
+        first = np.asarray(forecasts[self.members[0]])
+        w = self.step_weights(first.shape[0])  # (H_out, C, K)
+        out = np.zeros(first.shape, dtype=np.float64)
+        for k, m in enumerate(self.members):
+            out += w[:, :, k, None, None] * np.asarray(forecasts[m], dtype=np.float64)
+        return out.astype(np.float32)
+
+    def to_json(self) -> dict[str, object]:
+        """The served spec: members, groups, channels and the weights (``weights[g][c][k]``)."""
+        return {
+            "name": self.name,
+            "members": list(self.members),
+            "groups": [{"tag": t, "steps": [lo, hi]} for t, lo, hi in self.groups],
+            "channels": list(self.channels),
+            "weights": np.round(self.weights, 6).tolist(),
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, object]) -> Combination:
+        """Read back :meth:`to_json` (the fold weights are not served: empty)."""
+        groups = tuple((str(g["tag"]), int(g["steps"][0]), int(g["steps"][1])) for g in obj["groups"])  # type: ignore[index, union-attr, attr-defined]
+        return cls(
+            name=str(obj["name"]),
+            members=tuple(str(m) for m in obj["members"]),  # type: ignore[union-attr, attr-defined]
+            groups=groups,
+            channels=tuple(str(c) for c in obj["channels"]),  # type: ignore[union-attr, attr-defined]
+            weights=np.asarray(obj["weights"], dtype=np.float64),
+            fold_weights=np.zeros((0,)),
+        )
+
+    def weights_table(self) -> str:
+        """Markdown: one row per horizon group and channel, one column per member."""
+        head = "| horizon | channel | " + " | ".join(self.members) + " |"
+        rows = [head, "|---|---|" + "---:|" * len(self.members)]
+        for gi, (tag, _, _) in enumerate(self.groups):
+            for ci, ch in enumerate(self.channels):
+                rows.append(f"| {tag} | {ch} | " + " | ".join(f"{w:.2f}" for w in self.weights[gi, ci]) + " |")
+        return "\n".join(rows)
+
+
+def dumps(combos: Sequence[Combination]) -> str:
+    """The run's ``combination/weights.json``: every fitted combination by name."""
+    return json.dumps({c.name: c.to_json() for c in combos}, indent=1, sort_keys=True)
+
+
+def loads(text: str) -> dict[str, Combination]:
+    """Read back :func:`dumps`."""
+    return {name: Combination.from_json(obj) for name, obj in json.loads(text).items()}
+
+
+def _fill_missing(x: np.ndarray) -> np.ndarray:
+    """A member with no finite forecast at a point takes the mean of the finite ones there."""
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return x
+    with np.errstate(invalid="ignore"):
+        row = np.nanmean(np.where(bad, np.nan, x), axis=1)
+    return np.where(bad, np.nan_to_num(row)[:, None], x)
+
+
+def combine(store: HoldoutPredictions, bt: Backtest, members: Sequence[str] = MEMBERS) -> list[Combination]:
+    """Fit :data:`COMBINATION` and :data:`WITHOUT_NETWORK` and add their cross-fitted errors to ``bt``.
+
+    For every horizon group ``g`` (:meth:`Backtest.groups`, without ``all``) and channel ``c``,
+    the per-day Gram matrices ``X_d'X_d`` and ``X_d'y_d`` of the members' forecasts ``X`` and the
+    targets ``y`` are summed over the days of every fold but one (:func:`nnls_gram`): the
+    weights fold ``k`` is forecast with. The serving weights sum every day.
+
+    Parameters
+    ----------
+    store : HoldoutPredictions
+        The members' holdout forecasts.
+    bt : Backtest
+        Receives ``errors[COMBINATION]`` and ``errors[WITHOUT_NETWORK]``.
+    members : sequence of str
+        The members (those not recorded are left out, e.g. a network that was not scored).
+
+    Returns
+    -------
+    list of Combination
+    """
+    present = [m for m in members if m in store.values]
+    y, day, step, ch = store.points()
+    x = _fill_missing(store.matrix(present))  # (N, K)
+    groups = [(tag, s.start or 0, s.stop if s.stop is not None else bt.horizon) for tag, s in bt.groups()[:-1]]
+    n_days, n_ch = len(bt.days), max(len(bt.channels), int(ch.max()) + 1 if len(ch) else 1)
+    group_of_step = np.zeros(bt.horizon, dtype=np.int64)
+    for gi, (_, lo, hi) in enumerate(groups):
+        group_of_step[lo:hi] = gi
+    g = group_of_step[step]
+    fold_of_day = np.zeros(n_days, dtype=np.int64)
+    for fi, f in enumerate(bt.folds):
+        fold_of_day[bt.fold_days(f)] = fi
+    out = []
+    for name in COMBINATIONS:
+        cols = [i for i, m in enumerate(present) if name == COMBINATION or m != NETWORK]
+        xs = x[:, cols]
+        k = len(cols)
+        # per (day, group, channel): X'X and X'y
+        cell = (day * len(groups) + g) * n_ch + ch
+        n_cells = n_days * len(groups) * n_ch
+        gram = np.zeros((n_cells, k, k))
+        xty = np.zeros((n_cells, k))
+        for i in range(k):
+            xty[:, i] = np.bincount(cell, weights=xs[:, i] * y, minlength=n_cells)
+            for j in range(i, k):
+                gram[:, i, j] = gram[:, j, i] = np.bincount(cell, weights=xs[:, i] * xs[:, j], minlength=n_cells)
+        gram = gram.reshape(n_days, len(groups), n_ch, k, k)
+        xty = xty.reshape(n_days, len(groups), n_ch, k)
+        weights = np.zeros((len(groups), n_ch, k))
+        fold_w = np.zeros((len(bt.folds), len(groups), n_ch, k))
+        for gi in range(len(groups)):
+            for ci in range(n_ch):
+                weights[gi, ci] = nnls_gram(gram[:, gi, ci].sum(axis=0), xty[:, gi, ci].sum(axis=0))
+                for fi in range(len(bt.folds)):
+                    other = fold_of_day != fi
+                    fold_w[fi, gi, ci] = nnls_gram(gram[other, gi, ci].sum(axis=0), xty[other, gi, ci].sum(axis=0))
+        pred = np.einsum("nk,nk->n", xs, fold_w[fold_of_day[day], g, ch])
+        errors = DailyErrors(store.day_of_bin, n_days, bt.horizon)
+        errors.add_points(pred - y, day, step, ch, n_ch)
+        bt.errors[name] = errors
+        out.append(
+            Combination(
+                name=name,
+                members=tuple(present[i] for i in cols),
+                groups=tuple(groups),
+                channels=tuple(bt.channels) or tuple(str(i) for i in range(n_ch)),
+                weights=weights,
+                fold_weights=fold_w,
+            )
+        )
+    return out
