@@ -553,7 +553,11 @@ def train(
 
         ref = result.backtest.errors["model"]
         daily = DailyErrors(ref.day_of_bin, len(result.backtest.days), fc.horizon_steps)
-    champ_metrics, note = (None, "") if current is None else _score_champion(c, current, grid, res, daily=daily)
+    champ_metrics, note = (
+        (None, "")
+        if current is None
+        else _score_champion(c, current, grid, res, daily=daily, recorded=result.holdout_predictions)
+    )
     if daily is not None and champ_metrics is not None and math.isfinite(champ_metrics.rmse_mean):
         result.backtest.errors["champion"] = daily  # scored on the same folds: compared like every candidate
     logged = log_training(
@@ -737,7 +741,7 @@ def _drop_checkpoint(ckpt: Path) -> None:
 
 
 def _score_champion(
-    c: CityConfig, current: dict[str, Any], grid: Any, res: Resources, *, daily: Any = None
+    c: CityConfig, current: dict[str, Any], grid: Any, res: Resources, *, daily: Any = None, recorded: Any = None
 ) -> tuple[Any, str]:
     """The champion's metrics on the holdout of ``grid`` (the challenger's), and a note when it cannot serve.
 
@@ -749,12 +753,15 @@ def _score_champion(
     horizon changed) cannot serve this horizon: its metrics are NaN (it counts as beaten) and the
     note says why.
     """
+    from traffic.forecast.combination import COMBINATIONS
     from traffic.forecast.inference import evaluate_module
     from traffic.forecast.result import HorizonMetrics
     from traffic.registry import load_serving_module, load_version_module
 
     fc = c.forecast
     variant = _variant_of(current)
+    if variant in COMBINATIONS:
+        return _score_champion_combination(c, current, grid, res, daily=daily, recorded=recorded)
     if variant == "model":
         module = load_version_module(current["model_uri"], registry=res.registry)
     else:
@@ -776,6 +783,55 @@ def _score_champion(
         daily=daily,
     )
     return metrics, ""
+
+
+def _score_champion_combination(
+    c: CityConfig, current: dict[str, Any], grid: Any, res: Resources, *, daily: Any, recorded: Any
+) -> tuple[Any, str]:
+    """A champion that serves a combination, scored as it would have served tonight's holdout.
+
+    Its network members are its own (eager copies of its run); its baselines are refitted on
+    tonight's window at serve time, so tonight's baseline forecasts (``recorded``, the training
+    run's :class:`traffic.forecast.combination.HoldoutPredictions`) stand for them; the weights
+    are its run's serving weights.
+    """
+    import numpy as np
+
+    from traffic.forecast.backtest import DailyErrors
+    from traffic.forecast.combination import HoldoutPredictions, RecordingErrors
+    from traffic.forecast.inference import evaluate_module
+    from traffic.forecast.result import HorizonMetrics
+    from traffic.registry import load_serving_module
+    from traffic.registry.mlflow_registry import load_combination
+    from traffic.registry.promotion import NETWORK_VARIANTS
+
+    fc = c.forecast
+    nan = [float("nan")] * fc.horizon_steps
+    unscored = HorizonMetrics(mae=nan, rmse=nan, n=[0] * fc.horizon_steps)
+    combo = load_combination(current["run_id"], _variant_of(current), registry=res.registry)
+    if recorded is None or combo.groups[-1][2] != fc.horizon_steps:
+        return unscored, f"; champion v{current['version']} (a combination) was not scored on this run's folds"
+    n_days = int(recorded.day_of_bin.max()) + 1  # the holdout's target days (day_index's codes)
+    own = HoldoutPredictions(recorded.day_of_bin)
+    for m in combo.members:
+        if m in NETWORK_VARIANTS:
+            module = load_serving_module(current["run_id"], current["model_uri"], variant=m, registry=res.registry)
+            evaluate_module(
+                module,
+                grid,
+                context_steps=fc.context_steps,
+                horizon_steps=fc.horizon_steps,
+                holdout_days=fc.holdout_days,
+                daily=RecordingErrors(recorded.day_of_bin, n_days, fc.horizon_steps, own, m),
+            )
+    y, day, step, ch = recorded.points()
+    x = np.stack([(own if m in own.values else recorded).matrix([m])[:, 0] for m in combo.members], axis=1)
+    errors = daily if daily is not None else DailyErrors(recorded.day_of_bin, n_days, fc.horizon_steps)
+    errors.add_points(combo.predict_points(x, step, ch) - y, day, step, ch, len(combo.channels))
+    n = errors.n.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mae = np.where(n > 0, errors.sae.sum(axis=0) / np.maximum(n, 1), np.nan)
+    return HorizonMetrics(mae=mae.tolist(), rmse=errors.rmse().tolist(), n=n.tolist()), ""
 
 
 def _variant_of(version: dict[str, Any]) -> str:
@@ -1180,6 +1236,7 @@ def forecast(
 
     import numpy as np
 
+    from traffic.forecast.combination import COMBINATIONS
     from traffic.forecast.inference import forecast_after
     from traffic.forecast.intervals import INTERVAL_LEVEL, INTERVAL_METHOD
     from traffic.forecast.observed import observed_targets
@@ -1201,7 +1258,11 @@ def forecast(
         )
     grid = grid.slice_time(0, t_last + 1)  # nothing at or after the origin is read
     bounds: dict[str, Any] = {}
-    if current["kind"] == "model":
+    if current["kind"] == "model" and str(current.get("variant")) in COMBINATIONS:
+        pred, lower, upper, spec = _combination_forecast(c, grid, current, t_last, res)
+        bounds = {} if lower is None else {"lower": lower, "upper": upper}
+        model_kind, model_version = "model", str(current["version"])
+    elif current["kind"] == "model":
         variant = str(current.get("variant") or "model")
         module = load_serving_module(
             current["run_id"], current["model_uri"], variant=variant, registry=res.registry
@@ -1328,6 +1389,61 @@ def _baseline_forecast(c: CityConfig, grid: Any, name: str, t_last: int) -> tupl
         ridge_lags=int(tr["ridge_lags"]),
     )
     return fitted.forecast(t_last)
+
+
+def _combination_forecast(
+    c: CityConfig, grid: Any, current: dict[str, Any], t_last: int, res: Resources
+) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """Forecast, 80 % bounds and spec of a version that serves a per-horizon combination.
+
+    Every member forecasts from the same origin: the version's network variants from its eager
+    copies (with their interval models), the baselines refitted on the window exactly as for a
+    serving baseline (:func:`_baseline_forecast`). The forecast is the weighted sum with the
+    run's serving weights (``combination/weights.json``, :mod:`traffic.forecast.combination`); so
+    are the bounds (the weighted sum of the members' bounds: an interval for the combination when
+    the members' errors move together, wider otherwise). Bounds are left out when a network
+    member has none (a run logged before intervals).
+    """
+    from traffic.forecast.inference import forecast_after
+    from traffic.registry import load_intervals, load_serving_module
+    from traffic.registry.mlflow_registry import load_combination, variant_artefacts
+    from traffic.registry.promotion import NETWORK_VARIANTS
+
+    name = str(current["variant"])
+    combo = load_combination(current["run_id"], name, registry=res.registry)
+    n_ctx = c.forecast.context_steps
+    preds: dict[str, Any] = {}
+    lows: dict[str, Any] = {}
+    highs: dict[str, Any] = {}
+    artefacts: dict[str, Any] = {}
+    for m in combo.members:
+        if m in NETWORK_VARIANTS:
+            module = load_serving_module(current["run_id"], current["model_uri"], variant=m, registry=res.registry)
+            preds[m] = forecast_after(module, grid, t_last, context_steps=n_ctx)
+            iv = load_intervals(current["run_id"], variant=m, registry=res.registry)
+            if iv is not None:
+                lows[m], highs[m] = iv.bounds(preds[m])
+            artefacts[m] = variant_artefacts(current["run_id"], m)
+        else:
+            preds[m], lows[m], highs[m] = _baseline_forecast(c, grid, m, t_last)
+    pred = combo.apply(preds)
+    full = len(lows) == len(combo.members)
+    lower, upper = (combo.apply(lows), combo.apply(highs)) if full else (None, None)
+    spec = {
+        "kind": "model",
+        "candidate": name,
+        "model_uri": current["model_uri"],
+        "run_id": current["run_id"],
+        "weights": combo.to_json(),
+        "artefacts": {"combination": f"runs:/{current['run_id']}/combination/weights.json", **artefacts},
+        "fit": {
+            "data": [grid.times[0].isoformat(), grid.times[-1].isoformat()],
+            "train_days": c.forecast.train_days,
+            "holdout_days": c.forecast.holdout_days,
+            "seed": 0,
+        },
+    }
+    return pred, lower, upper, spec
 
 
 def _utc(value: str | pd.Timestamp) -> pd.Timestamp:

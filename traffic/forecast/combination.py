@@ -46,6 +46,7 @@ __all__ = [
     "HoldoutPredictions",
     "RecordingErrors",
     "combine",
+    "fill_missing",
     "nnls_gram",
 ]
 
@@ -217,6 +218,11 @@ class Combination:
             out += w[:, :, k, None, None] * np.asarray(forecasts[m], dtype=np.float64)
         return out.astype(np.float32)
 
+    def predict_points(self, x: np.ndarray, step: np.ndarray, channel: np.ndarray) -> np.ndarray:
+        """The combination at points: ``x`` ``(N, K)`` members' forecasts (member order), ``step``/``channel`` ``(N,)``."""
+        w = self.step_weights(self.groups[-1][2])  # (H_out, C, K)
+        return np.einsum("nk,nk->n", fill_missing(x), w[step, channel])
+
     def to_json(self) -> dict[str, object]:
         """The served spec: members, groups, channels and the weights (``weights[g][c][k]``)."""
         return {
@@ -260,7 +266,7 @@ def loads(text: str) -> dict[str, Combination]:
     return {name: Combination.from_json(obj) for name, obj in json.loads(text).items()}
 
 
-def _fill_missing(x: np.ndarray) -> np.ndarray:
+def fill_missing(x: np.ndarray) -> np.ndarray:
     """A member with no finite forecast at a point takes the mean of the finite ones there."""
     bad = ~np.isfinite(x)
     if not bad.any():
@@ -293,7 +299,7 @@ def combine(store: HoldoutPredictions, bt: Backtest, members: Sequence[str] = ME
     """
     present = [m for m in members if m in store.values]
     y, day, step, ch = store.points()
-    x = _fill_missing(store.matrix(present))  # (N, K)
+    x = fill_missing(store.matrix(present))  # (N, K)
     groups = [(tag, s.start or 0, s.stop if s.stop is not None else bt.horizon) for tag, s in bt.groups()[:-1]]
     n_days, n_ch = len(bt.days), max(len(bt.channels), int(ch.max()) + 1 if len(ch) else 1)
     group_of_step = np.zeros(bt.horizon, dtype=np.int64)
@@ -311,14 +317,15 @@ def combine(store: HoldoutPredictions, bt: Backtest, members: Sequence[str] = ME
         # per (day, group, channel): X'X and X'y
         cell = (day * len(groups) + g) * n_ch + ch
         n_cells = n_days * len(groups) * n_ch
-        gram = np.zeros((n_cells, k, k))
-        xty = np.zeros((n_cells, k))
+        flat_gram = np.zeros((n_cells, k, k))
+        flat_xty = np.zeros((n_cells, k))
         for i in range(k):
-            xty[:, i] = np.bincount(cell, weights=xs[:, i] * y, minlength=n_cells)
+            flat_xty[:, i] = np.bincount(cell, weights=xs[:, i] * y, minlength=n_cells)
             for j in range(i, k):
-                gram[:, i, j] = gram[:, j, i] = np.bincount(cell, weights=xs[:, i] * xs[:, j], minlength=n_cells)
-        gram = gram.reshape(n_days, len(groups), n_ch, k, k)
-        xty = xty.reshape(n_days, len(groups), n_ch, k)
+                both = np.bincount(cell, weights=xs[:, i] * xs[:, j], minlength=n_cells)
+                flat_gram[:, i, j] = flat_gram[:, j, i] = both
+        gram = flat_gram.reshape(n_days, len(groups), n_ch, k, k)  # (day, group, channel, K, K)
+        xty = flat_xty.reshape(n_days, len(groups), n_ch, k)  # (day, group, channel, K)
         weights = np.zeros((len(groups), n_ch, k))
         fold_w = np.zeros((len(bt.folds), len(groups), n_ch, k))
         for gi in range(len(groups)):

@@ -137,6 +137,9 @@ class TrainResult:
         The fitted :class:`traffic.forecast.combination.Combination` s (``combination`` and
         ``combination_without_network``): their serving weights and the fold weights they were
         judged with.
+    holdout_predictions : HoldoutPredictions or None
+        Every member's holdout forecasts (:class:`traffic.forecast.combination.HoldoutPredictions`):
+        a champion that serves a combination is scored with tonight's baselines from them.
     """
 
     module: Any
@@ -160,6 +163,7 @@ class TrainResult:
     variant_intervals: dict[str, Any] = field(default_factory=dict)
     variant_states: dict[str, Any] = field(default_factory=dict)
     combinations: list[Any] = field(default_factory=list)
+    holdout_predictions: Any = None
 
     @property
     def baselines(self) -> dict[str, HorizonMetrics]:

@@ -580,6 +580,7 @@ def _train(
     variant_intervals: dict[str, Any] = {}
     backtest = None
     combinations: list[Any] = []
+    recorded = None
     t_backtest = time.perf_counter()
     if dist.is_main:  # data-parallel: the holdout is scored once, on rank 0
         day_of_bin, days = day_index(grid, split.fit_end)
@@ -655,7 +656,6 @@ def _train(
         )
         # the per-horizon combinations, cross-fitted over the folds (traffic.forecast.combination)
         combinations = combine(recorded, backtest)
-        del recorded
     backtest_seconds = time.perf_counter() - t_backtest  # intervals + every candidate on every fold
     module.to("cpu")
     if dev.type == "cuda":
@@ -714,6 +714,7 @@ def _train(
         variant_intervals=variant_intervals,
         variant_states={"base_head": head_state},
         combinations=combinations,
+        holdout_predictions=recorded,
         extra={
             "modality_weights": module.modality_weights(),
             "base": base_name,

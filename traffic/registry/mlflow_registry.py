@@ -81,6 +81,8 @@ _log = logging.getLogger(__name__)
 
 #: Artifact of a training run holding its 80 % interval model (traffic.forecast.intervals).
 INTERVALS_ARTIFACT = "intervals/intervals.npz"
+#: The per-horizon weights of the run's combinations (:func:`traffic.forecast.combination.dumps`).
+COMBINATION_ARTIFACT = "combination/weights.json"
 #: The deployable variants of a registered network (:data:`traffic.model.PATHS` by candidate name):
 #: the full model, base + head (the head as pre-fitted), the linear base alone.
 VARIANT_PATHS = {"model": "full", "base_head": "base_head", "base": "base"}
@@ -655,6 +657,11 @@ def log_training(
                     path = Path(tmp) / _intervals_artifact(variant).rsplit("/", 1)[-1]
                     path.write_bytes(iv.to_bytes())
                     client.log_artifact(run_id, str(path), artifact_path=INTERVALS_ARTIFACT.rsplit("/", 1)[0])
+            combos = getattr(result, "combinations", None) or []
+            if combos:  # the per-horizon weights a combination serves with (traffic.forecast.combination)
+                from traffic.forecast.combination import dumps
+
+                client.log_text(run_id, dumps(combos), COMBINATION_ARTIFACT)
 
             if getattr(module, "config", None) is not None and hasattr(module.config, "to_dict"):
                 from traffic.forecast.model_folder import save_model
@@ -949,6 +956,31 @@ def variant_artefacts(run_id: str, variant: str) -> dict[str, str]:
         "weights": f"runs:/{run_id}/{_eager_artifact(variant)}",
         "intervals": f"runs:/{run_id}/{_intervals_artifact(variant)}",
     }
+
+
+def load_combination(run_id: str, name: str, *, registry: RegistryStore | None = None) -> Any:
+    """The fitted :class:`traffic.forecast.combination.Combination` ``name`` of a training run (its serving weights).
+
+    Raises
+    ------
+    RegistryError
+        When the run logged no combination of that name (a run from before combinations).
+    """
+    import mlflow
+
+    from traffic.forecast.combination import loads
+
+    folder, _, fname = COMBINATION_ARTIFACT.rpartition("/")
+    with _mlflow_session(registry) as client, tempfile.TemporaryDirectory(prefix="traffic-combination-") as tmp:
+        if fname not in {Path(a.path).name for a in client.list_artifacts(run_id, folder)}:
+            raise RegistryError(
+                f"run {run_id} logged no {COMBINATION_ARTIFACT}: it has no combination {name!r} to serve"
+            )
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=COMBINATION_ARTIFACT, dst_path=tmp)
+        combos = loads(Path(local).read_text())
+    if name not in combos:
+        raise RegistryError(f"run {run_id}: {COMBINATION_ARTIFACT} holds {sorted(combos)}, not {name!r}")
+    return combos[name]
 
 
 def load_intervals(run_id: str, *, variant: str = "model", registry: RegistryStore | None = None) -> Any:

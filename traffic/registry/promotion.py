@@ -141,8 +141,10 @@ def decide_promotion(
     return verdict(True, f"promoted: {head} beats {vs_base} and {vs_champ}")
 
 
-#: The deployable variants of a network version, by candidate name (``traffic.model.PATHS``).
-NETWORK_VARIANTS = ("model", "base_head", "base")
+#: The deployable variants of a network version, by candidate name (``traffic.model.PATHS``), and its
+#: per-horizon combinations (``traffic.forecast.combination``: served from the version's networks and
+#: weights, refitting the baselines they hold): each must beat every gating baseline to serve.
+NETWORK_VARIANTS = ("model", "base_head", "base", "combination", "combination_without_network")
 #: Name under which the current champion version is scored on the challenger's backtest.
 CHAMPION = "champion"
 

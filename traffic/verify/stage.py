@@ -41,6 +41,7 @@ import pyarrow as pa
 
 from traffic.config import CityConfig
 from traffic.errors import GridMismatchError
+from traffic.forecast.backtest import CANDIDATES as BACKTEST_CANDIDATES
 from traffic.resources import Resources
 from traffic.verify.scores import FIGURES, REFERENCE_KIND, SUMS, score_run, seasonal_reference
 from traffic.verify.store import (
@@ -56,8 +57,9 @@ _log = logging.getLogger(__name__)
 
 #: Kinds of run whose target is the next local day (the ones skill_daily and live.* pool).
 DAY_AHEAD_KINDS = ("nightly", "replay")
-#: Candidates whose backtest promise (``backtest.<candidate>.rmse.<group>.hi``) a run is held to.
-CANDIDATES = ("model", "base", "base_head", "gbm", "seasonal_average", "ridge", "persistence")
+#: Candidates whose backtest promise (``backtest.<candidate>.rmse.<group>.hi``) a run is held to: every
+#: candidate of the backtest (traffic.forecast.backtest.CANDIDATES).
+CANDIDATES = BACKTEST_CANDIDATES
 #: Longest span (days) of raster read at once when many runs are verified.
 _MAX_SPAN_EXTRA_DAYS = 31
 
