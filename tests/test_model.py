@@ -296,7 +296,8 @@ def test_holiday_reads_sundays_prior():
 )
 def test_variants_share_the_interface(variant):
     """Every variant: same shapes, the base path equals the plain model's, and every parameter of every
-    path (embeddings, encoder, attention, decoder, head) gets gradient on the very first step."""
+    path (embeddings, encoder, attention, decoder, head) gets gradient: the head's entry of the hidden
+    state on the very first step, every path behind it (zero-initialised entry) from the second."""
     hw, channels = (5, 6), ("loop.speed_kmh", "cam.car")
     g = _grid(20, channels, hw)
     x = torch.from_numpy(build_inputs(g, np.array([5, 19]), 4, 3))
@@ -309,10 +310,35 @@ def test_variants_share_the_interface(variant):
         np.testing.assert_allclose(base.numpy(), plain.set_paths("base")(x).numpy(), rtol=1e-5, atol=1e-4)
         m.set_paths("full")
     assert (m.attention is None) == (variant.get("attention") is False)
-    loss = masked_mse(m.normalise(m(x)), m.normalise(torch.zeros_like(y)), torch.ones_like(y, dtype=torch.bool))
-    loss.backward()
-    no_grad = [n for n, p in m.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
-    assert no_grad == [], f"parameters without gradient at step 0: {no_grad}"
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    for step in (0, 1):
+        opt.zero_grad()
+        loss = masked_mse(m.normalise(m(x)), m.normalise(torch.zeros_like(y)), torch.ones_like(y, dtype=torch.bool))
+        loss.backward()
+        no_grad = [n for n, p in m.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+        if step == 0 and m.head_hidden_in is not None:  # only the zero entry stops gradient at step 0
+            assert m.head_hidden_in.weight.grad.abs().sum() > 0
+            assert no_grad and all(not n.startswith("head") for n in no_grad), no_grad
+        opt.step()
+    assert no_grad == [], f"parameters without gradient at step 1: {no_grad}"
+
+
+@pytest.mark.parametrize("variant", [{}, {"decoder": "parallel"}, {"cell": "convgru"}])
+def test_step_zero_of_the_full_model_is_base_plus_head_exactly(variant):
+    """The recurrent path enters through zero weights: before training the full model forecasts what base + head does."""
+    hw, channels = (5, 6), ("loop.speed_kmh", "cam.car")
+    g = _grid(20, channels, hw)
+    x = torch.from_numpy(build_inputs(g, np.array([5, 19]), 4, 3))
+    m = _model(channels, hw, horizon=3, **variant)
+    with torch.no_grad():
+        for p in m.parameters():  # the head as if pre-fitted: any weights, not the init's
+            p.add_(0.05 * torch.randn_like(p))
+        m.head_hidden_in.weight.zero_()
+        full = m.set_paths("full")(x)
+        head = m.set_paths("base_head")(x)
+    np.testing.assert_array_equal(full.numpy(), head.numpy())
+    fresh = _model(channels, hw, horizon=3, **variant)
+    assert fresh.head_hidden_in is not None and not fresh.head_hidden_in.weight.any()
 
 
 def test_variant_config_is_validated():

@@ -485,6 +485,11 @@ class Forecaster(nn.Module):
         self.head_time_in: nn.Linear | None = None
         if hh > 0:
             self.head_hidden_in = nn.Linear(dims[-1], hh)
+            # ReZero-style entry of the recurrent path into the pre-fitted head: zero weights, so that at
+            # step 0 the full model is exactly base + head (the head is pre-fitted with hidden state 0);
+            # the first step gives these weights gradient, and from the second the encoder, attention
+            # and decoder get theirs through them
+            nn.init.zeros_(self.head_hidden_in.weight)
             self.head_sample_in = nn.Linear(2 * cfg.context_steps * c + 2 * c, hh, bias=False)
             self.head_step_in = nn.Linear(3 * c, hh, bias=False)
             self.head_time_in = nn.Linear(N_PERIODIC + 1 + N_LEAD, hh, bias=False)

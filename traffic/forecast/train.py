@@ -489,7 +489,7 @@ def _train(
             head_val, head_loss = base_val, None
         module.set_paths("full")
         t_val = time.perf_counter()
-        full_val = val_loss(module, batcher, val_t_end, eval_bs, dist, horizon_w)  # step 0: random recurrent path
+        full_val = val_loss(module, batcher, val_t_end, eval_bs, dist, horizon_w)  # step 0: = base + head (zero entry)
         eval_s = time.perf_counter() - t_val
         state = LoopState(
             best_state=copy.deepcopy(module.state_dict()),

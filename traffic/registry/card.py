@@ -286,6 +286,7 @@ def backtest_table(result: TrainResult) -> str:
         for n in names:
             cells = [fmt(m.get(f"backtest.{n}.channel.{ch}.rmse_mean", math.nan)) for ch in chans]
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    lines += combination_section(result, m)
     lines += [
         "",
         "Logged as `backtest.<candidate>.rmse_mean`, `.rmse.<group>`, `.fold<k>.rmse_mean`, "
@@ -294,6 +295,51 @@ def backtest_table(result: TrainResult) -> str:
         "(relative, negative = better; docs/backtests.md says how the intervals are made).",
     ]
     return "\n".join(lines)
+
+
+def combination_section(result: TrainResult, m: Mapping[str, float]) -> list[str]:
+    """Card lines of the per-horizon combination: what each pair adds per horizon group, then the weights.
+
+    Per horizon group, with the 90 % interval over the target days (``backtest.<a>.vs_<b>.<group>.*``):
+    the network's marginal contribution (``combination`` against ``combination_without_network``),
+    the combination against GBM, and the recurrent path (``model`` against ``base_head``). Then the
+    serving weights of each combination (fitted on every fold; each fold was judged with weights
+    fitted on the others: :mod:`traffic.forecast.combination`).
+    """
+    from traffic.forecast.backtest import GROUP_PAIRS, Comparison
+
+    combos = list(getattr(result, "combinations", None) or [])
+    bt = result.backtest
+    if not combos or bt is None:
+        return []
+    groups = [tag for tag, _ in bt.groups()[:-1]]
+    what = {
+        ("combination", "combination_without_network"): "the network's marginal contribution",
+        ("combination", "gbm"): "the combination against GBM",
+        ("model", "base_head"): "the recurrent path (full model against base + head)",
+    }
+    lines = [
+        "",
+        "**Combination** (published forecast = members weighted per horizon group and channel; non-negative "
+        "least squares, each fold forecast with weights fitted on the other folds, never on itself):",
+        "",
+        "| comparison (relative RMSE, 90 % interval) | " + " | ".join(groups) + " | all |",
+        "|---|" + "---:|" * (len(groups) + 1),
+    ]
+    for a, b in GROUP_PAIRS:
+        cells = []
+        for tag in [*groups, ""]:
+            key = f"backtest.{a}.vs_{b}" + (f".{tag}" if tag else "")
+            if f"{key}.mean" not in m:
+                cells.append("n/a")
+                continue
+            c = Comparison(m[f"{key}.mean"], m[f"{key}.lo"], m[f"{key}.hi"], len(bt.days))
+            cells.append(c.text() + (" ✓" if c.better else ""))
+        lines.append(f"| `{a}` vs `{b}`: {what.get((a, b), '')} | " + " | ".join(cells) + " |")
+    lines += ["", "✓: significantly better (the whole interval below zero)."]
+    for combo in combos:
+        lines += ["", f"Serving weights of `{combo.name}`:", "", combo.weights_table()]
+    return lines
 
 
 def yes_no(v: Any) -> str:
