@@ -254,6 +254,9 @@ class Loop:
     progress: bool = False
     extra_state: dict[str, Any] = field(default_factory=dict)  # saved with every checkpoint as is
     train_horizons: int = 0  # target bins drawn per step (parallel decoder); 0 = all
+    # parallel decoder: the forecast steps the network is trained on (those of non-zero horizon_w: the
+    # signal horizons, traffic.forecast.horizons.signal_horizons); the others are never computed
+    parallel: bool = False
     select_best: bool = True  # keep the best validation state and stop early; False = the last state ships
     guard_factor: float = 3.0  # the wall-clock guard: this many times the expected run (budget_s its floor)
 
@@ -411,8 +414,15 @@ class Loop:
                 t0 = time.perf_counter()
                 x, prior, y, mask = self.batcher(order[st.offset : st.offset + self.batch_size])
                 h_out, weights = y.shape[1], self.horizon_w
-                if 0 < self.train_horizons < h_out:  # a random subset of the target bins: unbiased, cheaper
-                    hz = torch.from_numpy(np.sort(self.rng.choice(h_out, self.train_horizons, replace=False))).to(dev)
+                active = np.flatnonzero(weights.detach().cpu().numpy() > 0) if self.parallel else np.arange(h_out)
+                if self.parallel and 0 < self.train_horizons < len(active):
+                    # a random subset of the trained target bins: unbiased, cheaper
+                    hz = torch.from_numpy(np.sort(self.rng.choice(active, self.train_horizons, replace=False))).to(dev)
+                elif self.parallel and len(active) < h_out:
+                    hz = torch.from_numpy(active).to(dev)  # only the trained target bins are computed
+                else:
+                    hz = None
+                if hz is not None:
                     y, mask, weights = y[:, hz], mask[:, hz], weights[hz]
                     with autocast(dev):
                         pred = self.fwd(x, prior, hz)

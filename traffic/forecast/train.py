@@ -65,6 +65,7 @@ from traffic.forecast.batching import Batcher, masked_channel_stats
 from traffic.forecast.checkpoint import checkpoint_path, load_checkpoint, restore_rng_states, transfer_parameters
 from traffic.forecast.combination import COMBINATIONS, MEMBERS, HoldoutPredictions, RecordingErrors, combine
 from traffic.forecast.features import build_inputs, target_index
+from traffic.forecast.horizons import anomaly_autocorrelation, signal_horizons
 from traffic.forecast.inference import evaluate_module, predict
 from traffic.forecast.intervals import cell_scale, fit_intervals
 from traffic.forecast.loop import (
@@ -364,6 +365,17 @@ def head_cells(mask: np.ndarray, box: tuple[int, int, int, int] | None) -> tuple
     return tuple(int(i) for i in np.flatnonzero(seen)) or None
 
 
+def _anomaly_autocorrelation(win: GridTensor, profile: Any, bm: int, horizon: int) -> np.ndarray:
+    """Autocorrelation of the training window's seasonal anomaly at lags ``1 .. horizon`` (observed series only)."""
+    seen = win.mask.any(axis=0).reshape(-1)  # (C*H*W,)
+    pos = time_positions(win.times, bm, profile.period, win.holiday, profile.offset_minutes)
+    n_t = win.shape[0]
+    prior = profile.profile.reshape(profile.period, -1)[:, seen][pos]  # (T, series)
+    values = win.values.reshape(n_t, -1)[:, seen]
+    mask = win.mask.reshape(n_t, -1)[:, seen]
+    return anomaly_autocorrelation(values - prior, mask, horizon)
+
+
 def _state_on_cpu(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
@@ -462,6 +474,13 @@ def _train(
         module, batcher, fit_t_end, val_t_end, eval_bs, weighting=bool(tr["horizon_weighting"])
     )
     horizon_w = horizon_w.to(dev)
+    # the network's job: the first forecast steps, where the seasonal anomaly of the training window is
+    # still correlated with the last one (recent data carry signal); further out the base + head and the
+    # baselines forecast, and the combination weighs them (traffic.forecast.combination)
+    autocorr = _anomaly_autocorrelation(win, profile, bm, horizon_steps)
+    threshold = float(tr["signal_threshold"])
+    net_steps = signal_horizons(autocorr, threshold, horizon_steps) if threshold > 0 else horizon_steps
+    net_w = horizon_w * (torch.arange(horizon_steps, device=dev) < net_steps).to(horizon_w.dtype)
     fingerprint = _fingerprint(cfg, tr, seed, split, dist.world)
     ck = _resume_from(ckpt, fingerprint) if resume and ckpt is not None else None
     head_loss = None
@@ -489,7 +508,7 @@ def _train(
             head_val, head_loss = base_val, None
         module.set_paths("full")
         t_val = time.perf_counter()
-        full_val = val_loss(module, batcher, val_t_end, eval_bs, dist, horizon_w)  # step 0: = base + head (zero entry)
+        full_val = val_loss(module, batcher, val_t_end, eval_bs, dist, net_w)  # step 0: = base + head (zero entry)
         eval_s = time.perf_counter() - t_val
         state = LoopState(
             best_state=copy.deepcopy(module.state_dict()),
@@ -547,7 +566,7 @@ def _train(
         train_t=loop_t,
         val_t=val_t_end,
         select_best=not on_val,
-        horizon_w=horizon_w,
+        horizon_w=net_w,
         batch_size=bs,
         eval_batch_size=eval_bs,
         eval_every=max(1, min(steps_per_epoch, int(tr["eval_every_steps"]))),
@@ -564,6 +583,7 @@ def _train(
         progress=progress,
         extra_state={"head_state": head_state, "ablation_val": ablation_val},
         train_horizons=int(tr["train_horizons"]) if cfg.decoder == "parallel" else 0,
+        parallel=cfg.decoder == "parallel",
         guard_factor=float(tr["wall_clock_factor"]),
     )
     state = loop.run(state)
@@ -691,6 +711,7 @@ def _train(
             "profile_kind": {7: "time_of_week", 2: "day_type"}.get(period // bins_per_day(bm), "time_of_day"),
             "world_size": dist.world,
             "warm_start_copied": len(warm["copied"]) if warm is not None else None,
+            "network_steps": net_steps,
         },
     )
     return TrainResult(
@@ -737,6 +758,8 @@ def _train(
             "world_size": dist.world,
             "cpu_threads": torch.get_num_threads() if dev.type == "cpu" else None,
             "backtest_seconds": backtest_seconds,
+            "network_steps": net_steps,
+            "anomaly_autocorrelation": [round(float(v), 4) for v in autocorr[: min(len(autocorr), 96)]],
             "total_seconds": time.perf_counter() - t_start,
         },
     )
