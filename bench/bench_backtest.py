@@ -25,7 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from results import ROOT, load_average, machine, replace_block, today  # noqa: E402
 
-CANDIDATES = ("model", "base", "base_head", "gbm", "seasonal_average", "ridge", "persistence", "champion")
+from traffic.forecast.backtest import CANDIDATES as BACKTEST_CANDIDATES  # noqa: E402
+
+CANDIDATES = (*BACKTEST_CANDIDATES, "champion")
+#: The network issue's first hours per city (weights 1 : 2 for h01 and h02-03, as its self-check reads them)
+#: and its targets: combination / GBM over the day, over the first hours, combination / without network
+#: over the first hours (``../shared/checks/network-learns``).
+FIRST_HOURS = {"los_angeles": {"h01": 1.0}}
+DEFAULT_FIRST = {"h01": 1.0, "h02-03": 2.0}
+TARGETS = {"melbourne": (0.98, 0.95, 0.97)}
+DEFAULT_TARGETS = (0.99, 0.97, 0.98)
 
 
 def _pct(v: float) -> str:
@@ -57,6 +66,7 @@ def city_section(client, exp) -> list[str]:
         lines.append(
             f"| {c} | {m[f'backtest.{c}.rmse_mean']:.4f} | {m.get(f'backtest.{c}.rmse_mean_regular', math.nan):.4f} | {vs} |"
         )
+    lines += network_targets(exp.name.removeprefix("traffic-"), m)
     bt_s, total_s = m.get("train.backtest_seconds", math.nan), m.get("train.total_seconds", math.nan)
     share = bt_s / total_s if total_s and math.isfinite(total_s) else math.nan
     lines += [
@@ -67,6 +77,55 @@ def city_section(client, exp) -> list[str]:
         f"optimiser steps {m.get('train.steps', math.nan):.0f}.",
         "",
     ]
+    return lines
+
+
+def _first(m, cand: str, groups: dict[str, float]) -> float:
+    vals = [(m.get(f"backtest.{cand}.rmse.{g}"), w) for g, w in groups.items()]
+    if any(v is None for v, _ in vals):
+        return math.nan
+    return sum(v * w for v, w in vals) / sum(w for _, w in vals)
+
+
+def network_targets(city: str, m) -> list[str]:
+    """The network issue's targets for one city's run: the combination against GBM and without the network."""
+    if "backtest.combination.rmse_mean" not in m:
+        return ["", "No combination in this run (logged before per-horizon combinations)."]
+    groups = FIRST_HOURS.get(city, DEFAULT_FIRST)
+    want = TARGETS.get(city, DEFAULT_TARGETS)
+    day = m["backtest.combination.rmse_mean"] / m["backtest.gbm.rmse_mean"]
+    fh = _first(m, "combination", groups) / _first(m, "gbm", groups)
+    net = _first(m, "combination", groups) / _first(m, "combination_without_network", groups)
+    first = " + ".join(f"{g}" + (f" x{w:g}" if w != 1 else "") for g, w in groups.items())
+
+    def verdict(v: float, w: float) -> str:
+        return "met" if v <= w else f"**missed** by {100 * (v - w):.1f} points"
+
+    lines = [
+        "",
+        f"Network issue targets (first hours = {first}):",
+        "",
+        "| figure | ratio | target | |",
+        "|---|---:|---:|---|",
+        f"| combination / gbm, whole day | {day:.3f} | <= {want[0]} | {verdict(day, want[0])} |",
+        f"| combination / gbm, first hours | {fh:.3f} | <= {want[1]} | {verdict(fh, want[1])} |",
+        f"| combination / combination_without_network, first hours | {net:.3f} | <= {want[2]} | {verdict(net, want[2])} |",
+        "",
+        "Per horizon group (relative RMSE, 90 % interval over target days):",
+        "",
+    ]
+    tags = sorted(
+        {k.split(".")[-2] for k in m if k.startswith("backtest.combination.vs_gbm.h") and k.endswith(".mean")}
+    )
+    lines += ["| pair | " + " | ".join(tags) + " |", "|---|" + "---:|" * len(tags)]
+    for a, b in (("combination", "combination_without_network"), ("combination", "gbm"), ("model", "base_head")):
+        cells = []
+        for t in tags:
+            k = f"backtest.{a}.vs_{b}.{t}"
+            cells.append(
+                f"{_pct(m.get(k + '.mean', math.nan))} [{_pct(m.get(k + '.lo', math.nan))}, {_pct(m.get(k + '.hi', math.nan))}]"
+            )
+        lines.append(f"| {a} vs {b} | " + " | ".join(cells) + " |")
     return lines
 
 

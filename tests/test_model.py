@@ -407,3 +407,19 @@ def test_a_day_ahead_forecast_of_berlins_new_year_reads_sundays_profile_in_every
     np.testing.assert_array_equal(prior[12:], 6 * 24 + np.arange(24))  # Sunday 00:00 .. 23:00
     np.testing.assert_array_equal(prior[12:], time_positions(targets, 60, 168, g.holiday_at(targets), 60))
     np.testing.assert_array_equal(prior[:12], 24 + np.arange(12, 24))  # the context: Tuesday 12:00 .. 23:00
+
+
+def test_the_spec_file_and_the_module_agree_on_every_default():
+    """One set of defaults: models/convlstm_attention.toml's [model] is the dataclass's defaults, key by key."""
+    import dataclasses
+
+    from traffic.forecast.train import load_model_spec
+
+    spec = load_model_spec()["model"]
+    defaults = {f.name: f.default for f in dataclasses.fields(ForecasterConfig)}
+    differ = {
+        k: (v, defaults.get(k))
+        for k, v in spec.items()
+        if (tuple(v) if isinstance(v, list) else v) != defaults.get(k, object())
+    }
+    assert differ == {}, f"models/convlstm_attention.toml [model] and ForecasterConfig disagree: {differ}"
