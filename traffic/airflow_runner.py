@@ -234,7 +234,9 @@ def airflow_exe() -> str:
 
 
 #: A task-log line of ``airflow dags test`` (structlog's console format): time, level, message, logger, ``loc=``.
-_TASK_LINE = re.compile(r"^(?P<time>\S+) \[(?P<level>\w+)\s*\] (?P<msg>.*) \[(?P<logger>traffic[\w.]*)\](?: loc=\S+)?\s*$")
+_TASK_LINE = re.compile(
+    r"^(?P<time>\S+) \[(?P<level>\w+)\s*\] (?P<msg>.*) \[(?P<logger>traffic[\w.]*)\](?: loc=\S+)?\s*$"
+)
 #: Loggers whose INFO records :func:`task_line` shows: the stages' start and end (``_logged``), training progress.
 SHOWN_LOGGERS = ("traffic.pipeline", "traffic.forecast.loop")
 
@@ -272,10 +274,15 @@ def _airflow(
         proc = subprocess.run([airflow_exe(), *args], env=env, capture_output=quiet, text=True)
     else:
         kept: list[str] = []
-        with subprocess.Popen(
-            [airflow_exe(), *args],
-            env={**env, "PYTHONUNBUFFERED": "1"},  # lines as they come, not in blocks stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-        ) as child:
+        with (
+            subprocess.Popen(
+                [airflow_exe(), *args],
+                env={
+                    **env,
+                    "PYTHONUNBUFFERED": "1",
+                },  # lines as they come, not in blocks stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+            ) as child
+        ):
             assert child.stdout is not None
             for line in child.stdout:
                 kept.append(line)
