@@ -274,15 +274,9 @@ def _airflow(
         proc = subprocess.run([airflow_exe(), *args], env=env, capture_output=quiet, text=True)
     else:
         kept: list[str] = []
-        with (
-            subprocess.Popen(
-                [airflow_exe(), *args],
-                env={
-                    **env,
-                    "PYTHONUNBUFFERED": "1",
-                },  # lines as they come, not in blocks stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-            ) as child
-        ):
+        quick = {**env, "PYTHONUNBUFFERED": "1"}  # the child's lines as they come, not in blocks
+        argv = [airflow_exe(), *args]
+        with subprocess.Popen(argv, env=quick, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as child:
             assert child.stdout is not None
             for line in child.stdout:
                 kept.append(line)

@@ -324,7 +324,7 @@ def ingest(
     for feed in c.feeds:
         if skip_ingest:
             reports = held[feed.name]
-            reg = {
+            reg: dict[str, Any] = {
                 "version": reports[-1]["registry_version"] if reports else None,
                 "n_sources": max((r["n_sources"] for r in reports), default=0),
                 "n_invalid": None,

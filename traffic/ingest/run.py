@@ -499,7 +499,7 @@ def source_digest(city: CityConfig, feed: FeedConfig, registry_version: str) -> 
     digest = hashlib.sha256()
     for f in resolve_files(feed.path("observations"), ("",)):
         with f.open("rb") as fh:
-            digest.update(f.name.encode() + b"\0" + hashlib.file_digest(fh, "sha256").digest())
+            digest.update(f.name.encode() + b"\0" + hashlib.file_digest(fh, "sha256").digest())  # type: ignore[arg-type]
     settings = {
         "registry_version": registry_version,
         "timezone": city.timezone,
