@@ -8,6 +8,8 @@ Per city:
     .. ``params.end`` when given (backfills, first load); ``params.until`` (local
     ``YYYY-MM-DD HH:MM``) keeps only rows before it (a partial last day). Emits the asset
     ``traffic://raster/<city>`` with the newest date (and ``until``) in the event's ``extra``;
+    ``params.skip_ingest`` reads no feed and rasterizes what the lake holds (``traffic nightly
+    --skip-ingest``); a day whose delivered bytes the lake holds already is not ingested again;
     the nightly run skips an event of a partial day. Then ``verify``: every published run whose
     target days have now landed is scored against the raster (``traffic.pipeline.verify``:
     the catalog's ``forecast_skill``/``skill_daily``/``skill_by_horizon``, ``live.*`` metrics on
@@ -125,22 +127,39 @@ def make_ingest_dag(city: str):
                 type=["null", "string"],
                 description=f"keep only rows before this local time 'YYYY-MM-DD HH:MM' ({cfg.timezone}): a partial day",
             ),
+            "skip_ingest": Param(
+                False,
+                type="boolean",
+                description="read no feed: rasterize (and verify) the days the lake already holds (traffic nightly --skip-ingest)",
+            ),
         },
     )
     def ingest_dag():
         @task
         @fail_fast
-        def partition_range() -> dict[str, str | None]:
+        def partition_range() -> dict[str, Any]:
             params = get_current_context()["params"]
             start = params.get("start") or _yesterday_local(cfg.timezone)
-            return {"start": start, "end": params.get("end") or start, "until": params.get("until")}
+            return {
+                "start": start,
+                "end": params.get("end") or start,
+                "until": params.get("until"),
+                "skip_ingest": bool(params.get("skip_ingest")),
+            }
 
         @task
         @fail_fast
         def ingest(window: dict[str, str]) -> dict[str, Any]:
             from traffic import pipeline
 
-            return pipeline.ingest(city, window["start"], window["end"], until=window.get("until"), res=_resources())
+            return pipeline.ingest(
+                city,
+                window["start"],
+                window["end"],
+                until=window.get("until"),
+                skip_ingest=bool(window.get("skip_ingest")),
+                res=_resources(),
+            )
 
         @task(outlets=[asset])
         @fail_fast

@@ -112,7 +112,7 @@ def test_ingest_and_rasterize_log_counts_timings_and_failures(town, caplog):
     msgs = _messages(caplog, "traffic.pipeline")
     assert any(m.startswith("ingest tinytown: start") for m in msgs)
     done = next(m for m in msgs if m.startswith("ingest tinytown: done in"))
-    assert "feed f: 2 day(s), read 384, accepted 384, quarantined 0, 2 sources" in done
+    assert "feed f: 2 day(s) (0 already in the lake), read 384, accepted 384, quarantined 0, 2 sources" in done
     assert any(m.startswith("rasterize tinytown: done in") and "2 day(s) 2024-06-01..2024-06-02" in m for m in msgs)
     assert any("ingested whole in every feed" in m for m in _messages(caplog, "traffic.grid.rasterize"))
 

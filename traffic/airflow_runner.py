@@ -22,6 +22,7 @@ import functools
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -232,8 +233,56 @@ def airflow_exe() -> str:
     return shutil.which("airflow", path=str(Path(sys.executable).parent)) or "airflow"
 
 
-def _airflow(args: list[str], env: dict[str, str], *, quiet: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([airflow_exe(), *args], env=env, capture_output=quiet, text=True)
+#: A task-log line of ``airflow dags test`` (structlog's console format): time, level, message, logger, ``loc=``.
+_TASK_LINE = re.compile(
+    r"^(?P<time>\S+) \[(?P<level>\w+)\s*\] (?P<msg>.*) \[(?P<logger>traffic[\w.]*)\](?: loc=\S+)?\s*$"
+)
+#: Loggers whose INFO records :func:`task_line` shows: the stages' start and end (``_logged``), training progress.
+SHOWN_LOGGERS = ("traffic.pipeline", "traffic.forecast.loop")
+
+
+def task_line(line: str) -> str | None:
+    """What the terminal shows of one line of ``airflow dags test`` output, or None.
+
+    The stages' own records (:data:`SHOWN_LOGGERS`: a stage's start, its end with the duration
+    and summary, training progress) and every WARNING or ERROR of a ``traffic`` logger, as
+    ``HH:MM:SS message`` (the record's UTC time) with ``WARNING``/``ERROR`` in front where it is one;
+    Airflow's own lines and anything else are None. Each record is one line of the task log, so
+    each is shown once.
+    """
+    m = _TASK_LINE.match(line.rstrip("\n"))
+    if m is None:
+        return None
+    level, logger = m["level"].lower(), m["logger"]
+    if level in ("warning", "error", "critical"):
+        return f"{m['time'][11:19]} {level.upper()} {m['msg'].rstrip()}"
+    if logger in SHOWN_LOGGERS:
+        return f"{m['time'][11:19]} {m['msg'].rstrip()}"
+    return None
+
+
+def _airflow(
+    args: list[str], env: dict[str, str], *, quiet: bool = True, echo: Callable[[str], Any] | None = None
+) -> subprocess.CompletedProcess:
+    """Run the Airflow CLI; a failure raises (:class:`AirflowRunError` naming a fault, else the output's tail).
+
+    With ``echo`` the output is read as it comes and each line :func:`task_line` keeps is passed
+    to ``echo`` at once (stage starts and ends, training progress, warnings), so a long DAG run
+    shows where it is; the whole output is still kept for the error.
+    """
+    if echo is None:
+        proc = subprocess.run([airflow_exe(), *args], env=env, capture_output=quiet, text=True)
+    else:
+        kept: list[str] = []
+        quick = {**env, "PYTHONUNBUFFERED": "1"}  # the child's lines as they come, not in blocks
+        argv = [airflow_exe(), *args]
+        with subprocess.Popen(argv, env=quick, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as child:
+            assert child.stdout is not None
+            for line in child.stdout:
+                kept.append(line)
+                if (shown := task_line(line)) is not None:
+                    echo(shown)
+        proc = subprocess.CompletedProcess(child.args, child.returncode, "".join(kept), "")
     if proc.returncode != 0:
         output = (proc.stdout or "") + (proc.stderr or "")
         fault = fault_in(output)
@@ -250,41 +299,54 @@ def prepare(env: dict[str, str]) -> None:
     _airflow(["pools", "set", "gpu", "1", "GPU training slots (one per GPU worker)"], env)
 
 
-def run_nightly(cities: list[str] | None = None, *, as_of: str | None = None, log=print) -> dict[str, Any]:
+def run_nightly(
+    cities: list[str] | None = None, *, as_of: str | None = None, skip_ingest: bool = False, log=print
+) -> dict[str, Any]:
     """Ingest everything the raw feeds hold, then run each city's nightly DAG via Airflow.
+
+    The tasks' stage lines (start, end with duration and summary), training progress and
+    warnings are passed to ``log`` as they come, prefixed with ``[city]`` (:func:`task_line`).
+    An ingest skips the days whose partitions the lake already holds from the same delivered
+    bytes (:func:`traffic.ingest.ingest_range`). With ``skip_ingest`` nothing is read from the
+    feeds: the ingest DAG rasterizes and verifies the days the lake holds
+    (:func:`traffic.pipeline.lake_dates`) and the nightly DAG runs on the newest of them (or
+    ``as_of``); a city whose lake holds nothing fails before Airflow starts, with one line.
 
     Returns a summary per city: timings, the trained version, the promotion decision,
     the published run.
     """
     from traffic import pipeline
 
+    names = cities or list_cities()
+    ranges = {c: (pipeline.lake_dates(c, as_of=as_of) if skip_ingest else pipeline.source_dates(c)) for c in names}
     env = airflow_env()
     summary: dict[str, Any] = {"cities": {}, "timings_s": {}}
     t0 = time.perf_counter()
     log(f"airflow: migrating metadata DB in {env['AIRFLOW_HOME']} ...")
     prepare(env)
     summary["timings_s"]["airflow_prepare"] = round(time.perf_counter() - t0, 1)
-    for city in cities or list_cities():
-        first, last = pipeline.source_dates(city)
+    for city in names:
+        first, last = ranges[city]
         day = as_of or last
+
+        def echo(text: str, city: str = city) -> None:
+            log(f"[{city}]   {text}")
+
         times = {}
         t = time.perf_counter()
-        log(f"[{city}] ingest_{city}: {first} .. {last}")
-        _airflow(
-            [
-                "dags",
-                "test",
-                f"ingest_{city}",
-                "-c",
-                json.dumps({"start": first, "end": last}),
-            ],
-            env,
-        )
+        conf: dict[str, Any] = {"start": first, "end": last}
+        if skip_ingest:
+            conf["skip_ingest"] = True
+        how = " (--skip-ingest: rasterize what the lake holds)" if skip_ingest else ""
+        log(f"[{city}] ingest_{city}: {first} .. {last}{how}")
+        _airflow(["dags", "test", f"ingest_{city}", "-c", json.dumps(conf)], env, echo=echo)
         times["ingest_dag"] = round(time.perf_counter() - t, 1)
+        log(f"[{city}] ingest_{city}: done in {times['ingest_dag']} s")
         t = time.perf_counter()
         log(f"[{city}] nightly_{city}: as_of {day}")
-        _airflow(["dags", "test", f"nightly_{city}", "-c", json.dumps({"as_of": day})], env)
+        _airflow(["dags", "test", f"nightly_{city}", "-c", json.dumps({"as_of": day})], env, echo=echo)
         times["nightly_dag"] = round(time.perf_counter() - t, 1)
+        log(f"[{city}] nightly_{city}: done in {times['nightly_dag']} s")
         info: dict[str, Any] = {"as_of": day, "timings_s": times}
         info.update(replay_and_verify(city, day, times, log=log))
         summary["cities"][city] = info

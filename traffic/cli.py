@@ -8,6 +8,7 @@ Examples::
     traffic train berlin --as-of 2024-12-31
     traffic run los_angeles            # all stages in-process, no Airflow
     traffic nightly                    # all cities through Airflow (the README's main command)
+    traffic nightly los_angeles --skip-ingest   # again on what the lake holds: no feed is read
     traffic hotspots los_angeles --hours 3
     traffic export los_angeles --format html     # also geojson, geoparquet, png
     traffic hotspots los_angeles --at "2012-03-08 07:00" --hours 3
@@ -254,7 +255,7 @@ def cmd_run(args) -> None:
 def cmd_nightly(args) -> None:
     from traffic.airflow_runner import report, run_nightly
 
-    summary = run_nightly(args.cities or None, as_of=args.as_of)
+    summary = run_nightly(args.cities or None, as_of=args.as_of, skip_ingest=args.skip_ingest)
     print()
     print(report(summary))
     print()
@@ -678,6 +679,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("nightly", help="ingest + nightly DAGs for all cities through Airflow")
     s.add_argument("cities", nargs="*")
     s.add_argument("--as-of", type=iso_date)
+    s.add_argument(
+        "--skip-ingest",
+        action="store_true",
+        help="read no feed: rasterize, train, promote, forecast and publish on what the lake already holds",
+    )
     s.set_defaults(fn=cmd_nightly)
     s = sub.add_parser(
         "hotspots",

@@ -96,8 +96,10 @@ def _logged(stage: str, summary: Callable[[Any], str]) -> Callable[[_F], _F]:
 
 
 def _ingest_summary(out: dict[str, Any]) -> str:
-    return "; ".join(
-        f"feed {f}: {v['partitions']} day(s), read {v['rows_read']:,}, accepted {v['rows_accepted']:,}, "
+    how = "skipped (--skip-ingest), the lake holds: " if out.get("skipped") else ""
+    return how + "; ".join(
+        f"feed {f}: {v['partitions']} day(s) ({v['days_unchanged']} already in the lake), read {v['rows_read']:,}, "
+        f"accepted {v['rows_accepted']:,}, "
         f"quarantined {v['rows_quarantined']:,}, {v['n_sources']} sources (registry {v['registry_version']})"
         + (f", partial {v['partial']}" if v["partial"] else "")
         for f, v in out["feeds"].items()
@@ -229,6 +231,32 @@ def source_dates(city: str | CityConfig) -> tuple[str, str]:
     return dates[0], dates[-1]
 
 
+def lake_dates(city: str | CityConfig, *, as_of: str | None = None, res: Resources | None = None) -> tuple[str, str]:
+    """First and last local date the lake holds ingested for the city (a quality report of any feed).
+
+    What ``traffic nightly --skip-ingest`` works on instead of :func:`source_dates` (no feed is read).
+
+    Raises
+    ------
+    QualityError
+        The lake holds no ingested day of the city, or not ``as_of``: one line naming the lake
+        and what to run.
+    """
+    c, lake = _city(city), _res(res).lake
+    dates = sorted({d for f in c.feeds for d in lake.list_dates("quality", city=c.name, feed=f.name)})
+    if not dates:
+        raise QualityError(
+            f"city {c.name}: the lake {lake.root} holds no ingested day (no quality/city={c.name} partition): "
+            f"nothing to re-run; run `traffic nightly {c.name}` without --skip-ingest first"
+        )
+    if as_of is not None and as_of not in dates:
+        raise QualityError(
+            f"city {c.name}: the lake {lake.root} holds no ingested {as_of} (it holds {dates[0]} .. {dates[-1]}); "
+            f"pick an --as-of in that range, or run `traffic nightly {c.name} --as-of {as_of}` without --skip-ingest"
+        )
+    return dates[0], dates[-1]
+
+
 def promotion_gate_baselines() -> tuple[str, ...]:
     """Baselines a challenger must beat to be promoted: ``[promotion] gate_baselines`` of the model spec."""
     from traffic.forecast.baselines import BASELINES
@@ -264,9 +292,15 @@ def ingest(
     until: str | None = None,
     *,
     progress: bool = False,
+    skip_ingest: bool = False,
     res: Resources | None = None,
 ) -> dict[str, Any]:
     """Ingest every feed of ``city`` for local dates ``start..end`` (registry first).
+
+    A day whose partitions the lake already holds from the same delivered rows is not written
+    again (:func:`traffic.ingest.ingest_range`: ``days_unchanged`` per feed). With
+    ``skip_ingest`` no feed is read: the summary is that of the quality reports the lake holds
+    for the range (``skipped``), and a range the lake holds nothing of raises ``QualityError``.
 
     With ``until`` (local ``YYYY-MM-DD HH:MM`` or ISO 8601 with an offset) only the raw
     rows timestamped before it are kept, as a live feed that has delivered up to then: the
@@ -274,13 +308,31 @@ def ingest(
     :mod:`traffic.intraday`), replaced whole when it is ingested again with a later
     ``until`` or none. Writes to ``res.lake``.
     """
-    from traffic.ingest import ingest_range, ingest_registry
+    from traffic.ingest import ingest_range, ingest_registry, stored_reports
 
     c, lake = _city(city), _res(res).lake
     out: dict[str, Any] = {"city": c.name, "start": start, "end": end, "until": until, "feeds": {}}
+    if skip_ingest:
+        out["skipped"] = True
+        held = {f.name: stored_reports(c, f, _days(start, end), lake=lake) for f in c.feeds}
+        if not any(held.values()):
+            lake_dates(c, res=res)  # nothing at all: the one line that says so
+            raise QualityError(
+                f"city {c.name}: the lake {lake.root} holds no ingested day in {start} .. {end}; "
+                "run the ingest without skip_ingest first"
+            )
     for feed in c.feeds:
-        reg = ingest_registry(c, feed, lake=lake)
-        reports = ingest_range(c, feed, start, end, progress=progress, until=until, lake=lake)
+        if skip_ingest:
+            reports = held[feed.name]
+            reg: dict[str, Any] = {
+                "version": reports[-1]["registry_version"] if reports else None,
+                "n_sources": max((r["n_sources"] for r in reports), default=0),
+                "n_invalid": None,
+                "by_reason": {},
+            }
+        else:
+            reg = ingest_registry(c, feed, lake=lake)
+            reports = ingest_range(c, feed, start, end, progress=progress, until=until, lake=lake)
         out["feeds"][feed.name] = {
             "registry_version": reg["version"],
             "n_sources": reg["n_sources"],
@@ -291,6 +343,7 @@ def ingest(
             "rows_accepted": sum(r["rows_accepted"] for r in reports),
             "rows_quarantined": sum(r["rows_quarantined"] for r in reports),
             "partial": [r["date"] for r in reports if r["partial"]],
+            "days_unchanged": sum(bool(r.get("unchanged")) for r in reports) if not skip_ingest else len(reports),
         }
     return out
 

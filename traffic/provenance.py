@@ -45,3 +45,21 @@ def code_version() -> str:
     if not sha:
         return UNKNOWN
     return f"{sha}{DIRTY_SUFFIX}" if dirty else sha
+
+
+def code_digest(*paths: str) -> str:
+    """16 hex digits of a SHA-256 over the Python sources under ``paths`` (relative to the project's package).
+
+    Narrower than :func:`code_version`: it changes only when those files change (a commit elsewhere
+    leaves it alone), so a stage can tell whether what it wrote before came from the same code
+    (e.g. ``code_digest("ingest", "landing", "intraday.py")``: the ingest's).
+    """
+    import hashlib
+
+    root = PROJECT_ROOT / "traffic"
+    digest = hashlib.sha256()
+    for rel in paths:
+        base = root / rel
+        for f in sorted(base.rglob("*.py")) if base.is_dir() else [base]:
+            digest.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]

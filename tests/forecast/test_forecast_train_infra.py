@@ -263,3 +263,44 @@ def test_warm_start_in_training_copies_weights_and_refits_statistics(grid):
         assert torch.equal(w[b], s[b]), b
     x = torch.from_numpy(build_inputs(grid, np.array([100]), 6, 3))
     assert torch.isfinite(warm.module(x)).all()
+
+
+# ------------------------------------------------------------------------------ progress lines
+
+
+def test_progress_lines_say_step_losses_and_eta_and_change_no_number(grid, caplog, monkeypatch):
+    """A line at every validation and every ``PROGRESS_EVERY_S``; reporting every step trains the same weights."""
+    from traffic.forecast import loop
+
+    monkeypatch.setattr(loop, "PROGRESS_EVERY_S", float("inf"))  # lines at validations only
+    with caplog.at_level("INFO", logger="traffic.forecast.loop"):
+        quiet = _train(grid, seed=3, overrides={"max_steps": 7})
+    at_evals = [r.getMessage() for r in caplog.records if r.name == "traffic.forecast.loop"]
+    assert any(m.startswith("train: 7 steps at step 0") for m in at_evals), at_evals
+    assert any(m.startswith("train step 4/7 (57 %): train loss ") and ", ETA " in m for m in at_evals), at_evals
+    assert any(m.startswith("train: stopped at step 7 (max_steps)") for m in at_evals), at_evals
+    caplog.clear()
+    monkeypatch.setattr(loop, "PROGRESS_EVERY_S", 0.0)  # a line after every step: the running loss is read each time
+    with caplog.at_level("INFO", logger="traffic.forecast.loop"):
+        chatty = _train(grid, seed=3, overrides={"max_steps": 7})
+    lines = [r.getMessage() for r in caplog.records if r.message.startswith("train step ")]
+    assert [m.split(":")[0] for m in lines] == [f"train step {k}/7 ({100 * k / 7:.0f} %)" for k in range(1, 8)]
+    val = [m.split("val loss ")[1].split(",")[0] for m in lines]
+    assert val[0] == val[2] != val[3] == val[6]  # the step-0 validation, then the one of step 4
+    _assert_same_state(quiet.module.state_dict(), chatty.module.state_dict())
+
+    def curve(r):  # the losses and learning rates, bit for bit (NaN included); not the clock
+        return [repr({k: v for k, v in p.items() if k != "elapsed_s"}) for p in r.learning_curve]
+
+    assert curve(quiet) == curve(chatty)
+
+
+def test_progress_line_format():
+    from traffic.forecast.loop import Progress
+
+    p = Progress("train", total=100, every_steps=10, first_step=20, t0=0.0, last_t=0.0)
+    assert p.due(30, now=1.0) and not p.due(31, now=29.0) and p.due(31, now=30.5)
+    assert p.line(40, 0.51234, None, now=60.0) == (
+        "train step 40/100 (40 %): train loss 0.5123, val loss -, elapsed 1:00, ETA 3:00"
+    )
+    assert Progress("train", 0, 0).line(5, None, 0.25).startswith("train step 5: train loss -, val loss 0.2500")

@@ -22,11 +22,18 @@
   (:class:`~traffic.forecast.result.TrainingDiverged`).
 * **Checkpoints** after every validation and when the loop stops: weights, optimiser and
   schedule, position in the epoch's sample order, generator states, best state, curve.
+* **Progress** (rank 0): a line on the logger ``traffic.forecast.loop`` (INFO) every
+  ``log_every`` steps (default: at every validation) and at least every ``log_every_s`` seconds:
+  step k/K, the mean training loss since the last validation, the last validation loss, elapsed
+  time and ETA (:class:`Progress`). In an Airflow task it is part of the task log, and
+  ``traffic nightly`` shows it in the terminal; ``progress=True`` adds a tqdm bar. Reporting
+  reads numbers only: it draws no random numbers and changes no computation.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -43,6 +50,8 @@ from traffic.forecast.inference import autocast
 from traffic.forecast.metrics import horizon_weighted_mse, weighted_masked_mse
 from traffic.forecast.result import TrainingDiverged
 from traffic.model import Forecaster, HeadInputs, Terms
+
+log = logging.getLogger(__name__)
 
 #: Parameter names (last part) that never get weight decay, besides every 1-D parameter (biases, norms).
 NO_DECAY = ("gate_logits", "peephole", "horizon_embed")
@@ -225,6 +234,78 @@ class LoopState:
 #: Steps (after the first, which warms up) measured before the wall-clock guard is fixed.
 GUARD_PROBE_STEPS = 5
 
+#: Most seconds between two progress lines of a training loop (:class:`Progress`).
+PROGRESS_EVERY_S = 30.0
+
+
+def _clock(seconds: float) -> str:
+    """``m:ss`` or ``h:mm:ss``."""
+    whole = int(round(max(0.0, seconds)))
+    h, rest = divmod(whole, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+@dataclass
+class Progress:
+    """Progress lines of a training loop on the logger ``traffic.forecast.loop`` (INFO).
+
+    A line is due every ``every_steps`` steps and whenever ``every_s`` seconds have passed since
+    the last one: ``<label> step k/K (p %): train loss x, val loss y, elapsed m:ss, ETA m:ss``.
+    The ETA is the remaining steps at the mean time per step of this invocation (validations
+    included). Nothing here touches the model, the data or a generator.
+
+    Parameters
+    ----------
+    label : str
+        What trains (``train``), the first word of each line.
+    total : int
+        Steps planned (the step budget, else epochs x steps per epoch); 0 = unknown.
+    every_steps : int
+        A line every this many steps (0 = by time only).
+    first_step : int
+        The step this invocation starts at (a resumed run's).
+    every_s : float
+        Most seconds between two lines.
+    """
+
+    label: str
+    total: int
+    every_steps: int
+    first_step: int = 0
+    every_s: float = PROGRESS_EVERY_S
+    t0: float = field(default_factory=time.perf_counter)
+    last_t: float = field(default_factory=time.perf_counter)
+
+    def due(self, step: int, now: float | None = None) -> bool:
+        """Whether a line is due after step ``step``."""
+        now = time.perf_counter() if now is None else now
+        return (self.every_steps > 0 and step % self.every_steps == 0) or now - self.last_t >= self.every_s
+
+    def line(self, step: int, train_loss: float | None, val_loss: float | None, now: float | None = None) -> str:
+        """The progress line after step ``step`` (``None`` losses are shown as ``-``)."""
+        now = time.perf_counter() if now is None else now
+        elapsed, done = now - self.t0, step - self.first_step
+        if self.total:
+            where = f"step {step}/{self.total} ({100 * step / self.total:.0f} %)"
+            eta = _clock(elapsed / done * max(0, self.total - step)) if done > 0 else "?"
+        else:
+            where, eta = f"step {step}", "?"
+
+        def num(v: float | None) -> str:
+            return "-" if v is None or not math.isfinite(v) else f"{v:.4f}"
+
+        return (
+            f"{self.label} {where}: train loss {num(train_loss)}, val loss {num(val_loss)}, "
+            f"elapsed {_clock(elapsed)}, ETA {eta}"
+        )
+
+    def report(self, step: int, train_loss: float | None, val_loss: float | None) -> None:
+        """Log the line after step ``step`` and restart the clock of ``every_s``."""
+        now = time.perf_counter()
+        log.info("%s", self.line(step, train_loss, val_loss, now))
+        self.last_t = now
+
 
 @dataclass
 class Loop:
@@ -259,6 +340,9 @@ class Loop:
     parallel: bool = False
     select_best: bool = True  # keep the best validation state and stop early; False = the last state ships
     guard_factor: float = 3.0  # the wall-clock guard: this many times the expected run (budget_s its floor)
+    label: str = "train"  # the first word of the progress lines
+    log_every: int = 0  # a progress line every this many steps; 0 = at every validation (eval_every)
+    log_every_s: float | None = None  # ... and at least this often (seconds); None = PROGRESS_EVERY_S
 
     def guard_s(self, st: LoopState, elapsed: float, steps_done: int, step_time: float, evals_done: int) -> float:
         """The wall-clock safety net for this invocation: ``max(budget_s, guard_factor * expected run)``.
@@ -365,6 +449,17 @@ class Loop:
         st.bad_evals += 1
         return st.bad_evals >= self.patience
 
+    def _report(self, prog: Progress | None, st: LoopState, loss_sum: torch.Tensor | None) -> None:
+        """A progress line when one is due; ``loss_sum`` None: the step was just validated (its curve point)."""
+        if prog is None or not prog.due(st.step):
+            return
+        val = st.curve[-1]["val_loss"] if st.curve else None
+        if loss_sum is None:
+            train = st.curve[-1]["train_loss"] if st.curve else None
+        else:  # a read of the running sum (a host sync every few seconds at most): nothing is computed anew
+            train = (st.run_loss + float(loss_sum)) / st.run_n if st.run_n else None
+        prog.report(st.step, train, val)
+
     @property
     def _steps_per_epoch(self) -> int:
         return math.ceil(math.ceil(len(self.train_t) / self.dist.world) / self.batch_size)
@@ -379,7 +474,24 @@ class Loop:
             from tqdm.auto import tqdm
 
             total = self.max_steps or self.max_epochs * self._steps_per_epoch
-            bar = tqdm(total=total, initial=st.step, desc="train", unit="step")
+            bar = tqdm(total=total, initial=st.step, desc=self.label, unit="step")
+        prog = None
+        if dist.is_main:
+            prog = Progress(
+                self.label,
+                self.max_steps or self.max_epochs * self._steps_per_epoch,
+                self.log_every or self.eval_every,
+                first_step=st.step,
+                every_s=PROGRESS_EVERY_S if self.log_every_s is None else self.log_every_s,
+            )
+            log.info(
+                "%s: %s at step %d (%d training samples, validation every %d steps)",
+                self.label,
+                f"{self.max_steps} steps" if self.max_steps else f"up to {self.max_epochs} epochs",
+                st.step,
+                len(self.train_t),
+                self.eval_every,
+            )
         loss_sum = torch.zeros((), device=dev)
         gnorm_max = torch.zeros((), device=dev)
         # the wall-clock guard: provisional until GUARD_PROBE_STEPS steps and a validation were timed
@@ -455,8 +567,11 @@ class Loop:
                     if stop:
                         st.stopped, done = "early_stopping", True
                     self._save(st, t_loop, saved_at)
+                    self._report(prog, st, None)
                     if done:
                         break
+                else:
+                    self._report(prog, st, loss_sum)
             if done:
                 break
             st.epoch, st.perm = st.epoch + 1, None
@@ -472,4 +587,14 @@ class Loop:
         if bar is not None:
             bar.close()
         st.elapsed_s += time.perf_counter() - t_loop
+        if prog is not None:
+            log.info(
+                "%s: stopped at step %d (%s) after %s; best val loss %.4f at step %d",
+                self.label,
+                st.step,
+                st.stopped,
+                _clock(time.perf_counter() - t_loop),
+                st.best_val,
+                st.best_step,
+            )
         return st

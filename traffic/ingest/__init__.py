@@ -21,6 +21,7 @@ from traffic.ingest.run import (
     ingest_range,
     ingest_registry,
     registry_sources,
+    stored_reports,
 )
 from traffic.ingest.validate import REASONS, REGISTRY_REASONS, check_observations, check_registry, validate
 from traffic.landing.readers import IngestError
@@ -38,5 +39,6 @@ __all__ = [
     "ingest_range",
     "ingest_registry",
     "registry_sources",
+    "stored_reports",
     "validate",
 ]

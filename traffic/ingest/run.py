@@ -26,6 +26,17 @@ drift, a line count that does not fit a timestamp-less feed) raises
 Temporary files that a killed run left in the feed's partitions are removed when the
 next run starts (:func:`traffic.tempfiles.sweep_folder`).
 
+**Only what is new.** Each day's report records two digests: ``source_digest``, of the delivered
+bytes of the feed's observation files (:func:`source_digest`: every file's name and SHA-256, the
+lake registry's version, the settings the checks read and the ingest code), and
+``content_digest``, of what the day's partitions hold (:func:`content_digest`). When every day
+asked for has partitions whose report has the current ``source_digest`` (a complete day), the
+delivery is not even read: the stored reports are returned. Otherwise the delivery is read and
+checked, and a day whose ``content_digest`` is unchanged is not written again (a new file in a
+landing folder writes only its days; a re-delivered day with other bytes is rewritten whole,
+atomically as always). Either way the log says ``N day(s) already in the lake, M new``, and each
+returned report has ``unchanged``.
+
 Partial days (``until``, see :mod:`traffic.intraday`): only rows with a timestamp before
 ``until`` are kept, as if the feed had delivered nothing later yet. A day that ``until``
 ends early is *partial*: its report has ``until`` (ISO UTC; None for a complete day) and
@@ -471,6 +482,68 @@ def _observation_table(checked: pd.DataFrame, kind: str) -> pa.Table:
     return pa.table(cols, schema=schema)
 
 
+#: What the ingest's output depends on besides the delivery: its code (:func:`traffic.provenance.code_digest`).
+INGEST_CODE = ("ingest", "landing", "intraday.py")
+
+
+def source_digest(city: CityConfig, feed: FeedConfig, registry_version: str) -> str:
+    """16 hex digits over the delivered bytes of a feed and what turns them into partitions.
+
+    Every observation file behind ``feed.path("observations")`` (a file, a landing folder's files,
+    a glob's matches: name and SHA-256 of its bytes, not its modification time), the lake
+    registry's version, the city and feed settings the checks read, and the ingest code.
+    """
+    from traffic.landing.readers import resolve_files
+    from traffic.provenance import code_digest
+
+    digest = hashlib.sha256()
+    for f in resolve_files(feed.path("observations"), ("",)):
+        with f.open("rb") as fh:
+            digest.update(f.name.encode() + b"\0" + hashlib.file_digest(fh, "sha256").digest())  # type: ignore[arg-type]
+    settings = {
+        "registry_version": registry_version,
+        "timezone": city.timezone,
+        "bin_seconds": city.bin_seconds,
+        "bbox": list(city.bbox),
+        "plausibility": [dict(city.plausibility.max_per_hour), city.plausibility.max_speed_kmh],
+        "feed": [feed.adapter, feed.kind, dict(feed.options)],
+        "code": code_digest(*INGEST_CODE),
+    }
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def content_digest(accepted: pa.Table, quarantined: pa.Table, version: str, until: pd.Timestamp | None) -> str:
+    """16 hex digits over what a day's partitions hold: the accepted and quarantined rows, registry, ``until``."""
+    digest = hashlib.sha256(json.dumps([version, intraday.iso(until)]).encode())
+    for table in (accepted, quarantined):
+        digest.update(str(table.schema.remove_metadata()).encode())
+        digest.update(pd.util.hash_pandas_object(table.to_pandas(), index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def stored_reports(city: CityConfig, feed: FeedConfig, days: list[str], *, lake: Lake | None = None) -> list[dict]:
+    """The quality reports the lake holds for ``days`` of a feed (days without one are left out), with their paths."""
+    store = lake if lake is not None else Lake.from_config()
+    keys = {"city": city.name, "feed": feed.name}
+    out = []
+    for day in days:
+        report_path = store.partition("quality", **keys, date=day) / "report.json"
+        if not report_path.exists():
+            continue
+        obs = store.partition("observations", **keys, date=day) / "part.parquet"
+        qua = store.partition("quarantine", **keys, date=day) / "part.parquet"
+        out.append(
+            {
+                **store.read_json(report_path),
+                "observations_path": str(obs) if obs.exists() else None,
+                "quarantine_path": str(qua) if qua.exists() else None,
+                "report_path": str(report_path),
+            }
+        )
+    return out
+
+
 def _iso(us: int | None) -> str | None:
     return None if us is None else pd.Timestamp(us, unit="us", tz="UTC").isoformat()
 
@@ -617,6 +690,15 @@ def ingest_range(
     if not (store.partition("registry", **keys) / REGISTRY_FILE).exists():
         ingest_registry(city, feed, lake=store)  # the ingest stage writes the registry it validates against
     known, version = registry_sources(city, feed, lake=store)
+    source = source_digest(city, feed, version)
+    held = {r["date"]: r for r in stored_reports(city, feed, [*days, UNDATED], lake=store)}
+    if cut is None and all(
+        d in held and held[d].get("source_digest") == source and not held[d]["partial"] and held[d]["observations_path"]
+        for d in days
+    ):  # the same bytes made every day's partitions: nothing to read
+        log.info("%s/%s: %d day(s) already in the lake, 0 new", city.name, feed.name, len(days))
+        undated = [held[UNDATED]] if held.get(UNDATED, {}).get("source_digest") == source else []
+        return [{**held[d], "unchanged": True} for d in days] + undated
     delivery = read_delivery(feed)  # file-level faults raise here, before anything is written
     landing = delivery.frame
     checked = check_observations(
@@ -683,8 +765,12 @@ def ingest_range(
                 rows_read=len(part),
                 until=day_until[i],
                 marked=int(marked[part].sum()),
+                source=source,
+                held=held.get(day),
             )
         )
+    fresh = sum(not r["unchanged"] for r in reports)
+    log.info("%s/%s: %d day(s) already in the lake, %d new", city.name, feed.name, len(reports) - fresh, fresh)
 
     undated_rows = np.flatnonzero(undated)
     if len(undated_rows):
@@ -700,6 +786,8 @@ def ingest_range(
                 version,
                 keys,
                 rows_read=len(order_u),
+                source=source,
+                held=held.get(UNDATED),
             )
         )
     else:
@@ -809,17 +897,31 @@ def _write_day(
     rows_read: int,
     until: pd.Timestamp | None = None,
     marked: int = 0,
+    source: str = "",
+    held: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Write one day's partitions and report; not the data when ``held`` (its stored report) has the same content."""
     report = _report(city, feed, day, accepted, quarantined, version, until, marked)
     if report["rows_read"] != rows_read or rows_read != report["rows_accepted"] + report["rows_quarantined"]:
         raise AssertionError(
             f"{city.name}/{feed.name} {day}: rows_read {rows_read} != accepted {report['rows_accepted']} "
             f"+ quarantined {report['rows_quarantined']}"
         )
+    report["source_digest"] = source
+    report["content_digest"] = content_digest(accepted, quarantined, version, until)
+    report_path = store.partition("quality", **keys, date=day) / "report.json"
+    if (
+        held is not None
+        and held.get("content_digest") == report["content_digest"]
+        and held["quarantine_path"]
+        and (day == UNDATED or held["observations_path"])
+    ):  # the lake holds this day as it would be written: only the report learns the new source digest
+        if held.get("source_digest") != source:
+            store.write_json(report, report_path)
+        return {**held, **report, "unchanged": True}
     meta = {"registry_version": version}
     if until is not None:
         meta[intraday.UNTIL_KEY] = intraday.iso(until) or ""
-    report_path = store.partition("quality", **keys, date=day) / "report.json"
     if until is not None:  # partial: say so before the data change (see the module docstring)
         store.write_json(report, report_path)
     obs = store.write_partition(accepted, "observations", metadata=meta, **keys, date=day) if day != UNDATED else None
@@ -830,4 +932,5 @@ def _write_day(
         "observations_path": str(obs) if obs else None,
         "quarantine_path": str(qua),
         "report_path": str(rep),
+        "unchanged": False,
     }
