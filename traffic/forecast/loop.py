@@ -57,15 +57,34 @@ log = logging.getLogger(__name__)
 NO_DECAY = ("gate_logits", "peephole", "horizon_embed")
 
 
-def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay on weights of rank >= 2, none on biases, norms, gates, peepholes, embeddings."""
-    decay: list[torch.nn.Parameter] = []
-    plain: list[torch.nn.Parameter] = []
+#: Parameters of the pre-fitted head (the rest, its entry of the hidden state included, is the network).
+HEAD_PARAMS = ("head.", "head_sample_in.", "head_step_in.", "head_time_in.")
+
+
+def param_groups(
+    module: torch.nn.Module, weight_decay: float, lr: float | None = None, network_lr: float | None = None
+) -> list[dict[str, Any]]:
+    """AdamW groups: decay on weights of rank >= 2, none on biases, norms, gates, peepholes, embeddings.
+
+    With ``lr`` and ``network_lr`` the network (embeddings, encoder, attention, decoder and the head's
+    entry of the hidden state, ``head_hidden_in``) learns at ``network_lr`` and the pre-fitted head
+    (:data:`HEAD_PARAMS`) at ``lr``: the head is already fitted, the network starts from its
+    initialisation and must travel further than the head's fine-tuning in the same steps.
+    """
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
-        (plain if p.ndim < 2 or name.rsplit(".", 1)[-1] in NO_DECAY else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+        decays = not (p.ndim < 2 or name.rsplit(".", 1)[-1] in NO_DECAY)
+        network = network_lr is not None and not name.startswith(HEAD_PARAMS)
+        groups.setdefault((decays, network), []).append(p)
+    out = []
+    for (decays, network), params in sorted(groups.items()):
+        g: dict[str, Any] = {"params": params, "weight_decay": weight_decay if decays else 0.0}
+        if lr is not None:
+            g["lr"] = network_lr if network else lr
+        out.append(g)
+    return out
 
 
 def lr_factor(step: int, total: int, warmup_fraction: float, min_ratio: float) -> float:

@@ -455,7 +455,8 @@ def _train(
         dev,
     )
     bs, eval_bs = int(tr["batch_size"]), int(tr["eval_batch_size"])
-    opt = torch.optim.AdamW(param_groups(module, float(tr["weight_decay"])), lr=float(tr["lr"]))
+    lr, net_lr = float(tr["lr"]), float(tr["network_lr"]) or None
+    opt = torch.optim.AdamW(param_groups(module, float(tr["weight_decay"]), lr, net_lr), lr=lr)
     # fit_on_validation: the network also learns from the validation days (the ones nearest the
     # holdout, which the baselines fit on too); the step budget then decides alone and the last
     # state ships (the validation loss is still reported, in-sample)
