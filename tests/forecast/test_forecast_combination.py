@@ -137,3 +137,12 @@ def test_point_errors_count_like_batch_errors():
     np.testing.assert_allclose(a.sse, b.sse, rtol=1e-5)
     np.testing.assert_array_equal(a.n, b.n)
     np.testing.assert_allclose(a.sse_c, b.sse_c, rtol=1e-5)
+
+
+def test_a_single_fold_is_forecast_with_the_plain_average_not_with_weights_fitted_on_itself():
+    g = _grid(days=3)
+    members = ("model", "base_head", "gbm")
+    store, bt = _backtest(g, 24 * 2, folds=1, members=members)
+    comb = combine(store, bt, members=members)[0]
+    np.testing.assert_allclose(comb.fold_weights[0], 1.0 / 3)
+    assert not np.allclose(comb.weights, 1.0 / 3)  # the serving weights are fitted on the whole holdout

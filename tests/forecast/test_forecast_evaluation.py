@@ -70,6 +70,13 @@ def test_evaluate_reports_every_model_on_the_same_holdout(report, grid):
     assert comp["groups"][-1]["rmse"]["gbm"] == pytest.approx(metrics["gbm"]["rmse_mean"])
     assert set(report["ablation"]) <= {"base", "base_head"}
     assert "RMSE per group of hours ahead: the network with parts switched off" in text
+    # the combination a nightly run would publish, on the backtest, with its weights
+    comb = report["combination"]
+    assert {"combination", "combination_without_network", "model", "gbm"} <= set(comb["backtest"])
+    assert set(comb["weights"]) == {"combination", "combination_without_network"}
+    w = np.asarray(comb["weights"]["combination"]["weights"])
+    assert w.shape == (2, 2, 7) and (w >= 0).all()
+    assert "weights of combination" in text and "combination vs combination_without_network" in text
 
 
 @pytest.mark.slow

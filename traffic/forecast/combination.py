@@ -160,15 +160,16 @@ def nnls_gram(gram: np.ndarray, xty: np.ndarray) -> np.ndarray:
     Returns
     -------
     np.ndarray
-        ``(K,)`` non-negative weights (zeros for an empty problem).
+        ``(K,)`` non-negative weights; the plain average ``1 / K`` when there is nothing to fit on
+        (no rows: e.g. a backtest of one fold, whose weights cannot come from another fold).
     """
     from scipy.linalg import cho_factor, solve_triangular
     from scipy.optimize import nnls
 
     k = len(xty)
     scale = float(np.trace(gram)) / max(k, 1)
-    if not np.isfinite(scale) or scale <= 0:
-        return np.zeros(k)
+    if not np.isfinite(scale) or scale <= 0:  # nothing to fit on (a single fold, a channel never observed)
+        return np.full(k, 1.0 / max(k, 1))
     g = gram + RIDGE * scale * np.eye(k)
     r, _ = cho_factor(g, lower=False)
     r = np.triu(r)

@@ -207,6 +207,7 @@ def evaluate_array(
         },
         "ablation": {name: m.as_dict() for name, m in res.ablation.items()},
         "comparison": comparison_by_group(res, bm * 60),
+        "combination": combination_report(res),
         "modality_weights": res.extra.get("modality_weights", {}),
         "params": res.params,
         "learning_curve": res.learning_curve,
@@ -218,6 +219,44 @@ def evaluate_array(
 
         report["saved_model"] = str(save_model(res.module, save_model_dir, report))
     return report
+
+
+def combination_report(res: Any) -> dict[str, Any]:
+    """The per-horizon combination of a run (what a nightly run would publish), on the backtest.
+
+    Returns
+    -------
+    dict
+        ``{"backtest": {candidate: {"rmse_mean", "rmse": {group: v}}}, "vs": {"<a>_vs_<b>": {group:
+        {"mean", "lo", "hi"}}}, "weights": {name: Combination.to_json()}}`` for the candidates of
+        :data:`traffic.forecast.backtest.CANDIDATES` the backtest scored; empty without a backtest.
+    """
+    from traffic.forecast.backtest import CANDIDATES, GROUP_PAIRS, backtest_metrics
+
+    bt = getattr(res, "backtest", None)
+    if bt is None:
+        return {}
+    m = backtest_metrics(bt)
+    tags = [tag for tag, _ in bt.groups()[:-1]]
+    scored = [c for c in CANDIDATES if c in bt.errors]
+    return {
+        "folds": len(bt.folds),
+        "days": len(bt.days),
+        "backtest": {
+            c: {"rmse_mean": m[f"backtest.{c}.rmse_mean"], "rmse": {t: m[f"backtest.{c}.rmse.{t}"] for t in tags}}
+            for c in scored
+        },
+        "vs": {
+            f"{a}_vs_{b}": {
+                t: {k: m[f"backtest.{a}.vs_{b}.{t}.{k}"] for k in ("mean", "lo", "hi")}
+                for t in tags
+                if f"backtest.{a}.vs_{b}.{t}.mean" in m
+            }
+            for a, b in GROUP_PAIRS
+            if a in bt.errors and b in bt.errors
+        },
+        "weights": {c.name: c.to_json() for c in getattr(res, "combinations", None) or []},
+    }
 
 
 #: Columns of :func:`comparison_by_group`, in order: ``(key, label)``; ``base``/``base_head`` are ``TrainResult.ablation``'s.

@@ -52,6 +52,45 @@ def comparison_lines(comp: dict[str, Any], width: int) -> list[str]:
     return lines
 
 
+def combination_lines(comb: dict[str, Any], width: int) -> list[str]:
+    """The backtest per horizon group of every candidate, the combination's comparisons and its weights."""
+    if not comb or not comb.get("backtest"):
+        return []
+    bt = comb["backtest"]
+    names = list(bt)
+    tags = list(next(iter(bt.values()))["rmse"])
+    w = max(width, *(len(n) for n in names))
+    lines = [
+        "",
+        f"Backtest RMSE per horizon group ({comb['folds']} folds over {comb['days']} target days; the combination "
+        "forecasts each fold with weights fitted on the other folds)",
+        f"{'group':>8} " + " ".join(n.rjust(w) for n in names),
+    ]
+    for t in [*tags, "all"]:
+        row = [bt[n]["rmse"].get(t) if t != "all" else bt[n]["rmse_mean"] for n in names]
+        lines.append(f"{t:>8} " + " ".join(_fmt(v, w) for v in row))
+    for pair, groups in (comb.get("vs") or {}).items():
+        cells = []
+        for t, c in groups.items():
+            ok = c["lo"] is not None and c["hi"] is not None
+            iv = f" [{100 * c['lo']:+.1f}, {100 * c['hi']:+.1f}]" if ok else ""
+            cells.append(f"{t} {100 * c['mean']:+.1f} %{iv}" if c["mean"] is not None else f"{t} -")
+        lines.append(f"{pair.replace('_vs_', ' vs ')}: " + "; ".join(cells))
+    for name, spec in (comb.get("weights") or {}).items():
+        members = spec["members"]
+        lines += [
+            "",
+            f"weights of {name} (rows: group / channel)",
+            f"{'':>16} " + " ".join(m[:10].rjust(10) for m in members),
+        ]
+        for gi, g in enumerate(spec["groups"]):
+            for ci, ch in enumerate(spec["channels"]):
+                lines.append(
+                    f"{g['tag'] + ' ' + ch[-7:]:>16} " + " ".join(f"{v:10.2f}" for v in spec["weights"][gi][ci])
+                )
+    return lines
+
+
 def format_report(report: dict[str, Any]) -> str:
     """Per-horizon tables (one per metric: model and every baseline) and a summary, as text."""
     d, sp, tr = report["data"], report["split"], report["training"]
@@ -82,6 +121,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"{'mean':>8} {'':>6} {'':>9} " + " ".join(_fmt(metrics[n].get(f"{key}_mean"), width) for n in names)
         )
     lines += comparison_lines(report.get("comparison") or {}, width)
+    lines += combination_lines(report.get("combination") or {}, width)
     best = report["best_baseline"]
     skill = report["skill_pct"]
     lines += [
