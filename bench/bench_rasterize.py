@@ -86,7 +86,7 @@ def _dict_column(codes: np.ndarray, ids: np.ndarray) -> pa.DictionaryArray:
 
 def la_observations(days: int, rng: np.random.Generator) -> pa.Table:
     """Every LA sensor every 5 min for ``days`` days from 2012-03-01 local."""
-    wide = pd.read_csv(LA_DIR / "los_speed.csv")  # 2016 rows (one week) x 207 sensors
+    wide = pd.read_csv(LA_DIR / "observations" / "los_speed.csv")  # 2016 rows (one week) x 207 sensors
     ids = wide.columns.to_numpy(dtype=str)
     week = wide.to_numpy(dtype=np.float64) * MPH
     week[week <= 0] = np.nan  # METR-LA: 0 = no reading
@@ -111,7 +111,7 @@ def berlin_observations(days: int, segment_ids: np.ndarray, rng: np.random.Gener
     """Every Telraam segment every hour for ``days`` days from 2024-10-01 local; values resampled
     from the real rows of the same hour of day."""
     real = pd.read_parquet(
-        BERLIN_DIR / "traffic_df_2024_10-2024_12.parquet",
+        BERLIN_DIR / "observations" / "traffic_df_2024_10-2024_12.parquet",
         columns=["hour", "uptime", "car_total", "heavy_total", "bike_total", "ped_total"],
     )
     real = real.sort_values("hour", kind="stable")

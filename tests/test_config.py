@@ -209,7 +209,7 @@ def test_feed_paths_resolve_against_the_city_file(tmp_path, monkeypatch):
     (tmp_path / "cities").mkdir()
     text = (PROJECT_ROOT / "cities" / "berlin.toml").read_text().replace('"berlin"', '"potsdam"')
     text = text.replace(
-        'observations = "../data/samples/berlin_telraam/traffic_df_2024_10-2024_12.parquet"',
+        'observations = "../data/samples/berlin_telraam/observations/"',
         'observations = "../raw/obs.csv"',
     ).replace('registry = "../data/samples/berlin_telraam/bzm_telraam_segments.geojson"', 'registry = "../raw/reg.csv"')
     (tmp_path / "cities" / "potsdam.toml").write_text(text)
@@ -225,7 +225,7 @@ def test_shipped_city_paths_are_written_relative_to_the_cities_folder(monkeypatc
     for city in ("berlin", "los_angeles"):
         for f in load_city(city).feeds:
             assert f.observations.startswith("../data/samples/") and f.registry.startswith("../data/samples/")
-            assert Path(f.path("observations")).is_file() and Path(f.path("registry")).is_file()
+            assert Path(f.path("observations")).is_dir() and Path(f.path("registry")).is_file()  # a landing folder
             assert Path(f.resolve("observations")).is_relative_to(PROJECT_ROOT / "data" / "samples")
 
 
@@ -241,11 +241,11 @@ def test_a_path_written_relative_to_the_project_root_says_the_rule_and_the_fix(t
     with pytest.raises(IngestError) as err:
         feed.path("observations")
     text = str(err.value)
-    assert text.startswith(f"cannot read {tmp_path}/data/samples/berlin_telraam/traffic_df_2024_10-2024_12.parquet: ")
+    assert text.startswith(f"cannot read {tmp_path}/data/samples/berlin_telraam/observations: ")
     assert f"({tmp_path / 'potsdam.toml'}: feed 'telraam' observations = 'data/samples/" in text
     assert f"a relative path resolves against the city file's folder, {tmp_path})" in text
     rel = Path(__import__("os").path.relpath(PROJECT_ROOT, tmp_path)) / "data" / "samples" / "berlin_telraam"
-    assert f"exists relative to the project root: write '{rel}/traffic_df_2024_10-2024_12.parquet'" in text
+    assert f"exists relative to the project root: write '{rel}/observations'" in text
     assert err.value.key == "observations" and err.value.value.startswith("data/samples/")
 
 

@@ -50,7 +50,7 @@ def test_every_la_sensor_lands_in_the_la_grid(los_angeles):
 def test_berlin_segments_with_counts_land_in_the_berlin_grid(berlin, record_property):
     reg = _berlin_registry()
     counted = set(
-        pq.read_table(BERLIN / "traffic_df_2024_10-2024_12.parquet", columns=["segment_id"])
+        pq.read_table(BERLIN / "observations" / "traffic_df_2024_10-2024_12.parquet", columns=["segment_id"])
         .column("segment_id")
         .to_pandas()
         .astype(str)
@@ -85,7 +85,7 @@ def test_la_first_day_through_lake_raster_and_loader(los_angeles, write_registry
     """METR-LA's first local day: observations -> raster -> tensor, checked against pandas."""
     reg = _la_registry()
     write_registry(los_angeles, "metr", dict(zip(reg["source_id"], reg.geometry, strict=True)), version="la")
-    wide = pd.read_csv(LA / "los_speed.csv", nrows=288)  # 2012-03-01 local, every 5 min
+    wide = pd.read_csv(LA / "observations" / "los_speed.csv", nrows=288)  # 2012-03-01 local, every 5 min
     times = pd.date_range("2012-03-01", periods=len(wide), freq="5min", tz="America/Los_Angeles").tz_convert("UTC")
     long = pd.DataFrame(
         {

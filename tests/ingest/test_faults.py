@@ -37,9 +37,9 @@ from traffic.config import PROJECT_ROOT, CityConfig, parse_city
 from traffic.ingest import REASONS, UNDATED, IngestError, ingest_range, ingest_registry
 
 SAMPLES = PROJECT_ROOT / "data/samples"
-LOS_SPEED = SAMPLES / "la_metr/los_speed.csv"
+LOS_SPEED = SAMPLES / "la_metr/observations/los_speed.csv"
 LOCATIONS = SAMPLES / "la_metr/graph_sensor_locations.csv"
-TELRAAM = SAMPLES / "berlin_telraam/traffic_df_2024_10-2024_12.parquet"
+TELRAAM = SAMPLES / "berlin_telraam/observations/traffic_df_2024_10-2024_12.parquet"
 SEGMENTS = SAMPLES / "berlin_telraam/bzm_telraam_segments.geojson"
 N_SENSORS = 12
 METR_DAY = "2012-03-01"

@@ -25,8 +25,8 @@ from traffic.ingest import (
 )
 from traffic.landing.contract import OBSERVATION_SCHEMAS, QUARANTINE_SCHEMA, REGISTRY_SCHEMA
 
-TELRAAM = PROJECT_ROOT / "data/samples/berlin_telraam/traffic_df_2024_10-2024_12.parquet"
-LOS_SPEED = PROJECT_ROOT / "data/samples/la_metr/los_speed.csv"
+TELRAAM = PROJECT_ROOT / "data/samples/berlin_telraam/observations/traffic_df_2024_10-2024_12.parquet"
+LOS_SPEED = PROJECT_ROOT / "data/samples/la_metr/observations/los_speed.csv"
 LOCATIONS = PROJECT_ROOT / "data/samples/la_metr/graph_sensor_locations.csv"
 
 

@@ -32,7 +32,7 @@ from traffic import lake  # noqa: E402
 from traffic.config import PROJECT_ROOT  # noqa: E402
 from traffic.ingest import ingest_range, ingest_registry  # noqa: E402
 
-LOS_SPEED = PROJECT_ROOT / "data/samples/la_metr/los_speed.csv"
+LOS_SPEED = PROJECT_ROOT / "data/samples/la_metr/observations/los_speed.csv"
 LOCATIONS = PROJECT_ROOT / "data/samples/la_metr/graph_sensor_locations.csv"
 BUCKET = "traffic-lake"
 DAYS = ("2012-03-01", "2012-03-03")

@@ -15,9 +15,9 @@ from traffic.ingest import IngestError
 from traffic.landing.adapters import MPH_TO_KMH, TELRAAM_MIN_SPEED_CARS, read_feed_registry, read_observations
 from traffic.landing.contract import OBSERVATION_SCHEMAS
 
-TELRAAM = PROJECT_ROOT / "data/samples/berlin_telraam/traffic_df_2024_10-2024_12.parquet"
+TELRAAM = PROJECT_ROOT / "data/samples/berlin_telraam/observations/traffic_df_2024_10-2024_12.parquet"
 SEGMENTS = PROJECT_ROOT / "data/samples/berlin_telraam/bzm_telraam_segments.geojson"
-LOS_SPEED = PROJECT_ROOT / "data/samples/la_metr/los_speed.csv"
+LOS_SPEED = PROJECT_ROOT / "data/samples/la_metr/observations/los_speed.csv"
 LOCATIONS = PROJECT_ROOT / "data/samples/la_metr/graph_sensor_locations.csv"
 
 

@@ -88,7 +88,7 @@ def metr_la_case() -> dict[str, Any]:
     from traffic.config import PROJECT_ROOT
     from traffic.publish.congestion import reference_stats
 
-    raw = pd.read_csv(PROJECT_ROOT / "data/samples/la_metr/los_speed.csv")
+    raw = pd.read_csv(PROJECT_ROOT / "data/samples/la_metr/observations/los_speed.csv")
     times = pd.date_range("2012-03-01", periods=len(raw), freq="5min", tz="America/Los_Angeles")
     kmh = raw.to_numpy(np.float64) * 1.609344
     values = kmh.reshape(len(raw), 1, 9, 23)

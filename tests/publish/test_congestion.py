@@ -232,7 +232,7 @@ def test_congestion_rejects_mismatched_reference():
 
 def test_real_metr_la_rush_hour_is_more_congested_than_night():
     """METR-LA speeds (207 sensors as cells): free flow is freeway-like, rush hours congest."""
-    raw = pd.read_csv(PROJECT_ROOT / "data/samples/la_metr/los_speed.csv")
+    raw = pd.read_csv(PROJECT_ROOT / "data/samples/la_metr/observations/los_speed.csv")
     kmh = raw.to_numpy(np.float64) * MPH_TO_KMH  # (T, 207), 5-minute bins, mph
     times = pd.date_range("2012-03-01", periods=len(raw), freq="5min", tz="America/Los_Angeles")
     values = kmh[:, None, None, :]
