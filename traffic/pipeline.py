@@ -399,7 +399,9 @@ def check_quality(
     partial day (ingested or rasterized with ``until``: an intraday refresh's lake, see
     :mod:`traffic.intraday`), when fewer than ``min_days_with_data`` of the window's days
     have accepted rows, or when a day quarantined more than ``max_quarantine_share`` of its
-    rows.
+    rows. A day whose report says ``nothing_delivered`` (asked for, outside what the delivery
+    holds) has no accepted rows, is listed in the summary's ``days_nothing_delivered``, and is
+    stale data when it is ``as_of``.
     """
     from traffic.intraday import parquet_until
 
@@ -440,20 +442,32 @@ def check_quality(
         with_data = 0
         bad_days = []
         partial: dict[str, str] = {}
+        undelivered: list[str] = []
         for d in days:
             if d not in have:
                 continue
             r = lake.read_json(lake.partition("quality", city=c.name, feed=feed.name, date=d) / "report.json")
             if r.get("until"):
                 partial[d] = r["until"]
+            if r.get("nothing_delivered"):  # a day asked for outside what the delivery holds (traffic.ingest.run)
+                undelivered.append(d)
             read += r["rows_read"]
             acc += r["rows_accepted"]
             quar += r["rows_quarantined"]
             with_data += r["rows_accepted"] > 0
             if r["rows_read"] and r["rows_quarantined"] / r["rows_read"] > max_quarantine_share:
                 bad_days.append(d)
+        if as_of in undelivered:
+            delivered = sorted(set(have) - set(undelivered))
+            problems.append(
+                f"feed {feed.name}: nothing delivered for {as_of} (stale data: its quality report says "
+                f"nothing_delivered; newest delivered day {delivered[-1] if delivered else None})"
+            )
         if with_data < min_days_with_data * len(days):
-            problems.append(f"feed {feed.name}: only {with_data}/{len(days)} days have accepted rows")
+            problems.append(
+                f"feed {feed.name}: only {with_data}/{len(days)} days have accepted rows"
+                + (f" (nothing delivered for {undelivered[:5]})" if undelivered else "")
+            )
         if bad_days:
             problems.append(f"feed {feed.name}: quarantine share > {max_quarantine_share:.0%} on {bad_days[:5]}")
         if partial:
@@ -466,6 +480,7 @@ def check_quality(
             "rows_accepted": acc,
             "rows_quarantined": quar,
             "days_with_data": with_data,
+            "days_nothing_delivered": undelivered,
         }
     if problems:
         raise QualityError(f"city {c.name} as_of {as_of}: " + "; ".join(problems))

@@ -687,19 +687,31 @@ def ingest_range(
     store = lake if lake is not None else Lake.from_config()
     for dataset in ("observations", "quarantine", "quality"):  # what a killed run left behind
         sweep_folder(store.partition(dataset, **keys), recursive=True)
-    if not (store.partition("registry", **keys) / REGISTRY_FILE).exists():
-        ingest_registry(city, feed, lake=store)  # the ingest stage writes the registry it validates against
-    known, version = registry_sources(city, feed, lake=store)
-    source = source_digest(city, feed, version)
-    held = {r["date"]: r for r in stored_reports(city, feed, [*days, UNDATED], lake=store)}
-    if cut is None and all(
-        d in held and held[d].get("source_digest") == source and not held[d]["partial"] and held[d]["observations_path"]
-        for d in days
-    ):  # the same bytes made every day's partitions: nothing to read
-        log.info("%s/%s: %d day(s) already in the lake, 0 new", city.name, feed.name, len(days))
-        undated = [held[UNDATED]] if held.get(UNDATED, {}).get("source_digest") == source else []
-        return [{**held[d], "unchanged": True} for d in days] + undated
+    has_registry = (store.partition("registry", **keys) / REGISTRY_FILE).exists()
+    if has_registry:
+        known, version = registry_sources(city, feed, lake=store)
+        source = source_digest(city, feed, version)
+        held = {r["date"]: r for r in stored_reports(city, feed, [*days, UNDATED], lake=store)}
+        if cut is None and all(
+            d in held
+            and held[d].get("source_digest") == source
+            and not held[d]["partial"]
+            and held[d]["observations_path"]
+            for d in days
+        ):  # the same bytes made every day's partitions: nothing to read
+            log.info("%s/%s: %d day(s) already in the lake, 0 new", city.name, feed.name, len(days))
+            undated = [held[UNDATED]] if held.get(UNDATED, {}).get("source_digest") == source else []
+            return [{**held[d], "unchanged": True} for d in days] + undated
     delivery = read_delivery(feed)  # file-level faults raise here, before anything is written
+    local = normalise_timestamps(delivery.frame["source_id"], delivery.frame["timestamp"], city.timezone)["local"]
+    local_ts = local.to_numpy().astype("datetime64[us]")
+    nothing = [] if cut is not None else _check_delivered(city, feed, days, local_ts.astype("datetime64[D]"))
+    delivery, superseded = _newest_delivery(feed, delivery, local_ts)
+    if not has_registry:  # written only once the delivery is known to hold the days asked for
+        ingest_registry(city, feed, lake=store)  # the ingest stage writes the registry it validates against
+        known, version = registry_sources(city, feed, lake=store)
+        source = source_digest(city, feed, version)
+        held = {r["date"]: r for r in stored_reports(city, feed, [*days, UNDATED], lake=store)}
     landing = delivery.frame
     checked = check_observations(
         landing,
@@ -729,8 +741,6 @@ def ingest_range(
     order = rows[np.lexsort((rows, ts_int[rows], src_code[rows], rel[rows]))]
     bounds = np.searchsorted(rel[order], np.arange(len(days) + 1))
 
-    if cut is None:
-        _check_delivered(feed, days, local_day[dated])
     _check_bulk(store, city, feed, days, checked, landing, delivery, order, bounds, rejected, keys)
     table = _observation_table(checked, feed.kind)
     q_rows = np.flatnonzero(rejected & (in_range | undated))
@@ -767,6 +777,8 @@ def ingest_range(
                 marked=int(marked[part].sum()),
                 source=source,
                 held=held.get(day),
+                nothing_delivered=day in nothing,
+                superseded=superseded.get(day),
             )
         )
     fresh = sum(not r["unchanged"] for r in reports)
@@ -847,32 +859,111 @@ def _check_bulk(
             )
 
 
-def _check_delivered(feed: FeedConfig, days: list[str], delivered: np.ndarray) -> None:
-    """Refuse a range of days that the delivery does not hold at all (no silent empty partitions).
+def _check_delivered(city: CityConfig, feed: FeedConfig, days: list[str], local_day: np.ndarray) -> list[str]:
+    """The days asked for that lie outside the dates the delivery holds; an error when that is all of them.
 
-    Days of the range outside the delivered span, next to days inside it, get empty partitions
-    and a WARNING naming them; a day inside the span without rows (a camera off all day) gets
-    empty partitions; a delivery without any dated row (a header-only file) too, as
-    docs/landing.md promises.
+    A range wholly outside the delivered dates is refused (no silent empty partitions, nothing
+    written). Days of a range partly outside are returned: they get empty partitions whose report
+    says ``nothing_delivered`` (the nightly's freshness gate reads it, :func:`traffic.pipeline.check_quality`)
+    and a WARNING naming them. A day inside the delivered span without rows (a camera off all day)
+    is not "nothing delivered"; neither are the days of a delivery without any dated row (a
+    header-only file): both get an empty partition and report, as docs/landing.md says.
+
+    Parameters
+    ----------
+    local_day : numpy.ndarray
+        ``datetime64[D]`` local date of every delivered row (NaT for rows without one).
     """
+    delivered = local_day[~np.isnat(local_day)]
     if not len(delivered):
-        return
+        return []
     first, last = str(delivered.min()), str(delivered.max())
     outside = [d for d in days if d < first or d > last]
     if not outside:
-        return
+        return []
     shown = ", ".join(outside[:5]) + (f" (+{len(outside) - 5} more)" if len(outside) > 5 else "")
+    asked = days[0] if len(days) == 1 else f"{days[0]} .. {days[-1]}"
     if len(outside) < len(days):
-        log.warning("%s: nothing delivered for %s (the delivery holds %s .. %s)", feed.name, shown, first, last)
-        return
+        log.warning(
+            "%s/%s: nothing delivered for %s (asked %s; the delivery holds %s .. %s): written as empty days "
+            "whose quality report says nothing_delivered",
+            city.name,
+            feed.name,
+            shown,
+            asked,
+            first,
+            last,
+        )
+        return outside
     raise IngestError(
-        f"{feed.path('observations')}: nothing delivered for {shown}: the delivery holds local dates "
-        f"{first} .. {last}; ingest those dates, or add the new days' files to the feed's landing folder "
-        "(docs/landing.md, 'Deliveries day after day')",
+        f"{feed.path('observations')}: feed {feed.name!r} of {city.name}: nothing delivered for {asked} (the dates "
+        f"asked): the delivery holds local dates {first} .. {last}; ingest dates in that range, or add the new "
+        "days' files to the feed's landing folder (docs/landing.md, 'Deliveries day after day')",
         file=feed.path("observations"),
-        value=shown,
+        key="observations",
+        value=asked,
         allowed=f"dates {first} .. {last}",
     )
+
+
+def _newest_delivery(
+    feed: FeedConfig, delivery: Any, local_ts: np.ndarray
+) -> tuple[Any, dict[str, dict[str, Any]]]:
+    """A re-delivered day is the newest file's: the day's rows of an older file it re-delivers are dropped.
+
+    Files are deliveries in name order. When a later file holds a row of the same source and local
+    wall-clock time on the same local date as an earlier file, the later file re-delivers that day:
+    *every* row of that day from the earlier file is left out (superseded), so a day is never half
+    old and half new. Files that hold different rows of one day (hourly files, a day cut at UTC
+    midnight) are complementary and all read.
+
+    Returns
+    -------
+    delivery
+        The delivery without the superseded rows (the same object when nothing is superseded).
+    dict
+        Per local date with superseded rows: ``{"rows": n, "files": [superseded file names],
+        "by": [names of the files that deliver the day]}`` (the day's report ``superseded``).
+    """
+    files = delivery.files
+    if delivery.file_of_row is None or len(files) < 2:
+        return delivery, {}
+    day = local_ts.astype("datetime64[D]")
+    dated = np.flatnonzero(~np.isnat(local_ts))
+    rows = pd.DataFrame(
+        {
+            "day": day[dated],
+            "file": delivery.file_of_row[dated],
+            "source": delivery.frame["source_id"].to_numpy(dtype=object, na_value=None)[dated],
+            "local": local_ts[dated],
+        }
+    )
+    newest = rows.groupby(["day", "source", "local"], dropna=True)["file"].transform("max")
+    redone = rows.loc[newest.to_numpy() > rows["file"].to_numpy(), ["day", "file"]].drop_duplicates()
+    if redone.empty:
+        return delivery, {}
+    old = pd.MultiIndex.from_frame(rows[["day", "file"]]).isin(pd.MultiIndex.from_frame(redone))
+    drop = dated[old]
+    out: dict[str, dict[str, Any]] = {}
+    for d, group in rows[old].groupby("day"):
+        date = str(np.datetime64(d, "D"))
+        old_files = sorted(set(group["file"].tolist()))
+        kept = sorted(set(rows.loc[(rows["day"] == d) & ~old, "file"].tolist()))
+        out[date] = {
+            "rows": len(group),
+            "files": [files[i].rsplit("/", 1)[-1] for i in old_files],
+            "by": [files[i].rsplit("/", 1)[-1] for i in kept],
+        }
+        log.warning(
+            "%s: %s re-delivered by %s: its %d row(s) from %s replaced",
+            feed.name,
+            date,
+            out[date]["by"],
+            len(group),
+            out[date]["files"],
+        )
+    keep = np.setdiff1d(np.arange(len(delivery.frame)), drop)
+    return delivery.take(keep), out
 
 
 def _registry_geometries(store: Lake, keys: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
@@ -899,9 +990,13 @@ def _write_day(
     marked: int = 0,
     source: str = "",
     held: dict[str, Any] | None = None,
+    nothing_delivered: bool = False,
+    superseded: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write one day's partitions and report; not the data when ``held`` (its stored report) has the same content."""
     report = _report(city, feed, day, accepted, quarantined, version, until, marked)
+    report["nothing_delivered"] = nothing_delivered
+    report["superseded"] = superseded
     if report["rows_read"] != rows_read or rows_read != report["rows_accepted"] + report["rows_quarantined"]:
         raise AssertionError(
             f"{city.name}/{feed.name} {day}: rows_read {rows_read} != accepted {report['rows_accepted']} "

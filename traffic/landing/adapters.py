@@ -206,10 +206,28 @@ class Delivery:
         ``records(rows)`` -> JSON object text per landing row position: the delivered
         fields under their delivered names, as delivered (CSV text, Parquet values;
         ``inf`` as the text ``"inf"``), plus ``_line`` (1-based line in a CSV file).
+    files : tuple of str
+        The delivered files, in the order they were read (name order: delivery order).
+    file_of_row : numpy.ndarray or None
+        int64 per row of ``frame``: the index in ``files`` of the file it came from (None when
+        there are no files, e.g. an empty delivery).
     """
 
     frame: pd.DataFrame
     records: Callable[[np.ndarray], list[str]]
+    files: tuple[str, ...] = ()
+    file_of_row: np.ndarray | None = None
+
+    def take(self, rows: np.ndarray) -> Delivery:
+        """The delivery of ``rows`` only (positions in :attr:`frame`), in that order; ``records`` follows."""
+        rows = np.asarray(rows, dtype=np.int64)
+        parent = self.records
+
+        def records(sub: np.ndarray) -> list[str]:
+            return parent(rows[np.asarray(sub, dtype=np.int64)])
+
+        frame = self.frame.iloc[rows].reset_index(drop=True)
+        return Delivery(frame, records, self.files, None if self.file_of_row is None else self.file_of_row[rows])
 
 
 def _fault_codes(garbage: np.ndarray) -> np.ndarray:
@@ -240,10 +258,13 @@ def _delivery(
     return Delivery(frame, records or _no_records)
 
 
-def _combine(parts: list[Delivery]) -> Delivery:
+def _combine(parts: list[Delivery], paths: list[str]) -> Delivery:
+    """One delivery of the parts read from ``paths`` (one part per file, in name order)."""
+    sizes = [len(p.frame) for p in parts]
+    file_of_row = np.repeat(np.arange(len(parts), dtype=np.int64), sizes)
     if len(parts) == 1:
-        return parts[0]
-    offsets = np.cumsum([0] + [len(p.frame) for p in parts])
+        return Delivery(parts[0].frame, parts[0].records, tuple(paths), file_of_row)
+    offsets = np.cumsum([0, *sizes])
     frame = pd.concat([p.frame for p in parts], ignore_index=True)
 
     def records(rows: np.ndarray) -> list[str]:
@@ -255,7 +276,7 @@ def _combine(parts: list[Delivery]) -> Delivery:
             out[sel] = parts[k].records(rows[sel] - offsets[k])
         return out.tolist()
 
-    return Delivery(frame, records)
+    return Delivery(frame, records, tuple(paths), file_of_row)
 
 
 def _delivered_at(path: Any) -> pd.Timestamp | None:
@@ -370,6 +391,7 @@ def telraam_observations(feed: FeedConfig) -> Delivery:
         mostly not numbers.
     """
     parts = []
+    paths: list[str] = []
     wants_speed = "speed_kmh" in feed.channels
     min_cars = float(feed.options.get("min_speed_cars", TELRAAM_MIN_SPEED_CARS))
     for path in resolve_files(feed.path("observations"), PARQUET_SUFFIXES):
@@ -400,7 +422,8 @@ def telraam_observations(feed: FeedConfig) -> Delivery:
         frame = pd.DataFrame(out)[list(OBSERVATION_SCHEMAS["camera"].names)]
         fault = _fault_codes(garbage)
         parts.append(_delivery(frame, fault, marked, _delivered_at(path), _frame_records(raw)))
-    return _combine(parts)
+        paths.append(file)
+    return _combine(parts, paths)
 
 
 def telraam_registry(feed: FeedConfig) -> pd.DataFrame:
@@ -471,7 +494,19 @@ def metr_la_observations(feed: FeedConfig) -> Delivery:
         Missing options, unreadable/truncated file, wrong delimiter, a column that is
         mostly not numbers, or a line count that does not fit.
     """
-    path = resolve_files(feed.path("observations"), CSV_SUFFIXES)[0]
+    files = resolve_files(feed.path("observations"), CSV_SUFFIXES)
+    if len(files) > 1:  # rows without timestamps: a second file cannot say when its rows are
+        shown = [f.name for f in files[:5]] + (["..."] if len(files) > 5 else [])
+        raise IngestError(
+            f"{feed.path('observations')}: feed {feed.name!r} (adapter 'metr_la') reads one file, found "
+            f"{len(files)}: {shown}; its rows have no timestamps (they start at option `start_local`), so a "
+            "second file cannot say when its rows are: deliver the whole span as one file (extend `end_local`), "
+            "or deliver new days with timestamps (adapter 'canonical', docs/landing.md)",
+            file=feed.path("observations"),
+            value=str(len(files)),
+            allowed="one .csv file",
+        )
+    path = files[0]
     file = str(path)
     raw_start = str(_option(feed, "start_local", file))
     start = _local_time_option(feed, "start_local", raw_start, file)
@@ -536,7 +571,7 @@ def metr_la_observations(feed: FeedConfig) -> Delivery:
             out.append(json.dumps(rec, ensure_ascii=False))
         return out
 
-    return _delivery(frame, fault.ravel(), marker.ravel().astype(np.int16), _delivered_at(path), records)
+    return _combine([_delivery(frame, fault.ravel(), marker.ravel().astype(np.int16), _delivered_at(path), records)], [file])
 
 
 def _local_time_option(feed: FeedConfig, key: str, raw: str, file: str) -> pd.Timestamp:
@@ -659,6 +694,7 @@ def canonical_observations(feed: FeedConfig) -> Delivery:
     measurements = MEASUREMENTS[kind]
     expected = list(OBSERVATION_SCHEMAS[kind].names)
     parts = []
+    paths: list[str] = []
     for path in resolve_files(feed.path("observations"), CSV_SUFFIXES + PARQUET_SUFFIXES):
         file = str(path)
         bad_line: np.ndarray
@@ -700,7 +736,8 @@ def canonical_observations(feed: FeedConfig) -> Delivery:
         if not pd.api.types.is_datetime64_any_dtype(frame["timestamp"].dtype):
             frame["timestamp"] = frame["timestamp"].astype("string")
         parts.append(_delivery(frame[expected], fault, marked, _delivered_at(path), records))
-    delivery = _combine(parts)
+        paths.append(file)
+    delivery = _combine(parts, paths)
     if len(parts) > 1 and not pd.api.types.is_datetime64_any_dtype(delivery.frame["timestamp"].dtype):
         delivery.frame["timestamp"] = delivery.frame["timestamp"].astype("string")
     return delivery
