@@ -114,7 +114,9 @@ def la_grid() -> GridTensor:
 def berlin_grid() -> GridTensor:
     """Telraam counts on a ~1 km grid (EPSG:25833), hourly, four ``telraam.*`` channels."""
     cols = {"car_total": "car", "heavy_total": "heavy", "bike_total": "bike", "ped_total": "pedestrian"}
-    df = pd.read_parquet(BERLIN_DIR / "observations" / "traffic_df_2024_10-2024_12.parquet", columns=["segment_id", "date_local", *cols])
+    df = pd.read_parquet(
+        BERLIN_DIR / "observations" / "traffic_df_2024_10-2024_12.parquet", columns=["segment_id", "date_local", *cols]
+    )
     feats = json.loads((BERLIN_DIR / "bzm_telraam_segments.geojson").read_text())["features"]
     seg = np.array([f["properties"]["segment_id"] for f in feats], dtype=np.int64)
     first = np.array([f["geometry"]["coordinates"][0][0] for f in feats], dtype=np.float64)  # first vertex

@@ -345,7 +345,10 @@ def test_the_plausibility_table_is_validated_at_load(tmp_path):
 def test_a_range_the_delivery_does_not_hold_is_an_error_not_empty_partitions(tmp_path, telraam_day):
     city = telraam_city(tmp_path / "raw", telraam_day)
     ingest_registry(city, city.feeds[0])
-    with pytest.raises(IngestError, match=r"feed .telraam. of \w+: nothing delivered for 2025-01-01 \.\. 2025-01-02 \(the dates asked\): the delivery holds") as info:
+    with pytest.raises(
+        IngestError,
+        match=r"feed .telraam. of \w+: nothing delivered for 2025-01-01 \.\. 2025-01-02 \(the dates asked\): the delivery holds",
+    ) as info:
         ingest_range(city, city.feeds[0], "2025-01-01", "2025-01-02")
     assert f"local dates {TELRAAM_DAY} .. {TELRAAM_DAY}" in str(info.value)
     assert data_files() == {}

@@ -906,9 +906,7 @@ def _check_delivered(city: CityConfig, feed: FeedConfig, days: list[str], local_
     )
 
 
-def _newest_delivery(
-    feed: FeedConfig, delivery: Any, local_ts: np.ndarray
-) -> tuple[Any, dict[str, dict[str, Any]]]:
+def _newest_delivery(feed: FeedConfig, delivery: Any, local_ts: np.ndarray) -> tuple[Any, dict[str, dict[str, Any]]]:
     """A re-delivered day is the newest file's: the day's rows of an older file it re-delivers are dropped.
 
     Files are deliveries in name order. When a later file holds a row of the same source and local

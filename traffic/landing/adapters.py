@@ -571,7 +571,9 @@ def metr_la_observations(feed: FeedConfig) -> Delivery:
             out.append(json.dumps(rec, ensure_ascii=False))
         return out
 
-    return _combine([_delivery(frame, fault.ravel(), marker.ravel().astype(np.int16), _delivered_at(path), records)], [file])
+    return _combine(
+        [_delivery(frame, fault.ravel(), marker.ravel().astype(np.int16), _delivered_at(path), records)], [file]
+    )
 
 
 def _local_time_option(feed: FeedConfig, key: str, raw: str, file: str) -> pd.Timestamp:
