@@ -703,7 +703,9 @@ def melbourne_pedestrian_observations(feed: FeedConfig) -> Delivery:
         frame["pedestrian"] = counts
         frame["uptime"] = np.where(np.isnan(counts), np.nan, 1.0)
         marked = (parsed.marker | not_counted).astype(np.int16)
-        parts.append(_delivery(frame[names], _fault_codes(parsed.garbage), marked, _delivered_at(path), _frame_records(raw)))
+        parts.append(
+            _delivery(frame[names], _fault_codes(parsed.garbage), marked, _delivered_at(path), _frame_records(raw))
+        )
     return _combine(parts)
 
 
