@@ -16,7 +16,7 @@ def _berlin() -> dict:
 
 
 def test_shipped_cities_load():
-    assert list_cities() == ["berlin", "los_angeles"]
+    assert list_cities() == ["berlin", "los_angeles", "melbourne"]
     la = load_city("los_angeles")
     assert la.channels == ("metr.speed_kmh",)
     assert la.bin_seconds == 900
@@ -222,7 +222,7 @@ def test_feed_paths_resolve_against_the_city_file(tmp_path, monkeypatch):
 
 def test_shipped_city_paths_are_written_relative_to_the_cities_folder(monkeypatch):
     monkeypatch.chdir(PROJECT_ROOT / "data")  # whatever the working directory
-    for city in ("berlin", "los_angeles"):
+    for city in ("berlin", "los_angeles", "melbourne"):
         for f in load_city(city).feeds:
             assert f.observations.startswith("../data/samples/") and f.registry.startswith("../data/samples/")
             assert Path(f.path("observations")).is_dir() and Path(f.path("registry")).is_file()  # a landing folder

@@ -56,10 +56,13 @@ def test_dagbag_imports_without_errors(parsed):
     assert parsed["dag_ids"] == [
         "ingest_berlin",
         "ingest_los_angeles",
+        "ingest_melbourne",
         "nightly_berlin",
         "nightly_los_angeles",
+        "nightly_melbourne",
         "refresh_berlin",
         "refresh_los_angeles",
+        "refresh_melbourne",
     ]
 
 

@@ -43,7 +43,7 @@ _T = TypeVar("_T", bound=BaseModel)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-ADAPTERS = ("telraam", "metr_la", "canonical")
+ADAPTERS = ("telraam", "metr_la", "melbourne_pedestrian", "canonical")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
@@ -113,7 +113,7 @@ class FeedConfig:
         Feed id, used as the ``feed=`` partition key.
     kind : {"sensor", "camera"}
         Landing contract the adapter produces.
-    adapter : {"telraam", "metr_la", "canonical"}
+    adapter : {"telraam", "metr_la", "melbourne_pedestrian", "canonical"}
         How raw files become the landing contract.
     observations, registry : str
         Paths or URIs of the raw files; a relative path resolves against ``base``.
@@ -376,7 +376,7 @@ class _OptionsTable(_Table):
 class _FeedTable(_Table):
     name: Name
     kind: Literal["sensor", "camera"]
-    adapter: Literal["telraam", "metr_la", "canonical"]
+    adapter: Literal["telraam", "metr_la", "melbourne_pedestrian", "canonical"]
     observations: str = Field(min_length=1)
     registry: str = Field(min_length=1)
     channels: list[str]

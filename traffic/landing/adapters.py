@@ -19,6 +19,9 @@ Adapters (``FeedConfig.adapter``)
     ``telraam``   Telraam hourly parquet (``date_local`` naive local) + segment GeoJSON.
     ``metr_la``   METR-LA wide CSV (header = sensor ids, no timestamp column, mph) +
                   ``graph_sensor_locations.csv``.
+    ``melbourne_pedestrian``
+                  City of Melbourne pedestrian counts (Parquet ``ts_local`` naive local,
+                  ``sensor_id``, ``count`` with -1 = missing) + ``sensors.csv`` points.
     ``canonical`` the canonical landing format of :mod:`traffic.landing.contract`.
 """
 
@@ -82,6 +85,11 @@ ADAPTER_OPTIONS: dict[str, dict[str, str]] = {
         "registry_crs": "CRS of the registry's longitude/latitude columns when not WGS84, e.g. 'EPSG:2229'",
         "registry_max_rejected_share": "share of rejected sources (0..1) above which ingest fails (default 0.5)",
     },
+    "melbourne_pedestrian": {
+        "interval_s": "seconds one row covers (default 3600)",
+        "registry_csv_delimiter": "field delimiter of the sensors CSV (default ',')",
+        "registry_max_rejected_share": "share of rejected sources (0..1) above which ingest fails (default 0.5)",
+    },
     "canonical": {
         "interval_s": "seconds every row covers, when the files have no interval_s column",
         "csv_delimiter": "field delimiter of the observation CSVs (default ',')",
@@ -102,6 +110,10 @@ TELRAAM_COLUMNS = {
     "uptime": "uptime",
     "v85": "speed_kmh",
 }
+
+#: Melbourne pedestrian parquet columns, and the count the source writes for "not counted".
+MELBOURNE_COLUMNS = ("ts_local", "sensor_id", "count")
+MELBOURNE_MISSING_COUNT = -1.0
 
 #: Registry attributes kept from a Telraam segment feature (output key -> dotted property path).
 TELRAAM_ATTRIBUTES = {
@@ -655,22 +667,94 @@ def metr_la_registry(feed: FeedConfig) -> pd.DataFrame:
     ``"EPSG:2229"``): then ``longitude``/``latitude`` hold x/y in that CRS and are
     reprojected.
     """
+    return _csv_point_registry(feed, "sensor_id", "longitude", "latitude")
+
+
+def _csv_point_registry(feed: FeedConfig, id_column: str, lon_column: str, lat_column: str) -> pd.DataFrame:
+    """A registry CSV of points (one row per sensor) -> landing registry frame; other columns -> attributes.
+
+    A blank coordinate leaves the source without geometry (rejected by ingest as
+    ``missing_geometry``); a coordinate that is not a number refuses the file.
+    """
     path = resolve_files(feed.path("registry"), CSV_SUFFIXES)[0]
     file = str(path)
-    raw = _registry_csv(feed, path, {"sensor_id": "string"})
-    require_columns(raw, ["sensor_id", "latitude", "longitude"], file)
-    lon = numeric_column(raw["longitude"], file=file, column="longitude", expected="WGS84 longitude in degrees")
-    lat = numeric_column(raw["latitude"], file=file, column="latitude", expected="WGS84 latitude in degrees")
+    raw = _registry_csv(feed, path, {id_column: "string"})
+    require_columns(raw, [id_column, lat_column, lon_column], file)
+    lon = numeric_column(raw[lon_column], file=file, column=lon_column, expected="WGS84 longitude in degrees")
+    lat = numeric_column(raw[lat_column], file=file, column=lat_column, expected="WGS84 latitude in degrees")
     lon, lat = _declared_crs_points(feed, lon, lat, file)
-    rest = raw.drop(columns=["sensor_id", "latitude", "longitude"])
+    rest = raw.drop(columns=[id_column, lat_column, lon_column])
     return pd.DataFrame(
         {
-            "source_id": source_ids(raw["sensor_id"]),
+            "source_id": source_ids(raw[id_column]),
             "geometry": _points(lon, lat),
             "unparsed": np.zeros(len(raw), dtype=bool),
             "attributes": _attributes_json(rest),
         }
     )
+
+
+# --------------------------------------------------------------------------------------
+# melbourne_pedestrian
+
+
+def melbourne_pedestrian_observations(feed: FeedConfig) -> Delivery:
+    """City of Melbourne hourly pedestrian counts (Parquet) -> camera landing frame.
+
+    ``source_id`` = ``str(sensor_id)``, ``timestamp`` = ``ts_local`` as delivered (naive
+    Australia/Melbourne wall-clock time; the contract's DST rule turns it into UTC at
+    validation), ``interval_s`` = 3600 (or option ``interval_s``), ``pedestrian`` = ``count``.
+
+    The delivery is a regular 24 rows per local day and sensor, whatever the wall clock did:
+
+    * the repeated April hour (02:00 twice) is delivered once per sensor: by the contract that
+      one row is the summer-time (DST) instant, and the standard-time hour after it is absent;
+    * the skipped October hour (02:00 that never existed) is delivered, with 0 for every
+      sensor: validation quarantines it as ``nonexistent_local_time``, never a zero count.
+
+    The source writes -1 for an hour it did not count: that is a missing marker (null count,
+    ``marked``: quarantined as ``marked_missing``), as is a null (``all_values_null``); never
+    a zero. The counters count the whole hour, so ``uptime`` is 1 where a count was delivered
+    (rasterize's uptime correction leaves it unchanged) and null where none was; ``car``,
+    ``heavy``, ``bike`` and ``speed_kmh`` are null.
+
+    Raises
+    ------
+    IngestError
+        A file is unreadable or lacks one of :data:`MELBOURNE_COLUMNS`, or ``count`` is
+        mostly not numbers.
+    """
+    parts = []
+    names = list(OBSERVATION_SCHEMAS["camera"].names)
+    for path in resolve_files(feed.path("observations"), PARQUET_SUFFIXES):
+        file = str(path)
+        raw = read_parquet(path, columns=list(MELBOURNE_COLUMNS))
+        parsed = parse_numbers(raw["count"], file=file, column="count", expected="pedestrians counted in the hour")
+        counts = parsed.values.copy()
+        not_counted = counts == MELBOURNE_MISSING_COUNT
+        counts[not_counted] = np.nan
+        frame = pd.DataFrame({n: np.full(len(raw), np.nan) for n in names})
+        frame["source_id"] = source_ids(raw["sensor_id"])
+        frame["timestamp"] = _timestamp_column(raw["ts_local"], file=file, column="ts_local")
+        frame["interval_s"] = float(feed.options.get("interval_s", 3600))
+        frame["pedestrian"] = counts
+        frame["uptime"] = np.where(np.isnan(counts), np.nan, 1.0)
+        marked = (parsed.marker | not_counted).astype(np.int16)
+        parts.append(
+            _delivery(frame[names], _fault_codes(parsed.garbage), marked, _delivered_at(path), _frame_records(raw))
+        )
+    return _combine(parts)
+
+
+def melbourne_pedestrian_registry(feed: FeedConfig) -> pd.DataFrame:
+    """``sensors.csv`` (``sensor_id, installed, lat, lon, name``, WGS84) -> registry frame of points.
+
+    ``installed`` and ``name`` are kept as attributes. A sensor without a location (blank
+    ``lat`` or ``lon``) has no geometry: ingest rejects it (``missing_geometry``, in
+    ``rejected.parquet``) and quarantines its counts as ``unknown_source``; a coordinate that
+    is not a number refuses the file (an :class:`IngestError` naming file, column and value).
+    """
+    return _csv_point_registry(feed, "sensor_id", "lon", "lat")
 
 
 # --------------------------------------------------------------------------------------
@@ -944,11 +1028,13 @@ def _parse_geometry(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 OBSERVATION_ADAPTERS: dict[str, Callable[[FeedConfig], Delivery]] = {
     "telraam": telraam_observations,
     "metr_la": metr_la_observations,
+    "melbourne_pedestrian": melbourne_pedestrian_observations,
     "canonical": canonical_observations,
 }
 REGISTRY_ADAPTERS: dict[str, Callable[[FeedConfig], pd.DataFrame]] = {
     "telraam": telraam_registry,
     "metr_la": metr_la_registry,
+    "melbourne_pedestrian": melbourne_pedestrian_registry,
     "canonical": canonical_registry,
 }
 
