@@ -62,7 +62,7 @@ def test_melbourne_config_loads(melbourne):
     assert melbourne.channels == ("pcs.pedestrian",)  # a count channel: a volume index, never congestion
     feed = melbourne.feed("pcs")
     assert (feed.kind, feed.adapter) == ("camera", "melbourne_pedestrian")
-    assert Path(feed.path("observations")) == COUNTS and Path(feed.path("registry")) == SENSORS
+    assert Path(feed.path("observations")) == COUNTS.parent and Path(feed.path("registry")) == SENSORS
     f = melbourne.forecast
     assert (f.context_steps, f.holdout_days, f.backtest_folds) == (24, 28, 4)
     assert f.train_days >= 112

@@ -725,9 +725,11 @@ def melbourne_pedestrian_observations(feed: FeedConfig) -> Delivery:
         mostly not numbers.
     """
     parts = []
+    paths: list[str] = []
     names = list(OBSERVATION_SCHEMAS["camera"].names)
     for path in resolve_files(feed.path("observations"), PARQUET_SUFFIXES):
         file = str(path)
+        paths.append(file)
         raw = read_parquet(path, columns=list(MELBOURNE_COLUMNS))
         parsed = parse_numbers(raw["count"], file=file, column="count", expected="pedestrians counted in the hour")
         counts = parsed.values.copy()
@@ -743,7 +745,7 @@ def melbourne_pedestrian_observations(feed: FeedConfig) -> Delivery:
         parts.append(
             _delivery(frame[names], _fault_codes(parsed.garbage), marked, _delivered_at(path), _frame_records(raw))
         )
-    return _combine(parts)
+    return _combine(parts, paths)
 
 
 def melbourne_pedestrian_registry(feed: FeedConfig) -> pd.DataFrame:
