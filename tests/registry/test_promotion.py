@@ -206,3 +206,29 @@ def test_an_incumbent_that_was_not_scored_is_not_comparable():
     assert d.serves == "base_head" and "not comparable" in d.reason
     with pytest.raises(ValueError, match="no candidate has a finite backtest score"):
         decide_serving({"model": math.nan}, {}, gates=BT_GATES, incumbent=None)
+
+
+def test_the_best_that_is_significantly_better_serves_when_the_best_by_score_is_not():
+    """The lowest score spans zero against GBM; the next one beats every gate significantly: it serves."""
+    from traffic.forecast.backtest import Comparison
+    from traffic.registry.promotion import decide_serving
+
+    scores = {"base": 222.6, "model": 224.1, "gbm": 230.4, "seasonal_average": 245.8}
+    sig, wide = Comparison(-0.025, -0.041, -0.008, 28), Comparison(-0.022, -0.046, 0.003, 28)
+    comparisons = {
+        ("base", "gbm"): wide,
+        ("base", "seasonal_average"): Comparison(-0.09, -0.12, -0.06, 28),
+        ("model", "gbm"): sig,
+        ("model", "seasonal_average"): Comparison(-0.08, -0.11, -0.05, 28),
+    }
+    d = decide_serving(scores, comparisons, gates=("gbm", "seasonal_average"), incumbent=None)
+    assert d.best == "base" and d.serves == "model" and d.promote
+    assert "the next best 'model'" in d.reason and "gbm -2.50 % [-4.1, -0.8] (significant)" in d.reason
+    # the incumbent ranked above every runner-up keeps serving
+    d = decide_serving(
+        {**scores, "champion": 223.0},
+        {**comparisons, ("base", "champion"): wide, ("model", "champion"): sig},
+        gates=("gbm", "seasonal_average"),
+        incumbent="champion",
+    )
+    assert d.serves == "champion" and not d.promote

@@ -229,13 +229,33 @@ def decide_serving(
     pool = [c for c in (*NETWORK_VARIANTS, *gates) if c in finite]
     if not pool:
         raise ValueError(f"no candidate has a finite backtest score: {dict(scores)}")
-    best = min(pool, key=lambda k: finite[k])
-    against = {o: comparisons[(best, o)] for o in finite if o != best and (best, o) in comparisons}
     comparable = incumbent is not None and incumbent in finite
-    required = [g for g in gates if g != best and g in finite] if best in NETWORK_VARIANTS else []
-    if comparable and incumbent is not None and incumbent != best and incumbent not in required:
-        required.append(incumbent)
-    failed = [r for r in required if r not in against or not against[r].better]
+
+    def must_beat(cand: str) -> list[str]:
+        """What ``cand`` must be significantly better than: every gate (a network variant) and the incumbent."""
+        req = [g for g in gates if g != cand and g in finite] if cand in NETWORK_VARIANTS else []
+        if comparable and incumbent is not None and incumbent != cand and incumbent not in req:
+            req.append(incumbent)
+        return req
+
+    def fails(cand: str) -> list[str]:
+        return [r for r in must_beat(cand) if (cand, r) not in comparisons or not comparisons[(cand, r)].better]
+
+    ranked = sorted(pool, key=lambda k: finite[k])
+    best = ranked[0]
+    against = {o: comparisons[(best, o)] for o in finite if o != best and (best, o) in comparisons}
+    required = must_beat(best)
+    failed = fails(best)
+    # the best by score is not significantly better than what it must beat: the next ones in score order
+    # (up to the incumbent's own place) may be; the first that is serves (its evidence, not the best's, decides)
+    runner_up = None
+    if failed and best != incumbent:
+        for cand in ranked[1:]:
+            if cand == incumbent or (comparable and incumbent is not None and finite[cand] >= finite[incumbent]):
+                break  # what serves now scores better than the rest
+            if must_beat(cand) and not fails(cand):
+                runner_up = cand
+                break
 
     def cmp_text(o: str) -> str:
         c = against.get(o)
@@ -259,6 +279,14 @@ def decide_serving(
     elif not failed:
         serves = best
         reason = f"{'promoted' if best in NETWORK_VARIANTS else 'switched'}: {head} is better than {vs}"
+    elif runner_up is not None:
+        serves = runner_up
+        ru_vs = "; ".join(f"{o} {comparisons[(runner_up, o)].text()} (significant)" for o in must_beat(runner_up))
+        reason = (
+            f"{'promoted' if runner_up in NETWORK_VARIANTS else 'switched'}: {head} is not significantly better than "
+            f"{', '.join(failed)} (compared: {vs}); the next best {runner_up!r} (mean RMSE {finite[runner_up]:.4f}) "
+            f"is better than {ru_vs}"
+        )
     elif comparable:
         serves = incumbent  # type: ignore[assignment]
         reason = (
