@@ -880,7 +880,7 @@ def _score_champion_combination(
     if recorded is None or combo.groups[-1][2] != fc.horizon_steps:
         return unscored, f"; champion v{current['version']} (a combination) was not scored on this run's folds"
     n_days = int(recorded.day_of_bin.max()) + 1  # the holdout's target days (day_index's codes)
-    own = HoldoutPredictions(recorded.day_of_bin)
+    own = HoldoutPredictions(recorded.day_of_bin, recorded.seen)
     for m in combo.members:
         if m in NETWORK_VARIANTS:
             module = load_serving_module(current["run_id"], current["model_uri"], variant=m, registry=res.registry)
@@ -892,10 +892,10 @@ def _score_champion_combination(
                 holdout_days=fc.holdout_days,
                 daily=RecordingErrors(recorded.day_of_bin, n_days, fc.horizon_steps, own, m),
             )
-    y, day, step, ch = recorded.points()
+    pts = recorded.points()
     x = np.stack([(own if m in own.values else recorded).matrix([m])[:, 0] for m in combo.members], axis=1)
     errors = daily if daily is not None else DailyErrors(recorded.day_of_bin, n_days, fc.horizon_steps)
-    errors.add_points(combo.predict_points(x, step, ch) - y, day, step, ch, len(combo.channels))
+    errors.add_points(combo.predict_points(x, pts) - pts.y, pts.day, pts.step, pts.channel, len(combo.channels))
     n = errors.n.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         mae = np.where(n > 0, errors.sae.sum(axis=0) / np.maximum(n, 1), np.nan)
@@ -1494,9 +1494,10 @@ def _combination_forecast(
             artefacts[m] = variant_artefacts(current["run_id"], m)
         else:
             preds[m], lows[m], highs[m] = _baseline_forecast(c, grid, m, t_last)
-    pred = combo.apply(preds)
+    fresh = grid.mask[t_last]  # (C, H, W): the cell saw the channel in the origin's bin (the weights' regime)
+    pred = combo.apply(preds, fresh)
     full = len(lows) == len(combo.members)
-    lower, upper = (combo.apply(lows), combo.apply(highs)) if full else (None, None)
+    lower, upper = (combo.apply(lows, fresh), combo.apply(highs, fresh)) if full else (None, None)
     spec = {
         "kind": "model",
         "candidate": name,

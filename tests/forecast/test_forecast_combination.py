@@ -82,8 +82,8 @@ def test_weights_follow_each_member_where_it_is_good_and_never_lose_to_the_best_
     tags = [t for t, _, _ in comb.groups]
     assert tags == ["h01", "h02-03", "h04-06"]
     # the first hour: the network carries the combination; later it is (almost) dropped
-    assert (comb.weights[0, :, 0] > 0.9).all()
-    assert (comb.weights[2, :, 0] < 0.1).all()
+    assert (comb.weights[0, :, :, 0] > 0.9).all()  # no stale points here: both regimes take the pooled fit
+    assert (comb.weights[2, :, :, 0] < 0.1).all()
     assert (comb.weights >= 0).all()
     # cross-fitted: the combination is at least as good as the best member in every group
     for tag, steps in bt.groups()[:-1]:
@@ -114,12 +114,24 @@ def test_the_served_spec_round_trips_and_applies_group_weights_per_step():
     w[1, 0] = [0.25, 0.75]
     c = Combination("combination", ("model", "gbm"), (("h01", 0, 1), ("h02-03", 1, 3)), ("a.x",), w, np.zeros(0))
     back = loads(dumps([c]))["combination"]
-    np.testing.assert_allclose(back.weights, w)
+    np.testing.assert_allclose(back.weights, np.stack([w, w], axis=2))  # weights without regimes: both alike
     a, b = np.full((3, 1, 2, 2), 4.0), np.full((3, 1, 2, 2), 8.0)
     out = back.apply({"model": a, "gbm": b})
     np.testing.assert_allclose(out[0], 4.0)
     np.testing.assert_allclose(out[1:], 7.0)
-    assert "| h02-03 | a.x | 0.25 | 0.75 |" in back.weights_table()
+    assert "| h02-03 | a.x | fresh | 0.25 | 0.75 |" in back.weights_table()
+    # a cell that did not see its channel in the origin's bin takes the stale regime's weights
+    w4 = np.stack([w, w], axis=2)  # (G, C, 2, K)
+    assert (
+        loads(dumps([Combination("c", ("model", "gbm"), c.groups, ("a.x",), w4, np.zeros(0))]))["c"].weights.shape
+        == w4.shape
+    )
+    w4[:, :, 0] = [0.0, 1.0]  # stale: gbm alone
+    c4 = Combination("combination", ("model", "gbm"), c.groups, ("a.x",), w4, np.zeros(0))
+    fresh = np.array([[[True, False], [True, True]]])  # (C, H, W)
+    out = c4.apply({"model": a, "gbm": b}, fresh)
+    np.testing.assert_allclose(out[:, 0, 0, 1], 8.0)
+    np.testing.assert_allclose(out[0, 0, 0, 0], 4.0)
 
 
 def test_point_errors_count_like_batch_errors():
@@ -132,8 +144,8 @@ def test_point_errors_count_like_batch_errors():
     pred = g.values[tidx] + 1.5
     a.update(pred, g.values[tidx], g.mask[tidx], tidx)
     store.add("x", pred, g.values[tidx], g.mask[tidx], tidx)
-    y, d, h, c = store.points()
-    b.add_points(store.matrix(["x"])[:, 0] - y, d, h, c, 2)
+    pts = store.points()
+    b.add_points(store.matrix(["x"])[:, 0] - pts.y, pts.day, pts.step, pts.channel, 2)
     np.testing.assert_allclose(a.sse, b.sse, rtol=1e-5)
     np.testing.assert_array_equal(a.n, b.n)
     np.testing.assert_allclose(a.sse_c, b.sse_c, rtol=1e-5)
@@ -146,3 +158,35 @@ def test_a_single_fold_is_forecast_with_the_plain_average_not_with_weights_fitte
     comb = combine(store, bt, members=members)[0]
     np.testing.assert_allclose(comb.fold_weights[0], 1.0 / 3)
     assert not np.allclose(comb.weights, 1.0 / 3)  # the serving weights are fitted on the whole holdout
+
+
+def test_weights_are_fitted_apart_for_cells_whose_last_value_is_stale():
+    """After a gap the network's short-horizon edge is gone: the stale regime leans on the other members."""
+    g = _grid(days=8)
+    seen = np.ones(g.mask.shape, dtype=bool)
+    seen[::2] = False  # every other origin bin unobserved: half the points are stale
+    members = ("model", "base_head", "gbm")
+    rng = np.random.default_rng(3)
+    day_of_bin, days = day_index(g, 24 * 4)
+    store = HoldoutPredictions(day_of_bin, seen)
+    bt = Backtest(
+        days,
+        fold_plan(days, 4),
+        3600,
+        {m: RecordingErrors(day_of_bin, len(days), H_OUT, store, m) for m in members},
+        tuple(g.channels),
+    )
+    for te in np.arange(24 * 4 - 1, g.shape[0] - H_OUT)[:, None]:
+        tidx = te[:, None] + np.arange(1, H_OUT + 1)[None, :]
+        y, m = g.values[tidx], g.mask[tidx]
+        noise = 0.1 if seen[te[0], 0, 0, 0] else 6.0  # the network is good only after a fresh value
+        preds = {
+            "model": y + noise * rng.normal(size=y.shape),
+            "base_head": y + 2.0 * rng.normal(size=y.shape),
+            "gbm": y + 1.5 * rng.normal(size=y.shape),
+        }
+        for name in members:
+            bt.errors[name].update(preds[name].astype(np.float32), y, m, tidx)
+    comb = combine(store, bt, members=members)[0]
+    assert (comb.weights[0, :, 1, 0] > 0.9).all()  # fresh: the network
+    assert (comb.weights[0, :, 0, 0] < 0.2).all()  # stale: hardly

@@ -75,7 +75,7 @@ def test_evaluate_reports_every_model_on_the_same_holdout(report, grid):
     assert {"combination", "combination_without_network", "model", "gbm"} <= set(comb["backtest"])
     assert set(comb["weights"]) == {"combination", "combination_without_network"}
     w = np.asarray(comb["weights"]["combination"]["weights"])
-    assert w.shape == (2, 2, 7) and (w >= 0).all()
+    assert w.shape == (2, 2, 2, 7) and (w >= 0).all()  # (group, channel, regime, member)
     assert "weights of combination" in text and "combination vs combination_without_network" in text
 
 

@@ -19,6 +19,14 @@ Where the weights are fitted, and why not on the validation days
     that serve are fitted on every fold of the holdout (:attr:`Combination.weights`); they are
     part of the served spec (the run's ``combination/weights.json``) and on the card.
 
+Fresh and stale contexts
+    What a member is worth at a horizon depends on whether the cell saw the channel in the origin's
+    bin: with a fresh last value persistence, the network and the lag models carry the first hours;
+    after a gap (a camera that counts only in daylight, forecast from midnight) they carry nothing
+    and the seasonal members should. The weights are therefore fitted per horizon group, channel
+    and **regime** (``fresh``: observed in the origin's bin, else ``stale``); a regime without a
+    scored target takes the weights fitted on both regimes.
+
 The network's marginal contribution
     :data:`WITHOUT_NETWORK` is the same combination refitted without the full model
     (``combination_without_network``, which keeps ``base_head``: the pre-fitted head without the
@@ -44,6 +52,7 @@ __all__ = [
     "WITHOUT_NETWORK",
     "Combination",
     "HoldoutPredictions",
+    "Points",
     "RecordingErrors",
     "combine",
     "fill_missing",
@@ -62,6 +71,17 @@ MEMBERS = ("model", "base_head", "base", "gbm", "seasonal_average", "ridge", "pe
 RIDGE = 1e-6
 
 
+@dataclass(frozen=True)
+class Points:
+    """The holdout's observed targets, ``(N,)`` each: value, target day, horizon step, channel, fresh regime."""
+
+    y: np.ndarray
+    day: np.ndarray
+    step: np.ndarray
+    channel: np.ndarray
+    fresh: np.ndarray
+
+
 class HoldoutPredictions:
     """Every member's forecasts at the holdout's observed targets, in one order shared by all members.
 
@@ -72,15 +92,19 @@ class HoldoutPredictions:
     ----------
     day_of_bin : np.ndarray
         ``(T,)`` target day of every bin (:func:`traffic.forecast.backtest.day_index`).
+    seen : np.ndarray, optional
+        ``(T, C, H, W)`` the grid's mask: a point's regime is fresh when its cell observed the
+        channel in the origin's bin (default: every point fresh).
     """
 
-    def __init__(self, day_of_bin: np.ndarray) -> None:
+    def __init__(self, day_of_bin: np.ndarray, seen: np.ndarray | None = None) -> None:
         self.day_of_bin = np.asarray(day_of_bin, dtype=np.int64)
+        self.seen = seen
         self.values: dict[str, list[np.ndarray]] = {}
         self.origins: dict[str, list[np.ndarray]] = {}
         # the targets' value, day, horizon step and channel: recorded once, by the first member
         self._first: str | None = None
-        self._points: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._points: list[tuple[np.ndarray, ...]] = []
 
     def add(self, name: str, pred: np.ndarray, target: np.ndarray, mask: np.ndarray, tidx: np.ndarray) -> None:
         """Record a batch: ``pred``/``target``/``mask`` ``(B, H_out, C, H, W)``, ``tidx`` ``(B, H_out)``."""
@@ -91,23 +115,26 @@ class HoldoutPredictions:
         if self._first is None:
             self._first = name
         if name == self._first:
-            _, h, c, _, _ = np.nonzero(keep)
+            b, h, c, r, q = np.nonzero(keep)
+            origin = tidx[:, 0] - 1  # (B,) the last context bin
+            fresh = self.seen[origin[b], c, r, q] if self.seen is not None else np.ones(len(b), dtype=bool)
             self._points.append(
                 (
                     np.asarray(target, dtype=np.float32)[keep],
                     np.broadcast_to(day[:, :, None, None, None], keep.shape)[keep],
                     h,
                     c,
+                    np.asarray(fresh, dtype=bool),
                 )
             )
 
-    def points(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(target, day, step, channel)`` of every recorded point, ``(N,)`` each."""
+    def points(self) -> Points:
+        """Every recorded point's target, day, horizon step, channel and regime."""
         if not self._points:
-            z = np.zeros(0)
-            return z.astype(np.float32), z.astype(np.int64), z.astype(np.int64), z.astype(np.int64)
-        y, d, h, c = (np.concatenate(p) for p in zip(*self._points, strict=True))
-        return y, d.astype(np.int64), h.astype(np.int64), c.astype(np.int64)
+            z = np.zeros(0, dtype=np.int64)
+            return Points(z.astype(np.float32), z, z, z, z.astype(bool))
+        y, d, h, c, f = (np.concatenate(p) for p in zip(*self._points, strict=True))
+        return Points(y, d.astype(np.int64), h.astype(np.int64), c.astype(np.int64), f.astype(bool))
 
     def matrix(self, members: Sequence[str]) -> np.ndarray:
         """``(N, K)`` forecasts of ``members`` at the points (float64).
@@ -191,9 +218,10 @@ class Combination:
         ``(tag, first step, last step + 1)`` of every horizon group.
     channels : tuple of str
     weights : np.ndarray
-        ``(G, C, K)`` the serving weights, fitted on every fold.
+        ``(G, C, 2, K)`` the serving weights per group, channel and regime (0 stale, 1 fresh),
+        fitted on every fold.
     fold_weights : np.ndarray
-        ``(F, G, C, K)`` the weights each fold was forecast with (fitted on the other folds).
+        ``(F, G, C, 2, K)`` the weights each fold was forecast with (fitted on the other folds).
     """
 
     name: str
@@ -204,25 +232,31 @@ class Combination:
     fold_weights: np.ndarray
 
     def step_weights(self, horizon: int) -> np.ndarray:
-        """``(H_out, C, K)`` the weight of every member at every forecast step."""
-        out = np.zeros((horizon, len(self.channels), len(self.members)))
+        """``(H_out, C, 2, K)`` the weight of every member at every forecast step, per channel and regime."""
+        out = np.zeros((horizon, *self.weights.shape[1:]))
         for gi, (_, lo, hi) in enumerate(self.groups):
             out[lo:hi] = self.weights[gi][None]
         return out
 
-    def apply(self, forecasts: Mapping[str, np.ndarray]) -> np.ndarray:
-        """The combined forecast of members' ``(H_out, C, H, W)`` forecasts (or bounds)."""
+    def apply(self, forecasts: Mapping[str, np.ndarray], fresh: np.ndarray | None = None) -> np.ndarray:
+        """The combined forecast of members' ``(H_out, C, H, W)`` forecasts (or bounds).
+
+        ``fresh`` ``(C, H, W)``: the cell observed the channel in the origin's bin (the last bin
+        of the context); default every cell fresh.
+        """
         first = np.asarray(forecasts[self.members[0]])
-        w = self.step_weights(first.shape[0])  # (H_out, C, K)
+        w = self.step_weights(first.shape[0])  # (H_out, C, 2, K)
+        is_fresh = np.ones(first.shape[1:], dtype=bool) if fresh is None else np.asarray(fresh, dtype=bool)
         out = np.zeros(first.shape, dtype=np.float64)
         for k, m in enumerate(self.members):
-            out += w[:, :, k, None, None] * np.asarray(forecasts[m], dtype=np.float64)
+            wk = np.where(is_fresh[None], w[:, :, 1, k, None, None], w[:, :, 0, k, None, None])  # (H_out, C, H, W)
+            out += wk * np.asarray(forecasts[m], dtype=np.float64)
         return out.astype(np.float32)
 
-    def predict_points(self, x: np.ndarray, step: np.ndarray, channel: np.ndarray) -> np.ndarray:
-        """The combination at points: ``x`` ``(N, K)`` members' forecasts (member order), ``step``/``channel`` ``(N,)``."""
-        w = self.step_weights(self.groups[-1][2])  # (H_out, C, K)
-        return np.einsum("nk,nk->n", fill_missing(x), w[step, channel])
+    def predict_points(self, x: np.ndarray, pts: Points) -> np.ndarray:
+        """The combination at points: ``x`` ``(N, K)`` members' forecasts (member order)."""
+        w = self.step_weights(self.groups[-1][2])  # (H_out, C, 2, K)
+        return np.einsum("nk,nk->n", fill_missing(x), w[pts.step, pts.channel, pts.fresh.astype(np.int64)])
 
     def to_json(self) -> dict[str, object]:
         """The served spec: members, groups, channels and the weights (``weights[g][c][k]``)."""
@@ -236,25 +270,32 @@ class Combination:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, object]) -> Combination:
-        """Read back :meth:`to_json` (the fold weights are not served: empty)."""
+        """Read back :meth:`to_json` (the fold weights are not served: empty; weights without regimes: both alike)."""
         groups = tuple((str(g["tag"]), int(g["steps"][0]), int(g["steps"][1])) for g in obj["groups"])  # type: ignore[index, union-attr, attr-defined]
         return cls(
             name=str(obj["name"]),
             members=tuple(str(m) for m in obj["members"]),  # type: ignore[union-attr, attr-defined]
             groups=groups,
             channels=tuple(str(c) for c in obj["channels"]),  # type: ignore[union-attr, attr-defined]
-            weights=np.asarray(obj["weights"], dtype=np.float64),
+            weights=_with_regimes(np.asarray(obj["weights"], dtype=np.float64)),
             fold_weights=np.zeros((0,)),
         )
 
     def weights_table(self) -> str:
-        """Markdown: one row per horizon group and channel, one column per member."""
-        head = "| horizon | channel | " + " | ".join(self.members) + " |"
-        rows = [head, "|---|---|" + "---:|" * len(self.members)]
+        """Markdown: one row per horizon group, channel and regime, one column per member."""
+        head = "| horizon | channel | last value | " + " | ".join(self.members) + " |"
+        rows = [head, "|---|---|---|" + "---:|" * len(self.members)]
         for gi, (tag, _, _) in enumerate(self.groups):
             for ci, ch in enumerate(self.channels):
-                rows.append(f"| {tag} | {ch} | " + " | ".join(f"{w:.2f}" for w in self.weights[gi, ci]) + " |")
+                for ri, regime in ((1, "fresh"), (0, "stale")):
+                    cells = " | ".join(f"{w:.2f}" for w in self.weights[gi, ci, ri])
+                    rows.append(f"| {tag} | {ch} | {regime} | {cells} |")
         return "\n".join(rows)
+
+
+def _with_regimes(w: np.ndarray) -> np.ndarray:
+    """``(G, C, K)`` weights without regimes as ``(G, C, 2, K)``: both regimes alike."""
+    return np.repeat(w[:, :, None, :], 2, axis=2) if w.ndim == 3 else w
 
 
 def dumps(combos: Sequence[Combination]) -> str:
@@ -277,10 +318,27 @@ def fill_missing(x: np.ndarray) -> np.ndarray:
     return np.where(bad, np.nan_to_num(row)[:, None], x)
 
 
+def _fit_weights(gram: np.ndarray, xty: np.ndarray, days: np.ndarray) -> np.ndarray:
+    """``(G, C, 2, K)`` weights from the per-day sums of ``days``; a regime without rows takes both regimes' fit.
+
+    ``gram`` ``(D, G, C, 2, K, K)`` and ``xty`` ``(D, G, C, 2, K)``: per day, group, channel, regime.
+    """
+    gs, vs = gram[days].sum(axis=0), xty[days].sum(axis=0)  # (G, C, 2, K, K), (G, C, 2, K)
+    n_g, n_ch, _, k = vs.shape
+    w = np.zeros((n_g, n_ch, 2, k))
+    for gi in range(n_g):
+        for ci in range(n_ch):
+            pooled = nnls_gram(gs[gi, ci].sum(axis=0), vs[gi, ci].sum(axis=0))
+            for ri in range(2):
+                has_rows = np.trace(gs[gi, ci, ri]) > 0
+                w[gi, ci, ri] = nnls_gram(gs[gi, ci, ri], vs[gi, ci, ri]) if has_rows else pooled
+    return w
+
+
 def combine(store: HoldoutPredictions, bt: Backtest, members: Sequence[str] = MEMBERS) -> list[Combination]:
     """Fit :data:`COMBINATION` and :data:`WITHOUT_NETWORK` and add their cross-fitted errors to ``bt``.
 
-    For every horizon group ``g`` (:meth:`Backtest.groups`, without ``all``) and channel ``c``,
+    For every horizon group ``g`` (:meth:`Backtest.groups`, without ``all``), channel ``c`` and regime (fresh or stale),
     the per-day Gram matrices ``X_d'X_d`` and ``X_d'y_d`` of the members' forecasts ``X`` and the
     targets ``y`` are summed over the days of every fold but one (:func:`nnls_gram`): the
     weights fold ``k`` is forecast with. The serving weights sum every day.
@@ -299,25 +357,27 @@ def combine(store: HoldoutPredictions, bt: Backtest, members: Sequence[str] = ME
     list of Combination
     """
     present = [m for m in members if m in store.values]
-    y, day, step, ch = store.points()
+    pts = store.points()
     x = fill_missing(store.matrix(present))  # (N, K)
     groups = [(tag, s.start or 0, s.stop if s.stop is not None else bt.horizon) for tag, s in bt.groups()[:-1]]
-    n_days, n_ch = len(bt.days), max(len(bt.channels), int(ch.max()) + 1 if len(ch) else 1)
+    n_days, n_g = len(bt.days), len(groups)
+    n_ch = max(len(bt.channels), int(pts.channel.max()) + 1 if len(pts.channel) else 1)
     group_of_step = np.zeros(bt.horizon, dtype=np.int64)
     for gi, (_, lo, hi) in enumerate(groups):
         group_of_step[lo:hi] = gi
-    g = group_of_step[step]
+    g = group_of_step[pts.step]
+    regime = pts.fresh.astype(np.int64)
     fold_of_day = np.zeros(n_days, dtype=np.int64)
     for fi, f in enumerate(bt.folds):
         fold_of_day[bt.fold_days(f)] = fi
     out = []
     for name in COMBINATIONS:
         cols = [i for i, m in enumerate(present) if name == COMBINATION or m != NETWORK]
-        xs = x[:, cols]
+        xs, y = x[:, cols], pts.y.astype(np.float64)
         k = len(cols)
-        # per (day, group, channel): X'X and X'y
-        cell = (day * len(groups) + g) * n_ch + ch
-        n_cells = n_days * len(groups) * n_ch
+        # per (day, group, channel, regime): X'X and X'y
+        cell = ((pts.day * n_g + g) * n_ch + pts.channel) * 2 + regime
+        n_cells = n_days * n_g * n_ch * 2
         flat_gram = np.zeros((n_cells, k, k))
         flat_xty = np.zeros((n_cells, k))
         for i in range(k):
@@ -325,19 +385,14 @@ def combine(store: HoldoutPredictions, bt: Backtest, members: Sequence[str] = ME
             for j in range(i, k):
                 both = np.bincount(cell, weights=xs[:, i] * xs[:, j], minlength=n_cells)
                 flat_gram[:, i, j] = flat_gram[:, j, i] = both
-        gram = flat_gram.reshape(n_days, len(groups), n_ch, k, k)  # (day, group, channel, K, K)
-        xty = flat_xty.reshape(n_days, len(groups), n_ch, k)  # (day, group, channel, K)
-        weights = np.zeros((len(groups), n_ch, k))
-        fold_w = np.zeros((len(bt.folds), len(groups), n_ch, k))
-        for gi in range(len(groups)):
-            for ci in range(n_ch):
-                weights[gi, ci] = nnls_gram(gram[:, gi, ci].sum(axis=0), xty[:, gi, ci].sum(axis=0))
-                for fi in range(len(bt.folds)):
-                    other = fold_of_day != fi
-                    fold_w[fi, gi, ci] = nnls_gram(gram[other, gi, ci].sum(axis=0), xty[other, gi, ci].sum(axis=0))
-        pred = np.einsum("nk,nk->n", xs, fold_w[fold_of_day[day], g, ch])
+        gram = flat_gram.reshape(n_days, n_g, n_ch, 2, k, k)  # (day, group, channel, regime, K, K)
+        xty = flat_xty.reshape(n_days, n_g, n_ch, 2, k)  # (day, group, channel, regime, K)
+
+        weights = _fit_weights(gram, xty, np.arange(n_days))
+        fold_w = np.stack([_fit_weights(gram, xty, np.flatnonzero(fold_of_day != fi)) for fi in range(len(bt.folds))])
+        pred = np.einsum("nk,nk->n", xs, fold_w[fold_of_day[pts.day], g, pts.channel, regime])
         errors = DailyErrors(store.day_of_bin, n_days, bt.horizon)
-        errors.add_points(pred - y, day, step, ch, n_ch)
+        errors.add_points(pred - y, pts.day, pts.step, pts.channel, n_ch)
         bt.errors[name] = errors
         out.append(
             Combination(

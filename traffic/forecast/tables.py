@@ -80,14 +80,14 @@ def combination_lines(comb: dict[str, Any], width: int) -> list[str]:
         members = spec["members"]
         lines += [
             "",
-            f"weights of {name} (rows: group / channel)",
-            f"{'':>16} " + " ".join(m[:10].rjust(10) for m in members),
+            f"weights of {name} (rows: group / channel / last value fresh or stale)",
+            f"{'':>22} " + " ".join(m[:10].rjust(10) for m in members),
         ]
         for gi, g in enumerate(spec["groups"]):
             for ci, ch in enumerate(spec["channels"]):
-                lines.append(
-                    f"{g['tag'] + ' ' + ch[-7:]:>16} " + " ".join(f"{v:10.2f}" for v in spec["weights"][gi][ci])
-                )
+                for ri, regime in ((1, "fresh"), (0, "stale")):
+                    label = f"{g['tag']} {ch[-7:]} {regime}"
+                    lines.append(f"{label:>22} " + " ".join(f"{v:10.2f}" for v in spec["weights"][gi][ci][ri]))
     return lines
 
 

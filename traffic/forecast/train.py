@@ -607,7 +607,7 @@ def _train(
         day_of_bin, days = day_index(grid, split.fit_end)
         folds = backtest_folds if backtest_folds else default_backtest_folds(holdout_days)
         # every member's holdout forecasts are kept (observed targets only) for the combination
-        recorded = HoldoutPredictions(day_of_bin)
+        recorded = HoldoutPredictions(day_of_bin, grid.mask)
         backtest = Backtest(
             days=days,
             folds=fold_plan(days, min(folds, len(days)), grid.holidays),
