@@ -69,6 +69,11 @@ NETWORK = "model"
 MEMBERS = ("model", "base_head", "base", "gbm", "seasonal_average", "ridge", "persistence")
 #: Ridge added to the Gram matrix's diagonal, relative to its mean diagonal (collinear members).
 RIDGE = 1e-6
+#: Weights on the simplex (non-negative, summing to one) rather than any non-negative weights.
+SIMPLEX = True
+#: Weight of the sum-to-one row relative to the Gram matrix's mean diagonal (large: the constraint holds
+#: to about 1e-4).
+SIMPLEX_WEIGHT = 1e4
 
 
 @dataclass(frozen=True)
@@ -170,7 +175,7 @@ class RecordingErrors(DailyErrors):
         self.store.add(self.name, pred, target, mask, tidx)
 
 
-def nnls_gram(gram: np.ndarray, xty: np.ndarray) -> np.ndarray:
+def nnls_gram(gram: np.ndarray, xty: np.ndarray, simplex: bool | None = None) -> np.ndarray:
     """Non-negative least squares from the normal equations: ``argmin_{w >= 0} |X w - y|^2`` given ``X'X`` and ``X'y``.
 
     With ``X'X = R'R`` (Cholesky, a small ridge on the diagonal) the problem equals
@@ -198,6 +203,11 @@ def nnls_gram(gram: np.ndarray, xty: np.ndarray) -> np.ndarray:
     if not np.isfinite(scale) or scale <= 0:  # nothing to fit on (a single fold, a channel never observed)
         return np.full(k, 1.0 / max(k, 1))
     g = gram + RIDGE * scale * np.eye(k)
+    if (
+        SIMPLEX if simplex is None else simplex
+    ):  # weights summing to one: a heavily weighted row 1'w = 1 (a combination, never a rescaling)
+        g = g + SIMPLEX_WEIGHT * scale * np.ones((k, k))
+        xty = xty + SIMPLEX_WEIGHT * scale * np.ones(k)
     r, _ = cho_factor(g, lower=False)
     r = np.triu(r)
     b = solve_triangular(r, xty, trans="T", lower=False)

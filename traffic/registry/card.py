@@ -337,6 +337,15 @@ def combination_section(result: TrainResult, m: Mapping[str, float]) -> list[str
             cells.append(c.text() + (" ✓" if c.better else ""))
         lines.append(f"| `{a}` vs `{b}`: {what.get((a, b), '')} | " + " | ".join(cells) + " |")
     lines += ["", "✓: significantly better (the whole interval below zero)."]
+    steps, ac = result.extra.get("network_steps"), result.extra.get("anomaly_autocorrelation") or []
+    if steps is not None:
+        shown = ", ".join(f"{v:.2f}" for v in ac[: int(steps) + 2])
+        lines += [
+            "",
+            f"The network was trained on the first {int(steps)} forecast step(s) of {bt.horizon}: where the training "
+            f"window's seasonal anomaly stays correlated with the last one (lags 1, 2, …: {shown}; threshold "
+            f"`signal_threshold` {result.params.get('signal_threshold', 'n/a')}).",
+        ]
     for combo in combos:
         lines += ["", f"Serving weights of `{combo.name}`:", "", combo.weights_table()]
     return lines
