@@ -110,7 +110,12 @@ def test_refresh_wiring(parsed, city):
     assert dag["tz"] == load_city(city).timezone  # hourly in the city's own clock
     assert dag["catchup"] is False and dag["max_active_runs"] == 1
     assert dag["params"] == ["until"]
-    assert parsed["dags"][f"ingest_{city}"]["params"] == ["end", "start", "until"]  # partial days there too
+    assert parsed["dags"][f"ingest_{city}"]["params"] == [
+        "end",
+        "skip_ingest",
+        "start",
+        "until",
+    ]  # partial days there too
     for name, t in tasks.items():
         assert t["timeout"] and t["timeout"] <= 600, f"{name}: execution_timeout {t['timeout']}"
         assert t["outlets"] == [], f"{name} must not emit the raster asset (it would trigger the nightly run)"

@@ -248,7 +248,7 @@ def test_warm_start_in_training_copies_weights_and_refits_statistics(grid):
     """lr = 0 keeps every weight where initialisation left it: copied ones equal the source's."""
     other = synthetic_grid(days=8, freq="1h", shape=(5, 6), channels=("metr.speed_kmh",), seed=7)
     source = _train(other, overrides={"max_steps": 4}).module
-    frozen = {"max_steps": 2, "lr": 0.0, "weight_decay": 0.0, "head_pretrain_steps": 0}  # no head pre-fit either
+    frozen = {"max_steps": 2, "lr": 0.0, "network_lr": 0.0, "weight_decay": 0.0, "head_pretrain_steps": 0}  # no pre-fit
     warm = _train(grid, warm_start=source, overrides=frozen)
     scratch = _train(grid, overrides=frozen)
     rep = warm.extra["warm_start"]

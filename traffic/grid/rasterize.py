@@ -539,41 +539,42 @@ def _day_problems(lake: Lake, city: CityConfig, date: str) -> list[str]:
     complete when both files exist and agree: the observations hold as many rows as the report
     accepted and the same ``until``. A day without rows is ingested as empty files and a report.
     """
-    problems = []
-    for feed in city.feeds:
-        obs = lake.partition("observations", city=city.name, feed=feed.name, date=date) / "part.parquet"
-        report = lake.partition("quality", city=city.name, feed=feed.name, date=date) / "report.json"
-        if not obs.exists():
-            problems.append(f"feed {feed.name}: no observations partition {obs} (the day was not ingested)")
-            continue
-        if not report.exists():
-            problems.append(f"feed {feed.name}: no quality report {report} (the ingest of the day did not finish)")
-            continue
-        try:
-            rep = lake.read_json(report)
-            with obs.open("rb") as fh:
-                pf = pq.ParquetFile(fh)
-                n_rows = pf.metadata.num_rows
-                raw_until = (pf.schema_arrow.metadata or {}).get(intraday.UNTIL_KEY.encode(), b"").decode()
-        except (OSError, ValueError) as exc:
-            problems.append(f"feed {feed.name}: {obs} or {report} is unreadable ({type(exc).__name__}: {exc})")
-            continue
-        accepted = rep.get("rows_accepted")
-        if accepted != n_rows:
-            problems.append(
-                f"feed {feed.name}: {obs} holds {n_rows} rows but {report} accepted {accepted} "
-                "(the ingest of the day did not finish)"
-            )
-        elif (rep.get("until") or "") != raw_until and not (
-            rep.get("until")
-            and raw_until
-            and intraday.parse_until(rep["until"], "UTC") == intraday.parse_until(raw_until, "UTC")
-        ):
-            problems.append(
-                f"feed {feed.name}: {obs} was ingested until {raw_until or '(complete day)'} but {report} says "
-                f"{rep.get('until') or '(complete day)'} (the ingest of the day did not finish)"
-            )
-    return problems
+    return [p for feed in city.feeds if (p := feed_day_problem(lake, city, feed.name, date))]
+
+
+def feed_day_problem(lake: Lake, city: CityConfig, feed: str, date: str) -> str | None:
+    """Why one feed's local date is not ingested whole (None when its observations and report agree).
+
+    See :func:`_day_problems`; the incremental ingest (:mod:`traffic.ingest.run`) asks it too
+    before it trusts a day's report.
+    """
+    obs = lake.partition("observations", city=city.name, feed=feed, date=date) / "part.parquet"
+    report = lake.partition("quality", city=city.name, feed=feed, date=date) / "report.json"
+    if not obs.exists():
+        return f"feed {feed}: no observations partition {obs} (the day was not ingested)"
+    if not report.exists():
+        return f"feed {feed}: no quality report {report} (the ingest of the day did not finish)"
+    try:
+        rep = lake.read_json(report)
+        with obs.open("rb") as fh:
+            pf = pq.ParquetFile(fh)
+            n_rows = pf.metadata.num_rows
+            raw_until = (pf.schema_arrow.metadata or {}).get(intraday.UNTIL_KEY.encode(), b"").decode()
+    except (OSError, ValueError) as exc:
+        return f"feed {feed}: {obs} or {report} is unreadable ({type(exc).__name__}: {exc})"
+    accepted = rep.get("rows_accepted")
+    if accepted != n_rows:
+        return f"feed {feed}: {obs} holds {n_rows} rows but {report} accepted {accepted} (the ingest of the day did not finish)"
+    if (rep.get("until") or "") != raw_until and not (
+        rep.get("until")
+        and raw_until
+        and intraday.parse_until(rep["until"], "UTC") == intraday.parse_until(raw_until, "UTC")
+    ):
+        return (
+            f"feed {feed}: {obs} was ingested until {raw_until or '(complete day)'} but {report} says "
+            f"{rep.get('until') or '(complete day)'} (the ingest of the day did not finish)"
+        )
+    return None
 
 
 def check_ingested(city: CityConfig, dates: list[str], *, lake: Lake | None = None) -> None:

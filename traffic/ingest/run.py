@@ -64,6 +64,7 @@ import shapely
 from traffic import intraday
 from traffic.config import CityConfig, FeedConfig
 from traffic.errors import UsageError
+from traffic.grid.rasterize import feed_day_problem
 from traffic.ingest.bulk import check_bins, check_quarantine_share, check_sources_in_box, max_quarantined_share
 from traffic.ingest.validate import (
     REASONS,
@@ -697,6 +698,7 @@ def ingest_range(
             and held[d].get("source_digest") == source
             and not held[d]["partial"]
             and held[d]["observations_path"]
+            and feed_day_problem(store, city, feed.name, d) is None  # its partitions are whole, as reported
             for d in days
         ):  # the same bytes made every day's partitions: nothing to read
             log.info("%s/%s: %d day(s) already in the lake, 0 new", city.name, feed.name, len(days))
@@ -1007,7 +1009,7 @@ def _write_day(
         held is not None
         and held.get("content_digest") == report["content_digest"]
         and held["quarantine_path"]
-        and (day == UNDATED or held["observations_path"])
+        and (day == UNDATED or (held["observations_path"] and feed_day_problem(store, city, feed.name, day) is None))
     ):  # the lake holds this day as it would be written: only the report learns the new source digest
         if held.get("source_digest") != source:
             store.write_json(report, report_path)
