@@ -92,7 +92,8 @@ def test_config_faults_fail_the_task_without_retries(tmp_path):
     assert len(faults) == 3 and not any("Traceback" in f for f in faults), output[-6000:]
     path_fault, range_fault, epsg_fault = faults
     assert path_fault.startswith("IngestError: cannot read ") and "file does not exist" in path_fault
-    assert f"({city_file}: feed 'metr' registry = 'data/samples/la_metr/graph_sensor_locations.csv';" in path_fault
+    # a first ingest checks the delivery (the observations) before it writes the registry: that path is named first
+    assert f"({city_file}: feed 'metr' observations = 'data/samples/la_metr/observations/';" in path_fault
     assert f"a relative path resolves against the city file's folder, {cities}" in path_fault
     assert "exists relative to the project root: write '" in path_fault
     assert range_fault.startswith("UsageError: end '2012-03-01' is before start '2012-03-02'")

@@ -309,6 +309,7 @@ def ingest(
     ``until`` or none. Writes to ``res.lake``.
     """
     from traffic.ingest import ingest_range, ingest_registry, stored_reports
+    from traffic.ingest.run import REGISTRY_FILE
 
     c, lake = _city(city), _res(res).lake
     out: dict[str, Any] = {"city": c.name, "start": start, "end": end, "until": until, "feeds": {}}
@@ -330,9 +331,12 @@ def ingest(
                 "n_invalid": None,
                 "by_reason": {},
             }
-        else:
-            reg = ingest_registry(c, feed, lake=lake)
+        elif (lake.partition("registry", city=c.name, feed=feed.name) / REGISTRY_FILE).exists():
+            reg = ingest_registry(c, feed, lake=lake)  # a changed registry is written before the days read it
             reports = ingest_range(c, feed, start, end, progress=progress, until=until, lake=lake)
+        else:  # a first ingest: the range is checked against the delivery before anything (the registry) is written
+            reports = ingest_range(c, feed, start, end, progress=progress, until=until, lake=lake)
+            reg = ingest_registry(c, feed, lake=lake)  # written by ingest_range already: the same version
         out["feeds"][feed.name] = {
             "registry_version": reg["version"],
             "n_sources": reg["n_sources"],

@@ -179,9 +179,13 @@ def test_a_range_no_delivery_holds_exits_2_with_one_line_and_writes_nothing(caps
     assert lake_files() == before  # byte-identical lake
 
 
-def test_a_range_no_delivery_holds_writes_no_registry_either(berlin):
+def test_a_range_no_delivery_holds_writes_no_registry_either(capsys, berlin):
     with pytest.raises(IngestError, match="nothing delivered"):
         ingest_range(berlin, berlin.feeds[0], "2025-01-01", "2025-01-01")
+    assert lake_files() == {}
+    # the ingest stage (`traffic ingest`, the DAG task) on an empty lake: nothing written either, registry included
+    code, _, err = run_cli(capsys, "ingest", "berlin", "--start", "2025-01-01", "--end", "2025-01-02")
+    assert code == 2 and "nothing delivered" in one_line(err)
     assert lake_files() == {}
 
 
