@@ -486,6 +486,8 @@ class Loop:
     def run(self, st: LoopState) -> LoopState:
         """Optimise from ``st`` until ``max_steps``, early stopping, ``max_epochs`` or the wall-clock cap."""
         m, dev, dist = self.module, self.batcher.device, self.dist
+        # the target bins the network trains on (non-zero horizon weight): read once, not a host sync per step
+        trained_bins = np.flatnonzero(self.horizon_w.detach().cpu().numpy() > 0)
         t_loop = time.perf_counter()
         saved_at = [-1]
         bar = None
@@ -545,7 +547,7 @@ class Loop:
                 t0 = time.perf_counter()
                 x, prior, y, mask = self.batcher(order[st.offset : st.offset + self.batch_size])
                 h_out, weights = y.shape[1], self.horizon_w
-                active = np.flatnonzero(weights.detach().cpu().numpy() > 0) if self.parallel else np.arange(h_out)
+                active = trained_bins if self.parallel else np.arange(h_out)
                 if self.parallel and 0 < self.train_horizons < len(active):
                     # a random subset of the trained target bins: unbiased, cheaper
                     hz = torch.from_numpy(np.sort(self.rng.choice(active, self.train_horizons, replace=False))).to(dev)
