@@ -884,7 +884,7 @@ def _score_champion_combination(
     if recorded is None or combo.groups[-1][2] != fc.horizon_steps:
         return unscored, f"; champion v{current['version']} (a combination) was not scored on this run's folds"
     n_days = int(recorded.day_of_bin.max()) + 1  # the holdout's target days (day_index's codes)
-    own = HoldoutPredictions(recorded.day_of_bin, recorded.seen)
+    own = HoldoutPredictions(recorded.day_of_bin, recorded.seen, recorded.nightly)
     for m in combo.members:
         if m in NETWORK_VARIANTS:
             module = load_serving_module(current["run_id"], current["model_uri"], variant=m, registry=res.registry)
@@ -1438,19 +1438,19 @@ def lake_file(path: str, lake: Lake | None = None) -> UPath:
     return (lake or Lake.from_config()).root / path
 
 
-def _baseline_forecast(c: CityConfig, grid: Any, name: str, t_last: int) -> tuple[Any, Any, Any]:
-    """Forecast and 80 % bounds ``(H_out, C, H, W)`` of baseline ``name`` after bin ``t_last`` of ``grid``.
+def _fit_baseline(c: CityConfig, grid: Any, name: str) -> Any:
+    """Baseline ``name`` fitted on ``grid`` as the nightly run fitted it for its holdout.
 
-    Fitted as the nightly run fitted it for its holdout: the city's ``[forecast]`` split and the
-    model spec's ``[training]`` ``val_fraction`` and ``ridge_lags``, seed 0 (that of
-    :func:`train`).
+    The city's ``[forecast]`` split and the model spec's ``[training]`` ``val_fraction`` and
+    ``ridge_lags``, seed 0 (that of :func:`train`): a
+    :class:`~traffic.forecast.fallback.FittedBaseline`.
     """
     from traffic.forecast.fallback import fit_baseline
     from traffic.forecast.train import load_model_spec
 
     tr = load_model_spec()["training"]
     fc = c.forecast
-    fitted = fit_baseline(
+    return fit_baseline(
         grid,
         name,
         context_steps=fc.context_steps,
@@ -1460,7 +1460,57 @@ def _baseline_forecast(c: CityConfig, grid: Any, name: str, t_last: int) -> tupl
         val_fraction=float(tr["val_fraction"]),
         ridge_lags=int(tr["ridge_lags"]),
     )
-    return fitted.forecast(t_last)
+
+
+def _baseline_forecast(c: CityConfig, grid: Any, name: str, t_last: int) -> tuple[Any, Any, Any]:
+    """Forecast and 80 % bounds ``(H_out, C, H, W)`` of baseline ``name`` after bin ``t_last`` of ``grid``.
+
+    Fitted on ``grid`` as the nightly run fitted it for its holdout (:func:`_fit_baseline`).
+    """
+    return _fit_baseline(c, grid, name).forecast(t_last)
+
+
+#: Baseline members of registered combinations, fitted once on their version's window and kept
+#: for the process: ``(lake root, city, run id, member) -> FittedBaseline`` (the newest few).
+_VERSION_BASELINES: dict[tuple[str, str, str, str], Any] = {}
+_VERSION_BASELINES_KEPT = 16
+
+
+def _version_baseline(c: CityConfig, current: dict[str, Any], name: str, origin: pd.Timestamp, res: Resources) -> Any:
+    """Baseline member ``name`` of the serving version, fitted on the window that version was trained on.
+
+    Every member of a combination is what the version's run scored and weighted: the network from
+    its registered copy, a baseline fitted on the same window (the data window of its ``as_of``
+    tag, split as the run split it: :func:`_fit_baseline`). Fitted once per process and version, a
+    baseline forecasts every origin after it (the nightly forecast, each replayed day, each
+    refresh) from that origin's context (:meth:`~traffic.forecast.fallback.FittedBaseline.forecast_on`);
+    the version's window ends before any day a replay may forecast (:func:`replay_days` refuses
+    the others). None when the version records no ``as_of`` or its training data do not end
+    before ``origin`` (a backfilled day served by a later version): refit on the forecast's
+    window then, which reads nothing from the origin on.
+    """
+    as_of = (current.get("tags") or {}).get("as_of")
+    if not as_of or not current.get("run_id"):
+        return None
+    train_end = _serving_train_end(current, res)
+    if train_end is None or train_end >= origin:
+        return None
+    key = (str(res.lake.root), c.name, str(current["run_id"]), name)
+    fitted = _VERSION_BASELINES.get(key)
+    if fitted is None:
+        _, grid = _load_window(c, str(as_of), res=res)
+        fitted = _fit_baseline(c, grid, name)
+        while len(_VERSION_BASELINES) >= _VERSION_BASELINES_KEPT:
+            _VERSION_BASELINES.pop(next(iter(_VERSION_BASELINES)))
+        _VERSION_BASELINES[key] = fitted
+        _log.info(
+            "combination %s v%s: member %s fitted on the version's window (as_of %s)",
+            c.name,
+            current.get("version"),
+            name,
+            as_of,
+        )
+    return fitted
 
 
 def _combination_forecast(
@@ -1469,9 +1519,10 @@ def _combination_forecast(
     """Forecast, 80 % bounds and spec of a version that serves a per-horizon combination.
 
     Every member forecasts from the same origin: the version's network variants from its eager
-    copies (with their interval models), the baselines refitted on the window exactly as for a
-    serving baseline (:func:`_baseline_forecast`). The forecast is the weighted sum with the
-    run's serving weights (``combination/weights.json``, :mod:`traffic.forecast.combination`); so
+    copies (with their interval models), the baselines fitted on the version's own window as its
+    run fitted them, once per process (:func:`_version_baseline`). The forecast is the weighted sum with the
+    run's serving weights (``combination/weights.json``, :mod:`traffic.forecast.combination`: those
+    of the nightly origin when it is issued at local midnight, else the all-origin ones); so
     are the bounds (the weighted sum of the members' bounds: an interval for the combination when
     the members' errors move together, wider otherwise). Bounds are left out when a network
     member has none (a run logged before intervals).
@@ -1484,6 +1535,7 @@ def _combination_forecast(
     name = str(current["variant"])
     combo = load_combination(current["run_id"], name, registry=res.registry)
     n_ctx = c.forecast.context_steps
+    origin = grid.times[t_last] + pd.Timedelta(seconds=c.bin_seconds)  # the first target bin's start (UTC)
     preds: dict[str, Any] = {}
     lows: dict[str, Any] = {}
     highs: dict[str, Any] = {}
@@ -1497,11 +1549,17 @@ def _combination_forecast(
                 lows[m], highs[m] = iv.bounds(preds[m])
             artefacts[m] = variant_artefacts(current["run_id"], m)
         else:
-            preds[m], lows[m], highs[m] = _baseline_forecast(c, grid, m, t_last)
+            fitted = _version_baseline(c, current, m, origin, res)
+            if fitted is None:  # a version without its as_of: fitted on this forecast's window
+                preds[m], lows[m], highs[m] = _baseline_forecast(c, grid, m, t_last)
+            else:
+                preds[m], lows[m], highs[m] = fitted.forecast_on(grid, t_last)
     fresh = grid.mask[t_last]  # (C, H, W): the cell saw the channel in the origin's bin (the weights' regime)
-    pred = combo.apply(preds, fresh)
+    local = origin.tz_convert(c.timezone)
+    nightly = local.hour == 0 and local.minute == 0  # issued at the nightly origin: the nightly weights
+    pred = combo.apply(preds, fresh, nightly)
     full = len(lows) == len(combo.members)
-    lower, upper = (combo.apply(lows, fresh), combo.apply(highs, fresh)) if full else (None, None)
+    lower, upper = (combo.apply(lows, fresh, nightly), combo.apply(highs, fresh, nightly)) if full else (None, None)
     spec = {
         "kind": "model",
         "candidate": name,

@@ -16,6 +16,7 @@ from traffic.forecast.combination import (
     combine,
     dumps,
     loads,
+    nightly_origins,
     nnls_gram,
 )
 from traffic.grid.tensor import GridTensor
@@ -190,3 +191,50 @@ def test_weights_are_fitted_apart_for_cells_whose_last_value_is_stale():
     comb = combine(store, bt, members=members)[0]
     assert (comb.weights[0, :, 1, 0] > 0.9).all()  # fresh: the network
     assert (comb.weights[0, :, 0, 0] < 0.2).all()  # stale: hardly
+
+
+def test_forecasts_issued_at_the_nightly_origin_get_weights_fitted_on_the_nightly_origins():
+    """A member that is good by day and bad at midnight: the all-origin weights trust it, the nightly ones do not."""
+    g = _grid(days=8)
+    night = nightly_origins(g.times, g.timezone)
+    assert night.sum() == 8 and night[0]  # local midnight, every day (the grid starts at Berlin midnight)
+    members = ("model", "base_head", "gbm")
+    rng = np.random.default_rng(5)
+    day_of_bin, days = day_index(g, 24 * 4)
+    store = HoldoutPredictions(day_of_bin, None, night)
+    bt = Backtest(
+        days,
+        fold_plan(days, 4),
+        3600,
+        {m: RecordingErrors(day_of_bin, len(days), H_OUT, store, m) for m in members},
+        tuple(g.channels),
+    )
+    for te in np.arange(24 * 4 - 1, g.shape[0] - H_OUT)[:, None]:
+        tidx = te[:, None] + np.arange(1, H_OUT + 1)[None, :]
+        y, m = g.values[tidx], g.mask[tidx]
+        noise = 3.0 if night[tidx[0, 0]] else 0.1  # the network fails only from the nightly origin
+        preds = {
+            "model": y + noise * rng.normal(size=y.shape),
+            "base_head": y + 2.0 * rng.normal(size=y.shape),
+            "gbm": y + 1.5 * rng.normal(size=y.shape),
+        }
+        for name in members:
+            bt.errors[name].update(preds[name].astype(np.float32), y, m, tidx)
+    comb = combine(store, bt, members=members)[0]
+    assert (comb.weights[:, :, 1, 0] > 0.7).all()  # every origin: the network
+    assert comb.nightly_weights is not None
+    assert (comb.nightly_weights[:, :, 1, 0] < 0.3).all()  # the nightly origin: hardly
+    # the backtest scored the nightly forecasts with the nightly fold weights: far better than the network there
+    pts = store.points()
+    err = combine(store, bt, members=members)[0].predict_points(store.matrix(list(members)), pts) - pts.y
+    net = store.matrix(["model"])[:, 0] - pts.y
+    assert np.sqrt(np.mean(err[pts.nightly] ** 2)) < 0.5 * np.sqrt(np.mean(net[pts.nightly] ** 2))
+    # served: the nightly weights round-trip and apply only when the forecast is issued at midnight
+    back = loads(dumps([comb]))[COMBINATION]
+    assert back.nightly_weights is not None
+    np.testing.assert_allclose(back.nightly_weights, comb.nightly_weights, atol=1e-6)
+    a, b, c = (np.full((H_OUT, 2, 2, 2), v) for v in (0.0, 10.0, 10.0))
+    assert float(back.apply({"model": a, "base_head": b, "gbm": c}).mean()) < 3.0
+    assert float(back.apply({"model": a, "base_head": b, "gbm": c}, nightly=True).mean()) > 7.0
+    assert "at the nightly origin" not in back.weights_table()  # one table each; the card names them
+    assert back.weights_table(nightly=True) != back.weights_table()

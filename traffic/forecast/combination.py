@@ -27,6 +27,16 @@ Fresh and stale contexts
     and **regime** (``fresh``: observed in the origin's bin, else ``stale``); a regime without a
     scored target takes the weights fitted on both regimes.
 
+The nightly origin
+    The day-ahead forecast is issued once a day, at local midnight (the nightly origin), where
+    traffic is at its lowest and a daylight camera's last value is hours old; the backtest (and the
+    hourly refresh) forecasts from every bin. Weights fitted over every origin are what the refresh
+    needs but not what the nightly forecast does: a member that is good by day can be the worst at
+    night. A second set of weights, :attr:`Combination.nightly_weights`, is fitted on the nightly
+    origins alone (cross-fitted the same way; a group, channel and regime without a scored target
+    from a nightly origin takes the all-origin weights), and the backtest scores every nightly
+    origin's forecast with them: ``backtest.combination`` is the combination exactly as it serves.
+
 The network's marginal contribution
     :data:`WITHOUT_NETWORK` is the same combination refitted without the full model
     (``combination_without_network``, which keeps ``base_head``: the pre-fitted head without the
@@ -41,6 +51,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from traffic.forecast.backtest import Backtest, DailyErrors
 
@@ -56,6 +67,7 @@ __all__ = [
     "RecordingErrors",
     "combine",
     "fill_missing",
+    "nightly_origins",
     "nnls_gram",
 ]
 
@@ -78,13 +90,29 @@ SIMPLEX_WEIGHT = 1e4
 
 @dataclass(frozen=True)
 class Points:
-    """The holdout's observed targets, ``(N,)`` each: value, target day, horizon step, channel, fresh regime."""
+    """The holdout's observed targets, ``(N,)`` each: value, target day, horizon step, channel, fresh regime, and
+    whether the forecast was issued at the nightly origin (local midnight)."""
 
     y: np.ndarray
     day: np.ndarray
     step: np.ndarray
     channel: np.ndarray
     fresh: np.ndarray
+    nightly: np.ndarray
+
+
+def nightly_origins(times: pd.DatetimeIndex, timezone: str) -> np.ndarray:
+    """``(T,)`` bool: bin ``t`` starts at local midnight, i.e. a forecast whose first target is ``t`` is the nightly one.
+
+    Parameters
+    ----------
+    times : pandas.DatetimeIndex
+        The grid's bin starts (UTC).
+    timezone : str
+        The city's time zone (the nightly origin is its local midnight: :func:`traffic.pipeline.forecast_origin`).
+    """
+    local = pd.DatetimeIndex(times).tz_convert(timezone)
+    return np.asarray((local.hour == 0) & (local.minute == 0) & (local.second == 0), dtype=bool)
 
 
 class HoldoutPredictions:
@@ -100,11 +128,17 @@ class HoldoutPredictions:
     seen : np.ndarray, optional
         ``(T, C, H, W)`` the grid's mask: a point's regime is fresh when its cell observed the
         channel in the origin's bin (default: every point fresh).
+    nightly : np.ndarray, optional
+        ``(T,)`` bool, :func:`nightly_origins`: a forecast whose first target bin is nightly was
+        issued at the nightly origin (default: none is).
     """
 
-    def __init__(self, day_of_bin: np.ndarray, seen: np.ndarray | None = None) -> None:
+    def __init__(
+        self, day_of_bin: np.ndarray, seen: np.ndarray | None = None, nightly: np.ndarray | None = None
+    ) -> None:
         self.day_of_bin = np.asarray(day_of_bin, dtype=np.int64)
         self.seen = seen
+        self.nightly = None if nightly is None else np.asarray(nightly, dtype=bool)
         self.values: dict[str, list[np.ndarray]] = {}
         self.origins: dict[str, list[np.ndarray]] = {}
         # the targets' value, day, horizon step and channel: recorded once, by the first member
@@ -123,6 +157,7 @@ class HoldoutPredictions:
             b, h, c, r, q = np.nonzero(keep)
             origin = tidx[:, 0] - 1  # (B,) the last context bin
             fresh = self.seen[origin[b], c, r, q] if self.seen is not None else np.ones(len(b), dtype=bool)
+            nightly = self.nightly[tidx[b, 0]] if self.nightly is not None else np.zeros(len(b), dtype=bool)
             self._points.append(
                 (
                     np.asarray(target, dtype=np.float32)[keep],
@@ -130,16 +165,17 @@ class HoldoutPredictions:
                     h,
                     c,
                     np.asarray(fresh, dtype=bool),
+                    np.asarray(nightly, dtype=bool),
                 )
             )
 
     def points(self) -> Points:
-        """Every recorded point's target, day, horizon step, channel and regime."""
+        """Every recorded point's target, day, horizon step, channel, regime and nightly flag."""
         if not self._points:
             z = np.zeros(0, dtype=np.int64)
-            return Points(z.astype(np.float32), z, z, z, z.astype(bool))
-        y, d, h, c, f = (np.concatenate(p) for p in zip(*self._points, strict=True))
-        return Points(y, d.astype(np.int64), h.astype(np.int64), c.astype(np.int64), f.astype(bool))
+            return Points(z.astype(np.float32), z, z, z, z.astype(bool), z.astype(bool))
+        y, d, h, c, f, n = (np.concatenate(p) for p in zip(*self._points, strict=True))
+        return Points(y, d.astype(np.int64), h.astype(np.int64), c.astype(np.int64), f.astype(bool), n.astype(bool))
 
     def matrix(self, members: Sequence[str]) -> np.ndarray:
         """``(N, K)`` forecasts of ``members`` at the points (float64).
@@ -232,6 +268,11 @@ class Combination:
         fitted on every fold.
     fold_weights : np.ndarray
         ``(F, G, C, 2, K)`` the weights each fold was forecast with (fitted on the other folds).
+    nightly_weights : np.ndarray, optional
+        ``(G, C, 2, K)`` the serving weights of a forecast issued at the nightly origin (fitted on
+        the nightly origins; None: a run logged before them, the all-origin weights serve).
+    nightly_fold_weights : np.ndarray, optional
+        ``(F, G, C, 2, K)`` the nightly weights each fold was forecast with.
     """
 
     name: str
@@ -240,22 +281,31 @@ class Combination:
     channels: tuple[str, ...]
     weights: np.ndarray
     fold_weights: np.ndarray
+    nightly_weights: np.ndarray | None = None
+    nightly_fold_weights: np.ndarray | None = None
 
-    def step_weights(self, horizon: int) -> np.ndarray:
-        """``(H_out, C, 2, K)`` the weight of every member at every forecast step, per channel and regime."""
-        out = np.zeros((horizon, *self.weights.shape[1:]))
+    def step_weights(self, horizon: int, nightly: bool = False) -> np.ndarray:
+        """``(H_out, C, 2, K)`` the weight of every member at every forecast step, per channel and regime.
+
+        ``nightly``: the weights of a forecast issued at the nightly origin (where fitted).
+        """
+        weights = self.nightly_weights if nightly and self.nightly_weights is not None else self.weights
+        out = np.zeros((horizon, *weights.shape[1:]))
         for gi, (_, lo, hi) in enumerate(self.groups):
-            out[lo:hi] = self.weights[gi][None]
+            out[lo:hi] = weights[gi][None]
         return out
 
-    def apply(self, forecasts: Mapping[str, np.ndarray], fresh: np.ndarray | None = None) -> np.ndarray:
+    def apply(
+        self, forecasts: Mapping[str, np.ndarray], fresh: np.ndarray | None = None, nightly: bool = False
+    ) -> np.ndarray:
         """The combined forecast of members' ``(H_out, C, H, W)`` forecasts (or bounds).
 
         ``fresh`` ``(C, H, W)``: the cell observed the channel in the origin's bin (the last bin
-        of the context); default every cell fresh.
+        of the context); default every cell fresh. ``nightly``: the forecast is issued at the
+        nightly origin (local midnight: :attr:`nightly_weights`).
         """
         first = np.asarray(forecasts[self.members[0]])
-        w = self.step_weights(first.shape[0])  # (H_out, C, 2, K)
+        w = self.step_weights(first.shape[0], nightly)  # (H_out, C, 2, K)
         is_fresh = np.ones(first.shape[1:], dtype=bool) if fresh is None else np.asarray(fresh, dtype=bool)
         out = np.zeros(first.shape, dtype=np.float64)
         for k, m in enumerate(self.members):
@@ -265,23 +315,31 @@ class Combination:
 
     def predict_points(self, x: np.ndarray, pts: Points) -> np.ndarray:
         """The combination at points: ``x`` ``(N, K)`` members' forecasts (member order)."""
-        w = self.step_weights(self.groups[-1][2])  # (H_out, C, 2, K)
-        return np.einsum("nk,nk->n", fill_missing(x), w[pts.step, pts.channel, pts.fresh.astype(np.int64)])
+        horizon = self.groups[-1][2]
+        w = self.step_weights(horizon)  # (H_out, C, 2, K)
+        wn = self.step_weights(horizon, nightly=True)  # (H_out, C, 2, K)
+        regime = pts.fresh.astype(np.int64)
+        at = np.where(pts.nightly[:, None], wn[pts.step, pts.channel, regime], w[pts.step, pts.channel, regime])
+        return np.einsum("nk,nk->n", fill_missing(x), at)
 
     def to_json(self) -> dict[str, object]:
-        """The served spec: members, groups, channels and the weights (``weights[g][c][k]``)."""
-        return {
+        """The served spec: members, groups, channels and the weights (``weights[g][c][r][k]``; ``nightly_weights``)."""
+        out: dict[str, object] = {
             "name": self.name,
             "members": list(self.members),
             "groups": [{"tag": t, "steps": [lo, hi]} for t, lo, hi in self.groups],
             "channels": list(self.channels),
             "weights": np.round(self.weights, 6).tolist(),
         }
+        if self.nightly_weights is not None:
+            out["nightly_weights"] = np.round(self.nightly_weights, 6).tolist()
+        return out
 
     @classmethod
     def from_json(cls, obj: Mapping[str, object]) -> Combination:
         """Read back :meth:`to_json` (the fold weights are not served: empty; weights without regimes: both alike)."""
         groups = tuple((str(g["tag"]), int(g["steps"][0]), int(g["steps"][1])) for g in obj["groups"])  # type: ignore[index, union-attr, attr-defined]
+        nightly = obj.get("nightly_weights")
         return cls(
             name=str(obj["name"]),
             members=tuple(str(m) for m in obj["members"]),  # type: ignore[union-attr, attr-defined]
@@ -289,16 +347,21 @@ class Combination:
             channels=tuple(str(c) for c in obj["channels"]),  # type: ignore[union-attr, attr-defined]
             weights=_with_regimes(np.asarray(obj["weights"], dtype=np.float64)),
             fold_weights=np.zeros((0,)),
+            nightly_weights=None if nightly is None else _with_regimes(np.asarray(nightly, dtype=np.float64)),
         )
 
-    def weights_table(self) -> str:
-        """Markdown: one row per horizon group, channel and regime, one column per member."""
+    def weights_table(self, nightly: bool = False) -> str:
+        """Markdown: one row per horizon group, channel and regime, one column per member.
+
+        ``nightly``: the weights of the nightly origin (the all-origin ones where none were fitted).
+        """
+        weights = self.nightly_weights if nightly and self.nightly_weights is not None else self.weights
         head = "| horizon | channel | last value | " + " | ".join(self.members) + " |"
         rows = [head, "|---|---|---|" + "---:|" * len(self.members)]
         for gi, (tag, _, _) in enumerate(self.groups):
             for ci, ch in enumerate(self.channels):
                 for ri, regime in ((1, "fresh"), (0, "stale")):
-                    cells = " | ".join(f"{w:.2f}" for w in self.weights[gi, ci, ri])
+                    cells = " | ".join(f"{w:.2f}" for w in weights[gi, ci, ri])
                     rows.append(f"| {tag} | {ch} | {regime} | {cells} |")
         return "\n".join(rows)
 
@@ -328,10 +391,14 @@ def fill_missing(x: np.ndarray) -> np.ndarray:
     return np.where(bad, np.nan_to_num(row)[:, None], x)
 
 
-def _fit_weights(gram: np.ndarray, xty: np.ndarray, days: np.ndarray) -> np.ndarray:
+def _fit_weights(
+    gram: np.ndarray, xty: np.ndarray, days: np.ndarray, otherwise: np.ndarray | None = None
+) -> np.ndarray:
     """``(G, C, 2, K)`` weights from the per-day sums of ``days``; a regime without rows takes both regimes' fit.
 
     ``gram`` ``(D, G, C, 2, K, K)`` and ``xty`` ``(D, G, C, 2, K)``: per day, group, channel, regime.
+    ``otherwise`` ``(G, C, 2, K)``: the weights of a (group, channel, regime) without rows instead
+    (the nightly origins' fit falls back on the all-origin weights).
     """
     gs, vs = gram[days].sum(axis=0), xty[days].sum(axis=0)  # (G, C, 2, K, K), (G, C, 2, K)
     n_g, n_ch, _, k = vs.shape
@@ -340,9 +407,30 @@ def _fit_weights(gram: np.ndarray, xty: np.ndarray, days: np.ndarray) -> np.ndar
         for ci in range(n_ch):
             pooled = nnls_gram(gs[gi, ci].sum(axis=0), vs[gi, ci].sum(axis=0))
             for ri in range(2):
-                has_rows = np.trace(gs[gi, ci, ri]) > 0
-                w[gi, ci, ri] = nnls_gram(gs[gi, ci, ri], vs[gi, ci, ri]) if has_rows else pooled
+                if np.trace(gs[gi, ci, ri]) > 0:
+                    w[gi, ci, ri] = nnls_gram(gs[gi, ci, ri], vs[gi, ci, ri])
+                else:
+                    w[gi, ci, ri] = pooled if otherwise is None else otherwise[gi, ci, ri]
     return w
+
+
+def _day_sums(
+    xs: np.ndarray, y: np.ndarray, cell: np.ndarray, shape: tuple[int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per (day, group, channel, regime) ``X'X`` ``(D, G, C, 2, K, K)`` and ``X'y`` ``(D, G, C, 2, K)`` of rows ``cell``."""
+    n_days, n_g, n_ch = shape
+    k = xs.shape[1]
+    n_cells = n_days * n_g * n_ch * 2
+    flat_gram = np.zeros((n_cells, k, k))
+    flat_xty = np.zeros((n_cells, k))
+    for i in range(k):
+        flat_xty[:, i] = np.bincount(cell, weights=xs[:, i] * y, minlength=n_cells)
+        for j in range(i, k):
+            both = np.bincount(cell, weights=xs[:, i] * xs[:, j], minlength=n_cells)
+            flat_gram[:, i, j] = flat_gram[:, j, i] = both
+    gram = flat_gram.reshape(n_days, n_g, n_ch, 2, k, k)  # (day, group, channel, regime, K, K)
+    xty = flat_xty.reshape(n_days, n_g, n_ch, 2, k)  # (day, group, channel, regime, K)
+    return gram, xty
 
 
 def combine(store: HoldoutPredictions, bt: Backtest, members: Sequence[str] = MEMBERS) -> list[Combination]:
@@ -351,7 +439,9 @@ def combine(store: HoldoutPredictions, bt: Backtest, members: Sequence[str] = ME
     For every horizon group ``g`` (:meth:`Backtest.groups`, without ``all``), channel ``c`` and regime (fresh or stale),
     the per-day Gram matrices ``X_d'X_d`` and ``X_d'y_d`` of the members' forecasts ``X`` and the
     targets ``y`` are summed over the days of every fold but one (:func:`nnls_gram`): the
-    weights fold ``k`` is forecast with. The serving weights sum every day.
+    weights fold ``k`` is forecast with. The serving weights sum every day. The same again over
+    the forecasts issued at the nightly origin alone gives the nightly weights, with which those
+    forecasts are scored.
 
     Parameters
     ----------
@@ -381,26 +471,30 @@ def combine(store: HoldoutPredictions, bt: Backtest, members: Sequence[str] = ME
     for fi, f in enumerate(bt.folds):
         fold_of_day[bt.fold_days(f)] = fi
     out = []
+    night = pts.nightly
     for name in COMBINATIONS:
         cols = [i for i, m in enumerate(present) if name == COMBINATION or m != NETWORK]
         xs, y = x[:, cols], pts.y.astype(np.float64)
-        k = len(cols)
-        # per (day, group, channel, regime): X'X and X'y
+        # per (day, group, channel, regime): X'X and X'y, over every origin and over the nightly ones
         cell = ((pts.day * n_g + g) * n_ch + pts.channel) * 2 + regime
-        n_cells = n_days * n_g * n_ch * 2
-        flat_gram = np.zeros((n_cells, k, k))
-        flat_xty = np.zeros((n_cells, k))
-        for i in range(k):
-            flat_xty[:, i] = np.bincount(cell, weights=xs[:, i] * y, minlength=n_cells)
-            for j in range(i, k):
-                both = np.bincount(cell, weights=xs[:, i] * xs[:, j], minlength=n_cells)
-                flat_gram[:, i, j] = flat_gram[:, j, i] = both
-        gram = flat_gram.reshape(n_days, n_g, n_ch, 2, k, k)  # (day, group, channel, regime, K, K)
-        xty = flat_xty.reshape(n_days, n_g, n_ch, 2, k)  # (day, group, channel, regime, K)
+        gram, xty = _day_sums(xs, y, cell, (n_days, n_g, n_ch))
+        n_gram, n_xty = _day_sums(xs[night], y[night], cell[night], (n_days, n_g, n_ch))
 
-        weights = _fit_weights(gram, xty, np.arange(n_days))
+        every = np.arange(n_days)
+        weights = _fit_weights(gram, xty, every)
+        nightly_w = _fit_weights(n_gram, n_xty, every, otherwise=weights)
         fold_w = np.stack([_fit_weights(gram, xty, np.flatnonzero(fold_of_day != fi)) for fi in range(len(bt.folds))])
-        pred = np.einsum("nk,nk->n", xs, fold_w[fold_of_day[pts.day], g, pts.channel, regime])
+        nightly_fold_w = np.stack(
+            [
+                _fit_weights(n_gram, n_xty, np.flatnonzero(fold_of_day != fi), otherwise=fold_w[fi])
+                for fi in range(len(bt.folds))
+            ]
+        )
+        fi_of = fold_of_day[pts.day]
+        at = np.where(
+            night[:, None], nightly_fold_w[fi_of, g, pts.channel, regime], fold_w[fi_of, g, pts.channel, regime]
+        )  # (N, K) the weights each point was forecast with
+        pred = np.einsum("nk,nk->n", xs, at)
         errors = DailyErrors(store.day_of_bin, n_days, bt.horizon)
         errors.add_points(pred - y, pts.day, pts.step, pts.channel, n_ch)
         bt.errors[name] = errors
@@ -412,6 +506,8 @@ def combine(store: HoldoutPredictions, bt: Backtest, members: Sequence[str] = ME
                 channels=tuple(bt.channels) or tuple(str(i) for i in range(n_ch)),
                 weights=weights,
                 fold_weights=fold_w,
+                nightly_weights=nightly_w,
+                nightly_fold_weights=nightly_fold_w,
             )
         )
     return out

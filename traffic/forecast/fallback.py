@@ -79,9 +79,11 @@ class FittedBaseline:
     grid : GridTensor
         The grid it was fitted on, extended by ``horizon`` unobserved bins (forecasts from its
         last bin reach past the data).
-    predict : callable
-        ``predict(t_end, where=None) -> (N, H_out, C, H, W)`` float32 forecasts after bins ``t_end``
-        of ``grid``; with ``where`` (bool, same shape) ridge and GBM predict only there (NaN elsewhere).
+    predict_on : callable
+        ``predict_on(ext, t_end, where=None) -> (N, H_out, C, H, W)`` float32 forecasts after bins
+        ``t_end`` of a grid ``ext`` extended by ``horizon`` bins (:func:`extend_time`; the fitted
+        parts: profile, ridge, GBM, are not tied to the grid they were fitted on); with ``where``
+        (bool, same shape) ridge and GBM predict only there (NaN elsewhere).
     intervals : IntervalModel
         80 % bounds from the residuals of the window's training and validation samples.
     fit_window : tuple of int
@@ -91,9 +93,40 @@ class FittedBaseline:
     name: str
     horizon: int
     grid: GridTensor
-    predict: Callable[..., np.ndarray]
+    predict_on: Callable[..., np.ndarray]
     intervals: IntervalModel
     fit_window: tuple[int, int]
+
+    def predict(self, t_end: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+        """``(N, H_out, C, H, W)`` float32 forecasts after bins ``t_end`` of the grid it was fitted on."""
+        return self.predict_on(self.grid, t_end, where)
+
+    def forecast_on(self, grid: GridTensor, t_end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Forecast and 80 % bounds after bin ``t_end`` of another grid of the same cells and channels.
+
+        The fit stays what it was (e.g. a registered version's window); only the context is read
+        from ``grid``: a version's baselines fitted once forecast every later origin.
+
+        Returns
+        -------
+        forecast, lower, upper : np.ndarray
+            ``(H_out, C, H, W)`` float32.
+
+        Raises
+        ------
+        ValueError
+            When ``grid``'s cells or channels are not those the baseline was fitted on, or ``t_end`` is outside it.
+        """
+        if grid.shape[1:] != self.grid.shape[1:] or tuple(grid.channels) != tuple(self.grid.channels):
+            raise ValueError(
+                f"baseline {self.name}: fitted on a grid of shape {self.grid.shape[1:]} and channels "
+                f"{list(self.grid.channels)}, asked to forecast on {grid.shape[1:]} / {list(grid.channels)}"
+            )
+        if not 0 <= int(t_end) < len(grid.times):
+            raise ValueError(f"t_end {t_end} outside the {len(grid.times)} bins of the grid")
+        pred = self.predict_on(extend_time(grid, self.horizon), np.array([int(t_end)]))[0].astype(np.float32)
+        lower, upper = self.intervals.bounds(pred)
+        return pred, lower, upper
 
     def forecast(self, t_end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Forecast and 80 % bounds after bin ``t_end`` (negative counts from the last data bin).
@@ -176,32 +209,35 @@ def fit_baseline(
     fit_t_end = np.concatenate([split.train, split.val])
     ext = extend_time(grid, horizon_steps)
 
-    Predict = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
+    Predict = Callable[[GridTensor, np.ndarray, "np.ndarray | None"], np.ndarray]
 
     def batched(fn: Predict) -> Callable[..., np.ndarray]:
-        def run(t_end: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+        def run(on: GridTensor, t_end: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
             t_end = np.asarray(t_end, dtype=np.int64)
             parts = [
-                fn(t_end[s : s + BATCH], None if where is None else where[s : s + BATCH])
+                fn(on, t_end[s : s + BATCH], None if where is None else where[s : s + BATCH])
                 for s in range(0, len(t_end), BATCH)
             ]
             return np.concatenate(parts).astype(np.float32)
 
         return run
 
+    # every predictor reads the context from the grid it is given (``on``): the fit is the window's
     if name == "persistence":
-        predict = batched(lambda te, _: persistence_forecast(ext, te, context_steps, horizon_steps, prof.cell_mean))
+        predict_on = batched(
+            lambda on, te, _: persistence_forecast(on, te, context_steps, horizon_steps, prof.cell_mean)
+        )
     elif name == "seasonal_average":
-        predict = batched(lambda te, _: seasonal_forecast(prof, ext, bm, te, horizon_steps))
+        predict_on = batched(lambda on, te, _: seasonal_forecast(prof, on, bm, te, horizon_steps))
     elif name == "ridge":
         ridge = RidgeLagBaseline(ridge_lags, context_steps, horizon_steps, seed=seed).fit(
             grid, fit_t_end, prof.cell_mean
         )
-        predict = batched(lambda te, where: ridge.predict(ext, te, where=where))
+        predict_on = batched(lambda on, te, where: ridge.predict(on, te, where=where))
     else:
         gbm = GradientBoostingLagBaseline(ridge_lags, context_steps, horizon_steps, max_rows=gbm_max_rows, seed=seed)
         gbm.fit(grid, fit_t_end, prof, split.fit_start, split.fit_end)
-        predict = batched(lambda te, where: gbm.predict(ext, te, where=where))
+        predict_on = batched(lambda on, te, where: gbm.predict(on, te, where=where))
 
     # residuals of training and validation samples only (never the holdout), like the network's bounds
     cal = spread(fit_t_end, calibration_samples)
@@ -210,6 +246,6 @@ def fit_baseline(
         te = cal[s : s + BATCH]
         ti = target_index(te, horizon_steps)
         mask = grid.mask[ti]
-        batches.append((predict(te, mask), grid.values[ti], mask))  # residuals at observed targets only
+        batches.append((predict_on(ext, te, mask), grid.values[ti], mask))  # residuals at observed targets only
     intervals = fit_intervals(batches, cell_scale(win.values, win.mask))
-    return FittedBaseline(name, horizon_steps, ext, predict, intervals, (split.fit_start, split.fit_end))
+    return FittedBaseline(name, horizon_steps, ext, predict_on, intervals, (split.fit_start, split.fit_end))

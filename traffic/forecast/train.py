@@ -63,7 +63,14 @@ from traffic.forecast.baselines import (
 )
 from traffic.forecast.batching import Batcher, masked_channel_stats
 from traffic.forecast.checkpoint import checkpoint_path, load_checkpoint, restore_rng_states, transfer_parameters
-from traffic.forecast.combination import COMBINATIONS, MEMBERS, HoldoutPredictions, RecordingErrors, combine
+from traffic.forecast.combination import (
+    COMBINATIONS,
+    MEMBERS,
+    HoldoutPredictions,
+    RecordingErrors,
+    combine,
+    nightly_origins,
+)
 from traffic.forecast.features import build_inputs, target_index
 from traffic.forecast.horizons import anomaly_autocorrelation, signal_horizons
 from traffic.forecast.inference import evaluate_module, predict
@@ -607,7 +614,7 @@ def _train(
         day_of_bin, days = day_index(grid, split.fit_end)
         folds = backtest_folds if backtest_folds else default_backtest_folds(holdout_days)
         # every member's holdout forecasts are kept (observed targets only) for the combination
-        recorded = HoldoutPredictions(day_of_bin, grid.mask)
+        recorded = HoldoutPredictions(day_of_bin, grid.mask, nightly_origins(grid.times, grid.timezone))
         backtest = Backtest(
             days=days,
             folds=fold_plan(days, min(folds, len(days)), grid.holidays),

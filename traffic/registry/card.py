@@ -347,7 +347,14 @@ def combination_section(result: TrainResult, m: Mapping[str, float]) -> list[str
             f"`signal_threshold` {result.params.get('signal_threshold', 'n/a')}).",
         ]
     for combo in combos:
-        lines += ["", f"Serving weights of `{combo.name}`:", "", combo.weights_table()]
+        lines += ["", f"Serving weights of `{combo.name}` (every origin: the refresh):", "", combo.weights_table()]
+        if combo.nightly_weights is not None:
+            lines += [
+                "",
+                f"Serving weights of `{combo.name}` at the nightly origin (local midnight: the day-ahead forecast):",
+                "",
+                combo.weights_table(nightly=True),
+            ]
     return lines
 
 
