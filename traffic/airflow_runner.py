@@ -237,8 +237,9 @@ def airflow_exe() -> str:
 _TASK_LINE = re.compile(
     r"^(?P<time>\S+) \[(?P<level>\w+)\s*\] (?P<msg>.*) \[(?P<logger>traffic[\w.]*)\](?: loc=\S+)?\s*$"
 )
-#: Loggers whose INFO records :func:`task_line` shows: the stages' start and end (``_logged``), training progress.
-SHOWN_LOGGERS = ("traffic.pipeline", "traffic.forecast.loop")
+#: Loggers whose INFO records :func:`task_line` shows: the stages' start and end (``_logged``), training and
+#: backtest progress.
+SHOWN_LOGGERS = ("traffic.pipeline", "traffic.forecast.loop", "traffic.forecast.train")
 
 
 def task_line(line: str) -> str | None:

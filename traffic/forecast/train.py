@@ -40,6 +40,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import math
 import os
 import random
@@ -105,6 +106,8 @@ DATA_FIELDS = (
     "profile_period",
     "utc_offset_minutes",
 )
+
+log = logging.getLogger(__name__)
 
 
 def load_model_spec(path: str | Path = MODEL_SPEC) -> dict[str, dict[str, Any]]:
@@ -630,6 +633,13 @@ def _train(
             },
             channels=tuple(grid.channels),
         )
+        log.info(
+            "backtest: %d origins of %d day(s) in %d fold(s), every candidate",
+            len(split.holdout),
+            len(days),
+            len(backtest.folds),
+        )
+        t_part = time.perf_counter()
         ablated = copy.deepcopy(module)
         ablated.load_state_dict(head_state)
         # 80 % intervals from the residuals of training and validation samples (never the holdout):
@@ -649,6 +659,8 @@ def _train(
                 cell_scale(win.values, win.mask),
             )
         intervals = variant_intervals["model"]
+        log.info("backtest: interval models of 3 network variants in %.1f s", time.perf_counter() - t_part)
+        t_part = time.perf_counter()
         metrics["model"] = evaluate_module(
             module,
             grid,
@@ -667,6 +679,8 @@ def _train(
                 daily=backtest.errors[variant],
             )
         del ablated
+        log.info("backtest: network variants scored in %.1f s", time.perf_counter() - t_part)
+        t_part = time.perf_counter()
         metrics.update(
             evaluate_baselines(
                 grid,
@@ -682,8 +696,11 @@ def _train(
                 daily=backtest.errors,
             )
         )
+        log.info("backtest: baselines fitted and scored in %.1f s", time.perf_counter() - t_part)
+        t_part = time.perf_counter()
         # the per-horizon combinations, cross-fitted over the folds (traffic.forecast.combination)
         combinations = combine(recorded, backtest)
+        log.info("backtest: combinations fitted and scored in %.1f s", time.perf_counter() - t_part)
     backtest_seconds = time.perf_counter() - t_backtest  # intervals + every candidate on every fold
     module.to("cpu")
     if dev.type == "cuda":
