@@ -38,6 +38,17 @@ def test_a_fitted_baseline_forecasts_a_later_grid_from_that_grids_context(name):
         assert not np.allclose(pred, _fit(full, name).forecast(later)[0])
 
 
+@pytest.mark.parametrize("name", BASELINES)
+def test_the_same_origin_on_a_grid_that_starts_later_gets_the_same_forecast(name):
+    """Inside the fit window GBM's prior leaves a bin's own value out: found by time, not by bin index."""
+    full = synthetic_grid(days=9, channels=("cam.car", "cam.speed_kmh"), seed=7)
+    fitted = _fit(full, name)
+    t = fitted.fit_window[0] + 12  # context and targets inside the fit window, before index fit_start + 24
+    later = full.slice_time(24, full.shape[0])  # the same data from a day later on: every index moves by 24
+    for a, b in zip(fitted.forecast(t), fitted.forecast_on(later, t - 24), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4, equal_nan=True)
+
+
 def test_a_fitted_baseline_refuses_a_grid_of_other_cells_or_channels():
     g = synthetic_grid(days=8, channels=("cam.car", "cam.speed_kmh"), seed=7)
     fitted = _fit(g, "seasonal_average")

@@ -456,6 +456,7 @@ class GradientBoostingLagBaseline:
         self.use_holiday = False
         self._profile: SeasonalProfile | None = None
         self._window = (0, 0)
+        self._window_times: tuple[pd.Timestamp, pd.Timestamp] | None = None  # [start, end) of the fit window
         self._scale = np.ones(0, dtype=np.float64)
 
     @staticmethod
@@ -468,6 +469,13 @@ class GradientBoostingLagBaseline:
             raise ValueError(f"grid.holiday has shape {hol.shape}; expected ({len(grid.times)},) (one flag per bin)")
         return hol
 
+    def _window_on(self, grid: GridTensor) -> tuple[int, int]:
+        """The fit window's bins ``[lo, hi)`` in ``grid``, found by time (a later grid of the same cells)."""
+        if self._window_times is None:
+            return self._window
+        start, end = self._window_times
+        return int(grid.times.searchsorted(start, side="left")), int(grid.times.searchsorted(end, side="left"))
+
     def _prior(self, grid: GridTensor, pos: np.ndarray, bins: np.ndarray, c: np.ndarray, k: np.ndarray) -> np.ndarray:
         """Prior ``(R, S)`` at bins ``(R, S)`` of channel ``c`` and flat cell ``k`` ``(R,)``, leave-one-out in the window."""
         prof = self._profile
@@ -476,7 +484,7 @@ class GradientBoostingLagBaseline:
         p = pos[bins]  # (R, S) profile positions
         cc, kk = c[:, None], k[:, None]
         prior = prof.profile.reshape(prof.period, n_c, -1)[p, cc, kk].astype(np.float64)
-        lo, hi = self._window
+        lo, hi = self._window_on(grid)
         own = (bins >= lo) & (bins < hi) & grid.mask.reshape(len(grid.times), n_c, -1)[bins, cc, kk]
         if own.any():
             v = grid.values.reshape(len(grid.times), n_c, -1)[bins, cc, kk].astype(np.float64)
@@ -606,6 +614,9 @@ class GradientBoostingLagBaseline:
         self._check_range(grid, t_end)
         n_t, n_c = grid.shape[:2]
         self._profile, self._window = profile, (int(fit_start), int(fit_end))
+        step = grid.times[1] - grid.times[0] if len(grid.times) > 1 else pd.Timedelta(0)
+        end = grid.times[fit_end] if fit_end < len(grid.times) else grid.times[-1] + step
+        self._window_times = (grid.times[fit_start], end)
         hol = self._holiday(grid)
         self.use_holiday = hol is not None
         win_v, win_m = grid.values[fit_start:fit_end], grid.mask[fit_start:fit_end]
