@@ -317,8 +317,10 @@ class RidgeLagBaseline:
         last, has = last_observed(cv, cm, self.fallback.reshape(n_c, -1)[c, k])
         lag_v = np.where(cm, cv, 0.0)[:, -self.lags :]
         lag_m = cm[:, -self.lags :].astype(np.float32)
-        tt = grid.times[t] + (h + 1) * (grid.times[1] - grid.times[0])  # target bin starts
-        cal = calendar_features(tt, grid.holiday_at(tt))
+        # calendar of the target bins: computed once per distinct sample, not per row (rows share samples)
+        uniq, inv = np.unique(t, return_inverse=True)
+        tt = grid.times[uniq] + (h + 1) * (grid.times[1] - grid.times[0])  # target bin starts
+        cal = calendar_features(tt, grid.holiday_at(tt))[inv]
         return np.hstack([lag_v, lag_m, last[:, None], has[:, None].astype(np.float32), cal]).astype(np.float64)
 
     def regressor(self):
