@@ -529,14 +529,16 @@ class GradientBoostingLagBaseline:
         steps = np.arange(1, self.context_steps + 1)[None, :]
         since = np.where(has, self.context_steps - np.max(cm * steps, axis=1), self.context_steps)
         p_tgt = self._prior(grid, pos, tgt[:, None], c, k)[:, 0]
-        times = grid.times[tgt]
+        # calendar per grid bin, then per row (pandas' field access on every row is the slow part)
+        hour = np.asarray(grid.times.hour + grid.times.minute / 60, dtype=np.float64)  # (T,)
+        dow = np.asarray(grid.times.day_of_week, dtype=np.float64)  # (T,)
         cols = [
             anom,
             (last / s)[:, None],
             since[:, None],
             (p_tgt / s)[:, None],
-            (times.hour + times.minute / 60).to_numpy()[:, None],
-            times.day_of_week.to_numpy()[:, None],
+            hour[tgt][:, None],
+            dow[tgt][:, None],
         ]
         if self.use_holiday:
             assert hol is not None
