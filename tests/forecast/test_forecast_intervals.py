@@ -73,3 +73,28 @@ def test_horizon_groups_by_hours_ahead():
     assert [group_tag(g.label) for g in horizon_groups(3600, 3)] == ["h01", "h02-03"]
     means = group_means([1.0, 2.0, np.nan, 4.0], horizon_groups(3600, 4))
     assert means == {"1 h": 1.0, "2–3 h": 2.0, "4–6 h": 4.0}
+
+
+def test_bounds_and_coverage_at_the_observed_targets_equal_the_dense_ones():
+    """Scoring reads the observed targets only: the same bounds and coverage as on the dense batch."""
+    rng = np.random.default_rng(2)
+    shape = (5, 4, 3, 6, 7)  # (B, H_out, C, H, W)
+    model = IntervalModel(
+        0.8, -rng.random((4, 3)), rng.random((4, 3)), (0.5 + rng.random((3, 6, 7))).astype(np.float32)
+    )
+    pred = rng.normal(1.0, 1.0, shape).astype(np.float32)
+    target = rng.normal(1.0, 1.0, shape).astype(np.float32)
+    mask = rng.random(shape) < 0.2
+    target[~mask] = np.nan
+    idx = np.flatnonzero(mask)
+    lo, hi = model.bounds(pred)
+    lo_at, hi_at = model.bounds_at(pred, idx)
+    np.testing.assert_allclose(lo_at, lo.reshape(-1)[idx], rtol=1e-6)
+    np.testing.assert_allclose(hi_at, hi.reshape(-1)[idx], rtol=1e-6)
+    dense, sparse = CoverageAccumulator(4), CoverageAccumulator(4)
+    dense.update(lo, hi, target, mask)
+    sparse.update_model(model, pred, target, mask)
+    assert dense.result() == sparse.result()
+    # the dense rule, written out: observed and inside
+    inside = mask & (np.nan_to_num(target) >= lo) & (np.nan_to_num(target) <= hi)
+    np.testing.assert_allclose(sparse.result(), inside.sum(axis=(0, 2, 3, 4)) / mask.sum(axis=(0, 2, 3, 4)))

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from traffic.forecast.horizons import group_tag, horizon_groups
+from traffic.forecast.metrics import observed_points
 from traffic.grid.tensor import GridTensor
 
 __all__ = [
@@ -194,22 +195,12 @@ class DailyErrors:
 
     def update(self, pred: np.ndarray, target: np.ndarray, mask: np.ndarray, tidx: np.ndarray) -> None:
         """Add a batch: ``pred``/``target``/``mask`` ``(B, H_out, C, H, W)``, ``tidx`` ``(B, H_out)`` target bins."""
-        m = mask.astype(bool)
-        err = np.where(m, pred.astype(np.float64) - np.where(m, target, 0.0), 0.0)
-        axes = (2, 3, 4)
-        sq, ab, cnt = (err**2).sum(axis=axes), np.abs(err).sum(axis=axes), m.sum(axis=axes)  # (B, H_out)
-        day = self.day_of_bin[tidx]  # (B, H_out)
-        keep = day >= 0
-        h = np.broadcast_to(np.arange(tidx.shape[1])[None, :], tidx.shape)
-        np.add.at(self.sse, (day[keep], h[keep]), sq[keep])
-        np.add.at(self.sae, (day[keep], h[keep]), ab[keep])
-        np.add.at(self.n, (day[keep], h[keep]), cnt[keep])
-        if self.sse_c is None or self.n_c is None:
-            shape = (*self.sse.shape, pred.shape[2])
-            self.sse_c, self.n_c = np.zeros(shape, dtype=np.float64), np.zeros(shape, dtype=np.int64)
-        sq_c, cnt_c = (err**2).sum(axis=(3, 4)), m.sum(axis=(3, 4))  # (B, H_out, C)
-        np.add.at(self.sse_c, (day[keep], h[keep]), sq_c[keep])
-        np.add.at(self.n_c, (day[keep], h[keep]), cnt_c[keep])
+        idx, _ = observed_points(mask)  # the observed targets only
+        b_h = idx // int(np.prod(mask.shape[2:]))  # flat (sample, horizon) of every point
+        channel = (idx // int(np.prod(mask.shape[3:]))) % mask.shape[2]
+        err = np.asarray(pred).reshape(-1)[idx].astype(np.float64) - np.asarray(target).reshape(-1)[idx]
+        day = self.day_of_bin[np.asarray(tidx).reshape(-1)[b_h]]
+        self.add_points(err, day, b_h % tidx.shape[1], channel, mask.shape[2])
 
     def add_points(
         self, err: np.ndarray, day: np.ndarray, step: np.ndarray, channel: np.ndarray, n_channels: int
@@ -218,14 +209,18 @@ class DailyErrors:
         err = np.asarray(err, dtype=np.float64)
         keep = day >= 0
         err, day, step, channel = err[keep], day[keep], step[keep], channel[keep]
-        np.add.at(self.sse, (day, step), err**2)
-        np.add.at(self.sae, (day, step), np.abs(err))
-        np.add.at(self.n, (day, step), 1)
         if self.sse_c is None or self.n_c is None:
             shape = (*self.sse.shape, n_channels)
             self.sse_c, self.n_c = np.zeros(shape, dtype=np.float64), np.zeros(shape, dtype=np.int64)
-        np.add.at(self.sse_c, (day, step, channel), err**2)
-        np.add.at(self.n_c, (day, step, channel), 1)
+        sq = err**2
+        at = day * self.sse.shape[1] + step  # flat (day, horizon)
+        size = self.sse.size
+        self.sse += np.bincount(at, weights=sq, minlength=size).reshape(self.sse.shape)
+        self.sae += np.bincount(at, weights=np.abs(err), minlength=size).reshape(self.sse.shape)
+        self.n += np.bincount(at, minlength=size).reshape(self.sse.shape)
+        at_c = at * self.sse_c.shape[2] + channel  # flat (day, horizon, channel)
+        self.sse_c += np.bincount(at_c, weights=sq, minlength=self.sse_c.size).reshape(self.sse_c.shape)
+        self.n_c += np.bincount(at_c, minlength=self.n_c.size).reshape(self.n_c.shape)
 
     def channel_rmse_mean(self, channel: int) -> float:
         """Mean over horizons of one channel's per-horizon RMSE over every day (NaN when never scored)."""

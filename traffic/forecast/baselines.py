@@ -758,7 +758,7 @@ def evaluate_baselines(
         target, mask = grid.values[tidx], grid.mask[tidx]
         for name, pred in forecasts(te, mask).items():
             acc[name].update(pred, target, mask)
-            cov[name].update(*bounds[name].bounds(pred), target, mask)
+            cov[name].update_model(bounds[name], pred, target, mask)
             if daily is not None and name in daily:
                 daily[name].update(pred, target, mask, tidx)
     out = {name: a.result() for name, a in acc.items()}

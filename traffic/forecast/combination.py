@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 
 from traffic.forecast.backtest import Backtest, DailyErrors
+from traffic.forecast.metrics import observed_points
 
 __all__ = [
     "COMBINATION",
@@ -147,21 +148,29 @@ class HoldoutPredictions:
 
     def add(self, name: str, pred: np.ndarray, target: np.ndarray, mask: np.ndarray, tidx: np.ndarray) -> None:
         """Record a batch: ``pred``/``target``/``mask`` ``(B, H_out, C, H, W)``, ``tidx`` ``(B, H_out)``."""
-        day = self.day_of_bin[tidx]  # (B, H_out)
-        keep = mask.astype(bool) & (day >= 0)[:, :, None, None, None]  # (B, H_out, C, H, W)
-        self.values.setdefault(name, []).append(np.asarray(pred, dtype=np.float32)[keep])
+        idx, h = observed_points(mask)  # flat indices of the observed targets, their horizon step
+        n_c, n_cells = mask.shape[2], int(np.prod(mask.shape[3:]))
+        b_h = idx // (n_c * n_cells)  # flat (sample, horizon)
+        day = self.day_of_bin[np.asarray(tidx).reshape(-1)[b_h]]
+        keep = day >= 0
+        idx, h, b_h, day = idx[keep], h[keep], b_h[keep], day[keep]
+        self.values.setdefault(name, []).append(np.asarray(pred).reshape(-1)[idx].astype(np.float32))
         self.origins.setdefault(name, []).append(np.asarray(tidx[:, 0], dtype=np.int64))
         if self._first is None:
             self._first = name
         if name == self._first:
-            b, h, c, r, q = np.nonzero(keep)
+            b = b_h // mask.shape[1]  # the sample
+            c, cell = (idx // n_cells) % n_c, idx % n_cells
             origin = tidx[:, 0] - 1  # (B,) the last context bin
-            fresh = self.seen[origin[b], c, r, q] if self.seen is not None else np.ones(len(b), dtype=bool)
+            if self.seen is not None:
+                fresh = self.seen.reshape(len(self.seen), n_c, -1)[origin[b], c, cell]
+            else:
+                fresh = np.ones(len(b), dtype=bool)
             nightly = self.nightly[tidx[b, 0]] if self.nightly is not None else np.zeros(len(b), dtype=bool)
             self._points.append(
                 (
-                    np.asarray(target, dtype=np.float32)[keep],
-                    np.broadcast_to(day[:, :, None, None, None], keep.shape)[keep],
+                    np.asarray(target).reshape(-1)[idx].astype(np.float32),
+                    day,
                     h,
                     c,
                     np.asarray(fresh, dtype=bool),

@@ -126,7 +126,7 @@ def evaluate_module(
         if daily is not None:
             daily.update(pred, grid.values[tidx], grid.mask[tidx], tidx)
         if intervals is not None:
-            cov.update(*intervals.bounds(pred), grid.values[tidx], grid.mask[tidx])
+            cov.update_model(intervals, pred, grid.values[tidx], grid.mask[tidx])
     out = acc.result()
     if intervals is not None:
         out.coverage = cov.result()

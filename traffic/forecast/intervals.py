@@ -34,6 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from traffic.forecast.metrics import observed_points
+
 #: Nominal coverage of the published interval.
 INTERVAL_LEVEL = 0.8
 #: How the bounds are made (``forecast_runs.interval_method``).
@@ -74,6 +76,22 @@ class IntervalModel:
         lo = pred + self.q_lo[:, :, None, None] * self.scale
         hi = pred + self.q_hi[:, :, None, None] * self.scale
         return np.maximum(lo, 0.0).astype(np.float32), np.maximum(hi, 0.0).astype(np.float32)
+
+    def bounds_at(self, pred: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`bounds` of a ``(B, H_out, C, H, W)`` forecast at its flat indices ``idx`` only: ``(N,)`` each."""
+        h_out, n_c = self.q_lo.shape
+        n_cells = int(np.prod(self.scale.shape[1:]))
+        if pred.shape[1:3] != (h_out, n_c) or pred.shape[3:] != self.scale.shape[1:]:
+            raise ValueError(
+                f"forecast {pred.shape} does not match the interval model ({h_out} horizons, {n_c} channels, "
+                f"grid {self.scale.shape[1:]})"
+            )
+        h, c, cell = (idx // (n_c * n_cells)) % h_out, (idx // n_cells) % n_c, idx % n_cells
+        p = np.asarray(pred).reshape(-1)[idx]
+        sc = self.scale.reshape(n_c, -1)[c, cell]
+        lo = np.maximum(p + self.q_lo[h, c] * sc, 0.0).astype(np.float32)
+        hi = np.maximum(p + self.q_hi[h, c] * sc, 0.0).astype(np.float32)
+        return lo, hi
 
     def to_bytes(self) -> bytes:
         """An ``.npz`` (no pickled objects) holding the four fields."""
@@ -170,11 +188,20 @@ class CoverageAccumulator:
 
     def update(self, lower: np.ndarray, upper: np.ndarray, target: np.ndarray, mask: np.ndarray) -> None:
         """Add a batch ``(B, H_out, C, H, W)``."""
-        m = mask.astype(bool)
-        y = np.where(m, target, 0.0)
-        ok = m & (y >= lower) & (y <= upper)
-        self.inside += ok.sum(axis=(0, 2, 3, 4))
-        self.n += m.sum(axis=(0, 2, 3, 4))
+        idx, h = observed_points(mask)  # the observed targets only
+        y = np.asarray(target).reshape(-1)[idx]
+        ok = (y >= np.asarray(lower).reshape(-1)[idx]) & (y <= np.asarray(upper).reshape(-1)[idx])
+        self.inside += np.bincount(h[ok], minlength=len(self.n))
+        self.n += np.bincount(h, minlength=len(self.n))
+
+    def update_model(self, model: IntervalModel, pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> None:
+        """:meth:`update` with ``model``'s bounds of ``pred``, computed at the observed targets only."""
+        idx, h = observed_points(mask)
+        lower, upper = model.bounds_at(pred, idx)
+        y = np.asarray(target).reshape(-1)[idx]
+        ok = (y >= lower) & (y <= upper)
+        self.inside += np.bincount(h[ok], minlength=len(self.n))
+        self.n += np.bincount(h, minlength=len(self.n))
 
     def result(self) -> list[float]:
         """Coverage per horizon (NaN where nothing was observed)."""
