@@ -153,10 +153,12 @@ def fit_intervals(
         if not (pred.shape == target.shape == mask.shape) or pred.ndim != 5:
             raise ValueError(f"pred {pred.shape}, target {target.shape}, mask {mask.shape}: want equal 5-D shapes")
         shape = pred.shape
-        m = mask.astype(bool)
-        _, h_i, c_i, _, _ = np.nonzero(m)
-        r = (np.where(m, target, 0.0) - pred) / scale[None, None]  # (B, H_out, C, H, W)
-        res.append(r[m].astype(np.float32))
+        idx, h_i = observed_points(mask)  # the observed targets only, in the order of a boolean index
+        n_cells = int(np.prod(pred.shape[3:]))
+        c_i, cell = (idx // n_cells) % pred.shape[2], idx % n_cells
+        sc = np.asarray(scale).reshape(pred.shape[2], -1)[c_i, cell]
+        r = (np.asarray(target).reshape(-1)[idx] - np.asarray(pred).reshape(-1)[idx]) / sc
+        res.append(r.astype(np.float32))
         keys.append((h_i * pred.shape[2] + c_i).astype(np.int32))
     if shape is None:
         raise ValueError("no held-out samples to fit intervals on")

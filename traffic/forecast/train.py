@@ -647,6 +647,7 @@ def _train(
         # one interval model per deployable network variant (the full model, base + head, the base)
         n_cal = 4 * int(tr["max_val_samples"])
         val_ho = np.concatenate([spread(split.train, n_cal), spread(split.val, n_cal)])
+        scale = cell_scale(win.values, win.mask)  # (C, H, W) the bounds' per-cell scale
         for variant, net in (("model", module), ("base_head", ablated), ("base", ablated)):
             if net is ablated:
                 ablated.set_paths(variant)  # the head as pre-fitted, hidden state 0; or the linear base alone
@@ -656,7 +657,7 @@ def _train(
                     for te in np.array_split(val_ho, max(1, math.ceil(len(val_ho) / eval_bs)))
                     for ti in (target_index(te, horizon_steps),)
                 ),
-                cell_scale(win.values, win.mask),
+                scale,
             )
         intervals = variant_intervals["model"]
         log.info("backtest: interval models of 3 network variants in %.1f s", time.perf_counter() - t_part)
