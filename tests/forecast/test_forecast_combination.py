@@ -238,3 +238,20 @@ def test_forecasts_issued_at_the_nightly_origin_get_weights_fitted_on_the_nightl
     assert float(back.apply({"model": a, "base_head": b, "gbm": c}, nightly=True).mean()) > 7.0
     assert "at the nightly origin" not in back.weights_table()  # one table each; the card names them
     assert back.weights_table(nightly=True) != back.weights_table()
+
+
+def test_a_regime_never_scored_at_midnight_takes_the_midnight_fit_not_the_all_origin_weights():
+    """Daylight cameras are never fresh-and-observed at 1 am: the stale regime follows the hour's own fit."""
+    from traffic.forecast.combination import _fit_weights
+
+    k = 2
+    gram = np.zeros((1, 2, 1, 2, k, k))  # (day, group, channel, regime, K, K)
+    xty = np.zeros((1, 2, 1, 2, k))
+    gram[0, 0, 0, 1] = np.eye(k)  # group 0: only fresh rows at midnight, where member 1 is right
+    xty[0, 0, 0, 1] = [0.0, 1.0]
+    otherwise = np.zeros((2, 1, 2, k))
+    otherwise[..., 0] = 1.0  # the all-origin weights trust member 0
+    w = _fit_weights(gram, xty, np.array([0]), otherwise=otherwise)
+    np.testing.assert_allclose(w[0, 0, 1], [0.0, 1.0], atol=1e-3)  # fitted
+    np.testing.assert_allclose(w[0, 0, 0], [0.0, 1.0], atol=1e-3)  # stale: the midnight fit of both regimes
+    np.testing.assert_allclose(w[1, 0], otherwise[1, 0])  # group 1 never scored at midnight: all-origin weights

@@ -33,8 +33,9 @@ The nightly origin
     hourly refresh) forecasts from every bin. Weights fitted over every origin are what the refresh
     needs but not what the nightly forecast does: a member that is good by day can be the worst at
     night. A second set of weights, :attr:`Combination.nightly_weights`, is fitted on the nightly
-    origins alone (cross-fitted the same way; a group, channel and regime without a scored target
-    from a nightly origin takes the all-origin weights), and the backtest scores every nightly
+    origins alone (cross-fitted the same way; a regime without a scored target from a nightly origin
+    takes that of both regimes there, a group and channel without any the all-origin weights), and
+    the backtest scores every nightly
     origin's forecast with them: ``backtest.combination`` is the combination exactly as it serves.
 
 The network's marginal contribution
@@ -406,20 +407,25 @@ def _fit_weights(
     """``(G, C, 2, K)`` weights from the per-day sums of ``days``; a regime without rows takes both regimes' fit.
 
     ``gram`` ``(D, G, C, 2, K, K)`` and ``xty`` ``(D, G, C, 2, K)``: per day, group, channel, regime.
-    ``otherwise`` ``(G, C, 2, K)``: the weights of a (group, channel, regime) without rows instead
-    (the nightly origins' fit falls back on the all-origin weights).
+    ``otherwise`` ``(G, C, 2, K)``: the weights of a (group, channel) without any rows instead (the
+    nightly origins' fit falls back on the all-origin weights only where no forecast from midnight
+    was scored; a regime without rows takes the other regime's, as in the all-origin fit: at
+    midnight the hour, not the regime, is what the all-origin weights miss).
     """
     gs, vs = gram[days].sum(axis=0), xty[days].sum(axis=0)  # (G, C, 2, K, K), (G, C, 2, K)
     n_g, n_ch, _, k = vs.shape
     w = np.zeros((n_g, n_ch, 2, k))
     for gi in range(n_g):
         for ci in range(n_ch):
-            pooled = nnls_gram(gs[gi, ci].sum(axis=0), vs[gi, ci].sum(axis=0))
+            both = gs[gi, ci].sum(axis=0)
+            pooled = nnls_gram(both, vs[gi, ci].sum(axis=0))
             for ri in range(2):
                 if np.trace(gs[gi, ci, ri]) > 0:
                     w[gi, ci, ri] = nnls_gram(gs[gi, ci, ri], vs[gi, ci, ri])
+                elif np.trace(both) > 0 or otherwise is None:
+                    w[gi, ci, ri] = pooled  # the other regime's rows (of these origins) decide
                 else:
-                    w[gi, ci, ri] = pooled if otherwise is None else otherwise[gi, ci, ri]
+                    w[gi, ci, ri] = otherwise[gi, ci, ri]
     return w
 
 
