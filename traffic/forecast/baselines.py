@@ -334,6 +334,8 @@ class RidgeLagBaseline:
 
     def fit(self, grid: GridTensor, t_end: np.ndarray, fallback: np.ndarray) -> RidgeLagBaseline:
         """Fit on samples ending at ``t_end`` (targets observed in ``grid``); ``fallback`` ``(C, H, W)``."""
+        from threadpoolctl import threadpool_limits
+
         self.fallback = np.asarray(fallback, dtype=np.float32)
         rng = np.random.default_rng(self.seed)
         t_end = np.asarray(t_end)
@@ -351,7 +353,9 @@ class RidgeLagBaseline:
                 c = np.full(len(n), ci)
                 x = self._features(grid, t_end, h, n, c, k)
                 y = flat_values[t_end[n] + h + 1, ci, k]
-                self.models[(h, ci)] = self.regressor().fit(x, y)
+                # one BLAS thread: on a shared CPU busy-waiting BLAS threads made each X'X 10-25x slower
+                with threadpool_limits(limits=1, user_api="blas"):
+                    self.models[(h, ci)] = self.regressor().fit(x, y)
         return self
 
     def predict(self, grid: GridTensor, t_end: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
