@@ -67,6 +67,7 @@ def city_section(client, exp) -> list[str]:
             f"| {c} | {m[f'backtest.{c}.rmse_mean']:.4f} | {m.get(f'backtest.{c}.rmse_mean_regular', math.nan):.4f} | {vs} |"
         )
     lines += network_targets(exp.name.removeprefix("traffic-"), m)
+    lines += validation_line(client, run.info.run_id)
     bt_s, total_s = m.get("train.backtest_seconds", math.nan), m.get("train.total_seconds", math.nan)
     share = bt_s / total_s if total_s and math.isfinite(total_s) else math.nan
     lines += [
@@ -78,6 +79,24 @@ def city_section(client, exp) -> list[str]:
         "",
     ]
     return lines
+
+
+def validation_line(client, run_id: str) -> list[str]:
+    """The full model against base + head on validation, after training: the learning curve's step 0 and best.
+
+    Step 0 of the full model is base + head exactly (the recurrent path enters the pre-fitted head
+    through zero weights: ``tests/test_model.py``); the validated state with the lowest loss ships,
+    step 0 included, so the shipped model is never worse than base + head there.
+    """
+    curve = sorted(client.get_metric_history(run_id, "curve.val_loss"), key=lambda r: r.step)
+    if not curve or curve[0].step != 0:
+        return ["", "Validation: no step-0 point on the learning curve (a run logged before it)."]
+    best = min(curve, key=lambda r: r.value)
+    return [
+        "",
+        f"Validation loss on the trained forecast steps: base + head (step 0) {curve[0].value:.4f}, shipped full "
+        f"model (step {best.step}) {best.value:.4f}: full / base + head = {best.value / curve[0].value:.3f}.",
+    ]
 
 
 def _first(m, cand: str, groups: dict[str, float]) -> float:
