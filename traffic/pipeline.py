@@ -1471,8 +1471,8 @@ def _baseline_forecast(c: CityConfig, grid: Any, name: str, t_last: int) -> tupl
 
 
 #: Baseline members of registered combinations, fitted once on their version's window and kept
-#: for the process: ``(lake root, city, run id, member) -> FittedBaseline`` (the newest few).
-_VERSION_BASELINES: dict[tuple[str, str, str, str], Any] = {}
+#: for the process: ``(lake root, city, run id, member) -> (FittedBaseline, train.end)`` (the newest few).
+_VERSION_BASELINES: dict[tuple[str, str, str, str], tuple[Any, pd.Timestamp]] = {}
 _VERSION_BASELINES_KEPT = 16
 
 
@@ -1492,24 +1492,25 @@ def _version_baseline(c: CityConfig, current: dict[str, Any], name: str, origin:
     as_of = (current.get("tags") or {}).get("as_of")
     if not as_of or not current.get("run_id"):
         return None
+    key = (str(res.lake.root), c.name, str(current["run_id"]), name)
+    if key in _VERSION_BASELINES:
+        fitted, train_end = _VERSION_BASELINES[key]
+        return fitted if train_end < origin else None
     train_end = _serving_train_end(current, res)
     if train_end is None or train_end >= origin:
         return None
-    key = (str(res.lake.root), c.name, str(current["run_id"]), name)
-    fitted = _VERSION_BASELINES.get(key)
-    if fitted is None:
-        _, grid = _load_window(c, str(as_of), res=res)
-        fitted = _fit_baseline(c, grid, name)
-        while len(_VERSION_BASELINES) >= _VERSION_BASELINES_KEPT:
-            _VERSION_BASELINES.pop(next(iter(_VERSION_BASELINES)))
-        _VERSION_BASELINES[key] = fitted
-        _log.info(
-            "combination %s v%s: member %s fitted on the version's window (as_of %s)",
-            c.name,
-            current.get("version"),
-            name,
-            as_of,
-        )
+    _, grid = _load_window(c, str(as_of), res=res)
+    fitted = _fit_baseline(c, grid, name)
+    while len(_VERSION_BASELINES) >= _VERSION_BASELINES_KEPT:
+        _VERSION_BASELINES.pop(next(iter(_VERSION_BASELINES)))
+    _VERSION_BASELINES[key] = (fitted, train_end)
+    _log.info(
+        "combination %s v%s: member %s fitted on the version's window (as_of %s)",
+        c.name,
+        current.get("version"),
+        name,
+        as_of,
+    )
     return fitted
 
 
