@@ -10,7 +10,6 @@ Airflow services (API server, scheduler, workers) start in their own process gro
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import os
@@ -23,7 +22,7 @@ import tempfile
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from traffic.airflow_runner import airflow_env, prepare
@@ -51,20 +50,35 @@ def migrated_env(**overrides: str) -> dict[str, str]:
     env = airflow_env()
     env.update(overrides)
     conn = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    home = Path(env["AIRFLOW_HOME"])
     if conn.startswith("sqlite:///"):
         target = Path(conn.removeprefix("sqlite:///"))
-        if target.exists():  # a DB someone already uses: migrate it in place, as make nightly would
+        if target.exists() or (home / "airflow.cfg").exists():  # an Airflow already used: prepare it in place
             prepare(env)
-        else:
-            shutil.copyfile(_sqlite_template(), target)
-    elif conn.startswith(f"postgresql+psycopg2://{PG}/"):
-        _pg_from_template(conn.rsplit("/", 1)[1])
+            return env
+        shutil.copyfile(_sqlite_template(), target)
+        template_home = _sqlite_template().parent / "airflow"
+    elif conn.startswith(f"postgresql+psycopg2://{PG}/") and not (home / "airflow.cfg").exists():
+        template_home = _pg_from_template(conn.rsplit("/", 1)[1])
     else:
         prepare(env)
+        return env
+    # the airflow.cfg the first CLI call writes (its generated fernet key and JWT secret shared by the
+    # API server, scheduler and workers a test starts), as the template's first call wrote it for its home
+    text = (template_home / "airflow.cfg").read_text()
+    (home / "airflow.cfg").write_text(text.replace(str(template_home), str(home)))
     return env
 
 
 _TEMPLATES: dict[str, str] = {}
+_CLEANUP: list[Callable[[], None]] = []
+
+
+def drop_templates() -> None:
+    """Remove the templates this process built (conftest calls it at the end of the session)."""
+    while _CLEANUP:
+        _CLEANUP.pop()()
+    _TEMPLATES.clear()
 
 
 def _template_env(conn: str, home: Path) -> dict[str, str]:
@@ -79,25 +93,29 @@ def _sqlite_template() -> Path:
     """A migrated SQLite metadata DB with the ``gpu`` pool, built on first use in this process."""
     if "sqlite" not in _TEMPLATES:
         folder = Path(tempfile.mkdtemp(prefix="airflow-template-"))
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _CLEANUP.append(lambda: shutil.rmtree(folder, ignore_errors=True))
         db = folder / "airflow.db"
         prepare(_template_env(f"sqlite:///{db}", folder))
         _TEMPLATES["sqlite"] = str(db)
     return Path(_TEMPLATES["sqlite"])
 
 
-def _pg_from_template(name: str) -> None:
-    """Re-create the empty PostgreSQL database ``name`` as a copy of a migrated template database."""
+def _pg_from_template(name: str) -> Path:
+    """Re-create the empty PostgreSQL database ``name`` as a copy of a migrated template database.
+
+    Returns the template's AIRFLOW_HOME (its ``airflow.cfg``).
+    """
     import psycopg2
 
     if "pg" not in _TEMPLATES:
         template = f"traffic_test_airflow_template_{uuid.uuid4().hex[:8]}"
         _pg_execute(f'CREATE DATABASE "{template}"')
-        atexit.register(_pg_execute, f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
+        _CLEANUP.append(lambda: _pg_execute(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)'))
         folder = Path(tempfile.mkdtemp(prefix="airflow-template-"))
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _CLEANUP.append(lambda: shutil.rmtree(folder, ignore_errors=True))
         prepare(_template_env(f"postgresql+psycopg2://{PG}/{template}", folder))
         _TEMPLATES["pg"] = template
+        _TEMPLATES["pg_home"] = str(folder / "airflow")
     con = psycopg2.connect(f"postgresql://{PG}/{name}")
     try:
         with con.cursor() as cur:
@@ -108,6 +126,7 @@ def _pg_from_template(name: str) -> None:
     assert n_tables == 0, f"{name} is not an empty database: not replaced by the template"
     _pg_execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     _pg_execute(f'CREATE DATABASE "{name}" TEMPLATE "{_TEMPLATES["pg"]}"')
+    return Path(_TEMPLATES["pg_home"])
 
 
 def _pg_execute(sql: str) -> None:

@@ -15,6 +15,15 @@ import pytest  # noqa: E402
 from traffic.config import CityConfig, load_city  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _airflow_templates():
+    """Drop the migrated Airflow metadata templates (tests/airflow_helpers.py) when the session ends."""
+    yield
+    from tests.airflow_helpers import drop_templates
+
+    drop_templates()
+
+
 @pytest.fixture(autouse=True)
 def traffic_home(tmp_path, monkeypatch):
     """Point TRAFFIC_HOME (lake, MLflow, DuckDB, Airflow) at a fresh temporary folder."""
