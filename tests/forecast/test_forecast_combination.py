@@ -161,15 +161,12 @@ def test_a_single_fold_is_forecast_with_the_plain_average_not_with_weights_fitte
     assert not np.allclose(comb.weights, 1.0 / 3)  # the serving weights are fitted on the whole holdout
 
 
-def test_weights_are_fitted_apart_for_cells_whose_last_value_is_stale():
-    """After a gap the network's short-horizon edge is gone: the stale regime leans on the other members."""
-    g = _grid(days=8)
-    seen = np.ones(g.mask.shape, dtype=bool)
-    seen[::2] = False  # every other origin bin unobserved: half the points are stale
+def _scored_by_regime(g, seed, network_noise, seen=None, nightly=None):
+    """Members scored on every origin of the last 4 days; the network's noise depends on the origin bin."""
     members = ("model", "base_head", "gbm")
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
     day_of_bin, days = day_index(g, 24 * 4)
-    store = HoldoutPredictions(day_of_bin, seen)
+    store = HoldoutPredictions(day_of_bin, seen, nightly)
     bt = Backtest(
         days,
         fold_plan(days, 4),
@@ -180,14 +177,23 @@ def test_weights_are_fitted_apart_for_cells_whose_last_value_is_stale():
     for te in np.arange(24 * 4 - 1, g.shape[0] - H_OUT)[:, None]:
         tidx = te[:, None] + np.arange(1, H_OUT + 1)[None, :]
         y, m = g.values[tidx], g.mask[tidx]
-        noise = 0.1 if seen[te[0], 0, 0, 0] else 6.0  # the network is good only after a fresh value
         preds = {
-            "model": y + noise * rng.normal(size=y.shape),
+            "model": y + network_noise(int(te[0])) * rng.normal(size=y.shape),
             "base_head": y + 2.0 * rng.normal(size=y.shape),
             "gbm": y + 1.5 * rng.normal(size=y.shape),
         }
         for name in members:
             bt.errors[name].update(preds[name].astype(np.float32), y, m, tidx)
+    return store, bt, members
+
+
+def test_weights_are_fitted_apart_for_cells_whose_last_value_is_stale():
+    """After a gap the network's short-horizon edge is gone: the stale regime leans on the other members."""
+    g = _grid(days=8)
+    seen = np.ones(g.mask.shape, dtype=bool)
+    seen[::2] = False  # every other origin bin unobserved: half the points are stale
+    # the network is good only after a fresh value
+    store, bt, members = _scored_by_regime(g, 3, lambda t: 0.1 if seen[t, 0, 0, 0] else 6.0, seen=seen)
     comb = combine(store, bt, members=members)[0]
     assert (comb.weights[0, :, 1, 0] > 0.9).all()  # fresh: the network
     assert (comb.weights[0, :, 0, 0] < 0.2).all()  # stale: hardly
@@ -198,28 +204,8 @@ def test_forecasts_issued_at_the_nightly_origin_get_weights_fitted_on_the_nightl
     g = _grid(days=8)
     night = nightly_origins(g.times, g.timezone)
     assert night.sum() == 8 and night[0]  # local midnight, every day (the grid starts at Berlin midnight)
-    members = ("model", "base_head", "gbm")
-    rng = np.random.default_rng(5)
-    day_of_bin, days = day_index(g, 24 * 4)
-    store = HoldoutPredictions(day_of_bin, None, night)
-    bt = Backtest(
-        days,
-        fold_plan(days, 4),
-        3600,
-        {m: RecordingErrors(day_of_bin, len(days), H_OUT, store, m) for m in members},
-        tuple(g.channels),
-    )
-    for te in np.arange(24 * 4 - 1, g.shape[0] - H_OUT)[:, None]:
-        tidx = te[:, None] + np.arange(1, H_OUT + 1)[None, :]
-        y, m = g.values[tidx], g.mask[tidx]
-        noise = 3.0 if night[tidx[0, 0]] else 0.1  # the network fails only from the nightly origin
-        preds = {
-            "model": y + noise * rng.normal(size=y.shape),
-            "base_head": y + 2.0 * rng.normal(size=y.shape),
-            "gbm": y + 1.5 * rng.normal(size=y.shape),
-        }
-        for name in members:
-            bt.errors[name].update(preds[name].astype(np.float32), y, m, tidx)
+    # the network fails only from the nightly origin (the first target bin at local midnight)
+    store, bt, members = _scored_by_regime(g, 5, lambda t: 3.0 if night[t + 1] else 0.1, nightly=night)
     comb = combine(store, bt, members=members)[0]
     assert (comb.weights[:, :, 1, 0] > 0.7).all()  # every origin: the network
     assert comb.nightly_weights is not None
