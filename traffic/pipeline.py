@@ -1476,42 +1476,45 @@ _VERSION_BASELINES: dict[tuple[str, str, str, str], tuple[Any, pd.Timestamp]] = 
 _VERSION_BASELINES_KEPT = 16
 
 
-def _version_baseline(c: CityConfig, current: dict[str, Any], name: str, origin: pd.Timestamp, res: Resources) -> Any:
-    """Baseline member ``name`` of the serving version, fitted on the window that version was trained on.
+def _version_baselines(
+    c: CityConfig, current: dict[str, Any], names: list[str], origin: pd.Timestamp, res: Resources
+) -> dict[str, Any] | None:
+    """Baseline members ``names`` of the serving version, fitted on the window that version was trained on.
 
     Every member of a combination is what the version's run scored and weighted: the network from
     its registered copy, a baseline fitted on the same window (the data window of its ``as_of``
-    tag, split as the run split it: :func:`_fit_baseline`). Fitted once per process and version, a
-    baseline forecasts every origin after it (the nightly forecast, each replayed day, each
-    refresh) from that origin's context (:meth:`~traffic.forecast.fallback.FittedBaseline.forecast_on`);
-    the version's window ends before any day a replay may forecast (:func:`replay_days` refuses
-    the others). None when the version records no ``as_of`` or its training data do not end
-    before ``origin`` (a backfilled day served by a later version): refit on the forecast's
-    window then, which reads nothing from the origin on.
+    tag, read once, split as the run split it: :func:`_fit_baseline`). Fitted once per process and
+    version, a baseline forecasts every origin after it (the nightly forecast, each replayed day,
+    each refresh) from that origin's context
+    (:meth:`~traffic.forecast.fallback.FittedBaseline.forecast_on`); the version's window ends
+    before any day a replay may forecast (:func:`replay_days` refuses the others). None when the
+    version records no ``as_of`` or its training data do not end before ``origin`` (a backfilled
+    day served by a later version): refit on the forecast's window then, which reads nothing from
+    the origin on.
     """
     as_of = (current.get("tags") or {}).get("as_of")
     if not as_of or not current.get("run_id"):
         return None
-    key = (str(res.lake.root), c.name, str(current["run_id"]), name)
-    if key in _VERSION_BASELINES:
-        fitted, train_end = _VERSION_BASELINES[key]
-        return fitted if train_end < origin else None
-    train_end = _serving_train_end(current, res)
+    keys = {m: (str(res.lake.root), c.name, str(current["run_id"]), m) for m in names}
+    cached = [_VERSION_BASELINES[k] for k in keys.values() if k in _VERSION_BASELINES]
+    train_end = cached[0][1] if cached else _serving_train_end(current, res)
     if train_end is None or train_end >= origin:
         return None
-    _, grid = _load_window(c, str(as_of), res=res)
-    fitted = _fit_baseline(c, grid, name)
-    while len(_VERSION_BASELINES) >= _VERSION_BASELINES_KEPT:
-        _VERSION_BASELINES.pop(next(iter(_VERSION_BASELINES)))
-    _VERSION_BASELINES[key] = (fitted, train_end)
-    _log.info(
-        "combination %s v%s: member %s fitted on the version's window (as_of %s)",
-        c.name,
-        current.get("version"),
-        name,
-        as_of,
-    )
-    return fitted
+    missing = [m for m, k in keys.items() if k not in _VERSION_BASELINES]
+    if missing:
+        _, grid = _load_window(c, str(as_of), res=res)
+        for m in missing:
+            while len(_VERSION_BASELINES) >= _VERSION_BASELINES_KEPT:
+                _VERSION_BASELINES.pop(next(iter(_VERSION_BASELINES)))
+            _VERSION_BASELINES[keys[m]] = (_fit_baseline(c, grid, m), train_end)
+        _log.info(
+            "combination %s v%s: members %s fitted on the version's window (as_of %s)",
+            c.name,
+            current.get("version"),
+            missing,
+            as_of,
+        )
+    return {m: _VERSION_BASELINES[k][0] for m, k in keys.items()}
 
 
 def _combination_forecast(
@@ -1528,6 +1531,7 @@ def _combination_forecast(
     the members' errors move together, wider otherwise). Bounds are left out when a network
     member has none (a run logged before intervals).
     """
+    from traffic.forecast.combination import nightly_origins
     from traffic.forecast.inference import forecast_after
     from traffic.registry import load_intervals, load_serving_module
     from traffic.registry.mlflow_registry import load_combination, variant_artefacts
@@ -1549,15 +1553,15 @@ def _combination_forecast(
             if iv is not None:
                 lows[m], highs[m] = iv.bounds(preds[m])
             artefacts[m] = variant_artefacts(current["run_id"], m)
+    baselines = [m for m in combo.members if m not in NETWORK_VARIANTS]
+    fitted = _version_baselines(c, current, baselines, origin, res) if baselines else {}
+    for m in baselines:
+        if fitted is None:  # a version without its as_of, or a day before its data ended: this window's fit
+            preds[m], lows[m], highs[m] = _baseline_forecast(c, grid, m, t_last)
         else:
-            fitted = _version_baseline(c, current, m, origin, res)
-            if fitted is None:  # a version without its as_of: fitted on this forecast's window
-                preds[m], lows[m], highs[m] = _baseline_forecast(c, grid, m, t_last)
-            else:
-                preds[m], lows[m], highs[m] = fitted.forecast_on(grid, t_last)
+            preds[m], lows[m], highs[m] = fitted[m].forecast_on(grid, t_last)
     fresh = grid.mask[t_last]  # (C, H, W): the cell saw the channel in the origin's bin (the weights' regime)
-    local = origin.tz_convert(c.timezone)
-    nightly = local.hour == 0 and local.minute == 0  # issued at the nightly origin: the nightly weights
+    nightly = bool(nightly_origins(pd.DatetimeIndex([origin]), c.timezone)[0])  # the day-ahead forecast's weights
     pred = combo.apply(preds, fresh, nightly)
     full = len(lows) == len(combo.members)
     lower, upper = (combo.apply(lows, fresh, nightly), combo.apply(highs, fresh, nightly)) if full else (None, None)

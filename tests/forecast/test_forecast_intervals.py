@@ -7,6 +7,7 @@ import pytest
 
 from traffic.forecast.horizons import group_means, group_tag, horizon_groups
 from traffic.forecast.intervals import CoverageAccumulator, IntervalModel, cell_scale, fit_intervals
+from traffic.forecast.metrics import observed_points
 
 
 def _noisy(rng, n, h_out=4, c=2, hw=(5, 6), sd=None):
@@ -88,7 +89,7 @@ def test_bounds_and_coverage_at_the_observed_targets_equal_the_dense_ones():
     target[~mask] = np.nan
     idx = np.flatnonzero(mask)
     lo, hi = model.bounds(pred)
-    lo_at, hi_at = model.bounds_at(pred, idx)
+    lo_at, hi_at = model.bounds_at(pred, observed_points(mask))
     np.testing.assert_allclose(lo_at, lo.reshape(-1)[idx], rtol=1e-6)
     np.testing.assert_allclose(hi_at, hi.reshape(-1)[idx], rtol=1e-6)
     dense, sparse = CoverageAccumulator(4), CoverageAccumulator(4)

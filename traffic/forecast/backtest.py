@@ -195,12 +195,10 @@ class DailyErrors:
 
     def update(self, pred: np.ndarray, target: np.ndarray, mask: np.ndarray, tidx: np.ndarray) -> None:
         """Add a batch: ``pred``/``target``/``mask`` ``(B, H_out, C, H, W)``, ``tidx`` ``(B, H_out)`` target bins."""
-        idx, _ = observed_points(mask)  # the observed targets only
-        b_h = idx // int(np.prod(mask.shape[2:]))  # flat (sample, horizon) of every point
-        channel = (idx // int(np.prod(mask.shape[3:]))) % mask.shape[2]
-        err = np.asarray(pred).reshape(-1)[idx].astype(np.float64) - np.asarray(target).reshape(-1)[idx]
-        day = self.day_of_bin[np.asarray(tidx).reshape(-1)[b_h]]
-        self.add_points(err, day, b_h % tidx.shape[1], channel, mask.shape[2])
+        pts = observed_points(mask)  # the observed targets only
+        err = np.asarray(pred).reshape(-1)[pts.idx].astype(np.float64) - np.asarray(target).reshape(-1)[pts.idx]
+        day = self.day_of_bin[np.asarray(tidx)[pts.sample, pts.step]]
+        self.add_points(err, day, pts.step, pts.channel, mask.shape[2])
 
     def add_points(
         self, err: np.ndarray, day: np.ndarray, step: np.ndarray, channel: np.ndarray, n_channels: int

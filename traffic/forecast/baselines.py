@@ -341,20 +341,20 @@ class RidgeLagBaseline:
         t_end = np.asarray(t_end)
         n_c = grid.shape[1]
         flat_values = grid.values.reshape(len(grid.times), n_c, -1)
-        for h in range(self.horizon):
-            tm = grid.mask[t_end + h + 1].reshape(len(t_end), n_c, -1)  # (N, C, HW)
-            for ci in range(n_c):
-                n, k = np.nonzero(tm[:, ci])
-                if len(n) > self.max_rows:
-                    keep = np.sort(rng.choice(len(n), self.max_rows, replace=False))
-                    n, k = n[keep], k[keep]
-                if len(n) == 0:
-                    continue
-                c = np.full(len(n), ci)
-                x = self._features(grid, t_end, h, n, c, k)
-                y = flat_values[t_end[n] + h + 1, ci, k]
-                # one BLAS thread: on a shared CPU busy-waiting BLAS threads made each X'X 10-25x slower
-                with threadpool_limits(limits=1, user_api="blas"):
+        # one BLAS thread: on a shared CPU two busy-waiting BLAS threads made each X'X 10-25x slower
+        with threadpool_limits(limits=1, user_api="blas"):
+            for h in range(self.horizon):
+                tm = grid.mask[t_end + h + 1].reshape(len(t_end), n_c, -1)  # (N, C, HW)
+                for ci in range(n_c):
+                    n, k = np.nonzero(tm[:, ci])
+                    if len(n) > self.max_rows:
+                        keep = np.sort(rng.choice(len(n), self.max_rows, replace=False))
+                        n, k = n[keep], k[keep]
+                    if len(n) == 0:
+                        continue
+                    c = np.full(len(n), ci)
+                    x = self._features(grid, t_end, h, n, c, k)
+                    y = flat_values[t_end[n] + h + 1, ci, k]
                     self.models[(h, ci)] = self.regressor().fit(x, y)
         return self
 

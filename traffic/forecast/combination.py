@@ -149,22 +149,18 @@ class HoldoutPredictions:
 
     def add(self, name: str, pred: np.ndarray, target: np.ndarray, mask: np.ndarray, tidx: np.ndarray) -> None:
         """Record a batch: ``pred``/``target``/``mask`` ``(B, H_out, C, H, W)``, ``tidx`` ``(B, H_out)``."""
-        idx, h = observed_points(mask)  # flat indices of the observed targets, their horizon step
-        n_c, n_cells = mask.shape[2], int(np.prod(mask.shape[3:]))
-        b_h = idx // (n_c * n_cells)  # flat (sample, horizon)
-        day = self.day_of_bin[np.asarray(tidx).reshape(-1)[b_h]]
+        pts = observed_points(mask)  # the observed targets: flat indices and their axes
+        day = self.day_of_bin[np.asarray(tidx)[pts.sample, pts.step]]
         keep = day >= 0
-        idx, h, b_h, day = idx[keep], h[keep], b_h[keep], day[keep]
+        idx, b, h, c, cell, day = (a[keep] for a in (pts.idx, pts.sample, pts.step, pts.channel, pts.cell, day))
         self.values.setdefault(name, []).append(np.asarray(pred).reshape(-1)[idx].astype(np.float32))
         self.origins.setdefault(name, []).append(np.asarray(tidx[:, 0], dtype=np.int64))
         if self._first is None:
             self._first = name
         if name == self._first:
-            b = b_h // mask.shape[1]  # the sample
-            c, cell = (idx // n_cells) % n_c, idx % n_cells
             origin = tidx[:, 0] - 1  # (B,) the last context bin
             if self.seen is not None:
-                fresh = self.seen.reshape(len(self.seen), n_c, -1)[origin[b], c, cell]
+                fresh = self.seen.reshape(len(self.seen), mask.shape[2], -1)[origin[b], c, cell]
             else:
                 fresh = np.ones(len(b), dtype=bool)
             nightly = self.nightly[tidx[b, 0]] if self.nightly is not None else np.zeros(len(b), dtype=bool)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from traffic.forecast.metrics import observed_points
+from traffic.forecast.metrics import ObservedPoints, observed_points
 
 #: Nominal coverage of the published interval.
 INTERVAL_LEVEL = 0.8
@@ -77,17 +77,16 @@ class IntervalModel:
         hi = pred + self.q_hi[:, :, None, None] * self.scale
         return np.maximum(lo, 0.0).astype(np.float32), np.maximum(hi, 0.0).astype(np.float32)
 
-    def bounds_at(self, pred: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`bounds` of a ``(B, H_out, C, H, W)`` forecast at its flat indices ``idx`` only: ``(N,)`` each."""
+    def bounds_at(self, pred: np.ndarray, pts: ObservedPoints) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`bounds` of a ``(B, H_out, C, H, W)`` forecast at the points ``pts`` only: ``(N,)`` each."""
         h_out, n_c = self.q_lo.shape
-        n_cells = int(np.prod(self.scale.shape[1:]))
         if pred.shape[1:3] != (h_out, n_c) or pred.shape[3:] != self.scale.shape[1:]:
             raise ValueError(
                 f"forecast {pred.shape} does not match the interval model ({h_out} horizons, {n_c} channels, "
                 f"grid {self.scale.shape[1:]})"
             )
-        h, c, cell = (idx // (n_c * n_cells)) % h_out, (idx // n_cells) % n_c, idx % n_cells
-        p = np.asarray(pred).reshape(-1)[idx]
+        h, c, cell = pts.step, pts.channel, pts.cell
+        p = np.asarray(pred).reshape(-1)[pts.idx]
         sc = self.scale.reshape(n_c, -1)[c, cell]
         lo = np.maximum(p + self.q_lo[h, c] * sc, 0.0).astype(np.float32)
         hi = np.maximum(p + self.q_hi[h, c] * sc, 0.0).astype(np.float32)
@@ -153,13 +152,11 @@ def fit_intervals(
         if not (pred.shape == target.shape == mask.shape) or pred.ndim != 5:
             raise ValueError(f"pred {pred.shape}, target {target.shape}, mask {mask.shape}: want equal 5-D shapes")
         shape = pred.shape
-        idx, h_i = observed_points(mask)  # the observed targets only, in the order of a boolean index
-        n_cells = int(np.prod(pred.shape[3:]))
-        c_i, cell = (idx // n_cells) % pred.shape[2], idx % n_cells
-        sc = np.asarray(scale).reshape(pred.shape[2], -1)[c_i, cell]
-        r = (np.asarray(target).reshape(-1)[idx] - np.asarray(pred).reshape(-1)[idx]) / sc
+        pts = observed_points(mask)  # the observed targets only, in the order of a boolean index
+        sc = np.asarray(scale).reshape(pred.shape[2], -1)[pts.channel, pts.cell]
+        r = (np.asarray(target).reshape(-1)[pts.idx] - np.asarray(pred).reshape(-1)[pts.idx]) / sc
         res.append(r.astype(np.float32))
-        keys.append((h_i * pred.shape[2] + c_i).astype(np.int32))
+        keys.append((pts.step * pred.shape[2] + pts.channel).astype(np.int32))
     if shape is None:
         raise ValueError("no held-out samples to fit intervals on")
     h_out, n_c = shape[1], shape[2]
@@ -190,7 +187,8 @@ class CoverageAccumulator:
 
     def update(self, lower: np.ndarray, upper: np.ndarray, target: np.ndarray, mask: np.ndarray) -> None:
         """Add a batch ``(B, H_out, C, H, W)``."""
-        idx, h = observed_points(mask)  # the observed targets only
+        pts = observed_points(mask)  # the observed targets only
+        idx, h = pts.idx, pts.step
         y = np.asarray(target).reshape(-1)[idx]
         ok = (y >= np.asarray(lower).reshape(-1)[idx]) & (y <= np.asarray(upper).reshape(-1)[idx])
         self.inside += np.bincount(h[ok], minlength=len(self.n))
@@ -198,9 +196,10 @@ class CoverageAccumulator:
 
     def update_model(self, model: IntervalModel, pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> None:
         """:meth:`update` with ``model``'s bounds of ``pred``, computed at the observed targets only."""
-        idx, h = observed_points(mask)
-        lower, upper = model.bounds_at(pred, idx)
-        y = np.asarray(target).reshape(-1)[idx]
+        pts = observed_points(mask)
+        lower, upper = model.bounds_at(pred, pts)
+        h = pts.step
+        y = np.asarray(target).reshape(-1)[pts.idx]
         ok = (y >= lower) & (y <= upper)
         self.inside += np.bincount(h[ok], minlength=len(self.n))
         self.n += np.bincount(h, minlength=len(self.n))

@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -60,6 +60,7 @@ __all__ = [
     "horizon_weighted_mse",
     "masked_metrics",
     "masked_mse",
+    "ObservedPoints",
     "observed_points",
     "relative_change",
     "skill",
@@ -67,17 +68,31 @@ __all__ = [
 ]
 
 
-def observed_points(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flat indices of the observed entries of a ``(B, H_out, C, H, W)`` mask and each one's horizon index.
+class ObservedPoints(NamedTuple):
+    """The observed entries of a ``(B, H_out, C, H, W)`` batch: flat indices and each one's axes, ``(N,)`` each."""
+
+    idx: np.ndarray
+    sample: np.ndarray
+    step: np.ndarray
+    channel: np.ndarray
+    cell: np.ndarray  # flat (row, col)
+
+
+def observed_points(mask: np.ndarray) -> ObservedPoints:
+    """The observed entries of a ``(B, H_out, C, H, W)`` mask, in the order of a boolean index.
 
     What the streaming scores read: a city grid is mostly cells without a sensor, so scoring the
     observed entries alone (a few per cent of the batch) instead of the dense batch saves most of
     the work and the memory churn of float64 temporaries.
     """
     m = np.asarray(mask, dtype=bool)
+    _, h_out, n_c = m.shape[:3]
+    n_cells = int(np.prod(m.shape[3:]))
     idx = np.flatnonzero(m)
-    per_step = int(np.prod(m.shape[2:]))  # C * H * W
-    return idx, (idx // per_step) % m.shape[1]
+    rest, cell = np.divmod(idx, n_cells)
+    rest, channel = np.divmod(rest, n_c)
+    sample, step = np.divmod(rest, h_out)
+    return ObservedPoints(idx, sample, step, channel, cell)
 
 
 class MetricAccumulator:
@@ -111,7 +126,8 @@ class MetricAccumulator:
         if pred.ndim != 5 or pred.shape[1] != self.horizon:
             raise ValueError(f"expected (N, {self.horizon}, C, H, W) arrays, got {pred.shape}")
         # only the observed targets (a city grid is mostly empty cells): flat indices, their horizon
-        idx, h = observed_points(mask)
+        pts = observed_points(mask)
+        idx, h = pts.idx, pts.step
         y = np.asarray(target).reshape(-1)[idx].astype(np.float64)
         err = np.asarray(pred).reshape(-1)[idx].astype(np.float64) - y
         if not np.isfinite(err).all():
