@@ -8,12 +8,19 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 .PHONY: venv nightly test lint bench clean
 
+# uv installs what pip would, in a sixth of the time (the venv was 160 of the clean-clone CI's seconds).
+# It does not read pip's configuration: the folder of local wheels (the pinned CPU torch) is passed on.
+UV_VERSION := 0.13.10
+WHEELS ?= /opt/wheels
+UV := $(VENV)/bin/uv
+UV_FLAGS := --python $(PY) -q $(if $(wildcard $(WHEELS)/*.whl),--find-links $(WHEELS))
+
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q uv==$(UV_VERSION)
 	@# the pinned CPU torch first: an open torch requirement would pull a multi-GB CUDA build
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(UV) pip install $(UV_FLAGS) torch==2.13.0
+	$(UV) pip install $(UV_FLAGS) -e '.[dev]'
 	@rm -f $(VENV)/.installed-*; touch $@
 
 venv: $(STAMP)

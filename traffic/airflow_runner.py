@@ -326,33 +326,109 @@ def run_nightly(
     log(f"airflow: migrating metadata DB in {env['AIRFLOW_HOME']} ...")
     prepare(env)
     summary["timings_s"]["airflow_prepare"] = round(time.perf_counter() - t0, 1)
+    # one Airflow process for every DAG run and replay (traffic.airflow_batch): Airflow's start-up is paid
+    # once, and a city's replay reuses the baselines its nightly run fitted
+    steps: list[dict[str, Any]] = []
+    owner: list[tuple[str, str]] = []  # (city, stage) of each step
     for city in names:
         first, last = ranges[city]
-        day = as_of or last
-
-        def echo(text: str, city: str = city) -> None:
-            log(f"[{city}]   {text}")
-
-        times = {}
-        t = time.perf_counter()
         conf: dict[str, Any] = {"start": first, "end": last}
         if skip_ingest:
             conf["skip_ingest"] = True
-        how = " (--skip-ingest: rasterize what the lake holds)" if skip_ingest else ""
-        log(f"[{city}] ingest_{city}: {first} .. {last}{how}")
-        _airflow(["dags", "test", f"ingest_{city}", "-c", json.dumps(conf)], env, echo=echo)
-        times["ingest_dag"] = round(time.perf_counter() - t, 1)
-        log(f"[{city}] ingest_{city}: done in {times['ingest_dag']} s")
-        t = time.perf_counter()
-        log(f"[{city}] nightly_{city}: as_of {day}")
-        _airflow(["dags", "test", f"nightly_{city}", "-c", json.dumps({"as_of": day})], env, echo=echo)
-        times["nightly_dag"] = round(time.perf_counter() - t, 1)
-        log(f"[{city}] nightly_{city}: done in {times['nightly_dag']} s")
-        info: dict[str, Any] = {"as_of": day, "timings_s": times}
-        info.update(replay_and_verify(city, day, times, log=log))
-        summary["cities"][city] = info
+        steps.append({"airflow": ["dags", "test", f"ingest_{city}", "-c", json.dumps(conf)]})
+        steps.append({"airflow": ["dags", "test", f"nightly_{city}", "-c", json.dumps({"as_of": as_of or last})]})
+        steps.append({"replay": {"city": city, "newest": as_of or last}})
+        owner += [(city, "ingest_dag"), (city, "nightly_dag"), (city, "replay")]
+    how = " (--skip-ingest: rasterize what the lake holds)" if skip_ingest else ""
+    times: dict[str, dict[str, Any]] = {city: {} for city in names}
+
+    def started(i: int) -> None:
+        city, stage = owner[i]
+        first, last = ranges[city]
+        day = as_of or last
+        if stage == "ingest_dag":
+            log(f"[{city}] ingest_{city}: {first} .. {last}{how}")
+        elif stage == "nightly_dag":
+            log(f"[{city}] nightly_{city}: as_of {day}")
+
+    def done(i: int, seconds: float) -> None:
+        city, stage = owner[i]
+        times[city][stage] = round(seconds, 1)
+        if stage != "replay":
+            log(f"[{city}] {stage.removesuffix('_dag')}_{city}: done in {times[city][stage]} s")
+
+    def line(i: int, text: str) -> None:
+        log(f"[{owner[i][0]}]   {text}")
+
+    results = run_plan(steps, env, started=started, done=done, line=line, note=log)
+    for i, (city, stage) in enumerate(owner):
+        if stage != "replay":
+            continue
+        out = results[str(i)]
+        times[city].update(out.pop("timings_s"))
+        times[city]["replay"] = round(times[city]["replay"], 1)
+        summary["cities"][city] = {"as_of": as_of or ranges[city][1], "timings_s": times[city], **out}
     summary["timings_s"]["total"] = round(time.perf_counter() - t0, 1)
     return summary
+
+
+def run_plan(
+    steps: list[dict[str, Any]],
+    env: dict[str, str],
+    *,
+    started: Callable[[int], Any],
+    done: Callable[[int, float], Any],
+    line: Callable[[int, str], Any],
+    note: Callable[[str], Any],
+) -> dict[str, Any]:
+    """Run ``steps`` in one child process (:mod:`traffic.airflow_batch`); the replay steps' results by step index.
+
+    ``started(i)`` and ``done(i, seconds)`` are called as step ``i`` starts and ends (seconds as
+    this process saw them: the first step includes the child's start-up); ``line(i, text)`` with
+    each line of its output that :func:`task_line` shows; ``note(text)`` with each progress line
+    of a replay (:func:`replay_and_verify`'s ``log``). A
+    failed step raises as :func:`_airflow` does (:class:`AirflowRunError` naming a fault, else a
+    ``RuntimeError`` with the step's last output lines); the steps after it do not run.
+    """
+    import tempfile
+
+    from traffic.airflow_batch import MARK
+
+    with tempfile.TemporaryDirectory(prefix="traffic-plan-") as tmp:
+        plan, out = Path(tmp) / "plan.json", Path(tmp) / "results.json"
+        plan.write_text(json.dumps({"steps": steps, "out": str(out)}))
+        argv = [sys.executable, "-m", "traffic.airflow_batch", str(plan)]
+        quick = {**env, "PYTHONUNBUFFERED": "1"}  # the child's lines as they come, not in blocks
+        kept: list[str] = []  # the output of the step that runs (all of it before the first step)
+        current, failed, t_step = 0, None, time.perf_counter()
+        with subprocess.Popen(argv, env=quick, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as child:
+            assert child.stdout is not None
+            for raw in child.stdout:
+                if raw.startswith(MARK):
+                    kind, _, rest = raw[len(MARK) :].strip().partition(" ")
+                    if kind == "start":
+                        current, kept, t_step = int(rest), [], time.perf_counter()
+                        started(current)
+                    elif kind == "done":
+                        done(current, time.perf_counter() - t_step)
+                    elif kind == "log":
+                        note(rest)
+                    elif kind == "failed":
+                        failed = int(rest)
+                    continue
+                kept.append(raw)
+                if (shown := task_line(raw)) is not None:
+                    line(current, shown)
+        if child.returncode == 0 and failed is None:
+            return json.loads(out.read_text())
+    output = "".join(kept)
+    step = steps[current if failed is None else failed]
+    what = f"`airflow {' '.join(step['airflow'])}`" if "airflow" in step else f"the replay of {step['replay']['city']}"
+    fault = fault_in(output)
+    if fault:
+        raise AirflowRunError(f"{what} failed: {fault}")
+    tail = "\n".join(output.splitlines()[-60:])
+    raise RuntimeError(f"{what} failed (exit {child.returncode}):\n{tail}")
 
 
 def replay_and_verify(city: str, newest: str, times: dict[str, float], *, log=print) -> dict[str, Any]:

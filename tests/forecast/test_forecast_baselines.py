@@ -21,6 +21,7 @@ from traffic.forecast.baselines import (
     seasonal_period,
     time_positions,
 )
+from traffic.forecast.fallback import fit_baseline
 from traffic.forecast.split import make_split
 from traffic.grid.tensor import GridTensor
 
@@ -179,15 +180,10 @@ def test_ridge_standardises_its_features_so_the_units_do_not_move_the_penalty():
 def test_evaluate_baselines_scores_the_same_targets():
     g = synthetic_grid(days=6, freq="1h")
     s = make_split(g, context_steps=6, horizon_steps=3, holdout_days=1, train_days=4)
-    res = evaluate_baselines(
-        g,
-        fit_start=s.fit_start,
-        fit_end=s.fit_end,
-        train_t_end=np.concatenate([s.train, s.val]),
-        holdout_t_end=s.holdout,
-        context_steps=6,
-        horizon=3,
-    )
+    split = {"context_steps": 6, "horizon_steps": 3, "holdout_days": 1, "train_days": 4, "val_fraction": 0.15}
+    fitted = {name: fit_baseline(g, name, ridge_lags=12, **split) for name in BASELINES}
+    assert all(fb.fit_window == (s.fit_start, s.fit_end) for fb in fitted.values())
+    res = evaluate_baselines(g, fitted, holdout_t_end=s.holdout, horizon=3)
     assert set(res) == set(BASELINES) == {"persistence", "seasonal_average", "ridge", "gbm"}
     tidx = s.holdout[:, None] + np.arange(1, 4)[None, :]
     expected_n = g.mask[tidx].sum(axis=(0, 2, 3, 4))

@@ -55,3 +55,37 @@ def test_a_fitted_baseline_refuses_a_grid_of_other_cells_or_channels():
     other = synthetic_grid(days=8, channels=("cam.car",), seed=7)
     with pytest.raises(ValueError, match="channels"):
         fitted.forecast_on(other, other.shape[0] - 1)
+
+
+def test_the_same_grid_and_settings_reuse_the_fit_and_any_change_refits(monkeypatch):
+    """A fit is kept per process by the grid's fingerprint and the settings (the training's backtest,
+    the forecast task and a replay fit the same baselines on the same window): a copy of the grid
+    reuses it, one changed value or setting fits again, and the forecasts are those of a fresh fit."""
+    from traffic.forecast import fallback
+
+    calls = []
+    real = fallback._fit
+    monkeypatch.setattr(fallback, "_fit", lambda *a, **k: calls.append(k) or real(*a, **k))
+    monkeypatch.setattr(fallback, "_FITS", {})
+    g = synthetic_grid(days=8, channels=("cam.car",), seed=11)
+    first = _fit(g, "gbm")
+    copy = synthetic_grid(days=8, channels=("cam.car",), seed=11)  # equal content, other arrays
+    again = _fit(copy, "gbm")
+    assert len(calls) == 1
+    t = g.shape[0] - 1
+    for a, b in zip(first.forecast(t), again.forecast(t), strict=True):
+        np.testing.assert_array_equal(a, b)
+    values = g.values.copy()
+    values[np.argmax(g.mask)] += 1.0  # one observed value differs
+    import dataclasses
+
+    changed = dataclasses.replace(g, values=values)
+    _fit(changed, "gbm")
+    fit_baseline(
+        g, "gbm", context_steps=6, horizon_steps=12, holdout_days=1, train_days=5, val_fraction=0.15, ridge_lags=4
+    )
+    assert len(calls) == 3
+    monkeypatch.setattr(fallback, "_FITS", {})
+    fresh = _fit(g, "gbm")
+    for a, b in zip(first.forecast(t), fresh.forecast(t), strict=True):
+        np.testing.assert_array_equal(a, b)

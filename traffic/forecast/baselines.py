@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,10 +43,9 @@ import pandas as pd
 from traffic import timebins
 from traffic.forecast.backtest import DailyErrors
 from traffic.forecast.features import calendar_features, minute_of_week
-from traffic.forecast.intervals import CoverageAccumulator, cell_scale, fit_intervals
+from traffic.forecast.intervals import CoverageAccumulator
 from traffic.forecast.metrics import MetricAccumulator
 from traffic.forecast.result import HorizonMetrics
-from traffic.forecast.split import spread
 from traffic.grid.tensor import GridTensor
 
 BASELINES = ("persistence", "seasonal_average", "ridge", "gbm")
@@ -683,86 +683,52 @@ class GradientBoostingLagBaseline:
 
 def evaluate_baselines(
     grid: GridTensor,
+    fitted: Mapping[str, Any],
     *,
-    fit_start: int,
-    fit_end: int,
-    train_t_end: np.ndarray,
     holdout_t_end: np.ndarray,
-    context_steps: int,
     horizon: int,
-    ridge_lags: int = 12,
-    seed: int = 0,
     batch_size: int = 64,
-    gbm_max_rows: int = 100_000,
     daily: Mapping[str, DailyErrors] | None = None,
-    calibration_samples: int = 64,
 ) -> dict[str, HorizonMetrics]:
-    """Fit the baselines (:data:`BASELINES`) on the training window and score them on the holdout samples.
+    """Score fitted baselines on the holdout samples of ``grid``: errors and the coverage of their 80 % bounds.
+
+    The fits are :func:`traffic.forecast.fallback.fit_baseline`'s, the very baselines that serve
+    when one is the stop-gap and that a combination's forecast uses (so the backtest scores what
+    serves, and a later stage in the same process reuses the fit).
 
     Parameters
     ----------
     grid : GridTensor
-    fit_start, fit_end : int
-        Training window ``[fit_start, fit_end)`` in bins (the seasonal profile and the fallbacks).
-    train_t_end, holdout_t_end : array of int
-        Last context bin of the training samples (Ridge and gradient-boosting fits) and of the
-        holdout samples.
-    context_steps, horizon : int
-    ridge_lags : int
-        Lags of the Ridge and the gradient-boosting baselines.
-    seed : int
+        The window the baselines were fitted on (the holdout at its end).
+    fitted : mapping of str to FittedBaseline
+        Per baseline name, fitted on ``grid``: ``predict(t_end, where)`` forecasts (Ridge and GBM
+        only where the target is observed) and ``intervals`` its 80 % bounds (quantiles of its
+        residuals on training and validation samples, never the holdout).
+    holdout_t_end : array of int
+        Last context bin of the holdout samples.
+    horizon : int
     batch_size : int
         Holdout samples scored at a time (bounds memory on big grids).
-    gbm_max_rows : int
-        Training rows of the gradient-boosting baseline (a seeded sample of the observed targets).
     daily : mapping of str to DailyErrors, optional
         Per baseline name, also adds every error to it per target day (the backtest).
-    calibration_samples : int
-        Training samples (evenly spread) whose residuals fit each baseline's 80 % bounds, as
-        :func:`traffic.forecast.fallback.fit_baseline` fits the bounds a serving baseline is published with.
 
     Returns
     -------
     dict
-        ``{"persistence": HorizonMetrics, "seasonal_average": ..., "ridge": ..., "gbm": ...}``, each
-        with ``coverage``: the share of observed holdout targets inside the baseline's 80 % bounds.
+        ``{name: HorizonMetrics}`` in the order of ``fitted``, each with ``coverage``: the share of
+        observed holdout targets inside the baseline's 80 % bounds.
     """
-    bm = timebins.bin_minutes(grid.times)
-    prof = window_profile(grid, fit_start, fit_end)
-    ridge = RidgeLagBaseline(ridge_lags, context_steps, horizon, seed=seed).fit(grid, train_t_end, prof.cell_mean)
-    gbm = GradientBoostingLagBaseline(ridge_lags, context_steps, horizon, max_rows=gbm_max_rows, seed=seed)
-    gbm.fit(grid, train_t_end, prof, fit_start, fit_end)
-    acc = {name: MetricAccumulator(horizon) for name in BASELINES}
+    acc = {name: MetricAccumulator(horizon) for name in fitted}
+    cov = {name: CoverageAccumulator(horizon) for name in fitted}
     holdout_t_end = np.asarray(holdout_t_end)
-
-    def forecasts(te: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-        return {
-            "persistence": persistence_forecast(grid, te, context_steps, horizon, prof.cell_mean),
-            "seasonal_average": seasonal_forecast(prof, grid, bm, te, horizon),
-            "ridge": ridge.predict(grid, te, where=mask),
-            "gbm": gbm.predict(grid, te, where=mask),
-        }
-
-    # the 80 % bounds each baseline is published with (traffic.forecast.fallback: quantiles of its residuals
-    # on training samples), so that the backtest reports the coverage of every kind that can serve
-    cal = spread(np.asarray(train_t_end), calibration_samples)
-    residuals: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {name: [] for name in BASELINES}
-    for s in range(0, len(cal), batch_size):
-        te = cal[s : s + batch_size]
-        tidx = te[:, None] + np.arange(1, horizon + 1)[None, :]
-        target, mask = grid.values[tidx], grid.mask[tidx]
-        for name, pred in forecasts(te, mask).items():
-            residuals[name].append((pred, target, mask))
-    scale = cell_scale(grid.values[fit_start:fit_end], grid.mask[fit_start:fit_end])
-    bounds = {name: fit_intervals(r, scale) for name, r in residuals.items()}
-    cov = {name: CoverageAccumulator(horizon) for name in BASELINES}
     for s in range(0, len(holdout_t_end), batch_size):
         te = holdout_t_end[s : s + batch_size]
         tidx = te[:, None] + np.arange(1, horizon + 1)[None, :]
         target, mask = grid.values[tidx], grid.mask[tidx]
-        for name, pred in forecasts(te, mask).items():
+        for name, fb in fitted.items():
+            pred = fb.predict(te, mask)
             acc[name].update(pred, target, mask)
-            cov[name].update_model(bounds[name], pred, target, mask)
+            cov[name].update_model(fb.intervals, pred, target, mask)
             if daily is not None and name in daily:
                 daily[name].update(pred, target, mask, tidx)
     out = {name: a.result() for name, a in acc.items()}

@@ -2,9 +2,11 @@
 
 On a city's first nights no registered version may pass the promotion gate (it must beat every
 gating baseline, GBM included). Analysts still get a forecast: the best gating baseline of the
-latest nightly run, refitted here exactly as :func:`traffic.forecast.baselines.evaluate_baselines`
-fitted it for the holdout (same split of the same window, same seed, same settings), then run
-from the forecast origin. The publisher labels such a run with the baseline's name in
+latest nightly run, fitted here as the run fitted it for its backtest (the run fits its baselines
+with :func:`fit_baseline` and scores them with :func:`traffic.forecast.baselines.evaluate_baselines`:
+same split of the same window, same seed, same settings), then run from the forecast origin. A fit
+is kept for the process, keyed by the grid's fingerprint and the settings, so the forecast task and
+a replay after the run's training reuse the training's fits. The publisher labels such a run with the baseline's name in
 ``forecast_runs.model_kind`` (never ``model``).
 
 Bounds: the 80 % interval of :mod:`traffic.forecast.intervals`, with quantiles of the baseline's
@@ -77,8 +79,8 @@ class FittedBaseline:
     horizon : int
         Bins forecast.
     grid : GridTensor
-        The grid it was fitted on, extended by ``horizon`` unobserved bins (forecasts from its
-        last bin reach past the data).
+        The grid it was fitted on (:meth:`predict` extends it by ``horizon`` unobserved bins on
+        first use: forecasts from its last bin reach past the data).
     predict_on : callable
         ``predict_on(ext, t_end, where=None) -> (N, H_out, C, H, W)`` float32 forecasts after bins
         ``t_end`` of a grid ``ext`` extended by ``horizon`` bins (:func:`extend_time`; the fitted
@@ -97,9 +99,13 @@ class FittedBaseline:
     intervals: IntervalModel
     fit_window: tuple[int, int]
 
+    _extended: GridTensor | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
+
     def predict(self, t_end: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
         """``(N, H_out, C, H, W)`` float32 forecasts after bins ``t_end`` of the grid it was fitted on."""
-        return self.predict_on(self.grid, t_end, where)
+        if self._extended is None:
+            self._extended = extend_time(self.grid, self.horizon)
+        return self.predict_on(self._extended, t_end, where)
 
     def forecast_on(self, grid: GridTensor, t_end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Forecast and 80 % bounds after bin ``t_end`` of another grid of the same cells and channels.
@@ -136,7 +142,7 @@ class FittedBaseline:
         forecast, lower, upper : np.ndarray
             ``(H_out, C, H, W)`` float32.
         """
-        n_data = len(self.grid.times) - self.horizon
+        n_data = len(self.grid.times)
         t = int(t_end) + n_data if t_end < 0 else int(t_end)
         if not 0 <= t < n_data:
             raise ValueError(f"t_end {t_end} outside the {n_data} data bins the baseline was fitted with")
@@ -164,8 +170,8 @@ def fit_baseline(
     The split is :func:`traffic.forecast.split.make_split` of ``grid`` with the same arguments
     as the training run, so on the nightly window this is the very baseline that was scored on
     the holdout: seasonal profile and fallbacks on ``[fit_start, fit_end)``, ridge and GBM
-    fitted on the training and validation samples with ``seed`` (as
-    :func:`traffic.forecast.baselines.evaluate_baselines`).
+    fitted on the training and validation samples with ``seed``. The same grid and settings again
+    (the forecast task after the training, the days of a replay) reuse the first fit (``_FITS``).
 
     Parameters
     ----------
@@ -180,7 +186,7 @@ def fit_baseline(
         ``[training] ridge_lags`` (lags of ridge and GBM).
     seed : int
     gbm_max_rows : int
-        Training rows of the GBM (as :func:`~traffic.forecast.baselines.evaluate_baselines`).
+        Training rows of the GBM (a seeded sample of the observed targets).
     calibration_samples : int
         Training and validation samples, evenly spread, whose residuals fit the bounds.
 
@@ -195,6 +201,64 @@ def fit_baseline(
     """
     if name not in BASELINES:
         raise ValueError(f"baseline {name!r} unknown; allowed: {list(BASELINES)}")
+    key = (
+        grid.fingerprint(),
+        name,
+        context_steps,
+        horizon_steps,
+        float(holdout_days),
+        float(train_days),
+        float(val_fraction),
+        ridge_lags,
+        seed,
+        gbm_max_rows,
+        calibration_samples,
+    )
+    fit = _FITS.pop(key, None)
+    if fit is None:
+        fit = _fit(
+            grid,
+            name,
+            context_steps=context_steps,
+            horizon_steps=horizon_steps,
+            holdout_days=holdout_days,
+            train_days=train_days,
+            val_fraction=val_fraction,
+            ridge_lags=ridge_lags,
+            seed=seed,
+            gbm_max_rows=gbm_max_rows,
+            calibration_samples=calibration_samples,
+        )
+    _FITS[key] = fit  # the newest last
+    while len(_FITS) > FITS_KEPT:
+        _FITS.pop(next(iter(_FITS)))
+    predict_on, intervals, fit_window = fit
+    return FittedBaseline(name, horizon_steps, grid, predict_on, intervals, fit_window)
+
+
+#: Fits kept per process: ``(grid fingerprint, name, settings) -> (predict_on, intervals, fit window)``.
+#: The nightly run's backtest, its forecast task and the day's replay fit the same baselines on the same
+#: window (each in its own stage): the first fit serves the others in one process. A fit holds the
+#: fitted parts only (profile, Ridge or GBM, bounds), never the grid.
+_FITS: dict[tuple, tuple[Callable[..., np.ndarray], IntervalModel, tuple[int, int]]] = {}
+FITS_KEPT = 16
+
+
+def _fit(
+    grid: GridTensor,
+    name: str,
+    *,
+    context_steps: int,
+    horizon_steps: int,
+    holdout_days: float,
+    train_days: float,
+    val_fraction: float,
+    ridge_lags: int,
+    seed: int,
+    gbm_max_rows: int,
+    calibration_samples: int,
+) -> tuple[Callable[..., np.ndarray], IntervalModel, tuple[int, int]]:
+    """The fit of :func:`fit_baseline`: ``(predict_on, intervals, (fit_start, fit_end))``."""
     split = make_split(
         grid,
         context_steps=context_steps,
@@ -248,4 +312,4 @@ def fit_baseline(
         mask = grid.mask[ti]
         batches.append((predict_on(ext, te, mask), grid.values[ti], mask))  # residuals at observed targets only
     intervals = fit_intervals(batches, cell_scale(win.values, win.mask))
-    return FittedBaseline(name, horizon_steps, ext, predict_on, intervals, (split.fit_start, split.fit_end))
+    return predict_on, intervals, (split.fit_start, split.fit_end)

@@ -58,6 +58,7 @@ from traffic.config import PROJECT_ROOT, default_backtest_folds
 from traffic.forecast import distributed as ddp
 from traffic.forecast.backtest import CANDIDATES, Backtest, DailyErrors, day_index, fold_plan
 from traffic.forecast.baselines import (
+    BASELINES,
     evaluate_baselines,
     time_positions,
     window_profile,
@@ -72,6 +73,7 @@ from traffic.forecast.combination import (
     combine,
     nightly_origins,
 )
+from traffic.forecast.fallback import fit_baseline
 from traffic.forecast.features import build_inputs, target_index
 from traffic.forecast.horizons import anomaly_autocorrelation, signal_horizons
 from traffic.forecast.inference import evaluate_module, predict
@@ -692,21 +694,39 @@ def _train(
         del ablated
         log.info("backtest: network variants scored in %.1f s", time.perf_counter() - t_part)
         t_part = time.perf_counter()
+        # each baseline fitted as it serves (the stop-gap, a combination's member): the same split of the
+        # same window, so a later stage of this process (the forecast, a replay) reuses the fit
+        fitted = {
+            name: fit_baseline(
+                grid,
+                name,
+                context_steps=context_steps,
+                horizon_steps=horizon_steps,
+                holdout_days=holdout_days,
+                train_days=train_days,
+                val_fraction=float(tr["val_fraction"]),
+                ridge_lags=int(tr["ridge_lags"]),
+                seed=seed,
+            )
+            for name in BASELINES
+        }
+        for name, fb in fitted.items():
+            if fb.fit_window != (split.fit_start, split.fit_end):
+                raise RuntimeError(
+                    f"baseline {name} was fitted on bins {fb.fit_window}, the run's split is "
+                    f"{(split.fit_start, split.fit_end)}"
+                )
         metrics.update(
             evaluate_baselines(
                 grid,
-                fit_start=split.fit_start,
-                fit_end=split.fit_end,
-                train_t_end=np.concatenate([split.train, split.val]),
+                fitted,
                 holdout_t_end=split.holdout,
-                context_steps=context_steps,
                 horizon=horizon_steps,
-                ridge_lags=int(tr["ridge_lags"]),
-                seed=seed,
                 batch_size=eval_bs,
                 daily=backtest.errors,
             )
         )
+        del fitted
         log.info("backtest: baselines fitted and scored in %.1f s", time.perf_counter() - t_part)
         t_part = time.perf_counter()
         # the per-horizon combinations, cross-fitted over the folds (traffic.forecast.combination)

@@ -75,6 +75,21 @@ class GridTensor:
     def shape(self) -> tuple[int, int, int, int]:
         return self.values.shape  # type: ignore[return-value]
 
+    def fingerprint(self) -> str:
+        """A digest of everything a fit can read: values, mask, coverage, times, channels, cells, calendar.
+
+        Two grids with the same fingerprint give the same fit of any deterministic estimator (the
+        baselines' fits are memoised by it within a process: :func:`traffic.forecast.fallback.fit_baseline`).
+        """
+        import hashlib
+
+        h = hashlib.blake2b(digest_size=20)
+        h.update(repr((self.shape, self.values.dtype.str, self.channels, self.timezone, self.holidays)).encode())
+        for a in (self.values, self.mask, self.coverage, self.times.asi8, self.cell_ids):
+            a = np.asarray(a)
+            h.update(repr(a.tolist()).encode() if a.dtype == object else np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
     def slice_time(self, start: int, stop: int) -> GridTensor:
         """Bins ``start:stop`` as a new tensor (views, no copy)."""
         return GridTensor(
