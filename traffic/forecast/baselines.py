@@ -46,6 +46,7 @@ from traffic.forecast.features import calendar_features, minute_of_week
 from traffic.forecast.intervals import CoverageAccumulator
 from traffic.forecast.metrics import MetricAccumulator
 from traffic.forecast.result import HorizonMetrics
+from traffic.forecast.threads import cpu_threads
 from traffic.grid.tensor import GridTensor
 
 BASELINES = ("persistence", "seasonal_average", "ridge", "gbm")
@@ -422,9 +423,10 @@ class GradientBoostingLagBaseline:
         ``HistGradientBoostingRegressor`` settings (no early stopping: the fit is deterministic
         given the seed).
     n_threads : int
-        OpenMP threads of fit and predict. 1 by default: on a shared CPU the busy-waiting
+        OpenMP threads of the fit. 1 by default: on a shared CPU the busy-waiting
         OpenMP threads of scikit-learn's histogram code made a 6,000-row fit take 13-35 s
-        instead of 0.4 s (2 cores, other jobs running).
+        instead of 0.4 s (2 cores, other jobs running). Prediction takes every core when the
+        machine is quiet, one when it is busy (:func:`traffic.forecast.threads.cpu_threads`).
     seed : int
     """
 
@@ -675,7 +677,8 @@ class GradientBoostingLagBaseline:
         if len(n):
             pos = self._positions(grid, hol)
             x, p_tgt, s = self._rows(grid, pos, hol, t_end, n, h, c, k)
-            with threadpool_limits(limits=self.n_threads, user_api="openmp"):
+            # prediction is per row (the same for any thread count): every core on a quiet machine
+            with threadpool_limits(limits=cpu_threads(), user_api="openmp"):
                 f = self.model.predict(x) if self.model is not None else 0.0  # type: ignore[attr-defined]
             out[n, h, c, k] = p_tgt + s * f
         return out.reshape(len(t_end), self.horizon, n_c, hh, ww)
@@ -726,7 +729,7 @@ def evaluate_baselines(
         tidx = te[:, None] + np.arange(1, horizon + 1)[None, :]
         target, mask = grid.values[tidx], grid.mask[tidx]
         for name, fb in fitted.items():
-            pred = fb.predict(te, mask)
+            pred = fb.predict_on(grid, te, mask)  # targets inside the grid: no extension needed
             acc[name].update(pred, target, mask)
             cov[name].update_model(fb.intervals, pred, target, mask)
             if daily is not None and name in daily:

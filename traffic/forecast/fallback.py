@@ -32,6 +32,7 @@ from traffic.forecast.baselines import (
     BASELINES,
     GradientBoostingLagBaseline,
     RidgeLagBaseline,
+    SeasonalProfile,
     persistence_forecast,
     seasonal_forecast,
     window_profile,
@@ -90,6 +91,9 @@ class FittedBaseline:
         80 % bounds from the residuals of the window's training and validation samples.
     fit_window : tuple of int
         ``[fit_start, fit_end)``: the bins the baseline was fitted on (the holdout comes after).
+    context_steps : int or None
+        The bins of context a forecast reads (:meth:`forecast_on` reads only those of the grid it
+        is given); None: the whole grid.
     """
 
     name: str
@@ -98,6 +102,7 @@ class FittedBaseline:
     predict_on: Callable[..., np.ndarray]
     intervals: IntervalModel
     fit_window: tuple[int, int]
+    context_steps: int | None = None
 
     _extended: GridTensor | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
@@ -130,7 +135,11 @@ class FittedBaseline:
             )
         if not 0 <= int(t_end) < len(grid.times):
             raise ValueError(f"t_end {t_end} outside the {len(grid.times)} bins of the grid")
-        pred = self.predict_on(extend_time(grid, self.horizon), np.array([int(t_end)]))[0].astype(np.float32)
+        t_end = int(t_end)
+        if self.context_steps:  # from the context on (every predictor finds its fit by time, not by bin index)
+            start = max(0, t_end - self.context_steps + 1)
+            grid, t_end = grid.slice_time(start, len(grid.times)), t_end - start
+        pred = self.predict_on(extend_time(grid, self.horizon), np.array([t_end]))[0].astype(np.float32)
         lower, upper = self.intervals.bounds(pred)
         return pred, lower, upper
 
@@ -233,7 +242,7 @@ def fit_baseline(
     while len(_FITS) > FITS_KEPT:
         _FITS.pop(next(iter(_FITS)))
     predict_on, intervals, fit_window = fit
-    return FittedBaseline(name, horizon_steps, grid, predict_on, intervals, fit_window)
+    return FittedBaseline(name, horizon_steps, grid, predict_on, intervals, fit_window, context_steps)
 
 
 #: Fits kept per process: ``(grid fingerprint, name, settings) -> (predict_on, intervals, fit window)``.
@@ -242,6 +251,19 @@ def fit_baseline(
 #: fitted parts only (profile, Ridge or GBM, bounds), never the grid.
 _FITS: dict[tuple, tuple[Callable[..., np.ndarray], IntervalModel, tuple[int, int]]] = {}
 FITS_KEPT = 16
+
+
+def _profile(grid: GridTensor, fit_start: int, fit_end: int) -> SeasonalProfile:
+    """:func:`window_profile` of the window, computed once for the baselines that share it (the newest few)."""
+    key = (grid.fingerprint(), fit_start, fit_end)
+    if key not in _PROFILES:
+        while len(_PROFILES) >= 4:
+            _PROFILES.pop(next(iter(_PROFILES)))
+        _PROFILES[key] = window_profile(grid, fit_start, fit_end)
+    return _PROFILES[key]
+
+
+_PROFILES: dict[tuple[str, int, int], SeasonalProfile] = {}
 
 
 def _fit(
@@ -269,9 +291,8 @@ def _fit(
     )
     bm = bin_minutes(grid.times)
     win = grid.slice_time(split.fit_start, split.fit_end)
-    prof = window_profile(grid, split.fit_start, split.fit_end)
+    prof = _profile(grid, split.fit_start, split.fit_end)
     fit_t_end = np.concatenate([split.train, split.val])
-    ext = extend_time(grid, horizon_steps)
 
     Predict = Callable[[GridTensor, np.ndarray, "np.ndarray | None"], np.ndarray]
 
@@ -310,6 +331,6 @@ def _fit(
         te = cal[s : s + BATCH]
         ti = target_index(te, horizon_steps)
         mask = grid.mask[ti]
-        batches.append((predict_on(ext, te, mask), grid.values[ti], mask))  # residuals at observed targets only
+        batches.append((predict_on(grid, te, mask), grid.values[ti], mask))  # residuals at observed targets only
     intervals = fit_intervals(batches, cell_scale(win.values, win.mask))
     return predict_on, intervals, (split.fit_start, split.fit_end)

@@ -42,7 +42,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
 import time
 import tomllib
@@ -89,6 +88,7 @@ from traffic.forecast.loop import (
 )
 from traffic.forecast.result import Holdout, HorizonMetrics, TrainingDiverged, TrainResult
 from traffic.forecast.split import Split, active_box, make_split, spread
+from traffic.forecast.threads import cpu_threads
 from traffic.grid.tensor import GridTensor
 from traffic.linear_base import fit_base
 from traffic.model import Forecaster, ForecasterConfig
@@ -120,22 +120,6 @@ def load_model_spec(path: str | Path = MODEL_SPEC) -> dict[str, dict[str, Any]]:
         if section not in spec:
             raise ValueError(f"{path}: missing section [{section}]")
     return spec
-
-
-def _cpu_threads(setting: int, default: int) -> int:
-    """Intra-op threads for CPU training: ``setting`` if > 0; 0 = auto.
-
-    Auto keeps torch's default unless the 1-minute load average says the cores are already
-    busy (other tasks, other cities): then one thread, because spinning OpenMP threads of
-    small convolutions slow down several-fold on oversubscribed cores.
-    """
-    if setting > 0:
-        return setting
-    try:
-        busy = os.getloadavg()[0] >= max(1, (os.cpu_count() or 1) - 0.5)
-    except OSError:
-        busy = False
-    return 1 if busy else default
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
@@ -280,7 +264,7 @@ def train_forecaster(
     dist, dev = ddp.setup(_resolve_device(device))
     threads = torch.get_num_threads()
     if dev.type == "cpu":
-        torch.set_num_threads(_cpu_threads(int(tr["cpu_threads"]), threads))
+        torch.set_num_threads(cpu_threads(int(tr["cpu_threads"]), threads))
     try:
         return _train(
             grid,
