@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -210,34 +211,19 @@ def fit_baseline(
     """
     if name not in BASELINES:
         raise ValueError(f"baseline {name!r} unknown; allowed: {list(BASELINES)}")
-    key = (
-        grid.fingerprint(),
-        name,
-        context_steps,
-        horizon_steps,
-        float(holdout_days),
-        float(train_days),
-        float(val_fraction),
-        ridge_lags,
-        seed,
-        gbm_max_rows,
-        calibration_samples,
-    )
-    fit = _FITS.pop(key, None)
-    if fit is None:
-        fit = _fit(
-            grid,
-            name,
-            context_steps=context_steps,
-            horizon_steps=horizon_steps,
-            holdout_days=holdout_days,
-            train_days=train_days,
-            val_fraction=val_fraction,
-            ridge_lags=ridge_lags,
-            seed=seed,
-            gbm_max_rows=gbm_max_rows,
-            calibration_samples=calibration_samples,
-        )
+    settings: dict[str, Any] = {
+        "context_steps": context_steps,
+        "horizon_steps": horizon_steps,
+        "holdout_days": holdout_days,
+        "train_days": train_days,
+        "val_fraction": val_fraction,
+        "ridge_lags": ridge_lags,
+        "seed": seed,
+        "gbm_max_rows": gbm_max_rows,
+        "calibration_samples": calibration_samples,
+    }
+    key = (grid.fingerprint(), name, *(float(v) for v in settings.values()))
+    fit = _FITS.pop(key, None) or _fit(grid, name, **settings)
     _FITS[key] = fit  # the newest last
     while len(_FITS) > FITS_KEPT:
         _FITS.pop(next(iter(_FITS)))
