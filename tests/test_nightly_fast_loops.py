@@ -6,7 +6,7 @@ import pytest
 
 from tests.ingest.helpers import canonical_city
 from traffic import cli, pipeline
-from traffic.airflow_runner import task_line
+from traffic.airflow_runner import airflow_env, run_plan, task_line
 from traffic.errors import QualityError
 from traffic.resources import Resources
 
@@ -79,3 +79,22 @@ def test_the_terminal_shows_stage_lines_progress_and_warnings_once():
         "12:47:01 train step 40/120 (33 %): train loss 0.1234, val loss 0.2000, elapsed 0:30, ETA 1:00",
         "12:47:02 WARNING feed metr stopped",
     ]
+
+
+def test_a_plan_runs_its_steps_in_order_and_names_the_step_that_failed(tmp_path, monkeypatch):
+    """One child runs the plan (traffic.airflow_batch): each step is started and done in order; the first that fails
+    raises with its own output and stops the plan (the step after it never starts)."""
+    monkeypatch.setenv("TRAFFIC_HOME", str(tmp_path))
+    events: list[tuple[str, int]] = []
+    steps = [{"airflow": ["version"]}, {"airflow": ["no-such-command"]}, {"airflow": ["version"]}]
+    with pytest.raises(RuntimeError, match=r"`airflow no-such-command` failed \(exit 1\)") as err:
+        run_plan(
+            steps,
+            airflow_env(),
+            started=lambda i: events.append(("start", i)),
+            done=lambda i, _s: events.append(("done", i)),
+            line=lambda i, _t: None,
+            note=lambda _t: None,
+        )
+    assert events == [("start", 0), ("done", 0), ("start", 1)]
+    assert "no-such-command" in str(err.value).split("\n", 1)[1]  # the step's own output, not the plan's

@@ -275,23 +275,40 @@ def _airflow(
         proc = subprocess.run([airflow_exe(), *args], env=env, capture_output=quiet, text=True)
     else:
         kept: list[str] = []
-        quick = {**env, "PYTHONUNBUFFERED": "1"}  # the child's lines as they come, not in blocks
+
+        def keep(line: str) -> None:
+            kept.append(line)
+            if (shown := task_line(line)) is not None:
+                echo(shown)
+
         argv = [airflow_exe(), *args]
-        with subprocess.Popen(argv, env=quick, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as child:
-            assert child.stdout is not None
-            for line in child.stdout:
-                kept.append(line)
-                if (shown := task_line(line)) is not None:
-                    echo(shown)
-        proc = subprocess.CompletedProcess(child.args, child.returncode, "".join(kept), "")
+        proc = subprocess.CompletedProcess(argv, _stream(argv, env, keep), "".join(kept), "")
     if proc.returncode != 0:
-        output = (proc.stdout or "") + (proc.stderr or "")
-        fault = fault_in(output)
-        if fault:
-            raise AirflowRunError(f"`airflow {' '.join(args)}` failed: {fault}")
-        tail = "\n".join(output.splitlines()[-60:])
-        raise RuntimeError(f"`airflow {' '.join(args)}` failed (exit {proc.returncode}):\n{tail}")
+        raise _failure(f"`airflow {' '.join(args)}`", (proc.stdout or "") + (proc.stderr or ""), proc.returncode)
     return proc
+
+
+def _stream(argv: list[str], env: dict[str, str], on_line: Callable[[str], Any]) -> int:
+    """Run ``argv`` and pass each line of its output (stdout and stderr merged) to ``on_line`` as it comes.
+
+    Returns the exit status. The child runs unbuffered, so its lines come as they are written, not in blocks.
+    """
+    quick = {**env, "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen(argv, env=quick, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as child:
+        assert child.stdout is not None
+        for line in child.stdout:
+            on_line(line)
+    return child.returncode
+
+
+def _failure(what: str, output: str, returncode: int) -> Exception:
+    """The error of a failed run of ``what``: :class:`AirflowRunError` naming a fault (:func:`fault_in`), else a
+    ``RuntimeError`` with the output's last 60 lines."""
+    fault = fault_in(output)
+    if fault:
+        return AirflowRunError(f"{what} failed: {fault}")
+    tail = "\n".join(output.splitlines()[-60:])
+    return RuntimeError(f"{what} failed (exit {returncode}):\n{tail}")
 
 
 def prepare(env: dict[str, str]) -> None:
@@ -353,8 +370,8 @@ def run_nightly(
 
     def done(i: int, seconds: float) -> None:
         city, stage = owner[i]
-        times[city][stage] = round(seconds, 1)
-        if stage != "replay":
+        if stage != "replay":  # a replay's seconds are its own timings (replay_and_verify)
+            times[city][stage] = round(seconds, 1)
             log(f"[{city}] {stage.removesuffix('_dag')}_{city}: done in {times[city][stage]} s")
 
     def line(i: int, text: str) -> None:
@@ -366,7 +383,6 @@ def run_nightly(
             continue
         out = results[str(i)]
         times[city].update(out.pop("timings_s"))
-        times[city]["replay"] = round(times[city]["replay"], 1)
         summary["cities"][city] = {"as_of": as_of or ranges[city][1], "timings_s": times[city], **out}
     summary["timings_s"]["total"] = round(time.perf_counter() - t0, 1)
     return summary
@@ -398,37 +414,33 @@ def run_plan(
         plan, out = Path(tmp) / "plan.json", Path(tmp) / "results.json"
         plan.write_text(json.dumps({"steps": steps, "out": str(out)}))
         argv = [sys.executable, "-m", "traffic.airflow_batch", str(plan)]
-        quick = {**env, "PYTHONUNBUFFERED": "1"}  # the child's lines as they come, not in blocks
         kept: list[str] = []  # the output of the step that runs (all of it before the first step)
         current, failed, t_step = 0, None, time.perf_counter()
-        with subprocess.Popen(argv, env=quick, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as child:
-            assert child.stdout is not None
-            for raw in child.stdout:
-                if raw.startswith(MARK):
-                    kind, _, rest = raw[len(MARK) :].strip().partition(" ")
-                    if kind == "start":
-                        current, kept, t_step = int(rest), [], time.perf_counter()
-                        started(current)
-                    elif kind == "done":
-                        done(current, time.perf_counter() - t_step)
-                    elif kind == "log":
-                        note(rest)
-                    elif kind == "failed":
-                        failed = int(rest)
-                    continue
-                kept.append(raw)
-                if (shown := task_line(raw)) is not None:
-                    line(current, shown)
-        if child.returncode == 0 and failed is None:
+
+        def on_line(raw: str) -> None:
+            nonlocal current, failed, t_step, kept
+            if raw.startswith(MARK):
+                kind, _, rest = raw[len(MARK) :].strip().partition(" ")
+                if kind == "start":
+                    current, kept, t_step = int(rest), [], time.perf_counter()
+                    started(current)
+                elif kind == "done":
+                    done(current, time.perf_counter() - t_step)
+                elif kind == "log":
+                    note(rest)
+                elif kind == "failed":
+                    failed = int(rest)
+                return
+            kept.append(raw)
+            if (shown := task_line(raw)) is not None:
+                line(current, shown)
+
+        returncode = _stream(argv, env, on_line)
+        if returncode == 0 and failed is None:
             return json.loads(out.read_text())
-    output = "".join(kept)
     step = steps[current if failed is None else failed]
     what = f"`airflow {' '.join(step['airflow'])}`" if "airflow" in step else f"the replay of {step['replay']['city']}"
-    fault = fault_in(output)
-    if fault:
-        raise AirflowRunError(f"{what} failed: {fault}")
-    tail = "\n".join(output.splitlines()[-60:])
-    raise RuntimeError(f"{what} failed (exit {child.returncode}):\n{tail}")
+    raise _failure(what, "".join(kept), returncode)
 
 
 def replay_and_verify(city: str, newest: str, times: dict[str, float], *, log=print) -> dict[str, Any]:
