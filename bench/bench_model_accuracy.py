@@ -79,6 +79,7 @@ def run(city_name: str, variant: str, steps: int | None, seed: int) -> dict:
         budget_s=fc.train_budget_s,
         seed=seed,
         max_steps=steps if steps is not None else fc.train_steps,
+        epochs=fc.train_epochs if steps is None else None,  # --steps: that many steps, else the city's budget
         model_overrides=dict(VARIANTS[variant]),
     )
     best_name, best = res.best_baseline()

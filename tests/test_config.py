@@ -91,6 +91,8 @@ def test_backtest_folds_default_to_weeks_or_days_and_the_shipped_cities_have_eno
         ({"context_steps": 2.5}, r"context_steps = 2.5 must be a whole number"),
         ({"train_days": "many"}, r"train_days = 'many' must be a whole number"),
         ({"train_budget_s": 0}, r"train_budget_s = 0.0 must be > 0"),
+        ({"train_epochs": -1}, r"train_epochs = -1.0 must be >= 0"),
+        ({"train_epochs": "ten"}, r"train_epochs = 'ten' must be a number"),
         ({"holdout_days": 1, "horizon_steps": 48}, r"horizon_steps = 48 \(48 h\) does not fit in holdout_days = 1"),
         (
             {"holdout_days": 7, "backtest_folds": 4},
@@ -175,6 +177,9 @@ def test_whole_floats_and_toml_dates_are_accepted_as_before():
     c = parse_city(d)
     assert c.forecast.train_steps == 600 and isinstance(c.forecast.train_steps, int)
     assert c.forecast.train_budget_s == 60.0 and isinstance(c.forecast.train_budget_s, float)
+    assert c.forecast.train_epochs == 0.0  # the step budget alone unless a city sizes it by its data
+    d["forecast"].update(train_epochs=10)
+    assert parse_city(d).forecast.train_epochs == 10.0 and isinstance(parse_city(d).forecast.train_epochs, float)
     assert c.calendar.extra == ("2024-12-24", "2024-12-31")
 
 

@@ -202,6 +202,12 @@ class ForecastConfig:
     train_steps : int
         Optimiser steps of the nightly training: the budget that decides what ships, the same
         on every machine, so two runs on the same data give the same model (default 600).
+    train_epochs : float
+        The step budget sized by the data: ``ceil(train_epochs x training origins / batch)``
+        steps (passes over the training and validation origins), at most ``train_steps`` (then
+        the cap). Default 0: ``train_steps`` alone. A city with a long history (Melbourne, 140
+        days) needs several passes before its network adds anything; one with a week would
+        overfit them.
     train_budget_s : float
         Wall-clock safety net of the training loop (default 900 s). When it fires before
         ``train_steps`` the run records it (``stopped_reason = "wall_clock_cap"``).
@@ -221,6 +227,7 @@ class ForecastConfig:
     train_days: int = 28
     holdout_days: int = 7
     train_steps: int = 600
+    train_epochs: float = 0.0
     train_budget_s: float = 900.0
     backtest_folds: int = 0  # 0 = default_backtest_folds(holdout_days), resolved by parse_city
     verify_days: int = 7
@@ -238,6 +245,7 @@ FORECAST_KEYS = {
     "train_days": int,
     "holdout_days": int,
     "train_steps": int,
+    "train_epochs": float,
     "train_budget_s": float,
     "backtest_folds": int,
     "verify_days": int,
@@ -290,6 +298,7 @@ class _ForecastTable(_Table):
     train_days: Whole = Field(default=28, ge=1, le=3660)
     holdout_days: Whole = Field(default=7, ge=1, le=3660)
     train_steps: Whole = Field(default=600, ge=0, le=100_000_000)
+    train_epochs: Real = Field(default=0.0, ge=0, le=100_000)
     train_budget_s: Real = Field(default=900.0, gt=0, le=7 * 86400)
     backtest_folds: Whole = Field(default=0, ge=0, le=3660)
     verify_days: Whole = Field(default=7, ge=1, le=366)

@@ -613,6 +613,7 @@ def train(
             budget_s=budget_s,
             progress=progress,
             max_steps=steps,
+            epochs=fc.train_epochs,
             backtest_folds=fc.backtest_folds,
             **resume_kw,
         ),

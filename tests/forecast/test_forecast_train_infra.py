@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -103,6 +104,23 @@ def test_the_wall_clock_guard_is_sized_from_the_measured_steps(grid):
     assert free.stopped_reason == "wall_clock_cap" and free.extra["wall_clock_guard_s"] == 0.5
     with pytest.raises(ValueError, match="max_steps"):
         train_forecaster(grid, **SPLIT, max_steps=-1, model_overrides=FAST)
+
+
+def test_a_budget_sized_by_the_data_is_epochs_of_origins_capped_by_the_step_budget(grid):
+    """``epochs`` sizes the step budget by the training origins (the city's ``train_epochs``), ``max_steps``
+    caps it (the city's ``train_steps``); the resolved budget is on the run."""
+    long = {**FAST, "max_epochs": 1000}
+    r = train_forecaster(grid, **SPLIT, max_steps=100, epochs=1.5, model_overrides=long)
+    origins, bs = r.params["training_origins"], FAST["batch_size"]
+    assert origins > 0 and r.params["epochs"] == 1.5
+    assert r.params["budget_steps"] == math.ceil(1.5 * math.ceil(origins / bs)) == r.extra["steps"] < 100
+    assert r.stopped_reason == "max_steps" and r.params["budget_samples"] == r.params["budget_steps"] * bs
+    capped = train_forecaster(grid, **SPLIT, max_steps=5, epochs=1.5, model_overrides=long)
+    assert capped.params["budget_steps"] == capped.extra["steps"] == 5
+    alone = train_forecaster(grid, **SPLIT, max_steps=0, epochs=0.5, model_overrides=long)  # no cap: epochs decide
+    assert alone.extra["steps"] == math.ceil(0.5 * math.ceil(origins / bs))
+    with pytest.raises(ValueError, match="epochs"):
+        train_forecaster(grid, **SPLIT, max_steps=5, epochs=-1.0, model_overrides=FAST)
 
 
 # --------------------------------------------------------------------------- checkpoint / resume

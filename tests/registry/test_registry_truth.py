@@ -183,6 +183,13 @@ def test_card_shows_ablation_champion_steps_and_warm_start(berlin, make_module, 
     assert "- Warm start: 2 parameter tensors copied (`enc.w`, `enc.b`); 1 skipped" in card and "`head.w`" in card
     assert "(`persistence`, `seasonal_average`, `gbm`)" in card
     assert f"{DECISION_START}\n{DECISION_PENDING}\n{DECISION_END}" in card
+    # a budget sized by the data ([forecast] train_epochs) says so, with the cap
+    result.params |= {"epochs": 10.0, "budget_steps": 2100, "training_origins": 3352}
+    card = render_model_card(berlin, result, WINDOW, code_version="x", train_steps=2500)
+    assert (
+        "- Optimiser steps: 50 of a budget of 2,100: `[forecast] train_epochs` = 10 passes over 3,352 training "
+        "origins, at most `train_steps` = 2,500" in card
+    )
 
     # the ablation table: one row per horizon group and the mean; base, base + head, full, gbm
     after = card.split("## What each part of the network adds (ablation)", 1)[1].split("\nRMSE:\n", 1)[1]

@@ -194,6 +194,7 @@ def train_forecaster(
     warm_start: torch.nn.Module | Mapping[str, torch.Tensor] | None = None,
     max_steps: int | None = None,
     backtest_folds: int | None = None,
+    epochs: float | None = None,
 ) -> TrainResult:
     """Train the forecaster on ``grid`` and score it and the baselines on the holdout.
 
@@ -230,6 +231,11 @@ def train_forecaster(
     max_steps : int, optional
         Optimiser steps: the budget that decides the model (the city's ``[forecast] train_steps``).
         Default: the training key ``max_steps`` (0 = no cap: epochs, early stopping and the wall clock).
+    epochs : float, optional
+        The budget sized by the data (the city's ``[forecast] train_epochs``): ``ceil(epochs x
+        training origins / batch_size)`` steps, at most ``max_steps`` (the cap). Default: the
+        training key ``epochs`` (0 = ``max_steps`` alone). The resolved budget is
+        ``params["budget_steps"]``, the samples it draws ``params["budget_samples"]``.
     backtest_folds : int, optional
         Folds of the holdout's target days for the backtest (:mod:`traffic.forecast.backtest`);
         default :func:`traffic.config.default_backtest_folds` of ``holdout_days``.
@@ -257,6 +263,10 @@ def train_forecaster(
         if max_steps < 0:
             raise ValueError(f"max_steps = {max_steps} must be >= 0 (0 = no step cap)")
         tr["max_steps"] = int(max_steps)
+    if epochs is not None:
+        if not (math.isfinite(epochs) and epochs >= 0):
+            raise ValueError(f"epochs = {epochs} must be a finite number >= 0 (0 = the step budget alone)")
+        tr["epochs"] = float(epochs)
     if checkpoint_dir is None and str(tr.get("checkpoint_dir") or ""):
         checkpoint_dir = Path(str(tr["checkpoint_dir"])).expanduser()
     if resume and checkpoint_dir is None:
@@ -460,6 +470,9 @@ def _train(
     loop_t = np.concatenate([split.train, split.val]) if on_val else split.train
     steps_per_epoch = math.ceil(math.ceil(len(loop_t) / dist.world) / bs)  # per rank
     max_steps = int(tr["max_steps"])  # 0 = no cap
+    if float(tr["epochs"]) > 0:  # the budget sized by the data: passes over the training origins, capped by max_steps
+        by_data = math.ceil(float(tr["epochs"]) * steps_per_epoch)
+        max_steps = min(max_steps, by_data) if max_steps else by_data
     schedule_steps = int(tr["schedule_steps"]) or max_steps or int(tr["max_epochs"]) * steps_per_epoch
     warmup, min_ratio = float(tr["warmup_fraction"]), float(tr["min_lr_ratio"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(i, schedule_steps, warmup, min_ratio))
@@ -752,6 +765,9 @@ def _train(
             "world_size": dist.world,
             "warm_start_copied": len(warm["copied"]) if warm is not None else None,
             "network_steps": net_steps,
+            "budget_steps": max_steps,
+            "budget_samples": max_steps * bs * dist.world,
+            "training_origins": len(loop_t),
         },
     )
     return TrainResult(

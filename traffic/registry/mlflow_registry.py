@@ -270,6 +270,7 @@ def _params(city: CityConfig, result: TrainResult, data_window: Mapping[str, Any
         "forecast.train_days": fc.train_days,
         "forecast.holdout_days": fc.holdout_days,
         "forecast.train_steps": getattr(fc, "train_steps", None),
+        "forecast.train_epochs": getattr(fc, "train_epochs", None),
         "forecast.train_budget_s": fc.train_budget_s,
         "train.start": result.train_window[0],
         "train.end": result.train_window[1],
