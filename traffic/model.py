@@ -603,7 +603,9 @@ class Forecaster(nn.Module):
         prior_n = self.normalise(prior)  # (B, T + H_out, C, H, W)
         anomaly = (vn - prior_n[:, :t_in]) * mask  # (B, T, C, H, W)
         steps = torch.arange(1, t_in + 1, device=x.device, dtype=x.dtype).view(1, t_in, 1, 1, 1)
-        last_idx = (mask * steps).argmax(dim=1, keepdim=True)  # (B, 1, C, H, W) index of the last observation
+        # index of the last observation (0 when none): the masks are 0 / 1, so the largest ``mask * step`` is the
+        # last observed step (an amax: argmax over a non-last dimension was 28x slower on CPU)
+        last_idx = (mask * steps).amax(dim=1, keepdim=True).long().sub(1).clamp_min(0)  # (B, 1, C, H, W)
         has_last = mask.amax(dim=1)  # (B, C, H, W)
         anomaly_last = anomaly.gather(1, last_idx).squeeze(1) * has_last  # (B, C, H, W)
         anomaly_mean = anomaly.sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)  # (B, C, H, W)

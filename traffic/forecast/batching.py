@@ -1,7 +1,7 @@
 """Training batches gathered on the training device from sample indices.
 
-The grid's values, masks, calendar features (computed once for every bin) and the seasonal
-profile's sums and counts are copied to the device once; a batch is then a handful of index
+The grid's values, masks, calendar features and the leave-one-out seasonal prior (each computed
+once for every bin) are copied to the device once; a batch is then a handful of index
 gathers there, so a GPU worker never waits on the host for inputs and nothing is
 pre-materialised per sample. The inputs are exactly those of
 :func:`traffic.forecast.features.build_inputs` (what serving feeds the module); a test holds
@@ -19,6 +19,9 @@ import torch
 from traffic.forecast.baselines import SeasonalProfile
 from traffic.forecast.features import HOLIDAY_AHEAD, N_CALENDAR, grid_calendar, holiday_table
 from traffic.grid.tensor import GridTensor
+
+#: Bins per chunk of the leave-one-out prior's one-off computation (:class:`Batcher`).
+LOO_CHUNK = 256
 
 
 def masked_channel_stats(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,13 +77,26 @@ class Batcher:
         self.days = put(days)  # (T,) local day of every bin
         self.holiday_flags = put(flags)  # (D,) holiday flag per local day (holiday_ahead)
         self._ahead = torch.arange(context_steps, 0, -1, device=device)  # slot p -> local day + (T_in - p)
-        self.positions = put(np.asarray(positions, dtype=np.int64))  # (T,)
-        self.profile = put(profile.profile.astype(np.float32))  # (P, C, H, W)
-        self.sums = put(profile.sums.astype(np.float32))  # (P, C, H, W)
-        self.counts = put(profile.counts.astype(np.float32))  # (P, C, H, W)
-        self.cell_mean = put(profile.cell_mean.astype(np.float32))  # (C, H, W)
+        # the leave-one-out prior of every bin, once: it depends on the bin alone (not on the sample that
+        # reads it), so a batch's prior is one gather; computed in chunks of bins (no temporary larger than
+        # a chunk), then the profile's tensors are dropped
+        pos_all = put(np.asarray(positions, dtype=np.int64))  # (T,)
+        profile_t = put(profile.profile.astype(np.float32))  # (P, C, H, W)
+        sums = put(profile.sums.astype(np.float32))  # (P, C, H, W)
+        counts = put(profile.counts.astype(np.float32))  # (P, C, H, W)
+        cell_mean = put(profile.cell_mean.astype(np.float32))  # (C, H, W)
         t = np.arange(n_t)
-        self.in_window = put((t >= fit_start) & (t < fit_end))  # (T,) bool
+        in_window = put((t >= fit_start) & (t < fit_end))  # (T,) bool
+        self.loo = torch.empty_like(self.values)  # (T, C, H, W)
+        for lo in range(0, n_t, LOO_CHUNK):
+            sl = slice(lo, min(n_t, lo + LOO_CHUNK))
+            pos = pos_all[sl]  # (t,)
+            prior = profile_t[pos]  # (t, C, H, W)
+            own = self.mask[sl] & in_window[sl][:, None, None, None]  # (t, C, H, W) observed in the fit window
+            n = counts[pos]  # (t, C, H, W)
+            loo = (sums[pos] - torch.where(own, self.values[sl], 0.0)) / (n - 1).clamp_min(1.0)
+            prior = torch.where(own & (n > 1), loo, prior)
+            self.loo[sl] = torch.where(own & (n == 1), cell_mean.expand_as(prior), prior)
         self._ctx = torch.arange(-context_steps + 1, 1, device=device)  # (T_in,)
         self._tgt = torch.arange(1, horizon + 1, device=device)  # (H_out,)
         self._all = torch.arange(-context_steps + 1, horizon + 1, device=device)  # (T_in + H_out,)
@@ -104,14 +120,7 @@ class Batcher:
     def loo_prior(self, t_end: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Leave-one-out seasonal prior ``(B, T_in + H_out, C, H, W)`` for the bins of samples ``t_end``."""
         te = self._index(t_end)
-        idx = te[:, None] + self._all[None, :]  # (B, S)
-        pos = self.positions[idx]  # (B, S)
-        prior = self.profile[pos]  # (B, S, C, H, W)
-        own = self.mask[idx] & self.in_window[idx][:, :, None, None, None]  # (B, S, C, H, W)
-        n = self.counts[pos]  # (B, S, C, H, W)
-        loo = (self.sums[pos] - torch.where(own, self.values[idx], 0.0)) / (n - 1).clamp_min(1.0)
-        prior = torch.where(own & (n > 1), loo, prior)
-        return torch.where(own & (n == 1), self.cell_mean.expand_as(prior), prior)
+        return self.loo[te[:, None] + self._all[None, :]]  # (B, T_in + H_out, C, H, W)
 
     def targets(self, t_end: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Targets ``(B, H_out, C, H, W)`` (0 where missing) and their mask (bool)."""
