@@ -238,20 +238,6 @@ class ForecastConfig:
         return self.train_days + self.holdout_days
 
 
-#: ``[forecast]`` keys and the types they take.
-FORECAST_KEYS = {
-    "context_steps": int,
-    "horizon_steps": int,
-    "train_days": int,
-    "holdout_days": int,
-    "train_steps": int,
-    "train_epochs": float,
-    "train_budget_s": float,
-    "backtest_folds": int,
-    "verify_days": int,
-}
-
-
 def default_backtest_folds(holdout_days: float) -> int:
     """Backtest folds of a holdout of ``holdout_days``: weekly folds from two whole weeks on, else daily folds.
 

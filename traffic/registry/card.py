@@ -462,15 +462,16 @@ def render_model_card(
     champion_line = _champion_line(champion_metrics, None if champion_version is None else str(champion_version))
     gates = list(result.baselines) if gate_baselines is None else [g for g in gate_baselines]
     extra = result.extra or {}
-    budget = f" of a budget of {train_steps:,} (`[forecast] train_steps`)" if train_steps else ""
     params = result.params or {}
     epochs, sized = float(params.get("epochs") or 0), params.get("budget_steps")
     if epochs > 0 and isinstance(sized, int) and sized > 0:  # the budget sized by the data (train_epochs)
-        origins = params.get("training_origins")
         budget = (
-            f" of a budget of {sized:,}: `[forecast] train_epochs` = {epochs:g} passes over {_count(origins)} "
-            f"training origins" + (f", at most `train_steps` = {train_steps:,}" if train_steps else "")
+            f" of a budget of {sized:,}: `[forecast] train_epochs` = {epochs:g} passes over "
+            f"{_count(params.get('training_origins'))} training origins"
+            + (f", at most `train_steps` = {train_steps:,}" if train_steps else "")
         )
+    else:
+        budget = f" of a budget of {train_steps:,} (`[forecast] train_steps`)" if train_steps else ""
     skill = skill_of(model.rmse_mean, base.rmse_mean)
     text = Path(template or MODEL_CARD_TEMPLATE).read_text(encoding="utf-8")
     values = {
