@@ -341,6 +341,49 @@ def test_step_zero_of_the_full_model_is_base_plus_head_exactly(variant):
     assert fresh.head_hidden_in is not None and not fresh.head_hidden_in.weight.any()
 
 
+@pytest.mark.parametrize("variant", [{}, {"decoder": "direct"}, {"head_hidden": 0}])
+def test_beyond_the_network_steps_the_full_model_is_base_plus_the_prefitted_head(variant, tmp_path):
+    """keep_head: the first bins come from the trained network, every later bin from the head as pre-fitted
+    (a frozen copy): the full model there equals the base + head ablation exactly, through a subset of
+    horizons, a save and load, and torch.export (what the registry serves)."""
+    from traffic.forecast.model_folder import load_model, save_model
+
+    hw, channels = (5, 6), ("loop.speed_kmh", "cam.car")
+    g = _grid(30, channels, hw, seed=3)
+    x = torch.from_numpy(build_inputs(g, np.array([10, 20]), 4, 5))
+    m = _model(channels, hw, horizon=5, **variant)
+    with torch.no_grad():
+        for p in m.parameters():  # the head as pre-fitted: any weights
+            p.add_(0.05 * torch.randn_like(p))
+        prefit = {k: v.clone() for k, v in m.state_dict().items()}
+        ablation = m.set_paths("base_head")(x)
+        for p in m.parameters():  # training then moves every weight, the head's too
+            p.add_(0.05 * torch.randn_like(p))
+        trained = m.set_paths("full")(x)
+        m.keep_head(2, prefit)
+        kept = m(x)
+    assert m.config.network_steps == 2 and m.kept_bins
+    np.testing.assert_array_equal(kept[:, :2].numpy(), trained[:, :2].numpy())
+    np.testing.assert_allclose(kept[:, 2:].numpy(), ablation[:, 2:].numpy(), rtol=1e-6, atol=1e-5)
+    assert not np.allclose(trained[:, 2:].numpy(), ablation[:, 2:].numpy(), atol=1e-3)  # the drift it removes
+    assert not any(n.startswith("kept_") for n, _ in m.named_parameters())  # never trained
+    if variant.get("decoder") != "direct":  # a subset of target bins, each from the part that serves it
+        hz = torch.tensor([1, 2, 4])
+        with torch.no_grad():
+            np.testing.assert_allclose(m(x, horizons=hz).numpy(), kept[:, hz].numpy(), rtol=1e-5, atol=1e-5)
+    back = load_model(save_model(m, tmp_path / "saved"))
+    assert back.config.network_steps == 2
+    with torch.no_grad():
+        np.testing.assert_array_equal(back(x).numpy(), kept.numpy())
+    program = torch.export.export(m, (x,)).module()
+    with torch.no_grad():
+        np.testing.assert_allclose(program(x).numpy(), kept.numpy(), rtol=1e-6, atol=1e-5)
+    with pytest.raises(ValueError, match="missing"):
+        _model(channels, hw, horizon=5, **variant).keep_head(2, {})
+    with pytest.raises(ValueError, match="network_steps"):
+        ForecasterConfig(horizon=3, network_steps=4)
+
+
 def test_variant_config_is_validated():
     with pytest.raises(ValueError, match="cell"):
         ForecasterConfig(cell="transformer")

@@ -49,6 +49,12 @@ One module, read top to bottom:
    with a zero hidden state (``"base_head"``): the ablations on every model card. The output is
    mapped back to original units ``(B, H_out, C, H, W)``. The loss lives in
    ``traffic.forecast.metrics`` and the training in ``traffic.forecast.train``.
+6. **Where the network serves.** Training fits the network on the first target bins only (where
+   recent data carry signal); the head's weights it moves are shared by every bin, so further out
+   the full model would drift from the head as it was pre-fitted. With ``network_steps`` set
+   (:meth:`Forecaster.keep_head`) the full model serves its first ``network_steps`` bins from the
+   network and every later bin from the pre-fitted head with a zero hidden state (a frozen copy,
+   ``kept_*`` buffers): beyond the trained bins the full model *is* base + head.
 
 Why linear attention (Katharopoulos et al., 2020, feature map ``elu(x) + 1``) rather than
 softmax attention or CBAM: detectors on the same corridor are correlated over distances far
@@ -93,6 +99,9 @@ DECODERS = ("parallel", "direct", "autoregressive")
 #: base, but not zero, so every path (encoder, attention, head) gets gradient from the first step.
 OUT_INIT_STD = 1e-2
 N_BASE = len(BASE_FEATURES)
+#: The modules of the per-cell head: what training pre-fits with a zero hidden state, and what
+#: :meth:`Forecaster.keep_head` freezes a copy of for the target bins the network does not serve.
+HEAD_MODULES = ("head_hidden_in", "head_sample_in", "head_step_in", "head_time_in", "head")
 #: Features of a horizon's lead that the head reads (:func:`lead_features`); independent of the
 #: horizon count, so a 96-step day-ahead head costs what a 3-step one does per horizon.
 N_LEAD = 6
@@ -183,6 +192,9 @@ class ForecasterConfig:
     # observed in training. Elsewhere the forecast is the linear base (nothing there to learn from).
     # None = every cell of the box.
     head_cells: tuple[int, ...] | None = None
+    # target bins the network serves (the first ones: those it was trained on); every later bin is
+    # base + the pre-fitted head with a zero hidden state (Forecaster.keep_head). 0 = every bin.
+    network_steps: int = 0
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -206,6 +218,10 @@ class ForecasterConfig:
             self.head_cells = tuple(sorted(cells))
         if self.cell not in CELLS:
             raise ValueError(f"cell {self.cell!r} not in {CELLS}")
+        if not 0 <= self.network_steps <= self.horizon:
+            raise ValueError(
+                f"network_steps {self.network_steps} must be in [0, horizon={self.horizon}] (0 = every bin)"
+            )
         if self.patch < 1:
             raise ValueError(f"patch {self.patch} must be >= 1")
         if self.decoder not in DECODERS:
@@ -500,6 +516,40 @@ class Forecaster(nn.Module):
         cells = torch.tensor(cfg.head_cells if cfg.head_cells is not None else range((r1 - r0) * (c1 - c0)))
         self.register_buffer("head_index", cells.long(), persistent=False)  # (N,) from the config
         self.paths = "full"  # not saved: every loaded module runs the full network
+        if self.kept_bins:  # a saved module that serves its later bins from the pre-fitted head
+            self._register_kept({n: torch.zeros_like(p) for n, p in self._head_parameters().items()})
+
+    # ------------------------------------------------------------------------ the kept head
+    @property
+    def kept_bins(self) -> bool:
+        """True when the target bins from ``network_steps`` on are served by the kept (pre-fitted) head."""
+        return 0 < self.config.network_steps < self.config.horizon
+
+    def _head_parameters(self) -> dict[str, torch.Tensor]:
+        """The head's parameters by state-dict name (``head.weight``, ``head_sample_in.weight``, ...)."""
+        return {n: p for n, p in self.named_parameters() if n.split(".", 1)[0] in HEAD_MODULES}
+
+    def _register_kept(self, head: dict[str, torch.Tensor]) -> None:
+        for name, p in self._head_parameters().items():
+            self.register_buffer(_kept(name), head[name].detach().to(p).clone())
+
+    def keep_head(self, network_steps: int, head: dict[str, torch.Tensor]) -> Forecaster:
+        """Serve the first ``network_steps`` target bins from the network, the rest from ``head``.
+
+        ``head`` is a state dict holding the head's parameters as pre-fitted (hidden state 0: the
+        ``base_head`` ablation's); a frozen copy is kept as buffers (saved with the module, never
+        trained), so from bin ``network_steps`` on the full model equals that ablation exactly.
+        ``network_steps`` 0 or the whole horizon: every bin from the network (nothing kept).
+        """
+        if not 0 <= network_steps <= self.config.horizon:
+            raise ValueError(f"network_steps {network_steps} must be in [0, horizon={self.config.horizon}]")
+        missing = sorted(set(self._head_parameters()) - set(head))
+        if missing:
+            raise ValueError(f"the kept head needs the head's parameters; missing {missing}")
+        self.config.network_steps = int(network_steps)
+        if self.kept_bins:
+            self._register_kept(head)
+        return self
 
     def set_paths(self, paths: str) -> Forecaster:
         """Run ``"full"``, ``"base_head"`` (hidden state 0: no encoder, attention or decoder) or ``"base"``."""
@@ -677,22 +727,36 @@ class Forecaster(nn.Module):
         time = torch.cat([tgt_cal.to(base.dtype), lead], dim=-1)[:, :, None]  # (B, H_out, 1, N_PERIODIC + 1 + N_LEAD)
         return HeadInputs(sample[:, None], step, time)
 
-    def head_out(self, hidden: torch.Tensor | None, inp: HeadInputs | None) -> torch.Tensor:
+    def _linear(self, name: str, x: torch.Tensor, kept: bool) -> torch.Tensor:
+        """The head layer ``name`` on ``x``: the trained one, or (``kept``) its frozen pre-fitted copy."""
+        if not kept:
+            return getattr(self, name)(x)
+        bias = getattr(self, _kept(f"{name}.bias"), None)
+        return F.linear(x, getattr(self, _kept(f"{name}.weight")), bias)
+
+    def head_out(self, hidden: torch.Tensor | None, inp: HeadInputs | None, kept: bool = False) -> torch.Tensor:
         """The head ``(..., 2C)`` (residual, coefficient correction) on broadcastable ``(..., features)`` inputs.
 
         ``hidden`` ``(..., hid)`` is the decoder's hidden state at the head cells (None = zero, the
-        base + head ablation); ``inp`` the :meth:`head_inputs` (None without an MLP head).
+        base + head ablation); ``inp`` the :meth:`head_inputs` (None without an MLP head); ``kept``
+        runs the frozen pre-fitted copy (:meth:`keep_head`, hidden state 0 only).
         ``h1 = gelu(W_h hidden + W_s sample + W_p step + W_t time + b)``, ``out = W_o h1 + b_o``.
         """
         if self.head_hidden_in is None:
             if hidden is None:
                 raise ValueError("a linear head (head_hidden = 0) needs the hidden state")
             return self.head(hidden)
-        assert inp is not None and self.head_sample_in is not None
-        assert self.head_step_in is not None and self.head_time_in is not None
-        z = self.head_sample_in(inp.sample) + self.head_step_in(inp.step) + self.head_time_in(inp.time)
-        z = z + (self.head_hidden_in(hidden) if hidden is not None else self.head_hidden_in.bias)
-        return self.head(F.gelu(z))  # (..., 2C)
+        assert inp is not None and not (kept and hidden is not None)
+        z = (
+            self._linear("head_sample_in", inp.sample, kept)
+            + self._linear("head_step_in", inp.step, kept)
+            + self._linear("head_time_in", inp.time, kept)
+        )
+        if hidden is not None:
+            z = z + self.head_hidden_in(hidden)
+        else:  # a zero hidden state: the entry layer's bias alone
+            z = z + (getattr(self, _kept("head_hidden_in.bias")) if kept else self.head_hidden_in.bias)
+        return self._linear("head", F.gelu(z), kept)  # (..., 2C)
 
     def _scatter(self, out: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Head output at the head cells ``(B, H_out, N, 2C)`` -> residual and correction ``(B, H_out, C, h, w)``."""
@@ -702,14 +766,40 @@ class Forecaster(nn.Module):
         full = full.view(b, n_out, 2, c2 // 2, h, w)  # (B, H_out, 2, C, h, w)
         return full[:, :, 0], full[:, :, 1]
 
-    def _head_only(self, t: Terms, calendar: torch.Tensor, base: torch.Tensor, horizons: torch.Tensor | None = None):
-        """The head with a zero hidden state on a (cropped) grid: the base + head ablation."""
+    def _head_only(
+        self,
+        t: Terms,
+        calendar: torch.Tensor,
+        base: torch.Tensor,
+        horizons: torch.Tensor | None = None,
+        kept: bool = False,
+    ):
+        """The head with a zero hidden state on a (cropped) grid: the base + head ablation (``kept``: its frozen copy)."""
         h, w = t.vn.shape[-2:]
         if not self.has_head_mlp:  # a linear head on a zero hidden state: its bias alone
-            out = self.head.bias.expand(base.shape[0], base.shape[1], len(self.head_index), -1)
+            bias = getattr(self, _kept("head.bias")) if kept else self.head.bias
+            out = bias.expand(base.shape[0], base.shape[1], len(self.head_index), -1)
             return self._scatter(out, h, w)
-        out = self.head_out(None, self.head_inputs(t, base, self.target_calendar(calendar), horizons))  # (B, H, N, 2C)
-        return self._scatter(out, h, w)
+        inp = self.head_inputs(t, base, self.target_calendar(calendar), horizons)
+        return self._scatter(self.head_out(None, inp, kept), h, w)  # (B, H, C, h, w) each
+
+    def _served(self, t: Terms, calendar: torch.Tensor, base: torch.Tensor, horizons: torch.Tensor | None = None):
+        """The full model with a kept head: the network's first ``network_steps`` bins, the kept head's later ones."""
+        nb, n_out = self.config.network_steps, self.config.horizon
+        if horizons is not None:  # a chosen subset: each bin from the part that serves it
+            res, fix = self._network(t, calendar, base, horizons)
+            res_k, fix_k = self._head_only(t, calendar, base, horizons, kept=True)
+            late = (horizons >= nb).view(1, -1, 1, 1, 1)  # (1, K, 1, 1, 1)
+            return torch.where(late, res_k, res), torch.where(late, fix_k, fix)
+        if self.recurrent_decoder:  # the unroll runs over every bin; its later ones are replaced
+            res, fix = self._network(t, calendar, base)
+            res, fix = res[:, :nb], fix[:, :nb]
+        else:  # the parallel decoder computes only the bins it serves
+            res, fix = self._network(t, calendar, base[:, :nb], torch.arange(nb, device=base.device))
+        res, fix = res.expand(-1, nb, -1, -1, -1), fix.expand(-1, nb, -1, -1, -1)  # a linear head: one bin for all
+        later = torch.arange(nb, n_out, device=base.device)
+        res_k, fix_k = self._head_only(t, calendar, base[:, nb:], later, kept=True)
+        return torch.cat([res, res_k], dim=1), torch.cat([fix, fix_k], dim=1)  # (B, H_out, C, h, w) each
 
     # ------------------------------------------------------------------------------- network
     def _network(self, t: Terms, calendar: torch.Tensor, base: torch.Tensor, horizons: torch.Tensor | None = None):
@@ -841,6 +931,8 @@ class Forecaster(nn.Module):
         calendar = x[:, :, 2 * c :, 0, 0].float()  # (B, T, K)
         if self.paths == "base_head":
             residual, coef_fix = self._head_only(crop, calendar, base[..., r0:r1, c0:c1], horizons)
+        elif self.kept_bins:  # the network's bins, then base + the pre-fitted head
+            residual, coef_fix = self._served(crop, calendar, base[..., r0:r1, c0:c1], horizons)
         else:
             residual, coef_fix = self._network(crop, calendar, base[..., r0:r1, c0:c1], horizons)
         pad = (c0, w - c1, r0, h - r1)  # zero outside the box: the linear base alone
@@ -848,3 +940,8 @@ class Forecaster(nn.Module):
         anomaly_last = terms.base_features[:, None, :, 0]  # (B, 1, C, H, W)
         pred_n = base + coef_fix * anomaly_last + residual  # (B, H_out, C, H, W)
         return pred_n * self.std.view(1, 1, c, 1, 1) + self.mean.view(1, 1, c, 1, 1)
+
+
+def _kept(name: str) -> str:
+    """The buffer holding the kept (pre-fitted) copy of head parameter ``name``: ``head.weight`` -> ``kept_head_weight``."""
+    return "kept_" + name.replace(".", "_")

@@ -107,6 +107,7 @@ DATA_FIELDS = (
     "bin_minutes",
     "profile_period",
     "utc_offset_minutes",
+    "network_steps",  # the signal horizons of the training window (set after training: Forecaster.keep_head)
 )
 
 log = logging.getLogger(__name__)
@@ -612,6 +613,10 @@ def _train(
     module.load_state_dict(state.best_state)
     module.eval()
     check_finite_module(module, "after training")
+    # the network serves the bins it was trained on; beyond them the head as pre-fitted (its frozen
+    # copy), so the full model there is base + head exactly instead of a head the training moved
+    module.keep_head(net_steps, head_state)
+    head_state = {**_state_on_cpu(module), **head_state}  # the ablation's state: the kept copy is the same head
 
     # 5. the backtest: the model, its ablations and the baselines on every holdout fold, per target day
     metrics: dict[str, HorizonMetrics] = {}

@@ -344,7 +344,13 @@ def combination_section(result: TrainResult, m: Mapping[str, float]) -> list[str
             "",
             f"The network was trained on the first {int(steps)} forecast step(s) of {bt.horizon}: where the training "
             f"window's seasonal anomaly stays correlated with the last one (lags 1, 2, …: {shown}; threshold "
-            f"`signal_threshold` {result.params.get('signal_threshold', 'n/a')}).",
+            f"`signal_threshold` {result.params.get('signal_threshold', 'n/a')}). "
+            + (
+                f"It serves those steps only: from step {int(steps) + 1} on, the full model is base + the head as "
+                "pre-fitted (a frozen copy), so there it equals the `base_head` ablation."
+                if 0 < int(steps) < bt.horizon
+                else "It serves every step."
+            ),
         ]
     for combo in combos:
         lines += ["", f"Serving weights of `{combo.name}` (every origin: the refresh):", "", combo.weights_table()]
