@@ -305,8 +305,12 @@ class RidgeLagBaseline:
         self.models: dict[tuple[int, int], object] = {}
         self.fallback: np.ndarray | None = None
 
-    def _features(self, grid: GridTensor, t_end: np.ndarray, h: int, n: np.ndarray, c: np.ndarray, k: np.ndarray):
-        """Feature rows for samples ``n``, channels ``c`` and flat cells ``k`` at horizon index ``h``."""
+    def _lag_features(self, grid: GridTensor, t_end: np.ndarray, n: np.ndarray, c: np.ndarray, k: np.ndarray):
+        """The features of samples ``n``, channels ``c`` and flat cells ``k`` that no horizon changes.
+
+        ``(R, 2 lags + 2)`` float32: the last ``lags`` context values (0 where missing), their masks, the
+        last observed value (the fallback where none) and whether there was one.
+        """
         _, n_c, hh, ww = grid.shape
         vals = grid.values.reshape(len(grid.times), n_c, hh * ww)
         msk = grid.mask.reshape(len(grid.times), n_c, hh * ww)
@@ -318,11 +322,24 @@ class RidgeLagBaseline:
         last, has = last_observed(cv, cm, self.fallback.reshape(n_c, -1)[c, k])
         lag_v = np.where(cm, cv, 0.0)[:, -self.lags :]
         lag_m = cm[:, -self.lags :].astype(np.float32)
+        return np.hstack([lag_v, lag_m, last[:, None], has[:, None].astype(np.float32)])
+
+    def _features(self, grid: GridTensor, t_end: np.ndarray, h: int, n: np.ndarray, lag: np.ndarray) -> np.ndarray:
+        """Feature rows at horizon index ``h``: ``lag`` (:meth:`_lag_features` of the rows, samples ``n``) and the
+        calendar of each row's target bin."""
         # calendar of the target bins: computed once per distinct sample, not per row (rows share samples)
-        uniq, inv = np.unique(t, return_inverse=True)
+        uniq, inv = np.unique(np.asarray(t_end)[n], return_inverse=True)
         tt = grid.times[uniq] + (h + 1) * (grid.times[1] - grid.times[0])  # target bin starts
         cal = calendar_features(tt, grid.holiday_at(tt))[inv]
-        return np.hstack([lag_v, lag_m, last[:, None], has[:, None].astype(np.float32), cal]).astype(np.float64)
+        return np.hstack([lag, cal]).astype(np.float64)
+
+    def _channel_lags(self, grid: GridTensor, t_end: np.ndarray, ci: int, rows: np.ndarray):
+        """:meth:`_lag_features` of channel ``ci`` at every (sample, cell) of ``rows`` ``(N, HW)`` (bool), once
+        for all horizons; returns the block and ``(N, HW)`` row positions into it (-1 where not in ``rows``)."""
+        n, k = np.nonzero(rows)
+        pos = np.full(rows.shape, -1, dtype=np.int32)
+        pos[n, k] = np.arange(len(n), dtype=np.int32)
+        return self._lag_features(grid, t_end, n, np.full(len(n), ci), k), pos
 
     def regressor(self):
         """A new unfitted regressor of one (horizon, channel): ``StandardScaler`` then ``Ridge(alpha)``."""
@@ -343,9 +360,17 @@ class RidgeLagBaseline:
         n_c = grid.shape[1]
         flat_values = grid.values.reshape(len(grid.times), n_c, -1)
         # one BLAS thread: on a shared CPU two busy-waiting BLAS threads made each X'X 10-25x slower
+        def observed(h: int) -> np.ndarray:  # (N, C, HW) the observed targets at horizon index h
+            return grid.mask[t_end + h + 1].reshape(len(t_end), n_c, -1)
+
+        # the lag features of a (sample, cell) serve every horizon: computed once, for every observed target
+        rows = np.zeros((len(t_end), n_c, flat_values.shape[2]), dtype=bool)
+        for h in range(self.horizon):
+            rows |= observed(h)
+        lags = {ci: self._channel_lags(grid, t_end, ci, rows[:, ci]) for ci in range(n_c)}
         with threadpool_limits(limits=1, user_api="blas"):
             for h in range(self.horizon):
-                tm = grid.mask[t_end + h + 1].reshape(len(t_end), n_c, -1)  # (N, C, HW)
+                tm = observed(h)
                 for ci in range(n_c):
                     n, k = np.nonzero(tm[:, ci])
                     if len(n) > self.max_rows:
@@ -353,8 +378,8 @@ class RidgeLagBaseline:
                         n, k = n[keep], k[keep]
                     if len(n) == 0:
                         continue
-                    c = np.full(len(n), ci)
-                    x = self._features(grid, t_end, h, n, c, k)
+                    block, pos = lags[ci]
+                    x = self._features(grid, t_end, h, n, block[pos[n, k]])
                     y = flat_values[t_end[n] + h + 1, ci, k]
                     self.models[(h, ci)] = self.regressor().fit(x, y)
         return self
@@ -369,8 +394,11 @@ class RidgeLagBaseline:
         _, n_c, hh, ww = grid.shape
         out = np.full((len(t_end), self.horizon, n_c, hh * ww), np.nan, dtype=np.float32)
         sel = np.ones(out.shape, dtype=bool) if where is None else where.reshape(out.shape)
-        for h in range(self.horizon):
-            for ci in range(n_c):
+        for ci in range(n_c):
+            fitted = [h for h in range(self.horizon) if (h, ci) in self.models]
+            # the lag features of every (sample, cell) a fitted horizon predicts, once for all horizons
+            block, pos = self._channel_lags(grid, t_end, ci, sel[:, fitted, ci].any(axis=1))
+            for h in range(self.horizon):
                 n, k = np.nonzero(sel[:, h, ci])
                 if len(n) == 0:
                     continue
@@ -378,7 +406,7 @@ class RidgeLagBaseline:
                 if model is None:
                     out[n, h, ci, k] = self.fallback[ci].reshape(-1)[k]
                     continue
-                x = self._features(grid, t_end, h, n, np.full(len(n), ci), k)
+                x = self._features(grid, t_end, h, n, block[pos[n, k]])
                 out[n, h, ci, k] = model.predict(x)  # type: ignore[attr-defined]
         return out.reshape(len(t_end), self.horizon, n_c, hh, ww)
 
