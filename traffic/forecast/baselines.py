@@ -359,6 +359,7 @@ class RidgeLagBaseline:
         t_end = np.asarray(t_end)
         n_c = grid.shape[1]
         flat_values = grid.values.reshape(len(grid.times), n_c, -1)
+
         # one BLAS thread: on a shared CPU two busy-waiting BLAS threads made each X'X 10-25x slower
         def observed(h: int) -> np.ndarray:  # (N, C, HW) the observed targets at horizon index h
             return grid.mask[t_end + h + 1].reshape(len(t_end), n_c, -1)
@@ -397,7 +398,7 @@ class RidgeLagBaseline:
         for ci in range(n_c):
             fitted = [h for h in range(self.horizon) if (h, ci) in self.models]
             # the lag features of every (sample, cell) a fitted horizon predicts, once for all horizons
-            block, pos = self._channel_lags(grid, t_end, ci, sel[:, fitted, ci].any(axis=1))
+            block, pos = self._channel_lags(grid, t_end, ci, np.asarray(sel[:, fitted, ci].any(axis=1)))
             for h in range(self.horizon):
                 n, k = np.nonzero(sel[:, h, ci])
                 if len(n) == 0:
