@@ -69,7 +69,7 @@ cannot move information between distant cells.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import NamedTuple
 
 import torch
@@ -541,12 +541,10 @@ class Forecaster(nn.Module):
         trained), so from bin ``network_steps`` on the full model equals that ablation exactly.
         ``network_steps`` 0 or the whole horizon: every bin from the network (nothing kept).
         """
-        if not 0 <= network_steps <= self.config.horizon:
-            raise ValueError(f"network_steps {network_steps} must be in [0, horizon={self.config.horizon}]")
         missing = sorted(set(self._head_parameters()) - set(head))
         if missing:
             raise ValueError(f"the kept head needs the head's parameters; missing {missing}")
-        self.config.network_steps = int(network_steps)
+        self.config = replace(self.config, network_steps=int(network_steps))  # validated by the config
         if self.kept_bins:
             self._register_kept(head)
         return self

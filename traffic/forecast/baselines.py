@@ -360,7 +360,6 @@ class RidgeLagBaseline:
         n_c = grid.shape[1]
         flat_values = grid.values.reshape(len(grid.times), n_c, -1)
 
-        # one BLAS thread: on a shared CPU two busy-waiting BLAS threads made each X'X 10-25x slower
         def observed(h: int) -> np.ndarray:  # (N, C, HW) the observed targets at horizon index h
             return grid.mask[t_end + h + 1].reshape(len(t_end), n_c, -1)
 
@@ -369,6 +368,7 @@ class RidgeLagBaseline:
         for h in range(self.horizon):
             rows |= observed(h)
         lags = {ci: self._channel_lags(grid, t_end, ci, rows[:, ci]) for ci in range(n_c)}
+        # one BLAS thread: on a shared CPU two busy-waiting BLAS threads made each X'X 10-25x slower
         with threadpool_limits(limits=1, user_api="blas"):
             for h in range(self.horizon):
                 tm = observed(h)
